@@ -1,0 +1,194 @@
+//! Configuration: the TOML file, and the per-provider settings it carries.
+//!
+//! The file is strict (`deny_unknown_fields`): a typo is an error naming the file,
+//! line and key, never a silent default. Precedence (flag > env > file > default)
+//! is applied by the CLI layer; this module only reads and validates the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Extra patterns and ranges a user gives one provider (`[providers.NAME]`).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderConfig {
+    /// Extra interface name globs (a wg-quick interface called `office`).
+    pub names: Vec<glob::Pattern>,
+    /// Extra address ranges (a NetBird network with a custom range).
+    pub cidrs: Vec<IpNet>,
+}
+
+/// The config file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `bind = ["wireguard", "cidr:10.8.0.0/24"]`.
+    pub bind: Option<Vec<String>>,
+    /// `host = "10.8.0.1"` (with `bind = ["custom"]`).
+    pub host: Option<String>,
+    /// `port = 18789`.
+    pub port: Option<u16>,
+    /// `token_file = "/etc/meshgate/token"`.
+    pub token_file: Option<PathBuf>,
+    /// `token = "..."` (prefer `token_file`).
+    pub token: Option<String>,
+    /// `fallback = "loopback" | "fail"`.
+    pub fallback: Option<crate::resolver::Fallback>,
+    /// `loopback_companion = false` is `--no-loopback`.
+    pub loopback_companion: Option<bool>,
+    /// `follow = false` is `--no-follow`.
+    pub follow: Option<bool>,
+    /// The order `auto` walks the mesh providers in.
+    pub auto: Option<Vec<String>>,
+    /// `[providers.NAME]` tables.
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProviderConfig>,
+}
+
+/// `[providers.NAME]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviderConfig {
+    /// Extra interface name globs.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Extra CIDRs.
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+}
+
+/// A config file that cannot be used (exit 78).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a bad value.
+    #[error("parse config file {path}: {detail}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        detail: String,
+    },
+    /// A value that parses as TOML but means nothing here.
+    #[error("config file {path}: {key} = {value:?}: {detail}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The key (`providers.wireguard.cidrs`).
+        key: String,
+        /// The value.
+        value: String,
+        /// What was expected.
+        detail: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), detail: e.to_string().trim_end().to_owned() })
+    }
+
+    /// Validates the `[providers.*]` tables against the registered names.
+    pub fn provider_configs(
+        &self,
+        path: &Path,
+        known: &[&str],
+    ) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, raw) in &self.providers {
+            if !known.contains(&name.as_str()) {
+                return Err(ConfigError::Value {
+                    path: path.into(),
+                    key: format!("providers.{name}"),
+                    value: name.clone(),
+                    detail: format!("no such provider; known: {}", known.join(", ")),
+                });
+            }
+            let bad = |key: &str, value: &str, detail: String| ConfigError::Value {
+                path: path.into(),
+                key: format!("providers.{name}.{key}"),
+                value: value.into(),
+                detail,
+            };
+            let names = raw
+                .names
+                .iter()
+                .map(|n| {
+                    if n.is_empty() {
+                        return Err(bad(
+                            "names",
+                            n,
+                            "an empty pattern; expected an interface name or glob such as office or wg*".into(),
+                        ));
+                    }
+                    glob::Pattern::new(n).map_err(|e| {
+                        bad("names", n, format!("{}; expected an interface name or glob such as office or wg*", e.msg))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let cidrs = raw
+                .cidrs
+                .iter()
+                .map(|c| {
+                    c.parse::<IpNet>()
+                        .map(|n| n.trunc())
+                        .map_err(|_| bad("cidrs", c, "expected NETWORK/PREFIX such as 10.8.0.0/24".into()))
+                })
+                .collect::<Result<_, _>>()?;
+            out.insert(name.clone(), ProviderConfig { names, cidrs });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = FileConfig::parse("port = 1\nbnid = [\"x\"]\n", Path::new("/etc/m.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("/etc/m.toml"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("bnid"), "{msg}");
+    }
+
+    #[test]
+    fn provider_tables_are_validated() {
+        let c =
+            FileConfig::parse("[providers.wireguard]\nnames=[\"office\"]\ncidrs=[\"10.8.0.7/24\"]\n", Path::new("c"))
+                .unwrap();
+        let p = c.provider_configs(Path::new("c"), &["wireguard"]).unwrap();
+        assert!(p["wireguard"].names[0].matches("office"));
+        assert_eq!(p["wireguard"].cidrs[0].to_string(), "10.8.0.0/24");
+        let c = FileConfig::parse("[providers.wiregard]\n", Path::new("c")).unwrap();
+        assert!(c
+            .provider_configs(Path::new("c"), &["wireguard"])
+            .unwrap_err()
+            .to_string()
+            .contains("providers.wiregard"));
+        let c = FileConfig::parse("[providers.wireguard]\ncidrs=[\"10.8.0.0\"]\n", Path::new("c")).unwrap();
+        let e = c.provider_configs(Path::new("c"), &["wireguard"]).unwrap_err().to_string();
+        assert!(e.contains("providers.wireguard.cidrs") && e.contains("10.8.0.0"), "{e}");
+        let e = FileConfig::parse("fallback = \"wide\"\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("wide") && e.contains("line 1"), "{e}");
+    }
+}

@@ -1,0 +1,32 @@
+//! meshgate's core: decide which addresses a bind mode means on this host, and say why.
+//!
+//! It reads the host's interfaces into a [`Snapshot`] ([`source`]), asks every
+//! registered [`BindProvider`] what it claims ([`registry`]), and turns the user's
+//! `--bind` selectors into a [`Resolution`] ([`resolver`]). It knows nothing about
+//! any particular VPN (those are provider crates) nor about HTTP (the gateway).
+//!
+//! Providers register themselves with [`register_provider!`]; a program must
+//! reference each provider crate (`use meshgate_provider_x as _;`) or the linker
+//! drops it and its mode silently vanishes.
+
+pub mod config;
+pub mod model;
+pub mod provider;
+pub mod registry;
+pub mod resolver;
+pub mod selector;
+pub mod source;
+
+#[doc(hidden)]
+pub use inventory;
+
+pub use config::ProviderConfig;
+pub use model::{Flags, IfAddr, Interface, InterfaceKind, Snapshot};
+pub use provider::{
+    BindProvider, Candidate, Claims, MatchSummary, MeshMatcher, MeshProvider, MeshSpec, ProviderInfo, Rejection, Role,
+    Specificity,
+};
+pub use registry::{ProviderDescriptor, Registry, RegistryError};
+pub use resolver::{resolve, Fallback, Listener, ListenerRole, Resolution, ResolveOptions};
+pub use selector::{parse_selector, parse_selectors, Selector, SelectorError};
+pub use source::InterfaceSource;

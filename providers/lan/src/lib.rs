@@ -1,0 +1,142 @@
+//! `lan`: private-range addresses on interfaces that are not tunnels.
+//!
+//! RFC 1918 (10/8, 172.16/12, 192.168/16) and IPv6 ULA (fc00::/7) on physical
+//! NICs and other non-tunnel links. openclaw's `lan` meant 0.0.0.0; ours is
+//! narrower on purpose: public addresses are never part of `lan` (use `all`).
+//! Tunnels, point-to-point links, veths and container/VM bridges are turned down
+//! with a reason; a mesh's name or kind claim on an interface beats lan's range
+//! claim (a ZeroTier TAP in 10.147.0.0/16 is ZeroTier's, not the LAN).
+
+use ipnet::IpNet;
+use meshgate_core::{
+    BindProvider, Candidate, Claims, MatchSummary, ProviderConfig, ProviderInfo, Rejection, Role, Snapshot, Specificity,
+};
+
+/// The provider's constant facts.
+pub const INFO: ProviderInfo = ProviderInfo {
+    name: "lan",
+    priority: 900,
+    description: "private-range addresses (RFC 1918, IPv6 ULA) on non-tunnel interfaces (only when named)",
+    role: Role::Lan,
+};
+
+const RANGES: &[&str] = &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
+const BRIDGES: &[&str] = &["docker*", "br-*", "virbr*", "cni*", "podman*", "lxcbr*", "lxdbr*"];
+
+/// The LAN provider.
+#[derive(Debug)]
+pub struct Lan {
+    ranges: Vec<IpNet>,
+    bridges: Vec<glob::Pattern>,
+}
+
+impl Default for Lan {
+    fn default() -> Self {
+        Self {
+            ranges: RANGES.iter().map(|r| r.parse().expect("built-in range")).collect(),
+            bridges: BRIDGES.iter().map(|p| glob::Pattern::new(p).expect("built-in pattern")).collect(),
+        }
+    }
+}
+
+impl BindProvider for Lan {
+    fn info(&self) -> ProviderInfo {
+        INFO
+    }
+
+    fn matches(&self, config: &ProviderConfig) -> MatchSummary {
+        let mut ranges: Vec<String> = RANGES.iter().map(|s| s.to_string()).collect();
+        ranges.extend(config.cidrs.iter().map(|c| format!("{c} (config)")));
+        MatchSummary {
+            names: config.names.iter().map(|p| format!("{} (config)", p.as_str())).collect(),
+            ranges,
+            kinds: vec!["physical NIC".into(), "any non-tunnel link".into()],
+        }
+    }
+
+    fn claim(&self, snapshot: &Snapshot, config: &ProviderConfig) -> Claims {
+        let mut claims = Claims::default();
+        for iface in snapshot.interfaces.iter().filter(|i| !i.flags.loopback) {
+            let named = config.names.iter().any(|p| p.matches(&iface.name));
+            let private: Vec<_> = iface
+                .addresses
+                .iter()
+                .filter_map(|a| {
+                    self.ranges.iter().chain(&config.cidrs).find(|n| n.contains(&a.addr)).map(|n| (a.addr, *n))
+                })
+                .filter(|(a, _)| !meshgate_core::model::is_link_local(*a))
+                .collect();
+            if private.is_empty() {
+                continue;
+            }
+            let reject = |claims: &mut Claims, reason: String| {
+                claims.rejected.push(Rejection { interface: iface.name.clone(), address: None, reason })
+            };
+            if !named {
+                if iface.kind.is_tunnel() || iface.flags.point_to_point {
+                    reject(&mut claims, format!("{} is a tunnel ({}), not the LAN", iface.name, iface.kind));
+                    continue;
+                }
+                if iface.kind == meshgate_core::InterfaceKind::Veth
+                    || self.bridges.iter().any(|p| p.matches(&iface.name))
+                {
+                    reject(
+                        &mut claims,
+                        format!("{} is a container or VM link ({}), not the LAN", iface.name, iface.kind),
+                    );
+                    continue;
+                }
+            }
+            if let Some(why) = iface.unusable() {
+                reject(&mut claims, why);
+                continue;
+            }
+            for (addr, net) in private {
+                let specificity = if named { Specificity::Name } else { Specificity::Range };
+                let reason = format!("{addr} on {} ({}) is in the private range {net}", iface.name, iface.kind);
+                claims.candidates.push(Candidate { interface: iface.name.clone(), address: addr, specificity, reason });
+            }
+        }
+        claims
+    }
+}
+
+/// Builds the provider.
+pub fn build() -> Box<dyn BindProvider> {
+    Box::new(Lan::default())
+}
+
+meshgate_core::register_provider!(INFO, build);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshgate_core::{Interface, InterfaceKind};
+
+    fn claim(ifaces: Vec<Interface>) -> Claims {
+        Lan::default().claim(&Snapshot::new(ifaces), &ProviderConfig::default())
+    }
+
+    #[test]
+    fn private_ranges_on_a_nic() {
+        let c = claim(vec![Interface::new("eth0", 2, InterfaceKind::Physical)
+            .with_addr("192.168.1.10/24")
+            .with_addr("203.0.113.7/24")
+            .with_addr("fd12::10/64")
+            .with_addr("fe80::1/64")]);
+        let a: Vec<_> = c.candidates.iter().map(|c| c.address.to_string()).collect();
+        assert_eq!(a, ["192.168.1.10", "fd12::10"]);
+    }
+
+    #[test]
+    fn refuses_tunnels_bridges_and_down_links() {
+        let c = claim(vec![
+            Interface::new("wg0", 3, InterfaceKind::WireGuard).with_addr("10.8.0.1/24"),
+            Interface::new("docker0", 4, InterfaceKind::Bridge).with_addr("172.17.0.1/16"),
+            Interface::new("eth1", 5, InterfaceKind::Physical).with_addr("10.0.0.5/24").down(),
+        ]);
+        assert!(c.candidates.is_empty(), "{c:?}");
+        let r: Vec<_> = c.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert!(r[0].contains("tunnel") && r[1].contains("container") && r[2].contains("down"), "{r:?}");
+    }
+}

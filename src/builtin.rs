@@ -1,0 +1,35 @@
+//! The built-in providers. Naming each crate here keeps the linker from dropping
+//! it (an unreferenced crate's `inventory` registrations vanish silently), so any
+//! program that links this library gets every built-in bind mode.
+
+/// The names of the built-in providers, for the registry test and `meshgate providers`.
+pub const NAMES: &[&str] =
+    &["loopback", "tailnet", "netbird", "firezone", "zerotier", "nebula", "wireguard", "lan", "all"];
+
+pub use meshgate_provider_all as all;
+pub use meshgate_provider_firezone as firezone;
+pub use meshgate_provider_lan as lan;
+pub use meshgate_provider_loopback as loopback;
+pub use meshgate_provider_nebula as nebula;
+pub use meshgate_provider_netbird as netbird;
+pub use meshgate_provider_tailnet as tailnet;
+pub use meshgate_provider_wireguard as wireguard;
+pub use meshgate_provider_zerotier as zerotier;
+
+/// Forces every built-in provider crate to be linked. Cheap; call it once
+/// before the registry is first used (the CLI does).
+pub fn link() {
+    // Taking each crate's INFO keeps a reference to a symbol in every crate.
+    let infos = [
+        all::INFO,
+        firezone::INFO,
+        lan::INFO,
+        loopback::INFO,
+        nebula::INFO,
+        netbird::INFO,
+        tailnet::INFO,
+        wireguard::INFO,
+        zerotier::INFO,
+    ];
+    std::hint::black_box(infos);
+}

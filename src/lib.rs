@@ -1,0 +1,10 @@
+//! meshgate: a gateway that listens only on the networks you name.
+//!
+//! This crate is the program: the command line ([`cli`]) and, on top of
+//! [`meshgate_core`] (re-exported as [`core`]), everything that serves. Linking
+//! it links every built-in provider ([`builtin`]).
+
+pub mod builtin;
+pub mod cli;
+
+pub use meshgate_core as core;
