@@ -6,5 +6,6 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod gateway;
 
 pub use meshgate_core as core;

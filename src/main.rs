@@ -6,9 +6,25 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshgate::cli::{self, Cli, Command};
 
+async fn serve(args: &cli::ServeArgs) -> Result<String, cli::CliError> {
+    meshgate::gateway::serve::run(args, meshgate::core::source::system().as_ref()).await.map(|()| String::new())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let serving = !matches!(cli.command, Some(Command::Explain(_) | Command::Providers(_)));
+    if serving {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    // explain and providers answer at once: one thread starts fastest.
+    let mut builder = if serving {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshgate: failed to start the async runtime: {e}");
@@ -19,7 +35,8 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Explain(args)) => cli::explain(&args, meshgate::core::source::system().as_ref()).await,
             Some(Command::Providers(args)) => cli::providers(&args),
-            Some(Command::Serve(_)) | None => Err(cli::CliError::Runtime("serve is not built yet".into())),
+            Some(Command::Serve(args)) => serve(&args).await,
+            None => serve(&cli.serve).await,
         }
     });
     match result {

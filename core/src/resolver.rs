@@ -269,20 +269,27 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
                 }
             }
             Selector::Ip(lit) => {
-                let holder = snapshot.interfaces.iter().find(|i| i.addresses.iter().any(|a| a.addr == lit.addr));
+                let holds = |i: &&crate::model::Interface| i.addresses.iter().any(|a| a.addr == lit.addr);
+                let mut holder = snapshot.interfaces.iter().find(holds);
                 let mut addr = ScopedAddr::plain(lit.addr);
                 if let Some(scope) = &lit.scope {
-                    match scope.parse::<u32>() {
+                    let scoped = match scope.parse::<u32>() {
                         Ok(idx) => {
                             addr.scope_id = Some(idx);
-                            addr.scope_name =
-                                snapshot.interfaces.iter().find(|i| i.index == idx).map(|i| i.name.clone());
+                            let iface = snapshot.interfaces.iter().find(|i| i.index == idx);
+                            addr.scope_name = iface.map(|i| i.name.clone());
+                            iface
                         }
                         Err(_) => {
-                            addr.scope_id = snapshot.get(scope).map(|i| i.index);
+                            let iface = snapshot.get(scope);
+                            addr.scope_id = iface.map(|i| i.index);
                             addr.scope_name = Some(scope.clone());
+                            iface
                         }
-                    }
+                    };
+                    // The same link-local address often sits on several links
+                    // (fe80::1); a scoped literal is held by its scope or by nobody.
+                    holder = scoped.filter(holds);
                 } else if let (IpAddr::V6(_), true, Some(h)) = (lit.addr, is_link_local(lit.addr), holder) {
                     addr.scope_id = Some(h.index);
                     addr.scope_name = Some(h.name.clone());
@@ -364,32 +371,39 @@ fn listener(opts: &ResolveOptions, addr: IpAddr, provider: &str, iface: Option<&
 
 /// Shared address space is not proof: a range-only claim on an interface that
 /// another provider claims by name or kind is moved to that provider's rejections.
+/// The reason names every provider with a name or kind claim on the interface, in
+/// priority order: NetBird's kernel-WireGuard `wt0` is claimed by `netbird` (name)
+/// and by `wireguard` (kind), and the message must not hide the mesh behind the
+/// transport.
 fn settle_shared_space(reports: &mut [ProviderReport]) {
-    // interface → (provider, reason) of the strongest specific claim.
-    let mut owners: HashMap<String, (String, Specificity, String)> = HashMap::new();
+    // interface → every (provider, reason) with a name or kind claim on it, by priority.
+    let mut owners: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for r in reports.iter().filter(|r| matches!(r.role, Role::Mesh | Role::Lan)) {
         for c in r.candidates.iter().filter(|c| matches!(c.specificity, Specificity::Name | Specificity::Kind)) {
-            let e =
-                owners.entry(c.interface.clone()).or_insert_with(|| (r.name.clone(), c.specificity, c.reason.clone()));
-            if c.specificity > e.1 {
-                *e = (r.name.clone(), c.specificity, c.reason.clone());
+            let claimants = owners.entry(c.interface.clone()).or_default();
+            if !claimants.iter().any(|(n, _)| n == &r.name) {
+                claimants.push((r.name.clone(), c.reason.clone()));
             }
         }
     }
     for r in reports.iter_mut() {
         let name = r.name.clone();
         let (keep, lost): (Vec<_>, Vec<_>) = std::mem::take(&mut r.candidates).into_iter().partition(|c| {
-            c.specificity != Specificity::Range || owners.get(&c.interface).is_none_or(|(owner, _, _)| owner == &name)
+            c.specificity != Specificity::Range
+                || owners.get(&c.interface).is_none_or(|o| o.iter().any(|(owner, _)| owner == &name))
         });
         r.candidates = keep;
         for c in lost {
-            let (owner, _, why) = &owners[&c.interface];
+            let owned_by: Vec<String> =
+                owners[&c.interface].iter().map(|(owner, why)| format!("`{owner}` ({why})")).collect();
             r.rejected.push(Rejection {
                 interface: c.interface.clone(),
                 address: Some(c.address),
                 reason: format!(
-                    "{} is in {name}'s range, but {} belongs to `{owner}` ({why}); a range match alone is not proof",
-                    c.address, c.interface
+                    "{} is in {name}'s range, but {} belongs to {}; a range match alone is not proof",
+                    c.address,
+                    c.interface,
+                    owned_by.join(" and ")
                 ),
             });
         }

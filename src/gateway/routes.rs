@@ -1,0 +1,166 @@
+//! The router: `/healthz`, `/status`, `/ws`, and the state they read.
+//!
+//! The live listener set is a `tokio::sync::watch` value: `/status` reads the
+//! latest, `/ws` sends it on connect and a diff on every change.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use meshgate_core::Listener;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::auth::require_token;
+use super::token::Token;
+
+/// Which listener a request came in on; every listener's router carries one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerCtx {
+    /// The listener's local address.
+    pub local: SocketAddr,
+    /// True for 127.0.0.0/8 and ::1: no token needed there.
+    pub loopback: bool,
+}
+
+/// One live listener, as `/status` and `/ws` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveListener {
+    /// What the resolver said.
+    #[serde(flatten)]
+    pub listener: Listener,
+    /// When it opened (seconds since the Unix epoch).
+    pub since: u64,
+}
+
+/// The live set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LiveView {
+    /// Every open listener.
+    pub listeners: Vec<LiveListener>,
+    /// True when loopback stands in because nothing matched.
+    pub fallback: bool,
+    /// Why.
+    pub fallback_reason: Option<String>,
+}
+
+/// Shared state of the router.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    started: Instant,
+    token: Option<Token>,
+    live: watch::Sender<LiveView>,
+}
+
+impl AppState {
+    /// New state with this token (None: only loopback listeners can serve).
+    pub fn new(token: Option<Token>) -> Self {
+        Self {
+            inner: Arc::new(Inner { started: Instant::now(), token, live: watch::Sender::new(LiveView::default()) }),
+        }
+    }
+
+    /// The token, if any.
+    pub fn token(&self) -> Option<&Token> {
+        self.inner.token.as_ref()
+    }
+
+    /// Replaces the live view (wakes `/ws` clients when it changed).
+    pub fn publish(&self, view: LiveView) {
+        self.inner.live.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// The current live view.
+    pub fn view(&self) -> LiveView {
+        self.inner.live.borrow().clone()
+    }
+
+    /// A receiver of live view changes.
+    pub fn subscribe(&self) -> watch::Receiver<LiveView> {
+        self.inner.live.subscribe()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The router, with auth applied. Each listener adds its own [`ListenerCtx`]
+/// (`app(state).layer(Extension(ctx))`).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/status", get(status))
+        .route("/ws", get(ws))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let view = state.view();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.inner.started.elapsed().as_secs(),
+        "listeners": view.listeners,
+        "fallback": view.fallback,
+        "fallback_reason": view.fallback_reason,
+    }))
+}
+
+async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| stream_changes(socket, state.subscribe())).into_response()
+}
+
+/// Sends the current set, then one event per change, until the client goes.
+async fn stream_changes(mut socket: WebSocket, mut rx: watch::Receiver<LiveView>) {
+    let mut last = rx.borrow_and_update().clone();
+    let hello = json!({ "event": "listeners", "listeners": last.listeners, "fallback": last.fallback, "fallback_reason": last.fallback_reason });
+    if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = rx.borrow_and_update().clone();
+                let key = |l: &LiveListener| l.listener.socket_addr();
+                let added: Vec<_> = now.listeners.iter().filter(|l| !last.listeners.iter().any(|o| key(o) == key(l))).collect();
+                let removed: Vec<_> = last.listeners.iter().filter(|l| !now.listeners.iter().any(|o| key(o) == key(l))).collect();
+                let event = json!({
+                    "event": "changed",
+                    "added": added,
+                    "removed": removed,
+                    "listeners": now.listeners,
+                    "fallback": now.fallback,
+                    "fallback_reason": now.fallback_reason,
+                });
+                if socket.send(Message::Text(event.to_string().into())).await.is_err() {
+                    return;
+                }
+                last = now;
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
