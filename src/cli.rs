@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Resolve once at start; do not follow interface changes.
     #[arg(long)]
     pub no_follow: bool,
+    /// At start, wait up to SECONDS for the selectors to match before falling back
+    /// (with --fallback fail, an expired wait exits 69).
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
 }
 
 /// `explain`'s options.

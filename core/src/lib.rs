@@ -16,6 +16,7 @@ pub mod registry;
 pub mod resolver;
 pub mod selector;
 pub mod source;
+pub mod watcher;
 
 #[doc(hidden)]
 pub use inventory;
@@ -30,3 +31,4 @@ pub use registry::{ProviderDescriptor, Registry, RegistryError};
 pub use resolver::{resolve, Fallback, Listener, ListenerRole, Resolution, ResolveOptions};
 pub use selector::{parse_selector, parse_selectors, Selector, SelectorError};
 pub use source::InterfaceSource;
+pub use watcher::Watcher;

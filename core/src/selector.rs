@@ -166,7 +166,8 @@ pub fn parse_selectors(
 }
 
 fn looks_like_ip(s: &str) -> bool {
-    s.contains(':') || (s.contains('.') && s.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    let addr = s.split_once('%').map_or(s, |(a, _)| a);
+    addr.contains(':') || (addr.contains('.') && addr.chars().all(|c| c.is_ascii_digit() || c == '.'))
 }
 
 fn parse_ip(s: &str) -> Result<IpLiteral, SelectorError> {

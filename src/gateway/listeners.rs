@@ -238,6 +238,11 @@ impl ListenerSet {
         out
     }
 
+    /// Why the current fallback is in force, if it is.
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.fallback.1.clone()
+    }
+
     /// Records the resolution's fallback state (for the first publish at start).
     pub fn set_fallback(&mut self, fallback: bool, reason: Option<String>) {
         self.fallback = (fallback, reason);

@@ -8,6 +8,7 @@
 //! - [`serve`]: `meshgate serve` put together.
 
 pub mod auth;
+pub mod follow;
 pub mod listeners;
 pub mod routes;
 pub mod serve;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use meshgate_core::{resolve, InterfaceSource, Listener, ListenerRole, Resolution, Selector};
 
+use super::follow;
 use super::listeners::{bind_all, display_addr, ListenerSet};
 use super::routes::{app, AppState};
 use super::token::Token;
@@ -100,8 +101,22 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let settings = cli::settings(&args.bind, registry)?;
     let file = settings.file.as_ref().map(|(_, f)| f);
     let token = load_token(args, std::env::var("MESHGATE_TOKEN").ok(), file)?;
+    let follow = !args.no_follow && settings.file.as_ref().and_then(|(_, f)| f.follow).unwrap_or(true);
+    // Subscribe before the first snapshot so no change falls between the two.
+    let mut watcher = if follow || args.wait.is_some() {
+        Some(meshgate_core::watcher::system().map_err(|e| CliError::Runtime(e.to_string()))?)
+    } else {
+        None
+    };
+    let resolve_now = |s: &meshgate_core::Snapshot| resolve(registry, &settings.selectors, s, &settings.resolve);
     let snapshot = source.snapshot().await?;
-    let res = resolve(registry, &settings.selectors, &snapshot, &settings.resolve);
+    let mut res = resolve_now(&snapshot);
+    if let (Some(secs), Some(w)) = (args.wait, watcher.as_deref_mut()) {
+        if res.fallback || res.nothing_to_bind() {
+            tracing::info!("nothing matched yet; waiting up to {secs} s for a match (--wait)");
+            res = follow::wait_for_match(res, Duration::from_secs(secs), w, source, resolve_now).await;
+        }
+    }
     if res.nothing_to_bind() {
         return Err(CliError::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
     }
@@ -121,7 +136,10 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     }
     set.publish();
 
-    shutdown_signal().await;
+    match watcher.as_deref_mut() {
+        Some(w) if follow => follow::follow(&mut set, w, source, resolve_now, shutdown_signal()).await,
+        _ => shutdown_signal().await,
+    }
     tracing::info!("shutting down: letting in-flight requests finish (up to {}s)", SHUTDOWN_GRACE.as_secs());
     set.shutdown(SHUTDOWN_GRACE).await;
     Ok(())

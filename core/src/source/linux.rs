@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -166,17 +166,31 @@ fn kind_from_name(k: &str) -> InterfaceKind {
     }
 }
 
-/// For point-to-point links IFA_ADDRESS is the peer; IFA_LOCAL is ours.
+/// The address we can bind, if this one is usable now. For point-to-point links
+/// IFA_ADDRESS is the peer and IFA_LOCAL is ours. IPv6 addresses still in
+/// duplicate address detection (tentative) or that failed it cannot be bound
+/// yet: they are left out, and the event that ends DAD brings them in.
 fn local_address(a: &AddressMessage) -> Option<IpAddr> {
+    let unusable = |tentative: bool, failed: bool| tentative || failed;
+    if unusable(
+        a.header.flags.contains(AddressHeaderFlags::Tentative),
+        a.header.flags.contains(AddressHeaderFlags::Dadfailed),
+    ) {
+        return None;
+    }
+    let mut local = None;
     let mut address = None;
     for attr in &a.attributes {
         match attr {
-            AddressAttribute::Local(ip) => return Some(*ip),
+            AddressAttribute::Local(ip) => local = Some(*ip),
             AddressAttribute::Address(ip) => address = Some(*ip),
+            AddressAttribute::Flags(f) if unusable(f.contains(AddressFlags::Tentative), f.contains(AddressFlags::Dadfailed)) => {
+                return None
+            }
             _ => {}
         }
     }
-    address
+    local.or(address)
 }
 
 /// The kind sysfs reports for `name`, if sysfs describes this namespace's

@@ -1,0 +1,63 @@
+//! Watching the network: a [`Watcher`] resolves when interfaces or addresses
+//! changed, with bursts coalesced (a VPN coming up emits several events within
+//! milliseconds; one change should mean one re-resolution).
+//!
+//! [`system`] builds the best watcher for this OS: rtnetlink link and address
+//! events on Linux, polling elsewhere ([`PollWatcher`], which any
+//! [`InterfaceSource`] can drive).
+
+#[cfg(target_os = "linux")]
+mod linux;
+mod poll;
+
+use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+pub use linux::NetlinkWatcher;
+pub use poll::PollWatcher;
+
+#[cfg(not(target_os = "linux"))]
+use crate::source::InterfaceSource;
+
+/// How long the network must be quiet before a burst counts as one change.
+pub const QUIET: Duration = Duration::from_millis(5);
+/// The longest a burst is coalesced before the change is reported anyway.
+pub const MAX_COALESCE: Duration = Duration::from_millis(50);
+
+/// Watching failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The OS call failed.
+    #[error("watch network changes ({what}): {source}")]
+    Io {
+        /// Which call.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The interface source failed (polling watcher).
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+}
+
+/// Something that says when the network changed.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait::async_trait]
+pub trait Watcher: Send {
+    /// Resolves after the next relevant change (a burst counts once).
+    async fn changed(&mut self) -> Result<(), WatchError>;
+}
+
+/// The real watcher for this OS.
+pub fn system() -> Result<Box<dyn Watcher>, WatchError> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(Box::new(NetlinkWatcher::new()?))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let source: Box<dyn InterfaceSource> = crate::source::system();
+        Ok(Box::new(PollWatcher::new(source, Duration::from_secs(2))))
+    }
+}
