@@ -263,7 +263,14 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
                             out.notes.push(format!("cidr:{net}: skipped link-local {} on {}", a.addr, iface.name));
                         } else {
                             let reason = format!("{} on {} is in cidr:{net}", a.addr, iface.name);
-                            push(&mut out, listener(opts, a.addr, "cidr", Some(&iface.name), reason));
+                            let mut l = listener(opts, a.addr, "cidr", Some(&iface.name), reason);
+                            // Only `cidr:fe80::/..` gets here with a link-local address: it
+                            // needs its link's scope to bind, and fe80::1 on two links is two listeners.
+                            if a.addr.is_ipv6() && is_link_local(a.addr) {
+                                l.address.scope_id = Some(iface.index);
+                                l.address.scope_name = Some(iface.name.clone());
+                            }
+                            push(&mut out, l);
                         }
                     }
                 }

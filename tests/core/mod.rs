@@ -1,0 +1,8 @@
+//! Tests of the core through the root library: the registry, every provider's
+//! heuristics over hand-built snapshots, the resolver behind a mocked interface
+//! source, and the built binary's command-line contract.
+
+mod cli;
+mod providers;
+mod registry;
+mod resolver_mock;

@@ -1,0 +1,17 @@
+//! meshgate's one integration-test binary: every suite is a module of this crate,
+//! so there is one link step and one place for shared helpers.
+//!
+//! An integration test is its own program: a provider crate it does not name is
+//! dropped by the linker and its mode vanishes. [`registry`] therefore calls
+//! `meshgate::builtin::link()` (which names every built-in provider crate) before
+//! the registry is first built, and `core::registry` asserts the exact set.
+
+mod core;
+
+use meshgate::core::Registry;
+
+/// The registry of every built-in provider, as the binary sees it.
+pub(crate) fn registry() -> &'static Registry {
+    meshgate::builtin::link();
+    Registry::global().expect("the built-in providers register without conflicts")
+}
