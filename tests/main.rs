@@ -7,6 +7,9 @@
 //! the registry is first built, and `core::registry` asserts the exact set.
 
 mod core;
+mod gateway;
+mod lab;
+mod labnet;
 
 use meshgate::core::Registry;
 

@@ -206,13 +206,13 @@ impl MeshMatcher {
             let kind_hit = self.spec.kinds.contains(&iface.kind);
             let name_hit = self.names.iter().chain(config.names.iter()).find(|p| p.matches(&iface.name));
             if let Some((p, mode)) = self.exclude.iter().find(|(p, _)| p.matches(&iface.name)) {
-                if kind_hit || name_hit.is_some() || any_in_range {
-                    claims.reject(
-                        iface,
-                        None,
-                        format!("{} matches {}: it belongs to the `{mode}` mode", iface.name, p.as_str()),
-                    );
-                }
+                // Said even when nothing else matched: people expect `wireguard` to
+                // cover Tailscale (it runs WireGuard), and should learn why not.
+                claims.reject(
+                    iface,
+                    None,
+                    format!("{} matches {}: it belongs to the `{mode}` mode", iface.name, p.as_str()),
+                );
                 continue;
             }
             let weak_hit = self.weak_names.iter().find(|p| p.matches(&iface.name));

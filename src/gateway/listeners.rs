@@ -193,6 +193,8 @@ impl ListenerSet {
             }
         });
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
+        // Published before the caller announces it, so /status and /ws never lag the log.
+        self.publish();
         Ok(local)
     }
 

@@ -184,7 +184,9 @@ fn local_address(a: &AddressMessage) -> Option<IpAddr> {
         match attr {
             AddressAttribute::Local(ip) => local = Some(*ip),
             AddressAttribute::Address(ip) => address = Some(*ip),
-            AddressAttribute::Flags(f) if unusable(f.contains(AddressFlags::Tentative), f.contains(AddressFlags::Dadfailed)) => {
+            AddressAttribute::Flags(f)
+                if unusable(f.contains(AddressFlags::Tentative), f.contains(AddressFlags::Dadfailed)) =>
+            {
                 return None
             }
             _ => {}

@@ -1,0 +1,141 @@
+//! Follow with a scripted watcher and source: a sequence of snapshots in,
+//! listener changes out, including bursts (no-op changes) and flapping.
+//! Binds only 127.0.0.0/8 addresses on an ephemeral-port-free port.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshgate::core::source::{InterfaceSource, SourceError};
+use meshgate::core::watcher::{WatchError, Watcher};
+use meshgate::core::{resolve, Interface, InterfaceKind, ResolveOptions, Snapshot};
+use meshgate::gateway::{app, follow::follow, AppState, ListenerSet};
+use tokio::sync::mpsc;
+
+/// A watcher fed by the test: each message is one (coalesced) change.
+struct Scripted(mpsc::UnboundedReceiver<()>);
+
+#[async_trait::async_trait]
+impl Watcher for Scripted {
+    async fn changed(&mut self) -> Result<(), WatchError> {
+        match self.0.recv().await {
+            Some(()) => Ok(()),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A source returning whatever snapshot the test set last.
+#[derive(Clone)]
+struct Current(Arc<Mutex<Snapshot>>);
+
+#[async_trait::async_trait]
+impl InterfaceSource for Current {
+    async fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+fn host(with_wg: bool) -> Snapshot {
+    let mut s = Snapshot::new(vec![Interface::new("lo", 1, InterfaceKind::Loopback).with_addr("127.0.0.1/8")]);
+    if with_wg {
+        // 127.0.0.0/8 is all local on Linux, so a "WireGuard" address there binds for real.
+        s.interfaces.push(Interface::new("wg0", 7, InterfaceKind::WireGuard).with_addr("127.0.0.77/32"));
+    }
+    s
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn listeners_follow_snapshots() {
+    meshgate::builtin::link();
+    let registry = meshgate::core::Registry::global().unwrap();
+    let port = free_port();
+    // 127.0.0.77 is a loopback address, so it gets no loopback companion: name
+    // loopback too, so 127.0.0.1 stays throughout (the lab's follow test covers the
+    // fallback turning into the companion on a real tunnel).
+    let selectors = vec![
+        meshgate::core::Selector::Provider("wireguard".into()),
+        meshgate::core::Selector::Provider("loopback".into()),
+    ];
+    let opts = ResolveOptions { port, loopback_companion: true, ..Default::default() };
+    let resolve_now = move |s: &Snapshot| resolve(registry, &selectors, s, &opts);
+
+    let snapshot = Arc::new(Mutex::new(host(false)));
+    let source = Current(snapshot.clone());
+    let state = AppState::new(None);
+    let mut set = ListenerSet::new(app(state.clone()), state.clone());
+    let first = resolve_now(&host(false));
+    assert!(!first.fallback);
+    set.apply(&first);
+    let lo: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let wg: std::net::SocketAddr = format!("127.0.0.77:{port}").parse().unwrap();
+    assert_eq!(set.addresses(), vec![lo]);
+
+    // A client holds a connection on loopback throughout.
+    let held = tokio::net::TcpStream::connect(lo).await.unwrap();
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut views = state.subscribe();
+    let task = tokio::spawn(async move {
+        let mut watcher = Scripted(rx);
+        follow(&mut set, &mut watcher, &source, resolve_now, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        set
+    });
+
+    // wg0 appears: its listener opens; 127.0.0.1 stays, same socket.
+    *snapshot.lock().unwrap() = host(true);
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), views.changed()).await.expect("a change in time").unwrap();
+    let v = views.borrow_and_update().clone();
+    let addrs: Vec<String> = v.listeners.iter().map(|l| l.listener.address.to_string()).collect();
+    assert_eq!(addrs, ["127.0.0.1", "127.0.0.77"], "{v:?}");
+    tokio::net::TcpStream::connect(wg).await.expect("the wireguard listener accepts");
+
+    // A burst of no-op changes publishes nothing.
+    for _ in 0..5 {
+        tx.send(()).unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), views.changed()).await.is_err(),
+        "no-op burst changed the set"
+    );
+
+    // Flapping: 50 quick up/downs end where they started, with no socket left behind.
+    for i in 0..50 {
+        *snapshot.lock().unwrap() = host(i % 2 == 1);
+        tx.send(()).unwrap();
+        tokio::task::yield_now().await;
+    }
+    *snapshot.lock().unwrap() = host(false);
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            views.changed().await.unwrap();
+            if views.borrow_and_update().listeners.len() == 1 {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("back to loopback only");
+    stop_tx.send(()).unwrap();
+    let set = task.await.unwrap();
+    assert_eq!(set.addresses(), vec![lo]);
+    // wg0's listener is closed for good.
+    assert!(tokio::net::TcpStream::connect(wg).await.is_err(), "127.0.0.77 still accepts");
+    // The loopback connection held throughout still works: write a request on it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut held = held;
+    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut resp = String::new();
+    held.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    set.shutdown(Duration::from_secs(1)).await;
+}

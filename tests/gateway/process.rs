@@ -1,0 +1,235 @@
+//! The real `meshgate` process on this host's loopback: refused configurations
+//! and their exit codes, all-or-nothing binding, defaults, /ws, graceful stop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshgate");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn meshgate(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("MESHGATE_BIND").env_remove("MESHGATE_PORT").env_remove("MESHGATE_TOKEN");
+    c.env_remove("MESHGATE_CONFIG").stdin(Stdio::null());
+    c
+}
+
+/// Runs to completion, killing it after 10 s (a refused start must be quick).
+fn run(cmd: &mut Command) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn meshgate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("meshgate did not exit: {:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn token_file(body: &str, mode: u32) -> tempfile_path::TempPath {
+    use std::os::unix::fs::PermissionsExt;
+    let p = tempfile_path::TempPath::new("token");
+    std::fs::write(&p.0, body).unwrap();
+    std::fs::set_permissions(&p.0, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// A file removed on drop (std only).
+mod tempfile_path {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    pub(crate) struct TempPath(pub(crate) std::path::PathBuf);
+    impl TempPath {
+        pub(crate) fn new(tag: &str) -> Self {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            Self(std::env::temp_dir().join(format!("meshgate-test-{}-{tag}-{n}", std::process::id())))
+        }
+        pub(crate) fn as_str(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn nothing_listens(addr: &str) -> bool {
+    TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(300)).is_err()
+}
+
+/// A running server, killed on drop.
+struct Server {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(cmd: &mut Command) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Server { child, lines }
+    }
+
+    /// The listening lines printed within the time limit (at least `n`).
+    fn wait_lines(&self, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(l),
+                Err(_) => panic!("only {got:?} printed"),
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r
+}
+
+#[test]
+fn non_loopback_without_a_token_is_refused_with_78() {
+    for bind in ["all", "wireguard", "lan", "auto", "cidr:10.0.0.0/8"] {
+        let o = run(&mut meshgate(&["serve", "--bind", bind, "--port", "1"]));
+        assert_eq!(o.status.code(), Some(78), "--bind {bind}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains("without a token") && e.contains("--token-file"), "{e}");
+        assert!(e.contains("--bind loopback needs none"), "{e}");
+    }
+}
+
+#[test]
+fn bad_token_files_are_refused_with_78() {
+    let missing = run(&mut meshgate(&["serve", "--bind", "all", "--token-file", "/nonexistent/meshgate-token"]));
+    assert_eq!(missing.status.code(), Some(78));
+    assert!(stderr(&missing).contains("/nonexistent/meshgate-token"), "{}", stderr(&missing));
+    let empty = token_file("\n", 0o600);
+    let o = run(&mut meshgate(&["serve", "--bind", "all", "--token-file", empty.as_str()]));
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("is empty"), "{}", stderr(&o));
+    let o = run(meshgate(&["serve", "--bind", "all"]).env("MESHGATE_TOKEN", "  "));
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("MESHGATE_TOKEN"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_ip_not_on_this_host_fails_and_leaves_nothing_listening() {
+    let port = free_port();
+    let tok = token_file("t0ken", 0o600);
+    let p = port.to_string();
+    let o = run(&mut meshgate(&["serve", "--bind", "203.0.113.77", "--port", &p, "--token-file", tok.as_str()]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("203.0.113.77") && e.contains("not on this host"), "{e}");
+    assert!(nothing_listens(&format!("127.0.0.1:{port}")));
+}
+
+#[test]
+fn a_taken_port_fails_the_whole_set() {
+    // Take the port on ::1 (or on 127.0.0.1 where the host has no IPv6) so the
+    // other address binds first and must be let go again.
+    let (taken, other) = match TcpListener::bind("[::1]:0") {
+        Ok(l) => (l, "127.0.0.1"),
+        Err(_) => (TcpListener::bind("127.0.0.1:0").unwrap(), "::1"),
+    };
+    let port = taken.local_addr().unwrap().port();
+    let o = run(&mut meshgate(&["serve", "--port", &port.to_string(), "--no-follow"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
+    if other == "127.0.0.1" {
+        assert!(nothing_listens(&format!("127.0.0.1:{port}")), "127.0.0.1 was left listening");
+    }
+}
+
+#[test]
+fn nothing_matched_with_fallback_fail_exits_69() {
+    let snap = meshgate::core::source::system();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    if rt.block_on(snap.snapshot()).unwrap().interfaces.iter().any(|i| i.name.starts_with("wg")) {
+        eprintln!("SKIPPED nothing_matched_with_fallback_fail_exits_69: this host has a wg interface");
+        return;
+    }
+    let tok = token_file("t0ken", 0o600);
+    let o = run(&mut meshgate(&["serve", "--bind", "wireguard", "--fallback", "fail", "--token-file", tok.as_str()]));
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(stderr(&o).contains("matched nothing"), "{}", stderr(&o));
+}
+
+#[test]
+fn no_subcommand_serves_loopback_and_stops_gracefully() {
+    let port = free_port();
+    let mut server = Server::start(meshgate(&[]).env("MESHGATE_PORT", port.to_string()));
+    let first = server.wait_lines(1);
+    assert_eq!(first[0], format!("listening on http://127.0.0.1:{port} (loopback via lo)"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = http_get(addr, "/healthz", None);
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok\n"), "{r}");
+    let r = http_get(addr, "/status", None);
+    assert!(r.contains("\"provider\":\"loopback\""), "{r}");
+    // SIGTERM: a clean exit.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(nothing_listens(&format!("127.0.0.1:{port}")));
+}
+
+#[tokio::test]
+async fn ws_sends_the_listener_set_on_connect() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let port = free_port();
+    let server = Server::start(&mut meshgate(&["serve", "--port", &port.to_string(), "--no-follow"]));
+    server.wait_lines(1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.expect("ws connect");
+    let first = match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    };
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["event"], "listeners");
+    let addrs: Vec<&str> = v["listeners"].as_array().unwrap().iter().map(|l| l["address"].as_str().unwrap()).collect();
+    assert!(addrs.contains(&"127.0.0.1"), "{v}");
+    drop(server);
+}
