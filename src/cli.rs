@@ -1,5 +1,5 @@
 //! The command line: clap types, settings precedence, and the `explain` and
-//! `providers` commands. `main` only parses, sets up logging and calls [`run`].
+//! `providers` commands. `main` only parses, sets up logging and calls in here.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -4,7 +4,7 @@
 //!
 //! [`system`] builds the best watcher for this OS: rtnetlink link and address
 //! events on Linux, polling elsewhere ([`PollWatcher`], which any
-//! [`InterfaceSource`] can drive).
+//! [`InterfaceSource`](crate::source::InterfaceSource) can drive).
 
 #[cfg(target_os = "linux")]
 mod linux;
