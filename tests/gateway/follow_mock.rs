@@ -139,3 +139,55 @@ async fn listeners_follow_snapshots() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     set.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A new address whose port is taken is retried with backoff, without any
+/// further network change, once the port frees up.
+#[tokio::test]
+async fn a_failed_bind_is_retried_until_it_works() {
+    meshgate::builtin::link();
+    let registry = meshgate::core::Registry::global().unwrap();
+    let squatter = std::net::TcpListener::bind("127.0.0.78:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let selectors = vec![
+        meshgate::core::Selector::Provider("wireguard".into()),
+        meshgate::core::Selector::Provider("loopback".into()),
+    ];
+    let opts = ResolveOptions { port, loopback_companion: true, ..Default::default() };
+    let resolve_now = move |s: &Snapshot| resolve(registry, &selectors, s, &opts);
+    let mut with_wg = host(false);
+    with_wg.interfaces.push(Interface::new("wg0", 8, InterfaceKind::WireGuard).with_addr("127.0.0.78/32"));
+    let snapshot = Arc::new(Mutex::new(host(false)));
+    let source = Current(snapshot.clone());
+    let state = AppState::new(None);
+    let mut set = ListenerSet::new(app(state.clone()), state.clone());
+    set.apply(&resolve_now(&host(false)));
+    let mut views = state.subscribe();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut watcher = Scripted(rx);
+        follow(&mut set, &mut watcher, &source, resolve_now, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        set
+    });
+    *snapshot.lock().unwrap() = with_wg;
+    tx.send(()).unwrap();
+    // The first attempt fails (port taken): nothing new is published for a while.
+    assert!(tokio::time::timeout(Duration::from_millis(250), views.changed()).await.is_err());
+    drop(squatter);
+    // No further change is sent: the backoff retry alone must attach it.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            views.changed().await.unwrap();
+            if views.borrow_and_update().listeners.iter().any(|l| l.listener.address.to_string() == "127.0.0.78") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the retry attached 127.0.0.78");
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().shutdown(Duration::from_secs(1)).await;
+}

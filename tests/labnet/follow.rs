@@ -78,3 +78,63 @@ impl WaitOutput for std::process::Child {
         s
     }
 }
+
+/// `--wait` with `--fallback fail`: start-up waits for the WireGuard address, then serves on it.
+#[test]
+fn wait_holds_start_up_until_the_tunnel_is_there() {
+    let Some(lab) = crate::lab::lab_or_skip("wait_holds_start_up_until_the_tunnel_is_there") else {
+        return;
+    };
+    let token = token_file(&lab);
+    let mut cmd = lab.command(super::BIN);
+    cmd.args(["serve", "--bind", "wireguard", "--fallback", "fail", "--wait", "20", "--port", "18789"])
+        .args(["--token-file", &token])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut gw = Proc::spawn(&mut cmd);
+    let out = gw.child().stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // Nothing is printed (nothing listens) while it waits.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "serve started before the tunnel");
+    assert!(gw.is_running(), "serve gave up instead of waiting");
+    lab.tun("wg0", &["10.8.0.1/24"]);
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("serve started once wg0 came up");
+    assert_eq!(first, "listening on http://10.8.0.1:18789 (wireguard via wg0)");
+}
+
+#[test]
+fn an_expired_wait_with_fallback_fail_exits_69() {
+    let Some(lab) = crate::lab::lab_or_skip("an_expired_wait_with_fallback_fail_exits_69") else {
+        return;
+    };
+    let token = token_file(&lab);
+    let started = std::time::Instant::now();
+    let out = super::meshgate(
+        &lab,
+        &["serve", "--bind", "wireguard", "--fallback", "fail", "--wait", "1", "--token-file", &token],
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_secs(1), "it did not wait");
+    assert!(out.stdout.is_empty(), "nothing may have listened: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn no_follow_resolves_once() {
+    let Some(lab) = crate::lab::lab_or_skip("no_follow_resolves_once") else {
+        return;
+    };
+    let token = token_file(&lab);
+    let (_gw, lines) =
+        serve(&lab, &["--bind", "wireguard", "--no-follow", "--port", "18789", "--token-file", &token], 1);
+    lab.tun("wg0", &["10.8.0.1/24"]);
+    // A following gateway attaches within milliseconds; give this one a full second.
+    assert!(lines.recv_timeout(Duration::from_secs(1)).map_or(true, |l| !l.contains("10.8.0.1")));
+    let listening = lab.sh_ok("ss -Hltn 'sport = :18789' | awk '{print $4}'");
+    assert!(!listening.contains("10.8.0.1"), "--no-follow attached wg0: {listening}");
+}
