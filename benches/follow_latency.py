@@ -9,13 +9,15 @@ and then:
    connect to 10.8.0.1:PORT succeeds; then `ip addr del` and wait until the
    listener is gone (read from /proc/net/tcp). Reports median and p99, and the
    cost of one `ip` invocation alone for comparison.
-2. flaps: CYCLES link down/up cycles of wg0 (address kept), 2 ms apart, then
-   the gateway's open file descriptors and RSS against their level before.
+2. flaps: CYCLES link down/up cycles of wg0 (address kept), 2 ms apart, while a
+   client hammers the loopback door on one keep-alive connection; then the
+   failed loopback requests (must be 0) and the gateway's open file descriptors
+   and RSS against their level before.
 
 All traffic stays inside the namespace; every loop is bounded.
 """
 
-import fcntl, os, socket, statistics, struct, subprocess, sys, time
+import fcntl, http.client, os, socket, statistics, struct, subprocess, sys, threading, time
 
 MESHGATE = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
@@ -107,6 +109,23 @@ try:
     assert wait(lambda: connects(ADDR, PORT))
     time.sleep(0.5)
     fd0, rss0 = fds(gw.pid), rss_kb(gw.pid)
+    hammer = {"ok": 0, "failed": 0, "stop": False}
+
+    def hammer_loopback():
+        c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=5)
+        end = time.time() + 120
+        while not hammer["stop"] and time.time() < end:
+            try:
+                c.request("GET", "/healthz")
+                r = c.getresponse()
+                r.read()
+                hammer["ok" if r.status == 200 else "failed"] += 1
+            except Exception:
+                hammer["failed"] += 1
+                c.close()
+
+    t = threading.Thread(target=hammer_loopback)
+    t.start()
     batch = "".join("link set wg0 down\nlink set wg0 up\n" for _ in range(CYCLES))
     t0 = time.perf_counter()
     # Feed the batch in small slices so the gateway sees real flapping, not one burst.
@@ -115,10 +134,13 @@ try:
         subprocess.run(["ip", "-batch", "-"], input="".join(lines[k:k + 2]), text=True, check=True)
         time.sleep(0.002)
     flap_s = time.perf_counter() - t0
+    hammer["stop"] = True
+    t.join()
     assert wait(lambda: connects(ADDR, PORT), 10), "no listener after the flaps"
     time.sleep(1.0)
     fd1, rss1 = fds(gw.pid), rss_kb(gw.pid)
     print(f"{CYCLES} down/up cycles in {flap_s:.1f} s: open fds {fd0} -> {fd1}, RSS {rss0} kB -> {rss1} kB")
+    print(f"loopback requests during the flaps: {hammer['ok']} ok, {hammer['failed']} failed")
     print(f"gateway alive after flaps: {gw.poll() is None}")
 finally:
     gw.terminate()

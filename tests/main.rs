@@ -8,6 +8,7 @@
 
 mod core;
 mod gateway;
+mod hardening;
 mod lab;
 mod labnet;
 

@@ -1,0 +1,3 @@
+//! Fuzz entry points for meshgate (see `entries.rs`).
+
+pub mod entries;

@@ -1,0 +1,10 @@
+//! Hardening: the DESIGN's rules as evidence. Never-widen properties over random
+//! hosts, replay of the fuzz corpus, start-up faults.
+
+mod faults;
+mod never_widen;
+mod fuzz_replay;
+
+/// The fuzz targets' entry points, compiled here too so the corpus replays on stable.
+#[path = "../../fuzz/src/entries.rs"]
+mod fuzz_entries;
