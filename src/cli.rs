@@ -98,6 +98,25 @@ pub struct ServeArgs {
     /// (with --fallback fail, an expired wait exits 69).
     #[arg(long, value_name = "SECONDS")]
     pub wait: Option<u64>,
+    /// Forward every authorized request to this service: http://HOST:PORT or
+    /// unix:/PATH. meshgate's own routes move under /_meshgate/.
+    #[arg(long, env = "MESHGATE_UPSTREAM", value_name = "URL", value_parser = crate::gateway::upstream::Upstream::parse)]
+    pub upstream: Option<crate::gateway::upstream::Upstream>,
+    /// Seconds to open a connection to the upstream before answering 504 [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = crate::gateway::serve::parse_seconds)]
+    pub upstream_connect_timeout: Option<std::time::Duration>,
+    /// Seconds to wait for the upstream's response headers before answering 504
+    /// [default: 60]. Bodies (downloads, event streams) are not cut off.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::gateway::serve::parse_seconds)]
+    pub upstream_timeout: Option<std::time::Duration>,
+    /// The largest request head (request line and headers) a client may send;
+    /// larger gets 431 [default: 65536; at least 8192].
+    #[arg(long, value_name = "BYTES", value_parser = crate::gateway::serve::parse_header_bytes)]
+    pub max_header_bytes: Option<usize>,
+    /// Seconds a client connection may take to send a request head, idle
+    /// keep-alive time included, before it is closed [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = crate::gateway::serve::parse_seconds)]
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// `explain`'s options.

@@ -2,10 +2,12 @@
 //!
 //! This crate is the program: the command line ([`cli`]) and, on top of
 //! [`meshgate_core`] (re-exported as [`core`]), everything that serves. Linking
-//! it links every built-in provider ([`builtin`]).
+//! it links every built-in provider ([`builtin`]). A program with its own axum
+//! router gets the same bind, follow and token rules from [`embed`].
 
 pub mod builtin;
 pub mod cli;
+pub mod embed;
 pub mod gateway;
 
 pub use meshgate_core as core;

@@ -41,9 +41,31 @@ pub struct FileConfig {
     pub follow: Option<bool>,
     /// The order `auto` walks the mesh providers in.
     pub auto: Option<Vec<String>>,
+    /// `upstream = "http://127.0.0.1:3000"` or `"unix:/run/app.sock"`: forward
+    /// every authorized request there (`--upstream`).
+    pub upstream: Option<String>,
+    /// `[limits]`: timeouts and sizes (each one also a `serve` flag).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// `[providers.NAME]` tables.
     #[serde(default)]
     pub providers: BTreeMap<String, RawProviderConfig>,
+}
+
+/// `[limits]` as written; every value optional (the flags' defaults apply).
+/// Durations are seconds (`0.5` or `5`); the CLI layer validates the values.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `upstream_connect_timeout = 5`: seconds to open a connection to the upstream.
+    pub upstream_connect_timeout: Option<f64>,
+    /// `upstream_timeout = 60`: seconds to wait for the upstream's response headers.
+    pub upstream_timeout: Option<f64>,
+    /// `max_header_bytes = 65536`: the largest request head a client may send.
+    pub max_header_bytes: Option<u64>,
+    /// `idle_timeout = 60`: seconds a client connection may take to send a request
+    /// head, idle keep-alive time included.
+    pub idle_timeout: Option<f64>,
 }
 
 /// `[providers.NAME]` as written.
@@ -190,5 +212,19 @@ mod tests {
         assert!(e.contains("providers.wireguard.cidrs") && e.contains("10.8.0.0"), "{e}");
         let e = FileConfig::parse("fallback = \"wide\"\n", Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("wide") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn upstream_and_limits_parse_and_typos_are_refused() {
+        let c = FileConfig::parse(
+            "upstream = \"http://127.0.0.1:3000\"\n[limits]\nupstream_timeout = 5\nidle_timeout = 0.5\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.as_deref(), Some("http://127.0.0.1:3000"));
+        assert_eq!(c.limits.upstream_timeout, Some(5.0));
+        assert_eq!(c.limits.idle_timeout, Some(0.5));
+        let e = FileConfig::parse("[limits]\nidle_timeot = 1\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("idle_timeot") && e.contains("line 2"), "{e}");
     }
 }

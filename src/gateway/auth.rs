@@ -1,7 +1,12 @@
 //! The bearer-token check. Loopback listeners are open (local tools always have a
-//! door); on every other listener everything but `/healthz` needs
-//! `Authorization: Bearer TOKEN`, compared in constant time. A missing and a
-//! wrong token get the same 401.
+//! door); on every other listener everything but the open paths (`/healthz`, or
+//! `/_meshgate/healthz` in front of an upstream) needs `Authorization: Bearer
+//! TOKEN` or `Proxy-Authorization: Bearer TOKEN`, compared in constant time. A
+//! missing and a wrong token get the same 401.
+//!
+//! `Proxy-Authorization` is there for upstreams with an `Authorization` scheme of
+//! their own: the client sends meshgate's token in the one and the service's
+//! credentials in the other (see `docs/upstream.md`).
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -17,7 +22,20 @@ use super::token::Token;
 /// The work done depends only on the expected token's length, not on where the
 /// given value first differs.
 pub fn bearer_matches(headers: &HeaderMap, token: &Token) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    bearer_value_matches(headers.get(header::AUTHORIZATION), token)
+}
+
+/// True when `Authorization` or `Proxy-Authorization` carries `Bearer <token>`.
+/// Both are always checked, so the time taken does not say which one held it.
+pub fn token_matches(headers: &HeaderMap, token: &Token) -> bool {
+    let a = bearer_value_matches(headers.get(header::AUTHORIZATION), token);
+    let p = bearer_value_matches(headers.get(header::PROXY_AUTHORIZATION), token);
+    a | p
+}
+
+/// True when one header value is `Bearer <token>` (scheme case-insensitive).
+pub fn bearer_value_matches(value: Option<&axum::http::HeaderValue>, token: &Token) -> bool {
+    let Some(value) = value else {
         return false;
     };
     let value = value.as_bytes();
@@ -48,10 +66,10 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
     let ctx = request.extensions().get::<ListenerCtx>().copied();
     // No listener context means we cannot tell: treat as non-loopback (fail closed).
     let loopback = ctx.is_some_and(|c| c.loopback);
-    if loopback || request.uri().path() == "/healthz" {
+    if loopback || state.is_open_path(request.uri().path()) {
         return next.run(request).await;
     }
-    let ok = state.token().is_some_and(|t| bearer_matches(request.headers(), t));
+    let ok = state.token().is_some_and(|t| token_matches(request.headers(), t));
     if ok {
         return next.run(request).await;
     }
@@ -86,5 +104,17 @@ mod tests {
         assert!(!bearer_matches(&headers("Basic abc123"), &t));
         assert!(!bearer_matches(&headers("Bearer"), &t));
         assert!(!bearer_matches(&HeaderMap::new(), &t));
+    }
+
+    #[test]
+    fn proxy_authorization_also_carries_the_token() {
+        let t = Token::new("abc123", "test").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::PROXY_AUTHORIZATION, "Bearer abc123".parse().unwrap());
+        h.insert(header::AUTHORIZATION, "Basic dXNlcjpwdw==".parse().unwrap());
+        assert!(token_matches(&h, &t));
+        assert!(!bearer_matches(&h, &t));
+        h.insert(header::PROXY_AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert!(!token_matches(&h, &t));
     }
 }

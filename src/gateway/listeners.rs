@@ -5,19 +5,80 @@
 //! address and the cause. Later, [`ListenerSet::apply`] adds and removes
 //! listeners by socket address; a listener whose address stays is untouched, so
 //! its open connections carry on.
+//!
+//! Each accept loop serves HTTP/1.1 with hyper's connection builder directly
+//! (rather than `axum::serve`) so that the [`ServerLimits`] are hyper's own
+//! settings: the request-head size cap answers 431, the header-read timeout
+//! closes slow and idle connections.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use meshgate_core::{Listener, Resolution};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tower::ServiceExt as _;
 
 use super::routes::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
+
+/// Default for [`ServerLimits::max_header_bytes`].
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default for [`ServerLimits::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The smallest `max_header_bytes` hyper accepts (its minimum read buffer).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// Limits on client connections, applied through hyper's HTTP/1 settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// The largest request head (request line and headers); larger gets 431 and
+    /// the connection closes. At least [`MIN_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+    /// How long a connection may take to deliver a complete request head,
+    /// counted from when the connection is ready for one (so it also bounds idle
+    /// keep-alive time and slowloris clients).
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self { max_header_bytes: DEFAULT_MAX_HEADER_BYTES, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+    }
+}
+
+impl ServerLimits {
+    /// These limits with another header cap (raised to [`MIN_HEADER_BYTES`] if lower).
+    pub fn with_max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes.max(MIN_HEADER_BYTES);
+        self
+    }
+
+    /// These limits with another idle timeout.
+    pub fn with_idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    fn builder(&self) -> hyper::server::conn::http1::Builder {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        let bytes = self.max_header_bytes.max(MIN_HEADER_BYTES);
+        b.timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(self.idle_timeout)
+            .max_header_size(bytes)
+            // The read buffer must hold the largest head; bodies stream through it.
+            .max_buf_size(bytes.max(64 * 1024));
+        b
+    }
+}
 
 /// Why an address could not be bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +108,7 @@ pub struct BindError {
 }
 
 impl BindError {
-    fn new(listener: &Listener, source: io::Error) -> Self {
+    pub(crate) fn new(listener: &Listener, source: io::Error) -> Self {
         let kind = match source.kind() {
             io::ErrorKind::AddrNotAvailable => BindErrorKind::NotOnHost,
             io::ErrorKind::AddrInUse => BindErrorKind::PortInUse,
@@ -97,6 +158,12 @@ impl Bound {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }
+
+    /// The listening socket, for a caller that serves it itself (non-blocking,
+    /// ready for `tokio::net::TcpListener::from_std`).
+    pub fn into_std(self) -> std::net::TcpListener {
+        self.socket
+    }
 }
 
 /// Binds one listener: a real socket, `IPV6_V6ONLY` set explicitly on v6, the
@@ -121,6 +188,70 @@ pub fn bind(listener: &Listener) -> Result<Bound, BindError> {
 /// are closed and the error is returned.
 pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>, BindError> {
     listeners.iter().map(bind).collect()
+}
+
+/// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
+/// then lets every open connection finish its in-flight request.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    stop: oneshot::Receiver<()>,
+) {
+    let builder = limits.builder();
+    // Every connection task holds a receiver; `closed()` resolves when all are gone.
+    let (drain, draining) = watch::channel(false);
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let mut draining = draining.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = draining.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    drop(draining);
+    let _ = drain.send(true);
+    drain.closed().await;
+}
+
+/// Connection-level accept errors are the client's problem; anything else (out
+/// of file descriptors) gets a pause so the loop does not spin.
+async fn accept_error(e: io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; pausing for 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 struct Live {
@@ -155,6 +286,7 @@ impl Applied {
 pub struct ListenerSet {
     app: Router,
     state: AppState,
+    limits: ServerLimits,
     live: BTreeMap<SocketAddr, Live>,
     fallback: (bool, Option<String>),
 }
@@ -168,7 +300,17 @@ impl std::fmt::Debug for ListenerSet {
 impl ListenerSet {
     /// An empty set serving `app` (built with [`super::app`] from the same `state`).
     pub fn new(app: Router, state: AppState) -> Self {
-        Self { app, state, live: BTreeMap::new(), fallback: (false, None) }
+        Self { app, state, limits: ServerLimits::default(), live: BTreeMap::new(), fallback: (false, None) }
+    }
+
+    /// Sets the limits for listeners attached from now on.
+    pub fn set_limits(&mut self, limits: ServerLimits) {
+        self.limits = limits;
+    }
+
+    /// The state `/status` and `/ws` read.
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The addresses currently served.
@@ -182,16 +324,9 @@ impl ListenerSet {
         let key = bound.listener.socket_addr();
         let listener = tokio::net::TcpListener::from_std(bound.socket)?;
         let ctx = ListenerCtx { local, loopback: local.ip().is_loopback() };
-        let service = self.app.clone().layer(Extension(ctx)).into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.app.clone().layer(Extension(ctx));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(%local, error = %e, "listener stopped");
-            }
-        });
+        let task = tokio::spawn(accept_loop(listener, app, self.limits, stopped));
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
         // Published before the caller announces it, so /status and /ws never lag the log.
         self.publish();

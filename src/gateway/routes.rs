@@ -1,4 +1,6 @@
-//! The router: `/healthz`, `/status`, `/ws`, and the state they read.
+//! The routers: meshgate's own (`/healthz`, `/status`, `/ws`, [`app`]), the same
+//! under `/_meshgate/` with everything else forwarded to an upstream
+//! ([`upstream_app`]), and the state they read.
 //!
 //! The live listener set is a `tokio::sync::watch` value: `/status` reads the
 //! latest, `/ws` sends it on connect and a diff on every change.
@@ -19,6 +21,12 @@ use tokio::sync::watch;
 
 use super::auth::require_token;
 use super::token::Token;
+use super::upstream::Proxy;
+
+/// Where meshgate's own routes live while an upstream is set.
+pub const MESHGATE_PREFIX: &str = "/_meshgate";
+/// The open health check while an upstream is set.
+pub const UPSTREAM_HEALTHZ: &str = "/_meshgate/healthz";
 
 /// Which listener a request came in on; every listener's router carries one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +68,33 @@ pub struct AppState {
 struct Inner {
     started: Instant,
     token: Option<Token>,
+    open_paths: Vec<String>,
     live: watch::Sender<LiveView>,
 }
 
 impl AppState {
-    /// New state with this token (None: only loopback listeners can serve).
+    /// New state with this token (None: only loopback listeners can serve);
+    /// `/healthz` is the one path open without it.
     pub fn new(token: Option<Token>) -> Self {
+        Self::with_open_paths(token, ["/healthz"])
+    }
+
+    /// New state whose token check lets exactly these paths through on every
+    /// listener (none: everything needs the token off loopback).
+    pub fn with_open_paths<S: Into<String>>(token: Option<Token>, open: impl IntoIterator<Item = S>) -> Self {
         Self {
-            inner: Arc::new(Inner { started: Instant::now(), token, live: watch::Sender::new(LiveView::default()) }),
+            inner: Arc::new(Inner {
+                started: Instant::now(),
+                token,
+                open_paths: open.into_iter().map(Into::into).collect(),
+                live: watch::Sender::new(LiveView::default()),
+            }),
         }
+    }
+
+    /// True when `path` needs no token on any listener.
+    pub fn is_open_path(&self, path: &str) -> bool {
+        self.inner.open_paths.iter().any(|p| p == path)
     }
 
     /// The token, if any.
@@ -104,12 +130,47 @@ pub(crate) fn unix_now() -> u64 {
 /// The router, with auth applied. Each listener adds its own [`ListenerCtx`]
 /// (`app(state).layer(Extension(ctx))`).
 pub fn app(state: AppState) -> Router {
+    meshgate_routes().layer(axum::middleware::from_fn_with_state(state.clone(), require_token)).with_state(state)
+}
+
+/// The router in front of an upstream: `/_meshgate/healthz`, `/_meshgate/status`
+/// and `/_meshgate/ws`, and every other request forwarded through `proxy`, all
+/// behind the token check. Build `state` with
+/// `AppState::with_open_paths(token, [UPSTREAM_HEALTHZ])` so that only the health
+/// check is open (the upstream's own `/healthz` is not).
+pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/status", get(status))
-        .route("/ws", get(ws))
+        .merge(meshgate_routes_at(MESHGATE_PREFIX))
+        // The prefix is reserved: a typo there is meshgate's 404, not the upstream's.
+        .route(
+            &format!("{MESHGATE_PREFIX}/{{*rest}}"),
+            axum::routing::any(|| async {
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    "no such meshgate route; meshgate has /_meshgate/healthz, /_meshgate/status and /_meshgate/ws\n",
+                )
+            }),
+        )
+        .fallback(move |request: axum::extract::Request| {
+            let proxy = proxy.clone();
+            async move { proxy.forward(request).await }
+        })
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// `/healthz`, `/status` and `/ws` without auth or state applied: for callers
+/// that mount them in their own router (see [`crate::embed`]).
+pub fn meshgate_routes() -> Router<AppState> {
+    meshgate_routes_at("")
+}
+
+/// The same routes under `prefix` (`"/_meshgate"`: `/_meshgate/healthz`, ...).
+pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .route(&format!("{prefix}/healthz"), get(|| async { "ok\n" }))
+        .route(&format!("{prefix}/status"), get(status))
+        .route(&format!("{prefix}/ws"), get(ws))
 }
 
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {

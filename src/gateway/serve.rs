@@ -1,16 +1,20 @@
-//! `meshgate serve`: settings → token → resolution → listeners → serve until a
-//! signal, following interface changes unless `--no-follow`.
+//! `meshgate serve`: settings → token → options → [`crate::embed`]'s gateway
+//! (resolution → listeners → serve until a signal, following interface changes
+//! unless `--no-follow`). The library API and the command are one code path.
 
 use std::io::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
-use meshgate_core::{resolve, InterfaceSource, Listener, ListenerRole, Resolution, Selector};
+use meshgate_core::config::{ConfigError, FileConfig};
+use meshgate_core::{InterfaceSource, Listener, ListenerRole, Resolution, Selector};
 
-use super::follow;
-use super::listeners::{bind_all, display_addr, ListenerSet};
-use super::routes::{app, AppState};
+use super::listeners::{display_addr, ServerLimits, MIN_HEADER_BYTES};
+use super::routes::{app, upstream_app, UPSTREAM_HEALTHZ};
 use super::token::Token;
+use super::upstream::{Proxy, Upstream, UpstreamLimits};
 use crate::cli::{self, CliError, ServeArgs};
+use crate::embed::{self, Gateway};
 
 /// How long in-flight requests get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -45,37 +49,115 @@ pub fn load_token(
     Ok(None)
 }
 
-/// True when a selector can only ever yield loopback addresses.
-fn loopback_only(s: &Selector) -> bool {
-    match s {
-        Selector::Provider(p) => p == "loopback",
-        Selector::Ip(ip) => ip.addr.is_loopback(),
-        Selector::Cidr(net) => net.network().is_loopback() && net.broadcast().is_loopback(),
-        _ => false,
+/// Refuses non-loopback serving without a token (see [`embed::check_auth`]).
+pub fn check_auth(selectors: &[Selector], res: &Resolution, token: Option<&Token>) -> Result<(), CliError> {
+    embed::check_auth(selectors, res, token).map_err(CliError::from)
+}
+
+impl From<embed::Error> for CliError {
+    fn from(e: embed::Error) -> Self {
+        match e {
+            embed::Error::Selector(e) => Self::Usage(e),
+            embed::Error::Refused(m) => Self::Refused(m),
+            embed::Error::NothingMatched(m) => Self::NothingMatched(m),
+            embed::Error::Registry(e) => Self::Registry(e),
+            embed::Error::Source(e) => Self::Source(e),
+            embed::Error::Bind(e) => Self::Runtime(e.to_string()),
+            embed::Error::Watch(m) => Self::Runtime(m),
+        }
     }
 }
 
-/// Refuses non-loopback serving without a token. Checked against the selectors,
-/// not just today's resolution: under follow, `--bind wireguard` that falls back
-/// to loopback now would attach the WireGuard address later.
-pub fn check_auth(selectors: &[Selector], res: &Resolution, token: Option<&Token>) -> Result<(), CliError> {
-    if token.is_some() {
-        return Ok(());
+/// The longest timeout a flag or the config file may set (one day).
+pub const MAX_SECONDS: f64 = 86_400.0;
+/// The largest `--max-header-bytes` (16 MiB).
+pub const MAX_HEADER_BYTES: usize = 16 << 20;
+
+/// Parses a timeout in seconds (`5`, `0.25`): positive, at most a day.
+pub fn parse_seconds(value: &str) -> Result<Duration, String> {
+    let v: f64 =
+        value.trim().parse().map_err(|_| format!("{value:?} is not a number of seconds; write e.g. 5 or 0.5"))?;
+    seconds(v).map_err(|d| format!("{value:?}: {d}"))
+}
+
+fn seconds(v: f64) -> Result<Duration, String> {
+    if !v.is_finite() || v <= 0.0 || v > MAX_SECONDS {
+        return Err(format!("expected seconds above 0 and at most {MAX_SECONDS} (e.g. 5 or 0.5)"));
     }
-    let exposed: Vec<String> =
-        res.listeners.iter().filter(|l| !l.is_loopback()).map(|l| format!("{} ({})", l.address, l.provider)).collect();
-    let wide: Vec<String> = selectors.iter().filter(|s| !loopback_only(s)).map(|s| s.to_string()).collect();
-    if exposed.is_empty() && wide.is_empty() {
-        return Ok(());
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Parses a request-head size cap in bytes: at least 8192 (hyper's minimum).
+pub fn parse_header_bytes(value: &str) -> Result<usize, String> {
+    let v: u64 = value.trim().parse().map_err(|_| format!("{value:?} is not a number of bytes; write e.g. 65536"))?;
+    header_bytes(v).map_err(|d| format!("{value:?}: {d}"))
+}
+
+fn header_bytes(v: u64) -> Result<usize, String> {
+    match usize::try_from(v) {
+        Ok(b) if (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&b) => Ok(b),
+        _ => Err(format!("expected bytes from {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES} (e.g. 65536)")),
     }
-    let what = if exposed.is_empty() {
-        format!("--bind {} (it can attach non-loopback addresses as interfaces come up)", wide.join(","))
-    } else {
-        exposed.join(", ")
+}
+
+/// What `serve` forwards to and the limits it applies, after precedence
+/// (flag > environment > config file > default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// `--upstream`.
+    pub upstream: Option<Upstream>,
+    /// `--upstream-connect-timeout`, `--upstream-timeout`.
+    pub upstream_limits: UpstreamLimits,
+    /// `--max-header-bytes`, `--idle-timeout`.
+    pub server_limits: ServerLimits,
+}
+
+/// Applies precedence to the upstream and the limits; a bad config value is
+/// exit 78 naming the file and the key.
+pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Result<ServeOptions, CliError> {
+    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
+        ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into()
     };
-    Err(CliError::Refused(format!(
-        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token`); --bind loopback needs none"
-    )))
+    let mut out = ServeOptions::default();
+    let (path, f) = match file {
+        Some((p, f)) => (Some(p), Some(f)),
+        None => (None, None),
+    };
+    out.upstream = match (&args.upstream, f.and_then(|f| f.upstream.as_deref()), path) {
+        (Some(u), _, _) => Some(u.clone()),
+        (None, Some(v), Some(p)) => Some(Upstream::parse(v).map_err(|e| bad(p, "upstream", v.into(), e.detail))?),
+        _ => None,
+    };
+    let limits = f.map(|f| f.limits.clone()).unwrap_or_default();
+    let secs = |flag: Option<Duration>, key: &str, v: Option<f64>, default: Duration| -> Result<Duration, CliError> {
+        match (flag, v, path) {
+            (Some(d), _, _) => Ok(d),
+            (None, Some(v), Some(p)) => seconds(v).map_err(|d| bad(p, &format!("limits.{key}"), v.to_string(), d)),
+            _ => Ok(default),
+        }
+    };
+    out.upstream_limits = UpstreamLimits::default()
+        .with_connect_timeout(secs(
+            args.upstream_connect_timeout,
+            "upstream_connect_timeout",
+            limits.upstream_connect_timeout,
+            super::upstream::DEFAULT_CONNECT_TIMEOUT,
+        )?)
+        .with_response_timeout(secs(
+            args.upstream_timeout,
+            "upstream_timeout",
+            limits.upstream_timeout,
+            super::upstream::DEFAULT_RESPONSE_TIMEOUT,
+        )?);
+    let header = match (args.max_header_bytes, limits.max_header_bytes, path) {
+        (Some(b), _, _) => b,
+        (None, Some(v), Some(p)) => header_bytes(v).map_err(|d| bad(p, "limits.max_header_bytes", v.to_string(), d))?,
+        _ => super::listeners::DEFAULT_MAX_HEADER_BYTES,
+    };
+    let idle = secs(args.idle_timeout, "idle_timeout", limits.idle_timeout, super::listeners::DEFAULT_IDLE_TIMEOUT)?;
+    out.server_limits = ServerLimits::default().with_max_header_bytes(header).with_idle_timeout(idle);
+    Ok(out)
 }
 
 /// The line printed as a listener opens.
@@ -89,7 +171,8 @@ pub fn listening_line(l: &Listener) -> String {
     format!("listening on http://{} ({what})", display_addr(l))
 }
 
-fn say(line: &str) {
+/// Prints one line to stdout at once (the listening lines are a contract).
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -99,70 +182,61 @@ fn say(line: &str) {
 pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), CliError> {
     let registry = cli::registry()?;
     let settings = cli::settings(&args.bind, registry)?;
-    let file = settings.file.as_ref().map(|(_, f)| f);
-    let token = load_token(args, std::env::var("MESHGATE_TOKEN").ok(), file)?;
-    let follow = !args.no_follow && settings.file.as_ref().and_then(|(_, f)| f.follow).unwrap_or(true);
-    // Subscribe before the first snapshot so no change falls between the two.
-    let mut watcher = if follow || args.wait.is_some() {
-        Some(meshgate_core::watcher::system().map_err(|e| CliError::Runtime(e.to_string()))?)
-    } else {
-        None
-    };
-    let resolve_now = |s: &meshgate_core::Snapshot| resolve(registry, &settings.selectors, s, &settings.resolve);
-    let snapshot = source.snapshot().await?;
-    let mut res = resolve_now(&snapshot);
-    if let (Some(secs), Some(w)) = (args.wait, watcher.as_deref_mut()) {
-        if res.fallback || res.nothing_to_bind() {
-            tracing::info!("nothing matched yet; waiting up to {secs} s for a match (--wait)");
-            res = follow::wait_for_match(res, Duration::from_secs(secs), w, source, resolve_now).await;
+    let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
+    let token = load_token(args, std::env::var("MESHGATE_TOKEN").ok(), file.map(|(_, f)| f))?;
+    let options = serve_options(args, file)?;
+    let follow = !args.no_follow && file.and_then(|(_, f)| f.follow).unwrap_or(true);
+    let stop = shutdown_signal();
+
+    let builder = Gateway::builder()
+        .selectors(settings.selectors.clone())
+        .resolve_options(settings.resolve.clone())
+        .token(token.clone())
+        .follow(follow)
+        .wait(args.wait.map(Duration::from_secs))
+        .limits(options.server_limits)
+        .source(source);
+    let running = match options.upstream {
+        Some(upstream) => {
+            let proxy = Proxy::new(upstream, options.upstream_limits, token);
+            tracing::info!(
+                upstream = %proxy.upstream(),
+                "forwarding to the upstream; meshgate's own routes are under /_meshgate/"
+            );
+            builder.open_path(UPSTREAM_HEALTHZ).start_with(|state| upstream_app(state.clone(), proxy)).await?
         }
-    }
-    if res.nothing_to_bind() {
-        return Err(CliError::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
-    }
-    check_auth(&settings.selectors, &res, token.as_ref())?;
-
-    let bound = bind_all(&res.listeners).map_err(|e| CliError::Runtime(e.to_string()))?;
-    let state = AppState::new(token);
-    let mut set = ListenerSet::new(app(state.clone()), state);
-    if res.fallback {
-        tracing::warn!("{}", res.fallback_reason.as_deref().unwrap_or("nothing matched; serving on loopback only"));
-    }
-    set.set_fallback(res.fallback, res.fallback_reason.clone());
-    for b in bound {
-        let line = listening_line(&b.listener);
-        set.attach(b).map_err(|e| CliError::Runtime(format!("serve: {e}")))?;
-        say(&line);
-    }
-    set.publish();
-
-    match watcher.as_deref_mut() {
-        Some(w) if follow => follow::follow(&mut set, w, source, resolve_now, shutdown_signal()).await,
-        _ => shutdown_signal().await,
-    }
-    tracing::info!("shutting down: letting in-flight requests finish (up to {}s)", SHUTDOWN_GRACE.as_secs());
-    set.shutdown(SHUTDOWN_GRACE).await;
+        None => builder.open_path("/healthz").start_with(|state| app(state.clone())).await?,
+    };
+    running.run_until(stop).await;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, not
+/// on first poll, so call it before announcing listeners: a signal sent right
+/// after the `listening on` line then stops the gateway gracefully.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {}
+                _ = wait(term) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

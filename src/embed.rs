@@ -1,0 +1,470 @@
+//! The library API: what `meshgate serve` does, for a program that has its own
+//! axum [`Router`].
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use meshgate::embed::Gateway;
+//! use meshgate::gateway::Token;
+//!
+//! # async fn run() -> Result<(), meshgate::embed::Error> {
+//! let app = Router::new().route("/", get(|| async { "hello from my app\n" }));
+//! let token = Token::new(&std::env::var("MY_APP_TOKEN").unwrap_or_default(), "MY_APP_TOKEN").ok();
+//! Gateway::builder()
+//!     .bind(["wireguard"]) // the WireGuard address(es), plus 127.0.0.1/::1
+//!     .port(8080)
+//!     .token(token) // required off loopback; checked on every request there
+//!     .serve(app) // until SIGINT/SIGTERM, following interface changes
+//!     .await
+//! # }
+//! ```
+//!
+//! The same rules as `meshgate serve` hold, because `serve` is built on this
+//! module:
+//!
+//! - **Never widen**: the resolver only ever narrows to loopback; `all` is the
+//!   only way to a wildcard.
+//! - **All or nothing**: every resolved address binds, or [`GatewayBuilder::start`]
+//!   fails naming the address and the cause, with nothing left listening.
+//! - **Non-loopback needs a token**: starting a non-loopback bind (or one that can
+//!   attach non-loopback addresses later) without a token is [`Error::Refused`];
+//!   with one, every request on a non-loopback listener needs `Authorization:
+//!   Bearer TOKEN` (or `Proxy-Authorization`) except the [open
+//!   paths](GatewayBuilder::open_path).
+//! - **Follow**: listeners are attached and detached as interfaces change, and
+//!   connections on listeners that stay are untouched.
+//! - **Say why**: one `listening on http://... (wireguard via wg0)` line per
+//!   listener goes to stdout as it opens or closes, as with `meshgate serve`.
+//!
+//! A program that wants only the sockets can call [`GatewayBuilder::listeners`]
+//! and serve them however it likes (then auth and follow are its own business).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use meshgate_core::registry::{Registry, RegistryError};
+use meshgate_core::source::SourceError;
+use meshgate_core::watcher::Watcher;
+use meshgate_core::{
+    parse_selectors, resolve, Fallback, InterfaceSource, Listener, Resolution, ResolveOptions, Selector, SelectorError,
+    Snapshot,
+};
+
+use crate::gateway::auth::require_token;
+use crate::gateway::follow;
+use crate::gateway::listeners::{bind_all, BindError, ListenerSet, ServerLimits};
+use crate::gateway::routes::{meshgate_routes_at, AppState, LiveView};
+use crate::gateway::serve::{listening_line, shutdown_signal, SHUTDOWN_GRACE};
+use crate::gateway::Token;
+
+/// Starting failed. Each variant says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A selector that cannot be used (unknown mode, bad CIDR, ...).
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    /// A configuration meshgate refuses (non-loopback without a token).
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing matched and the fallback is [`Fallback::Fail`].
+    #[error("{0}")]
+    NothingMatched(String),
+    /// Two providers claim one name (a build problem).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The host's interfaces could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// An address could not be bound (nothing was left listening).
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// Following interface changes could not start.
+    #[error("watch interfaces: {0}; pass .follow(false) to resolve once")]
+    Watch(String),
+}
+
+/// The entry point: [`Gateway::builder`].
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// A builder with `serve`'s defaults: bind `loopback`, port 18789, loopback
+    /// fallback, the loopback companion on, follow on, no token, no open paths.
+    pub fn builder() -> GatewayBuilder<'static> {
+        GatewayBuilder {
+            bind: Vec::new(),
+            host: None,
+            selectors: None,
+            options: ResolveOptions {
+                port: crate::cli::DEFAULT_PORT,
+                loopback_companion: true,
+                ..ResolveOptions::default()
+            },
+            token: None,
+            follow: true,
+            wait: None,
+            limits: ServerLimits::default(),
+            open_paths: Vec::new(),
+            status_routes: None,
+            source: None,
+            watcher: None,
+        }
+    }
+}
+
+/// How the gateway reads interfaces: its own, or one the caller lends.
+enum Source<'a> {
+    Owned(Box<dyn InterfaceSource>),
+    Borrowed(&'a dyn InterfaceSource),
+}
+
+impl Source<'_> {
+    fn get(&self) -> &dyn InterfaceSource {
+        match self {
+            Self::Owned(s) => s.as_ref(),
+            Self::Borrowed(s) => *s,
+        }
+    }
+}
+
+/// Settings for one gateway; finish with [`serve`](Self::serve),
+/// [`start`](Self::start) or [`listeners`](Self::listeners).
+#[must_use = "a builder does nothing until it is started"]
+pub struct GatewayBuilder<'a> {
+    bind: Vec<String>,
+    host: Option<String>,
+    selectors: Option<Vec<Selector>>,
+    options: ResolveOptions,
+    token: Option<Token>,
+    follow: bool,
+    wait: Option<Duration>,
+    limits: ServerLimits,
+    open_paths: Vec<String>,
+    status_routes: Option<String>,
+    source: Option<Source<'a>>,
+    watcher: Option<Box<dyn Watcher>>,
+}
+
+impl std::fmt::Debug for GatewayBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("bind", &self.bind)
+            .field("selectors", &self.selectors)
+            .field("port", &self.options.port)
+            .field("token", &self.token)
+            .field("follow", &self.follow)
+            .field("limits", &self.limits)
+            .field("open_paths", &self.open_paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> GatewayBuilder<'a> {
+    /// Where to listen, as `--bind` takes it: `wireguard`, `tailnet`, `auto`,
+    /// `iface:wg*`, `cidr:10.8.0.0/24`, `10.8.0.1`, ... (union of all). Default:
+    /// `loopback`. Parsed at start ([`Error::Selector`] names a bad one).
+    pub fn bind<S: Into<String>>(mut self, selectors: impl IntoIterator<Item = S>) -> Self {
+        self.bind = selectors.into_iter().map(Into::into).collect();
+        self.selectors = None;
+        self
+    }
+
+    /// Already parsed selectors (replaces [`bind`](Self::bind)).
+    pub fn selectors(mut self, selectors: Vec<Selector>) -> Self {
+        self.selectors = Some(selectors);
+        self
+    }
+
+    /// The address for the `custom` selector (`--host`).
+    pub fn host(mut self, ip: impl Into<String>) -> Self {
+        self.host = Some(ip.into());
+        self
+    }
+
+    /// The port every listener uses (0: each listener gets its own free port,
+    /// handy in tests; see [`Running::addresses`]).
+    pub fn port(mut self, port: u16) -> Self {
+        self.options.port = port;
+        self
+    }
+
+    /// What to do when nothing matches: loopback (default) or fail.
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.options.fallback = fallback;
+        self
+    }
+
+    /// Whether non-loopback binds get a 127.0.0.1/::1 companion (default: yes).
+    pub fn loopback_companion(mut self, on: bool) -> Self {
+        self.options.loopback_companion = on;
+        self
+    }
+
+    /// Every resolver option at once (port, fallback, companion, `auto` order,
+    /// per-provider names and ranges), e.g. from [`crate::cli::settings`].
+    pub fn resolve_options(mut self, options: ResolveOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The bearer token (`None`: loopback-only binds are all that can start).
+    pub fn token(mut self, token: impl Into<Option<Token>>) -> Self {
+        self.token = token.into();
+        self
+    }
+
+    /// Follow interface changes (default: yes).
+    pub fn follow(mut self, on: bool) -> Self {
+        self.follow = on;
+        self
+    }
+
+    /// At start, wait up to this long for the selectors to match before falling
+    /// back (`--wait`).
+    pub fn wait(mut self, wait: impl Into<Option<Duration>>) -> Self {
+        self.wait = wait.into();
+        self
+    }
+
+    /// Client connection limits (header size, idle timeout).
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// A path that needs no token even on non-loopback listeners (a health
+    /// check). Exact match; repeat for more. Default: none.
+    pub fn open_path(mut self, path: impl Into<String>) -> Self {
+        self.open_paths.push(path.into());
+        self
+    }
+
+    /// Also serve meshgate's `healthz`, `status` and `ws` under `prefix`
+    /// (e.g. `"/_meshgate"`); `PREFIX/healthz` becomes an open path.
+    pub fn status_routes(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into().trim_end_matches('/').to_owned();
+        self.open_paths.push(format!("{prefix}/healthz"));
+        self.status_routes = Some(prefix);
+        self
+    }
+
+    /// Read interfaces from this source instead of the host's (tests, or a
+    /// program with its own view of the network).
+    pub fn source<'b>(self, source: &'b dyn InterfaceSource) -> GatewayBuilder<'b>
+    where
+        'a: 'b,
+    {
+        GatewayBuilder { source: Some(Source::Borrowed(source)), ..self }
+    }
+
+    /// Learn of interface changes from this watcher instead of the host's.
+    pub fn watcher(mut self, watcher: Box<dyn Watcher>) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
+    /// Serves `app` until SIGINT or SIGTERM, then lets in-flight requests finish
+    /// (up to 10 s).
+    pub async fn serve(self, app: Router) -> Result<(), Error> {
+        let stop = shutdown_signal();
+        self.serve_with_shutdown(app, stop).await
+    }
+
+    /// Serves `app` until `stop` resolves.
+    pub async fn serve_with_shutdown(self, app: Router, stop: impl Future<Output = ()>) -> Result<(), Error> {
+        self.start(app).await?.run_until(stop).await;
+        Ok(())
+    }
+
+    /// Resolves, binds every address (or none) and starts serving `app` with the
+    /// token check applied; returns at once. Drive follow and shutdown with
+    /// [`Running::run_until`].
+    pub async fn start(self, app: Router) -> Result<Running<'a>, Error> {
+        let status_routes = self.status_routes.clone();
+        self.start_with(move |state| {
+            let app = match &status_routes {
+                Some(prefix) => app.merge(meshgate_routes_at(prefix).with_state(state.clone())),
+                None => app,
+            };
+            app.layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        })
+        .await
+    }
+
+    /// Like [`start`](Self::start), but the router is built from the gateway's
+    /// state and served exactly as returned: no token check is added (use
+    /// [`require_token`] with the same state). `meshgate serve` starts this way.
+    pub async fn start_with(mut self, make_app: impl FnOnce(&AppState) -> Router) -> Result<Running<'a>, Error> {
+        crate::builtin::link();
+        let registry = Registry::global()?;
+        let selectors = match self.selectors.take() {
+            Some(s) => s,
+            None => {
+                let raw = if self.bind.is_empty() { vec!["loopback".to_owned()] } else { self.bind.clone() };
+                parse_selectors(&raw, &registry.names(), self.host.as_deref())?
+            }
+        };
+        let source = self.source.take().unwrap_or_else(|| Source::Owned(meshgate_core::source::system()));
+        // Subscribe before the first snapshot so no change falls between the two.
+        let mut watcher = match self.watcher.take() {
+            Some(w) => Some(w),
+            None if self.follow || self.wait.is_some() => {
+                Some(meshgate_core::watcher::system().map_err(|e| Error::Watch(e.to_string()))?)
+            }
+            None => None,
+        };
+        let options = self.options.clone();
+        let resolver: Resolver = {
+            let selectors = selectors.clone();
+            Box::new(move |s: &Snapshot| resolve(registry, &selectors, s, &options))
+        };
+        let snapshot = source.get().snapshot().await?;
+        let mut res = resolver(&snapshot);
+        if let (Some(wait), Some(w)) = (self.wait, watcher.as_deref_mut()) {
+            if res.fallback || res.nothing_to_bind() {
+                tracing::info!("nothing matched yet; waiting up to {} s for a match", wait.as_secs_f64());
+                res = follow::wait_for_match(res, wait, w, source.get(), &resolver).await;
+            }
+        }
+        if res.nothing_to_bind() {
+            return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
+        }
+        check_auth(&selectors, &res, self.token.as_ref())?;
+
+        let bound = bind_all(&res.listeners)?;
+        let state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone());
+        let mut set = ListenerSet::new(make_app(&state), state);
+        set.set_limits(self.limits);
+        if res.fallback {
+            tracing::warn!("{}", res.fallback_reason.as_deref().unwrap_or("nothing matched; serving on loopback only"));
+        }
+        set.set_fallback(res.fallback, res.fallback_reason.clone());
+        for b in bound {
+            let mut listener = b.listener.clone();
+            let local = set.attach(b).map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
+            // With port 0 each socket got its own port: print the real one.
+            listener.port = local.port();
+            crate::gateway::serve::say(&listening_line(&listener));
+        }
+        set.publish();
+        let follow = if self.follow { watcher.map(|w| (w, resolver)) } else { None };
+        Ok(Running { set, follow, source })
+    }
+
+    /// Resolves and binds every address (or none), and hands back the listening
+    /// sockets with what the resolver said about each. No serving, no follow, no
+    /// token check: the caller serves them (the non-loopback-needs-a-token rule
+    /// is still checked against the token given here).
+    pub async fn listeners(mut self) -> Result<Vec<(Listener, tokio::net::TcpListener)>, Error> {
+        self.follow = false;
+        self.wait = None;
+        crate::builtin::link();
+        let registry = Registry::global()?;
+        let selectors = match self.selectors.take() {
+            Some(s) => s,
+            None => {
+                let raw = if self.bind.is_empty() { vec!["loopback".to_owned()] } else { self.bind.clone() };
+                parse_selectors(&raw, &registry.names(), self.host.as_deref())?
+            }
+        };
+        let source = self.source.take().unwrap_or_else(|| Source::Owned(meshgate_core::source::system()));
+        let res = resolve(registry, &selectors, &source.get().snapshot().await?, &self.options);
+        if res.nothing_to_bind() {
+            return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
+        }
+        check_auth(&selectors, &res, self.token.as_ref())?;
+        let mut out = Vec::new();
+        for b in bind_all(&res.listeners)? {
+            let listener = b.listener.clone();
+            let socket = tokio::net::TcpListener::from_std(b.into_std())
+                .map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
+            out.push((listener, socket));
+        }
+        Ok(out)
+    }
+}
+
+type Resolver = Box<dyn Fn(&Snapshot) -> Resolution + Send + Sync>;
+
+/// A started gateway: listeners open and serving.
+pub struct Running<'a> {
+    set: ListenerSet,
+    follow: Option<(Box<dyn Watcher>, Resolver)>,
+    source: Source<'a>,
+}
+
+impl std::fmt::Debug for Running<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("set", &self.set).field("follow", &self.follow.is_some()).finish()
+    }
+}
+
+impl Running<'_> {
+    /// The socket addresses served now (the real ports when 0 was asked for).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.set.addresses()
+    }
+
+    /// The live listeners, as `/status` shows them.
+    pub fn view(&self) -> LiveView {
+        self.set.state().view()
+    }
+
+    /// The state shared with the router (token, live view).
+    pub fn state(&self) -> &AppState {
+        self.set.state()
+    }
+
+    /// Follows interface changes (unless follow is off) until `stop` resolves,
+    /// then stops every listener and lets in-flight requests finish (up to 10 s).
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) {
+        match self.follow.take() {
+            Some((mut watcher, resolver)) => {
+                follow::follow(&mut self.set, watcher.as_mut(), self.source.get(), &resolver, stop).await
+            }
+            None => stop.await,
+        }
+        tracing::info!("shutting down: letting in-flight requests finish (up to {}s)", SHUTDOWN_GRACE.as_secs());
+        self.set.shutdown(SHUTDOWN_GRACE).await;
+    }
+
+    /// Stops at once (in-flight requests get up to 10 s).
+    pub async fn shutdown(self) {
+        self.run_until(async {}).await;
+    }
+}
+
+/// True when a selector can only ever yield loopback addresses.
+fn loopback_only(s: &Selector) -> bool {
+    match s {
+        Selector::Provider(p) => p == "loopback",
+        Selector::Ip(ip) => ip.addr.is_loopback(),
+        Selector::Cidr(net) => net.network().is_loopback() && net.broadcast().is_loopback(),
+        _ => false,
+    }
+}
+
+/// Refuses non-loopback serving without a token. Checked against the selectors,
+/// not just today's resolution: under follow, `--bind wireguard` that falls back
+/// to loopback now would attach the WireGuard address later.
+pub fn check_auth(selectors: &[Selector], res: &Resolution, token: Option<&Token>) -> Result<(), Error> {
+    if token.is_some() {
+        return Ok(());
+    }
+    let exposed: Vec<String> =
+        res.listeners.iter().filter(|l| !l.is_loopback()).map(|l| format!("{} ({})", l.address, l.provider)).collect();
+    let wide: Vec<String> = selectors.iter().filter(|s| !loopback_only(s)).map(|s| s.to_string()).collect();
+    if exposed.is_empty() && wide.is_empty() {
+        return Ok(());
+    }
+    let what = if exposed.is_empty() {
+        format!("--bind {} (it can attach non-loopback addresses as interfaces come up)", wide.join(","))
+    } else {
+        exposed.join(", ")
+    };
+    Err(Error::Refused(format!(
+        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token`); --bind loopback needs none"
+    )))
+}

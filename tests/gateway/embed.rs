@@ -1,0 +1,140 @@
+//! The library API: an axum app served through `meshgate::embed::Gateway`
+//! in-process, its refusals, the hand-back of listeners, and the
+//! `examples/embed.rs` binary itself.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use meshgate::embed::{Error, Gateway};
+use meshgate::gateway::Token;
+
+fn get_text(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r
+}
+
+fn my_app() -> Router {
+    Router::new().route("/", get(|| async { "hello from my app\n" }))
+}
+
+#[tokio::test]
+async fn serves_the_callers_router_on_loopback() {
+    let running = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .status_routes("/_meshgate")
+        .start(my_app())
+        .await
+        .expect("start");
+    let addrs = running.addresses();
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    let addr = addrs[0];
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+    let r = tokio::task::spawn_blocking(move || get_text(addr, "/", None)).await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("hello from my app\n"), "{r}");
+    let r = tokio::task::spawn_blocking(move || get_text(addr, "/_meshgate/status", None)).await.unwrap();
+    assert!(r.contains("\"listeners\""), "{r}");
+    assert_eq!(running.view().listeners.len(), 1);
+    running.shutdown().await;
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(), "still listening");
+}
+
+#[tokio::test]
+async fn refuses_non_loopback_without_a_token_and_bad_selectors() {
+    let e = Gateway::builder().bind(["lan"]).port(0).follow(false).start(my_app()).await.unwrap_err();
+    assert!(matches!(e, Error::Refused(_)), "{e}");
+    assert!(e.to_string().contains("without a token"), "{e}");
+    let e = Gateway::builder().bind(["wiregaurd"]).follow(false).start(my_app()).await.unwrap_err();
+    assert!(matches!(e, Error::Selector(_)), "{e}");
+    assert!(e.to_string().contains("wireguard"), "a did-you-mean names the right mode: {e}");
+}
+
+#[tokio::test]
+async fn non_loopback_routes_need_the_token() {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use meshgate::gateway::auth::require_token;
+    use meshgate::gateway::{AppState, ListenerCtx};
+    use tower::ServiceExt;
+    // What `start` wraps the caller's router in, seen from a mesh listener.
+    let state = AppState::with_open_paths(Some(Token::new("tok", "test").unwrap()), ["/healthz"]);
+    let app = my_app()
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(state, require_token))
+        .layer(axum::Extension(ListenerCtx { local: "10.8.0.1:8080".parse().unwrap(), loopback: false }));
+    let call = |path: &str, auth: Option<&str>| {
+        let mut r = Request::get(path);
+        if let Some(a) = auth {
+            r = r.header(header::AUTHORIZATION, a);
+        }
+        app.clone().oneshot(r.body(Body::empty()).unwrap())
+    };
+    assert_eq!(call("/", None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(call("/", Some("Bearer nope")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(call("/", Some("Bearer tok")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(call("/healthz", None).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn hands_back_bound_listeners() {
+    let listeners = Gateway::builder().bind(["127.0.0.1"]).port(0).listeners().await.expect("bind");
+    assert_eq!(listeners.len(), 1);
+    let (l, socket) = listeners.into_iter().next().unwrap();
+    assert_eq!(l.address.addr.to_string(), "127.0.0.1");
+    let addr = socket.local_addr().unwrap();
+    let task = tokio::spawn(async move { axum::serve(socket, my_app()).await });
+    let r = tokio::task::spawn_blocking(move || get_text(addr, "/", None)).await.unwrap();
+    assert!(r.ends_with("hello from my app\n"), "{r}");
+    task.abort();
+}
+
+/// Runs the built `examples/embed` binary (cargo test builds examples next to
+/// the test binary's target directory).
+#[test]
+fn the_embed_example_serves_its_app() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_meshgate")).with_file_name("examples").join("embed");
+    if !bin.exists() {
+        // `cargo test` builds examples; `cargo test --test main` alone does not.
+        eprintln!("SKIPPED the_embed_example_serves_its_app: {} is not built (run `cargo test`)", bin.display());
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(&bin)
+        .env("APP_PORT", port.to_string())
+        .env("APP_BIND", "127.0.0.1")
+        .env_remove("APP_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the example");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    let result = std::panic::catch_unwind(|| {
+        let line = line.expect("the example printed its listening line");
+        assert_eq!(line, format!("listening on http://127.0.0.1:{port} (ip via lo)"));
+        let r = get_text(format!("127.0.0.1:{port}").parse().unwrap(), "/", None);
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("hello from my app\n"), "{r}");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -1,0 +1,548 @@
+//! `--upstream`: a real upstream (an axum app on 127.0.0.1:0 and on a unix
+//! socket) behind meshgate: streamed bodies both ways, a WebSocket echo, the
+//! header rules, 502/504, auth before forwarding, the `/_meshgate/` routes and
+//! the client limits.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use meshgate::embed::{Gateway, Running};
+use meshgate::gateway::routes::UPSTREAM_HEALTHZ;
+use meshgate::gateway::{upstream_app, AppState, ListenerCtx, Proxy, ServerLimits, Token, Upstream, UpstreamLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+
+const TOKEN: &str = "upstream-test-token-0123456789";
+const BIG: u64 = 64 << 20;
+
+/// FNV-1a: chunking-independent, so both ends can hash a stream as it passes.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+impl Fnv {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+/// Deterministic bytes, generated chunk by chunk (never the whole body at once).
+struct Pattern {
+    state: u64,
+    left: u64,
+}
+impl Pattern {
+    fn new(len: u64) -> Self {
+        Self { state: 0x9e37_79b9_7f4a_7c15, left: len }
+    }
+    fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = self.left.min(64 * 1024) as usize;
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            v.extend_from_slice(&self.state.to_le_bytes());
+        }
+        v.truncate(n);
+        self.left -= n as u64;
+        Some(v)
+    }
+    fn digest(len: u64) -> (u64, u64) {
+        let mut p = Self::new(len);
+        let mut h = Fnv::new();
+        while let Some(c) = p.next_chunk() {
+            h.update(&c);
+        }
+        (len, h.0)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Seen(Arc<AtomicUsize>);
+
+/// The upstream service.
+fn upstream_router(seen: Seen) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "upstream healthz\n" }))
+        .route(
+            "/echo",
+            any(|headers: HeaderMap| async move {
+                let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (k, v) in &headers {
+                    m.entry(k.to_string()).or_default().push(v.to_str().unwrap_or("?").to_owned());
+                }
+                Json(m)
+            }),
+        )
+        .route(
+            "/upload",
+            post(|request: Request| async move {
+                let mut body = request.into_body().into_data_stream();
+                let (mut len, mut h) = (0u64, Fnv::new());
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+                    len += chunk.len() as u64;
+                    h.update(&chunk);
+                }
+                Ok::<_, (StatusCode, String)>(format!("{len} {:016x}", h.0))
+            }),
+        )
+        .route(
+            "/download/{n}",
+            get(|Path(n): Path<u64>| async move {
+                let mut p = Pattern::new(n);
+                let stream = futures_util::stream::poll_fn(move |_| {
+                    std::task::Poll::Ready(p.next_chunk().map(Ok::<_, std::io::Error>))
+                });
+                // A declared length with a streamed body: no chunk framing to undo.
+                ([(header::CONTENT_LENGTH, n.to_string())], Body::from_stream(stream))
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late\n"
+            }),
+        )
+        .route("/ws", get(|up: WebSocketUpgrade| async move { up.on_upgrade(echo) }))
+        .fallback(|State(seen): State<Seen>, request: Request| async move {
+            seen.0.fetch_add(1, Ordering::SeqCst);
+            format!("upstream saw {}\n", request.uri())
+        })
+        .with_state(seen)
+}
+
+async fn echo(mut socket: WebSocket) {
+    while let Some(Ok(msg)) = socket.recv().await {
+        let reply = match msg {
+            Message::Text(t) => Message::Text(format!("echo: {}", t.as_str()).into()),
+            Message::Binary(b) => Message::Binary(b),
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        if socket.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn tcp_upstream(seen: Seen) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, upstream_router(seen)).await });
+    addr
+}
+
+fn token() -> Token {
+    Token::new(TOKEN, "test").unwrap()
+}
+
+/// meshgate in-process, in front of `upstream`, on 127.0.0.1 (port 0).
+async fn gateway(upstream: &str, limits: UpstreamLimits, server: ServerLimits) -> (Running<'static>, SocketAddr) {
+    let proxy = Proxy::new(Upstream::parse(upstream).unwrap(), limits, Some(token()));
+    let running = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .token(token())
+        .limits(server)
+        .open_path(UPSTREAM_HEALTHZ)
+        .start_with(|s| upstream_app(s.clone(), proxy))
+        .await
+        .expect("gateway starts");
+    let addr = running.addresses()[0];
+    (running, addr)
+}
+
+/// One raw HTTP/1.1 exchange with `Connection: close`: status line, head, body.
+async fn raw(addr: SocketAddr, head: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("answer in time").unwrap();
+    split(&buf)
+}
+
+fn split(buf: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn get_req(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
+}
+
+#[tokio::test]
+async fn get_post_and_meshgate_routes_through_the_proxy() {
+    let up = tcp_upstream(Seen::default()).await;
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+    let (s, _, body) = raw(gw, &get_req("/anything?x=1", "")).await;
+    assert_eq!((s, body.as_str()), (200, "upstream saw /anything?x=1\n"));
+    // /healthz is the upstream's now; meshgate's own routes moved under /_meshgate/.
+    let (s, _, body) = raw(gw, &get_req("/healthz", "")).await;
+    assert_eq!((s, body.as_str()), (200, "upstream healthz\n"));
+    let (s, _, body) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
+    assert_eq!((s, body.as_str()), (200, "ok\n"));
+    let (s, _, body) = raw(gw, &get_req("/_meshgate/status", "")).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("\"listeners\"") && !body.contains(TOKEN), "{body}");
+    let (s, _, _) = raw(gw, &get_req("/_meshgate/nope", "")).await;
+    assert_eq!(s, 404);
+    // meshgate's /ws still streams listener changes under the prefix.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gw}/_meshgate/ws")).await.expect("ws");
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => assert!(t.contains("\"listeners\"")),
+        other => panic!("expected the listener set, got {other:?}"),
+    }
+    // A small POST with a body.
+    let (s, _, body) =
+        raw(gw, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
+    let mut h = Fnv::new();
+    h.update(b"hello");
+    assert_eq!((s, body), (200, format!("5 {:016x}", h.0)));
+    running.shutdown().await;
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// 64 MiB up and 64 MiB down through the real `meshgate` process, generated and
+/// hashed chunk by chunk at both ends; meshgate's peak RSS stays far below the
+/// body size, so nothing buffered a whole body.
+#[tokio::test]
+async fn large_bodies_stream_both_ways_without_buffering() {
+    let up = tcp_upstream(Seen::default()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["serve", "--bind", "127.0.0.1", "--no-follow", "--port", &port.to_string()])
+        .args(["--upstream", &format!("http://{up}")])
+        .env_remove("MESHGATE_TOKEN")
+        .env_remove("MESHGATE_CONFIG")
+        .env_remove("MESHGATE_UPSTREAM")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn meshgate");
+    let mut out = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let mut first = [0u8; 9];
+    tokio::task::spawn_blocking(move || std::io::Read::read_exact(&mut out, &mut first).map(|_| first))
+        .await
+        .unwrap()
+        .expect("meshgate printed its listening line");
+    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let pid = proc.0.id();
+    let before = vm_hwm_kib(pid);
+
+    // Upload: written in 64 KiB chunks as they are generated.
+    let mut s = TcpStream::connect(gw).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut p = Pattern::new(BIG);
+    while let Some(c) = p.next_chunk() {
+        s.write_all(&c).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let (status, _, body) = split(&buf);
+    let (len, hash) = Pattern::digest(BIG);
+    assert_eq!((status, body), (200, format!("{len} {hash:016x}")), "the upstream got every byte in order");
+
+    // Download: read and hashed as it arrives.
+    let mut s = TcpStream::connect(gw).await.unwrap();
+    s.write_all(get_req(&format!("/download/{BIG}"), "").as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (mut got, mut h) = (0u64, Fnv::new());
+    let mut in_body = false;
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        if in_body {
+            got += n as u64;
+            h.update(&chunk[..n]);
+            continue;
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = head.split_off(i + 4);
+            in_body = true;
+            got += rest.len() as u64;
+            h.update(&rest);
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
+    assert_eq!((got, h.0), (len, hash), "download arrived whole and in order");
+
+    let after = vm_hwm_kib(pid);
+    eprintln!("meshgate peak RSS: {before} KiB before, {after} KiB after moving 2 x {} MiB", BIG >> 20);
+    assert!(
+        after < before + 32 * 1024,
+        "meshgate's peak RSS grew from {before} KiB to {after} KiB: a body was buffered"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_socket_upstream() {
+    let dir = std::env::temp_dir().join(format!("meshgate-up-{}-{}", std::process::id(), line!()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock: PathBuf = dir.join("app.sock");
+    let _ = std::fs::remove_file(&sock);
+    let l = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move { axum::serve(l, upstream_router(Seen::default())).await });
+    let (running, gw) =
+        gateway(&format!("unix:{}", sock.display()), UpstreamLimits::default(), ServerLimits::default()).await;
+    let (s, _, body) = raw(gw, &get_req("/over/unix", "")).await;
+    assert_eq!((s, body.as_str()), (200, "upstream saw /over/unix\n"));
+    let (s, _, body) =
+        raw(gw, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").await;
+    assert_eq!(s, 200);
+    assert!(body.starts_with("3 "), "{body}");
+    // A WebSocket through the unix socket too.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gw}/ws")).await.expect("ws through unix");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text("hi".into())).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(m.into_text().unwrap().as_str(), "echo: hi");
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn websocket_echo_passes_through() {
+    use tokio_tungstenite::tungstenite::Message as M;
+    let up = tcp_upstream(Seen::default()).await;
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{gw}/ws")).await.expect("ws connect");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for i in 0..20 {
+        ws.send(M::Text(format!("message {i}").into())).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("echo: message {i}"));
+    }
+    let blob: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    ws.send(M::Binary(blob.clone().into())).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(m.into_data().as_ref(), blob.as_slice());
+    ws.close(None).await.unwrap();
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn header_rules() {
+    let up = tcp_upstream(Seen::default()).await;
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+    let head = format!(
+        "GET /echo HTTP/1.1\r\nHost: mesh.example:18789\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Proxy-Authorization: Bearer {TOKEN}\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\n\
+         X-Forwarded-Proto: https\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\n\
+         TE: trailers\r\nX-Kept: yes\r\n\r\n"
+    );
+    let (s, _, body) = raw(gw, &head).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(!body.contains(TOKEN), "the token reached the upstream: {body}");
+    let seen: BTreeMap<String, Vec<String>> = serde_json::from_str(&body).unwrap();
+    for gone in ["authorization", "proxy-authorization", "x-drop-me", "keep-alive", "te", "connection"] {
+        assert!(!seen.contains_key(gone), "{gone} was forwarded: {seen:?}");
+    }
+    let one = |k: &str| seen.get(k).map(|v| v.join(" | ")).unwrap_or_default();
+    assert_eq!(one("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(one("x-forwarded-proto"), "http");
+    assert_eq!(one("x-forwarded-host"), "mesh.example:18789");
+    assert_eq!(one("host"), "mesh.example:18789");
+    assert_eq!(one("x-kept"), "yes");
+
+    // The service's own Authorization passes through when meshgate's token
+    // travels in Proxy-Authorization.
+    let head = format!(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dXNlcjpwdw==\r\n\
+         Proxy-Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let (_, _, body) = raw(gw, &head).await;
+    let seen: BTreeMap<String, Vec<String>> = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen.get("authorization").map(|v| v.join("")), Some("Basic dXNlcjpwdw==".into()));
+    assert!(!seen.contains_key("proxy-authorization") && !body.contains(TOKEN), "{seen:?}");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_the_gateway_keeps_serving() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (running, gw) = gateway(&format!("http://{dead}"), UpstreamLimits::default(), ServerLimits::default()).await;
+    for _ in 0..3 {
+        let (s, _, body) = raw(gw, &get_req("/x", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
+        assert_eq!(s, 502, "{body}");
+        assert!(body.contains("refused") && !body.contains(TOKEN), "{body}");
+    }
+    let (s, _, _) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
+    assert_eq!(s, 200);
+    // A unix socket that does not exist: 502 too.
+    let (running2, gw2) =
+        gateway("unix:/nonexistent/meshgate-test.sock", UpstreamLimits::default(), ServerLimits::default()).await;
+    let (s, _, body) = raw(gw2, &get_req("/x", "")).await;
+    assert_eq!(s, 502, "{body}");
+    running.shutdown().await;
+    running2.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let up = tcp_upstream(Seen::default()).await;
+    let limits = UpstreamLimits::default().with_response_timeout(Duration::from_millis(300));
+    let (running, gw) = gateway(&format!("http://{up}"), limits, ServerLimits::default()).await;
+    let t0 = Instant::now();
+    let (s, _, body) = raw(gw, &get_req("/slow", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
+    assert_eq!(s, 504, "{body}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "504 took {:?}", t0.elapsed());
+    assert!(body.contains("did not answer in time") && !body.contains(TOKEN), "{body}");
+    // Fast routes still work on the same gateway.
+    let (s, _, _) = raw(gw, &get_req("/fast", "")).await;
+    assert_eq!(s, 200);
+    running.shutdown().await;
+}
+
+/// The router seen from a non-loopback listener: nothing reaches the upstream
+/// without the token, including the upstream's own `/healthz`.
+#[tokio::test]
+async fn auth_happens_before_forwarding_on_mesh_listeners() {
+    let seen = Seen::default();
+    let up = tcp_upstream(seen.clone()).await;
+    let proxy = Proxy::new(Upstream::parse(&format!("http://{up}")).unwrap(), UpstreamLimits::default(), Some(token()));
+    let state = AppState::with_open_paths(Some(token()), [UPSTREAM_HEALTHZ]);
+    let router = upstream_app(state, proxy)
+        .layer(axum::Extension(ListenerCtx { local: "10.8.0.1:18789".parse().unwrap(), loopback: false }));
+    let call = |path: &str, auth: Option<(header::HeaderName, String)>| {
+        let mut r = Request::get(path);
+        if let Some((k, v)) = auth {
+            r = r.header(k, v);
+        }
+        router.clone().oneshot(r.body(Body::empty()).unwrap())
+    };
+    for path in ["/", "/x", "/healthz", "/_meshgate/status", "/_meshgate/ws"] {
+        for auth in [None, Some((header::AUTHORIZATION, "Bearer wrong".to_owned()))] {
+            let resp = call(path, auth).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+    }
+    assert_eq!(seen.0.load(Ordering::SeqCst), 0, "a request reached the upstream without the token");
+    assert_eq!(call("/_meshgate/healthz", None).await.unwrap().status(), StatusCode::OK);
+    let ok = call("/x", Some((header::AUTHORIZATION, format!("Bearer {TOKEN}")))).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let ok = call("/y", Some((header::PROXY_AUTHORIZATION, format!("Bearer {TOKEN}")))).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(seen.0.load(Ordering::SeqCst), 2);
+    let status = call("/_meshgate/status", Some((header::AUTHORIZATION, format!("Bearer {TOKEN}")))).await.unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn header_size_and_idle_limits() {
+    let up = tcp_upstream(Seen::default()).await;
+    let server = ServerLimits::default().with_max_header_bytes(16 * 1024).with_idle_timeout(Duration::from_millis(400));
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), server).await;
+    let big = format!("X-Big: {}\r\n", "a".repeat(20 * 1024));
+    let (s, _, _) = raw(gw, &get_req("/x", &big)).await;
+    assert_eq!(s, 431);
+    let small = format!("X-Small: {}\r\n", "a".repeat(8 * 1024));
+    let (s, _, _) = raw(gw, &get_req("/x", &small)).await;
+    assert_eq!(s, 200);
+    // A connection that sends nothing is closed after the idle timeout.
+    let mut idle = TcpStream::connect(gw).await.unwrap();
+    let t0 = Instant::now();
+    let mut b = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut b)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(300), "closed too early: {:?}", t0.elapsed());
+    running.shutdown().await;
+}
+
+#[test]
+fn bad_upstream_flags_are_usage_errors() {
+    for (args, needle) in [
+        (vec!["--upstream", "127.0.0.1:3000"], "http://127.0.0.1:3000"),
+        (vec!["--upstream", "https://127.0.0.1:3000"], "plain HTTP"),
+        (vec!["--upstream-timeout", "0"], "above 0"),
+        (vec!["--idle-timeout", "soon"], "not a number"),
+        (vec!["--max-header-bytes", "100"], "8192"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .arg("serve")
+            .args(&args)
+            .env_remove("MESHGATE_UPSTREAM")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn config_file_upstream_and_limits() {
+    let dir = std::env::temp_dir().join(format!("meshgate-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("m.toml");
+    std::fs::write(&cfg, "upstream = \"http://127.0.0.1:1\"\n[limits]\nupstream_timeout = -1\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env_remove("MESHGATE_UPSTREAM")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("limits.upstream_timeout") && e.contains("m.toml"), "{e}");
+    std::fs::write(&cfg, "upstream = \"ftp://x\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env_remove("MESHGATE_UPSTREAM")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("upstream"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
