@@ -16,6 +16,8 @@ pub mod registry;
 pub mod resolver;
 pub mod selector;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod watcher;
 
 #[doc(hidden)]

@@ -248,6 +248,18 @@ impl MeshMatcher {
             }
             for a in &iface.addresses {
                 let net = in_range(a.addr);
+                // An OS can list 0.0.0.0 or `::` on a half-configured link; a mesh
+                // claim on it would bind a wildcard without anyone naming `all`
+                // (rule 1). A 127.x address on an ordinary link is left alone: it
+                // only narrows (nothing off the host reaches it).
+                if a.addr.is_unspecified() {
+                    claims.reject(
+                        iface,
+                        Some(a.addr),
+                        format!("{} on {} is a wildcard address: only the `all` mode binds it", a.addr, iface.name),
+                    );
+                    continue;
+                }
                 if is_link_local(a.addr) {
                     claims.reject(
                         iface,

@@ -75,3 +75,12 @@ mod tests {
         assert_eq!(c, ["0.0.0.0", "::"]);
     }
 }
+
+#[cfg(test)]
+mod conformance {
+    /// The contract every provider keeps (meshgate_core::testing).
+    #[test]
+    fn passes_the_conformance_kit() {
+        meshgate_core::testing::check_provider(&*super::build());
+    }
+}

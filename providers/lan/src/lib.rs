@@ -140,3 +140,12 @@ mod tests {
         assert!(r[0].contains("tunnel") && r[1].contains("container") && r[2].contains("down"), "{r:?}");
     }
 }
+
+#[cfg(test)]
+mod conformance {
+    /// The contract every provider keeps (meshgate_core::testing).
+    #[test]
+    fn passes_the_conformance_kit() {
+        meshgate_core::testing::check_provider(&*super::build());
+    }
+}

@@ -84,3 +84,12 @@ mod tests {
         assert_eq!(addrs(&Snapshot::new(vec![wg])), ["127.0.0.1"]);
     }
 }
+
+#[cfg(test)]
+mod conformance {
+    /// The contract every provider keeps (meshgate_core::testing).
+    #[test]
+    fn passes_the_conformance_kit() {
+        meshgate_core::testing::check_provider(&*super::build());
+    }
+}

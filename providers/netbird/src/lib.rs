@@ -26,3 +26,12 @@ pub fn build() -> Box<dyn BindProvider> {
 }
 
 meshgate_core::register_provider!(INFO, build);
+
+#[cfg(test)]
+mod conformance {
+    /// The contract every provider keeps (meshgate_core::testing).
+    #[test]
+    fn passes_the_conformance_kit() {
+        meshgate_core::testing::check_provider(&*super::build());
+    }
+}
