@@ -117,6 +117,14 @@ pub struct ServeArgs {
     /// keep-alive time included, before it is closed [default: 60].
     #[arg(long, value_name = "SECONDS", value_parser = crate::gateway::serve::parse_seconds)]
     pub idle_timeout: Option<std::time::Duration>,
+    /// An extra `Host` name the loopback listeners answer to (besides localhost,
+    /// 127.x.y.z and `[::1]`); others get 421. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// An extra `Origin` a WebSocket upgrade may come from (besides the origin it
+    /// is sent to); others get 403. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
 }
 
 /// `explain`'s options.

@@ -56,7 +56,7 @@ use crate::gateway::follow;
 use crate::gateway::listeners::{bind_all, BindError, ListenerSet, ServerLimits};
 use crate::gateway::routes::{meshgate_routes_at, AppState, LiveView};
 use crate::gateway::serve::{listening_line, shutdown_signal, SHUTDOWN_GRACE};
-use crate::gateway::Token;
+use crate::gateway::{BrowserPolicy, Token};
 
 /// Starting failed. Each variant says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +107,7 @@ impl Gateway {
             wait: None,
             limits: ServerLimits::default(),
             open_paths: Vec::new(),
+            browser: BrowserPolicy::default(),
             status_routes: None,
             source: None,
             watcher: None,
@@ -142,6 +143,7 @@ pub struct GatewayBuilder<'a> {
     wait: Option<Duration>,
     limits: ServerLimits,
     open_paths: Vec<String>,
+    browser: BrowserPolicy,
     status_routes: Option<String>,
     source: Option<Source<'a>>,
     watcher: Option<Box<dyn Watcher>>,
@@ -231,6 +233,13 @@ impl<'a> GatewayBuilder<'a> {
     /// Client connection limits (header size, idle timeout).
     pub fn limits(mut self, limits: ServerLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Extra `Host` names for the loopback listeners and `Origin`s for WebSocket
+    /// upgrades ([`BrowserPolicy`]; default: none beyond the built-in rules).
+    pub fn browser_policy(mut self, policy: BrowserPolicy) -> Self {
+        self.browser = policy;
         self
     }
 
@@ -334,7 +343,8 @@ impl<'a> GatewayBuilder<'a> {
         check_auth(&selectors, &res, self.token.as_ref())?;
 
         let bound = bind_all(&res.listeners)?;
-        let state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone());
+        let state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone())
+            .with_browser_policy(self.browser.clone());
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
         if res.fallback {

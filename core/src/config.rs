@@ -41,6 +41,14 @@ pub struct FileConfig {
     pub follow: Option<bool>,
     /// The order `auto` walks the mesh providers in.
     pub auto: Option<Vec<String>>,
+    /// `allowed_hosts = ["dev.local"]`: extra `Host` names the loopback listeners
+    /// answer to (besides localhost, 127.x.y.z and `[::1]`).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// `allowed_origins = ["https://dash.example"]`: extra `Origin`s a WebSocket
+    /// upgrade may come from (besides the origin it is sent to).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     /// `upstream = "http://127.0.0.1:3000"` or `"unix:/run/app.sock"`: forward
     /// every authorized request there (`--upstream`).
     pub upstream: Option<String>,

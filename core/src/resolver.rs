@@ -236,6 +236,15 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
                         continue;
                     }
                     for a in &iface.addresses {
+                        if a.addr.is_unspecified() {
+                            out.notes.push(format!(
+                                "iface:{}: skipped the wildcard {} on {} (only `all` binds wildcards)",
+                                pat.as_str(),
+                                a.addr,
+                                iface.name
+                            ));
+                            continue;
+                        }
                         if is_link_local(a.addr) {
                             out.notes.push(format!(
                                 "iface:{}: skipped link-local {} on {}",
@@ -259,6 +268,8 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
                     for a in iface.addresses.iter().filter(|a| net.contains(&a.addr)) {
                         if let Some(why) = iface.unusable() {
                             out.notes.push(format!("cidr:{net}: skipped {} because {why}", a.addr));
+                        } else if a.addr.is_unspecified() {
+                            out.notes.push(format!("cidr:{net}: skipped the wildcard {} on {}", a.addr, iface.name));
                         } else if is_link_local(a.addr) && !net_is_link_local {
                             out.notes.push(format!("cidr:{net}: skipped link-local {} on {}", a.addr, iface.name));
                         } else {

@@ -89,6 +89,12 @@ pub enum SelectorError {
         /// What the user wrote.
         value: String,
     },
+    /// `0.0.0.0` or `::` named as an address: the wildcard, which only `all` binds.
+    #[error("bind selector `{value}` is the wildcard (every address of this host, public ones included); if that is really what you want, say `--bind all`; otherwise name the network: --bind wireguard, --bind tailnet, --bind cidr:10.8.0.0/24")]
+    Wildcard {
+        /// What the user wrote.
+        value: String,
+    },
     /// `custom` without `--host`.
     #[error("`--bind custom` needs `--host IP` (e.g. --bind custom --host 10.8.0.1)")]
     CustomWithoutHost,
@@ -179,6 +185,9 @@ fn parse_ip(s: &str) -> Result<IpLiteral, SelectorError> {
         None => (unbracketed, None),
     };
     let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    if addr.is_unspecified() {
+        return Err(SelectorError::Wildcard { value: s.into() });
+    }
     if scope.is_some() && !addr.is_ipv6() {
         return Err(bad());
     }
@@ -219,6 +228,12 @@ mod tests {
         assert!(matches!(parse_selector("10.8.0.300", P, None), Err(SelectorError::BadIp { .. })));
         assert!(matches!(parse_selector("10.8.0.1%wg0", P, None), Err(SelectorError::BadIp { .. })));
         assert_eq!(parse_selector("custom", P, None), Err(SelectorError::CustomWithoutHost));
+        // Never widen: the wildcard is `all`, not an address.
+        for w in ["0.0.0.0", "::", "[::]", "0:0::0"] {
+            let e = parse_selector(w, P, None).unwrap_err();
+            assert!(matches!(e, SelectorError::Wildcard { .. }) && e.to_string().contains("--bind all"), "{w}: {e}");
+        }
+        assert!(matches!(parse_selector("custom", P, Some("0.0.0.0")), Err(SelectorError::Wildcard { .. })));
         assert_eq!(
             parse_selectors(&["wireguard".into()], P, Some("10.0.0.1")),
             Err(SelectorError::HostWithoutCustom("10.0.0.1".into()))

@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)]
 //! Fuzz entry points: one function per target, each taking arbitrary bytes.
 //!
 //! The same file is compiled into the fuzz targets (nightly, libFuzzer) and into
@@ -108,7 +109,7 @@ pub fn resolution(data: &[u8]) {
     for l in &res.listeners {
         assert!(!l.reason.is_empty());
         if l.address.addr.is_unspecified() {
-            assert!(asked_all, "wildcard without `all`");
+            assert!(asked_all, "wildcard {l:?} without `all`; selectors {selectors:?}; snapshot {snapshot:?}");
         }
         if matches!(l.role, ListenerRole::Fallback | ListenerRole::Companion) {
             assert!(l.address.addr.is_loopback(), "{:?} on {}", l.role, l.address);

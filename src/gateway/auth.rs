@@ -66,6 +66,11 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
     let ctx = request.extensions().get::<ListenerCtx>().copied();
     // No listener context means we cannot tell: treat as non-loopback (fail closed).
     let loopback = ctx.is_some_and(|c| c.loopback);
+    // Browser attacks first: a rebound Host or a cross-site WebSocket is refused
+    // even where no token is needed.
+    if let Some(refused) = state.browser_policy().check(request.headers(), loopback) {
+        return refused;
+    }
     if loopback || state.is_open_path(request.uri().path()) {
         return next.run(request).await;
     }

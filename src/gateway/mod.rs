@@ -10,6 +10,7 @@
 //! - [`serve`]: `meshgate serve` put together.
 
 pub mod auth;
+pub mod browser;
 pub mod follow;
 pub mod listeners;
 pub mod routes;
@@ -17,6 +18,7 @@ pub mod serve;
 pub mod token;
 pub mod upstream;
 
+pub use browser::BrowserPolicy;
 pub use listeners::{bind_all, BindError, Bound, ListenerSet, ServerLimits};
 pub use routes::{app, upstream_app, AppState, ListenerCtx, LiveListener, LiveView};
 pub use token::Token;

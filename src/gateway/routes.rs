@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::auth::require_token;
+use super::browser::BrowserPolicy;
 use super::token::Token;
 use super::upstream::Proxy;
 
@@ -62,6 +63,7 @@ pub struct LiveView {
 #[derive(Debug, Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    browser: Arc<BrowserPolicy>,
 }
 
 #[derive(Debug)]
@@ -89,7 +91,18 @@ impl AppState {
                 open_paths: open.into_iter().map(Into::into).collect(),
                 live: watch::Sender::new(LiveView::default()),
             }),
+            browser: Arc::default(),
         }
+    }
+
+    /// The same state with these `Host` and `Origin` rules (see [`BrowserPolicy`]).
+    pub fn with_browser_policy(self, policy: BrowserPolicy) -> Self {
+        Self { browser: Arc::new(policy), ..self }
+    }
+
+    /// The `Host` and `Origin` rules.
+    pub fn browser_policy(&self) -> &BrowserPolicy {
+        &self.browser
     }
 
     /// True when `path` needs no token on any listener.

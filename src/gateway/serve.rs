@@ -9,6 +9,7 @@ use std::time::Duration;
 use meshgate_core::config::{ConfigError, FileConfig};
 use meshgate_core::{InterfaceSource, Listener, ListenerRole, Resolution, Selector};
 
+use super::browser::BrowserPolicy;
 use super::listeners::{display_addr, ServerLimits, MIN_HEADER_BYTES};
 use super::routes::{app, upstream_app, UPSTREAM_HEALTHZ};
 use super::token::Token;
@@ -178,6 +179,21 @@ pub(crate) fn say(line: &str) {
     let _ = out.flush();
 }
 
+/// `--allow-host`/`--allow-origin` if given, else the config file's lists.
+pub fn browser_policy(args: &ServeArgs, file: Option<&meshgate_core::config::FileConfig>) -> BrowserPolicy {
+    let pick = |flag: &Vec<String>, file: Option<&Vec<String>>| {
+        if flag.is_empty() {
+            file.cloned().unwrap_or_default()
+        } else {
+            flag.clone()
+        }
+    };
+    BrowserPolicy {
+        allowed_hosts: pick(&args.allow_host, file.map(|f| &f.allowed_hosts)),
+        allowed_origins: pick(&args.allow_origin, file.map(|f| &f.allowed_origins)),
+    }
+}
+
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), CliError> {
     let registry = cli::registry()?;
@@ -195,6 +211,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .follow(follow)
         .wait(args.wait.map(Duration::from_secs))
         .limits(options.server_limits)
+        .browser_policy(browser_policy(args, file.map(|(_, f)| f)))
         .source(source);
     let running = match options.upstream {
         Some(upstream) => {

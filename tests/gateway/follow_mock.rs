@@ -53,11 +53,13 @@ async fn listeners_follow_snapshots() {
     meshgate::builtin::link();
     let registry = meshgate::core::Registry::global().unwrap();
     let port = free_port();
-    // 127.0.0.77 is a loopback address, so it gets no loopback companion: name
-    // loopback too, so 127.0.0.1 stays throughout (the lab's follow test covers the
-    // fallback turning into the companion on a real tunnel).
+    // Outside a namespace only 127.0.0.0/8 binds, and no mesh provider claims
+    // loopback addresses, so wg0 is selected by name (iface:wg0). 127.0.0.77 gets
+    // no companion (it is loopback itself): name loopback too, so 127.0.0.1 stays
+    // throughout (the lab's follow test covers the fallback turning into the
+    // companion on a real tunnel).
     let selectors = vec![
-        meshgate::core::Selector::Provider("wireguard".into()),
+        meshgate::core::parse_selector("iface:wg0", &[], None).unwrap(),
         meshgate::core::Selector::Provider("loopback".into()),
     ];
     let opts = ResolveOptions { port, loopback_companion: true, ..Default::default() };
@@ -149,7 +151,7 @@ async fn a_failed_bind_is_retried_until_it_works() {
     let squatter = std::net::TcpListener::bind("127.0.0.78:0").unwrap();
     let port = squatter.local_addr().unwrap().port();
     let selectors = vec![
-        meshgate::core::Selector::Provider("wireguard".into()),
+        meshgate::core::parse_selector("iface:wg0", &[], None).unwrap(),
         meshgate::core::Selector::Provider("loopback".into()),
     ];
     let opts = ResolveOptions { port, loopback_companion: true, ..Default::default() };

@@ -167,6 +167,11 @@ async fn gateway(upstream: &str, limits: UpstreamLimits, server: ServerLimits) -
         .follow(false)
         .token(token())
         .limits(server)
+        // header_rules sends a mesh-style Host to this loopback listener.
+        .browser_policy(meshgate::gateway::BrowserPolicy {
+            allowed_hosts: vec!["mesh.example".into()],
+            ..Default::default()
+        })
         .open_path(UPSTREAM_HEALTHZ)
         .start_with(|s| upstream_app(s.clone(), proxy))
         .await
@@ -219,7 +224,8 @@ async fn get_post_and_meshgate_routes_through_the_proxy() {
     }
     // A small POST with a body.
     let (s, _, body) =
-        raw(gw, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
+        raw(gw, "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+            .await;
     let mut h = Fnv::new();
     h.update(b"hello");
     assert_eq!((s, body), (200, format!("5 {:016x}", h.0)));
@@ -274,7 +280,8 @@ async fn large_bodies_stream_both_ways_without_buffering() {
 
     // Upload: written in 64 KiB chunks as they are generated.
     let mut s = TcpStream::connect(gw).await.unwrap();
-    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG}\r\nConnection: close\r\n\r\n");
+    let head =
+        format!("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {BIG}\r\nConnection: close\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let mut p = Pattern::new(BIG);
     while let Some(c) = p.next_chunk() {
@@ -338,7 +345,7 @@ async fn unix_socket_upstream() {
     let (s, _, body) = raw(gw, &get_req("/over/unix", "")).await;
     assert_eq!((s, body.as_str()), (200, "upstream saw /over/unix\n"));
     let (s, _, body) =
-        raw(gw, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").await;
+        raw(gw, "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").await;
     assert_eq!(s, 200);
     assert!(body.starts_with("3 "), "{body}");
     // A WebSocket through the unix socket too.
@@ -397,7 +404,7 @@ async fn header_rules() {
     // The service's own Authorization passes through when meshgate's token
     // travels in Proxy-Authorization.
     let head = format!(
-        "GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dXNlcjpwdw==\r\n\
+        "GET /echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic dXNlcjpwdw==\r\n\
          Proxy-Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
     );
     let (_, _, body) = raw(gw, &head).await;

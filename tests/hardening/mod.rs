@@ -1,9 +1,10 @@
 //! Hardening: the DESIGN's rules as evidence. Never-widen properties over random
 //! hosts, replay of the fuzz corpus, start-up faults.
 
+mod browser;
 mod faults;
-mod never_widen;
 mod fuzz_replay;
+mod never_widen;
 
 /// The fuzz targets' entry points, compiled here too so the corpus replays on stable.
 #[path = "../../fuzz/src/entries.rs"]

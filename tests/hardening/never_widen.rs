@@ -9,16 +9,40 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use meshgate::core::model::is_link_local;
 use meshgate::core::{
-    parse_selector, resolve, Fallback, Interface, InterfaceKind, ListenerRole, ResolveOptions, Resolution, Selector,
+    parse_selector, resolve, Fallback, Interface, InterfaceKind, ListenerRole, Resolution, ResolveOptions, Selector,
     Snapshot,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 const NAMES: &[&str] = &[
-    "lo", "eth0", "enp3s0", "wlan0", "wg0", "wg1", "wt0", "tailscale0", "utun3", "utun4", "ztmjfnbvsk", "feth1",
-    "nebula1", "tun-firezone", "docker0", "br-5f2a", "veth1a2b", "office", "mesh", "CloudflareWARP", "netmaker",
-    "nm-home", "tun0", "tap0", "virbr0", "ñet0", "",
+    "lo",
+    "eth0",
+    "enp3s0",
+    "wlan0",
+    "wg0",
+    "wg1",
+    "wt0",
+    "tailscale0",
+    "utun3",
+    "utun4",
+    "ztmjfnbvsk",
+    "feth1",
+    "nebula1",
+    "tun-firezone",
+    "docker0",
+    "br-5f2a",
+    "veth1a2b",
+    "office",
+    "mesh",
+    "CloudflareWARP",
+    "netmaker",
+    "nm-home",
+    "tun0",
+    "tap0",
+    "virbr0",
+    "ñet0",
+    "",
 ];
 
 fn kind() -> impl Strategy<Value = InterfaceKind> {
@@ -57,6 +81,9 @@ fn address() -> impl Strategy<Value = (IpAddr, u8)> {
         any::<u64>().prop_map(|n| (IpAddr::V6(Ipv6Addr::from((0xfd12u128 << 112) | n as u128)), 64)),
         any::<u32>().prop_map(|n| (IpAddr::V6(Ipv6Addr::from((0xfd7a_115c_a1e0u128 << 80) | n as u128)), 128)),
         any::<u16>().prop_map(|n| (IpAddr::V6(Ipv6Addr::from((0xfd00_2021_1111u128 << 80) | n as u128)), 128)),
+        // wildcards on an interface (malformed OS data): never to be bound
+        Just((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+        Just((IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)),
         // public v6
         any::<u64>().prop_map(|n| (IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | n as u128)), 64)),
     ]
@@ -104,7 +131,7 @@ fn selector_text() -> impl Strategy<Value = String> {
         1 => Just("iface:wg*".to_owned()),
         1 => prop_oneof![Just("cidr:10.0.0.0/8"), Just("cidr:100.64.0.0/10"), Just("cidr:fe80::/10"), Just("cidr:0.0.0.0/0")]
             .prop_map(str::to_owned),
-        1 => address().prop_map(|(a, _)| a.to_string()),
+        1 => address().prop_filter("the wildcard is `all`, not an IP", |(a, _)| !a.is_unspecified()).prop_map(|(a, _)| a.to_string()),
     ]
 }
 
