@@ -4,6 +4,7 @@
 //! and following interfaces that come and go.
 
 mod explain;
+mod faults;
 mod follow;
 mod serve;
 mod wireguard;
