@@ -180,7 +180,13 @@ fn parse_ip(s: &str) -> Result<IpLiteral, SelectorError> {
     let bad = || SelectorError::BadIp { value: s.into() };
     let unbracketed = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
     let (addr, scope) = match unbracketed.split_once('%') {
-        Some((a, scope)) if !scope.is_empty() => (a, Some(scope.to_owned())),
+        // A scope is an interface name or index: no spaces, slashes or another `%`.
+        Some((a, scope))
+            if !scope.is_empty()
+                && !scope.chars().any(|c| c.is_whitespace() || c.is_control() || "/%[]".contains(c)) =>
+        {
+            (a, Some(scope.to_owned()))
+        }
         Some(_) => return Err(bad()),
         None => (unbracketed, None),
     };
@@ -227,6 +233,9 @@ mod tests {
         assert!(matches!(parse_selector("iface:", P, None), Err(SelectorError::BadGlob { .. })));
         assert!(matches!(parse_selector("10.8.0.300", P, None), Err(SelectorError::BadIp { .. })));
         assert!(matches!(parse_selector("10.8.0.1%wg0", P, None), Err(SelectorError::BadIp { .. })));
+        // Found by fuzzing: a scope with a space printed back as something else.
+        assert!(matches!(parse_selector("[fd1::1%gw ]", P, None), Err(SelectorError::BadIp { .. })));
+        assert!(matches!(parse_selector("fe80::1%wg/0", P, None), Err(SelectorError::BadIp { .. })));
         assert_eq!(parse_selector("custom", P, None), Err(SelectorError::CustomWithoutHost));
         // Never widen: the wildcard is `all`, not an address.
         for w in ["0.0.0.0", "::", "[::]", "0:0::0"] {
