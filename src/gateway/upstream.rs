@@ -5,8 +5,10 @@
 //! - Bodies stream both ways: the request body is handed to the client as the
 //!   hyper body it arrived as, the response body back the same way; nothing is
 //!   collected in memory.
-//! - One pooled keep-alive HTTP/1.1 client ([`hyper_util`]'s legacy client) per
-//!   gateway; for unix sockets a small connector over [`tokio::net::UnixStream`].
+//! - A keep-alive pool of HTTP/1.1 connections per gateway, built on hyper's
+//!   client connection API (one handshake and one connection task per upstream
+//!   connection; a connection goes back to the pool when its response body has
+//!   been read to the end), over TCP or a [`tokio::net::UnixStream`].
 //! - WebSocket (any `Upgrade`) requests are forwarded with their upgrade headers;
 //!   on `101` both sides are upgraded and joined with
 //!   [`tokio::io::copy_bidirectional`].
@@ -27,9 +29,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::uri::{Authority, PathAndQuery};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::auth::bearer_value_matches;
 use super::token::Token;
@@ -40,6 +40,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an idle pooled upstream connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The most idle upstream connections kept for reuse; more are closed as they
+/// come back.
+pub const POOL_MAX_IDLE: usize = 256;
 
 /// Where requests are forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,11 +149,21 @@ pub struct UpstreamLimits {
     /// From sending the request to receiving the response headers; past it: 504.
     /// Response bodies are not cut off (downloads and event streams may run long).
     pub response_timeout: Duration,
+    /// The largest request body forwarded; `None` (the default): no cap, the
+    /// upstream decides. With a cap, a larger `Content-Length` is answered 413
+    /// without contacting the upstream, and a chunked body that runs past it
+    /// is cut off (the client gets 413 if the upstream has not answered yet).
+    /// Bodies stream either way.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Default for UpstreamLimits {
     fn default() -> Self {
-        Self { connect_timeout: DEFAULT_CONNECT_TIMEOUT, response_timeout: DEFAULT_RESPONSE_TIMEOUT }
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            max_body_bytes: None,
+        }
     }
 }
 
@@ -166,6 +179,12 @@ impl UpstreamLimits {
         self.response_timeout = d;
         self
     }
+
+    /// These limits with a cap on forwarded request bodies (`None`: no cap).
+    pub fn with_max_body_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
 }
 
 /// The forwarding half of the gateway. Cheap to clone (one shared pool).
@@ -179,13 +198,7 @@ struct Inner {
     name: String,
     limits: UpstreamLimits,
     token: Option<Token>,
-    pool: Pool,
-}
-
-enum Pool {
-    Tcp(Client<HttpConnector, Body>),
-    #[cfg(unix)]
-    Unix(Client<unix::UnixConnector, Body>),
+    pool: Arc<pool::Pool>,
 }
 
 impl fmt::Debug for Proxy {
@@ -216,22 +229,7 @@ impl Proxy {
     /// A proxy to `upstream`. `token` is meshgate's own token: an
     /// `Authorization: Bearer` carrying it is removed before forwarding.
     pub fn new(upstream: Upstream, limits: UpstreamLimits, token: Option<Token>) -> Self {
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT);
-        let pool = match &upstream {
-            Upstream::Http { .. } => {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(limits.connect_timeout));
-                connector.set_nodelay(true);
-                Pool::Tcp(builder.build(connector))
-            }
-            #[cfg(unix)]
-            Upstream::Unix { path } => {
-                Pool::Unix(builder.build(unix::UnixConnector::new(path.clone(), limits.connect_timeout)))
-            }
-            #[cfg(not(unix))]
-            Upstream::Unix { .. } => unreachable!("Upstream::parse refuses unix: off unix"),
-        };
+        let pool = Arc::new(pool::Pool::new(&upstream, limits.connect_timeout, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT));
         let name = upstream.to_string();
         Self { inner: Arc::new(Inner { upstream, name, limits, token, pool }) }
     }
@@ -287,37 +285,32 @@ impl Proxy {
             None => headers.remove(X_FORWARDED_HOST),
         };
 
+        // Origin-form (`/path?query`) on the wire, as an HTTP/1.1 client sends to
+        // an origin server; `Host` says which site (the upstream's own name when
+        // the client sent none).
         let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let authority = match &self.inner.upstream {
-            Upstream::Http { authority } => authority.clone(),
-            Upstream::Unix { .. } => Authority::from_static("localhost"),
-        };
-        parts.uri = match Uri::builder().scheme("http").authority(authority).path_and_query(pq).build() {
-            Ok(u) => u,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request: the request target cannot be forwarded"),
-        };
+        parts.uri = Uri::from(pq);
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, self.inner.pool.host_header());
+        }
         parts.version = Version::HTTP_11;
         parts.extensions = Default::default();
         let outbound = Request::from_parts(parts, body);
 
-        let sent = match &self.inner.pool {
-            Pool::Tcp(c) => c.request(outbound),
-            #[cfg(unix)]
-            Pool::Unix(c) => c.request(outbound),
-        };
         let limits = self.inner.limits;
-        let mut response = match tokio::time::timeout(limits.response_timeout, sent).await {
-            Err(_) => {
-                tracing::warn!(
-                    upstream = %self.inner.name,
-                    "upstream sent no response headers within {}; answered 504",
-                    secs(limits.response_timeout)
-                );
-                return plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not answer in time");
-            }
-            Ok(Err(e)) => return self.failed(&e),
-            Ok(Ok(r)) => r,
-        };
+        let (mut response, conn) =
+            match tokio::time::timeout(limits.response_timeout, self.inner.pool.send(outbound)).await {
+                Err(_) => {
+                    tracing::warn!(
+                        upstream = %self.inner.name,
+                        "upstream sent no response headers within {}; answered 504",
+                        secs(limits.response_timeout)
+                    );
+                    return plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not answer in time");
+                }
+                Ok(Err(e)) => return self.failed(&e),
+                Ok(Ok(r)) => r,
+            };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -325,6 +318,8 @@ impl Proxy {
                 return plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream switched protocols unasked");
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
+            // The upstream connection now carries the upgraded stream: never pooled again.
+            drop(conn);
             let name = self.inner.name.clone();
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -349,37 +344,57 @@ impl Proxy {
 
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, Body::new(body))
+        // The connection goes back to the pool when this body has been read to its end.
+        Response::from_parts(parts, Body::new(conn.attach(body)))
     }
 
-    /// Maps a client error to 502/504 and logs it with the upstream's address.
-    fn failed(&self, e: &hyper_util::client::legacy::Error) -> Response {
+    /// Maps a forwarding error to 502/504 (413 for a request body over
+    /// `--upstream-max-body-bytes`) and logs it with the upstream's address.
+    fn failed(&self, e: &pool::SendError) -> Response {
         let name = &self.inner.name;
-        let io_kind = io_error_kind(e);
-        let chain = error_chain(e);
-        if e.is_connect() {
-            if io_kind == Some(io::ErrorKind::TimedOut) {
+        match e {
+            pool::SendError::Connect(io) if io.kind() == io::ErrorKind::TimedOut => {
                 tracing::warn!(
                     upstream = %name,
                     "upstream did not accept a connection within {}; answered 504",
                     secs(self.inner.limits.connect_timeout)
                 );
-                return plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "gateway timeout: the upstream did not accept a connection in time",
-                );
+                plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not accept a connection in time")
             }
-            tracing::warn!(upstream = %name, error = %chain, "cannot connect to the upstream; answered 502");
-            let why = match io_kind {
-                Some(io::ErrorKind::ConnectionRefused) => "bad gateway: the upstream refused the connection",
-                Some(io::ErrorKind::NotFound) => "bad gateway: the upstream's socket does not exist",
-                _ => "bad gateway: cannot connect to the upstream",
-            };
-            return plain(StatusCode::BAD_GATEWAY, why);
+            pool::SendError::Connect(io) => {
+                tracing::warn!(upstream = %name, error = %error_chain(io), "cannot connect to the upstream; answered 502");
+                let why = match io.kind() {
+                    io::ErrorKind::ConnectionRefused => "bad gateway: the upstream refused the connection",
+                    io::ErrorKind::NotFound => "bad gateway: the upstream's socket does not exist",
+                    _ => "bad gateway: cannot connect to the upstream",
+                };
+                plain(StatusCode::BAD_GATEWAY, why)
+            }
+            pool::SendError::Request(e) if body_too_large(e) => {
+                tracing::warn!(upstream = %name, "a request body went over the upstream body limit; answered 413");
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large: the request body is over the gateway's limit")
+            }
+            pool::SendError::Request(e) => {
+                tracing::warn!(upstream = %name, error = %error_chain(e), "the upstream failed the request; answered 502");
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: the upstream closed the connection or sent an invalid response",
+                )
+            }
         }
-        tracing::warn!(upstream = %name, error = %chain, "the upstream failed the request; answered 502");
-        plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream closed the connection or sent an invalid response")
     }
+}
+
+/// True when the request body was cut off by tower-http's body limit.
+fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn secs(d: Duration) -> String {
@@ -388,18 +403,6 @@ fn secs(d: Duration) -> String {
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response()
-}
-
-/// The first I/O error kind in the source chain.
-fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            return Some(io.kind());
-        }
-        cur = err.source();
-    }
-    None
 }
 
 /// `a: b: c` from an error and its sources (none of which carries header values).
@@ -431,6 +434,11 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Drops the hop-by-hop headers and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the few names present is cheaper
+    // than a removal (a hash and a probe) per hop-by-hop name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> =
         connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
     for n in named {
@@ -461,60 +469,304 @@ pub fn strip_token(headers: &mut HeaderMap, token: &Token) {
 /// Appends the peer's IP to `X-Forwarded-For` (joining earlier values, which
 /// the client may have made up: only the last entry is meshgate's).
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_canonical().to_string();
-    let earlier: Vec<&str> = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    let value = if earlier.is_empty() { ip } else { format!("{}, {ip}", earlier.join(", ")) };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let ip = peer.ip().to_canonical();
+    let mut earlier = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).peekable();
+    let value = if earlier.peek().is_none() {
+        ip_header_value(ip)
+    } else {
+        let joined: Vec<&str> = earlier.collect();
+        HeaderValue::try_from(format!("{}, {ip}", joined.join(", "))).ok()
+    };
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }
 
-#[cfg(unix)]
-mod unix {
-    //! A connector for `hyper_util`'s client that ignores the URI and opens the
-    //! configured unix socket.
+/// An IP address as a header value; IPv4 (every request on the loopback or a
+/// v4 mesh) without going through `fmt`.
+fn ip_header_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string()).ok();
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    HeaderValue::from_bytes(&buf[..n]).ok()
+}
 
-    use std::future::Future;
+mod pool {
+    //! A keep-alive pool of HTTP/1.1 connections to the one upstream, built on
+    //! hyper's client connection API.
+    //!
+    //! Each connection is one `handshake` and one spawned connection task; its
+    //! [`SendRequest`] half is checked out for a request and comes back when the
+    //! response body has been read to its end ([`Conn::attach`]). Idle senders
+    //! wait in a lock-protected stack (the most recently used first, so the
+    //! connections that stay warm are few). A connection that errored, was
+    //! closed by the upstream, was upgraded, or whose response body was dropped
+    //! half-read is never reused. This does per request what hyper-util's legacy
+    //! client did with a spawned task and a timer wheel, with neither.
+
+    use std::collections::VecDeque;
     use std::io;
     use std::path::PathBuf;
     use std::pin::Pin;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use axum::http::Uri;
+    use axum::body::Body;
+    use axum::http::uri::Authority;
+    use axum::http::{HeaderValue, Request, Response};
+    use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+    use hyper::client::conn::http1::{self, SendRequest};
     use hyper_util::rt::TokioIo;
-    use tokio::net::UnixStream;
 
-    #[derive(Clone)]
-    pub(super) struct UnixConnector {
-        path: Arc<PathBuf>,
-        timeout: Duration,
+    use super::Upstream;
+
+    /// Why a request got no response.
+    #[derive(Debug)]
+    pub(super) enum SendError {
+        /// No connection could be opened (refused, missing socket, timed out).
+        Connect(io::Error),
+        /// The connection failed the request (closed, invalid response, or the
+        /// request body failed, e.g. over its limit).
+        Request(hyper::Error),
     }
 
-    impl UnixConnector {
-        pub(super) fn new(path: PathBuf, timeout: Duration) -> Self {
-            Self { path: Arc::new(path), timeout }
-        }
+    enum Target {
+        Tcp(Authority),
+        #[cfg(unix)]
+        Unix(PathBuf),
     }
 
-    impl tower::Service<Uri> for UnixConnector {
-        type Response = TokioIo<UnixStream>;
-        type Error = io::Error;
-        type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+    struct Idle {
+        sender: SendRequest<Body>,
+        since: Instant,
+    }
 
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
+    pub(super) struct Pool {
+        target: Target,
+        host: HeaderValue,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        idle: Mutex<VecDeque<Idle>>,
+        builder: http1::Builder,
+    }
+
+    impl Pool {
+        pub(super) fn new(
+            upstream: &Upstream,
+            connect_timeout: Duration,
+            max_idle: usize,
+            idle_timeout: Duration,
+        ) -> Self {
+            let (target, host) = match upstream {
+                Upstream::Http { authority } => (
+                    Target::Tcp(authority.clone()),
+                    HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost")),
+                ),
+                #[cfg(unix)]
+                Upstream::Unix { path } => (Target::Unix(path.clone()), HeaderValue::from_static("localhost")),
+                #[cfg(not(unix))]
+                Upstream::Unix { .. } => unreachable!("Upstream::parse refuses unix: off unix"),
+            };
+            Self {
+                target,
+                host,
+                connect_timeout,
+                idle_timeout,
+                max_idle,
+                idle: Mutex::new(VecDeque::new()),
+                builder: http1::Builder::new(),
+            }
         }
 
-        fn call(&mut self, _: Uri) -> Self::Future {
-            let (path, timeout) = (self.path.clone(), self.timeout);
-            Box::pin(async move {
-                match tokio::time::timeout(timeout, UnixStream::connect(path.as_path())).await {
-                    Ok(stream) => stream.map(TokioIo::new),
-                    Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "unix socket connect timed out")),
+        /// The `Host` for a request that came without one.
+        pub(super) fn host_header(&self) -> HeaderValue {
+            self.host.clone()
+        }
+
+        /// Sends `request` on an idle connection, or on a new one. A reused
+        /// connection that turns out closed before the request went out (the
+        /// upstream dropped it while idle) is retried once on a new connection.
+        pub(super) async fn send(
+            self: &Arc<Self>,
+            request: Request<Body>,
+        ) -> Result<(Response<Incoming>, Conn), SendError> {
+            let mut request = request;
+            if let Some(mut sender) = self.checkout() {
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok((response, Conn { sender: Some(sender), pool: self.clone() })),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => request = unsent,
+                        None => return Err(SendError::Request(e.into_error())),
+                    },
+                }
+            }
+            let mut sender = self.connect().await?;
+            let response = sender.send_request(request).await.map_err(SendError::Request)?;
+            Ok((response, Conn { sender: Some(sender), pool: self.clone() }))
+        }
+
+        /// The most recently returned idle connection that is ready; closed and
+        /// expired ones are dropped on the way.
+        fn checkout(&self) -> Option<SendRequest<Body>> {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let mut i = idle.len();
+            while i > 0 {
+                i -= 1;
+                let c = &idle[i];
+                if c.sender.is_closed() || now.duration_since(c.since) > self.idle_timeout {
+                    idle.remove(i);
+                } else if c.sender.is_ready() {
+                    return idle.remove(i).map(|c| c.sender);
+                }
+                // Not ready yet (its connection task has not caught up with the
+                // end of the last exchange): left for a later request.
+            }
+            None
+        }
+
+        fn checkin(&self, sender: SendRequest<Body>) {
+            if sender.is_closed() {
+                return;
+            }
+            let now = Instant::now();
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            while idle.front().is_some_and(|c| now.duration_since(c.since) > self.idle_timeout) {
+                idle.pop_front();
+            }
+            if idle.len() < self.max_idle {
+                idle.push_back(Idle { sender, since: now });
+            }
+        }
+
+        async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+            let timed_out = || SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+            let opened = tokio::time::timeout(self.connect_timeout, async {
+                match &self.target {
+                    Target::Tcp(authority) => {
+                        let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+                        stream.set_nodelay(true)?;
+                        self.handshake(stream).await
+                    }
+                    #[cfg(unix)]
+                    Target::Unix(path) => self.handshake(tokio::net::UnixStream::connect(path).await?).await,
                 }
             })
+            .await;
+            match opened {
+                Err(_) => Err(timed_out()),
+                Ok(Err(HandshakeError::Io(e))) => Err(SendError::Connect(e)),
+                Ok(Err(HandshakeError::Http(e))) => Err(SendError::Request(e)),
+                Ok(Ok(sender)) => Ok(sender),
+            }
+        }
+
+        async fn handshake<T>(&self, io: T) -> Result<SendRequest<Body>, HandshakeError>
+        where
+            T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        {
+            let (sender, conn) = self.builder.handshake(TokioIo::new(io)).await.map_err(HandshakeError::Http)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            });
+            Ok(sender)
+        }
+    }
+
+    enum HandshakeError {
+        Io(io::Error),
+        Http(hyper::Error),
+    }
+
+    impl From<io::Error> for HandshakeError {
+        fn from(e: io::Error) -> Self {
+            Self::Io(e)
+        }
+    }
+
+    /// A checked-out connection: dropped, it is closed; attached to its
+    /// response body, it goes back to the pool when that body ends.
+    pub(super) struct Conn {
+        sender: Option<SendRequest<Body>>,
+        pool: Arc<Pool>,
+    }
+
+    impl Conn {
+        pub(super) fn attach(self, body: Incoming) -> PooledBody {
+            PooledBody { body, conn: self }
+        }
+
+        fn release(&mut self) {
+            if let Some(sender) = self.sender.take() {
+                self.pool.checkin(sender);
+            }
+        }
+    }
+
+    /// A response body that hands its connection back once read to the end.
+    pub(super) struct PooledBody {
+        body: Incoming,
+        conn: Conn,
+    }
+
+    impl hyper::body::Body for PooledBody {
+        type Data = Bytes;
+        type Error = hyper::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            let this = &mut *self;
+            let polled = Pin::new(&mut this.body).poll_frame(cx);
+            match &polled {
+                Poll::Ready(Some(Err(_))) => this.conn.sender = None,
+                Poll::Ready(None) => this.conn.release(),
+                Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.conn.release(),
+                _ => {}
+            }
+            polled
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.body.is_end_stream()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.body.size_hint()
+        }
+    }
+
+    impl Drop for PooledBody {
+        fn drop(&mut self) {
+            use hyper::body::Body as _;
+            // Read to its end (or empty from the start: HEAD, 204, 304): the
+            // connection is clean. Otherwise its leftover bytes make it useless.
+            if self.body.is_end_stream() {
+                self.conn.release();
+            }
         }
     }
 }
@@ -567,6 +819,27 @@ mod tests {
         strip_token(&mut h, &t);
         let left: Vec<_> = h.get_all(header::AUTHORIZATION).iter().collect();
         assert_eq!(left, ["Basic dXNlcjpwdw=="]);
+    }
+
+    #[test]
+    fn ip_header_values_match_display() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.8.0.1",
+            "100.64.10.200",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "fd7a:115c:a1e0::1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header_value(ip).unwrap().to_str().unwrap(), ip.to_string());
+        }
+        for a in 0..=255u8 {
+            let ip = std::net::IpAddr::from([a, a / 3, 200 - a / 2, 9]);
+            assert_eq!(ip_header_value(ip).unwrap().to_str().unwrap(), ip.to_string());
+        }
     }
 
     #[test]
