@@ -51,7 +51,9 @@ use meshgate_core::{
     Snapshot,
 };
 
-use crate::gateway::auth::require_token;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::gateway::auth::RequireTokenLayer;
 use crate::gateway::follow;
 use crate::gateway::listeners::{bind_all, BindError, ListenerSet, ServerLimits};
 use crate::gateway::routes::{meshgate_routes_at, AppState, LiveView};
@@ -230,7 +232,8 @@ impl<'a> GatewayBuilder<'a> {
         self
     }
 
-    /// Client connection limits (header size, idle timeout).
+    /// Client connection limits (header size, idle timeout, open connections,
+    /// request body size for the served router).
     pub fn limits(mut self, limits: ServerLimits) -> Self {
         self.limits = limits;
         self
@@ -297,14 +300,16 @@ impl<'a> GatewayBuilder<'a> {
                 Some(prefix) => app.merge(meshgate_routes_at(prefix).with_state(state.clone())),
                 None => app,
             };
-            app.layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+            app.layer(RequestBodyLimitLayer::new(state.max_body_bytes())).layer(RequireTokenLayer::new(state.clone()))
         })
         .await
     }
 
     /// Like [`start`](Self::start), but the router is built from the gateway's
-    /// state and served exactly as returned: no token check is added (use
-    /// [`require_token`] with the same state). `meshgate serve` starts this way.
+    /// state and served exactly as returned: no token check is added (add
+    /// [`RequireTokenLayer`] with the same state, or
+    /// [`require_token`](crate::gateway::auth::require_token) as axum middleware).
+    /// `meshgate serve` starts this way.
     pub async fn start_with(mut self, make_app: impl FnOnce(&AppState) -> Router) -> Result<Running<'a>, Error> {
         crate::builtin::link();
         let registry = Registry::global()?;
@@ -344,7 +349,8 @@ impl<'a> GatewayBuilder<'a> {
 
         let bound = bind_all(&res.listeners)?;
         let state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone())
-            .with_browser_policy(self.browser.clone());
+            .with_browser_policy(self.browser.clone())
+            .with_max_body_bytes(self.limits.max_body_bytes);
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
         if res.fallback {

@@ -8,6 +8,10 @@
 //! their own: the client sends meshgate's token in the one and the service's
 //! credentials in the other (see `docs/upstream.md`).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -61,22 +65,32 @@ pub fn unauthorized() -> Response {
         .into_response()
 }
 
-/// The middleware: lets loopback listeners and `/healthz` through, checks the rest.
+/// The middleware: lets loopback listeners and the open paths through, checks
+/// the rest; refuses browser attacks (a rebound `Host`, a cross-site WebSocket)
+/// first. For `axum::middleware::from_fn_with_state(state, require_token)`;
+/// [`RequireTokenLayer`] does the same without boxing a future per request.
 pub async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match refusal(&state, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
+/// The answer for a request that must not pass, or `None` to let it through.
+fn refusal(state: &AppState, request: &Request) -> Option<Response> {
     let ctx = request.extensions().get::<ListenerCtx>().copied();
     // No listener context means we cannot tell: treat as non-loopback (fail closed).
     let loopback = ctx.is_some_and(|c| c.loopback);
     // Browser attacks first: a rebound Host or a cross-site WebSocket is refused
     // even where no token is needed.
     if let Some(refused) = state.browser_policy().check(request.headers(), loopback) {
-        return refused;
+        return Some(refused);
     }
     if loopback || state.is_open_path(request.uri().path()) {
-        return next.run(request).await;
+        return None;
     }
-    let ok = state.token().is_some_and(|t| token_matches(request.headers(), t));
-    if ok {
-        return next.run(request).await;
+    if state.token().is_some_and(|t| token_matches(request.headers(), t)) {
+        return None;
     }
     let peer = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.to_string());
     tracing::warn!(
@@ -85,7 +99,81 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
         path = request.uri().path(),
         "refused a request without a valid bearer token"
     );
-    unauthorized()
+    Some(unauthorized())
+}
+
+/// [`require_token`] as a tower layer: the same checks, in a service whose
+/// future is the inner service's own (no per-request allocation).
+/// `router.layer(RequireTokenLayer::new(state))`.
+#[derive(Debug, Clone)]
+pub struct RequireTokenLayer {
+    state: AppState,
+}
+
+impl RequireTokenLayer {
+    /// The check against this state's token, open paths and browser policy.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> tower::Layer<S> for RequireTokenLayer {
+    type Service = RequireToken<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireToken { inner, state: self.state.clone() }
+    }
+}
+
+/// The service [`RequireTokenLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct RequireToken<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<Request> for RequireToken<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RequireTokenFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match refusal(&self.state, &request) {
+            Some(refused) => RequireTokenFuture { inner: None, refused: Some(refused) },
+            None => RequireTokenFuture { inner: Some(self.inner.call(request)), refused: None },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RequireToken`]: the inner service's, or a refusal.
+    pub struct RequireTokenFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        refused: Option<Response>,
+    }
+}
+
+impl<F, E> Future for RequireTokenFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => Poll::Ready(Ok(this.refused.take().expect("RequireTokenFuture polled after completion"))),
+        }
+    }
 }
 
 #[cfg(test)]

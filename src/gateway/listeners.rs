@@ -9,22 +9,35 @@
 //! Each accept loop serves HTTP/1.1 with hyper's connection builder directly
 //! (rather than `axum::serve`) so that the [`ServerLimits`] are hyper's own
 //! settings: the request-head size cap answers 431, the header-read timeout
-//! closes slow and idle connections.
+//! closes slow and idle connections. The cap on open connections is a
+//! [`tokio::sync::Semaphore`] shared by every listener of the set: a permit is
+//! taken before `accept` (so past the cap new connections wait in the kernel's
+//! listen queue instead of being served) and lives as long as the socket,
+//! WebSocket and other upgraded connections included. (tower's
+//! `ConcurrencyLimit` counts requests in flight, not connections: an idle
+//! keep-alive connection, which is what a slowloris-style client holds, would
+//! not count.)
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::{Extension, Router};
+use axum::response::Response;
+use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use meshgate_core::{Listener, Resolution};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{oneshot, watch};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tower::ServiceExt as _;
 
 use super::routes::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
 
@@ -34,6 +47,11 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The smallest `max_header_bytes` hyper accepts (its minimum read buffer).
 pub const MIN_HEADER_BYTES: usize = 8192;
+/// Default for [`ServerLimits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default for [`ServerLimits::max_body_bytes`] (axum's own default for its body
+/// extractors, so an embedding program's routes see no change).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;
 
 /// Limits on client connections, applied through hyper's HTTP/1 settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +64,26 @@ pub struct ServerLimits {
     /// counted from when the connection is ready for one (so it also bounds idle
     /// keep-alive time and slowloris clients).
     pub idle_timeout: Duration,
+    /// The most client connections open at once over all listeners of a
+    /// gateway; past it, new connections wait in the listen queue until one
+    /// closes. At least 1.
+    pub max_connections: usize,
+    /// The largest request body meshgate's own routes (and an embedding
+    /// program's, through [`crate::embed`]) accept: a larger `Content-Length`
+    /// is answered 413 before the handler runs, and a longer chunked body fails
+    /// to read. Requests forwarded to an upstream have their own limit
+    /// ([`super::UpstreamLimits::max_body_bytes`]).
+    pub max_body_bytes: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { max_header_bytes: DEFAULT_MAX_HEADER_BYTES, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
     }
 }
 
@@ -64,6 +97,18 @@ impl ServerLimits {
     /// These limits with another idle timeout.
     pub fn with_idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
+        self
+    }
+
+    /// These limits with another cap on open connections (raised to 1 if 0).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// These limits with another request body cap for meshgate's own routes.
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
         self
     }
 
@@ -191,11 +236,14 @@ pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>, BindError> {
 }
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
-/// then lets every open connection finish its in-flight request.
+/// then lets every open connection finish its in-flight request. Each
+/// connection first takes a permit from `connections`.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: Router,
+    ctx: ListenerCtx,
     limits: ServerLimits,
+    connections: Arc<Semaphore>,
     stop: oneshot::Receiver<()>,
 ) {
     let builder = limits.builder();
@@ -203,23 +251,28 @@ async fn accept_loop(
     let (drain, draining) = watch::channel(false);
     tokio::pin!(stop);
     loop {
+        let permit = tokio::select! {
+            _ = &mut stop => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    drop(permit);
                     accept_error(e).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request)
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let service = ConnService { app: app.clone(), ctx, peer };
+        let io = TokioIo::new(Counted { stream, _permit: permit });
+        let conn = builder.serve_connection(io, service).with_upgrades();
         let mut draining = draining.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
@@ -239,6 +292,68 @@ async fn accept_loop(
     drop(draining);
     let _ = drain.send(true);
     drain.closed().await;
+}
+
+/// One connection's service: tags each request with the listener it came in on
+/// ([`ListenerCtx`]) and the peer ([`ConnectInfo`]), then hands it to the router.
+#[derive(Clone)]
+struct ConnService {
+    app: Router,
+    ctx: ListenerCtx,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(self.peer));
+        extensions.insert(self.ctx);
+        // A Router is always ready: no poll_ready needed.
+        tower::Service::call(&mut self.app.clone(), request)
+    }
+}
+
+/// A client socket holding its connection permit: the permit goes back when
+/// the socket closes, however long an upgraded connection keeps it.
+struct Counted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Connection-level accept errors are the client's problem; anything else (out
@@ -287,6 +402,7 @@ pub struct ListenerSet {
     app: Router,
     state: AppState,
     limits: ServerLimits,
+    connections: Arc<Semaphore>,
     live: BTreeMap<SocketAddr, Live>,
     fallback: (bool, Option<String>),
 }
@@ -300,11 +416,17 @@ impl std::fmt::Debug for ListenerSet {
 impl ListenerSet {
     /// An empty set serving `app` (built with [`super::app`] from the same `state`).
     pub fn new(app: Router, state: AppState) -> Self {
-        Self { app, state, limits: ServerLimits::default(), live: BTreeMap::new(), fallback: (false, None) }
+        let limits = ServerLimits::default();
+        let connections = Arc::new(Semaphore::new(limits.max_connections));
+        Self { app, state, limits, connections, live: BTreeMap::new(), fallback: (false, None) }
     }
 
-    /// Sets the limits for listeners attached from now on.
+    /// Sets the limits for listeners attached from now on (the connection cap
+    /// is shared by those listeners).
     pub fn set_limits(&mut self, limits: ServerLimits) {
+        if limits.max_connections != self.limits.max_connections {
+            self.connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        }
         self.limits = limits;
     }
 
@@ -324,9 +446,9 @@ impl ListenerSet {
         let key = bound.listener.socket_addr();
         let listener = tokio::net::TcpListener::from_std(bound.socket)?;
         let ctx = ListenerCtx { local, loopback: local.ip().is_loopback() };
-        let app = self.app.clone().layer(Extension(ctx));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(accept_loop(listener, app, self.limits, stopped));
+        let task =
+            tokio::spawn(accept_loop(listener, self.app.clone(), ctx, self.limits, self.connections.clone(), stopped));
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
         // Published before the caller announces it, so /status and /ws never lag the log.
         self.publish();

@@ -19,8 +19,11 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::auth::require_token;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use super::auth::RequireTokenLayer;
 use super::browser::BrowserPolicy;
+use super::listeners::DEFAULT_MAX_BODY_BYTES;
 use super::token::Token;
 use super::upstream::Proxy;
 
@@ -64,6 +67,7 @@ pub struct LiveView {
 pub struct AppState {
     inner: Arc<Inner>,
     browser: Arc<BrowserPolicy>,
+    max_body_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -92,7 +96,19 @@ impl AppState {
                 live: watch::Sender::new(LiveView::default()),
             }),
             browser: Arc::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// The same state with this request body cap for meshgate's own routes
+    /// (default [`DEFAULT_MAX_BODY_BYTES`]; see [`ServerLimits::max_body_bytes`](super::ServerLimits::max_body_bytes)).
+    pub fn with_max_body_bytes(self, bytes: usize) -> Self {
+        Self { max_body_bytes: bytes, ..self }
+    }
+
+    /// The request body cap for meshgate's own routes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
     }
 
     /// The same state with these `Host` and `Origin` rules (see [`BrowserPolicy`]).
@@ -140,10 +156,14 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// The router, with auth applied. Each listener adds its own [`ListenerCtx`]
-/// (`app(state).layer(Extension(ctx))`).
+/// The router, with auth and the request body cap applied. Each request
+/// carries its listener's [`ListenerCtx`] (the accept loop inserts it; a test
+/// can add `.layer(Extension(ctx))`).
 pub fn app(state: AppState) -> Router {
-    meshgate_routes().layer(axum::middleware::from_fn_with_state(state.clone(), require_token)).with_state(state)
+    meshgate_routes()
+        .layer(RequestBodyLimitLayer::new(state.max_body_bytes()))
+        .layer(RequireTokenLayer::new(state.clone()))
+        .with_state(state)
 }
 
 /// The router in front of an upstream: `/_meshgate/healthz`, `/_meshgate/status`
@@ -152,7 +172,7 @@ pub fn app(state: AppState) -> Router {
 /// `AppState::with_open_paths(token, [UPSTREAM_HEALTHZ])` so that only the health
 /// check is open (the upstream's own `/healthz` is not).
 pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
-    Router::new()
+    let own = Router::new()
         .merge(meshgate_routes_at(MESHGATE_PREFIX))
         // The prefix is reserved: a typo there is meshgate's 404, not the upstream's.
         .route(
@@ -164,12 +184,19 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
                 )
             }),
         )
-        .fallback(move |request: axum::extract::Request| {
-            let proxy = proxy.clone();
-            async move { proxy.forward(request).await }
-        })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(state.max_body_bytes()));
+    // Forwarded requests stream; their own cap (none by default) is checked
+    // against Content-Length up front and counted as the body streams.
+    let limit = proxy.limits().max_body_bytes;
+    let forward = move |request: axum::extract::Request| {
+        let proxy = proxy.clone();
+        async move { proxy.forward(request).await }
+    };
+    let with_fallback = match limit.and_then(|n| usize::try_from(n).ok()) {
+        Some(n) => own.fallback(axum::handler::Handler::layer(forward, RequestBodyLimitLayer::new(n))),
+        None => own.fallback(forward),
+    };
+    with_fallback.layer(RequireTokenLayer::new(state.clone())).with_state(state)
 }
 
 /// `/healthz`, `/status` and `/ws` without auth or state applied: for callers
