@@ -30,6 +30,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve on the resolved addresses (the default).
@@ -117,6 +119,18 @@ pub struct ServeArgs {
     /// keep-alive time included, before it is closed [default: 60].
     #[arg(long, value_name = "SECONDS", value_parser = crate::gateway::serve::parse_seconds)]
     pub idle_timeout: Option<std::time::Duration>,
+    /// The most client connections open at once, over all listeners; more wait
+    /// in the listen queue until one closes [default: 512].
+    #[arg(long, value_name = "N", value_parser = crate::gateway::serve::parse_connections)]
+    pub max_connections: Option<usize>,
+    /// The largest request body meshgate's own routes accept; larger gets 413
+    /// [default: 2097152].
+    #[arg(long, value_name = "BYTES", value_parser = crate::gateway::serve::parse_body_bytes)]
+    pub max_body_bytes: Option<u64>,
+    /// The largest request body forwarded to the upstream; larger gets 413
+    /// [default: no cap]. Bodies stream either way.
+    #[arg(long, value_name = "BYTES", value_parser = crate::gateway::serve::parse_body_bytes)]
+    pub upstream_max_body_bytes: Option<u64>,
     /// An extra `Host` name the loopback listeners answer to (besides localhost,
     /// 127.x.y.z and `[::1]`); others get 421. Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]

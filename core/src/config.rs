@@ -74,6 +74,15 @@ pub struct LimitsConfig {
     /// `idle_timeout = 60`: seconds a client connection may take to send a request
     /// head, idle keep-alive time included.
     pub idle_timeout: Option<f64>,
+    /// `max_connections = 512`: client connections open at once (all listeners);
+    /// more wait in the listen queue.
+    pub max_connections: Option<u64>,
+    /// `max_body_bytes = 2097152`: the largest request body meshgate's own
+    /// routes accept (413 past it).
+    pub max_body_bytes: Option<u64>,
+    /// `upstream_max_body_bytes = 104857600`: the largest request body forwarded
+    /// to the upstream (413 past it); unset: no cap.
+    pub upstream_max_body_bytes: Option<u64>,
 }
 
 /// `[providers.NAME]` as written.
@@ -232,6 +241,15 @@ mod tests {
         assert_eq!(c.upstream.as_deref(), Some("http://127.0.0.1:3000"));
         assert_eq!(c.limits.upstream_timeout, Some(5.0));
         assert_eq!(c.limits.idle_timeout, Some(0.5));
+        let c = FileConfig::parse(
+            "[limits]\nmax_connections = 8\nmax_body_bytes = 1024\nupstream_max_body_bytes = 4096\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_body_bytes, c.limits.upstream_max_body_bytes),
+            (Some(8), Some(1024), Some(4096))
+        );
         let e = FileConfig::parse("[limits]\nidle_timeot = 1\n", Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("idle_timeot") && e.contains("line 2"), "{e}");
     }

@@ -74,6 +74,38 @@ pub const MAX_SECONDS: f64 = 86_400.0;
 /// The largest `--max-header-bytes` (16 MiB).
 pub const MAX_HEADER_BYTES: usize = 16 << 20;
 
+/// The largest `--max-connections` (a million).
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// The largest body cap (1 TiB: effectively none, but still a number).
+pub const MAX_BODY_BYTES: u64 = 1 << 40;
+
+/// Parses a connection cap: 1 to a million.
+pub fn parse_connections(value: &str) -> Result<usize, String> {
+    let v: u64 =
+        value.trim().parse().map_err(|_| format!("{value:?} is not a number of connections; write e.g. 512"))?;
+    connections(v).map_err(|d| format!("{value:?}: {d}"))
+}
+
+fn connections(v: u64) -> Result<usize, String> {
+    match usize::try_from(v) {
+        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of connections from 1 to {MAX_CONNECTIONS} (e.g. 512)")),
+    }
+}
+
+/// Parses a request body cap in bytes: 0 (no body at all) to 1 TiB.
+pub fn parse_body_bytes(value: &str) -> Result<u64, String> {
+    let v: u64 = value.trim().parse().map_err(|_| format!("{value:?} is not a number of bytes; write e.g. 1048576"))?;
+    body_bytes(v).map_err(|d| format!("{value:?}: {d}"))
+}
+
+fn body_bytes(v: u64) -> Result<u64, String> {
+    if v > MAX_BODY_BYTES {
+        return Err(format!("expected bytes from 0 to {MAX_BODY_BYTES} (e.g. 1048576)"));
+    }
+    Ok(v)
+}
+
 /// Parses a timeout in seconds (`5`, `0.25`): positive, at most a day.
 pub fn parse_seconds(value: &str) -> Result<Duration, String> {
     let v: f64 =
@@ -108,9 +140,9 @@ fn header_bytes(v: u64) -> Result<usize, String> {
 pub struct ServeOptions {
     /// `--upstream`.
     pub upstream: Option<Upstream>,
-    /// `--upstream-connect-timeout`, `--upstream-timeout`.
+    /// `--upstream-connect-timeout`, `--upstream-timeout`, `--upstream-max-body-bytes`.
     pub upstream_limits: UpstreamLimits,
-    /// `--max-header-bytes`, `--idle-timeout`.
+    /// `--max-header-bytes`, `--idle-timeout`, `--max-connections`, `--max-body-bytes`.
     pub server_limits: ServerLimits,
 }
 
@@ -157,7 +189,32 @@ pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Re
         _ => super::listeners::DEFAULT_MAX_HEADER_BYTES,
     };
     let idle = secs(args.idle_timeout, "idle_timeout", limits.idle_timeout, super::listeners::DEFAULT_IDLE_TIMEOUT)?;
-    out.server_limits = ServerLimits::default().with_max_header_bytes(header).with_idle_timeout(idle);
+    let max_connections = match (args.max_connections, limits.max_connections, path) {
+        (Some(n), _, _) => n,
+        (None, Some(v), Some(p)) => connections(v).map_err(|d| bad(p, "limits.max_connections", v.to_string(), d))?,
+        _ => super::listeners::DEFAULT_MAX_CONNECTIONS,
+    };
+    let body = |flag: Option<u64>, key: &str, v: Option<u64>| -> Result<Option<u64>, CliError> {
+        match (flag, v, path) {
+            (Some(b), _, _) => Ok(Some(b)),
+            (None, Some(v), Some(p)) => {
+                body_bytes(v).map(Some).map_err(|d| bad(p, &format!("limits.{key}"), v.to_string(), d))
+            }
+            _ => Ok(None),
+        }
+    };
+    let max_body = body(args.max_body_bytes, "max_body_bytes", limits.max_body_bytes)?
+        .map_or(super::listeners::DEFAULT_MAX_BODY_BYTES, |b| usize::try_from(b).unwrap_or(usize::MAX));
+    out.upstream_limits = out.upstream_limits.with_max_body_bytes(body(
+        args.upstream_max_body_bytes,
+        "upstream_max_body_bytes",
+        limits.upstream_max_body_bytes,
+    )?);
+    out.server_limits = ServerLimits::default()
+        .with_max_header_bytes(header)
+        .with_idle_timeout(idle)
+        .with_max_connections(max_connections)
+        .with_max_body_bytes(max_body);
     Ok(out)
 }
 
