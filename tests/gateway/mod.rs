@@ -5,5 +5,6 @@
 mod auth_matrix;
 mod embed;
 mod follow_mock;
+mod limits;
 mod process;
 mod upstream;

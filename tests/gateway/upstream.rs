@@ -553,3 +553,145 @@ fn config_file_upstream_and_limits() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("upstream"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Forwarded bodies have no cap by default (the upstream decides), even past
+/// the cap on meshgate's own routes; `--upstream-max-body-bytes` sets one:
+/// a larger `Content-Length` is refused before the upstream is contacted, a
+/// chunked body that runs past it is cut off with 413.
+#[tokio::test]
+async fn forwarded_bodies_are_uncapped_by_default_and_capped_when_asked() {
+    let seen = Seen::default();
+    let up = tcp_upstream(seen.clone()).await;
+    let post = |len: usize| {
+        let mut r =
+            format!("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+                .into_bytes();
+        r.extend(std::iter::repeat_n(b'z', len));
+        r
+    };
+    let own_cap = ServerLimits::default().with_max_body_bytes(1024);
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), own_cap).await;
+    let (s, body) = raw_bytes(gw, &post(64 * 1024)).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.starts_with("65536 "), "{body}");
+    running.shutdown().await;
+
+    let capped = UpstreamLimits::default().with_max_body_bytes(Some(4096));
+    let (running, gw) = gateway(&format!("http://{up}"), capped, ServerLimits::default()).await;
+    let (s, body) = raw_bytes(gw, &post(4096)).await;
+    assert_eq!(s, 200, "at the cap: {body}");
+    // Over the cap by Content-Length: 413, and the upstream never saw it (its
+    // fallback counts what reaches it; /upload is a route, so use the fallback).
+    let before = seen.0.load(Ordering::SeqCst);
+    let mut over =
+        b"POST /anything HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n".to_vec();
+    over.extend(std::iter::repeat_n(b'z', 5000));
+    let (s, body) = raw_bytes(gw, &over).await;
+    assert_eq!(s, 413, "{body}");
+    assert_eq!(seen.0.load(Ordering::SeqCst), before, "an over-cap request reached the upstream");
+    // Over the cap while streaming (chunked): the upload is cut off, 413.
+    let mut chunked =
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..8 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend(std::iter::repeat_n(b'z', 1024));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (s, body) = raw_bytes(gw, &chunked).await;
+    assert_eq!(s, 413, "{body}");
+    running.shutdown().await;
+}
+
+async fn raw_bytes(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("answer in time").unwrap();
+    let (status, _, body) = split(&buf);
+    (status, body)
+}
+
+/// A hand-made upstream that counts the connections it accepts and answers
+/// every request on a connection, keep-alive, with a fixed body; `/close`
+/// answers with `Connection: close` and closes; `/big` sends 1 MiB.
+async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let reply = match path.as_str() {
+                        "/close" => {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nclose\n".to_vec()
+                        }
+                        "/big" => {
+                            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 1 << 20).into_bytes();
+                            r.extend(std::iter::repeat_n(b'b', 1 << 20));
+                            r
+                        }
+                        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_vec(),
+                    };
+                    if s.write_all(&reply).await.is_err() || path == "/close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Keep-alive to the upstream: sequential requests share one upstream
+/// connection; a connection the upstream closes, or whose response the client
+/// abandoned half-read, is never reused, and the next request still succeeds.
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_bad_ones_dropped() {
+    let (up, accepted) = counting_upstream().await;
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+    for i in 0..20 {
+        let (s, _, body) = raw(gw, &get_req(&format!("/r{i}"), "")).await;
+        assert_eq!((s, body.as_str()), (200, "ok\n"));
+    }
+    // One client connection per request above, but one upstream connection for all.
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the upstream connection was not reused");
+
+    // The upstream says Connection: close: that connection is gone, the next
+    // request opens a new one.
+    let (s, _, body) = raw(gw, &get_req("/close", "")).await;
+    assert_eq!((s, body.as_str()), (200, "close\n"));
+    let (s, _, body) = raw(gw, &get_req("/after-close", "")).await;
+    assert_eq!((s, body.as_str()), (200, "ok\n"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    // A client that reads a little of a big response and hangs up: the
+    // upstream connection still has body bytes in flight and is dropped.
+    let mut s = TcpStream::connect(gw).await.unwrap();
+    s.write_all(get_req("/big", "").as_bytes()).await.unwrap();
+    let mut some = [0u8; 1024];
+    s.read_exact(&mut some).await.unwrap();
+    drop(s);
+    for _ in 0..5 {
+        let (s, _, body) = raw(gw, &get_req("/again", "")).await;
+        assert_eq!((s, body.as_str()), (200, "ok\n"), "a half-read connection was reused");
+    }
+    assert!(accepted.load(Ordering::SeqCst) <= 3, "{} upstream connections", accepted.load(Ordering::SeqCst));
+    running.shutdown().await;
+}
