@@ -31,8 +31,9 @@ pub struct BrowserPolicy {
     pub allowed_origins: Vec<String>,
 }
 
-/// The host part of a `Host` header value, lowercased, without port or brackets.
-fn host_name(value: &str) -> String {
+/// The host part of a `Host` header value, without port, brackets or a trailing
+/// dot. Borrowed: this runs on every request to the loopback door.
+fn host_name(value: &str) -> &str {
     let v = value.trim();
     let host = if let Some(rest) = v.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
@@ -43,12 +44,12 @@ fn host_name(value: &str) -> String {
             _ => v,
         }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    host.trim_end_matches('.')
 }
 
 /// True for `localhost`, 127.0.0.0/8 and ::1.
 fn is_loopback_host(name: &str) -> bool {
-    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl BrowserPolicy {
@@ -58,7 +59,7 @@ impl BrowserPolicy {
         if loopback_listener {
             if let Some(h) = host {
                 let name = host_name(h);
-                if !is_loopback_host(&name) && !self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(&name)) {
+                if !is_loopback_host(name) && !self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(name)) {
                     tracing::warn!(host = %h, "refused a request to the loopback door with a foreign Host (DNS rebinding?)");
                     return Some(
                         (
@@ -119,7 +120,8 @@ mod tests {
 
     #[test]
     fn host_names_are_parsed() {
-        assert_eq!(host_name("LocalHost:18789"), "localhost");
+        assert_eq!(host_name("LocalHost:18789"), "LocalHost");
+        assert!(is_loopback_host(host_name("LocalHost:18789")));
         assert_eq!(host_name("[::1]:18789"), "::1");
         assert_eq!(host_name("::1"), "::1");
         assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
