@@ -54,3 +54,19 @@ impl InterfaceSource for IfAddrsSource {
         self.read()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The portable source runs on Linux too, so what macOS and the BSDs get is tested here.
+    #[test]
+    fn reads_this_hosts_loopback_without_kinds() {
+        let snap = IfAddrsSource.read().expect("getifaddrs");
+        let lo = snap.interfaces.iter().find(|i| i.flags.loopback).expect("a loopback interface");
+        assert_eq!(lo.kind, InterfaceKind::Loopback);
+        assert!(lo.addresses.iter().any(|a| a.addr == IpAddr::from([127, 0, 0, 1])), "{lo:?}");
+        // No kinds beyond loopback: providers fall back to names and ranges.
+        assert!(snap.interfaces.iter().filter(|i| !i.flags.loopback).all(|i| i.kind == InterfaceKind::Unknown));
+    }
+}
