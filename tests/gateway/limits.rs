@@ -186,16 +186,7 @@ fn limit_flags_and_config_keys_are_checked() {
         (vec!["--max-body-bytes", "lots"], "not a number"),
         (vec!["--upstream-max-body-bytes", "2199023255553"], "from 0"),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-            .arg("serve")
-            .args(&args)
-            .env_remove("MESHGATE_UPSTREAM")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert!(e.contains(needle), "{args:?}: {e}");
+        super::assert_serve_usage_error(&args, needle);
     }
     let dir = std::env::temp_dir().join(format!("meshgate-limits-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -514,16 +514,7 @@ fn bad_upstream_flags_are_usage_errors() {
         (vec!["--idle-timeout", "soon"], "not a number"),
         (vec!["--max-header-bytes", "100"], "8192"),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-            .arg("serve")
-            .args(&args)
-            .env_remove("MESHGATE_UPSTREAM")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert!(e.contains(needle), "{args:?}: {e}");
+        super::assert_serve_usage_error(&args, needle);
     }
 }
 
