@@ -80,7 +80,16 @@ async fn the_real_loopback_door_refuses_both() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Killed on drop, so a failed assertion below leaves nothing running.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _child = Kill(child);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert!(line.starts_with("listening on"), "{line}");
@@ -105,6 +114,4 @@ async fn the_real_loopback_door_refuses_both() {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://127.0.0.1:{port}\r\n\r\n"
     ));
     assert!(r.starts_with("HTTP/1.1 101"), "same-origin upgrade: {r:?}");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
