@@ -898,6 +898,18 @@ pub mod fixtures {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use crate::model::{IfAddr, Interface, InterfaceKind as K, Snapshot};
+    use crate::provider::Claims;
+
+    /// `ADDRESS@interface Specificity` for every candidate: a compact form for
+    /// table tests (`assert_eq!(chosen(&c), ["10.8.0.1@wg0 Kind"])`).
+    pub fn chosen(c: &Claims) -> Vec<String> {
+        c.candidates.iter().map(|c| format!("{}@{} {:?}", c.address, c.interface, c.specificity)).collect()
+    }
+
+    /// The reasons a claim turned `iface` (or its addresses) down.
+    pub fn refused(c: &Claims, iface: &str) -> Vec<String> {
+        c.rejected.iter().filter(|r| r.interface == iface).map(|r| r.reason.clone()).collect()
+    }
 
     /// An interface that is up with carrier, holding `addrs` (`IP/PREFIX`).
     ///

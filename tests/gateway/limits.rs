@@ -4,7 +4,6 @@
 //! `upstream.rs`.)
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
 use axum::body::Bytes;
 use axum::routing::{get, post};
@@ -188,20 +187,9 @@ fn limit_flags_and_config_keys_are_checked() {
     ] {
         super::assert_serve_usage_error(&args, needle);
     }
-    let dir = std::env::temp_dir().join(format!("meshgate-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("m.toml");
-    std::fs::write(&cfg, "[limits]\nmax_connections = 0\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env_remove("MESHGATE_UPSTREAM")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(78));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let (code, e) = super::serve_with_config("limits", "[limits]\nmax_connections = 0\n");
+    assert_eq!(code, Some(78), "{e}");
     assert!(e.contains("limits.max_connections") && e.contains("m.toml"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -22,3 +22,19 @@ pub(crate) fn assert_serve_usage_error(args: &[&str], needle: &str) {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains(needle), "{args:?}: {e}");
 }
+
+/// `meshgate serve --config FILE` with `toml` as the file: (exit code, stderr).
+pub(crate) fn serve_with_config(tag: &str, toml: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("meshgate-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("m.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env_remove("MESHGATE_UPSTREAM")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}

@@ -520,29 +520,13 @@ fn bad_upstream_flags_are_usage_errors() {
 
 #[test]
 fn config_file_upstream_and_limits() {
-    let dir = std::env::temp_dir().join(format!("meshgate-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("m.toml");
-    std::fs::write(&cfg, "upstream = \"http://127.0.0.1:1\"\n[limits]\nupstream_timeout = -1\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env_remove("MESHGATE_UPSTREAM")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(78));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let (code, e) =
+        super::serve_with_config("cfg", "upstream = \"http://127.0.0.1:1\"\n[limits]\nupstream_timeout = -1\n");
+    assert_eq!(code, Some(78), "{e}");
     assert!(e.contains("limits.upstream_timeout") && e.contains("m.toml"), "{e}");
-    std::fs::write(&cfg, "upstream = \"ftp://x\"\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env_remove("MESHGATE_UPSTREAM")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("upstream"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (code, e) = super::serve_with_config("cfg", "upstream = \"ftp://x\"\n");
+    assert_eq!(code, Some(78), "{e}");
+    assert!(e.contains("upstream"), "{e}");
 }
 
 /// Forwarded bodies have no cap by default (the upstream decides), even past

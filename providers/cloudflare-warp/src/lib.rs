@@ -98,6 +98,7 @@ meshgate_core::register_provider!(INFO, build);
 mod tests {
     use super::*;
     use meshgate_core::config::FileConfig;
+    use meshgate_core::testing::fixtures::{chosen, refused};
     use meshgate_core::testing::{fixtures, Kit};
     use meshgate_core::{Interface, InterfaceKind as K};
 
@@ -120,14 +121,6 @@ mod tests {
 
     fn claim(ifaces: Vec<Interface>) -> Claims {
         claim_with(ifaces, &ProviderConfig::default())
-    }
-
-    fn chosen(c: &Claims) -> Vec<String> {
-        c.candidates.iter().map(|c| format!("{}@{} {:?}", c.address, c.interface, c.specificity)).collect()
-    }
-
-    fn refused(c: &Claims, iface: &str) -> Vec<String> {
-        c.rejected.iter().filter(|r| r.interface == iface).map(|r| r.reason.clone()).collect()
     }
 
     #[test]
