@@ -2,8 +2,8 @@
 //! in-process, its refusals, the hand-back of listeners, and the
 //! `examples/embed.rs` binary itself.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,15 +12,7 @@ use axum::Router;
 use meshgate::embed::{Error, Gateway};
 use meshgate::gateway::Token;
 
-fn get_text(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    r
-}
+use super::http_get as get_text;
 
 fn my_app() -> Router {
     Router::new().route("/", get(|| async { "hello from my app\n" }))

@@ -35,6 +35,26 @@ impl InterfaceSource for Current {
     }
 }
 
+/// Runs `follow` in a task fed by a scripted watcher: send `()` on the first
+/// channel for each change, then on the second to stop; the task returns the set.
+fn spawn_follow(
+    mut set: ListenerSet,
+    source: Current,
+    resolve_now: impl Fn(&Snapshot) -> meshgate::core::Resolution + Send + 'static,
+) -> (mpsc::UnboundedSender<()>, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<ListenerSet>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut watcher = Scripted(rx);
+        follow(&mut set, &mut watcher, &source, resolve_now, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        set
+    });
+    (tx, stop_tx, task)
+}
+
 fn host(with_wg: bool) -> Snapshot {
     let mut s = Snapshot::new(vec![Interface::new("lo", 1, InterfaceKind::Loopback).with_addr("127.0.0.1/8")]);
     if with_wg {
@@ -79,17 +99,8 @@ async fn listeners_follow_snapshots() {
     // A client holds a connection on loopback throughout.
     let held = tokio::net::TcpStream::connect(lo).await.unwrap();
 
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut views = state.subscribe();
-    let task = tokio::spawn(async move {
-        let mut watcher = Scripted(rx);
-        follow(&mut set, &mut watcher, &source, resolve_now, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-        set
-    });
+    let (tx, stop_tx, task) = spawn_follow(set, source, resolve_now);
 
     // wg0 appears: its listener opens; 127.0.0.1 stays, same socket.
     *snapshot.lock().unwrap() = host(true);
@@ -164,16 +175,7 @@ async fn a_failed_bind_is_retried_until_it_works() {
     let mut set = ListenerSet::new(app(state.clone()), state.clone());
     set.apply(&resolve_now(&host(false)));
     let mut views = state.subscribe();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut watcher = Scripted(rx);
-        follow(&mut set, &mut watcher, &source, resolve_now, async {
-            let _ = stop_rx.await;
-        })
-        .await;
-        set
-    });
+    let (tx, stop_tx, task) = spawn_follow(set, source, resolve_now);
     *snapshot.lock().unwrap() = with_wg;
     tx.send(()).unwrap();
     // The first attempt fails (port taken): nothing new is published for a while.

@@ -38,3 +38,15 @@ pub(crate) fn serve_with_config(tag: &str, toml: &str) -> (Option<i32>, String) 
     let _ = std::fs::remove_dir_all(&dir);
     (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
+
+/// A blocking `GET` over a fresh connection (`Connection: close`); the raw response.
+pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r
+}

@@ -1,7 +1,7 @@
 //! The real `meshgate` process on this host's loopback: refused configurations
 //! and their exit codes, all-or-nothing binding, defaults, /ws, graceful stop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -111,15 +111,7 @@ impl Drop for Server {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    r
-}
+use super::http_get;
 
 #[test]
 fn non_loopback_without_a_token_is_refused_with_78() {
