@@ -56,8 +56,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::gateway::auth::RequireTokenLayer;
 use crate::gateway::follow;
 use crate::gateway::listeners::{bind_all, BindError, ListenerSet, ServerLimits};
-use crate::gateway::routes::{meshgate_routes_at, AppState, LiveView};
+use crate::gateway::routes::{meshgate_routes_at, upstream_app, AppState, LiveView, UPSTREAM_HEALTHZ};
 use crate::gateway::serve::{listening_line, shutdown_signal, SHUTDOWN_GRACE};
+use crate::gateway::upstream::Proxy;
 use crate::gateway::{BrowserPolicy, Token};
 
 /// Starting failed. Each variant says what to change.
@@ -310,7 +311,29 @@ impl<'a> GatewayBuilder<'a> {
     /// [`RequireTokenLayer`] with the same state, or
     /// [`require_token`](crate::gateway::auth::require_token) as axum middleware).
     /// `meshgate serve` starts this way.
-    pub async fn start_with(mut self, make_app: impl FnOnce(&AppState) -> Router) -> Result<Running<'a>, Error> {
+    pub async fn start_with(self, make_app: impl FnOnce(&AppState) -> Router) -> Result<Running<'a>, Error> {
+        self.start_inner(make_app, None).await
+    }
+
+    /// Starts in front of an upstream service, as `meshgate serve --upstream`
+    /// does: meshgate's own routes move under `/_meshgate/` (with
+    /// `/_meshgate/healthz` open), and every other request passes the token
+    /// and browser checks and is forwarded through `proxy` (header rules in
+    /// [`Proxy::forward`]). Forwarded requests skip the router altogether; the
+    /// answers are those of [`upstream_app`]
+    /// served with [`start_with`](Self::start_with), only cheaper.
+    pub async fn start_upstream(self, proxy: Proxy) -> Result<Running<'a>, Error> {
+        let direct = proxy.clone();
+        self.open_path(UPSTREAM_HEALTHZ)
+            .start_inner(move |state| upstream_app(state.clone(), proxy), Some(direct))
+            .await
+    }
+
+    async fn start_inner(
+        mut self,
+        make_app: impl FnOnce(&AppState) -> Router,
+        upstream: Option<Proxy>,
+    ) -> Result<Running<'a>, Error> {
         crate::builtin::link();
         let registry = Registry::global()?;
         let selectors = match self.selectors.take() {
@@ -353,6 +376,9 @@ impl<'a> GatewayBuilder<'a> {
             .with_max_body_bytes(self.limits.max_body_bytes);
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
+        if let Some(proxy) = upstream {
+            set.set_upstream(proxy);
+        }
         if res.fallback {
             tracing::warn!("{}", res.fallback_reason.as_deref().unwrap_or("nothing matched; serving on loopback only"));
         }

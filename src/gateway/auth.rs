@@ -9,6 +9,7 @@
 //! credentials in the other (see `docs/upstream.md`).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -79,24 +80,37 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
 /// The answer for a request that must not pass, or `None` to let it through.
 fn refusal(state: &AppState, request: &Request) -> Option<Response> {
     let ctx = request.extensions().get::<ListenerCtx>().copied();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    check(state, request.headers(), request.uri().path(), ctx, peer)
+}
+
+/// The checks of [`require_token`] on a request's parts: `ctx` is the listener
+/// it came in on (`None`: unknown, treated as non-loopback), `peer` only names
+/// the client in the log line.
+pub(crate) fn check(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    ctx: Option<ListenerCtx>,
+    peer: Option<SocketAddr>,
+) -> Option<Response> {
     // No listener context means we cannot tell: treat as non-loopback (fail closed).
     let loopback = ctx.is_some_and(|c| c.loopback);
     // Browser attacks first: a rebound Host or a cross-site WebSocket is refused
     // even where no token is needed.
-    if let Some(refused) = state.browser_policy().check(request.headers(), loopback) {
+    if let Some(refused) = state.browser_policy().check(headers, loopback) {
         return Some(refused);
     }
-    if loopback || state.is_open_path(request.uri().path()) {
+    if loopback || state.is_open_path(path) {
         return None;
     }
-    if state.token().is_some_and(|t| token_matches(request.headers(), t)) {
+    if state.token().is_some_and(|t| token_matches(headers, t)) {
         return None;
     }
-    let peer = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.to_string());
     tracing::warn!(
-        peer = peer.as_deref().unwrap_or("unknown"),
+        peer = peer.map(|p| p.to_string()).as_deref().unwrap_or("unknown"),
         listener = ctx.map(|c| c.local.to_string()).as_deref().unwrap_or("unknown"),
-        path = request.uri().path(),
+        path,
         "refused a request without a valid bearer token"
     );
     Some(unauthorized())

@@ -17,7 +17,7 @@
 //! Mesh listeners accept any `Host` (people reach them by MagicDNS or similar
 //! names): the token guards them.
 
-use std::net::IpAddr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +49,13 @@ fn host_name(value: &str) -> &str {
 
 /// True for `localhost`, 127.0.0.0/8 and ::1.
 fn is_loopback_host(name: &str) -> bool {
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    // Parsed as the one family it can be (this runs on every loopback request).
+    name.eq_ignore_ascii_case("localhost")
+        || if name.contains(':') {
+            name.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
+        } else {
+            name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        }
 }
 
 impl BrowserPolicy {

@@ -7,9 +7,12 @@
 //! its open connections carry on.
 //!
 //! Each accept loop serves HTTP/1.1 with hyper's connection builder directly
-//! (rather than `axum::serve`) so that the [`ServerLimits`] are hyper's own
-//! settings: the request-head size cap answers 431, the header-read timeout
-//! closes slow and idle connections. The cap on open connections is a
+//! (rather than `axum::serve`) so that the [`ServerLimits`] apply: the
+//! request-head size cap is hyper's own setting (431), and each connection
+//! task carries the idle timeout (one coarse timer per connection, see
+//! `idle.rs`), which closes slow-head and idle keep-alive connections. With an
+//! upstream ([`ListenerSet::set_upstream`]) a forwarded request goes from
+//! hyper straight to the proxy, with no router. The cap on open connections is a
 //! [`tokio::sync::Semaphore`] shared by every listener of the set: a permit is
 //! taken before `accept` (so past the cap new connections wait in the kernel's
 //! listen queue instead of being served) and lives as long as the socket,
@@ -20,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,10 +32,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use meshgate_core::{Listener, Resolution};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,7 +42,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::routes::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
+use super::auth;
+use super::body::GatewayBody;
+use super::idle::{self, Activity, Guard, InFlight};
+use super::routes::{unix_now, AppState, ListenerCtx, LiveListener, LiveView, MESHGATE_PREFIX};
+use super::upstream::{Peer, Proxy};
 
 /// Default for [`ServerLimits::max_header_bytes`].
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -53,16 +60,17 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// extractors, so an embedding program's routes see no change).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;
 
-/// Limits on client connections, applied through hyper's HTTP/1 settings.
+/// Limits on client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerLimits {
     /// The largest request head (request line and headers); larger gets 431 and
     /// the connection closes. At least [`MIN_HEADER_BYTES`].
     pub max_header_bytes: usize,
-    /// How long a connection may take to deliver a complete request head,
-    /// counted from when the connection is ready for one (so it also bounds idle
-    /// keep-alive time and slowloris clients).
+    /// How long a connection may stay with no request in flight and no
+    /// complete new request head (so it bounds idle keep-alive time and
+    /// slowloris clients); such a connection is closed between 1 and 1.25 of
+    /// this after its last activity. A request in flight is never cut off by it.
     pub idle_timeout: Duration,
     /// The most client connections open at once over all listeners of a
     /// gateway; past it, new connections wait in the listen queue until one
@@ -115,9 +123,10 @@ impl ServerLimits {
     fn builder(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
         let bytes = self.max_header_bytes.max(MIN_HEADER_BYTES);
-        b.timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(self.idle_timeout)
+        // No hyper timer: the idle timeout is kept per connection (see
+        // `super::idle`), not by a timer armed for every request head.
+        b.keep_alive(true)
+            .header_read_timeout(None)
             .max_header_size(bytes)
             // The read buffer must hold the largest head; bodies stream through it.
             .max_buf_size(bytes.max(64 * 1024));
@@ -244,6 +253,7 @@ async fn accept_loop(
     ctx: ListenerCtx,
     limits: ServerLimits,
     connections: Arc<Semaphore>,
+    direct: Option<Direct>,
     stop: oneshot::Receiver<()>,
 ) {
     let builder = limits.builder();
@@ -270,10 +280,19 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = ConnService { app: app.clone(), ctx, peer };
+        let activity = Arc::new(Activity::default());
+        let service = ConnService {
+            app: app.clone(),
+            ctx,
+            peer,
+            forwarded: Peer::new(peer),
+            direct: direct.clone(),
+            activity: activity.clone(),
+        };
         let io = TokioIo::new(Counted { stream, _permit: permit });
         let conn = builder.serve_connection(io, service).with_upgrades();
         let mut draining = draining.clone();
+        let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -282,6 +301,9 @@ async fn accept_loop(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                // Quiet for the whole timeout: nothing in flight, so closing
+                // (dropping the connection) loses nothing.
+                () = idle::expired(idle_timeout, &activity) => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -294,26 +316,95 @@ async fn accept_loop(
     drain.closed().await;
 }
 
-/// One connection's service: tags each request with the listener it came in on
-/// ([`ListenerCtx`]) and the peer ([`ConnectInfo`]), then hands it to the router.
+/// Requests outside `/_meshgate/` that go straight to an upstream: checked
+/// against the state's token and browser rules, then forwarded, with no router
+/// in between (see [`ListenerSet::set_upstream`]).
+#[derive(Clone)]
+struct Direct {
+    proxy: Proxy,
+    state: AppState,
+}
+
+/// One connection's service. A request for an upstream (when the set has one)
+/// is checked and forwarded directly; any other is tagged with the listener it
+/// came in on ([`ListenerCtx`]) and the peer ([`ConnectInfo`]) and handed to
+/// the router.
 #[derive(Clone)]
 struct ConnService {
     app: Router,
     ctx: ListenerCtx,
     peer: SocketAddr,
+    /// The peer as `X-Forwarded-For` names it (made once per connection).
+    forwarded: Peer,
+    direct: Option<Direct>,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
-    type Response = Response;
+    type Response = hyper::Response<InFlight<GatewayBody>>;
     type Error = Infallible;
-    type Future = axum::routing::future::RouteFuture<Infallible>;
+    type Future = ConnFuture;
 
     fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        let guard = Some(self.activity.request());
+        if let Some(direct) = &self.direct {
+            let path = request.uri().path();
+            if !is_own_path(path) {
+                if let Some(refused) =
+                    auth::check(&direct.state, request.headers(), path, Some(self.ctx), Some(self.peer))
+                {
+                    return ConnFuture::Ready { response: Some(refused.map(GatewayBody::Axum)), guard };
+                }
+                let (proxy, peer) = (direct.proxy.clone(), self.forwarded.clone());
+                let future = Box::pin(async move { proxy.forward_direct(request, &peer).await });
+                return ConnFuture::Forward { future, guard };
+            }
+        }
         let extensions = request.extensions_mut();
         extensions.insert(ConnectInfo(self.peer));
         extensions.insert(self.ctx);
         // A Router is always ready: no poll_ready needed.
-        tower::Service::call(&mut self.app.clone(), request)
+        ConnFuture::Route { future: tower::Service::call(&mut self.app.clone(), request), guard }
+    }
+}
+
+/// True for meshgate's own routes in front of an upstream (`/_meshgate/...`).
+fn is_own_path(path: &str) -> bool {
+    path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.starts_with('/'))
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ConnService`]: the router's, a forwarded exchange, or a
+    /// refusal ready at once.
+    #[project = ConnFutureProj]
+    enum ConnFuture {
+        Route { #[pin] future: axum::routing::future::RouteFuture<Infallible>, guard: Option<Guard> },
+        Forward { future: Pin<Box<dyn Future<Output = hyper::Response<GatewayBody>> + Send>>, guard: Option<Guard> },
+        Ready { response: Option<hyper::Response<GatewayBody>>, guard: Option<Guard> },
+    }
+}
+
+impl Future for ConnFuture {
+    type Output = Result<hyper::Response<InFlight<GatewayBody>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (response, guard) = match self.project() {
+            ConnFutureProj::Route { future, guard } => match future.poll(cx) {
+                Poll::Ready(Ok(r)) => (r.map(GatewayBody::Axum), guard),
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => return Poll::Pending,
+            },
+            ConnFutureProj::Forward { future, guard } => match future.as_mut().poll(cx) {
+                Poll::Ready(r) => (r, guard),
+                Poll::Pending => return Poll::Pending,
+            },
+            ConnFutureProj::Ready { response, guard } => {
+                (response.take().expect("ConnFuture polled after completion"), guard)
+            }
+        };
+        // The request stays in flight until its response body is sent or dropped.
+        let guard = guard.take().expect("ConnFuture polled after completion");
+        Poll::Ready(Ok(response.map(|body| InFlight::new(body, guard))))
     }
 }
 
@@ -405,6 +496,7 @@ pub struct ListenerSet {
     connections: Arc<Semaphore>,
     live: BTreeMap<SocketAddr, Live>,
     fallback: (bool, Option<String>),
+    direct: Option<Direct>,
 }
 
 impl std::fmt::Debug for ListenerSet {
@@ -418,7 +510,7 @@ impl ListenerSet {
     pub fn new(app: Router, state: AppState) -> Self {
         let limits = ServerLimits::default();
         let connections = Arc::new(Semaphore::new(limits.max_connections));
-        Self { app, state, limits, connections, live: BTreeMap::new(), fallback: (false, None) }
+        Self { app, state, limits, connections, live: BTreeMap::new(), fallback: (false, None), direct: None }
     }
 
     /// Sets the limits for listeners attached from now on (the connection cap
@@ -428,6 +520,16 @@ impl ListenerSet {
             self.connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         }
         self.limits = limits;
+    }
+
+    /// Forwards every request outside `/_meshgate/` on listeners attached from
+    /// now on to `proxy`, after the set's token and browser checks, without
+    /// passing it through the router (which then only serves `/_meshgate/...`;
+    /// build it with [`upstream_app`](super::upstream_app)). This is how
+    /// `meshgate serve --upstream` runs: the same answers as the router's
+    /// fallback, with no router, extension map or boxed body per request.
+    pub fn set_upstream(&mut self, proxy: Proxy) {
+        self.direct = Some(Direct { proxy, state: self.state.clone() });
     }
 
     /// The state `/status` and `/ws` read.
@@ -447,8 +549,15 @@ impl ListenerSet {
         let listener = tokio::net::TcpListener::from_std(bound.socket)?;
         let ctx = ListenerCtx { local, loopback: local.ip().is_loopback() };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task =
-            tokio::spawn(accept_loop(listener, self.app.clone(), ctx, self.limits, self.connections.clone(), stopped));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            self.app.clone(),
+            ctx,
+            self.limits,
+            self.connections.clone(),
+            self.direct.clone(),
+            stopped,
+        ));
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
         // Published before the caller announces it, so /status and /ws never lag the log.
         self.publish();

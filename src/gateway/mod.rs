@@ -10,8 +10,10 @@
 //! - [`serve`]: `meshgate serve` put together.
 
 pub mod auth;
+pub(crate) mod body;
 pub mod browser;
 pub mod follow;
+mod idle;
 pub mod listeners;
 pub mod routes;
 pub mod serve;

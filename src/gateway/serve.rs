@@ -11,7 +11,7 @@ use meshgate_core::{InterfaceSource, Listener, ListenerRole, Resolution, Selecto
 
 use super::browser::BrowserPolicy;
 use super::listeners::{display_addr, ServerLimits, MIN_HEADER_BYTES};
-use super::routes::{app, upstream_app, UPSTREAM_HEALTHZ};
+use super::routes::app;
 use super::token::Token;
 use super::upstream::{Proxy, Upstream, UpstreamLimits};
 use crate::cli::{self, CliError, ServeArgs};
@@ -277,7 +277,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
                 upstream = %proxy.upstream(),
                 "forwarding to the upstream; meshgate's own routes are under /_meshgate/"
             );
-            builder.open_path(UPSTREAM_HEALTHZ).start_with(|state| upstream_app(state.clone(), proxy)).await?
+            builder.start_upstream(proxy).await?
         }
         None => builder.open_path("/healthz").start_with(|state| app(state.clone())).await?,
     };

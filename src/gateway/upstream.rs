@@ -29,9 +29,14 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::uri::{Authority, PathAndQuery};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
+use http_body_util::Limited;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+pub(crate) use pool::PooledBody;
+
 use super::auth::bearer_value_matches;
+use super::body::{GatewayBody, Outbound};
 use super::token::Token;
 
 /// Default for [`UpstreamLimits::connect_timeout`].
@@ -255,11 +260,39 @@ impl Proxy {
     /// request's `Host`; `Host` itself passes through. An `Authorization` value
     /// that is `Bearer <meshgate's token>` is removed; any other `Authorization`
     /// (the service's own scheme) passes through untouched.
-    pub async fn forward(&self, mut request: Request) -> Response {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    pub async fn forward(&self, request: Request) -> Response {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| Peer::new(c.0));
+        self.exchange(request, peer.as_ref(), Outbound::Axum).await.map(GatewayBody::into_axum)
+    }
+
+    /// [`Proxy::forward`] for a request straight off a client connection (no
+    /// router in between, no body boxed), as the gateway's listeners use it.
+    /// `--upstream-max-body-bytes` is applied here: a larger `Content-Length`
+    /// is answered 413 at once, a longer chunked body is cut off.
+    pub(crate) async fn forward_direct(&self, request: hyper::Request<Incoming>, peer: &Peer) -> Response<GatewayBody> {
+        match self.inner.limits.max_body_bytes {
+            None => self.exchange(request, Some(peer), Outbound::Client).await,
+            Some(cap) => {
+                if content_length(request.headers()).is_some_and(|n| n > cap) {
+                    return too_large().map(GatewayBody::Axum);
+                }
+                let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+                self.exchange(request, Some(peer), |b| Outbound::Capped(Limited::new(b, cap))).await
+            }
+        }
+    }
+
+    /// The exchange behind both: rewrites the head, sends it with `body` on a
+    /// pooled connection, and hands back the response (or 502/504/413).
+    async fn exchange<B>(
+        &self,
+        mut request: hyper::Request<B>,
+        peer: Option<&Peer>,
+        body: impl FnOnce(B) -> Outbound,
+    ) -> Response<GatewayBody> {
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, body) = request.into_parts();
+        let (mut parts, client_body) = request.into_parts();
         let upgrade_proto = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
         let host = parts
             .headers
@@ -287,15 +320,17 @@ impl Proxy {
 
         // Origin-form (`/path?query`) on the wire, as an HTTP/1.1 client sends to
         // an origin server; `Host` says which site (the upstream's own name when
-        // the client sent none).
-        let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(pq);
+        // the client sent none). An origin-form URI is kept as it is.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(pq);
+        }
         if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, self.inner.pool.host_header());
         }
         parts.version = Version::HTTP_11;
         parts.extensions = Default::default();
-        let outbound = Request::from_parts(parts, body);
+        let outbound = hyper::Request::from_parts(parts, body(client_body));
 
         let limits = self.inner.limits;
         let (mut response, conn) =
@@ -306,16 +341,18 @@ impl Proxy {
                         "upstream sent no response headers within {}; answered 504",
                         secs(limits.response_timeout)
                     );
-                    return plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not answer in time");
+                    return plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not answer in time")
+                        .map(GatewayBody::Axum);
                 }
-                Ok(Err(e)) => return self.failed(&e),
+                Ok(Err(e)) => return self.failed(&e).map(GatewayBody::Axum),
                 Ok(Ok(r)) => r,
             };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
                 tracing::warn!(upstream = %self.inner.name, "upstream switched protocols unasked; answered 502");
-                return plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream switched protocols unasked");
+                return plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream switched protocols unasked")
+                    .map(GatewayBody::Axum);
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             // The upstream connection now carries the upgraded stream: never pooled again.
@@ -339,13 +376,13 @@ impl Proxy {
             if let Some(p) = proto {
                 parts.headers.insert(header::UPGRADE, p);
             }
-            return Response::from_parts(parts, Body::empty());
+            return Response::from_parts(parts, GatewayBody::Axum(Body::empty()));
         }
 
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         // The connection goes back to the pool when this body has been read to its end.
-        Response::from_parts(parts, Body::new(conn.attach(body)))
+        Response::from_parts(parts, GatewayBody::Upstream(conn.attach(body)))
     }
 
     /// Maps a forwarding error to 502/504 (413 for a request body over
@@ -372,7 +409,7 @@ impl Proxy {
             }
             pool::SendError::Request(e) if body_too_large(e) => {
                 tracing::warn!(upstream = %name, "a request body went over the upstream body limit; answered 413");
-                plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large: the request body is over the gateway's limit")
+                too_large()
             }
             pool::SendError::Request(e) => {
                 tracing::warn!(upstream = %name, error = %error_chain(e), "the upstream failed the request; answered 502");
@@ -399,6 +436,17 @@ fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
+}
+
+/// The answer to a request body over `--upstream-max-body-bytes`.
+fn too_large() -> Response {
+    plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large: the request body is over the gateway's limit")
+}
+
+/// A `Content-Length` that parses; `None` for none (or a malformed one, which
+/// hyper has refused before this runs).
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -466,19 +514,47 @@ pub fn strip_token(headers: &mut HeaderMap, token: &Token) {
     }
 }
 
+/// A client's address as `X-Forwarded-For` names it, made once per
+/// connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    ip: std::net::IpAddr,
+    value: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_canonical();
+        Self { ip, value: ip_header_value(ip) }
+    }
+}
+
 /// Appends the peer's IP to `X-Forwarded-For` (joining earlier values, which
 /// the client may have made up: only the last entry is meshgate's).
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_canonical();
-    let mut earlier = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).peekable();
-    let value = if earlier.peek().is_none() {
-        ip_header_value(ip)
-    } else {
-        let joined: Vec<&str> = earlier.collect();
-        HeaderValue::try_from(format!("{}, {ip}", joined.join(", "))).ok()
-    };
-    if let Some(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
+    use axum::http::header::Entry;
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(v) => {
+            if let Some(value) = &peer.value {
+                v.insert(value.clone());
+            }
+        }
+        Entry::Occupied(mut o) => {
+            let earlier: Vec<&str> = o.iter().filter_map(|v| v.to_str().ok()).collect();
+            let value = if earlier.is_empty() {
+                peer.value.clone()
+            } else {
+                HeaderValue::try_from(format!("{}, {}", earlier.join(", "), peer.ip)).ok()
+            };
+            match value {
+                Some(v) => {
+                    o.insert(v);
+                }
+                None => {
+                    o.remove();
+                }
+            }
+        }
     }
 }
 
@@ -530,14 +606,13 @@ mod pool {
     use std::task::{Context, Poll};
     use std::time::{Duration, Instant};
 
-    use axum::body::Body;
     use axum::http::uri::Authority;
     use axum::http::{HeaderValue, Request, Response};
     use hyper::body::{Bytes, Frame, Incoming, SizeHint};
     use hyper::client::conn::http1::{self, SendRequest};
     use hyper_util::rt::TokioIo;
 
-    use super::Upstream;
+    use super::{Outbound, Upstream};
 
     /// Why a request got no response.
     #[derive(Debug)]
@@ -556,7 +631,7 @@ mod pool {
     }
 
     struct Idle {
-        sender: SendRequest<Body>,
+        sender: SendRequest<Outbound>,
         since: Instant,
     }
 
@@ -608,7 +683,7 @@ mod pool {
         /// upstream dropped it while idle) is retried once on a new connection.
         pub(super) async fn send(
             self: &Arc<Self>,
-            request: Request<Body>,
+            request: Request<Outbound>,
         ) -> Result<(Response<Incoming>, Conn), SendError> {
             let mut request = request;
             if let Some(mut sender) = self.checkout() {
@@ -627,7 +702,7 @@ mod pool {
 
         /// The most recently returned idle connection that is ready; closed and
         /// expired ones are dropped on the way.
-        fn checkout(&self) -> Option<SendRequest<Body>> {
+        fn checkout(&self) -> Option<SendRequest<Outbound>> {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let mut i = idle.len();
@@ -645,7 +720,7 @@ mod pool {
             None
         }
 
-        fn checkin(&self, sender: SendRequest<Body>) {
+        fn checkin(&self, sender: SendRequest<Outbound>) {
             if sender.is_closed() {
                 return;
             }
@@ -659,7 +734,7 @@ mod pool {
             }
         }
 
-        async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        async fn connect(&self) -> Result<SendRequest<Outbound>, SendError> {
             let timed_out = || SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
             let opened = tokio::time::timeout(self.connect_timeout, async {
                 match &self.target {
@@ -681,7 +756,7 @@ mod pool {
             }
         }
 
-        async fn handshake<T>(&self, io: T) -> Result<SendRequest<Body>, HandshakeError>
+        async fn handshake<T>(&self, io: T) -> Result<SendRequest<Outbound>, HandshakeError>
         where
             T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         {
@@ -709,7 +784,7 @@ mod pool {
     /// A checked-out connection: dropped, it is closed; attached to its
     /// response body, it goes back to the pool when that body ends.
     pub(super) struct Conn {
-        sender: Option<SendRequest<Body>>,
+        sender: Option<SendRequest<Outbound>>,
         pool: Arc<Pool>,
     }
 
@@ -726,9 +801,15 @@ mod pool {
     }
 
     /// A response body that hands its connection back once read to the end.
-    pub(super) struct PooledBody {
+    pub(crate) struct PooledBody {
         body: Incoming,
         conn: Conn,
+    }
+
+    impl std::fmt::Debug for PooledBody {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PooledBody").field("body", &self.body).finish_non_exhaustive()
+        }
     }
 
     impl hyper::body::Body for PooledBody {
@@ -845,9 +926,17 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "[::ffff:10.8.0.2]:5000".parse().unwrap());
+        append_forwarded_for(&mut h, &Peer::new("[::ffff:10.8.0.2]:5000".parse().unwrap()));
         assert_eq!(h[X_FORWARDED_FOR], "10.8.0.2");
-        append_forwarded_for(&mut h, "10.8.0.3:5000".parse().unwrap());
+        append_forwarded_for(&mut h, &Peer::new("10.8.0.3:5000".parse().unwrap()));
         assert_eq!(h[X_FORWARDED_FOR], "10.8.0.2, 10.8.0.3");
+        append_forwarded_for(&mut h, &Peer::new("[fd7a::5]:5000".parse().unwrap()));
+        assert_eq!(h[X_FORWARDED_FOR], "10.8.0.2, 10.8.0.3, fd7a::5");
+        // Two header lines, one of them not text: the text one is kept.
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
+        h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        append_forwarded_for(&mut h, &Peer::new("10.8.0.3:5000".parse().unwrap()));
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["1.1.1.1, 10.8.0.3"]);
     }
 }

@@ -158,10 +158,32 @@ fn token() -> Token {
     Token::new(TOKEN, "test").unwrap()
 }
 
-/// meshgate in-process, in front of `upstream`, on 127.0.0.1 (port 0).
+/// How requests reach the proxy: the direct path `meshgate serve` takes
+/// (`GatewayBuilder::start_upstream`: no router for forwarded requests), or
+/// the public router (`upstream_app` served with `start_with`). Both must give
+/// the same answers.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Direct,
+    Router,
+}
+
+const BOTH: [Via; 2] = [Via::Direct, Via::Router];
+
+/// meshgate in-process, in front of `upstream`, on 127.0.0.1 (port 0), as
+/// `meshgate serve` runs it.
 async fn gateway(upstream: &str, limits: UpstreamLimits, server: ServerLimits) -> (Running<'static>, SocketAddr) {
+    gateway_via(Via::Direct, upstream, limits, server).await
+}
+
+async fn gateway_via(
+    via: Via,
+    upstream: &str,
+    limits: UpstreamLimits,
+    server: ServerLimits,
+) -> (Running<'static>, SocketAddr) {
     let proxy = Proxy::new(Upstream::parse(upstream).unwrap(), limits, Some(token()));
-    let running = Gateway::builder()
+    let builder = Gateway::builder()
         .bind(["127.0.0.1"])
         .port(0)
         .follow(false)
@@ -171,11 +193,12 @@ async fn gateway(upstream: &str, limits: UpstreamLimits, server: ServerLimits) -
         .browser_policy(meshgate::gateway::BrowserPolicy {
             allowed_hosts: vec!["mesh.example".into()],
             ..Default::default()
-        })
-        .open_path(UPSTREAM_HEALTHZ)
-        .start_with(|s| upstream_app(s.clone(), proxy))
-        .await
-        .expect("gateway starts");
+        });
+    let running = match via {
+        Via::Direct => builder.start_upstream(proxy).await,
+        Via::Router => builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await,
+    }
+    .expect("gateway starts");
     let addr = running.addresses()[0];
     (running, addr)
 }
@@ -203,33 +226,36 @@ fn get_req(path: &str, extra: &str) -> String {
 #[tokio::test]
 async fn get_post_and_meshgate_routes_through_the_proxy() {
     let up = tcp_upstream(Seen::default()).await;
-    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
-    let (s, _, body) = raw(gw, &get_req("/anything?x=1", "")).await;
-    assert_eq!((s, body.as_str()), (200, "upstream saw /anything?x=1\n"));
-    // /healthz is the upstream's now; meshgate's own routes moved under /_meshgate/.
-    let (s, _, body) = raw(gw, &get_req("/healthz", "")).await;
-    assert_eq!((s, body.as_str()), (200, "upstream healthz\n"));
-    let (s, _, body) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
-    assert_eq!((s, body.as_str()), (200, "ok\n"));
-    let (s, _, body) = raw(gw, &get_req("/_meshgate/status", "")).await;
-    assert_eq!(s, 200);
-    assert!(body.contains("\"listeners\"") && !body.contains(TOKEN), "{body}");
-    let (s, _, _) = raw(gw, &get_req("/_meshgate/nope", "")).await;
-    assert_eq!(s, 404);
-    // meshgate's /ws still streams listener changes under the prefix.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gw}/_meshgate/ws")).await.expect("ws");
-    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => assert!(t.contains("\"listeners\"")),
-        other => panic!("expected the listener set, got {other:?}"),
+    for via in BOTH {
+        let (running, gw) =
+            gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+        let (s, _, body) = raw(gw, &get_req("/anything?x=1", "")).await;
+        assert_eq!((s, body.as_str()), (200, "upstream saw /anything?x=1\n"));
+        // /healthz is the upstream's now; meshgate's own routes moved under /_meshgate/.
+        let (s, _, body) = raw(gw, &get_req("/healthz", "")).await;
+        assert_eq!((s, body.as_str()), (200, "upstream healthz\n"));
+        let (s, _, body) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
+        assert_eq!((s, body.as_str()), (200, "ok\n"));
+        let (s, _, body) = raw(gw, &get_req("/_meshgate/status", "")).await;
+        assert_eq!(s, 200);
+        assert!(body.contains("\"listeners\"") && !body.contains(TOKEN), "{body}");
+        let (s, _, _) = raw(gw, &get_req("/_meshgate/nope", "")).await;
+        assert_eq!(s, 404);
+        // meshgate's /ws still streams listener changes under the prefix.
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gw}/_meshgate/ws")).await.expect("ws");
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => assert!(t.contains("\"listeners\"")),
+            other => panic!("expected the listener set, got {other:?}"),
+        }
+        // A small POST with a body.
+        let (s, _, body) =
+            raw(gw, "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+                .await;
+        let mut h = Fnv::new();
+        h.update(b"hello");
+        assert_eq!((s, body), (200, format!("5 {:016x}", h.0)));
+        running.shutdown().await;
     }
-    // A small POST with a body.
-    let (s, _, body) =
-        raw(gw, "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
-            .await;
-    let mut h = Fnv::new();
-    h.update(b"hello");
-    assert_eq!((s, body), (200, format!("5 {:016x}", h.0)));
-    running.shutdown().await;
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -361,93 +387,109 @@ async fn unix_socket_upstream() {
 async fn websocket_echo_passes_through() {
     use tokio_tungstenite::tungstenite::Message as M;
     let up = tcp_upstream(Seen::default()).await;
-    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
-    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{gw}/ws")).await.expect("ws connect");
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    for i in 0..20 {
-        ws.send(M::Text(format!("message {i}").into())).await.unwrap();
+    for via in BOTH {
+        let (running, gw) =
+            gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{gw}/ws")).await.expect("ws connect");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        for i in 0..20 {
+            ws.send(M::Text(format!("message {i}").into())).await.unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(m.into_text().unwrap().as_str(), format!("echo: message {i}"));
+        }
+        let blob: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        ws.send(M::Binary(blob.clone().into())).await.unwrap();
         let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(m.into_text().unwrap().as_str(), format!("echo: message {i}"));
+        assert_eq!(m.into_data().as_ref(), blob.as_slice());
+        ws.close(None).await.unwrap();
+        running.shutdown().await;
     }
-    let blob: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-    ws.send(M::Binary(blob.clone().into())).await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(m.into_data().as_ref(), blob.as_slice());
-    ws.close(None).await.unwrap();
-    running.shutdown().await;
 }
 
 #[tokio::test]
 async fn header_rules() {
     let up = tcp_upstream(Seen::default()).await;
-    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
-    let head = format!(
-        "GET /echo HTTP/1.1\r\nHost: mesh.example:18789\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Proxy-Authorization: Bearer {TOKEN}\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\n\
-         X-Forwarded-Proto: https\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\n\
-         TE: trailers\r\nX-Kept: yes\r\n\r\n"
-    );
-    let (s, _, body) = raw(gw, &head).await;
-    assert_eq!(s, 200, "{body}");
-    assert!(!body.contains(TOKEN), "the token reached the upstream: {body}");
-    let seen: BTreeMap<String, Vec<String>> = serde_json::from_str(&body).unwrap();
-    for gone in ["authorization", "proxy-authorization", "x-drop-me", "keep-alive", "te", "connection"] {
-        assert!(!seen.contains_key(gone), "{gone} was forwarded: {seen:?}");
-    }
-    let one = |k: &str| seen.get(k).map(|v| v.join(" | ")).unwrap_or_default();
-    assert_eq!(one("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
-    assert_eq!(one("x-forwarded-proto"), "http");
-    assert_eq!(one("x-forwarded-host"), "mesh.example:18789");
-    assert_eq!(one("host"), "mesh.example:18789");
-    assert_eq!(one("x-kept"), "yes");
+    for via in BOTH {
+        let (running, gw) =
+            gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+        let head = format!(
+            "GET /echo HTTP/1.1\r\nHost: mesh.example:18789\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Proxy-Authorization: Bearer {TOKEN}\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\n\
+             X-Forwarded-Proto: https\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\n\
+             TE: trailers\r\nX-Kept: yes\r\n\r\n"
+        );
+        let (s, _, body) = raw(gw, &head).await;
+        assert_eq!(s, 200, "{body}");
+        assert!(!body.contains(TOKEN), "the token reached the upstream: {body}");
+        let seen: BTreeMap<String, Vec<String>> = serde_json::from_str(&body).unwrap();
+        for gone in ["authorization", "proxy-authorization", "x-drop-me", "keep-alive", "te", "connection"] {
+            assert!(!seen.contains_key(gone), "{gone} was forwarded: {seen:?}");
+        }
+        let one = |k: &str| seen.get(k).map(|v| v.join(" | ")).unwrap_or_default();
+        assert_eq!(one("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+        assert_eq!(one("x-forwarded-proto"), "http");
+        assert_eq!(one("x-forwarded-host"), "mesh.example:18789");
+        assert_eq!(one("host"), "mesh.example:18789");
+        assert_eq!(one("x-kept"), "yes");
 
-    // The service's own Authorization passes through when meshgate's token
-    // travels in Proxy-Authorization.
-    let head = format!(
-        "GET /echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic dXNlcjpwdw==\r\n\
-         Proxy-Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-    );
-    let (_, _, body) = raw(gw, &head).await;
-    let seen: BTreeMap<String, Vec<String>> = serde_json::from_str(&body).unwrap();
-    assert_eq!(seen.get("authorization").map(|v| v.join("")), Some("Basic dXNlcjpwdw==".into()));
-    assert!(!seen.contains_key("proxy-authorization") && !body.contains(TOKEN), "{seen:?}");
-    running.shutdown().await;
+        // The service's own Authorization passes through when meshgate's token
+        // travels in Proxy-Authorization.
+        let head = format!(
+            "GET /echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic dXNlcjpwdw==\r\n\
+             Proxy-Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        let (_, _, body) = raw(gw, &head).await;
+        let seen: BTreeMap<String, Vec<String>> = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen.get("authorization").map(|v| v.join("")), Some("Basic dXNlcjpwdw==".into()));
+        assert!(!seen.contains_key("proxy-authorization") && !body.contains(TOKEN), "{seen:?}");
+        running.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn upstream_down_is_502_and_the_gateway_keeps_serving() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (running, gw) = gateway(&format!("http://{dead}"), UpstreamLimits::default(), ServerLimits::default()).await;
-    for _ in 0..3 {
-        let (s, _, body) = raw(gw, &get_req("/x", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
+    for via in BOTH {
+        let (running, gw) =
+            gateway_via(via, &format!("http://{dead}"), UpstreamLimits::default(), ServerLimits::default()).await;
+        for _ in 0..3 {
+            let (s, _, body) = raw(gw, &get_req("/x", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
+            assert_eq!(s, 502, "{body}");
+            assert!(body.contains("refused") && !body.contains(TOKEN), "{body}");
+        }
+        let (s, _, _) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
+        assert_eq!(s, 200);
+        // A unix socket that does not exist: 502 too.
+        let (running2, gw2) = gateway_via(
+            via,
+            "unix:/nonexistent/meshgate-test.sock",
+            UpstreamLimits::default(),
+            ServerLimits::default(),
+        )
+        .await;
+        let (s, _, body) = raw(gw2, &get_req("/x", "")).await;
         assert_eq!(s, 502, "{body}");
-        assert!(body.contains("refused") && !body.contains(TOKEN), "{body}");
+        running.shutdown().await;
+        running2.shutdown().await;
     }
-    let (s, _, _) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
-    assert_eq!(s, 200);
-    // A unix socket that does not exist: 502 too.
-    let (running2, gw2) =
-        gateway("unix:/nonexistent/meshgate-test.sock", UpstreamLimits::default(), ServerLimits::default()).await;
-    let (s, _, body) = raw(gw2, &get_req("/x", "")).await;
-    assert_eq!(s, 502, "{body}");
-    running.shutdown().await;
-    running2.shutdown().await;
 }
 
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let up = tcp_upstream(Seen::default()).await;
     let limits = UpstreamLimits::default().with_response_timeout(Duration::from_millis(300));
-    let (running, gw) = gateway(&format!("http://{up}"), limits, ServerLimits::default()).await;
-    let t0 = Instant::now();
-    let (s, _, body) = raw(gw, &get_req("/slow", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
-    assert_eq!(s, 504, "{body}");
-    assert!(t0.elapsed() < Duration::from_secs(2), "504 took {:?}", t0.elapsed());
-    assert!(body.contains("did not answer in time") && !body.contains(TOKEN), "{body}");
-    // Fast routes still work on the same gateway.
-    let (s, _, _) = raw(gw, &get_req("/fast", "")).await;
-    assert_eq!(s, 200);
-    running.shutdown().await;
+    for via in BOTH {
+        let (running, gw) = gateway_via(via, &format!("http://{up}"), limits, ServerLimits::default()).await;
+        let t0 = Instant::now();
+        let (s, _, body) = raw(gw, &get_req("/slow", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
+        assert_eq!(s, 504, "{body}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "504 took {:?}", t0.elapsed());
+        assert!(body.contains("did not answer in time") && !body.contains(TOKEN), "{body}");
+        // Fast routes still work on the same gateway.
+        let (s, _, _) = raw(gw, &get_req("/fast", "")).await;
+        assert_eq!(s, 200);
+        running.shutdown().await;
+    }
 }
 
 /// The router seen from a non-loopback listener: nothing reaches the upstream
@@ -505,6 +547,53 @@ async fn header_size_and_idle_limits() {
     running.shutdown().await;
 }
 
+/// `--idle-timeout` bounds slow heads and idle keep-alive connections, never a
+/// request in flight: a client dribbling a head byte by byte is cut off, a
+/// kept-alive connection left idle is closed, and a request the upstream takes
+/// 3 s to answer (over seven timeouts) gets its answer.
+#[tokio::test]
+async fn idle_timeout_closes_slow_heads_but_spares_requests_in_flight() {
+    let up = tcp_upstream(Seen::default()).await;
+    let server = ServerLimits::default().with_idle_timeout(Duration::from_millis(400));
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), server).await;
+
+    // Slowloris: one header byte every 100 ms, never finishing the head.
+    let (mut rd, mut wr) = TcpStream::connect(gw).await.unwrap().into_split();
+    let t0 = Instant::now();
+    let closed = tokio::spawn(async move {
+        let mut b = [0u8; 256];
+        let n = rd.read(&mut b).await;
+        (n.map_or(0, |n| n), t0.elapsed())
+    });
+    wr.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
+    for _ in 0..50 {
+        if closed.is_finished() || wr.write_all(b"a").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (n, took) =
+        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the slow head was never cut off").unwrap();
+    assert_eq!(n, 0, "a dribbled head got an answer");
+    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(2), "slow head closed after {took:?}");
+
+    // A kept-alive connection, idle after one exchange, is closed.
+    let mut s = TcpStream::connect(gw).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let t0 = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("idle connection closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(350), "closed too early: {:?}", t0.elapsed());
+
+    // A request in flight for 3 s is not cut off.
+    let (s, _, body) = raw(gw, &get_req("/slow", "")).await;
+    assert_eq!((s, body.as_str()), (200, "late\n"));
+    running.shutdown().await;
+}
+
 #[test]
 fn bad_upstream_flags_are_usage_errors() {
     for (args, needle) in [
@@ -544,38 +633,41 @@ async fn forwarded_bodies_are_uncapped_by_default_and_capped_when_asked() {
         r.extend(std::iter::repeat_n(b'z', len));
         r
     };
-    let own_cap = ServerLimits::default().with_max_body_bytes(1024);
-    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), own_cap).await;
-    let (s, body) = raw_bytes(gw, &post(64 * 1024)).await;
-    assert_eq!(s, 200, "{body}");
-    assert!(body.starts_with("65536 "), "{body}");
-    running.shutdown().await;
+    for via in BOTH {
+        let own_cap = ServerLimits::default().with_max_body_bytes(1024);
+        let (running, gw) = gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), own_cap).await;
+        let (s, body) = raw_bytes(gw, &post(64 * 1024)).await;
+        assert_eq!(s, 200, "{body}");
+        assert!(body.starts_with("65536 "), "{body}");
+        running.shutdown().await;
 
-    let capped = UpstreamLimits::default().with_max_body_bytes(Some(4096));
-    let (running, gw) = gateway(&format!("http://{up}"), capped, ServerLimits::default()).await;
-    let (s, body) = raw_bytes(gw, &post(4096)).await;
-    assert_eq!(s, 200, "at the cap: {body}");
-    // Over the cap by Content-Length: 413, and the upstream never saw it (its
-    // fallback counts what reaches it; /upload is a route, so use the fallback).
-    let before = seen.0.load(Ordering::SeqCst);
-    let mut over =
-        b"POST /anything HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n".to_vec();
-    over.extend(std::iter::repeat_n(b'z', 5000));
-    let (s, body) = raw_bytes(gw, &over).await;
-    assert_eq!(s, 413, "{body}");
-    assert_eq!(seen.0.load(Ordering::SeqCst), before, "an over-cap request reached the upstream");
-    // Over the cap while streaming (chunked): the upload is cut off, 413.
-    let mut chunked =
-        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
-    for _ in 0..8 {
-        chunked.extend_from_slice(b"400\r\n");
-        chunked.extend(std::iter::repeat_n(b'z', 1024));
-        chunked.extend_from_slice(b"\r\n");
+        let capped = UpstreamLimits::default().with_max_body_bytes(Some(4096));
+        let (running, gw) = gateway_via(via, &format!("http://{up}"), capped, ServerLimits::default()).await;
+        let (s, body) = raw_bytes(gw, &post(4096)).await;
+        assert_eq!(s, 200, "at the cap: {body}");
+        // Over the cap by Content-Length: 413, and the upstream never saw it (its
+        // fallback counts what reaches it; /upload is a route, so use the fallback).
+        let before = seen.0.load(Ordering::SeqCst);
+        let mut over =
+            b"POST /anything HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n".to_vec();
+        over.extend(std::iter::repeat_n(b'z', 5000));
+        let (s, body) = raw_bytes(gw, &over).await;
+        assert_eq!(s, 413, "{body}");
+        assert_eq!(seen.0.load(Ordering::SeqCst), before, "an over-cap request reached the upstream");
+        // Over the cap while streaming (chunked): the upload is cut off, 413.
+        let mut chunked =
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        for _ in 0..8 {
+            chunked.extend_from_slice(b"400\r\n");
+            chunked.extend(std::iter::repeat_n(b'z', 1024));
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let (s, body) = raw_bytes(gw, &chunked).await;
+        assert_eq!(s, 413, "{body}");
+        running.shutdown().await;
     }
-    chunked.extend_from_slice(b"0\r\n\r\n");
-    let (s, body) = raw_bytes(gw, &chunked).await;
-    assert_eq!(s, 413, "{body}");
-    running.shutdown().await;
 }
 
 async fn raw_bytes(addr: SocketAddr, request: &[u8]) -> (u16, String) {
