@@ -669,7 +669,12 @@ mod pool {
                 idle_timeout,
                 max_idle,
                 idle: Mutex::new(VecDeque::new()),
-                builder: http1::Builder::new(),
+                builder: {
+                    let mut b = http1::Builder::new();
+                    // Requests are small: one buffer, one write (see the server side).
+                    b.writev(false);
+                    b
+                },
             }
         }
 
