@@ -492,6 +492,40 @@ async fn slow_upstream_is_504() {
     }
 }
 
+/// An upstream that accepts no connection in time answers 504 after
+/// `--upstream-connect-timeout`, and the gateway keeps serving. The upstream is
+/// a socket listening with a backlog of 0 whose one queue slot is taken by a
+/// connection nobody accepts: Linux then drops further SYNs, so a connect hangs
+/// (on loopback, with no firewall rule or outside address needed).
+#[tokio::test]
+async fn upstream_connect_timeout_is_504() {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let _queued = std::net::TcpStream::connect(addr).unwrap();
+    let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(
+        probe.is_err(),
+        "the full listen queue did not hold back a connect; the test cannot make a hanging upstream"
+    );
+
+    let limits = UpstreamLimits::default().with_connect_timeout(Duration::from_millis(300));
+    for via in BOTH {
+        let (running, gw) = gateway_via(via, &format!("http://{addr}"), limits, ServerLimits::default()).await;
+        let t0 = Instant::now();
+        let (s, _, body) = raw(gw, &get_req("/x", "")).await;
+        assert_eq!(s, 504, "{via:?}: {body}");
+        assert!(body.contains("did not accept a connection in time"), "{via:?}: {body}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{via:?}: 504 took {:?}", t0.elapsed());
+        let (s, _, _) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
+        assert_eq!(s, 200, "{via:?}: the gateway stopped serving");
+        running.shutdown().await;
+    }
+    drop(listener);
+}
+
 /// The router seen from a non-loopback listener: nothing reaches the upstream
 /// without the token, including the upstream's own `/healthz`.
 #[tokio::test]
