@@ -321,8 +321,11 @@ impl<'a> GatewayBuilder<'a> {
     /// and browser checks and is forwarded through `proxy` (header rules in
     /// [`Proxy::forward`]). Forwarded requests skip the router altogether; the
     /// answers are those of [`upstream_app`]
-    /// served with [`start_with`](Self::start_with), only cheaper.
+    /// served with [`start_with`](Self::start_with), only cheaper. The token
+    /// removed before forwarding is this builder's [`token`](Self::token),
+    /// whatever `proxy` was made with.
     pub async fn start_upstream(self, proxy: Proxy) -> Result<Running<'a>, Error> {
+        let proxy = proxy.with_token(self.token.clone());
         let direct = proxy.clone();
         self.open_path(UPSTREAM_HEALTHZ)
             .start_inner(move |state| upstream_app(state.clone(), proxy), Some(direct))

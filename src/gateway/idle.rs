@@ -26,7 +26,9 @@ use hyper::body::{Body, Frame, SizeHint};
 /// What a connection has been doing; shared by its service and its watch.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
-    heads: AtomicU64,
+    /// Request heads received plus requests finished: any change restarts the
+    /// quiet count.
+    events: AtomicU64,
     in_flight: AtomicUsize,
 }
 
@@ -36,25 +38,25 @@ impl Activity {
     pub(crate) fn request(self: &Arc<Self>) -> Guard {
         // Relaxed: the watch only needs to see the counts change eventually,
         // and it reads them at most four times per timeout.
-        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Guard(Some(self.clone()))
+        Guard(self.clone())
     }
 
     fn snapshot(&self) -> (u64, usize) {
-        (self.heads.load(Ordering::Relaxed), self.in_flight.load(Ordering::Relaxed))
+        (self.events.load(Ordering::Relaxed), self.in_flight.load(Ordering::Relaxed))
     }
 }
 
-/// A request in flight; dropped, it is over.
+/// A request in flight; dropped, it is over (and the quiet count restarts
+/// from there).
 #[derive(Debug)]
-pub(crate) struct Guard(Option<Arc<Activity>>);
+pub(crate) struct Guard(Arc<Activity>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(a) = self.0.take() {
-            a.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -137,6 +139,22 @@ mod tests {
         watch.await;
         let took = t0.elapsed();
         assert!(took >= Duration::from_secs(4) && took <= Duration::from_secs(6), "{took:?}");
+    }
+
+    /// A request that spans ticks and ends between two of them: the timeout
+    /// counts from its end, not from the last tick it was seen in flight.
+    #[tokio::test(start_paused = true)]
+    async fn the_count_starts_when_a_request_ends() {
+        let a = Arc::new(Activity::default());
+        let watch = expired(Duration::from_secs(4), &a);
+        tokio::pin!(watch);
+        let guard = a.request();
+        assert!(tokio::time::timeout(Duration::from_millis(1900), watch.as_mut()).await.is_err());
+        drop(guard);
+        let t0 = tokio::time::Instant::now();
+        watch.await;
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_secs(4) && took <= Duration::from_secs(5), "{took:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -305,7 +305,12 @@ async fn accept_loop(
                 r = conn.as_mut() => r,
                 _ = draining.changed() => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    // A half-sent head keeps hyper from closing at once: the
+                    // idle watch still bounds it, as it does outside a drain.
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        () = idle::expired(idle_timeout, &activity) => Ok(()),
+                    }
                 }
                 // Quiet for the whole timeout: nothing in flight, so closing
                 // (dropping the connection) loses nothing.

@@ -185,6 +185,8 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
             }),
         )
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()));
+    // The token that is checked is the token that is removed.
+    let proxy = proxy.with_token(state.token().cloned());
     // Forwarded requests stream; their own cap (none by default) is checked
     // against Content-Length up front and counted as the body streams.
     let limit = proxy.limits().max_body_bytes;

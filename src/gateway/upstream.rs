@@ -239,6 +239,24 @@ impl Proxy {
         Self { inner: Arc::new(Inner { upstream, name, limits, token, pool }) }
     }
 
+    /// The same proxy (the same connection pool) stripping `token` instead.
+    /// [`upstream_app`](super::upstream_app) and
+    /// [`start_upstream`](crate::embed::GatewayBuilder::start_upstream) put
+    /// the gateway's own token here, so the token that is checked is always
+    /// the token that is removed.
+    pub fn with_token(&self, token: Option<Token>) -> Self {
+        let i = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                upstream: i.upstream.clone(),
+                name: i.name.clone(),
+                limits: i.limits,
+                token,
+                pool: i.pool.clone(),
+            }),
+        }
+    }
+
     /// Where requests go.
     pub fn upstream(&self) -> &Upstream {
         &self.inner.upstream
@@ -273,7 +291,8 @@ impl Proxy {
         match self.inner.limits.max_body_bytes {
             None => self.exchange(request, Some(peer), Outbound::Client).await,
             Some(cap) => {
-                if content_length(request.headers()).is_some_and(|n| n > cap) {
+                // hyper's decoded length (it accepts `Content-Length: 5, 5` too).
+                if hyper::body::Body::size_hint(request.body()).exact().is_some_and(|n| n > cap) {
                     return too_large().map(GatewayBody::Axum);
                 }
                 let cap = usize::try_from(cap).unwrap_or(usize::MAX);
@@ -422,7 +441,9 @@ impl Proxy {
     }
 }
 
-/// True when the request body was cut off by tower-http's body limit.
+/// True when the request body was cut off by the body cap (tower-http's
+/// `RequestBodyLimit` on the router path, `http_body_util::Limited` on the
+/// direct path: both report `LengthLimitError`).
 fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -441,12 +462,6 @@ fn secs(d: Duration) -> String {
 /// The answer to a request body over `--upstream-max-body-bytes`.
 fn too_large() -> Response {
     plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large: the request body is over the gateway's limit")
-}
-
-/// A `Content-Length` that parses; `None` for none (or a malformed one, which
-/// hyper has refused before this runs).
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {

@@ -526,6 +526,35 @@ async fn upstream_connect_timeout_is_504() {
     drop(listener);
 }
 
+/// The token removed before forwarding is the gateway's, even when the
+/// `Proxy` was made without one (or with another): what is checked is what is
+/// stripped, on both paths.
+#[tokio::test]
+async fn the_gateway_token_is_stripped_whatever_the_proxy_was_made_with() {
+    let up = tcp_upstream(Seen::default()).await;
+    for (via, made_with) in [(Via::Direct, None), (Via::Router, None), (Via::Direct, Some("another-token"))] {
+        let proxy = Proxy::new(
+            Upstream::parse(&format!("http://{up}")).unwrap(),
+            UpstreamLimits::default(),
+            made_with.map(|t| Token::new(t, "test").unwrap()),
+        );
+        let builder = Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).token(token());
+        let running = match via {
+            Via::Direct => builder.start_upstream(proxy).await,
+            Via::Router => builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await,
+        }
+        .expect("gateway starts");
+        let gw = running.addresses()[0];
+        let (s, _, body) = raw(gw, &get_req("/echo", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
+        assert_eq!(s, 200, "{via:?}: {body}");
+        assert!(
+            !body.contains(TOKEN),
+            "{via:?}, proxy made with {made_with:?}: the token reached the upstream: {body}"
+        );
+        running.shutdown().await;
+    }
+}
+
 /// The router seen from a non-loopback listener: nothing reaches the upstream
 /// without the token, including the upstream's own `/healthz`.
 #[tokio::test]
@@ -625,7 +654,18 @@ async fn idle_timeout_closes_slow_heads_but_spares_requests_in_flight() {
     // A request in flight for 3 s is not cut off.
     let (s, _, body) = raw(gw, &get_req("/slow", "")).await;
     assert_eq!((s, body.as_str()), (200, "late\n"));
+
+    // A half-sent head does not hold up shutdown (hyper alone would wait for the
+    // rest of it through the whole 10 s grace): the idle timeout still applies.
+    let mut half = TcpStream::connect(gw).await.unwrap();
+    half.write_all(b"GET /x HTTP/1.1\r\nHost: loc").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
     running.shutdown().await;
+    assert!(t0.elapsed() < Duration::from_secs(3), "shutdown waited {:?} for a half-sent head", t0.elapsed());
+    let n =
+        tokio::time::timeout(Duration::from_secs(2), half.read(&mut buf)).await.expect("the half-sent head was closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
 
 #[test]
@@ -688,6 +728,14 @@ async fn forwarded_bodies_are_uncapped_by_default_and_capped_when_asked() {
         let (s, body) = raw_bytes(gw, &over).await;
         assert_eq!(s, 413, "{body}");
         assert_eq!(seen.0.load(Ordering::SeqCst), before, "an over-cap request reached the upstream");
+        // The same length on two header lines (hyper takes it as one): still 413.
+        let mut twice = b"POST /anything HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\
+            Content-Length: 5000\r\nConnection: close\r\n\r\n"
+            .to_vec();
+        twice.extend(std::iter::repeat_n(b'z', 5000));
+        let (s, body) = raw_bytes(gw, &twice).await;
+        assert_eq!(s, 413, "{via:?}: {body}");
+        assert_eq!(seen.0.load(Ordering::SeqCst), before, "{via:?}: a doubled over-cap length reached the upstream");
         // Over the cap while streaming (chunked): the upload is cut off, 413.
         let mut chunked =
             b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
