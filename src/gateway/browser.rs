@@ -49,8 +49,10 @@ fn host_name(value: &str) -> &str {
 
 /// True for `localhost`, 127.0.0.0/8 and ::1.
 fn is_loopback_host(name: &str) -> bool {
-    // Parsed as the one family it can be (this runs on every loopback request).
-    name.eq_ignore_ascii_case("localhost")
+    // The usual names first, then parsed as the one family it can be (this
+    // runs on every request to the loopback door).
+    matches!(name, "127.0.0.1" | "::1")
+        || name.eq_ignore_ascii_case("localhost")
         || if name.contains(':') {
             name.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
         } else {

@@ -1,5 +1,8 @@
-//! The idle timeout of a client connection (`--idle-timeout`), kept with one
-//! coarse timer per connection instead of one timer per request.
+//! A client connection's timers, kept per connection rather than per request:
+//! the idle timeout (`--idle-timeout`), the response deadlines of forwarded
+//! requests (`--upstream-timeout`, [`response_deadlines`]), and the
+//! [`Supervised`] future that drives a connection next to them and polls them
+//! only when their own timers fire.
 //!
 //! A connection is closed once it has had no request in flight and received no
 //! new request head for a whole timeout: that bounds idle keep-alive
@@ -10,26 +13,44 @@
 //! are not cut off.
 //!
 //! The watch wakes four times per timeout and closes the connection at the first
-//! wake that completes a quiet timeout, so an idle connection goes between 1
-//! and 1.25 timeouts after its last activity. Per request this costs two atomic
-//! increments and a decrement; hyper's own `header_read_timeout` instead arms
-//! and drops a timer-wheel entry for every request head.
+//! wake that completes a quiet timeout, counted from the last request head or
+//! the end of the last request, so an idle connection goes between 1 and 1.25
+//! timeouts after its last activity. Per request this costs a few atomic
+//! operations; hyper's own `header_read_timeout` and a `tokio::time::timeout`
+//! around each exchange would each arm and drop a timer-wheel entry for every
+//! request instead.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Frame, SizeHint};
 
 /// What a connection has been doing; shared by its service and its watch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Activity {
     /// Request heads received plus requests finished: any change restarts the
     /// quiet count.
     events: AtomicU64,
     in_flight: AtomicUsize,
+    /// When the exchange in flight started waiting for the upstream's
+    /// response headers: nanoseconds after `base`, plus one; 0 for none.
+    waiting: AtomicU64,
+    base: Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            events: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
 }
 
 impl Activity {
@@ -41,6 +62,21 @@ impl Activity {
         self.events.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Guard(self.clone())
+    }
+
+    /// Marks the start of a wait for the upstream's response headers; the
+    /// mark goes when the returned value is dropped.
+    pub(crate) fn waiting(&self, since: Instant) -> Waiting<'_> {
+        let nanos = u64::try_from(since.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1);
+        self.waiting.store(nanos + 1, Ordering::Relaxed);
+        Waiting(self)
+    }
+
+    fn waiting_since(&self) -> Option<Instant> {
+        match self.waiting.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
     }
 
     fn snapshot(&self) -> (u64, usize) {
@@ -57,6 +93,37 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.0.events.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A wait for the upstream's response headers, marked in [`Activity`].
+#[derive(Debug)]
+pub(crate) struct Waiting<'a>(&'a Activity);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The response timeout of a connection's forwarded requests, kept with one
+/// timer per connection: the exchange notes when it started waiting
+/// ([`Activity::waiting`]) and checks its own deadline whenever it is polled;
+/// this wakes the connection's task at that deadline (a wake polls the
+/// exchange), and is otherwise re-armed one timeout ahead. Never resolves.
+/// A `tokio::time::timeout` per request would arm and drop a timer-wheel entry
+/// for every request instead.
+pub(crate) async fn response_deadlines(timeout: Duration, activity: &Activity) {
+    let sleep = tokio::time::sleep(timeout);
+    tokio::pin!(sleep);
+    loop {
+        sleep.as_mut().await;
+        let now = tokio::time::Instant::now();
+        let next = match activity.waiting_since() {
+            Some(since) if since + timeout > now.into_std() => tokio::time::Instant::from_std(since + timeout),
+            _ => now + timeout,
+        };
+        sleep.as_mut().reset(next);
     }
 }
 
@@ -170,5 +237,78 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         watch.await;
         assert!(t0.elapsed() <= Duration::from_secs(6), "{:?}", t0.elapsed());
+    }
+}
+
+/// Why [`Supervised`] ended.
+#[derive(Debug)]
+pub(crate) enum Ended<R, S> {
+    /// The connection finished.
+    Conn(R),
+    /// The supervisor resolved first (the connection is left as it is).
+    Supervisor(S),
+}
+
+/// Drives a connection together with its supervisor (the drain signal and the
+/// idle watch), polling the supervisor only when one of its own wakers fired:
+/// a connection task is woken for every packet, its supervisor a few times per
+/// timeout. (A `select!` would poll the watch's timer and the drain signal on
+/// every wake, re-registering both each time.)
+pub(crate) struct Supervised<C, S> {
+    conn: C,
+    supervisor: Pin<Box<S>>,
+    flag: Arc<Flag>,
+}
+
+/// Set by the supervisor's wakers; wakes the connection task.
+#[derive(Default)]
+struct Flag {
+    woken: std::sync::atomic::AtomicBool,
+    task: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = task.as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+impl<C, S> Supervised<C, S> {
+    pub(crate) fn new(conn: C, supervisor: S) -> Self {
+        let flag = Arc::new(Flag::default());
+        // Polled the first time round.
+        flag.woken.store(true, Ordering::Relaxed);
+        Self { conn, supervisor: Box::pin(supervisor), flag }
+    }
+}
+
+impl<C: Future + Unpin, S: Future> Future for Supervised<C, S> {
+    type Output = Ended<C::Output, S::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        {
+            // The task to wake when the supervisor's wakers fire (refreshed on
+            // every poll, in case the task's waker changed).
+            let mut task = this.flag.task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if this.flag.woken.swap(false, Ordering::AcqRel) {
+            let waker = std::task::Waker::from(this.flag.clone());
+            if let Poll::Ready(s) = this.supervisor.as_mut().poll(&mut Context::from_waker(&waker)) {
+                return Poll::Ready(Ended::Supervisor(s));
+            }
+        }
+        Pin::new(&mut this.conn).poll(cx).map(Ended::Conn)
     }
 }

@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 
 use super::auth;
 use super::body::GatewayBody;
-use super::idle::{self, Activity, Guard, InFlight};
+use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
 use super::routes::{unix_now, AppState, ListenerCtx, LiveListener, LiveView, MESHGATE_PREFIX};
 use super::upstream::{Peer, Proxy};
 
@@ -297,13 +297,25 @@ async fn accept_loop(
         let conn = builder.serve_connection(io, service).with_upgrades();
         let mut draining = draining.clone();
         let idle_timeout = limits.idle_timeout;
+        let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         tokio::spawn(async move {
             tokio::pin!(conn);
-            let result = tokio::select! {
-                // The connection first: it is what wakes this task almost every time.
-                biased;
-                r = conn.as_mut() => r,
-                _ = draining.changed() => {
+            let watched = activity.clone();
+            let supervisor = async move {
+                tokio::select! {
+                    _ = draining.changed() => Stop::Drain,
+                    () = idle::expired(idle_timeout, &watched) => Stop::Idle,
+                    // Wakes forwarded requests at their response deadlines (never resolves).
+                    () = idle::response_deadlines(response_timeout.unwrap_or_default(), &watched),
+                        if response_timeout.is_some() => Stop::Idle,
+                }
+            };
+            let result = match Supervised::new(conn.as_mut(), supervisor).await {
+                Ended::Conn(r) => r,
+                // Quiet for the whole timeout: nothing in flight, so closing
+                // (dropping the connection) loses nothing.
+                Ended::Supervisor(Stop::Idle) => Ok(()),
+                Ended::Supervisor(Stop::Drain) => {
                     conn.as_mut().graceful_shutdown();
                     // A half-sent head keeps hyper from closing at once: the
                     // idle watch still bounds it, as it does outside a drain.
@@ -312,9 +324,6 @@ async fn accept_loop(
                         () = idle::expired(idle_timeout, &activity) => Ok(()),
                     }
                 }
-                // Quiet for the whole timeout: nothing in flight, so closing
-                // (dropping the connection) loses nothing.
-                () = idle::expired(idle_timeout, &activity) => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -325,6 +334,14 @@ async fn accept_loop(
     drop(draining);
     let _ = drain.send(true);
     drain.closed().await;
+}
+
+/// What stops a connection from outside.
+enum Stop {
+    /// The listener is closing: finish the request in flight, take no more.
+    Drain,
+    /// Quiet for the whole idle timeout.
+    Idle,
 }
 
 /// Requests outside `/_meshgate/` that go straight to an upstream: checked
@@ -366,8 +383,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
                 {
                     return ConnFuture::Ready { response: Some(refused.map(GatewayBody::Axum)), guard };
                 }
-                let (proxy, peer) = (direct.proxy.clone(), self.forwarded.clone());
-                let future = Box::pin(async move { proxy.forward_direct(request, &peer).await });
+                let (proxy, peer, activity) = (direct.proxy.clone(), self.forwarded.clone(), self.activity.clone());
+                let future = Box::pin(async move { proxy.forward_direct(request, &peer, &activity).await });
                 return ConnFuture::Forward { future, guard };
             }
         }

@@ -18,10 +18,12 @@
 //!   the log line names the upstream. No header value ever reaches an error text.
 
 use std::fmt;
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -37,6 +39,7 @@ pub(crate) use pool::PooledBody;
 
 use super::auth::bearer_value_matches;
 use super::body::{GatewayBody, Outbound};
+use super::idle::Activity;
 use super::token::Token;
 
 /// Default for [`UpstreamLimits::connect_timeout`].
@@ -280,23 +283,33 @@ impl Proxy {
     /// (the service's own scheme) passes through untouched.
     pub async fn forward(&self, request: Request) -> Response {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| Peer::new(c.0));
-        self.exchange(request, peer.as_ref(), Outbound::Axum).await.map(GatewayBody::into_axum)
+        self.exchange(request, peer.as_ref(), None, Outbound::Axum).await.map(GatewayBody::into_axum)
     }
 
     /// [`Proxy::forward`] for a request straight off a client connection (no
     /// router in between, no body boxed), as the gateway's listeners use it.
     /// `--upstream-max-body-bytes` is applied here: a larger `Content-Length`
     /// is answered 413 at once, a longer chunked body is cut off.
-    pub(crate) async fn forward_direct(&self, request: hyper::Request<Incoming>, peer: &Peer) -> Response<GatewayBody> {
+    ///
+    /// The response timeout is kept by the connection's supervisor
+    /// ([`idle::response_deadlines`](super::idle::response_deadlines) on
+    /// `activity`), not by a timer per request.
+    pub(crate) async fn forward_direct(
+        &self,
+        request: hyper::Request<Incoming>,
+        peer: &Peer,
+        activity: &Activity,
+    ) -> Response<GatewayBody> {
+        let watch = Some(activity);
         match self.inner.limits.max_body_bytes {
-            None => self.exchange(request, Some(peer), Outbound::Client).await,
+            None => self.exchange(request, Some(peer), watch, Outbound::Client).await,
             Some(cap) => {
                 // hyper's decoded length (it accepts `Content-Length: 5, 5` too).
                 if hyper::body::Body::size_hint(request.body()).exact().is_some_and(|n| n > cap) {
                     return too_large().map(GatewayBody::Axum);
                 }
                 let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-                self.exchange(request, Some(peer), |b| Outbound::Capped(Limited::new(b, cap))).await
+                self.exchange(request, Some(peer), watch, |b| Outbound::Capped(Limited::new(b, cap))).await
             }
         }
     }
@@ -307,6 +320,7 @@ impl Proxy {
         &self,
         mut request: hyper::Request<B>,
         peer: Option<&Peer>,
+        watch: Option<&Activity>,
         body: impl FnOnce(B) -> Outbound,
     ) -> Response<GatewayBody> {
         let upgrade = wants_upgrade(request.headers());
@@ -352,20 +366,36 @@ impl Proxy {
         let outbound = hyper::Request::from_parts(parts, body(client_body));
 
         let limits = self.inner.limits;
-        let (mut response, conn) =
-            match tokio::time::timeout(limits.response_timeout, self.inner.pool.send(outbound)).await {
-                Err(_) => {
-                    tracing::warn!(
-                        upstream = %self.inner.name,
-                        "upstream sent no response headers within {}; answered 504",
-                        secs(limits.response_timeout)
-                    );
-                    return plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not answer in time")
-                        .map(GatewayBody::Axum);
-                }
-                Ok(Err(e)) => return self.failed(&e).map(GatewayBody::Axum),
-                Ok(Ok(r)) => r,
-            };
+        let sent = match watch {
+            None => tokio::time::timeout(limits.response_timeout, self.inner.pool.send(outbound)).await.ok(),
+            Some(activity) => {
+                // The connection's supervisor wakes this task at the deadline
+                // (`idle::response_deadlines`); each poll checks it.
+                let started = std::time::Instant::now();
+                let _waiting = activity.waiting(started);
+                let send = self.inner.pool.send(outbound);
+                tokio::pin!(send);
+                std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending if started.elapsed() >= limits.response_timeout => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                })
+                .await
+            }
+        };
+        let (mut response, conn) = match sent {
+            None => {
+                tracing::warn!(
+                    upstream = %self.inner.name,
+                    "upstream sent no response headers within {}; answered 504",
+                    secs(limits.response_timeout)
+                );
+                return plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not answer in time")
+                    .map(GatewayBody::Axum);
+            }
+            Some(Err(e)) => return self.failed(&e).map(GatewayBody::Axum),
+            Some(Ok(r)) => r,
+        };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
