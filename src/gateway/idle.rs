@@ -10,7 +10,9 @@
 //! (hyper calls the service only once a head is complete). A request in flight
 //! (from its head until its response body has been sent or dropped) holds the
 //! connection open however long it takes: uploads, downloads and event streams
-//! are not cut off.
+//! are not cut off, unless the response has been stuck for the whole timeout
+//! on a client that stopped reading (the slow-read attack; nginx's
+//! `send_timeout`), which the connection's writes tell.
 //!
 //! The watch wakes four times per timeout and closes the connection at the first
 //! wake that completes a quiet timeout, counted from the last request head or
@@ -22,7 +24,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -40,6 +42,11 @@ pub(crate) struct Activity {
     /// response headers: nanoseconds after `base`, plus one; 0 for none.
     waiting: AtomicU64,
     base: Instant,
+    /// Writes to the client that made progress.
+    writes: AtomicU64,
+    /// The last write to the client could not proceed (its buffers are full:
+    /// the client is not reading).
+    blocked: AtomicBool,
 }
 
 impl Default for Activity {
@@ -49,6 +56,8 @@ impl Default for Activity {
             in_flight: AtomicUsize::new(0),
             waiting: AtomicU64::new(0),
             base: Instant::now(),
+            writes: AtomicU64::new(0),
+            blocked: AtomicBool::new(false),
         }
     }
 }
@@ -79,8 +88,46 @@ impl Activity {
         }
     }
 
-    fn snapshot(&self) -> (u64, usize) {
-        (self.events.load(Ordering::Relaxed), self.in_flight.load(Ordering::Relaxed))
+    /// Records a write to the client: progress, or blocked on a client that
+    /// does not read.
+    pub(crate) fn wrote<T>(&self, polled: &Poll<std::io::Result<T>>) {
+        match polled {
+            Poll::Pending => self.blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(_) => {
+                self.blocked.store(false, Ordering::Relaxed);
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            events: self.events.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            blocked: self.blocked.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the idle watch sees at one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    events: u64,
+    in_flight: usize,
+    writes: u64,
+    blocked: bool,
+}
+
+impl Snapshot {
+    /// Nothing happened between `earlier` and this, and nothing is going on:
+    /// no request in flight, or one whose response is stuck on a client that
+    /// does not read (the slow-read attack; nginx's `send_timeout`).
+    fn quiet_since(&self, earlier: &Snapshot) -> bool {
+        let unchanged = self.events == earlier.events;
+        let idle = self.in_flight == 0;
+        let stalled = self.blocked && self.writes == earlier.writes;
+        unchanged && (idle || stalled)
     }
 }
 
@@ -127,8 +174,9 @@ pub(crate) async fn response_deadlines(timeout: Duration, activity: &Activity) {
     }
 }
 
-/// Resolves once the connection has been quiet for `timeout`: no request in
-/// flight, and no new request head.
+/// Resolves once the connection has been quiet for `timeout`: no new request
+/// head, and no request in flight, or one whose response has been stuck for
+/// the whole timeout on a client that stopped reading.
 pub(crate) async fn expired(timeout: Duration, activity: &Activity) {
     const TICKS: u32 = 4;
     let tick = (timeout / TICKS).max(Duration::from_millis(1));
@@ -137,7 +185,7 @@ pub(crate) async fn expired(timeout: Duration, activity: &Activity) {
     loop {
         tokio::time::sleep(tick).await;
         let now = activity.snapshot();
-        if now.0 != last.0 || now.1 > 0 {
+        if !now.quiet_since(&last) {
             quiet = 0;
         } else {
             quiet += 1;
@@ -222,6 +270,29 @@ mod tests {
         watch.await;
         let took = t0.elapsed();
         assert!(took >= Duration::from_secs(4) && took <= Duration::from_secs(5), "{took:?}");
+    }
+
+    /// A response stuck on a client that does not read: closed after the
+    /// timeout although a request is in flight. A slow reader that still makes
+    /// progress is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed() {
+        let a = Arc::new(Activity::default());
+        let _guard = a.request();
+        let watch = expired(Duration::from_secs(4), &a);
+        tokio::pin!(watch);
+        // Slow but reading: a write gets through every 2 s between blocks.
+        for _ in 0..10 {
+            a.wrote::<usize>(&Poll::Pending);
+            assert!(tokio::time::timeout(Duration::from_secs(2), watch.as_mut()).await.is_err());
+            a.wrote(&Poll::Ready(Ok(4096usize)));
+        }
+        // Stops reading.
+        a.wrote::<usize>(&Poll::Pending);
+        let t0 = tokio::time::Instant::now();
+        watch.await;
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_secs(3) && took <= Duration::from_secs(5), "{took:?}");
     }
 
     #[tokio::test(start_paused = true)]

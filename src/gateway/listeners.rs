@@ -70,7 +70,9 @@ pub struct ServerLimits {
     /// How long a connection may stay with no request in flight and no
     /// complete new request head (so it bounds idle keep-alive time and
     /// slowloris clients); such a connection is closed between 1 and 1.25 of
-    /// this after its last activity. A request in flight is never cut off by it.
+    /// this after its last activity. A request in flight is not cut off by it,
+    /// unless its response has been stuck for the whole timeout on a client
+    /// that stopped reading.
     pub idle_timeout: Duration,
     /// The most client connections open at once over all listeners of a
     /// gateway; past it, new connections wait in the listen queue until one
@@ -293,7 +295,7 @@ async fn accept_loop(
             direct: direct.clone(),
             activity: activity.clone(),
         };
-        let io = TokioIo::new(Counted { stream, _permit: permit });
+        let io = TokioIo::new(Counted { stream, activity: activity.clone(), _permit: permit });
         let conn = builder.serve_connection(io, service).with_upgrades();
         let mut draining = draining.clone();
         let idle_timeout = limits.idle_timeout;
@@ -437,9 +439,12 @@ impl Future for ConnFuture {
 }
 
 /// A client socket holding its connection permit: the permit goes back when
-/// the socket closes, however long an upgraded connection keeps it.
+/// the socket closes, however long an upgraded connection keeps it. Its writes
+/// are reported to the connection's [`Activity`], so that the idle watch can
+/// tell a client that stopped reading.
 struct Counted {
     stream: TcpStream,
+    activity: Arc<Activity>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -451,7 +456,9 @@ impl AsyncRead for Counted {
 
 impl AsyncWrite for Counted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -459,7 +466,9 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -705,6 +705,36 @@ async fn idle_timeout_closes_slow_heads_but_spares_requests_in_flight() {
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
 
+/// A client that asks for a large download and stops reading holds a request
+/// in flight forever unless something notices: the idle timeout does (the
+/// response has made no progress for a whole timeout), like nginx's
+/// `send_timeout`, and the connection is cut.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let up = tcp_upstream(Seen::default()).await;
+    let server = ServerLimits::default().with_idle_timeout(Duration::from_millis(400));
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), server).await;
+    let n: u64 = 256 << 20;
+    let mut s = TcpStream::connect(gw).await.unwrap();
+    s.write_all(get_req(&format!("/download/{n}"), "").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = s.read(&mut buf).await.unwrap() as u64;
+    assert!(total > 0);
+    // Five timeouts without reading.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("the download ended") {
+            Ok(0) | Err(_) => break,
+            Ok(k) => total += k as u64,
+        }
+    }
+    assert!(total < n / 4, "the stalled download was not cut off: {total} of {n} bytes arrived");
+    // The gateway serves on.
+    let (s, _, _) = raw(gw, &get_req("/_meshgate/healthz", "")).await;
+    assert_eq!(s, 200);
+    running.shutdown().await;
+}
+
 #[test]
 fn bad_upstream_flags_are_usage_errors() {
     for (args, needle) in [
