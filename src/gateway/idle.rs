@@ -12,12 +12,16 @@
 //! connection open however long it takes: uploads, downloads and event streams
 //! are not cut off, unless the response has been stuck for the whole timeout
 //! on a client that stopped reading (the slow-read attack; nginx's
-//! `send_timeout`), which the connection's writes tell.
+//! `send_timeout`), which the connection's writes tell. As with nginx, a
+//! client reading so slowly that the kernel finds no room for more within a
+//! whole timeout (Linux reports a socket writable again once about a third of
+//! its send buffer has drained) counts as stopped.
 //!
 //! The watch wakes four times per timeout and closes the connection at the first
-//! wake that completes a quiet timeout, counted from the last request head or
-//! the end of the last request, so an idle connection goes between 1 and 1.25
-//! timeouts after its last activity. Per request this costs a few atomic
+//! wake that completes a quiet timeout, counted from the last request head, the
+//! end of the last request or (for a stuck response) the last write that went
+//! through, so a connection goes between 1 and 1.25 timeouts after its last
+//! activity. Per request this costs a few atomic
 //! operations; hyper's own `header_read_timeout` and a `tokio::time::timeout`
 //! around each exchange would each arm and drop a timer-wheel entry for every
 //! request instead.
@@ -174,6 +178,21 @@ pub(crate) async fn response_deadlines(timeout: Duration, activity: &Activity) {
     }
 }
 
+/// A connection's timers: resolves when the idle timeout runs out
+/// ([`expired`]); meanwhile, with a `response_timeout`, wakes forwarded
+/// requests at their response deadlines ([`response_deadlines`]).
+pub(crate) async fn timers(idle_timeout: Duration, response_timeout: Option<Duration>, activity: &Activity) {
+    match response_timeout {
+        None => expired(idle_timeout, activity).await,
+        Some(rt) => {
+            tokio::select! {
+                () = expired(idle_timeout, activity) => {}
+                () = response_deadlines(rt, activity) => {}
+            }
+        }
+    }
+}
+
 /// Resolves once the connection has been quiet for `timeout`: no new request
 /// head, and no request in flight, or one whose response has been stuck for
 /// the whole timeout on a client that stopped reading.
@@ -321,7 +340,7 @@ pub(crate) enum Ended<R, S> {
 }
 
 /// Drives a connection together with its supervisor (the drain signal and the
-/// idle watch), polling the supervisor only when one of its own wakers fired:
+/// [`timers`]), polling the supervisor only when one of its own wakers fired:
 /// a connection task is woken for every packet, its supervisor a few times per
 /// timeout. (A `select!` would poll the watch's timer and the drain signal on
 /// every wake, re-registering both each time.)

@@ -297,36 +297,39 @@ async fn accept_loop(
         };
         let io = TokioIo::new(Counted { stream, activity: activity.clone(), _permit: permit });
         let conn = builder.serve_connection(io, service).with_upgrades();
-        let mut draining = draining.clone();
+        let draining = draining.clone();
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         tokio::spawn(async move {
             tokio::pin!(conn);
-            let watched = activity.clone();
-            let supervisor = async move {
+            // Held until the connection ends: the accept loop's drain waits
+            // for every receiver to go.
+            let mut draining = draining;
+            let timers = || idle::timers(idle_timeout, response_timeout, &activity);
+            let first = Supervised::new(conn.as_mut(), async {
                 tokio::select! {
                     _ = draining.changed() => Stop::Drain,
-                    () = idle::expired(idle_timeout, &watched) => Stop::Idle,
-                    // Wakes forwarded requests at their response deadlines (never resolves).
-                    () = idle::response_deadlines(response_timeout.unwrap_or_default(), &watched),
-                        if response_timeout.is_some() => Stop::Idle,
+                    () = timers() => Stop::Timeout,
                 }
-            };
-            let result = match Supervised::new(conn.as_mut(), supervisor).await {
+            })
+            .await;
+            let result = match first {
                 Ended::Conn(r) => r,
-                // Quiet for the whole timeout: nothing in flight, so closing
-                // (dropping the connection) loses nothing.
-                Ended::Supervisor(Stop::Idle) => Ok(()),
+                // Quiet for the whole idle timeout (nothing in flight, or a
+                // response stuck on a client that stopped reading): close.
+                Ended::Supervisor(Stop::Timeout) => Ok(()),
                 Ended::Supervisor(Stop::Drain) => {
                     conn.as_mut().graceful_shutdown();
-                    // A half-sent head keeps hyper from closing at once: the
-                    // idle watch still bounds it, as it does outside a drain.
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        () = idle::expired(idle_timeout, &activity) => Ok(()),
+                    // The request in flight finishes, with its response
+                    // deadline still kept; a half-sent head keeps hyper from
+                    // closing at once, and the idle watch still bounds it.
+                    match Supervised::new(conn.as_mut(), timers()).await {
+                        Ended::Conn(r) => r,
+                        Ended::Supervisor(()) => Ok(()),
                     }
                 }
             };
+            drop(draining);
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -342,8 +345,8 @@ async fn accept_loop(
 enum Stop {
     /// The listener is closing: finish the request in flight, take no more.
     Drain,
-    /// Quiet for the whole idle timeout.
-    Idle,
+    /// The idle timeout ran out.
+    Timeout,
 }
 
 /// Requests outside `/_meshgate/` that go straight to an upstream: checked

@@ -529,6 +529,32 @@ async fn keep_alive_get(conn: &mut TcpStream, path: &str) -> (u16, String) {
     }
 }
 
+/// Shutdown lets a request in flight finish, and keeps its response deadline:
+/// a slow upstream still gets the client a 504 at the timeout, and shutdown
+/// waits for it (not for the upstream's late answer, nor past it).
+#[tokio::test]
+async fn shutdown_waits_for_the_request_in_flight_and_keeps_its_deadline() {
+    let up = tcp_upstream(Seen::default()).await;
+    let limits = UpstreamLimits::default().with_response_timeout(Duration::from_millis(300));
+    for via in BOTH {
+        let (running, gw) = gateway_via(via, &format!("http://{up}"), limits, ServerLimits::default()).await;
+        let t0 = Instant::now();
+        let client = tokio::spawn(async move { (raw(gw, &get_req("/slow", "")).await, t0.elapsed()) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s0 = Instant::now();
+        running.shutdown().await;
+        let shutdown_took = s0.elapsed();
+        let ((status, _, body), took) = client.await.unwrap();
+        assert_eq!(status, 504, "{via:?}: {body}");
+        assert!(took >= Duration::from_millis(290) && took < Duration::from_secs(2), "{via:?}: 504 after {took:?}");
+        assert!(
+            shutdown_took >= Duration::from_millis(200),
+            "{via:?}: shutdown took {shutdown_took:?}: it did not wait for the request in flight"
+        );
+        assert!(shutdown_took < Duration::from_secs(2), "{via:?}: shutdown took {shutdown_took:?}");
+    }
+}
+
 /// An upstream that accepts no connection in time answers 504 after
 /// `--upstream-connect-timeout`, and the gateway keeps serving. The upstream is
 /// a socket listening with a backlog of 0 whose one queue slot is taken by a
