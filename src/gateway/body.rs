@@ -80,12 +80,6 @@ impl GatewayBody {
     }
 }
 
-impl From<Body> for GatewayBody {
-    fn from(b: Body) -> Self {
-        Self::Axum(b)
-    }
-}
-
 impl HttpBody for GatewayBody {
     type Data = Bytes;
     type Error = BoxError;

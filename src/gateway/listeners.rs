@@ -291,8 +291,8 @@ async fn accept_loop(
             app: app.clone(),
             ctx,
             peer,
-            forwarded: Peer::new(peer),
-            direct: direct.clone(),
+            // The peer as `X-Forwarded-For` names it, made only with an upstream.
+            direct: direct.clone().map(|d| (d, Peer::new(peer))),
             activity: activity.clone(),
         };
         let io = TokioIo::new(Counted { stream, activity: activity.clone(), _permit: permit });
@@ -367,9 +367,9 @@ struct ConnService {
     app: Router,
     ctx: ListenerCtx,
     peer: SocketAddr,
-    /// The peer as `X-Forwarded-For` names it (made once per connection).
-    forwarded: Peer,
-    direct: Option<Direct>,
+    /// The upstream, with the peer as `X-Forwarded-For` names it (made once
+    /// per connection).
+    direct: Option<(Direct, Peer)>,
     activity: Arc<Activity>,
 }
 
@@ -380,7 +380,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
 
     fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
         let guard = Some(self.activity.request());
-        if let Some(direct) = &self.direct {
+        if let Some((direct, forwarded)) = &self.direct {
             let path = request.uri().path();
             if !is_own_path(path) {
                 if let Some(refused) =
@@ -388,7 +388,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
                 {
                     return ConnFuture::Ready { response: Some(refused.map(GatewayBody::Axum)), guard };
                 }
-                let (proxy, peer, activity) = (direct.proxy.clone(), self.forwarded.clone(), self.activity.clone());
+                let (proxy, peer, activity) = (direct.proxy.clone(), forwarded.clone(), self.activity.clone());
                 let future = Box::pin(async move { proxy.forward_direct(request, &peer, &activity).await });
                 return ConnFuture::Forward { future, guard };
             }
