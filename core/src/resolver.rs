@@ -171,6 +171,7 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
             ProviderReport { name: info.name.into(), priority: info.priority, role: info.role, candidates, rejected }
         })
         .collect();
+    refuse_wildcards(&mut reports);
     settle_shared_space(&mut reports);
 
     let mut out = Resolution {
@@ -384,6 +385,25 @@ fn listener(opts: &ResolveOptions, addr: IpAddr, provider: &str, iface: Option<&
         interface: iface.map(str::to_owned),
         reason,
         role: ListenerRole::Selected,
+    }
+}
+
+/// Rule 1 kept in one place for every provider, built-in or not: a wildcard
+/// address (`0.0.0.0`, `::`) claimed by any provider but the wildcard one
+/// (`all`) is moved to its rejections. An OS can list one on a half-configured
+/// link, and a configured range such as `0.0.0.0/0` contains it.
+fn refuse_wildcards(reports: &mut [ProviderReport]) {
+    for r in reports.iter_mut().filter(|r| r.role != Role::Wildcard) {
+        let (wild, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut r.candidates).into_iter().partition(|c| c.address.is_unspecified());
+        r.candidates = keep;
+        for c in wild {
+            r.rejected.push(Rejection {
+                reason: format!("{} on {} is a wildcard address: only the `all` mode binds it", c.address, c.interface),
+                interface: c.interface,
+                address: Some(c.address),
+            });
+        }
     }
 }
 

@@ -397,3 +397,39 @@ mod examples {
         assert_eq!(bound(&res), ["172.16.0.2 cloudflare-warp@utun4", "2606:4700:110:8a36::2 cloudflare-warp@utun4"]);
     }
 }
+
+// ---- the resolver keeps rule 1 whatever a provider claims ---------------------
+
+fn build_wild_toy() -> Box<dyn BindProvider> {
+    Box::new(toy(Flaw::ClaimsWildcard))
+}
+
+/// A provider that claims `0.0.0.0` (a third-party crate with a bug) still gets
+/// no wildcard listener: the resolver moves the claim to its rejections, and
+/// the toy's real address is bound.
+#[test]
+fn the_resolver_refuses_a_wildcard_from_any_provider_but_all() {
+    static WILD: meshgate::core::registry::ProviderDescriptor = meshgate::core::registry::ProviderDescriptor {
+        info: ProviderInfo {
+            name: "toy",
+            priority: 170,
+            description: "toy mesh for testing the kit (toy*)",
+            role: Role::Mesh,
+        },
+        crate_name: "crate-toy",
+        build: build_wild_toy,
+    };
+    let reg = meshgate::core::registry::Registry::from_descriptors([&WILD]).expect("one provider");
+    let selectors = meshgate::core::parse_selectors(&["toy".to_owned()], &reg.names(), None).unwrap();
+    let snap = Snapshot::new(vec![fixtures::iface("toy0", 7, K::Tun, &["10.77.0.1/24"])]);
+    let opts = meshgate::core::ResolveOptions { loopback_companion: false, ..Default::default() };
+    let res = meshgate::core::resolve(&reg, &selectors, &snap, &opts);
+    let bound: Vec<String> = res.listeners.iter().map(|l| l.address.addr.to_string()).collect();
+    assert_eq!(bound, ["10.77.0.1"], "{res:?}");
+    let report = res.providers.iter().find(|p| p.name == "toy").unwrap();
+    assert!(
+        report.rejected.iter().any(|r| r.address == Some("0.0.0.0".parse().unwrap()) && r.reason.contains("wildcard")),
+        "{:?}",
+        report.rejected
+    );
+}

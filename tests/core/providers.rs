@@ -668,3 +668,15 @@ fn config_cidrs_extend_a_provider_but_not_onto_a_nic() {
     assert_rejected(&res, "nebula", "eth1", &["shared address space"]);
     assert!(res.fallback);
 }
+
+/// `lan` with a configured range that holds everything (`0.0.0.0/0`) still
+/// never claims a wildcard an interface lists: it binds the real address, and
+/// the wildcard is not even a candidate (the kit's rule, before the resolver's).
+#[test]
+fn lan_never_claims_a_wildcard_even_in_a_configured_range() {
+    let eth0 = Interface::new("eth0", 2, K::Physical).with_addr("0.0.0.0/32").with_addr("192.168.1.10/24");
+    let res = resolve_with(&["lan"], vec![lo(), eth0], &with_config("lan", &[], &["0.0.0.0/0"]));
+    assert_eq!(bound(&res), ["192.168.1.10 lan@eth0"]);
+    assert!(!candidates(&res, "lan").iter().any(|c| c.starts_with("0.0.0.0")), "{res:?}");
+    assert!(rejections(&res, "lan", "eth0").iter().all(|r| !r.contains("0.0.0.0")), "{res:?}");
+}

@@ -64,7 +64,8 @@ impl BindProvider for Lan {
                 .filter_map(|a| {
                     self.ranges.iter().chain(&config.cidrs).find(|n| n.contains(&a.addr)).map(|n| (a.addr, *n))
                 })
-                .filter(|(a, _)| !meshgate_core::model::is_link_local(*a))
+                // Never a wildcard (only `all` binds those), never link-local.
+                .filter(|(a, _)| !a.is_unspecified() && !meshgate_core::model::is_link_local(*a))
                 .collect();
             if private.is_empty() {
                 continue;
