@@ -151,6 +151,10 @@ mod tests {
         assert_eq!(status(&p, &[("host", "gateway.tailnet-123.ts.net")], false), None);
         let p = BrowserPolicy { allowed_hosts: vec!["dev.local".into()], ..Default::default() };
         assert_eq!(status(&p, &[("host", "DEV.local:18789")], true), None);
+        // The allow-list is exact: neither a subdomain nor a longer name passes.
+        for bad in ["evil.dev.local", "dev.local.evil.example", "dev.locall"] {
+            assert_eq!(status(&p, &[("host", bad)], true), Some(StatusCode::MISDIRECTED_REQUEST), "{bad}");
+        }
     }
 
     #[test]
@@ -171,7 +175,13 @@ mod tests {
         assert_eq!(status(&p, &[("host", "127.0.0.1"), ("upgrade", "websocket")], true), None);
         // A plain request with a foreign Origin is not a WebSocket: the Host rule alone applies.
         assert_eq!(status(&p, &[("host", "127.0.0.1"), ("origin", "https://evil.example")], true), None);
+        // Another local app (same host, another port) is another origin.
+        assert_eq!(check(&p, ws("http://127.0.0.1:3000", "127.0.0.1:18789"), true), Some(StatusCode::FORBIDDEN));
         let p = BrowserPolicy { allowed_origins: vec!["https://dash.example/".into()], ..Default::default() };
         assert_eq!(check(&p, ws("https://dash.example", "127.0.0.1:18789"), true), None);
+        // The allow-list is exact.
+        for bad in ["https://dash.example.evil", "http://dash.example", "https://dash.example:8443"] {
+            assert_eq!(check(&p, ws(bad, "127.0.0.1:18789"), true), Some(StatusCode::FORBIDDEN), "{bad}");
+        }
     }
 }

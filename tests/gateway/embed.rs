@@ -106,7 +106,15 @@ fn the_embed_example_serves_its_app() {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_meshgate")).with_file_name("examples").join("embed");
     if !bin.exists() {
         // `cargo test` builds examples; `cargo test --test main` alone does not.
-        eprintln!("SKIPPED the_embed_example_serves_its_app: {} is not built (run `cargo test`)", bin.display());
+        // In CI (which runs `cargo test --workspace`) a missing example is a failure.
+        assert!(!crate::lab::in_ci(), "{} is not built in CI", bin.display());
+        // Not eprintln!: libtest would swallow it for a passing test.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the_embed_example_serves_its_app: {} is not built (run `cargo test`)",
+            bin.display()
+        );
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

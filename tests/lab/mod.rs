@@ -153,7 +153,7 @@ fn skip_unless<T>(test: &str, made: Result<T, String>) -> Option<T> {
     }
 }
 
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
 }
 
