@@ -237,22 +237,8 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
                         continue;
                     }
                     for a in &iface.addresses {
-                        if a.addr.is_unspecified() {
-                            out.notes.push(format!(
-                                "iface:{}: skipped the wildcard {} on {} (only `all` binds wildcards)",
-                                pat.as_str(),
-                                a.addr,
-                                iface.name
-                            ));
-                            continue;
-                        }
-                        if is_link_local(a.addr) {
-                            out.notes.push(format!(
-                                "iface:{}: skipped link-local {} on {}",
-                                pat.as_str(),
-                                a.addr,
-                                iface.name
-                            ));
+                        if let Some(what) = never_bound(a.addr, &iface.name, false) {
+                            out.notes.push(format!("iface:{}: skipped {what}", pat.as_str()));
                             continue;
                         }
                         let reason = format!("{} matches iface:{}", iface.name, pat.as_str());
@@ -269,10 +255,8 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
                     for a in iface.addresses.iter().filter(|a| net.contains(&a.addr)) {
                         if let Some(why) = iface.unusable() {
                             out.notes.push(format!("cidr:{net}: skipped {} because {why}", a.addr));
-                        } else if a.addr.is_unspecified() {
-                            out.notes.push(format!("cidr:{net}: skipped the wildcard {} on {}", a.addr, iface.name));
-                        } else if is_link_local(a.addr) && !net_is_link_local {
-                            out.notes.push(format!("cidr:{net}: skipped link-local {} on {}", a.addr, iface.name));
+                        } else if let Some(what) = never_bound(a.addr, &iface.name, net_is_link_local) {
+                            out.notes.push(format!("cidr:{net}: skipped {what}"));
                         } else {
                             let reason = format!("{} on {} is in cidr:{net}", a.addr, iface.name);
                             let mut l = listener(opts, a.addr, "cidr", Some(&iface.name), reason);
@@ -385,6 +369,19 @@ fn listener(opts: &ResolveOptions, addr: IpAddr, provider: &str, iface: Option<&
         interface: iface.map(str::to_owned),
         reason,
         role: ListenerRole::Selected,
+    }
+}
+
+/// What an `iface:` or `cidr:` selector never binds: a wildcard (only `all`
+/// does), or a link-local address unless the selector names link-local space.
+/// Says which, for the note.
+fn never_bound(addr: IpAddr, iface: &str, link_local_named: bool) -> Option<String> {
+    if addr.is_unspecified() {
+        Some(format!("the wildcard {addr} on {iface} (only `all` binds wildcards)"))
+    } else if is_link_local(addr) && !link_local_named {
+        Some(format!("link-local {addr} on {iface}"))
+    } else {
+        None
     }
 }
 
