@@ -193,103 +193,109 @@ impl MeshMatcher {
 
     /// The claims of this mesh in a snapshot.
     pub fn claim(&self, snapshot: &Snapshot, config: &ProviderConfig) -> Claims {
-        let mesh = self.spec.mesh;
         let mut claims = Claims::default();
+        for iface in &snapshot.interfaces {
+            self.claim_interface(iface, config, &mut claims);
+        }
+        claims
+    }
+
+    /// [`claim`](Self::claim) for one interface, adding to `claims`: for a
+    /// provider that decides some interfaces itself and hands the rest here.
+    pub fn claim_interface(&self, iface: &Interface, config: &ProviderConfig, claims: &mut Claims) {
+        let mesh = self.spec.mesh;
         let in_range = |a: IpAddr| -> Option<IpNet> {
             self.ranges.iter().chain(config.cidrs.iter()).find(|n| n.contains(&a)).copied()
         };
-        for iface in &snapshot.interfaces {
-            if iface.flags.loopback || iface.kind == InterfaceKind::Loopback {
-                continue;
-            }
-            let any_in_range = iface.addresses.iter().any(|a| in_range(a.addr).is_some());
-            let kind_hit = self.spec.kinds.contains(&iface.kind);
-            let name_hit = self.names.iter().chain(config.names.iter()).find(|p| p.matches(&iface.name));
-            if let Some((p, mode)) = self.exclude.iter().find(|(p, _)| p.matches(&iface.name)) {
-                // Said even when nothing else matched: people expect `wireguard` to
-                // cover Tailscale (it runs WireGuard), and should learn why not.
-                claims.reject(
-                    iface,
-                    None,
-                    format!("{} matches {}: it belongs to the `{mode}` mode", iface.name, p.as_str()),
-                );
-                continue;
-            }
-            let weak_hit = self.weak_names.iter().find(|p| p.matches(&iface.name));
-            // What proves this interface is the mesh's, strongest first.
-            let (specificity, why, only_in_range) = if kind_hit {
-                (Specificity::Kind, format!("{} is {} ({mesh})", iface.name, iface.kind), false)
-            } else if let Some(p) = name_hit {
-                (Specificity::Name, format!("{} matches {} ({mesh})", iface.name, p.as_str()), false)
-            } else if let (Some(p), true) = (weak_hit, any_in_range) {
-                let why = format!("{} matches {} and carries a {mesh} range address", iface.name, p.as_str());
-                (Specificity::Name, why, true)
-            } else if any_in_range {
-                if iface.kind.rules_out_mesh() {
-                    for a in iface.addresses.iter().filter(|a| in_range(a.addr).is_some()) {
-                        claims.reject(
-                            iface,
-                            Some(a.addr),
-                            format!(
-                                "{} is in a {mesh} range, but {} is a {}: shared address space, not {mesh}",
-                                a.addr, iface.name, iface.kind
-                            ),
-                        );
-                    }
-                    continue;
-                }
-                (Specificity::Range, String::new(), true)
-            } else {
-                continue;
-            };
-            if let Some(why_not) = iface.unusable() {
-                claims.reject(iface, None, why_not);
-                continue;
-            }
-            for a in &iface.addresses {
-                let net = in_range(a.addr);
-                // An OS can list 0.0.0.0 or `::` on a half-configured link; a mesh
-                // claim on it would bind a wildcard without anyone naming `all`
-                // (rule 1). A 127.x address on an ordinary link is left alone: it
-                // only narrows (nothing off the host reaches it).
-                if a.addr.is_unspecified() {
-                    claims.reject(
-                        iface,
-                        Some(a.addr),
-                        format!("{} on {} is a wildcard address: only the `all` mode binds it", a.addr, iface.name),
-                    );
-                    continue;
-                }
-                if is_link_local(a.addr) {
+        if iface.flags.loopback || iface.kind == InterfaceKind::Loopback {
+            return;
+        }
+        let any_in_range = iface.addresses.iter().any(|a| in_range(a.addr).is_some());
+        let kind_hit = self.spec.kinds.contains(&iface.kind);
+        let name_hit = self.names.iter().chain(config.names.iter()).find(|p| p.matches(&iface.name));
+        if let Some((p, mode)) = self.exclude.iter().find(|(p, _)| p.matches(&iface.name)) {
+            // Said even when nothing else matched: people expect `wireguard` to
+            // cover Tailscale (it runs WireGuard), and should learn why not.
+            claims.reject(
+                iface,
+                None,
+                format!("{} matches {}: it belongs to the `{mode}` mode", iface.name, p.as_str()),
+            );
+            return;
+        }
+        let weak_hit = self.weak_names.iter().find(|p| p.matches(&iface.name));
+        // What proves this interface is the mesh's, strongest first.
+        let (specificity, why, only_in_range) = if kind_hit {
+            (Specificity::Kind, format!("{} is {} ({mesh})", iface.name, iface.kind), false)
+        } else if let Some(p) = name_hit {
+            (Specificity::Name, format!("{} matches {} ({mesh})", iface.name, p.as_str()), false)
+        } else if let (Some(p), true) = (weak_hit, any_in_range) {
+            let why = format!("{} matches {} and carries a {mesh} range address", iface.name, p.as_str());
+            (Specificity::Name, why, true)
+        } else if any_in_range {
+            if iface.kind.rules_out_mesh() {
+                for a in iface.addresses.iter().filter(|a| in_range(a.addr).is_some()) {
                     claims.reject(
                         iface,
                         Some(a.addr),
                         format!(
-                            "{} is link-local: never chosen by a provider (name it as an IP literal to bind it)",
-                            a.addr
+                            "{} is in a {mesh} range, but {} is a {}: shared address space, not {mesh}",
+                            a.addr, iface.name, iface.kind
                         ),
                     );
-                    continue;
                 }
-                if only_in_range && net.is_none() {
-                    continue;
-                }
-                let reason = match (specificity, net) {
-                    (Specificity::Range, Some(net)) => format!(
-                        "{} on {} is in {net} ({mesh} range only: weaker than a name or kind claim)",
-                        a.addr, iface.name
-                    ),
-                    _ => why.clone(),
-                };
-                claims.candidates.push(Candidate {
-                    interface: iface.name.clone(),
-                    address: a.addr,
-                    specificity,
-                    reason,
-                });
+                return;
             }
+            (Specificity::Range, String::new(), true)
+        } else {
+            return;
+        };
+        if let Some(why_not) = iface.unusable() {
+            claims.reject(iface, None, why_not);
+            return;
         }
-        claims
+        for a in &iface.addresses {
+            let net = in_range(a.addr);
+            // An OS can list 0.0.0.0 or `::` on a half-configured link; a mesh
+            // claim on it would bind a wildcard without anyone naming `all`
+            // (rule 1). A 127.x address on an ordinary link is left alone: it
+            // only narrows (nothing off the host reaches it).
+            if a.addr.is_unspecified() {
+                claims.reject(
+                    iface,
+                    Some(a.addr),
+                    format!("{} on {} is a wildcard address: only the `all` mode binds it", a.addr, iface.name),
+                );
+                continue;
+            }
+            if is_link_local(a.addr) {
+                claims.reject(
+                    iface,
+                    Some(a.addr),
+                    format!(
+                        "{} is link-local: never chosen by a provider (name it as an IP literal to bind it)",
+                        a.addr
+                    ),
+                );
+                continue;
+            }
+            if only_in_range && net.is_none() {
+                continue;
+            }
+            let reason = match (specificity, net) {
+                (Specificity::Range, Some(net)) => format!(
+                    "{} on {} is in {net} ({mesh} range only: weaker than a name or kind claim)",
+                    a.addr, iface.name
+                ),
+                _ => why.clone(),
+            };
+            claims.candidates.push(Candidate {
+                interface: iface.name.clone(),
+                address: a.addr,
+                specificity,
+                reason,
+            });
+        }
     }
 }
 

@@ -75,14 +75,10 @@ impl BindProvider for Netmaker {
 
     fn claim(&self, snapshot: &Snapshot, config: &ProviderConfig) -> Claims {
         let mut claims = Claims::default();
-        // One interface at a time keeps the claims in snapshot order; MeshMatcher
-        // decides per interface anyway.
+        // One interface at a time keeps the claims in snapshot order.
         for iface in &snapshot.interfaces {
-            let one = Snapshot::new(vec![iface.clone()]);
             if !is_legacy(iface, config) {
-                let c = self.current.claim(&one, config);
-                claims.candidates.extend(c.candidates);
-                claims.rejected.extend(c.rejected);
+                self.current.claim_interface(iface, config, &mut claims);
                 continue;
             }
             if !LEGACY_KINDS.contains(&iface.kind) {
@@ -101,15 +97,14 @@ impl BindProvider for Netmaker {
                 });
                 continue;
             }
-            let c = self.legacy.claim(&one, config);
-            claims.candidates.extend(c.candidates.into_iter().map(|mut cand| {
+            let first = claims.candidates.len();
+            self.legacy.claim_interface(iface, config, &mut claims);
+            for cand in &mut claims.candidates[first..] {
                 if cand.specificity == Specificity::Name {
                     cand.reason =
                         format!("{} matches nm-* and is {} (Netmaker, per-network interface)", iface.name, iface.kind);
                 }
-                cand
-            }));
-            claims.rejected.extend(c.rejected);
+            }
         }
         claims
     }
