@@ -289,12 +289,7 @@ impl MeshMatcher {
                 ),
                 _ => why.clone(),
             };
-            claims.candidates.push(Candidate {
-                interface: iface.name.clone(),
-                address: a.addr,
-                specificity,
-                reason,
-            });
+            claims.candidates.push(Candidate { interface: iface.name.clone(), address: a.addr, specificity, reason });
         }
     }
 }
