@@ -85,6 +85,11 @@ impl Interface {
         self
     }
 
+    /// The loopback interface, by its flag or by its kind.
+    pub fn is_loopback(&self) -> bool {
+        self.flags.loopback || self.kind == InterfaceKind::Loopback
+    }
+
     /// Why this interface cannot carry a listener right now, if it cannot.
     pub fn unusable(&self) -> Option<String> {
         if !self.flags.up {

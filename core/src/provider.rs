@@ -207,7 +207,7 @@ impl MeshMatcher {
         let in_range = |a: IpAddr| -> Option<IpNet> {
             self.ranges.iter().chain(config.cidrs.iter()).find(|n| n.contains(&a)).copied()
         };
-        if iface.flags.loopback || iface.kind == InterfaceKind::Loopback {
+        if iface.is_loopback() {
             return;
         }
         let any_in_range = iface.addresses.iter().any(|a| in_range(a.addr).is_some());

@@ -321,10 +321,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic payload".to_owned())
 }
 
-fn is_loopback_iface(i: &Interface) -> bool {
-    i.flags.loopback || i.kind == InterfaceKind::Loopback
-}
-
 /// The part of a summary entry before its annotation: `utun* (with an address in range)` → `utun*`.
 fn head(entry: &str) -> &str {
     entry.split(" (").next().unwrap_or(entry).trim()
@@ -578,7 +574,7 @@ impl<'k, 'p> Run<'k, 'p> {
                 self.violation(Check::Held, label, at, format!("claims {a}, but {why}; binding it would fail"));
                 continue;
             }
-            if holders.iter().any(|i| is_loopback_iface(i)) {
+            if holders.iter().any(|i| i.is_loopback()) {
                 self.violation(
                     Check::Loopback,
                     label,

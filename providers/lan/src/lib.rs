@@ -56,7 +56,7 @@ impl BindProvider for Lan {
 
     fn claim(&self, snapshot: &Snapshot, config: &ProviderConfig) -> Claims {
         let mut claims = Claims::default();
-        for iface in snapshot.interfaces.iter().filter(|i| !i.flags.loopback) {
+        for iface in snapshot.interfaces.iter().filter(|i| !i.is_loopback()) {
             let named = config.names.iter().any(|p| p.matches(&iface.name));
             let private: Vec<_> = iface
                 .addresses
