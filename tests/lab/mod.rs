@@ -95,7 +95,6 @@
 mod selftest;
 mod wg;
 
-#[allow(unused_imports)]
 pub(crate) use wg::WgPair;
 
 use std::ffi::OsStr;
@@ -105,10 +104,8 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Seconds after which holders and TUN holders exit on their own.
-#[allow(dead_code)]
 pub(crate) const MAX_LIFETIME_SECS: u64 = 600;
 /// How long [`Lab::sh`] lets a script run before killing it.
-#[allow(dead_code)]
 pub(crate) const SH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a holder or a daemon to report it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,7 +132,6 @@ exec sleep {MAX_LIFETIME_SECS}"
 /// Build a lab, or skip the test: prints `SKIPPED <test>: <reason>` to
 /// stderr and returns `None` when namespaces or tools are unavailable.
 /// Panics instead when `CI=true`.
-#[allow(dead_code)]
 pub(crate) fn lab_or_skip(test: &str) -> Option<Lab> {
     skip_unless(test, Lab::new())
 }
@@ -195,7 +191,6 @@ fn drain(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
 }
 
 /// Polls `check` every 20 ms until it returns true or `timeout` passes.
-#[allow(dead_code)]
 pub(crate) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -216,7 +211,6 @@ pub(crate) struct Proc {
     what: String,
 }
 
-#[allow(dead_code)]
 impl Proc {
     /// Spawns `cmd` (e.g. from [`Lab::command`]) under a kill-on-drop guard.
     pub(crate) fn spawn(cmd: &mut Command) -> Proc {
@@ -300,7 +294,6 @@ pub(crate) struct Lab {
     held: Mutex<Vec<(String, Proc)>>,
 }
 
-#[allow(dead_code)]
 impl Lab {
     /// Creates a lab with its own user, network and mount namespaces.
     pub(crate) fn new() -> Result<Lab, String> {
@@ -458,13 +451,6 @@ impl Lab {
         held.push((name.to_string(), proc));
     }
 
-    /// Takes back a process given to [`Lab::adopt`] for interface `name`.
-    pub(crate) fn unadopt(&self, name: &str) -> Option<Proc> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let at = held.iter().position(|(n, _)| n == name)?;
-        Some(held.remove(at).1)
-    }
-
     /// `ip addr add ADDR dev NAME` (v6 with `nodad`).
     pub(crate) fn addr_add(&self, name: &str, addr: &str) {
         let nodad = if addr.contains(':') { " nodad" } else { "" };
@@ -535,7 +521,6 @@ impl Drop for Lab {
 
 /// Runs `cmd` to completion with captured output, killing it after
 /// `timeout` (then panics: a harness command must not hang).
-#[allow(dead_code)]
 pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
     let what = format!("{cmd:?}");
     let mut child = cmd

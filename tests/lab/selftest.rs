@@ -170,7 +170,7 @@ fn wg_tunnel_carries_tcp_and_bind_is_exclusive() {
     let Some(pair) = WgPair::or_skip("wg_tunnel_carries_tcp_and_bind_is_exclusive", "wg0") else {
         return;
     };
-    eprintln!("WgPair::new(wg0) took {} ms", t0.elapsed().as_millis());
+    eprintln!("the wg0 pair took {} ms to build", t0.elapsed().as_millis());
     let gw = pair.gateway_wg_addr().to_string();
     assert_eq!(gw, "10.77.0.1");
     let _server = pair.gateway.spawn("python3", &["-m", "http.server", "--bind", &gw, "18789", "--directory", "/"]);

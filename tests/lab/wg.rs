@@ -67,7 +67,6 @@ pub(crate) struct WgPair {
     gw_iface: Option<String>,
 }
 
-#[allow(dead_code)]
 impl WgPair {
     /// Underlay plus tunnel, or `SKIPPED <test>: ..` / `None` (panics with
     /// `CI=true`), like [`super::lab_or_skip`].
@@ -81,14 +80,6 @@ impl WgPair {
     /// Underlay only (no tunnel yet), or skip like [`WgPair::or_skip`].
     pub(crate) fn underlay_or_skip(test: &str) -> Option<WgPair> {
         skip_unless(test, WgPair::underlay_only())
-    }
-
-    /// Underlay plus tunnel with gateway interface `gw_iface`; panics when
-    /// the lab cannot be built.
-    pub(crate) fn new(gw_iface: &str) -> WgPair {
-        let mut pair = WgPair::underlay_only().unwrap_or_else(|e| panic!("WgPair: {e}"));
-        pair.bring_up_tunnel(gw_iface);
-        pair
     }
 
     /// Both labs and the veth underlay, no WireGuard yet (see
@@ -189,20 +180,10 @@ ip link set {PEER_VETH} up"
         PEER_WG.into()
     }
 
-    /// fd77::2 (prefix /64).
-    pub(crate) fn peer_wg_addr6(&self) -> IpAddr {
-        PEER_WG6.into()
-    }
-
     /// 192.0.2.1 (prefix /24) on `veth-gw`: reachable from the peer outside
     /// the tunnel.
     pub(crate) fn gateway_underlay_addr(&self) -> IpAddr {
         GW_UNDERLAY.into()
-    }
-
-    /// 192.0.2.2 (prefix /24) on `veth-peer`.
-    pub(crate) fn peer_underlay_addr(&self) -> IpAddr {
-        PEER_UNDERLAY.into()
     }
 
     /// Runs `sh -c script` in the peer lab (see [`Lab::sh`]).
