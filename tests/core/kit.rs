@@ -284,33 +284,10 @@ fn a_failure_names_provider_rule_snapshot_and_interface() {
 // registry.
 
 mod examples {
-    use meshgate::core::resolver::ProviderReport;
     use meshgate::core::testing::fixtures::{eth0, iface, lo};
-    use meshgate::core::{parse_selectors, resolve, Fallback, Interface, InterfaceKind as K, Resolution};
-    use meshgate::core::{ResolveOptions, Snapshot};
+    use meshgate::core::{Interface, InterfaceKind as K};
 
-    fn run(bind: &[&str], ifaces: Vec<Interface>) -> Resolution {
-        let reg = crate::registry();
-        let values: Vec<String> = bind.iter().map(|s| s.to_string()).collect();
-        let selectors = parse_selectors(&values, &reg.names(), None).expect("test selectors parse");
-        let opts = ResolveOptions { port: 18789, fallback: Fallback::Loopback, ..Default::default() };
-        resolve(reg, &selectors, &Snapshot::new(ifaces), &opts)
-    }
-
-    fn bound(res: &Resolution) -> Vec<String> {
-        res.listeners
-            .iter()
-            .map(|l| format!("{} {}@{}", l.address, l.provider, l.interface.as_deref().unwrap_or("*")))
-            .collect()
-    }
-
-    fn report<'a>(res: &'a Resolution, name: &str) -> &'a ProviderReport {
-        res.providers.iter().find(|p| p.name == name).expect("a report")
-    }
-
-    fn rejections(res: &Resolution, name: &str, iface: &str) -> Vec<String> {
-        report(res, name).rejected.iter().filter(|r| r.interface == iface).map(|r| r.reason.clone()).collect()
-    }
+    use crate::core::providers::{bound, rejections, report, run};
 
     fn netmaker() -> Interface {
         iface("netmaker", 40, K::WireGuard, &["10.101.0.5/16"])

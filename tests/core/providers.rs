@@ -65,19 +65,19 @@ fn resolve_with(bind: &[&str], ifaces: Vec<Interface>, opts: &ResolveOptions) ->
     resolve(reg, &selectors, &Snapshot::new(ifaces), opts)
 }
 
-fn run(bind: &[&str], ifaces: Vec<Interface>) -> Resolution {
+pub(super) fn run(bind: &[&str], ifaces: Vec<Interface>) -> Resolution {
     resolve_with(bind, ifaces, &opts())
 }
 
 /// `ADDRESS provider@interface` for every listener, in order.
-fn bound(res: &Resolution) -> Vec<String> {
+pub(super) fn bound(res: &Resolution) -> Vec<String> {
     res.listeners
         .iter()
         .map(|l| format!("{} {}@{}", l.address, l.provider, l.interface.as_deref().unwrap_or("*")))
         .collect()
 }
 
-fn report<'a>(res: &'a Resolution, name: &str) -> &'a ProviderReport {
+pub(super) fn report<'a>(res: &'a Resolution, name: &str) -> &'a ProviderReport {
     res.providers.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no report for {name}"))
 }
 
@@ -87,7 +87,7 @@ fn candidates(res: &Resolution, name: &str) -> Vec<String> {
 }
 
 /// The reasons a provider gave for turning down anything on `iface`.
-fn rejections(res: &Resolution, name: &str, iface: &str) -> Vec<String> {
+pub(super) fn rejections(res: &Resolution, name: &str, iface: &str) -> Vec<String> {
     report(res, name).rejected.iter().filter(|r| r.interface == iface).map(|r| r.reason.clone()).collect()
 }
 
