@@ -86,20 +86,8 @@ fn wait_holds_start_up_until_the_tunnel_is_there() {
         return;
     };
     let token = token_file(&lab);
-    let mut cmd = lab.command(super::BIN);
-    cmd.args(["serve", "--bind", "wireguard", "--fallback", "fail", "--wait", "20", "--port", "18789"])
-        .args(["--token-file", &token])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut gw = Proc::spawn(&mut cmd);
-    let out = gw.child().stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let args = ["--bind", "wireguard", "--fallback", "fail", "--wait", "20", "--port", "18789", "--token-file", &token];
+    let (mut gw, rx) = super::serve(&lab, &args, 0);
     // Nothing is printed (nothing listens) while it waits.
     assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "serve started before the tunnel");
     assert!(gw.is_running(), "serve gave up instead of waiting");
