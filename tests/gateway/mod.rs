@@ -9,15 +9,37 @@ mod limits;
 mod process;
 mod upstream;
 
+/// `meshgate ARGS` with none of meshgate's environment variables set.
+pub(crate) fn meshgate(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"));
+    c.args(args);
+    for var in ["MESHGATE_BIND", "MESHGATE_PORT", "MESHGATE_TOKEN", "MESHGATE_CONFIG", "MESHGATE_UPSTREAM"] {
+        c.env_remove(var);
+    }
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+/// Runs to completion, killing it after 10 s (a refused start must be quick;
+/// one that wrongly starts serving fails here instead of hanging the test).
+pub(crate) fn run(cmd: &mut std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn meshgate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("meshgate did not exit: {:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `meshgate serve ARGS` must exit 2 (usage) with `needle` in its message.
 pub(crate) fn assert_serve_usage_error(args: &[&str], needle: &str) {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .arg("serve")
-        .args(args)
-        .env_remove("MESHGATE_UPSTREAM")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = run(meshgate(&["serve"]).args(args));
     assert_eq!(o.status.code(), Some(2), "{args:?}");
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains(needle), "{args:?}: {e}");
@@ -29,12 +51,7 @@ pub(crate) fn serve_with_config(tag: &str, toml: &str) -> (Option<i32>, String) 
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("m.toml");
     std::fs::write(&cfg, toml).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env_remove("MESHGATE_UPSTREAM")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = run(&mut meshgate(&["serve", "--config", cfg.to_str().unwrap()]));
     let _ = std::fs::remove_dir_all(&dir);
     (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
 }

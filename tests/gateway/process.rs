@@ -6,31 +6,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshgate");
+use super::{meshgate, run};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn meshgate(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args).env_remove("MESHGATE_BIND").env_remove("MESHGATE_PORT").env_remove("MESHGATE_TOKEN");
-    c.env_remove("MESHGATE_CONFIG").stdin(Stdio::null());
-    c
-}
-
-/// Runs to completion, killing it after 10 s (a refused start must be quick).
-fn run(cmd: &mut Command) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn meshgate");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("meshgate did not exit: {:?}", child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {

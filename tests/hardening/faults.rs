@@ -1,31 +1,11 @@
 //! Start-up faults: each a clear message, the right exit code, nothing left listening.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshgate");
+use crate::gateway::{meshgate, run as run_cmd};
 
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("MESHGATE_BIND")
-        .env_remove("MESHGATE_PORT")
-        .env_remove("MESHGATE_TOKEN")
-        .env_remove("MESHGATE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("meshgate {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    run_cmd(&mut meshgate(args))
 }
 
 fn temp(tag: &str) -> std::path::PathBuf {
