@@ -13,6 +13,8 @@ use meshgate::gateway::{app, AppState, ServerLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::{keep_alive_get, read_response};
+
 /// meshgate's own router (`/healthz`, `/status`, `/ws`) on 127.0.0.1:0.
 async fn own_routes(limits: ServerLimits) -> (Running<'static>, SocketAddr) {
     let running = Gateway::builder()
@@ -36,30 +38,6 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     (text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0), text)
-}
-
-/// One request on a kept-alive connection; reads exactly one response with a
-/// Content-Length body.
-async fn keep_alive_get(s: &mut TcpStream, path: &str) -> String {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
-    read_response(s).await
-}
-
-async fn read_response(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed mid-head: {buf:?}");
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8(buf).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-        .expect("a Content-Length");
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    head + &String::from_utf8_lossy(&body)
 }
 
 #[tokio::test]

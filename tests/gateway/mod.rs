@@ -56,6 +56,36 @@ pub(crate) fn serve_with_config(tag: &str, toml: &str) -> (Option<i32>, String) 
     (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
+/// One `GET` on a kept-alive connection; the response, as [`read_response`].
+pub(crate) async fn keep_alive_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    read_response(s).await
+}
+
+/// Reads exactly one response (head and its Content-Length body) within 10 s,
+/// leaving the connection open; returns it as text.
+pub(crate) async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed mid-head: {buf:?}");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .expect("a Content-Length");
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        head + &String::from_utf8_lossy(&body)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read).await.expect("a response within 10 s")
+}
+
 /// A blocking `GET` over a fresh connection (`Connection: close`); the raw response.
 pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
     use std::io::{Read, Write};
