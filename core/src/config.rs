@@ -34,7 +34,7 @@ pub struct FileConfig {
     /// `token = "..."` (prefer `token_file`).
     pub token: Option<String>,
     /// `fallback = "loopback" | "fail"`.
-    pub fallback: Option<crate::resolver::Fallback>,
+    pub fallback: Option<crate::fallback::Fallback>,
     /// `loopback_companion = false` is `--no-loopback`.
     pub loopback_companion: Option<bool>,
     /// `follow = false` is `--no-follow`.

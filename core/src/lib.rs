@@ -10,6 +10,7 @@
 //! drops it and its mode silently vanishes.
 
 pub mod config;
+pub mod fallback;
 pub mod model;
 pub mod provider;
 pub mod registry;

@@ -187,6 +187,6 @@ impl fmt::Display for InterfaceKind {
 pub fn is_link_local(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(a) => a.is_link_local(),
-        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V6(a) => a.is_unicast_link_local(),
     }
 }

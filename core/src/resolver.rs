@@ -9,24 +9,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 use crate::config::ProviderConfig;
+pub use crate::fallback::Fallback;
 use crate::model::{is_link_local, Snapshot};
 use crate::provider::{Candidate, Claims, Rejection, Role, Specificity};
 use crate::registry::Registry;
 use crate::selector::Selector;
-
-/// What to do when the selectors match nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fallback {
-    /// Serve on loopback only, and say so.
-    #[default]
-    Loopback,
-    /// Serve nothing: `serve` exits 69.
-    Fail,
-}
 
 /// Everything besides selectors and snapshot that shapes a resolution.
 #[derive(Debug, Clone, Default)]

@@ -14,9 +14,8 @@ use tokio::time::{timeout_at, Instant};
 
 use super::{WatchError, Watcher, MAX_COALESCE, QUIET};
 
-const RTMGRP_LINK: u32 = 0x1;
-const RTMGRP_IPV4_IFADDR: u32 = 0x10;
-const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+// The legacy group bitmask `bind` takes, and below ENOBUFS: from libc, never by hand
+const GROUPS: u32 = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
 
 /// Link and address events from rtnetlink.
 #[derive(Debug)]
@@ -31,7 +30,7 @@ impl NetlinkWatcher {
         let io = |what| move |source| WatchError::Io { what, source };
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(io("netlink socket"))?;
         socket
-            .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+            .bind(&SocketAddr::new(0, GROUPS))
             .map_err(io("netlink subscribe"))?;
         socket.set_non_blocking(true).map_err(io("netlink non-blocking"))?;
         // A flapping interface can outrun us; a lost event must not be silent.
@@ -51,7 +50,7 @@ impl NetlinkWatcher {
                 Ok(_) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
                 // ENOBUFS: events were lost; the caller re-reads everything anyway.
-                Err(e) if e.raw_os_error() == Some(105) => any = true,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => any = true,
                 Err(e) => return Err(e),
             }
         }
