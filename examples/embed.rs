@@ -11,8 +11,7 @@ use std::process::ExitCode;
 
 use axum::routing::get;
 use axum::Router;
-use meshgate::embed::Gateway;
-use meshgate::gateway::Token;
+use meshgate::gateway::{Event, Gateway, Token};
 
 /// The app as it was: nothing here knows about meshgate.
 fn app() -> Router {
@@ -40,8 +39,19 @@ async fn main() -> ExitCode {
     };
 
     // Before: axum::serve(tokio::net::TcpListener::bind("0.0.0.0:8080").await?, app()).await
-    let served =
-        Gateway::builder().bind(bind.split(',')).port(port).token(token).open_path("/healthz").serve(app()).await;
+    // The library prints nothing: the app says what it wants from the events.
+    let served = Gateway::builder()
+        .bind(bind.split(','))
+        .port(port)
+        .token(token)
+        .open_path("/healthz")
+        .on_event(|event| match event {
+            Event::Listening(l) => println!("app: listening on {}:{} ({})", l.address, l.port, l.provider),
+            Event::Stopped(l) => println!("app: stopped listening on {}:{}", l.address, l.port),
+            _ => {}
+        })
+        .serve(app())
+        .await;
 
     match served {
         Ok(()) => ExitCode::SUCCESS,

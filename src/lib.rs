@@ -1,13 +1,17 @@
 //! meshgate: a gateway that listens only on the networks you name.
 //!
-//! This crate is the program: the command line ([`cli`]) and, on top of
-//! [`meshgate_core`] (re-exported as [`core`]), everything that serves. Linking
-//! it links every built-in provider ([`builtin`]). A program with its own axum
-//! router gets the same bind, follow and token rules from [`embed`].
+//! Layers, each using only those below it (ARCHITECTURE.md has the map):
+//!
+//! - [`cli`]: the `meshgate` program's commands, flags, printers and exit
+//!   codes (only `main.rs` uses it);
+//! - [`gateway`]: the library: [`gateway::Gateway`] (builder, events), the
+//!   listeners and the HTTP stack; it never prints;
+//! - [`builtin`]: links every built-in provider crate;
+//! - [`meshgate_core`] (re-exported as [`core`]): snapshots, providers,
+//!   selectors, the resolver.
 
 pub mod builtin;
 pub mod cli;
-pub mod embed;
 pub mod gateway;
 
 pub use meshgate_core as core;

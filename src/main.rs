@@ -6,10 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshgate::cli::{self, Cli, Command};
 
-async fn serve(args: &cli::ServeArgs) -> Result<String, cli::CliError> {
-    meshgate::gateway::serve::run(args, meshgate::core::source::system().as_ref()).await.map(|()| String::new())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = !matches!(cli.command, Some(Command::Explain(_) | Command::Providers(_)));
@@ -31,12 +27,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let source = meshgate::core::source::system();
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Explain(args)) => cli::explain(&args, meshgate::core::source::system().as_ref()).await,
+            Some(Command::Explain(args)) => cli::explain(&args, source.as_ref()).await,
             Some(Command::Providers(args)) => cli::providers(&args),
-            Some(Command::Serve(args)) => serve(&args).await,
-            None => serve(&cli.serve).await,
+            Some(Command::Serve(args)) => cli::serve(&args, source.as_ref()).await.map(|()| String::new()),
+            None => cli::serve(&cli.serve, source.as_ref()).await.map(|()| String::new()),
         }
     });
     match result {

@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::routes::{AppState, ListenerCtx};
+use super::context::{AppState, ListenerCtx};
 use super::token::Token;
 
 /// True when `headers` carry `Authorization: Bearer <token>`.

@@ -1,6 +1,7 @@
 //! Following the network: on every coalesced change, take a fresh snapshot,
 //! re-resolve, and hand the difference to the [`ListenerSet`]. Addresses that
-//! fail to bind (not usable yet, port taken) are retried with backoff.
+//! fail to bind (not usable yet, port taken) are retried with backoff. What
+//! changed is reported as [`Event`]s and `tracing` records, never printed.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,43 +9,66 @@ use std::time::Duration;
 use meshgate_core::watcher::Watcher;
 use meshgate_core::{InterfaceSource, Resolution, Snapshot};
 
-use super::listeners::{display_addr, Applied, ListenerSet};
-use super::serve::listening_line;
+use super::bind::display_addr;
+use super::event::{Event, EventSink};
+use super::listeners::{Applied, ListenerSet};
 
 /// The first retry delay after a failed bind; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest retry delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Prints and logs what an [`Applied`] did. Returns true if some bind failed.
-pub fn report(applied: &Applied, retry_in: Duration) -> bool {
+/// Hands `event` to the sink, if there is one.
+pub(crate) fn emit(sink: Option<&EventSink>, event: Event) {
+    if let Some(f) = sink {
+        f(&event);
+    }
+}
+
+/// Reports what an [`Applied`] did, as events and log records. Returns true
+/// if some bind failed.
+pub(crate) fn report(applied: &Applied, retry_in: Duration, sink: Option<&EventSink>) -> bool {
     for l in &applied.removed {
-        let line = format!("stopped listening on http://{} ({}: no longer matched)", display_addr(l), l.provider);
-        tracing::info!("{line}");
-        println!("{line}");
+        tracing::info!("stopped listening on http://{} ({}: no longer matched)", display_addr(l), l.provider);
+        emit(sink, Event::Stopped(l.clone()));
     }
     for l in &applied.added {
-        let line = listening_line(l);
-        tracing::info!("{line}");
-        println!("{line}");
+        tracing::info!("listening on http://{} ({})", display_addr(l), l.provider);
+        emit(sink, Event::Listening(l.clone()));
     }
     for l in &applied.updated {
         tracing::info!(address = %display_addr(l), provider = %l.provider, role = ?l.role, "listener kept; {}", l.reason);
+        emit(sink, Event::Updated(l.clone()));
     }
     for e in &applied.failed {
         tracing::warn!("{e}; retrying in {} ms", retry_in.as_millis());
+        emit(sink, Event::BindFailed { error: e.to_string(), retry_in });
     }
     !applied.failed.is_empty()
 }
 
-/// Follows changes until `stop` resolves. `resolve` turns a snapshot into the
-/// wanted resolution (selectors and options already applied).
+/// Follows changes until `stop` resolves, reporting nothing but `tracing`
+/// records (a [`Gateway`](super::Gateway) with `on_event` also gets events).
 pub async fn follow(
     set: &mut ListenerSet,
     watcher: &mut dyn Watcher,
     source: &dyn InterfaceSource,
     resolve: impl Fn(&Snapshot) -> Resolution,
     stop: impl Future<Output = ()>,
+) {
+    follow_with(set, watcher, source, resolve, stop, None).await
+}
+
+/// Follows changes until `stop` resolves. `resolve` turns a snapshot into the
+/// wanted resolution (selectors and options already applied); every change is
+/// handed to `sink` as an [`Event`].
+pub(crate) async fn follow_with(
+    set: &mut ListenerSet,
+    watcher: &mut dyn Watcher,
+    source: &dyn InterfaceSource,
+    resolve: impl Fn(&Snapshot) -> Resolution,
+    stop: impl Future<Output = ()>,
+    sink: Option<&EventSink>,
 ) {
     tokio::pin!(stop);
     let mut backoff: Option<Duration> = None;
@@ -78,14 +102,20 @@ pub async fn follow(
         // Say it loudly once when the fallback starts (or its reason changes), not on every event.
         if res.fallback_reason != last_reason {
             match &res.fallback_reason {
-                Some(why) => tracing::warn!("{why}"),
-                None => tracing::info!("the selectors match again; fallback over"),
+                Some(why) => {
+                    tracing::warn!("{why}");
+                    emit(sink, Event::Fallback { reason: why.clone() });
+                }
+                None => {
+                    tracing::info!("the selectors match again; fallback over");
+                    emit(sink, Event::FallbackOver);
+                }
             }
             last_reason = res.fallback_reason.clone();
         }
         let applied = set.apply(&res);
         let next = backoff.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
-        backoff = report(&applied, next).then_some(next);
+        backoff = report(&applied, next, sink).then_some(next);
     }
 }
 

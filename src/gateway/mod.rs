@@ -1,27 +1,50 @@
-//! The gateway: everything that serves on a [`Resolution`](meshgate_core::Resolution).
+//! The gateway: everything that serves on a [`Resolution`](meshgate_core::Resolution),
+//! as a library. `meshgate serve` is one caller; a program with its own axum
+//! router is another ([`Gateway`]).
 //!
-//! - [`listeners`]: binds the resolution's addresses (all or nothing at start) and
-//!   keeps one accept loop per address, adding and removing them later.
-//! - [`routes`]: the axum routers (`/healthz`, `/status`, `/ws`, or the same
-//!   under `/_meshgate/` in front of an upstream) and their state.
-//! - [`upstream`]: the reverse proxy to `--upstream`.
-//! - [`auth`]: the bearer-token check on non-loopback listeners.
-//! - [`token`]: where the token comes from.
-//! - [`serve`]: `meshgate serve` put together.
+//! Bottom to top, each module importing only modules above it in this list
+//! (ARCHITECTURE.md has the whole map):
+//!
+//! - [`token`], [`browser`], [`limits`], `idle`: leaves (the secret, the
+//!   `Host`/`Origin` guard, connection limits, per-connection timers);
+//! - [`context`]: the state every request reads ([`AppState`], [`ListenerCtx`]);
+//! - [`auth`]: the token check;
+//! - [`proxy`]: the reverse proxy (upstream, pool, header rules, forwarding),
+//!   and `body`, the response body both paths send;
+//! - [`routes`]: meshgate's own routes and the router in front of an upstream;
+//! - [`bind`], `accept`, [`listeners`]: sockets, accept loops, the live set;
+//! - [`event`], [`follow`], [`signal`], `error`, `builder`: the [`Gateway`] API.
 
+mod accept;
 pub mod auth;
+pub mod bind;
 pub(crate) mod body;
 pub mod browser;
+mod builder;
+pub mod context;
+mod error;
+pub mod event;
 pub mod follow;
 mod idle;
+pub mod limits;
 pub mod listeners;
+pub mod proxy;
 pub mod routes;
-pub mod serve;
+pub mod signal;
 pub mod token;
-pub mod upstream;
 
+pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
 pub use browser::BrowserPolicy;
-pub use listeners::{bind_all, BindError, Bound, ListenerSet, ServerLimits};
-pub use routes::{app, upstream_app, AppState, ListenerCtx, LiveListener, LiveView};
-pub use token::Token;
-pub use upstream::{Proxy, Upstream, UpstreamLimits};
+pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SHUTDOWN_GRACE};
+pub use context::{AppState, ListenerCtx, LiveListener, LiveView, MESHGATE_PREFIX, UPSTREAM_HEALTHZ};
+pub use error::Error;
+pub use event::Event;
+pub use limits::{
+    ServerLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
+    MIN_HEADER_BYTES,
+};
+pub use listeners::{Applied, ListenerSet};
+pub use proxy::{Proxy, Upstream, UpstreamLimits};
+pub use routes::{app, meshgate_routes, meshgate_routes_at, upstream_app};
+pub use signal::shutdown_signal;
+pub use token::{Token, TokenError};

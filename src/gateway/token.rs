@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// A bearer token. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
+/// A bearer token. `Debug` never shows it, and it has no `==`: compare it
+/// only in constant time (`auth::bearer_value_matches`).
+#[derive(Clone)]
 pub struct Token(String);
 
 impl std::fmt::Debug for Token {

@@ -1,4 +1,4 @@
-//! The library API: an axum app served through `meshgate::embed::Gateway`
+//! The library API: an axum app served through `meshgate::gateway::Gateway`
 //! in-process, its refusals, the hand-back of listeners, and the
 //! `examples/embed.rs` binary itself.
 
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use meshgate::embed::{Error, Gateway};
 use meshgate::gateway::Token;
+use meshgate::gateway::{Error, Event, Gateway};
 
 use super::http_get as get_text;
 
@@ -20,10 +20,13 @@ fn my_app() -> Router {
 
 #[tokio::test]
 async fn serves_the_callers_router_on_loopback() {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
     let running = Gateway::builder()
         .bind(["127.0.0.1"])
         .port(0)
         .follow(false)
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()))
         .status_routes("/_meshgate")
         .start(my_app())
         .await
@@ -32,6 +35,11 @@ async fn serves_the_callers_router_on_loopback() {
     assert_eq!(addrs.len(), 1, "{addrs:?}");
     let addr = addrs[0];
     assert!(addr.ip().is_loopback() && addr.port() != 0);
+    // One Listening event, with the port the OS chose.
+    match events.lock().unwrap().as_slice() {
+        [Event::Listening(l)] => assert_eq!(l.socket_addr(), addr),
+        other => panic!("expected one Listening event, got {other:?}"),
+    }
     let r = tokio::task::spawn_blocking(move || get_text(addr, "/", None)).await.unwrap();
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("hello from my app\n"), "{r}");
     let r = tokio::task::spawn_blocking(move || get_text(addr, "/_meshgate/status", None)).await.unwrap();
@@ -136,13 +144,19 @@ fn the_embed_example_serves_its_app() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     let result = std::panic::catch_unwind(|| {
+        // The example's own line, made from the Listening event: the library
+        // itself writes nothing to stdout.
         let line = line.expect("the example printed its listening line");
-        assert_eq!(line, format!("listening on http://127.0.0.1:{port} (ip via lo)"));
+        assert_eq!(line, format!("app: listening on 127.0.0.1:{port} (ip)"));
         let r = get_text(format!("127.0.0.1:{port}").parse().unwrap(), "/", None);
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("hello from my app\n"), "{r}");
     });
     let _ = child.kill();
     let _ = child.wait();
+    // Everything else the process wrote to stdout, up to its end (the reader
+    // sees EOF once the killed child is reaped): nothing.
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(rest.is_empty(), "the library wrote to stdout: {rest:?}");
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::routing::{get, post};
 use axum::Router;
-use meshgate::embed::{Gateway, Running};
 use meshgate::gateway::{app, AppState, ServerLimits};
+use meshgate::gateway::{Gateway, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -173,7 +173,7 @@ fn limit_flags_and_config_keys_are_checked() {
 #[test]
 fn serve_options_apply_precedence_to_the_new_limits() {
     use clap::Parser;
-    use meshgate::gateway::serve::serve_options;
+    use meshgate::cli::serve_options;
     let parse = |args: &[&str]| match meshgate::cli::Cli::try_parse_from(args).unwrap().command {
         Some(meshgate::cli::Command::Serve(a)) => a,
         _ => unreachable!(),

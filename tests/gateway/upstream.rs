@@ -18,9 +18,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use meshgate::embed::{Gateway, Running};
-use meshgate::gateway::routes::UPSTREAM_HEALTHZ;
+use meshgate::gateway::UPSTREAM_HEALTHZ;
 use meshgate::gateway::{upstream_app, AppState, ListenerCtx, Proxy, ServerLimits, Token, Upstream, UpstreamLimits};
+use meshgate::gateway::{Gateway, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

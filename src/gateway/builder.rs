@@ -1,12 +1,12 @@
-//! The library API: what `meshgate serve` does, for a program that has its own
-//! axum [`Router`].
+//! The library API: [`Gateway`], what `meshgate serve` does, for a program that
+//! has its own axum [`Router`].
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use meshgate::embed::Gateway;
+//! use meshgate::gateway::Gateway;
 //! use meshgate::gateway::Token;
 //!
-//! # async fn run() -> Result<(), meshgate::embed::Error> {
+//! # async fn run() -> Result<(), meshgate::gateway::Error> {
 //! let app = Router::new().route("/", get(|| async { "hello from my app\n" }));
 //! let token = Token::new(&std::env::var("MY_APP_TOKEN").unwrap_or_default(), "MY_APP_TOKEN").ok();
 //! Gateway::builder()
@@ -32,8 +32,11 @@
 //!   paths](GatewayBuilder::open_path).
 //! - **Follow**: listeners are attached and detached as interfaces change, and
 //!   connections on listeners that stay are untouched.
-//! - **Say why**: one `listening on http://... (wireguard via wg0)` line per
-//!   listener goes to stdout as it opens or closes, as with `meshgate serve`.
+//! - **Say why, never print**: every listener opened or closed, every bind
+//!   retry and fallback is an [`Event`] (given to the callback set with
+//!   [`GatewayBuilder::on_event`]) and a `tracing` record; the library writes
+//!   nothing to stdout. `meshgate serve` prints its `listening on` lines from
+//!   these events.
 //!
 //! A program that wants only the sockets can call [`GatewayBuilder::listeners`]
 //! and serve them however it likes (then auth and follow are its own business).
@@ -43,50 +46,32 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use meshgate_core::registry::{Registry, RegistryError};
-use meshgate_core::source::SourceError;
+use meshgate_core::registry::Registry;
 use meshgate_core::watcher::Watcher;
 use meshgate_core::{
-    parse_selectors, resolve, Fallback, InterfaceSource, Listener, Resolution, ResolveOptions, Selector, SelectorError,
-    Snapshot,
+    parse_selectors, resolve, Fallback, InterfaceSource, Listener, Resolution, ResolveOptions, Selector, Snapshot,
 };
 
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::gateway::auth::RequireTokenLayer;
-use crate::gateway::follow;
-use crate::gateway::listeners::{bind_all, BindError, ListenerSet, ServerLimits};
-use crate::gateway::routes::{meshgate_routes_at, upstream_app, AppState, LiveView, UPSTREAM_HEALTHZ};
-use crate::gateway::serve::{listening_line, shutdown_signal, SHUTDOWN_GRACE};
-use crate::gateway::upstream::Proxy;
-use crate::gateway::{BrowserPolicy, Token};
+use super::auth::RequireTokenLayer;
+use super::bind::{bind_all, BindError};
+use super::browser::BrowserPolicy;
+use super::context::{AppState, LiveView, UPSTREAM_HEALTHZ};
+use super::error::Error;
+use super::event::{Event, EventSink};
+use super::follow;
+use super::limits::ServerLimits;
+use super::listeners::ListenerSet;
+use super::proxy::Proxy;
+use super::routes::{meshgate_routes_at, upstream_app};
+use super::signal::shutdown_signal;
+use super::token::Token;
 
-/// Starting failed. Each variant says what to change.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A selector that cannot be used (unknown mode, bad CIDR, ...).
-    #[error(transparent)]
-    Selector(#[from] SelectorError),
-    /// A configuration meshgate refuses (non-loopback without a token).
-    #[error("{0}")]
-    Refused(String),
-    /// Nothing matched and the fallback is [`Fallback::Fail`].
-    #[error("{0}")]
-    NothingMatched(String),
-    /// Two providers claim one name (a build problem).
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// The host's interfaces could not be read.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// An address could not be bound (nothing was left listening).
-    #[error(transparent)]
-    Bind(#[from] BindError),
-    /// Following interface changes could not start.
-    #[error("watch interfaces: {0}; pass .follow(false) to resolve once")]
-    Watch(String),
-}
+/// The default port.
+pub const DEFAULT_PORT: u16 = 18789;
+/// How long in-flight requests get to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The entry point: [`Gateway::builder`].
 #[derive(Debug)]
@@ -100,11 +85,7 @@ impl Gateway {
             bind: Vec::new(),
             host: None,
             selectors: None,
-            options: ResolveOptions {
-                port: crate::cli::DEFAULT_PORT,
-                loopback_companion: true,
-                ..ResolveOptions::default()
-            },
+            options: ResolveOptions { port: DEFAULT_PORT, loopback_companion: true, ..ResolveOptions::default() },
             token: None,
             follow: true,
             wait: None,
@@ -114,6 +95,7 @@ impl Gateway {
             status_routes: None,
             source: None,
             watcher: None,
+            events: None,
         }
     }
 }
@@ -150,6 +132,7 @@ pub struct GatewayBuilder<'a> {
     status_routes: Option<String>,
     source: Option<Source<'a>>,
     watcher: Option<Box<dyn Watcher>>,
+    events: Option<EventSink>,
 }
 
 impl std::fmt::Debug for GatewayBuilder<'_> {
@@ -208,7 +191,7 @@ impl<'a> GatewayBuilder<'a> {
     }
 
     /// Every resolver option at once (port, fallback, companion, `auto` order,
-    /// per-provider names and ranges), e.g. from [`crate::cli::settings`].
+    /// per-provider names and ranges), as `meshgate serve` builds them from its flags and config file.
     pub fn resolve_options(mut self, options: ResolveOptions) -> Self {
         self.options = options;
         self
@@ -272,6 +255,15 @@ impl<'a> GatewayBuilder<'a> {
         GatewayBuilder { source: Some(Source::Borrowed(source)), ..self }
     }
 
+    /// Calls `f` with every [`Event`]: each listener as it opens or closes,
+    /// bind retries, fallbacks. Called from the gateway's task, in order; keep
+    /// it quick (print a line, send on a channel). Default: none (the same
+    /// events are `tracing` records either way).
+    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.events = Some(std::sync::Arc::new(f));
+        self
+    }
+
     /// Learn of interface changes from this watcher instead of the host's.
     pub fn watcher(mut self, watcher: Box<dyn Watcher>) -> Self {
         self.watcher = Some(watcher);
@@ -309,7 +301,7 @@ impl<'a> GatewayBuilder<'a> {
     /// Like [`start`](Self::start), but the router is built from the gateway's
     /// state and served exactly as returned: no token check is added (add
     /// [`RequireTokenLayer`] with the same state, or
-    /// [`require_token`](crate::gateway::auth::require_token) as axum middleware).
+    /// [`require_token`](super::auth::require_token) as axum middleware).
     /// `meshgate serve` starts this way.
     pub async fn start_with(self, make_app: impl FnOnce(&AppState) -> Router) -> Result<Running<'a>, Error> {
         self.start_inner(make_app, None).await
@@ -382,20 +374,25 @@ impl<'a> GatewayBuilder<'a> {
         if let Some(proxy) = upstream {
             set.set_upstream(proxy);
         }
+        let events = self.events.take();
         if res.fallback {
-            tracing::warn!("{}", res.fallback_reason.as_deref().unwrap_or("nothing matched; serving on loopback only"));
+            let reason =
+                res.fallback_reason.clone().unwrap_or_else(|| "nothing matched; serving on loopback only".into());
+            tracing::warn!("{reason}");
+            follow::emit(events.as_ref(), Event::Fallback { reason });
         }
         set.set_fallback(res.fallback, res.fallback_reason.clone());
         for b in bound {
             let mut listener = b.listener.clone();
             let local = set.attach(b).map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
-            // With port 0 each socket got its own port: print the real one.
+            // With port 0 each socket got its own port: report the real one.
             listener.port = local.port();
-            crate::gateway::serve::say(&listening_line(&listener));
+            tracing::info!("listening on http://{} ({})", super::bind::display_addr(&listener), listener.provider);
+            follow::emit(events.as_ref(), Event::Listening(listener));
         }
         set.publish();
         let follow = if self.follow { watcher.map(|w| (w, resolver)) } else { None };
-        Ok(Running { set, follow, source })
+        Ok(Running { set, follow, source, events })
     }
 
     /// Resolves and binds every address (or none), and hands back the listening
@@ -438,6 +435,7 @@ pub struct Running<'a> {
     set: ListenerSet,
     follow: Option<(Box<dyn Watcher>, Resolver)>,
     source: Source<'a>,
+    events: Option<EventSink>,
 }
 
 impl std::fmt::Debug for Running<'_> {
@@ -467,7 +465,16 @@ impl Running<'_> {
     pub async fn run_until(mut self, stop: impl Future<Output = ()>) {
         match self.follow.take() {
             Some((mut watcher, resolver)) => {
-                follow::follow(&mut self.set, watcher.as_mut(), self.source.get(), &resolver, stop).await
+                let events = self.events.clone();
+                follow::follow_with(
+                    &mut self.set,
+                    watcher.as_mut(),
+                    self.source.get(),
+                    &resolver,
+                    stop,
+                    events.as_ref(),
+                )
+                .await
             }
             None => stop.await,
         }

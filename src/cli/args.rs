@@ -1,0 +1,153 @@
+//! The clap definition of the command line: [`Cli`], its subcommands and their
+//! flags. Values are checked as they are parsed (`values.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use meshgate_core::Fallback;
+
+use super::values;
+use crate::gateway::Upstream;
+
+/// meshgate: a gateway that listens only on the networks you name.
+#[derive(Debug, Parser)]
+#[command(name = "meshgate", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve`'s options, when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+// Parsed once per process: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve on the resolved addresses (the default).
+    Serve(ServeArgs),
+    /// Show which addresses a bind would use, and why; binds nothing.
+    Explain(ExplainArgs),
+    /// List the bind modes linked into this program.
+    Providers(ProvidersArgs),
+}
+
+/// Options that choose addresses (shared by `serve` and `explain`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct BindArgs {
+    /// Where to listen: a mode (loopback, lan, all, tailnet, wireguard, ...), auto,
+    /// iface:NAME, cidr:NETWORK, an IP, or custom with --host. Repeat for a union.
+    #[arg(long = "bind", env = "MESHGATE_BIND", value_delimiter = ',', value_name = "SELECTOR")]
+    pub bind: Vec<String>,
+    /// The address for `--bind custom`.
+    #[arg(long, value_name = "IP")]
+    pub host: Option<String>,
+    /// The port [default: 18789].
+    #[arg(long, env = "MESHGATE_PORT")]
+    pub port: Option<u16>,
+    /// A TOML config file.
+    #[arg(long, env = "MESHGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// When nothing matches: serve on loopback, or fail (exit 69) [default: loopback].
+    #[arg(long, value_enum)]
+    pub fallback: Option<FallbackArg>,
+    /// Do not add the 127.0.0.1/::1 companion listener beside non-loopback ones.
+    #[arg(long)]
+    pub no_loopback: bool,
+}
+
+/// `--fallback`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FallbackArg {
+    /// Serve on loopback only, and say so.
+    Loopback,
+    /// Serve nothing: exit 69.
+    Fail,
+}
+
+impl From<FallbackArg> for Fallback {
+    fn from(f: FallbackArg) -> Self {
+        match f {
+            FallbackArg::Loopback => Fallback::Loopback,
+            FallbackArg::Fail => Fallback::Fail,
+        }
+    }
+}
+
+/// `serve`'s options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address selection.
+    #[command(flatten)]
+    pub bind: BindArgs,
+    /// A file holding the bearer token (required for non-loopback listeners).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Resolve once at start; do not follow interface changes.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// At start, wait up to SECONDS for the selectors to match before falling back
+    /// (with --fallback fail, an expired wait exits 69).
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
+    /// Forward every authorized request to this service: http://HOST:PORT or
+    /// unix:/PATH. meshgate's own routes move under /_meshgate/.
+    #[arg(long, env = "MESHGATE_UPSTREAM", value_name = "URL", value_parser = Upstream::parse)]
+    pub upstream: Option<Upstream>,
+    /// Seconds to open a connection to the upstream before answering 504 [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    pub upstream_connect_timeout: Option<std::time::Duration>,
+    /// Seconds to wait for the upstream's response headers before answering 504
+    /// [default: 60]. Bodies (downloads, event streams) are not cut off.
+    #[arg(long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    pub upstream_timeout: Option<std::time::Duration>,
+    /// The largest request head (request line and headers) a client may send;
+    /// larger gets 431 [default: 65536; at least 8192].
+    #[arg(long, value_name = "BYTES", value_parser = values::parse_header_bytes)]
+    pub max_header_bytes: Option<usize>,
+    /// Seconds a client connection may take to send a request head, idle
+    /// keep-alive time included, before it is closed [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// The most client connections open at once, over all listeners; more wait
+    /// in the listen queue until one closes [default: 512].
+    #[arg(long, value_name = "N", value_parser = values::parse_connections)]
+    pub max_connections: Option<usize>,
+    /// The largest request body meshgate's own routes accept; larger gets 413
+    /// [default: 2097152].
+    #[arg(long, value_name = "BYTES", value_parser = values::parse_body_bytes)]
+    pub max_body_bytes: Option<u64>,
+    /// The largest request body forwarded to the upstream; larger gets 413
+    /// [default: no cap]. Bodies stream either way.
+    #[arg(long, value_name = "BYTES", value_parser = values::parse_body_bytes)]
+    pub upstream_max_body_bytes: Option<u64>,
+    /// An extra `Host` name the loopback listeners answer to (besides localhost,
+    /// 127.x.y.z and `[::1]`); others get 421. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// An extra `Origin` a WebSocket upgrade may come from (besides the origin it
+    /// is sent to); others get 403. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+}
+
+/// `explain`'s options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExplainArgs {
+    /// Address selection.
+    #[command(flatten)]
+    pub bind: BindArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `providers`' options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProvidersArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,63 @@
+//! [`CliError`]: why a command failed, and the exit code each cause maps to.
+
+use meshgate_core::config::ConfigError;
+use meshgate_core::registry::RegistryError;
+use meshgate_core::selector::SelectorError;
+use meshgate_core::source::SourceError;
+
+use crate::gateway;
+
+/// A command failed; each variant maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// Bad selector or flag (exit 2).
+    #[error(transparent)]
+    Usage(#[from] SelectorError),
+    /// Refused configuration (exit 78).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Refused configuration with a message (exit 78).
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing matched and `--fallback fail` (exit 69).
+    #[error("{0}")]
+    NothingMatched(String),
+    /// The provider registry is broken (exit 70).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Reading interfaces failed (exit 71).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Anything else at run time (exit 1).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    /// The process exit code for this error (the CLI contract in docs/serving.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::NothingMatched(_) => 69,
+            Self::Registry(_) => 70,
+            Self::Source(_) => 71,
+            Self::Config(_) | Self::Refused(_) => 78,
+            Self::Runtime(_) => 1,
+        }
+    }
+}
+
+impl From<gateway::Error> for CliError {
+    fn from(e: gateway::Error) -> Self {
+        match e {
+            gateway::Error::Selector(e) => Self::Usage(e),
+            gateway::Error::Refused(m) => Self::Refused(m),
+            gateway::Error::NothingMatched(m) => Self::NothingMatched(m),
+            gateway::Error::Registry(e) => Self::Registry(e),
+            gateway::Error::Source(e) => Self::Source(e),
+            gateway::Error::Bind(e) => Self::Runtime(e.to_string()),
+            gateway::Error::Watch(m) => Self::Runtime(m),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The `meshgate` program: its commands (`serve`, `explain`, `providers`), flag
+//! parsing and settings precedence, the text and JSON printers, and the map
+//! from errors to exit codes. Only `main.rs` uses this module; it uses the
+//! library ([`crate::gateway`]) and never the reverse.
+
+mod args;
+mod error;
+mod explain;
+mod print;
+mod providers;
+mod serve;
+mod settings;
+mod values;
+
+pub use args::{BindArgs, Cli, Command, ExplainArgs, FallbackArg, ProvidersArgs, ServeArgs};
+pub use error::CliError;
+pub use explain::{explain, explain_json, explain_text};
+pub use print::{event_line, listening_line, stopped_line};
+pub use providers::providers;
+pub use serve::run as serve;
+pub use settings::{browser_policy, load_token, registry, serve_options, settings, ServeOptions, Settings};
+pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_seconds};

@@ -1,0 +1,224 @@
+//! Settings after precedence (flag > environment > config file > default):
+//! the bind settings shared by `serve` and `explain`, and `serve`'s token,
+//! upstream, limits and browser policy. Every bad value is refused here, with
+//! the file and key it came from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshgate_core::config::{ConfigError, FileConfig, ProviderConfig};
+use meshgate_core::provider::Role;
+use meshgate_core::registry::Registry;
+use meshgate_core::resolver::{Fallback, ResolveOptions};
+use meshgate_core::selector::{parse_selectors, Selector};
+
+use super::args::{BindArgs, ServeArgs};
+use super::error::CliError;
+use super::values::{body_bytes, connections, header_bytes, seconds};
+use crate::gateway::proxy::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+use crate::gateway::{
+    BrowserPolicy, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
+};
+
+/// The registry of every linked provider (the built-ins are linked first).
+pub fn registry() -> Result<&'static Registry, CliError> {
+    crate::builtin::link();
+    Ok(Registry::global()?)
+}
+
+/// Bind settings after precedence (flag > env > file > default) is applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The parsed selectors.
+    pub selectors: Vec<Selector>,
+    /// Resolver options (port, fallback, companion, auto order, provider configs).
+    pub resolve: ResolveOptions,
+    /// The config file, if one was read.
+    pub file: Option<(PathBuf, FileConfig)>,
+}
+
+/// Applies precedence and validates every value.
+pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliError> {
+    let file = match &args.config {
+        Some(p) => Some((p.clone(), FileConfig::load(p)?)),
+        None => None,
+    };
+    let f = file.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
+    let names = registry.names();
+    let raw = if !args.bind.is_empty() {
+        args.bind.clone()
+    } else {
+        f.bind.clone().unwrap_or_else(|| vec!["loopback".into()])
+    };
+    let host = args.host.clone().or(f.host.clone());
+    let selectors = parse_selectors(&raw, &names, host.as_deref())?;
+    let mut provider_configs: BTreeMap<String, ProviderConfig> = BTreeMap::new();
+    let mut auto_order = None;
+    if let Some((path, f)) = &file {
+        provider_configs = f.provider_configs(path, &names)?;
+        if let Some(order) = &f.auto {
+            for n in order {
+                let ok = registry.get(n).is_some_and(|e| e.info().role == Role::Mesh);
+                if !ok {
+                    let meshes: Vec<_> = registry
+                        .entries()
+                        .iter()
+                        .filter(|e| e.info().role == Role::Mesh)
+                        .map(|e| e.info().name)
+                        .collect();
+                    return Err(ConfigError::Value {
+                        path: path.clone(),
+                        key: "auto".into(),
+                        value: n.clone(),
+                        detail: format!("not a mesh provider; auto can walk: {}", meshes.join(", ")),
+                    }
+                    .into());
+                }
+            }
+            auto_order = Some(order.clone());
+        }
+    }
+    Ok(Settings {
+        selectors,
+        resolve: ResolveOptions {
+            port: args.port.or(f.port).unwrap_or(DEFAULT_PORT),
+            fallback: args.fallback.map(Fallback::from).or(f.fallback).unwrap_or_default(),
+            loopback_companion: !args.no_loopback && f.loopback_companion.unwrap_or(true),
+            auto_order,
+            provider_configs,
+        },
+        file,
+    })
+}
+
+/// The token, by precedence: `--token-file` > `MESHGATE_TOKEN` > config
+/// `token_file` > config `token`.
+pub fn load_token(
+    args: &ServeArgs,
+    env_token: Option<String>,
+    file: Option<&meshgate_core::config::FileConfig>,
+) -> Result<Option<Token>, CliError> {
+    let refused = |e: TokenError| CliError::Refused(e.to_string());
+    let from_file = |p: &std::path::Path| -> Result<Option<Token>, CliError> {
+        let (t, warning) = Token::from_file(p).map_err(refused)?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        Ok(Some(t))
+    };
+    if let Some(p) = &args.token_file {
+        return from_file(p);
+    }
+    if let Some(v) = env_token {
+        return Token::new(&v, "MESHGATE_TOKEN").map(Some).map_err(refused);
+    }
+    if let Some(p) = file.and_then(|f| f.token_file.as_deref()) {
+        return from_file(p);
+    }
+    if let Some(v) = file.and_then(|f| f.token.as_deref()) {
+        return Token::new(v, "the config file's `token`").map(Some).map_err(refused);
+    }
+    Ok(None)
+}
+
+/// What `serve` forwards to and the limits it applies, after precedence
+/// (flag > environment > config file > default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// `--upstream`.
+    pub upstream: Option<Upstream>,
+    /// `--upstream-connect-timeout`, `--upstream-timeout`, `--upstream-max-body-bytes`.
+    pub upstream_limits: UpstreamLimits,
+    /// `--max-header-bytes`, `--idle-timeout`, `--max-connections`, `--max-body-bytes`.
+    pub server_limits: ServerLimits,
+}
+
+/// Applies precedence to the upstream and the limits; a bad config value is
+/// exit 78 naming the file and the key.
+pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Result<ServeOptions, CliError> {
+    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
+        ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into()
+    };
+    let mut out = ServeOptions::default();
+    let (path, f) = match file {
+        Some((p, f)) => (Some(p), Some(f)),
+        None => (None, None),
+    };
+    out.upstream = match (&args.upstream, f.and_then(|f| f.upstream.as_deref()), path) {
+        (Some(u), _, _) => Some(u.clone()),
+        (None, Some(v), Some(p)) => Some(Upstream::parse(v).map_err(|e| bad(p, "upstream", v.into(), e.detail))?),
+        _ => None,
+    };
+    let limits = f.map(|f| f.limits.clone()).unwrap_or_default();
+    let secs = |flag: Option<Duration>, key: &str, v: Option<f64>, default: Duration| -> Result<Duration, CliError> {
+        match (flag, v, path) {
+            (Some(d), _, _) => Ok(d),
+            (None, Some(v), Some(p)) => seconds(v).map_err(|d| bad(p, &format!("limits.{key}"), v.to_string(), d)),
+            _ => Ok(default),
+        }
+    };
+    out.upstream_limits = UpstreamLimits::default()
+        .with_connect_timeout(secs(
+            args.upstream_connect_timeout,
+            "upstream_connect_timeout",
+            limits.upstream_connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?)
+        .with_response_timeout(secs(
+            args.upstream_timeout,
+            "upstream_timeout",
+            limits.upstream_timeout,
+            DEFAULT_RESPONSE_TIMEOUT,
+        )?);
+    let header = match (args.max_header_bytes, limits.max_header_bytes, path) {
+        (Some(b), _, _) => b,
+        (None, Some(v), Some(p)) => header_bytes(v).map_err(|d| bad(p, "limits.max_header_bytes", v.to_string(), d))?,
+        _ => DEFAULT_MAX_HEADER_BYTES,
+    };
+    let idle = secs(args.idle_timeout, "idle_timeout", limits.idle_timeout, DEFAULT_IDLE_TIMEOUT)?;
+    let max_connections = match (args.max_connections, limits.max_connections, path) {
+        (Some(n), _, _) => n,
+        (None, Some(v), Some(p)) => connections(v).map_err(|d| bad(p, "limits.max_connections", v.to_string(), d))?,
+        _ => DEFAULT_MAX_CONNECTIONS,
+    };
+    let body = |flag: Option<u64>, key: &str, v: Option<u64>| -> Result<Option<u64>, CliError> {
+        match (flag, v, path) {
+            (Some(b), _, _) => Ok(Some(b)),
+            (None, Some(v), Some(p)) => {
+                body_bytes(v).map(Some).map_err(|d| bad(p, &format!("limits.{key}"), v.to_string(), d))
+            }
+            _ => Ok(None),
+        }
+    };
+    let max_body = body(args.max_body_bytes, "max_body_bytes", limits.max_body_bytes)?
+        .map_or(DEFAULT_MAX_BODY_BYTES, |b| usize::try_from(b).unwrap_or(usize::MAX));
+    out.upstream_limits = out.upstream_limits.with_max_body_bytes(body(
+        args.upstream_max_body_bytes,
+        "upstream_max_body_bytes",
+        limits.upstream_max_body_bytes,
+    )?);
+    out.server_limits = ServerLimits::default()
+        .with_max_header_bytes(header)
+        .with_idle_timeout(idle)
+        .with_max_connections(max_connections)
+        .with_max_body_bytes(max_body);
+    Ok(out)
+}
+
+/// `--allow-host`/`--allow-origin` if given, else the config file's lists.
+pub fn browser_policy(args: &ServeArgs, file: Option<&meshgate_core::config::FileConfig>) -> BrowserPolicy {
+    let pick = |flag: &Vec<String>, file: Option<&Vec<String>>| {
+        if flag.is_empty() {
+            file.cloned().unwrap_or_default()
+        } else {
+            flag.clone()
+        }
+    };
+    BrowserPolicy {
+        allowed_hosts: pick(&args.allow_host, file.map(|f| &f.allowed_hosts)),
+        allowed_origins: pick(&args.allow_origin, file.map(|f| &f.allowed_origins)),
+    }
+}

@@ -1,0 +1,40 @@
+//! [`Event`]: what a running gateway reports as it goes (listeners opened and
+//! closed, bind retries, fallbacks). The library never prints; a program
+//! subscribes with [`GatewayBuilder::on_event`](super::GatewayBuilder::on_event)
+//! and decides what a person sees (`meshgate serve` prints its `listening on`
+//! lines from these). Every event is also a `tracing` record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshgate_core::Listener;
+
+/// Something the gateway did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A listener opened, at start or later under follow. `port` is the real
+    /// port (when 0 was asked for, the one the OS chose).
+    Listening(Listener),
+    /// A listener closed: its address no longer matches the selectors.
+    Stopped(Listener),
+    /// A listener stayed, but its provider, reason or role changed.
+    Updated(Listener),
+    /// A newly matched address could not be bound; it is retried.
+    BindFailed {
+        /// What failed, naming the address and the cause.
+        error: String,
+        /// When the next try is.
+        retry_in: Duration,
+    },
+    /// Nothing matched: loopback stands in, and why.
+    Fallback {
+        /// Why nothing matched.
+        reason: String,
+    },
+    /// The selectors match again; the fallback is over.
+    FallbackOver,
+}
+
+/// Where events go: the callback given to `on_event`.
+pub(crate) type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;

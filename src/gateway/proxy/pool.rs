@@ -1,0 +1,262 @@
+//! A keep-alive pool of HTTP/1.1 connections to the one upstream, built on
+//! hyper's client connection API.
+//!
+//! Each connection is one `handshake` and one spawned connection task; its
+//! [`SendRequest`] half is checked out for a request and comes back when the
+//! response body has been read to its end ([`Conn::attach`]). Idle senders
+//! wait in a lock-protected stack (the most recently used first, so the
+//! connections that stay warm are few). A connection that errored, was
+//! closed by the upstream, was upgraded, or whose response body was dropped
+//! half-read is never reused. This does per request what hyper-util's legacy
+//! client did with a spawned task and a timer wheel, with neither.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::http::uri::Authority;
+use axum::http::{HeaderValue, Request, Response};
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use super::outbound::Outbound;
+use super::upstream::Upstream;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be opened (refused, missing socket, timed out).
+    Connect(io::Error),
+    /// The connection failed the request (closed, invalid response, or the
+    /// request body failed, e.g. over its limit).
+    Request(hyper::Error),
+}
+
+enum Target {
+    Tcp(Authority),
+    #[cfg(unix)]
+    Unix(PathBuf),
+}
+
+struct Idle {
+    sender: SendRequest<Outbound>,
+    since: Instant,
+}
+
+pub(crate) struct Pool {
+    target: Target,
+    host: HeaderValue,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<VecDeque<Idle>>,
+    builder: http1::Builder,
+}
+
+impl Pool {
+    pub(crate) fn new(upstream: &Upstream, connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
+        let (target, host) = match upstream {
+            Upstream::Http { authority } => (
+                Target::Tcp(authority.clone()),
+                HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost")),
+            ),
+            #[cfg(unix)]
+            Upstream::Unix { path } => (Target::Unix(path.clone()), HeaderValue::from_static("localhost")),
+            #[cfg(not(unix))]
+            Upstream::Unix { .. } => unreachable!("Upstream::parse refuses unix: off unix"),
+        };
+        Self {
+            target,
+            host,
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+            idle: Mutex::new(VecDeque::new()),
+            builder: {
+                let mut b = http1::Builder::new();
+                // Requests are small: one buffer, one write (see the server side).
+                b.writev(false);
+                b
+            },
+        }
+    }
+
+    /// The `Host` for a request that came without one.
+    pub(crate) fn host_header(&self) -> HeaderValue {
+        self.host.clone()
+    }
+
+    /// Sends `request` on an idle connection, or on a new one. A reused
+    /// connection that turns out closed before the request went out (the
+    /// upstream dropped it while idle) is retried once on a new connection.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        request: Request<Outbound>,
+    ) -> Result<(Response<Incoming>, Conn), SendError> {
+        let mut request = request;
+        if let Some(mut sender) = self.checkout() {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Conn { sender: Some(sender), pool: self.clone() })),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let response = sender.send_request(request).await.map_err(SendError::Request)?;
+        Ok((response, Conn { sender: Some(sender), pool: self.clone() }))
+    }
+
+    /// The most recently returned idle connection that is ready; closed and
+    /// expired ones are dropped on the way.
+    fn checkout(&self) -> Option<SendRequest<Outbound>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let c = &idle[i];
+            if c.sender.is_closed() || now.duration_since(c.since) > self.idle_timeout {
+                idle.remove(i);
+            } else if c.sender.is_ready() {
+                return idle.remove(i).map(|c| c.sender);
+            }
+            // Not ready yet (its connection task has not caught up with the
+            // end of the last exchange): left for a later request.
+        }
+        None
+    }
+
+    fn checkin(&self, sender: SendRequest<Outbound>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while idle.front().is_some_and(|c| now.duration_since(c.since) > self.idle_timeout) {
+            idle.pop_front();
+        }
+        if idle.len() < self.max_idle {
+            idle.push_back(Idle { sender, since: now });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Outbound>, SendError> {
+        let timed_out = || SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        let opened = tokio::time::timeout(self.connect_timeout, async {
+            match &self.target {
+                Target::Tcp(authority) => {
+                    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+                    stream.set_nodelay(true)?;
+                    self.handshake(stream).await
+                }
+                #[cfg(unix)]
+                Target::Unix(path) => self.handshake(tokio::net::UnixStream::connect(path).await?).await,
+            }
+        })
+        .await;
+        match opened {
+            Err(_) => Err(timed_out()),
+            Ok(Err(HandshakeError::Io(e))) => Err(SendError::Connect(e)),
+            Ok(Err(HandshakeError::Http(e))) => Err(SendError::Request(e)),
+            Ok(Ok(sender)) => Ok(sender),
+        }
+    }
+
+    async fn handshake<T>(&self, io: T) -> Result<SendRequest<Outbound>, HandshakeError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = self.builder.handshake(TokioIo::new(io)).await.map_err(HandshakeError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+enum HandshakeError {
+    Io(io::Error),
+    Http(hyper::Error),
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// A checked-out connection: dropped, it is closed; attached to its
+/// response body, it goes back to the pool when that body ends.
+pub(crate) struct Conn {
+    sender: Option<SendRequest<Outbound>>,
+    pool: Arc<Pool>,
+}
+
+impl Conn {
+    pub(crate) fn attach(self, body: Incoming) -> PooledBody {
+        PooledBody { body, conn: self }
+    }
+
+    fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.checkin(sender);
+        }
+    }
+}
+
+/// A response body that hands its connection back once read to the end.
+pub(crate) struct PooledBody {
+    body: Incoming,
+    conn: Conn,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").field("body", &self.body).finish_non_exhaustive()
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Err(_))) => this.conn.sender = None,
+            Poll::Ready(None) => this.conn.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.conn.release(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        use hyper::body::Body as _;
+        // Read to its end (or empty from the start: HEAD, 204, 304): the
+        // connection is clean. Otherwise its leftover bytes make it useless.
+        if self.body.is_end_stream() {
+            self.conn.release();
+        }
+    }
+}
