@@ -45,7 +45,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
             );
             builder.start_upstream(proxy).await?
         }
-        None => builder.open_path("/healthz").start_with(|state| app(state.clone())).await?,
+        None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
     };
     running.run_until(stop).await;
     Ok(())

@@ -31,26 +31,25 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::auth;
+use axum::http::{header, Method, StatusCode};
+use axum::response::IntoResponse;
+
+use super::auth::{self, Verdict};
 use super::body::GatewayBody;
-use super::context::{AppState, ListenerCtx, MESHGATE_PREFIX};
+use super::context::{AppState, ListenerCtx, Stats, MESHGATE_PREFIX};
+use super::identity::{Caller, PeerHeaders};
 use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
 use super::limits::ServerLimits;
 use super::proxy::headers::Peer;
 use super::proxy::Proxy;
+use super::session;
+use super::slots::{AddressSlots, Slot};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
 /// then lets every open connection finish its in-flight request. Each
 /// connection first takes a permit from `connections`.
-pub(crate) async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    ctx: ListenerCtx,
-    limits: ServerLimits,
-    connections: Arc<Semaphore>,
-    direct: Option<Direct>,
-    stop: oneshot::Receiver<()>,
-) {
+pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
+    let Listen { listener, app, ctx, interface, state, limits, connections, slots, direct } = listen;
     let builder = limits.http1();
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (drain, draining) = watch::channel(false);
@@ -74,22 +73,45 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
+        // Each source address gets its share of a mesh listener's connections.
+        let slot = match &slots {
+            None => None,
+            Some(slots) => match slots.admit(peer.ip()) {
+                Some(slot) => Some(Arc::new(slot)),
+                None => {
+                    Stats::bump(&state.stats().per_address_refused);
+                    tracing::debug!(%peer, "closed a connection at once: its address holds its share");
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
-        let service = ConnService {
-            app: app.clone(),
-            ctx,
-            peer,
-            // The peer as `X-Forwarded-For` names it, made only with an upstream.
-            direct: direct.clone().map(|d| (d, Peer::new(peer))),
-            activity: activity.clone(),
-        };
-        let io = TokioIo::new(Counted { stream, activity: activity.clone(), _permit: permit });
-        let conn = builder.serve_connection(io, service).with_upgrades();
+        let (app, direct, state, interface, builder) =
+            (app.clone(), direct.clone(), state.clone(), interface.clone(), builder.clone());
         let draining = draining.clone();
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         tokio::spawn(async move {
+            // Who is calling, once per connection, before its first request.
+            let caller = match (state.peer_lookup(), interface.as_deref()) {
+                (Some(lookup), Some(iface)) if !ctx.loopback => lookup.identify(iface, peer.ip()).await.map(Arc::new),
+                _ => None,
+            };
+            let service = ConnService {
+                app,
+                ctx,
+                peer,
+                state,
+                peer_headers: PeerHeaders::new(caller.as_deref()),
+                caller: Caller(caller),
+                slot: slot.clone(),
+                // The peer as `X-Forwarded-For` names it, made only with an upstream.
+                direct: direct.map(|d| (d, Peer::new(peer))),
+                activity: activity.clone(),
+            };
+            let io = TokioIo::new(Counted { stream, activity: activity.clone(), _permit: permit, _slot: slot });
+            let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             // Held until the connection ends: the accept loop's drain waits
             // for every receiver to go.
@@ -138,6 +160,22 @@ enum Stop {
     Timeout,
 }
 
+/// Everything one accept loop needs.
+pub(crate) struct Listen {
+    pub(crate) listener: tokio::net::TcpListener,
+    pub(crate) app: Router,
+    pub(crate) ctx: ListenerCtx,
+    /// The interface the listener's address is on (for the peer lookup).
+    pub(crate) interface: Option<Arc<str>>,
+    pub(crate) state: AppState,
+    pub(crate) limits: ServerLimits,
+    /// The connection cap this listener shares (the loopback door has its own).
+    pub(crate) connections: Arc<Semaphore>,
+    /// Per-address shares (none on loopback listeners).
+    pub(crate) slots: Option<Arc<AddressSlots>>,
+    pub(crate) direct: Option<Direct>,
+}
+
 /// Requests outside `/_meshgate/` that go straight to an upstream: checked
 /// against the state's token and browser rules, then forwarded, with no router
 /// in between (see `ListenerSet::set_upstream`).
@@ -156,6 +194,11 @@ struct ConnService {
     app: Router,
     ctx: ListenerCtx,
     peer: SocketAddr,
+    state: AppState,
+    /// The caller as the mesh identifies it, and the headers that say so.
+    caller: Caller,
+    peer_headers: PeerHeaders,
+    slot: Option<Arc<Slot>>,
     /// The upstream, with the peer as `X-Forwarded-For` names it (made once
     /// per connection).
     direct: Option<(Direct, Peer)>,
@@ -169,14 +212,28 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
 
     fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
         let guard = Some(self.activity.request());
+        if request.method() == Method::CONNECT {
+            // meshgate is no forward proxy: say so rather than leave it hanging.
+            let refused =
+                (StatusCode::METHOD_NOT_ALLOWED, [(header::CONNECTION, "close")], "CONNECT is not supported\n");
+            return ConnFuture::Ready { response: Some(refused.into_response().map(GatewayBody::Axum)), guard };
+        }
+        // Identity comes from the mesh, never from the client.
+        self.peer_headers.apply(request.headers_mut());
+        if let Some(slot) = self.slot.as_deref().filter(|s| !s.is_authenticated()) {
+            if auth::vouched_for(&self.state, request.headers(), self.caller.0.as_deref()) {
+                slot.authenticated();
+            }
+        }
         if let Some((direct, forwarded)) = &self.direct {
-            let path = request.uri().path();
-            if !is_own_path(path) {
-                if let Some(refused) =
-                    auth::check(&direct.state, request.headers(), path, Some(self.ctx), Some(self.peer))
+            if !is_own_path(request.uri().path()) {
+                let caller = self.caller.0.as_deref();
+                if let Verdict::Refuse(refused) =
+                    auth::check(&direct.state, &request, Some(self.ctx), Some(self.peer), caller)
                 {
                     return ConnFuture::Ready { response: Some(refused.map(GatewayBody::Axum)), guard };
                 }
+                session::strip_cookie(request.headers_mut());
                 let (proxy, peer, activity) = (direct.proxy.clone(), forwarded.clone(), self.activity.clone());
                 let future = Box::pin(async move { proxy.forward_direct(request, &peer, &activity).await });
                 return ConnFuture::Forward { future, guard };
@@ -185,14 +242,16 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
         let extensions = request.extensions_mut();
         extensions.insert(ConnectInfo(self.peer));
         extensions.insert(self.ctx);
+        extensions.insert(self.caller.clone());
         // A Router is always ready: no poll_ready needed.
         ConnFuture::Route { future: tower::Service::call(&mut self.app.clone(), request), guard }
     }
 }
 
-/// True for meshgate's own routes in front of an upstream (`/_meshgate/...`).
+/// True for meshgate's own routes in front of an upstream: `/_meshgate`
+/// and everything under it, which is never forwarded.
 fn is_own_path(path: &str) -> bool {
-    path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.starts_with('/'))
+    path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 pin_project_lite::pin_project! {
@@ -238,6 +297,7 @@ struct Counted {
     stream: TcpStream,
     activity: Arc<Activity>,
     _permit: OwnedSemaphorePermit,
+    _slot: Option<Arc<Slot>>,
 }
 
 impl AsyncRead for Counted {

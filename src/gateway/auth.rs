@@ -19,7 +19,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::context::{AppState, ListenerCtx};
+use super::context::{AppState, ListenerCtx, Stats};
+use super::identity::{Caller, PeerIdentity};
+use super::session;
 use super::token::Token;
 
 /// True when `headers` carry `Authorization: Bearer <token>`.
@@ -48,6 +50,12 @@ pub fn bearer_value_matches(value: Option<&axum::http::HeaderValue>, token: &Tok
         Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
         _ => return false,
     };
+    token_value_matches(given, token)
+}
+
+/// True when `given` is the token, compared in constant time: the work done
+/// depends only on the token's length, not on where `given` first differs.
+pub fn token_value_matches(given: &[u8], token: &Token) -> bool {
     let expected = token.expose();
     let mut same = subtle::Choice::from(u8::from(given.len() == expected.len()));
     for (i, e) in expected.iter().enumerate() {
@@ -56,11 +64,13 @@ pub fn bearer_value_matches(value: Option<&axum::http::HeaderValue>, token: &Tok
     same.into()
 }
 
-/// The 401 every refused request gets.
+/// The 401 every refused request gets. It closes the connection: a client
+/// without credentials gets one answer per connection, and a refused
+/// connection never stays open on the strength of its refusals.
 pub fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer realm=\"meshgate\"")],
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"meshgate\""), (header::CONNECTION, "close")],
         "unauthorized: send Authorization: Bearer <token>\n",
     )
         .into_response()
@@ -81,39 +91,103 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
 fn refusal(state: &AppState, request: &Request) -> Option<Response> {
     let ctx = request.extensions().get::<ListenerCtx>().copied();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    check(state, request.headers(), request.uri().path(), ctx, peer)
+    let caller = request.extensions().get::<Caller>().and_then(|c| c.0.as_deref());
+    match check(state, request, ctx, peer, caller) {
+        Verdict::Refuse(r) => Some(r),
+        Verdict::Pass => None,
+    }
 }
 
-/// The checks of [`require_token`] on a request's parts: `ctx` is the listener
-/// it came in on (`None`: unknown, treated as non-loopback), `peer` only names
-/// the client in the log line.
-pub(crate) fn check(
+/// What [`check`] decided.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Let it through.
+    Pass,
+    /// Answer this instead.
+    Refuse(Response),
+}
+
+/// The checks of [`require_token`] on a request: `ctx` is the listener it
+/// came in on (`None`: unknown, treated as non-loopback), `peer` names the
+/// client in the log line, `caller` is its mesh identity, if known.
+pub(crate) fn check<B>(
     state: &AppState,
-    headers: &HeaderMap,
-    path: &str,
+    request: &axum::http::Request<B>,
     ctx: Option<ListenerCtx>,
     peer: Option<SocketAddr>,
-) -> Option<Response> {
+    caller: Option<&PeerIdentity>,
+) -> Verdict {
+    let headers = request.headers();
+    let path = request.uri().path();
     // No listener context means we cannot tell: treat as non-loopback (fail closed).
     let loopback = ctx.is_some_and(|c| c.loopback);
     // Browser attacks first: a rebound Host or a cross-site WebSocket is refused
     // even where no token is needed.
     if let Some(refused) = state.browser_policy().check(headers, loopback) {
-        return Some(refused);
+        return Verdict::Refuse(refused);
     }
     if loopback || state.is_open_path(path) {
-        return None;
+        return Verdict::Pass;
     }
     if state.token().is_some_and(|t| token_matches(headers, t)) {
-        return None;
+        return Verdict::Pass;
     }
+    if let (Some(sessions), Some(cookie)) = (state.sessions(), session::cookie_value(headers)) {
+        if sessions.check(cookie).is_ok() {
+            return Verdict::Pass;
+        }
+    }
+    if caller.is_some_and(|c| c.allowed) {
+        return Verdict::Pass;
+    }
+    if let Some(to) = signin_redirect(state, request) {
+        Stats::bump(&state.stats().signin_redirects);
+        return Verdict::Refuse(to);
+    }
+    Stats::bump(&state.stats().unauthorized);
     tracing::warn!(
         peer = peer.map(|p| p.to_string()).as_deref().unwrap_or("unknown"),
         listener = ctx.map(|c| c.local.to_string()).as_deref().unwrap_or("unknown"),
         path,
         "refused a request without a valid bearer token"
     );
-    Some(unauthorized())
+    Verdict::Refuse(unauthorized())
+}
+
+/// True when the request carries a valid token or session, or its caller is
+/// an allowed peer: what moves a connection out of its address's
+/// unauthenticated share. No logging, no counting.
+pub(crate) fn vouched_for(state: &AppState, headers: &HeaderMap, caller: Option<&PeerIdentity>) -> bool {
+    caller.is_some_and(|c| c.allowed)
+        || state.token().is_some_and(|t| token_matches(headers, t))
+        || matches!((state.sessions(), session::cookie_value(headers)), (Some(s), Some(c)) if s.check(c).is_ok())
+}
+
+/// A browser's page load that would get 401 is sent to sign in instead: a
+/// `GET` (or `HEAD`) that accepts `text/html`, where sign-in is on (there is
+/// a token to sign in with). The page comes back to the same path after.
+fn signin_redirect<B>(state: &AppState, request: &axum::http::Request<B>) -> Option<Response> {
+    let prefix = state.signin_prefix()?;
+    state.sessions()?;
+    let method = request.method();
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return None;
+    }
+    let html = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|m| m.trim().starts_with("text/html")));
+    if !html {
+        return None;
+    }
+    let next = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let next = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
+    let to = format!("{prefix}/login?next={next}");
+    Some(
+        (StatusCode::SEE_OTHER, [(header::LOCATION, to.as_str()), (header::CACHE_CONTROL, "no-store")]).into_response(),
+    )
 }
 
 /// [`require_token`] as a tower layer: the same checks, in a service whose

@@ -43,6 +43,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -57,10 +58,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 use super::auth::RequireTokenLayer;
 use super::bind::{bind_all, BindError};
 use super::browser::BrowserPolicy;
-use super::context::{AppState, LiveView, UPSTREAM_HEALTHZ};
+use super::context::{AppState, LiveView, MESHGATE_PREFIX, UPSTREAM_HEALTHZ};
 use super::error::Error;
 use super::event::{Event, EventSink};
 use super::follow;
+use super::identity::PeerLookup;
 use super::limits::ServerLimits;
 use super::listeners::ListenerSet;
 use super::proxy::Proxy;
@@ -93,6 +95,9 @@ impl Gateway {
             open_paths: Vec::new(),
             browser: BrowserPolicy::default(),
             status_routes: None,
+            signin: None,
+            peers: None,
+            peers_allow: false,
             source: None,
             watcher: None,
             events: None,
@@ -130,6 +135,9 @@ pub struct GatewayBuilder<'a> {
     open_paths: Vec<String>,
     browser: BrowserPolicy,
     status_routes: Option<String>,
+    signin: Option<String>,
+    peers: Option<Arc<dyn PeerLookup>>,
+    peers_allow: bool,
     source: Option<Source<'a>>,
     watcher: Option<Box<dyn Watcher>>,
     events: Option<EventSink>,
@@ -242,7 +250,31 @@ impl<'a> GatewayBuilder<'a> {
     pub fn status_routes(mut self, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into().trim_end_matches('/').to_owned();
         self.open_paths.push(format!("{prefix}/healthz"));
+        self.signin = Some(prefix.clone());
         self.status_routes = Some(prefix);
+        self
+    }
+
+    /// Browser sign-in at `PREFIX/login` (and `PREFIX/logout`, `PREFIX/whoami`,
+    /// all open): a page load on a non-loopback listener without credentials
+    /// is sent there, and the token entered once gives a session cookie. Set
+    /// by [`status_routes`](Self::status_routes) and
+    /// [`start_upstream`](Self::start_upstream); with
+    /// [`start_with`](Self::start_with), say where your router mounts
+    /// [`meshgate_routes_at`](super::routes::meshgate_routes_at).
+    pub fn signin(mut self, prefix: impl Into<String>) -> Self {
+        self.signin = Some(prefix.into());
+        self
+    }
+
+    /// Identify callers with `lookup` (once per connection on non-loopback
+    /// listeners): their identity reaches handlers and the upstream as
+    /// `Meshgate-Peer-*` headers, and a peer `lookup` marks allowed needs no
+    /// token. With it, starting off loopback without a token is allowed when
+    /// `allow_without_token` is true (an allow-list exists).
+    pub fn peer_lookup(mut self, lookup: Arc<dyn PeerLookup>, allow_without_token: bool) -> Self {
+        self.peers = Some(lookup);
+        self.peers_allow = allow_without_token;
         self
     }
 
@@ -260,7 +292,7 @@ impl<'a> GatewayBuilder<'a> {
     /// it quick (print a line, send on a channel). Default: none (the same
     /// events are `tracing` records either way).
     pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.events = Some(std::sync::Arc::new(f));
+        self.events = Some(Arc::new(f));
         self
     }
 
@@ -320,6 +352,7 @@ impl<'a> GatewayBuilder<'a> {
         let proxy = proxy.with_token(self.token.clone());
         let direct = proxy.clone();
         self.open_path(UPSTREAM_HEALTHZ)
+            .signin(MESHGATE_PREFIX)
             .start_inner(move |state| upstream_app(state.clone(), proxy), Some(direct))
             .await
     }
@@ -363,12 +396,18 @@ impl<'a> GatewayBuilder<'a> {
         if res.nothing_to_bind() {
             return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
         }
-        check_auth(&selectors, &res, self.token.as_ref())?;
+        check_auth(&selectors, &res, self.token.as_ref(), self.peers.is_some() && self.peers_allow)?;
 
         let bound = bind_all(&res.listeners)?;
-        let state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone())
+        let mut state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone())
             .with_browser_policy(self.browser.clone())
             .with_max_body_bytes(self.limits.max_body_bytes);
+        if let Some(prefix) = &self.signin {
+            state = state.with_signin(prefix);
+        }
+        if let Some(lookup) = self.peers.clone() {
+            state = state.with_peer_lookup(lookup);
+        }
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
         if let Some(proxy) = upstream {
@@ -416,7 +455,7 @@ impl<'a> GatewayBuilder<'a> {
         if res.nothing_to_bind() {
             return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
         }
-        check_auth(&selectors, &res, self.token.as_ref())?;
+        check_auth(&selectors, &res, self.token.as_ref(), false)?;
         let mut out = Vec::new();
         for b in bind_all(&res.listeners)? {
             let listener = b.listener.clone();
@@ -501,8 +540,16 @@ fn loopback_only(s: &Selector) -> bool {
 /// Refuses non-loopback serving without a token. Checked against the selectors,
 /// not just today's resolution: under follow, `--bind wireguard` that falls back
 /// to loopback now would attach the WireGuard address later.
-pub fn check_auth(selectors: &[Selector], res: &Resolution, token: Option<&Token>) -> Result<(), Error> {
-    if token.is_some() {
+///
+/// `allowed_peers` is true when an allow-list of mesh peers guards the
+/// non-loopback listeners instead (`--allow-peer`): that is auth too.
+pub fn check_auth(
+    selectors: &[Selector],
+    res: &Resolution,
+    token: Option<&Token>,
+    allowed_peers: bool,
+) -> Result<(), Error> {
+    if token.is_some() || allowed_peers {
         return Ok(());
     }
     let exposed: Vec<String> =
@@ -517,6 +564,6 @@ pub fn check_auth(selectors: &[Selector], res: &Resolution, token: Option<&Token
         exposed.join(", ")
     };
     Err(Error::Refused(format!(
-        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token`); --bind loopback needs none"
+        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token`), or let in WireGuard peers with --allow-peer NAME|KEY; --bind loopback needs none"
     )))
 }

@@ -6,16 +6,20 @@
 //! The live listener set is a `tokio::sync::watch` value: `/status` reads the
 //! latest, `/ws` sends it on connect and a diff on every change.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshgate_core::Listener;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use super::browser::BrowserPolicy;
+use super::identity::PeerLookup;
 use super::limits::DEFAULT_MAX_BODY_BYTES;
+use super::session::Sessions;
 use super::token::Token;
 
 /// Where meshgate's own routes live while an upstream is set.
@@ -30,6 +34,8 @@ pub struct ListenerCtx {
     pub local: SocketAddr,
     /// True for 127.0.0.0/8 and ::1: no token needed there.
     pub loopback: bool,
+    /// True when the listener speaks TLS (HTTPS).
+    pub tls: bool,
 }
 
 /// One live listener, as `/status` and `/ws` show it.
@@ -59,6 +65,56 @@ pub struct AppState {
     inner: Arc<Inner>,
     browser: Arc<BrowserPolicy>,
     max_body_bytes: usize,
+    sessions: Option<Arc<Sessions>>,
+    signin: Option<Arc<str>>,
+    peers: Option<Arc<dyn PeerLookup>>,
+    login_attempts: Arc<LoginAttempts>,
+    stats: Arc<Stats>,
+}
+
+/// Counters of what the gateway refused and why (read by `/status` and, where
+/// there are metrics, by them).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests refused 401 (no valid token, session or allowed peer).
+    pub unauthorized: AtomicU64,
+    /// Browsers sent to the sign-in page.
+    pub signin_redirects: AtomicU64,
+    /// Sign-ins refused (wrong token, foreign origin, too many attempts).
+    pub signin_refused: AtomicU64,
+    /// Connections closed at once: their address already held its share.
+    pub per_address_refused: AtomicU64,
+}
+
+impl Stats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Failed sign-ins per peer address, in a sliding minute.
+#[derive(Debug, Default)]
+pub(crate) struct LoginAttempts(Mutex<HashMap<IpAddr, (Instant, u32)>>);
+
+/// Sign-in attempts one address may make per minute.
+pub const LOGIN_ATTEMPTS_PER_MINUTE: u32 = 5;
+
+impl LoginAttempts {
+    /// True when `ip` may try again now; counts the try.
+    pub(crate) fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 4096 {
+            map.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= LOGIN_ATTEMPTS_PER_MINUTE
+    }
 }
 
 #[derive(Debug)]
@@ -79,6 +135,7 @@ impl AppState {
     /// New state whose token check lets exactly these paths through on every
     /// listener (none: everything needs the token off loopback).
     pub fn with_open_paths<S: Into<String>>(token: Option<Token>, open: impl IntoIterator<Item = S>) -> Self {
+        let sessions = token.as_ref().map(|t| Arc::new(Sessions::new(t)));
         Self {
             inner: Arc::new(Inner {
                 started: Instant::now(),
@@ -88,7 +145,49 @@ impl AppState {
             }),
             browser: Arc::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            sessions,
+            signin: None,
+            peers: None,
+            login_attempts: Arc::default(),
+            stats: Arc::default(),
         }
+    }
+
+    /// The same state with browser sign-in at `PREFIX/login` (`""`: `/login`;
+    /// `"/_meshgate"` in front of an upstream). Without it, a browser without
+    /// the token gets the plain 401.
+    pub fn with_signin(self, prefix: &str) -> Self {
+        Self { signin: Some(Arc::from(prefix.trim_end_matches('/'))), ..self }
+    }
+
+    /// Where sign-in lives (the own routes' prefix), if it is on.
+    pub fn signin_prefix(&self) -> Option<&str> {
+        self.signin.as_deref()
+    }
+
+    /// The sessions signed with the token (none without a token).
+    pub fn sessions(&self) -> Option<&Sessions> {
+        self.sessions.as_deref()
+    }
+
+    /// The same state identifying callers with `lookup` (and letting in the
+    /// peers it says are allowed).
+    pub fn with_peer_lookup(self, lookup: Arc<dyn PeerLookup>) -> Self {
+        Self { peers: Some(lookup), ..self }
+    }
+
+    /// How callers are identified, if at all.
+    pub fn peer_lookup(&self) -> Option<&Arc<dyn PeerLookup>> {
+        self.peers.as_ref()
+    }
+
+    /// The refusal counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub(crate) fn login_attempts(&self) -> &LoginAttempts {
+        &self.login_attempts
     }
 
     /// The same state with this request body cap for meshgate's own routes
@@ -115,6 +214,10 @@ impl AppState {
     /// True when `path` needs no token on any listener.
     pub fn is_open_path(&self, path: &str) -> bool {
         self.inner.open_paths.iter().any(|p| p == path)
+            || self.signin.as_deref().and_then(|prefix| path.strip_prefix(prefix)).is_some_and(|rest| {
+                // Signing in, out, and asking who one is need no credentials.
+                matches!(rest, "/login" | "/logout" | "/whoami")
+            })
     }
 
     /// The token, if any.

@@ -12,6 +12,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MIN_HEADER_BYTES: usize = 8192;
 /// Default for [`ServerLimits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default for [`ServerLimits::max_connections_per_address`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Default for [`ServerLimits::max_unauthenticated_per_address`].
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 16;
 /// Default for [`ServerLimits::max_body_bytes`] (axum's own default for its body
 /// extractors, so an embedding program's routes see no change).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;
@@ -34,6 +38,14 @@ pub struct ServerLimits {
     /// gateway; past it, new connections wait in the listen queue until one
     /// closes. At least 1.
     pub max_connections: usize,
+    /// The most connections one source address may hold open on the
+    /// non-loopback listeners; past it a new connection is closed at once.
+    pub max_connections_per_address: usize,
+    /// The most connections one source address may hold open before a request
+    /// on them has passed with a token, a session or an allowed peer identity
+    /// (so a peer without credentials cannot take the cap). At most
+    /// `max_connections_per_address`.
+    pub max_unauthenticated_per_address: usize,
     /// The largest request body meshgate's own routes (and an embedding
     /// program's, through [`crate::gateway::Gateway`]) accept: a larger `Content-Length`
     /// is answered 413 before the handler runs, and a longer chunked body fails
@@ -48,6 +60,8 @@ impl Default for ServerLimits {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_unauthenticated_per_address: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -69,6 +83,13 @@ impl ServerLimits {
     /// These limits with another cap on open connections (raised to 1 if 0).
     pub fn with_max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
+        self
+    }
+
+    /// These limits with other per-address shares (each raised to 1 if 0).
+    pub fn with_per_address(mut self, total: usize, unauthenticated: usize) -> Self {
+        self.max_connections_per_address = total.max(1);
+        self.max_unauthenticated_per_address = unauthenticated.max(1);
         self
     }
 

@@ -13,11 +13,12 @@ use meshgate_core::{Listener, Resolution};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::accept::{accept_loop, Direct};
+use super::accept::{accept_loop, Direct, Listen};
 use super::bind::{bind, BindError, Bound};
 use super::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
 use super::limits::ServerLimits;
 use super::proxy::Proxy;
+use super::slots::AddressSlots;
 
 struct Live {
     listener: Listener,
@@ -52,7 +53,10 @@ pub struct ListenerSet {
     app: Router,
     state: AppState,
     limits: ServerLimits,
+    /// The cap shared by the non-loopback listeners, and the loopback door's own.
     connections: Arc<Semaphore>,
+    loopback_connections: Arc<Semaphore>,
+    slots: Arc<AddressSlots>,
     live: BTreeMap<SocketAddr, Live>,
     fallback: (bool, Option<String>),
     direct: Option<Direct>,
@@ -68,8 +72,20 @@ impl ListenerSet {
     /// An empty set serving `app` (built with [`app`](super::routes::app) from the same `state`).
     pub fn new(app: Router, state: AppState) -> Self {
         let limits = ServerLimits::default();
-        let connections = Arc::new(Semaphore::new(limits.max_connections));
-        Self { app, state, limits, connections, live: BTreeMap::new(), fallback: (false, None), direct: None }
+        Self {
+            app,
+            state,
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            loopback_connections: Arc::new(Semaphore::new(limits.max_connections)),
+            slots: Arc::new(AddressSlots::new(
+                limits.max_connections_per_address,
+                limits.max_unauthenticated_per_address,
+            )),
+            limits,
+            live: BTreeMap::new(),
+            fallback: (false, None),
+            direct: None,
+        }
     }
 
     /// Sets the limits for listeners attached from now on (the connection cap
@@ -77,7 +93,10 @@ impl ListenerSet {
     pub fn set_limits(&mut self, limits: ServerLimits) {
         if limits.max_connections != self.limits.max_connections {
             self.connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+            self.loopback_connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         }
+        self.slots =
+            Arc::new(AddressSlots::new(limits.max_connections_per_address, limits.max_unauthenticated_per_address));
         self.limits = limits;
     }
 
@@ -106,17 +125,22 @@ impl ListenerSet {
         let local = bound.local_addr()?;
         let key = bound.listener.socket_addr();
         let listener = tokio::net::TcpListener::from_std(bound.socket)?;
-        let ctx = ListenerCtx { local, loopback: local.ip().is_loopback() };
+        let loopback = local.ip().is_loopback();
+        let ctx = ListenerCtx { local, loopback, tls: false };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(accept_loop(
+        let listen = Listen {
             listener,
-            self.app.clone(),
+            app: self.app.clone(),
             ctx,
-            self.limits,
-            self.connections.clone(),
-            self.direct.clone(),
-            stopped,
-        ));
+            interface: bound.listener.interface.as_deref().map(Arc::from),
+            state: self.state.clone(),
+            limits: self.limits,
+            // The loopback door has a cap of its own: no mesh traffic can make it wait.
+            connections: if loopback { self.loopback_connections.clone() } else { self.connections.clone() },
+            slots: (!loopback).then(|| self.slots.clone()),
+            direct: self.direct.clone(),
+        };
+        let task = tokio::spawn(accept_loop(listen, stopped));
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
         // Published before the caller announces it, so /status and /ws never lag the log.
         self.publish();

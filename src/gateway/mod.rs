@@ -7,8 +7,11 @@
 //!
 //! - [`token`], [`browser`], [`limits`], `idle`: leaves (the secret, the
 //!   `Host`/`Origin` guard, connection limits, per-connection timers);
+//! - [`session`], [`identity`]: leaves too (signed session cookies; the
+//!   caller's mesh identity and the `Meshgate-Peer-*` headers);
 //! - [`context`]: the state every request reads ([`AppState`], [`ListenerCtx`]);
-//! - [`auth`]: the token check;
+//! - [`auth`]: the check (token, session, allowed peer; sign-in redirect);
+//! - [`signin`]: the sign-in page and its `POST`s;
 //! - [`proxy`]: the reverse proxy (upstream, pool, header rules, forwarding),
 //!   and `body`, the response body both paths send;
 //! - [`routes`]: meshgate's own routes and the router in front of an upstream;
@@ -25,12 +28,16 @@ pub mod context;
 mod error;
 pub mod event;
 pub mod follow;
+pub mod identity;
 mod idle;
 pub mod limits;
 pub mod listeners;
 pub mod proxy;
 pub mod routes;
+pub mod session;
 pub mod signal;
+pub mod signin;
+mod slots;
 pub mod token;
 
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
@@ -39,6 +46,7 @@ pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SH
 pub use context::{AppState, ListenerCtx, LiveListener, LiveView, MESHGATE_PREFIX, UPSTREAM_HEALTHZ};
 pub use error::Error;
 pub use event::Event;
+pub use identity::{PeerIdentity, PeerLookup};
 pub use limits::{
     ServerLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
     MIN_HEADER_BYTES,

@@ -14,7 +14,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::RequireTokenLayer;
 use super::context::{AppState, LiveListener, LiveView, MESHGATE_PREFIX};
+use super::identity::Caller;
 use super::proxy::Proxy;
+use super::signin;
 
 /// The router, with auth and the request body cap applied. Each request
 /// carries its listener's [`ListenerCtx`](super::context::ListenerCtx) (the accept loop inserts it; a test
@@ -34,23 +36,20 @@ pub fn app(state: AppState) -> Router {
 pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
     let own = Router::new()
         .merge(meshgate_routes_at(MESHGATE_PREFIX))
-        // The prefix is reserved: a typo there is meshgate's 404, not the upstream's.
-        .route(
-            &format!("{MESHGATE_PREFIX}/{{*rest}}"),
-            axum::routing::any(|| async {
-                (
-                    axum::http::StatusCode::NOT_FOUND,
-                    "no such meshgate route; meshgate has /_meshgate/healthz, /_meshgate/status and /_meshgate/ws\n",
-                )
-            }),
-        )
+        // The prefix is reserved: a typo there (or the bare prefix) is
+        // meshgate's 404, never the upstream's.
+        .route(&format!("{MESHGATE_PREFIX}/{{*rest}}"), axum::routing::any(no_such_route))
+        .route(&format!("{MESHGATE_PREFIX}/"), axum::routing::any(no_such_route))
+        .route(MESHGATE_PREFIX, axum::routing::any(no_such_route))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()));
     // The token that is checked is the token that is removed.
     let proxy = proxy.with_token(state.token().cloned());
     // Forwarded requests stream; their own cap (none by default) is checked
     // against Content-Length up front and counted as the body streams.
     let limit = proxy.limits().max_body_bytes;
-    let forward = move |request: axum::extract::Request| {
+    let forward = move |mut request: axum::extract::Request| {
+        // The session cookie is meshgate's: the service never sees it.
+        super::session::strip_cookie(request.headers_mut());
         let proxy = proxy.clone();
         async move { proxy.forward(request).await }
     };
@@ -59,6 +58,13 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
         None => own.fallback(forward),
     };
     with_fallback.layer(RequireTokenLayer::new(state.clone())).with_state(state)
+}
+
+async fn no_such_route() -> (axum::http::StatusCode, &'static str) {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "no such meshgate route; meshgate has /_meshgate/healthz, /_meshgate/status, /_meshgate/ws, /_meshgate/whoami, /_meshgate/login and /_meshgate/logout\n",
+    )
 }
 
 /// `/healthz`, `/status` and `/ws` without auth or state applied: for callers
@@ -73,6 +79,24 @@ pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
         .route(&format!("{prefix}/healthz"), get(|| async { "ok\n" }))
         .route(&format!("{prefix}/status"), get(status))
         .route(&format!("{prefix}/ws"), get(ws))
+        .route(&format!("{prefix}/whoami"), get(whoami))
+        .route(&format!("{prefix}/login"), get(signin::login_page).post(signin::login))
+        .route(&format!("{prefix}/logout"), axum::routing::post(signin::logout))
+}
+
+/// The caller's identity as the mesh gives it, or `{"known": false}`.
+async fn whoami(caller: Option<axum::Extension<Caller>>) -> Json<serde_json::Value> {
+    match caller.and_then(|c| c.0 .0.clone()) {
+        Some(id) => Json(json!({
+            "known": true,
+            "mesh": id.mesh,
+            "interface": id.interface,
+            "key": id.key,
+            "name": id.name,
+            "allowed": id.allowed,
+        })),
+        None => Json(json!({ "known": false })),
+    }
 }
 
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
