@@ -7,6 +7,7 @@ mod embed;
 mod follow_mock;
 mod limits;
 mod process;
+mod signin;
 mod upstream;
 
 /// `meshgate ARGS` with none of meshgate's environment variables set.
