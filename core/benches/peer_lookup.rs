@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p meshgate-core --bench peer_lookup`
 
+// criterion_group!/criterion_main! generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;

@@ -259,7 +259,10 @@ mod tests {
     }
 
     /// A cache over a shared, mutable peer list that counts reads.
-    fn fake(config: PeerCacheConfig) -> (PeerCache, Arc<Mutex<Result<Vec<Peer>, String>>>, Arc<AtomicUsize>) {
+    /// What the fake reader returns next: peers, or an error text.
+    type Answer = Arc<Mutex<Result<Vec<Peer>, String>>>;
+
+    fn fake(config: PeerCacheConfig) -> (PeerCache, Answer, Arc<AtomicUsize>) {
         let peers = Arc::new(Mutex::new(Ok(vec![peer(1, "10.77.0.2/32")])));
         let reads = Arc::new(AtomicUsize::new(0));
         let (p, r) = (peers.clone(), reads.clone());

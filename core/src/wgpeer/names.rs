@@ -48,7 +48,7 @@ pub enum PeerNameError {
     UnknownPeer {
         /// The entry.
         value: String,
-        /// "names known: a, b" or "no [peers] names are configured".
+        /// `names known: a, b` or `no [peers] names are configured`.
         known: String,
     },
 }
