@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use toml::Spanned;
+
+use crate::wgpeer::{AllowList, PeerNames, PublicKey};
 
 /// Extra patterns and ranges a user gives one provider (`[providers.NAME]`).
 #[derive(Debug, Clone, Default)]
@@ -58,6 +61,21 @@ pub struct FileConfig {
     /// `[providers.NAME]` tables.
     #[serde(default)]
     pub providers: BTreeMap<String, RawProviderConfig>,
+    /// `[peers]` as written: `laptop = "<base64 public key>"`. Validated into
+    /// [`peer_names`](Self::peer_names) by [`parse`](Self::parse).
+    #[serde(default)]
+    pub peers: BTreeMap<String, Spanned<String>>,
+    /// `allow_peers = ["laptop", "<base64 key>"]` as written: peers let in
+    /// without a token on WireGuard listeners. Validated into
+    /// [`allow_list`](Self::allow_list) by [`parse`](Self::parse).
+    #[serde(default)]
+    pub allow_peers: Vec<Spanned<String>>,
+    /// `[peers]`, validated (not a file key).
+    #[serde(skip)]
+    pub peer_names: PeerNames,
+    /// `allow_peers`, resolved through `[peers]` (not a file key).
+    #[serde(skip)]
+    pub allow_list: AllowList,
 }
 
 /// `[limits]` as written; every value optional (the flags' defaults apply).
@@ -129,6 +147,20 @@ pub enum ConfigError {
         /// What was expected.
         detail: String,
     },
+    /// A value that parses as TOML but means nothing here, at a known line.
+    #[error("config file {path}, line {line}: {key} = {value:?}: {detail}")]
+    ValueAt {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// The key (`peers.laptop`, `allow_peers`).
+        key: String,
+        /// The value.
+        value: String,
+        /// What is wrong and what is expected.
+        detail: String,
+    },
 }
 
 impl FileConfig {
@@ -140,8 +172,66 @@ impl FileConfig {
 
     /// Parses config text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), detail: e.to_string().trim_end().to_owned() })
+        let mut config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), detail: e.to_string().trim_end().to_owned() })?;
+        config.validate_peers(text, path)?;
+        Ok(config)
+    }
+
+    /// Fills [`peer_names`](Self::peer_names) and [`allow_list`](Self::allow_list)
+    /// from `peers` and `allow_peers`, whose spans point into `text`.
+    fn validate_peers(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let line = |v: &Spanned<String>| text.get(..v.span().start).map_or(0, |t| t.matches('\n').count() + 1);
+        let err = |key: String, v: &Spanned<String>, detail: String| ConfigError::ValueAt {
+            path: path.into(),
+            line: line(v),
+            key,
+            value: v.get_ref().clone(),
+            detail,
+        };
+        // File order, so that "duplicate" blames the second one written.
+        let mut entries: Vec<_> = self.peers.iter().collect();
+        entries.sort_by_key(|(_, v)| v.span().start);
+        let mut names = PeerNames::default();
+        let mut first: BTreeMap<PublicKey, (&str, usize)> = BTreeMap::new();
+        for (name, v) in entries {
+            let key = format!("peers.{name}");
+            let k = PublicKey::from_base64(v.get_ref()).map_err(|e| err(key.clone(), v, e.detail))?;
+            if let Some((other, at)) = first.get(&k) {
+                return Err(err(
+                    key,
+                    v,
+                    format!("duplicate: the same key is named {other:?} on line {at}; give each peer one name"),
+                ));
+            }
+            names.insert(name, k).map_err(|e| {
+                let detail = match e {
+                    crate::wgpeer::PeerNameError::BadName { .. } => format!(
+                        "bad name {name:?}: use 1 to {} letters, digits, '.', '_', '-' or '@' (names are sent in a header)",
+                        crate::wgpeer::MAX_NAME_LEN
+                    ),
+                    other => other.to_string(),
+                };
+                err(key.clone(), v, detail)
+            })?;
+            first.insert(k, (name, line(v)));
+        }
+        let mut allow = AllowList::default();
+        for v in &self.allow_peers {
+            let one = AllowList::resolve(&names, [v.get_ref().as_str()]).map_err(|e| {
+                let detail = match e {
+                    crate::wgpeer::PeerNameError::UnknownPeer { known, .. } => {
+                        format!("not a [peers] name nor a 44-character base64 WireGuard key; {known}")
+                    }
+                    other => other.to_string(),
+                };
+                err("allow_peers".into(), v, detail)
+            })?;
+            allow.extend(&one);
+        }
+        self.peer_names = names;
+        self.allow_list = allow;
+        Ok(())
     }
 
     /// Validates the `[providers.*]` tables against the registered names.
@@ -252,5 +342,70 @@ mod tests {
         );
         let e = FileConfig::parse("[limits]\nidle_timeot = 1\n", Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("idle_timeot") && e.contains("line 2"), "{e}");
+    }
+
+    const LAPTOP: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+    const PHONE: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+    const OTHER: &str = "mHTSkbvrIvHEdTJRgS6xCqCSw4p0jrEj+0E8BFl6iG8=";
+
+    #[test]
+    fn peers_and_allow_peers_parse() {
+        let text = format!(
+            "port = 1\nallow_peers = [\"laptop\", \"{OTHER}\"]\n[peers]\nlaptop = \"{LAPTOP}\"\n\"phone.ana\" = \"{PHONE}\"\n"
+        );
+        let c = FileConfig::parse(&text, Path::new("c")).unwrap();
+        let laptop: PublicKey = LAPTOP.parse().unwrap();
+        assert_eq!(c.peer_names.name_of(&laptop), Some("laptop"));
+        assert_eq!(c.peer_names.key_of("phone.ana"), Some(PHONE.parse().unwrap()));
+        assert!(c.allow_list.allows(&laptop));
+        assert!(c.allow_list.allows(&OTHER.parse().unwrap()));
+        assert!(!c.allow_list.allows(&PHONE.parse().unwrap()));
+        assert_eq!(c.allow_list.len(), 2);
+        let c = FileConfig::parse("port = 1\n", Path::new("c")).unwrap();
+        assert!(c.peer_names.is_empty() && c.allow_list.is_empty());
+    }
+
+    /// Every peer error names the file, the line and the key.
+    #[test]
+    fn peer_errors_name_file_line_and_key() {
+        let cases = [
+            // Not 32 bytes of base64.
+            (format!("[peers]\nlaptop = \"{LAPTOP}\"\nphone = \"c2hvcnQ=\"\n"), 3, "peers.phone", "5 bytes"),
+            (format!("[peers]\n\nlaptop = \"{}\"\n", &LAPTOP[..43]), 3, "peers.laptop", "44 characters"),
+            // The same key under two names: the second one written is blamed.
+            (
+                format!("[peers]\nzed = \"{LAPTOP}\"\nalpha = \"{LAPTOP}\"\n"),
+                3,
+                "peers.alpha",
+                "duplicate: the same key is named \"zed\" on line 2",
+            ),
+            // A name that cannot go in a header, or that looks like a key.
+            (format!("[peers]\n\"my laptop\" = \"{LAPTOP}\"\n"), 2, "peers.my laptop", "bad name"),
+            // An allow-list entry that is neither.
+            (
+                format!("allow_peers = [\n  \"laptop\",\n  \"lapotp\",\n]\n[peers]\nlaptop = \"{LAPTOP}\"\n"),
+                3,
+                "allow_peers",
+                "not a [peers] name nor a 44-character base64 WireGuard key; names known: laptop",
+            ),
+            ("allow_peers = [\"laptop\"]\n".to_owned(), 1, "allow_peers", "no [peers] names are configured"),
+        ];
+        for (text, line, key, detail) in cases {
+            let e = FileConfig::parse(&text, Path::new("/etc/m.toml")).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(&e, ConfigError::ValueAt { line: l, .. } if *l == line), "{text:?}: {msg}");
+            assert!(msg.starts_with(&format!("config file /etc/m.toml, line {line}: {key} = ")), "{msg}");
+            assert!(msg.contains(detail), "{msg}");
+        }
+        // A name written twice is toml's own error, with its line.
+        let e = FileConfig::parse(&format!("[peers]\na = \"{LAPTOP}\"\na = \"{PHONE}\"\n"), Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("duplicate key"), "{e}");
+        // Typos stay errors.
+        let e = FileConfig::parse("allow_peer = []\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("allow_peer") && e.contains("line 1"), "{e}");
+        let e = FileConfig::parse("peer_names = 1\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("peer_names"), "{e}");
     }
 }

@@ -20,6 +20,7 @@ pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod watcher;
+pub mod wgpeer;
 
 #[doc(hidden)]
 pub use inventory;
@@ -35,3 +36,4 @@ pub use resolver::{resolve, Fallback, Listener, ListenerRole, Resolution, Resolv
 pub use selector::{parse_selector, parse_selectors, Selector, SelectorError};
 pub use source::InterfaceSource;
 pub use watcher::Watcher;
+pub use wgpeer::{AllowList, PeerCache, PeerNames, PeerTable, PublicKey};

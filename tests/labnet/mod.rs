@@ -6,6 +6,7 @@
 mod explain;
 mod faults;
 mod follow;
+mod peers;
 mod serve;
 mod wireguard;
 
