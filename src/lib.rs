@@ -9,5 +9,6 @@ pub mod builtin;
 pub mod cli;
 pub mod embed;
 pub mod gateway;
+pub mod tls;
 
 pub use meshgate_core as core;
