@@ -272,6 +272,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tls_1_3_by_default_and_1_2_when_the_client_only_has_1_2() {
+        let acc = acceptor(&Made::new(&["gw.example"], None));
+        let seen = client_handshake(&acc, &[b"h2"], None).await.unwrap();
+        assert_eq!(seen.version, rustls::ProtocolVersion::TLSv1_3);
+        let seen = client_handshake(&acc, &[b"h2"], Some(&rustls::version::TLS12)).await.unwrap();
+        assert_eq!(seen.version, rustls::ProtocolVersion::TLSv1_2);
+        assert_eq!(seen.server_alpn, Alpn::H2);
+    }
+
+    #[tokio::test]
     async fn plain_http_instead_of_a_hello_is_garbage() {
         let made = Made::new(&["gw.example"], None);
         let acc = acceptor(&made);

@@ -44,7 +44,10 @@ enum Seen {
     Unreadable(String),
 }
 
-fn look(cert: &Path, key: &Path) -> (Seen, Result<(Vec<u8>, Vec<u8>), TlsError>) {
+/// Both files' bytes (certificate, key), or why they could not be read.
+type Bytes = Result<(Vec<u8>, Vec<u8>), TlsError>;
+
+fn look(cert: &Path, key: &Path) -> (Seen, Bytes) {
     match read_pair(cert, key) {
         Ok((c, k)) => {
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -115,7 +118,7 @@ impl Reloader {
         self.load(seen, bytes)
     }
 
-    fn load(&self, seen: Seen, bytes: Result<(Vec<u8>, Vec<u8>), TlsError>) -> ReloadOutcome {
+    fn load(&self, seen: Seen, bytes: Bytes) -> ReloadOutcome {
         // Remember this state even when it is bad, so a broken pair is reported
         // once, not on every poll, and retried when the files change again.
         *lock(&self.seen) = seen;
