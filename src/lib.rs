@@ -13,5 +13,6 @@
 pub mod builtin;
 pub mod cli;
 pub mod gateway;
+pub mod tls;
 
 pub use meshgate_core as core;

@@ -1,0 +1,332 @@
+//! From an accepted socket to a TLS stream, with a time limit and counters.
+//!
+//! [`TlsAcceptor::accept`] reads the ClientHello first (tokio-rustls's
+//! `LazyConfigAcceptor`) so that a peer that is not speaking TLS at all (a port
+//! scan, `http://` typed at an `https://` port) is told apart from a TLS
+//! handshake that failed: the first is [`HandshakeErrorKind::Garbage`], which a
+//! caller counts without writing a log line per attempt. Nothing here logs.
+//! [`Alpn`] says which HTTP the client chose, so the caller can hand the stream
+//! to hyper's HTTP/2 or HTTP/1.1 server.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::certs::provider;
+use super::error::TlsError;
+use super::resolver::CertResolver;
+
+/// How long a client has from the first byte to a finished handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ALPN protocols offered, best first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// A server config: TLS 1.3 and 1.2 only, ALPN `h2` then `http/1.1`, the
+/// certificate from `resolver` on every handshake, no client certificates.
+pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The HTTP version the client and server agreed on through ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// `h2`: serve with hyper's HTTP/2 builder.
+    H2,
+    /// `http/1.1`, or no ALPN at all (older clients): serve HTTP/1.1.
+    Http11,
+}
+
+impl Alpn {
+    /// What `stream` negotiated.
+    pub fn of<IO>(stream: &TlsStream<IO>) -> Alpn {
+        match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Alpn::H2,
+            _ => Alpn::Http11,
+        }
+    }
+}
+
+/// What went wrong in a handshake, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeErrorKind {
+    /// The first bytes were not a TLS ClientHello (plain HTTP, a scanner, noise).
+    /// Count it; do not log each one.
+    Garbage,
+    /// The peer closed before sending a ClientHello (port probes, TCP health checks).
+    Closed,
+    /// No finished handshake within the time limit.
+    Timeout,
+    /// A real TLS client whose handshake failed (no common version or cipher, the
+    /// client rejected the certificate, the connection broke mid-way).
+    Failed,
+}
+
+/// A handshake that did not finish; [`HandshakeError::kind`] says how.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake: {kind:?}: {source}")]
+pub struct HandshakeError {
+    kind: HandshakeErrorKind,
+    #[source]
+    source: io::Error,
+}
+
+impl HandshakeError {
+    /// How it failed.
+    pub fn kind(&self) -> HandshakeErrorKind {
+        self.kind
+    }
+
+    /// Whether it is background noise (garbage, closed, timed out): worth a
+    /// counter, not a log line.
+    pub fn is_noise(&self) -> bool {
+        self.kind != HandshakeErrorKind::Failed
+    }
+}
+
+/// Handshake counters, cheap to bump from every accept task.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    garbage: AtomicU64,
+    closed: AtomicU64,
+    timeout: AtomicU64,
+    h2: AtomicU64,
+}
+
+/// A copy of [`TlsStats`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TlsStatsSnapshot {
+    /// Finished handshakes.
+    pub ok: u64,
+    /// Of those, how many chose HTTP/2.
+    pub h2: u64,
+    /// TLS clients whose handshake failed.
+    pub failed: u64,
+    /// Connections that did not start with a ClientHello.
+    pub garbage: u64,
+    /// Connections closed before a ClientHello.
+    pub closed: u64,
+    /// Handshakes that ran out of time.
+    pub timeout: u64,
+}
+
+impl TlsStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> TlsStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TlsStatsSnapshot {
+            ok: get(&self.ok),
+            h2: get(&self.h2),
+            failed: get(&self.failed),
+            garbage: get(&self.garbage),
+            closed: get(&self.closed),
+            timeout: get(&self.timeout),
+        }
+    }
+
+    fn count(&self, kind: HandshakeErrorKind) {
+        let c = match kind {
+            HandshakeErrorKind::Garbage => &self.garbage,
+            HandshakeErrorKind::Closed => &self.closed,
+            HandshakeErrorKind::Timeout => &self.timeout,
+            HandshakeErrorKind::Failed => &self.failed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts TLS on sockets: one per gateway, shared by every TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsAcceptor {
+    config: Arc<ServerConfig>,
+    timeout: Duration,
+    stats: Arc<TlsStats>,
+}
+
+impl TlsAcceptor {
+    /// An acceptor serving the certificate in `resolver` (see [`server_config`]),
+    /// with [`DEFAULT_HANDSHAKE_TIMEOUT`] and fresh counters.
+    pub fn new(resolver: Arc<CertResolver>) -> Result<Self, TlsError> {
+        Ok(Self::from_config(server_config(resolver)?))
+    }
+
+    /// An acceptor for a config built elsewhere.
+    pub fn from_config(config: Arc<ServerConfig>) -> Self {
+        TlsAcceptor { config, timeout: DEFAULT_HANDSHAKE_TIMEOUT, stats: Arc::default() }
+    }
+
+    /// Change the handshake time limit.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The counters every [`TlsAcceptor::accept`] bumps.
+    pub fn stats(&self) -> &Arc<TlsStats> {
+        &self.stats
+    }
+
+    /// The rustls config (for tests and for building other acceptors).
+    pub fn config(&self) -> &Arc<ServerConfig> {
+        &self.config
+    }
+
+    /// Runs the server handshake on `io` within the time limit, counting the
+    /// outcome. Logs nothing: the caller decides from [`HandshakeError::kind`].
+    pub async fn accept<IO>(&self, io: IO) -> Result<TlsStream<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let result = timeout(self.timeout, handshake(io, self.config.clone())).await;
+        match &result {
+            Ok(stream) => {
+                self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                if Alpn::of(stream) == Alpn::H2 {
+                    self.stats.h2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => self.stats.count(e.kind),
+        }
+        result
+    }
+}
+
+async fn timeout<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, HandshakeError>>,
+) -> Result<T, HandshakeError> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(HandshakeError {
+            kind: HandshakeErrorKind::Timeout,
+            source: io::Error::new(io::ErrorKind::TimedOut, format!("no finished handshake within {limit:?}")),
+        })
+    })
+}
+
+async fn handshake<IO>(io: IO, config: Arc<ServerConfig>) -> Result<TlsStream<IO>, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+        .await
+        .map_err(|source| HandshakeError { kind: hello_error_kind(&source), source })?;
+    start.into_stream(config).await.map_err(|source| HandshakeError { kind: HandshakeErrorKind::Failed, source })
+}
+
+/// Sorts a failure to read a ClientHello: bytes that are not TLS records or not
+/// a ClientHello are garbage, end of stream is a peer that closed, and anything
+/// else (a real ClientHello rustls cannot serve, a broken socket) a failure.
+fn hello_error_kind(e: &io::Error) -> HandshakeErrorKind {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return HandshakeErrorKind::Closed;
+    }
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(
+            rustls::Error::InvalidMessage(_)
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. },
+        ) => HandshakeErrorKind::Garbage,
+        _ => HandshakeErrorKind::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::testutil::{client_handshake, Made};
+    use tokio::io::AsyncWriteExt;
+
+    fn acceptor(made: &Made) -> TlsAcceptor {
+        TlsAcceptor::new(Arc::new(CertResolver::new(made.certified()))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn alpn_gives_h2_when_offered_and_http11_otherwise() {
+        let made = Made::new(&["gw.example"], None);
+        let acc = acceptor(&made);
+        for (offer, want) in [
+            (&[&b"h2"[..], b"http/1.1"][..], Alpn::H2),
+            (&[&b"http/1.1"[..]][..], Alpn::Http11),
+            (&[][..], Alpn::Http11),
+        ] {
+            let seen = client_handshake(&acc, offer, None).await.unwrap();
+            assert_eq!(seen.server_alpn, want, "client offered {offer:?}");
+        }
+        let stats = acc.stats().snapshot();
+        assert_eq!((stats.ok, stats.h2, stats.garbage), (3, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn tls_1_3_by_default_and_1_2_when_the_client_only_has_1_2() {
+        let acc = acceptor(&Made::new(&["gw.example"], None));
+        let seen = client_handshake(&acc, &[b"h2"], None).await.unwrap();
+        assert_eq!(seen.version, rustls::ProtocolVersion::TLSv1_3);
+        let seen = client_handshake(&acc, &[b"h2"], Some(&rustls::version::TLS12)).await.unwrap();
+        assert_eq!(seen.version, rustls::ProtocolVersion::TLSv1_2);
+        assert_eq!(seen.server_alpn, Alpn::H2);
+    }
+
+    #[tokio::test]
+    async fn plain_http_instead_of_a_hello_is_garbage() {
+        let made = Made::new(&["gw.example"], None);
+        let acc = acceptor(&made);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(b"GET / HTTP/1.1\r\nHost: 10.8.0.1\r\n\r\n").await.unwrap();
+        let err = acc.accept(server).await.unwrap_err();
+        assert_eq!(err.kind(), HandshakeErrorKind::Garbage, "{err:?}");
+        assert!(err.is_noise());
+        let stats = acc.stats().snapshot();
+        assert_eq!((stats.garbage, stats.ok, stats.failed), (1, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_at_once_is_closed_not_garbage() {
+        let acc = acceptor(&Made::new(&["gw.example"], None));
+        let (client, server) = tokio::io::duplex(1024);
+        drop(client);
+        let err = acc.accept(server).await.unwrap_err();
+        assert_eq!(err.kind(), HandshakeErrorKind::Closed, "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out() {
+        let acc = acceptor(&Made::new(&["gw.example"], None)).with_handshake_timeout(Duration::from_secs(3));
+        let (_client, server) = tokio::io::duplex(1024);
+        let err = acc.accept(server).await.unwrap_err();
+        assert_eq!(err.kind(), HandshakeErrorKind::Timeout, "{err:?}");
+        assert_eq!(acc.stats().snapshot().timeout, 1);
+    }
+
+    #[tokio::test]
+    async fn a_tls_client_we_cannot_serve_fails_as_a_tls_client_not_garbage() {
+        // Two well-formed TLS 1.2 ClientHellos offering only
+        // TLS_RSA_WITH_AES_128_CBC_SHA: one without the signature_algorithms
+        // extension (refused while reading the hello), one with it (refused when
+        // choosing a cipher suite, after the hello).
+        for with_sigalgs in [false, true] {
+            let acc = acceptor(&Made::new(&["gw.example"], None));
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let hello = crate::tls::testutil::hello_with_rsa_kx_only(with_sigalgs);
+            client.write_all(&hello).await.unwrap();
+            let err = acc.accept(server).await.unwrap_err();
+            assert_eq!(err.kind(), HandshakeErrorKind::Failed, "{with_sigalgs}: {err:?}");
+            assert!(!err.is_noise());
+            assert_eq!(acc.stats().snapshot().failed, 1);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! TLS for mesh listeners: certificates, reload, self-signed keys, the acceptor.
+//!
+//! This module sits below the gateway and imports nothing else from the crate:
+//! the accept loop and the command line call into it, never the reverse. What
+//! comes in is either a PEM certificate + key pair ([`Reloader`]) or a state
+//! directory ([`SelfSigned`]); what goes out is a [`CertResolver`] whose
+//! certificate can be swapped while the listener runs, and a [`TlsAcceptor`] that
+//! turns an accepted socket into a TLS stream and says which HTTP version the
+//! client picked ([`Alpn`]). The one rule: a certificate that is served has been
+//! checked first (parsed, key matches, dates valid); a bad replacement never
+//! displaces a good one.
+
+mod accept;
+mod certs;
+mod error;
+mod reload;
+mod resolver;
+mod selfsigned;
+mod statedir;
+#[cfg(test)]
+mod testutil;
+
+pub use accept::{
+    server_config, Alpn, HandshakeError, HandshakeErrorKind, TlsAcceptor, TlsStats, TlsStatsSnapshot,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+};
+pub use certs::{load_pair, spki_sha256_base64, LoadedPair};
+pub use error::TlsError;
+pub use reload::{ReloadOutcome, Reloader, DEFAULT_POLL_INTERVAL};
+pub use resolver::CertResolver;
+pub use selfsigned::{SelfSigned, CERT_FILE, KEY_FILE};
+pub use statedir::{default_state_dir, state_dir_from};
+pub use tokio_rustls::server::TlsStream;
