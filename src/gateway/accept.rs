@@ -28,10 +28,9 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Version};
 use axum::response::IntoResponse;
 
 use super::auth::{self, Verdict};
@@ -44,12 +43,13 @@ use super::proxy::headers::Peer;
 use super::proxy::Proxy;
 use super::session;
 use super::slots::{AddressSlots, Slot};
+use crate::tls::{Alpn, TlsAcceptor};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
 /// then lets every open connection finish its in-flight request. Each
 /// connection first takes a permit from `connections`.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
-    let Listen { listener, app, ctx, interface, state, limits, connections, slots, direct } = listen;
+    let Listen { listener, app, ctx, interface, state, limits, connections, slots, direct, tls } = listen;
     let builder = limits.http1();
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (drain, draining) = watch::channel(false);
@@ -87,8 +87,8 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
-        let (app, direct, state, interface, builder) =
-            (app.clone(), direct.clone(), state.clone(), interface.clone(), builder.clone());
+        let (app, direct, state, interface, builder, tls) =
+            (app.clone(), direct.clone(), state.clone(), interface.clone(), builder.clone(), tls.clone());
         let draining = draining.clone();
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
@@ -110,37 +110,32 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 direct: direct.map(|d| (d, Peer::new(peer))),
                 activity: activity.clone(),
             };
-            let io = TokioIo::new(Counted { stream, activity: activity.clone(), _permit: permit, _slot: slot });
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            // Held until the connection ends: the accept loop's drain waits
-            // for every receiver to go.
-            let mut draining = draining;
-            let timers = || idle::timers(idle_timeout, response_timeout, &activity);
-            let first = Supervised::new(conn.as_mut(), async {
-                tokio::select! {
-                    _ = draining.changed() => Stop::Drain,
-                    () = timers() => Stop::Timeout,
+            let supervision = Supervision { draining, idle_timeout, response_timeout, activity: activity.clone() };
+            let result = match tls {
+                None => {
+                    let io = Counted { stream, activity, _permit: permit, _slot: slot };
+                    supervise(builder.serve_connection(TokioIo::new(io), service).with_upgrades(), supervision).await
                 }
-            })
-            .await;
-            let result = match first {
-                Ended::Conn(r) => r,
-                // Quiet for the whole idle timeout (nothing in flight, or a
-                // response stuck on a client that stopped reading): close.
-                Ended::Supervisor(Stop::Timeout) => Ok(()),
-                Ended::Supervisor(Stop::Drain) => {
-                    conn.as_mut().graceful_shutdown();
-                    // The request in flight finishes, with its response
-                    // deadline still kept; a half-sent head keeps hyper from
-                    // closing at once, and the idle watch still bounds it.
-                    match Supervised::new(conn.as_mut(), timers()).await {
-                        Ended::Conn(r) => r,
-                        Ended::Supervisor(()) => Ok(()),
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Err(e) => {
+                        // Scanners and plain HTTP at an HTTPS port are counted, not logged.
+                        if !e.is_noise() {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        return;
                     }
-                }
+                    Ok(stream) => {
+                        let alpn = Alpn::of(&stream);
+                        let io = TokioIo::new(Counted { stream, activity, _permit: permit, _slot: slot });
+                        match alpn {
+                            Alpn::H2 => supervise(limits.http2().serve_connection(io, service), supervision).await,
+                            Alpn::Http11 => {
+                                supervise(builder.serve_connection(io, service).with_upgrades(), supervision).await
+                            }
+                        }
+                    }
+                },
             };
-            drop(draining);
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -174,6 +169,80 @@ pub(crate) struct Listen {
     /// Per-address shares (none on loopback listeners).
     pub(crate) slots: Option<Arc<AddressSlots>>,
     pub(crate) direct: Option<Direct>,
+    /// TLS on this listener (HTTPS; HTTP/2 or HTTP/1.1 by ALPN).
+    pub(crate) tls: Option<Arc<TlsAcceptor>>,
+}
+
+/// What watches a connection from outside: the listener's drain and the
+/// connection's timers.
+struct Supervision {
+    draining: watch::Receiver<bool>,
+    idle_timeout: Duration,
+    response_timeout: Option<Duration>,
+    activity: Arc<Activity>,
+}
+
+/// A hyper server connection of either HTTP version: it can be told to finish
+/// what is in flight and take no more.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = InFlight<GatewayBody>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = InFlight<GatewayBody>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, InFlight<GatewayBody>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives one connection next to its drain signal and timers.
+async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Error> {
+    tokio::pin!(conn);
+    // Held until the connection ends: the accept loop's drain waits for every
+    // receiver to go.
+    let Supervision { mut draining, idle_timeout, response_timeout, activity } = s;
+    let timers = || idle::timers(idle_timeout, response_timeout, &activity);
+    let first = Supervised::new(conn.as_mut(), async {
+        tokio::select! {
+            _ = draining.changed() => Stop::Drain,
+            () = timers() => Stop::Timeout,
+        }
+    })
+    .await;
+    let result = match first {
+        Ended::Conn(r) => r,
+        // Quiet for the whole idle timeout (nothing in flight, or a response
+        // stuck on a client that stopped reading): close.
+        Ended::Supervisor(Stop::Timeout) => Ok(()),
+        Ended::Supervisor(Stop::Drain) => {
+            conn.as_mut().graceful();
+            // The request in flight finishes, with its response deadline still
+            // kept; a half-sent head keeps hyper from closing at once, and the
+            // idle watch still bounds it.
+            match Supervised::new(conn.as_mut(), timers()).await {
+                Ended::Conn(r) => r,
+                Ended::Supervisor(()) => Ok(()),
+            }
+        }
+    };
+    drop(draining);
+    result
 }
 
 /// Requests outside `/_meshgate/` that go straight to an upstream: checked
@@ -217,6 +286,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
             let refused =
                 (StatusCode::METHOD_NOT_ALLOWED, [(header::CONNECTION, "close")], "CONNECT is not supported\n");
             return ConnFuture::Ready { response: Some(refused.into_response().map(GatewayBody::Axum)), guard };
+        }
+        // HTTP/2 names the host in `:authority`: every check below reads `Host`.
+        if request.version() == Version::HTTP_2 && !request.headers().contains_key(header::HOST) {
+            if let Some(host) = request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
         }
         // Identity comes from the mesh, never from the client.
         self.peer_headers.apply(request.headers_mut());
@@ -293,20 +368,20 @@ impl Future for ConnFuture {
 /// the socket closes, however long an upgraded connection keeps it. Its writes
 /// are reported to the connection's [`Activity`], so that the idle watch can
 /// tell a client that stopped reading.
-struct Counted {
-    stream: TcpStream,
+struct Counted<S> {
+    stream: S,
     activity: Arc<Activity>,
     _permit: OwnedSemaphorePermit,
     _slot: Option<Arc<Slot>>,
 }
 
-impl AsyncRead for Counted {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
         self.activity.wrote(&polled);

@@ -46,6 +46,10 @@ pub struct LiveListener {
     pub listener: Listener,
     /// When it opened (seconds since the Unix epoch).
     pub since: u64,
+    /// True when it serves HTTPS.
+    pub tls: bool,
+    /// Where to reach it: `https://10.8.0.1:18789`, `http://127.0.0.1:18789`.
+    pub url: String,
 }
 
 /// The live set.

@@ -12,6 +12,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MIN_HEADER_BYTES: usize = 8192;
 /// Default for [`ServerLimits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// The most requests in flight at once on one HTTP/2 connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// Default for [`ServerLimits::max_connections_per_address`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// Default for [`ServerLimits::max_unauthenticated_per_address`].
@@ -97,6 +99,15 @@ impl ServerLimits {
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self
+    }
+
+    /// The HTTP/2 server builder for TLS listeners that negotiated `h2`: the
+    /// same head cap (as the header list size), a bounded number of streams.
+    pub(crate) fn http2(&self) -> hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor> {
+        let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let bytes = u32::try_from(self.max_header_bytes.max(MIN_HEADER_BYTES)).unwrap_or(u32::MAX);
+        b.max_header_list_size(bytes).max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+        b
     }
 
     pub(crate) fn http1(&self) -> hyper::server::conn::http1::Builder {

@@ -14,11 +14,27 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::accept::{accept_loop, Direct, Listen};
-use super::bind::{bind, BindError, Bound};
+use super::bind::{bind, display_addr, BindError, Bound};
 use super::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
 use super::limits::ServerLimits;
 use super::proxy::Proxy;
 use super::slots::AddressSlots;
+use crate::tls::{SelfSigned, TlsAcceptor};
+
+/// HTTPS for a listener set: every non-loopback listener (and the loopback
+/// ones when `loopback` is set) speaks TLS with `acceptor`, HTTP/2 or
+/// HTTP/1.1 by ALPN. With `self_signed`, each address attached is added to the
+/// certificate (reissued with the same key) before it serves.
+#[derive(Debug, Clone)]
+pub struct Https {
+    /// The acceptor (its certificate resolver may be swapped while serving).
+    pub acceptor: Arc<TlsAcceptor>,
+    /// The self-signed certificate to extend with new addresses, if that is
+    /// where the certificate comes from.
+    pub self_signed: Option<Arc<SelfSigned>>,
+    /// Serve TLS on loopback listeners too (`--tls-loopback`).
+    pub loopback: bool,
+}
 
 struct Live {
     listener: Listener,
@@ -57,6 +73,7 @@ pub struct ListenerSet {
     connections: Arc<Semaphore>,
     loopback_connections: Arc<Semaphore>,
     slots: Arc<AddressSlots>,
+    tls: Option<Https>,
     live: BTreeMap<SocketAddr, Live>,
     fallback: (bool, Option<String>),
     direct: Option<Direct>,
@@ -85,6 +102,7 @@ impl ListenerSet {
             live: BTreeMap::new(),
             fallback: (false, None),
             direct: None,
+            tls: None,
         }
     }
 
@@ -110,6 +128,22 @@ impl ListenerSet {
         self.direct = Some(Direct { proxy, state: self.state.clone() });
     }
 
+    /// Serves HTTPS on listeners attached from now on (see [`Https`]).
+    pub fn set_tls(&mut self, tls: Https) {
+        self.tls = Some(tls);
+    }
+
+    fn live_listener(&self, l: &Listener, since: u64) -> LiveListener {
+        let tls = self.is_tls(l);
+        let url = format!("{}://{}", if tls { "https" } else { "http" }, display_addr(l));
+        LiveListener { listener: l.clone(), since, tls, url }
+    }
+
+    /// True when `listener` is (or would be) served over TLS.
+    pub fn is_tls(&self, listener: &Listener) -> bool {
+        self.tls.as_ref().is_some_and(|t| !listener.is_loopback() || t.loopback)
+    }
+
     /// The state `/status` and `/ws` read.
     pub fn state(&self) -> &AppState {
         &self.state
@@ -126,7 +160,16 @@ impl ListenerSet {
         let key = bound.listener.socket_addr();
         let listener = tokio::net::TcpListener::from_std(bound.socket)?;
         let loopback = local.ip().is_loopback();
-        let ctx = ListenerCtx { local, loopback, tls: false };
+        let tls = self.tls.as_ref().filter(|t| !loopback || t.loopback);
+        if let Some(names) = tls.and_then(|t| t.self_signed.as_ref()) {
+            // A self-signed certificate names every address it is served on.
+            match names.ensure_names(&[local.ip()]) {
+                Ok(true) => tracing::info!(address = %local.ip(), "the self-signed certificate now names this address"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("{e}; the certificate does not name {}", local.ip()),
+            }
+        }
+        let ctx = ListenerCtx { local, loopback, tls: tls.is_some() };
         let (stop, stopped) = oneshot::channel::<()>();
         let listen = Listen {
             listener,
@@ -139,6 +182,7 @@ impl ListenerSet {
             connections: if loopback { self.loopback_connections.clone() } else { self.connections.clone() },
             slots: (!loopback).then(|| self.slots.clone()),
             direct: self.direct.clone(),
+            tls: tls.map(|t| t.acceptor.clone()),
         };
         let task = tokio::spawn(accept_loop(listen, stopped));
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
@@ -202,7 +246,7 @@ impl ListenerSet {
     /// Publishes the live set to `/status` and `/ws`.
     pub fn publish(&self) {
         let listeners =
-            self.live.values().map(|l| LiveListener { listener: l.listener.clone(), since: l.since }).collect();
+            self.live.values().map(|l| self.live_listener(&l.listener, l.since)).collect();
         self.state.publish(LiveView { listeners, fallback: self.fallback.0, fallback_reason: self.fallback.1.clone() });
     }
 
