@@ -94,8 +94,10 @@ fn regressions_are_explained() {
     let readme = std::fs::read_to_string(fuzz_dir().join("README.md")).expect("fuzz/README.md");
     let targets = ["selector", "config", "auth_header", "resolution"];
     let mut n = 0;
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(fuzz_dir().join("regressions")).expect("fuzz/regressions").map(|e| e.unwrap().path()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fuzz_dir().join("regressions"))
+        .expect("fuzz/regressions")
+        .map(|e| e.unwrap().path())
+        .collect();
     dirs.sort();
     for dir in dirs {
         assert!(dir.is_dir(), "{}: a regression goes under fuzz/regressions/TARGET/", dir.display());
