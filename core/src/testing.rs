@@ -18,7 +18,7 @@
 //!
 //! [`check_provider`] is the same without samples: enough for a provider whose
 //! interfaces are already in the kit's [`fixtures::zoo`] (every mesh in the
-//! project's `MESHES.md`).
+//! repository's `docs/meshes.md`).
 //!
 //! # What is checked ([`Check`])
 //!
@@ -887,7 +887,7 @@ fn modified(snap: &Snapshot, name: &str, change: impl Fn(&mut Interface)) -> Sna
 /// Fixture interfaces and snapshots: what the kit runs providers over, public so
 /// provider tests can build their tables from the same pieces.
 ///
-/// The interfaces follow the project's `MESHES.md`: each mesh as it shows up on
+/// The interfaces follow the repository's `docs/meshes.md`: each mesh as it shows up on
 /// Linux (with the kind the OS reports) and on macOS (`utunN`, no kind), beside
 /// the ordinary links a host has (NICs, bridges, veths, a dummy).
 pub mod fixtures {
@@ -926,7 +926,7 @@ pub mod fixtures {
     }
 
     /// Every interface shape the kit knows on Linux, `lo` and `eth0` excluded:
-    /// each mesh of `MESHES.md` with its kind, plus ordinary and tricky links
+    /// each mesh of `docs/meshes.md` with its kind, plus ordinary and tricky links
     /// (carrier NAT on a NIC, container bridges and veths, NetworkManager's
     /// `nm-bridge`, an OpenVPN TUN, a down WireGuard, a TUN with no carrier).
     pub fn zoo() -> Vec<Interface> {

@@ -2,10 +2,11 @@
 //! Fuzz entry points: one function per target, each taking arbitrary bytes.
 //!
 //! The same file is compiled into the fuzz targets (nightly, libFuzzer) and into
-//! the main test binary (`tests/hardening`), which replays the committed corpus
-//! in `fuzz/corpus/` on stable, so a crash once found stays fixed. Besides "no
-//! panic", each entry checks the invariants it can: a never-widen rule for the
-//! resolver, the exact-token rule for the Authorization check.
+//! the main test binary (`tests/hardening`), which replays the committed seeds
+//! (`fuzz/corpus/`) and crash regressions (`fuzz/regressions/`) on stable, so a
+//! crash once found stays fixed (`fuzz/README.md`). Besides "no panic", each
+//! entry checks the invariants it can: a never-widen rule for the resolver, the
+//! exact-token rule for the Authorization check.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;

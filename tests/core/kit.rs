@@ -69,7 +69,7 @@ fn the_fixtures_are_what_the_kit_promises() {
     assert_eq!(dup.interfaces.len(), 2 * fixtures::busy_host().interfaces.len());
     // The macOS host has no kinds but its loopback.
     assert!(fixtures::macos_host().interfaces.iter().all(|i| i.kind == K::Unknown || i.flags.loopback));
-    // The zoo has every mesh of MESHES.md that ships as a provider.
+    // The zoo has every mesh of docs/meshes.md that ships as a provider.
     let zoo: Vec<String> = fixtures::zoo().into_iter().map(|i| i.name).collect();
     for name in ["tailscale0", "wt0", "tun-firezone", "ztmjfnbvsk", "nebula1", "netmaker", "CloudflareWARP", "wg0"] {
         assert!(zoo.iter().any(|z| z == name), "{name} is missing from the zoo");

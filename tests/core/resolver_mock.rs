@@ -1,5 +1,5 @@
 //! `explain` driven through a mocked [`InterfaceSource`]: the source is read
-//! exactly once, and the `--json` document keeps DESIGN.md's contract.
+//! exactly once, and the `--json` document keeps the contract in docs/cli.md.
 
 use meshgate::cli::{explain, BindArgs, CliError, ExplainArgs, FallbackArg};
 use meshgate::core::source::{MockInterfaceSource, SourceError};

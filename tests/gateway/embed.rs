@@ -2,10 +2,9 @@
 //! in-process, its refusals, the hand-back of listeners, and the
 //! `examples/embed.rs` binary itself.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
@@ -13,6 +12,7 @@ use meshgate::gateway::Token;
 use meshgate::gateway::{Error, Event, Gateway};
 
 use super::http_get as get_text;
+use super::Server;
 
 fn my_app() -> Router {
     Router::new().route("/", get(|| async { "hello from my app\n" }))
@@ -126,36 +126,20 @@ fn the_embed_example_serves_its_app() {
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(&bin)
-        .env("APP_PORT", port.to_string())
-        .env("APP_BIND", "127.0.0.1")
-        .env_remove("APP_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the example");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-    let result = std::panic::catch_unwind(|| {
+    let server = Server::start(
+        Command::new(&bin).env("APP_PORT", port.to_string()).env("APP_BIND", "127.0.0.1").env_remove("APP_TOKEN"),
+    );
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // The example's own line, made from the Listening event: the library
         // itself writes nothing to stdout.
-        let line = line.expect("the example printed its listening line");
+        let line = server.wait_lines(1).remove(0);
         assert_eq!(line, format!("app: listening on 127.0.0.1:{port} (ip)"));
         let r = get_text(format!("127.0.0.1:{port}").parse().unwrap(), "/", None);
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("hello from my app\n"), "{r}");
-    });
-    let _ = child.kill();
-    let _ = child.wait();
+    }));
     // Everything else the process wrote to stdout, up to its end (the reader
     // sees EOF once the killed child is reaped): nothing.
-    let rest: Vec<String> = rx.iter().collect();
+    let rest = server.kill_and_rest();
     assert!(rest.is_empty(), "the library wrote to stdout: {rest:?}");
     if let Err(p) = result {
         std::panic::resume_unwind(p);

@@ -21,21 +21,134 @@ pub(crate) fn meshgate(args: &[&str]) -> std::process::Command {
     c
 }
 
-/// Runs to completion, killing it after 10 s (a refused start must be quick;
-/// one that wrongly starts serving fails here instead of hanging the test).
+/// How long a process test waits for a process to exit or to print a line.
+pub(crate) const PROCESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads `pipe` to its end on a thread, so a child never blocks on a full pipe
+/// while the test waits for it.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+/// Runs to completion, killing it after [`PROCESS_DEADLINE`] (a refused start
+/// must be quick; one that wrongly starts serving fails here instead of hanging
+/// the test). Both pipes are read while it runs.
 pub(crate) fn run(cmd: &mut std::process::Command) -> std::process::Output {
     use std::process::Stdio;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn meshgate");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("meshgate did not exit: {:?}", child.wait_with_output().unwrap());
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for meshgate") {
+            break status;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let status = child.wait().expect("reap meshgate");
+            let (out, err) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "meshgate did not exit within {PROCESS_DEADLINE:?} ({status}); stdout: {:?}; stderr: {:?}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// A process that serves until stopped (meshgate, or an example built on the
+/// library): killed and reaped on drop, so a failed assertion leaves nothing
+/// running. Its stdout is read line by line on a thread, so it never blocks on
+/// a full pipe; every wait has a deadline. Stderr goes nowhere.
+pub(crate) struct Server {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `cmd` (stdin null, stdout read here, stderr null).
+    pub(crate) fn start(cmd: &mut std::process::Command) -> Server {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn the server");
+        let out = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Server { child, lines }
     }
-    child.wait_with_output().unwrap()
+
+    /// The first `n` lines it prints, within [`PROCESS_DEADLINE`].
+    pub(crate) fn wait_lines(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + PROCESS_DEADLINE;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(l),
+                Err(e) => panic!("wanted {n} lines within {PROCESS_DEADLINE:?}, got {got:?} ({e})"),
+            }
+        }
+        got
+    }
+
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit, within [`PROCESS_DEADLINE`].
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        let deadline = std::time::Instant::now() + PROCESS_DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait for the server") {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "no exit within {PROCESS_DEADLINE:?} after SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Kills and reaps it, then returns every stdout line not yet taken by
+    /// [`wait_lines`](Self::wait_lines), up to the end of the pipe.
+    pub(crate) fn kill_and_rest(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = std::time::Instant::now() + PROCESS_DEADLINE;
+        let mut rest = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => rest.push(l),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return rest,
+                Err(e) => panic!("stdout still open {PROCESS_DEADLINE:?} after the kill ({e}); read so far: {rest:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `meshgate serve ARGS` must exit 2 (usage) with `needle` in its message.

@@ -1,12 +1,11 @@
 //! The real `meshgate` process on this host's loopback: refused configurations
 //! and their exit codes, all-or-nothing binding, defaults, /ws, graceful stop.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-use super::{meshgate, run};
+use super::{meshgate, run, Server};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -47,47 +46,6 @@ mod tempfile_path {
 
 fn nothing_listens(addr: &str) -> bool {
     TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(300)).is_err()
-}
-
-/// A running server, killed on drop.
-struct Server {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(cmd: &mut Command) -> Server {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Server { child, lines }
-    }
-
-    /// The listening lines printed within the time limit (at least `n`).
-    fn wait_lines(&self, n: usize) -> Vec<String> {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => got.push(l),
-                Err(_) => panic!("only {got:?} printed"),
-            }
-        }
-        got
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 use super::http_get;
@@ -172,16 +130,7 @@ fn no_subcommand_serves_loopback_and_stops_gracefully() {
     let r = http_get(addr, "/status", None);
     assert!(r.contains("\"provider\":\"loopback\""), "{r}");
     // SIGTERM: a clean exit.
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.terminate();
     assert!(status.success(), "{status:?}");
     assert!(nothing_listens(&format!("127.0.0.1:{port}")));
 }

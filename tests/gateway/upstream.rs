@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use meshgate::gateway::{Gateway, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::keep_alive_get;
+use super::{keep_alive_get, meshgate, Server};
 use tower::ServiceExt;
 
 const TOKEN: &str = "upstream-test-token-0123456789";
@@ -269,14 +268,6 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// 64 MiB up and 64 MiB down through the real `meshgate` process, generated and
 /// hashed chunk by chunk at both ends; meshgate's peak RSS stays far below the
 /// body size, so nothing buffered a whole body.
@@ -284,26 +275,15 @@ impl Drop for Proc {
 async fn large_bodies_stream_both_ways_without_buffering() {
     let up = tcp_upstream(Seen::default()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["serve", "--bind", "127.0.0.1", "--no-follow", "--port", &port.to_string()])
-        .args(["--upstream", &format!("http://{up}")])
-        .env_remove("MESHGATE_TOKEN")
-        .env_remove("MESHGATE_CONFIG")
-        .env_remove("MESHGATE_UPSTREAM")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn meshgate");
-    let mut out = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let mut first = [0u8; 9];
-    tokio::task::spawn_blocking(move || std::io::Read::read_exact(&mut out, &mut first).map(|_| first))
-        .await
-        .unwrap()
-        .expect("meshgate printed its listening line");
+    let proc = Server::start(
+        meshgate(&["serve", "--bind", "127.0.0.1", "--no-follow", "--port", &port.to_string()])
+            .args(["--upstream", &format!("http://{up}")])
+            .env("RUST_LOG", "warn"),
+    );
+    let first = proc.wait_lines(1);
+    assert!(first[0].starts_with("listening"), "meshgate printed its listening line: {first:?}");
     let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let pid = proc.0.id();
+    let pid = proc.pid();
     let before = vm_hwm_kib(pid);
 
     // Upload: written in 64 KiB chunks as they are generated.

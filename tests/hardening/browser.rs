@@ -8,6 +8,8 @@ use axum::Extension;
 use meshgate::gateway::{app, AppState, BrowserPolicy, ListenerCtx, Token};
 use tower::ServiceExt;
 
+use crate::gateway::{meshgate, Server};
+
 const TOKEN: &str = "browser-test-token";
 
 async fn status(loopback: bool, policy: BrowserPolicy, headers: &[(&str, &str)], path: &str) -> StatusCode {
@@ -73,25 +75,10 @@ async fn a_cross_site_websocket_is_forbidden() {
 async fn the_real_loopback_door_refuses_both() {
     use std::io::{Read, Write};
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["serve", "--no-follow", "--port", &port.to_string()])
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     // Killed on drop, so a failed assertion below leaves nothing running.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let _child = Kill(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let server =
+        Server::start(meshgate(&["serve", "--no-follow", "--port", &port.to_string()]).env("RUST_LOG", "error"));
+    let line = server.wait_lines(1).remove(0);
     assert!(line.starts_with("listening on"), "{line}");
     let raw = |req: String| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

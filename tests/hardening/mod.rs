@@ -1,5 +1,5 @@
-//! Hardening: the DESIGN's rules as evidence. Never-widen properties over random
-//! hosts, replay of the fuzz corpus, start-up faults.
+//! Hardening: the promises of docs/security.md as evidence. Never-widen properties over random
+//! hosts, replay of the fuzz seeds and regressions, start-up faults.
 
 mod browser;
 mod faults;

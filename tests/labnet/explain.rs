@@ -1,5 +1,5 @@
 //! `explain --json` in a namespace holding TUN/TAP devices named and addressed
-//! the way each mesh does (../shared/MESHES.md), all at once.
+//! the way each mesh does (docs/meshes.md), all at once.
 
 use super::{explain, listeners};
 use crate::lab::lab_or_skip;
