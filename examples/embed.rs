@@ -46,8 +46,10 @@ async fn main() -> ExitCode {
         .token(token)
         .open_path("/healthz")
         .on_event(|event| match event {
-            Event::Listening(l) => println!("app: listening on {}:{} ({})", l.address, l.port, l.provider),
-            Event::Stopped(l) => println!("app: stopped listening on {}:{}", l.address, l.port),
+            Event::Listening { listener: l, .. } => {
+                println!("app: listening on {}:{} ({})", l.address, l.port, l.provider)
+            }
+            Event::Stopped { listener: l, .. } => println!("app: stopped listening on {}:{}", l.address, l.port),
             _ => {}
         })
         .serve(app())

@@ -61,6 +61,11 @@ pub struct FileConfig {
     /// `[providers.NAME]` tables.
     #[serde(default)]
     pub providers: BTreeMap<String, RawProviderConfig>,
+    /// `[tls]`: HTTPS on the non-loopback listeners.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// `state_dir = "/var/lib/meshgate"`: where the self-signed key lives.
+    pub state_dir: Option<PathBuf>,
     /// `[peers]` as written: `laptop = "<base64 public key>"`. Validated into
     /// [`peer_names`](Self::peer_names) by [`parse`](Self::parse).
     #[serde(default)]
@@ -76,6 +81,25 @@ pub struct FileConfig {
     /// `allow_peers`, resolved through `[peers]` (not a file key).
     #[serde(skip)]
     pub allow_list: AllowList,
+}
+
+/// `[tls]` as written. Relative paths are relative to the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `cert = "/etc/meshgate/cert.pem"`: a PEM certificate chain (with `key`).
+    pub cert: Option<PathBuf>,
+    /// `key = "/etc/meshgate/key.pem"`: its PEM private key.
+    pub key: Option<PathBuf>,
+    /// `self_signed = true`: a self-signed certificate over a kept key.
+    #[serde(default)]
+    pub self_signed: bool,
+    /// `names = ["host.tailnet.ts.net"]`: DNS names a self-signed certificate names.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// `loopback = true`: HTTPS on the loopback listeners too.
+    #[serde(default)]
+    pub loopback: bool,
 }
 
 /// `[limits]` as written; every value optional (the flags' defaults apply).
@@ -95,6 +119,12 @@ pub struct LimitsConfig {
     /// `max_connections = 512`: client connections open at once (all listeners);
     /// more wait in the listen queue.
     pub max_connections: Option<u64>,
+    /// `max_connections_per_address = 64`: connections one address may hold
+    /// open on non-loopback listeners.
+    pub max_connections_per_address: Option<u64>,
+    /// `max_unauthenticated_per_address = 16`: of those, how many before a
+    /// request on them passed with credentials.
+    pub max_unauthenticated_per_address: Option<u64>,
     /// `max_body_bytes = 2097152`: the largest request body meshgate's own
     /// routes accept (413 past it).
     pub max_body_bytes: Option<u64>,

@@ -131,6 +131,56 @@ pub struct ServeArgs {
     /// is sent to); others get 403. Repeatable.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// Let this WireGuard peer in without a token: a name from the config
+    /// file's [peers] or a base64 public key. Repeatable; replaces the config
+    /// file's allow_peers.
+    #[arg(long = "allow-peer", value_name = "NAME|KEY")]
+    pub allow_peer: Vec<String>,
+    /// The most connections one address may hold open on non-loopback
+    /// listeners [default: 64].
+    #[arg(long, value_name = "N", value_parser = values::parse_connections)]
+    pub max_connections_per_address: Option<usize>,
+    /// The most connections one address may hold open before presenting a
+    /// token, a session or an allowed peer identity [default: 16].
+    #[arg(long, value_name = "N", value_parser = values::parse_connections)]
+    pub max_unauthenticated_per_address: Option<usize>,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// HTTPS on the non-loopback listeners (`serve`'s options).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded
+    /// when the files change or on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate over a key kept in
+    /// --state-dir (its SHA-256 is printed at start, for pinning).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub tls: Option<TlsMode>,
+    /// A DNS name the self-signed certificate also names (a MagicDNS name, say).
+    /// Repeatable.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_name: Vec<String>,
+    /// Where the self-signed key lives [default: $STATE_DIRECTORY, else
+    /// /var/lib/meshgate for root, else ~/.local/share/meshgate].
+    #[arg(long, env = "MESHGATE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve HTTPS on the loopback listeners too (they stay plain HTTP otherwise).
+    #[arg(long)]
+    pub tls_loopback: bool,
+}
+
+/// `--tls`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    /// A self-signed certificate over a key kept in the state directory.
+    SelfSigned,
 }
 
 /// `explain`'s options.

@@ -14,6 +14,9 @@ pub enum CliError {
     /// Bad selector or flag (exit 2).
     #[error(transparent)]
     Usage(#[from] SelectorError),
+    /// A flag's value that cannot be used (exit 2).
+    #[error("{0}")]
+    BadFlag(String),
     /// Refused configuration (exit 78).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -38,7 +41,7 @@ impl CliError {
     /// The process exit code for this error (the CLI contract in docs/serving.md).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) => 2,
+            Self::Usage(_) | Self::BadFlag(_) => 2,
             Self::NothingMatched(_) => 69,
             Self::Registry(_) => 70,
             Self::Source(_) => 71,

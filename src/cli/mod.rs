@@ -12,11 +12,14 @@ mod serve;
 mod settings;
 mod values;
 
-pub use args::{BindArgs, Cli, Command, ExplainArgs, FallbackArg, ProvidersArgs, ServeArgs};
+pub use args::{BindArgs, Cli, Command, ExplainArgs, FallbackArg, ProvidersArgs, ServeArgs, TlsArgs, TlsMode};
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
 pub use print::{event_line, listening_line, stopped_line};
 pub use providers::providers;
 pub use serve::run as serve;
-pub use settings::{browser_policy, load_token, registry, serve_options, settings, ServeOptions, Settings};
+pub use settings::{
+    browser_policy, load_token, registry, serve_options, settings, tls_setup, wireguard_peers, ServeOptions, Settings,
+    TlsSetup,
+};
 pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_seconds};

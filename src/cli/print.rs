@@ -9,14 +9,14 @@ use meshgate_core::{Listener, ListenerRole};
 use crate::gateway::{display_addr, Event};
 
 /// The line printed as a listener opens.
-pub fn listening_line(l: &Listener) -> String {
+pub fn listening_line(l: &Listener, tls: bool) -> String {
     let via = l.interface.as_deref().filter(|_| l.role != ListenerRole::Companion).map(|i| format!(" via {i}"));
     let what = match l.role {
         ListenerRole::Selected => format!("{}{}", l.provider, via.unwrap_or_default()),
         ListenerRole::Fallback => format!("loopback fallback{}", via.unwrap_or_default()),
         ListenerRole::Companion => "loopback companion".to_owned(),
     };
-    format!("listening on http://{} ({what})", display_addr(l))
+    format!("listening on {}://{} ({what})", if tls { "https" } else { "http" }, display_addr(l))
 }
 
 /// Prints one line to stdout at once (the listening lines are a contract).
@@ -27,15 +27,16 @@ pub(crate) fn say(line: &str) {
 }
 
 /// The line printed as a listener closes.
-pub fn stopped_line(l: &Listener) -> String {
-    format!("stopped listening on http://{} ({}: no longer matched)", display_addr(l), l.provider)
+pub fn stopped_line(l: &Listener, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("stopped listening on {scheme}://{} ({}: no longer matched)", display_addr(l), l.provider)
 }
 
 /// The stdout line for an event, if it has one.
 pub fn event_line(event: &Event) -> Option<String> {
     match event {
-        Event::Listening(l) => Some(listening_line(l)),
-        Event::Stopped(l) => Some(stopped_line(l)),
+        Event::Listening { listener, tls } => Some(listening_line(listener, *tls)),
+        Event::Stopped { listener, tls } => Some(stopped_line(listener, *tls)),
         _ => None,
     }
 }
@@ -66,18 +67,32 @@ mod tests {
     #[test]
     fn listener_lines_are_pinned() {
         let wg = listener("10.8.0.1", "wireguard", Some("wg0"), ListenerRole::Selected);
-        assert_eq!(listening_line(&wg), "listening on http://10.8.0.1:18789 (wireguard via wg0)");
-        assert_eq!(stopped_line(&wg), "stopped listening on http://10.8.0.1:18789 (wireguard: no longer matched)");
+        assert_eq!(listening_line(&wg, false), "listening on http://10.8.0.1:18789 (wireguard via wg0)");
+        assert_eq!(
+            stopped_line(&wg, false),
+            "stopped listening on http://10.8.0.1:18789 (wireguard: no longer matched)"
+        );
         let v6 = listener("fe80::1%wg0", "iface", Some("wg0"), ListenerRole::Selected);
-        assert_eq!(listening_line(&v6), "listening on http://[fe80::1%wg0]:18789 (iface via wg0)");
+        assert_eq!(listening_line(&v6, false), "listening on http://[fe80::1%wg0]:18789 (iface via wg0)");
         let fb = listener("127.0.0.1", "loopback", Some("lo"), ListenerRole::Fallback);
-        assert_eq!(listening_line(&fb), "listening on http://127.0.0.1:18789 (loopback fallback via lo)");
+        assert_eq!(listening_line(&fb, false), "listening on http://127.0.0.1:18789 (loopback fallback via lo)");
         let comp = listener("::1", "loopback", Some("lo"), ListenerRole::Companion);
-        assert_eq!(listening_line(&comp), "listening on http://[::1]:18789 (loopback companion)");
+        assert_eq!(listening_line(&comp, false), "listening on http://[::1]:18789 (loopback companion)");
         let bare = listener("10.8.0.1", "ip", None, ListenerRole::Selected);
-        assert_eq!(listening_line(&bare), "listening on http://10.8.0.1:18789 (ip)");
-        assert_eq!(event_line(&Event::Listening(wg.clone())), Some(listening_line(&wg)));
-        assert_eq!(event_line(&Event::Stopped(wg.clone())), Some(stopped_line(&wg)));
+        assert_eq!(listening_line(&bare, false), "listening on http://10.8.0.1:18789 (ip)");
+        assert_eq!(
+            event_line(&Event::Listening { listener: wg.clone(), tls: false }),
+            Some(listening_line(&wg, false))
+        );
+        assert_eq!(event_line(&Event::Stopped { listener: wg.clone(), tls: false }), Some(stopped_line(&wg, false)));
+        assert_eq!(
+            event_line(&Event::Listening { listener: wg.clone(), tls: true }).unwrap(),
+            "listening on https://10.8.0.1:18789 (wireguard via wg0)"
+        );
+        assert_eq!(
+            event_line(&Event::Stopped { listener: wg.clone(), tls: true }).unwrap(),
+            "stopped listening on https://10.8.0.1:18789 (wireguard: no longer matched)"
+        );
         assert_eq!(event_line(&Event::FallbackOver), None);
     }
 }

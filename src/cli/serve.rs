@@ -9,8 +9,10 @@ use meshgate_core::source::InterfaceSource;
 use super::args::ServeArgs;
 use super::error::CliError;
 use super::print::{event_line, say};
-use super::settings::{browser_policy, load_token, registry, serve_options, settings};
+use super::settings::{browser_policy, load_token, registry, serve_options, settings, tls_setup, wireguard_peers};
 use crate::gateway::{app, shutdown_signal, Gateway, Proxy};
+use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
+use std::sync::Arc;
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), CliError> {
@@ -20,9 +22,11 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let token = load_token(args, std::env::var("MESHGATE_TOKEN").ok(), file.map(|(_, f)| f))?;
     let options = serve_options(args, file)?;
     let follow = !args.no_follow && file.and_then(|(_, f)| f.follow).unwrap_or(true);
+    let peers = Arc::new(wireguard_peers(args, file.map(|(_, f)| f))?);
+    let tls = tls_setup(&args.tls, file)?;
     let stop = shutdown_signal();
 
-    let builder = Gateway::builder()
+    let mut builder = Gateway::builder()
         .selectors(settings.selectors.clone())
         .resolve_options(settings.resolve.clone())
         .token(token.clone())
@@ -31,11 +35,23 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .limits(options.server_limits)
         .browser_policy(browser_policy(args, file.map(|(_, f)| f)))
         .source(source)
+        .peer_lookup(peers.clone(), peers.allows_any())
         .on_event(|event| {
             if let Some(line) = event_line(event) {
                 say(&line);
             }
         });
+    if let Some(tls) = tls {
+        say(&tls.summary);
+        builder = builder.tls(tls.https);
+        if let Some(reloader) = tls.reloader {
+            // New handshakes get a replaced certificate; open connections keep theirs.
+            reloader.clone().spawn_poll(DEFAULT_POLL_INTERVAL);
+            reload_on_sighup(reloader);
+        }
+    } else {
+        reload_on_sighup_noop();
+    }
     let running = match options.upstream {
         Some(upstream) => {
             let proxy = Proxy::new(upstream, options.upstream_limits, token);
@@ -49,4 +65,39 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     };
     running.run_until(stop).await;
     Ok(())
+}
+
+/// SIGHUP re-reads the certificate files at once (a bad new pair is logged and
+/// the old one kept).
+fn reload_on_sighup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the TLS certificate");
+                    let _ = reloader.reload();
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reloader;
+}
+
+/// Without anything to reload, SIGHUP is still not a reason to die (its
+/// default action ends the process).
+fn reload_on_sighup_noop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: nothing to reload");
+                }
+            });
+        }
+    }
 }

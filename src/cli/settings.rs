@@ -12,14 +12,19 @@ use meshgate_core::provider::Role;
 use meshgate_core::registry::Registry;
 use meshgate_core::resolver::{Fallback, ResolveOptions};
 use meshgate_core::selector::{parse_selectors, Selector};
+use meshgate_core::wgpeer::AllowList;
+use std::sync::Arc;
 
-use super::args::{BindArgs, ServeArgs};
+use crate::tls::{default_state_dir, Reloader, SelfSigned, TlsAcceptor};
+
+use super::args::{BindArgs, ServeArgs, TlsArgs, TlsMode};
 use super::error::CliError;
 use super::values::{body_bytes, connections, header_bytes, seconds};
+use crate::gateway::limits::{DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS};
 use crate::gateway::proxy::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 use crate::gateway::{
-    BrowserPolicy, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
+    BrowserPolicy, Https, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, WireGuardPeers,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
 };
 
 /// The registry of every linked provider (the built-ins are linked first).
@@ -200,12 +205,126 @@ pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Re
         "upstream_max_body_bytes",
         limits.upstream_max_body_bytes,
     )?);
+    let share = |flag: Option<usize>, key: &str, v: Option<u64>, default: usize| -> Result<usize, CliError> {
+        match (flag, v, path) {
+            (Some(n), _, _) => Ok(n),
+            (None, Some(v), Some(p)) => connections(v).map_err(|d| bad(p, &format!("limits.{key}"), v.to_string(), d)),
+            _ => Ok(default),
+        }
+    };
+    let per_address = share(
+        args.max_connections_per_address,
+        "max_connections_per_address",
+        limits.max_connections_per_address,
+        DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    )?;
+    let unauthenticated = share(
+        args.max_unauthenticated_per_address,
+        "max_unauthenticated_per_address",
+        limits.max_unauthenticated_per_address,
+        DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+    )?;
     out.server_limits = ServerLimits::default()
         .with_max_header_bytes(header)
         .with_idle_timeout(idle)
         .with_max_connections(max_connections)
-        .with_max_body_bytes(max_body);
+        .with_max_body_bytes(max_body)
+        .with_per_address(per_address, unauthenticated);
     Ok(out)
+}
+
+/// The WireGuard peer lookup: `[peers]` names from the config file, and the
+/// peers let in without a token (`--allow-peer`, else the file's `allow_peers`).
+pub fn wireguard_peers(args: &ServeArgs, file: Option<&FileConfig>) -> Result<WireGuardPeers, CliError> {
+    let names = file.map(|f| f.peer_names.clone()).unwrap_or_default();
+    let allow = if args.allow_peer.is_empty() {
+        file.map(|f| f.allow_list.clone()).unwrap_or_default()
+    } else {
+        AllowList::resolve(&names, args.allow_peer.iter().map(String::as_str))
+            .map_err(|e| CliError::BadFlag(format!("--allow-peer: {e}")))?
+    };
+    Ok(WireGuardPeers::new(names, allow))
+}
+
+/// HTTPS, when asked for: the listener setup, what to print at start, and the
+/// reloader of an own certificate (for SIGHUP). A certificate, key or state
+/// directory that cannot be used is exit 78, naming the file.
+pub struct TlsSetup {
+    /// For the gateway builder.
+    pub https: Https,
+    /// The line printed at start: where the certificate comes from and the
+    /// public key's SHA-256 for pinning.
+    pub summary: String,
+    /// The own certificate's reloader (none for self-signed).
+    pub reloader: Option<Arc<Reloader>>,
+}
+
+/// Applies precedence to the TLS flags and the config's `[tls]` (relative
+/// paths there are relative to the file).
+pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+    let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
+    let (path, f) = match file {
+        Some((p, f)) => (Some(p), Some(f)),
+        None => (None, None),
+    };
+    let cfg = f.map(|f| f.tls.clone()).unwrap_or_default();
+    let near = |p: &Path| -> PathBuf {
+        match path.and_then(Path::parent) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    };
+    let own = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ if args.tls.is_some() => None,
+        _ => match (&cfg.cert, &cfg.key, path) {
+            (Some(c), Some(k), _) => Some((near(c), near(k))),
+            (Some(_), None, Some(p)) | (None, Some(_), Some(p)) => {
+                return Err(ConfigError::Value {
+                    path: p.into(),
+                    key: "tls".into(),
+                    value: "cert/key".into(),
+                    detail: "set both cert and key, or self_signed = true".into(),
+                }
+                .into())
+            }
+            _ => None,
+        },
+    };
+    let self_signed = args.tls == Some(TlsMode::SelfSigned) || (own.is_none() && cfg.self_signed);
+    let loopback = args.tls_loopback || cfg.loopback;
+    if let Some((cert, key)) = own {
+        let reloader = Arc::new(Reloader::new(&cert, &key).map_err(refused)?);
+        let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
+        let pin = reloader.spki_sha256_base64();
+        return Ok(Some(TlsSetup {
+            https: Https { acceptor: Arc::new(acceptor), self_signed: None, loopback },
+            summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
+            reloader: Some(reloader),
+        }));
+    }
+    if !self_signed {
+        return Ok(None);
+    }
+    let dir = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => near(d),
+        (None, None) => default_state_dir().map_err(refused)?,
+    };
+    let names = if args.tls_name.is_empty() { cfg.names.clone() } else { args.tls_name.clone() };
+    let loopback_addrs: Vec<std::net::IpAddr> =
+        if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
+    let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
+    let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+    let pin = cert.spki_sha256_base64().to_owned();
+    Ok(Some(TlsSetup {
+        https: Https { acceptor: Arc::new(acceptor), self_signed: Some(cert), loopback },
+        summary: format!(
+            "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
+            dir.display()
+        ),
+        reloader: None,
+    }))
 }
 
 /// `--allow-host`/`--allow-origin` if given, else the config file's lists.

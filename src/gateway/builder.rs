@@ -64,7 +64,7 @@ use super::event::{Event, EventSink};
 use super::follow;
 use super::identity::PeerLookup;
 use super::limits::ServerLimits;
-use super::listeners::ListenerSet;
+use super::listeners::{Https, ListenerSet};
 use super::proxy::Proxy;
 use super::routes::{meshgate_routes_at, upstream_app};
 use super::signal::shutdown_signal;
@@ -98,6 +98,7 @@ impl Gateway {
             signin: None,
             peers: None,
             peers_allow: false,
+            tls: None,
             source: None,
             watcher: None,
             events: None,
@@ -138,6 +139,7 @@ pub struct GatewayBuilder<'a> {
     signin: Option<String>,
     peers: Option<Arc<dyn PeerLookup>>,
     peers_allow: bool,
+    tls: Option<Https>,
     source: Option<Source<'a>>,
     watcher: Option<Box<dyn Watcher>>,
     events: Option<EventSink>,
@@ -278,6 +280,14 @@ impl<'a> GatewayBuilder<'a> {
         self
     }
 
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on the non-loopback
+    /// listeners, and on the loopback ones when [`Https::loopback`] is set.
+    /// Session cookies set over TLS are `Secure`.
+    pub fn tls(mut self, tls: Https) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Read interfaces from this source instead of the host's (tests, or a
     /// program with its own view of the network).
     pub fn source<'b>(self, source: &'b dyn InterfaceSource) -> GatewayBuilder<'b>
@@ -383,7 +393,15 @@ impl<'a> GatewayBuilder<'a> {
         let options = self.options.clone();
         let resolver: Resolver = {
             let selectors = selectors.clone();
-            Box::new(move |s: &Snapshot| resolve(registry, &selectors, s, &options))
+            // Every snapshot resolved is also shown to the peer lookup (which
+            // interfaces are WireGuard now, and which changed).
+            let peers = self.peers.clone();
+            Box::new(move |s: &Snapshot| {
+                if let Some(p) = &peers {
+                    p.observe(s);
+                }
+                resolve(registry, &selectors, s, &options)
+            })
         };
         let snapshot = source.get().snapshot().await?;
         let mut res = resolver(&snapshot);
@@ -410,6 +428,9 @@ impl<'a> GatewayBuilder<'a> {
         }
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
+        if let Some(tls) = self.tls.take() {
+            set.set_tls(tls);
+        }
         if let Some(proxy) = upstream {
             set.set_upstream(proxy);
         }
@@ -426,8 +447,14 @@ impl<'a> GatewayBuilder<'a> {
             let local = set.attach(b).map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
             // With port 0 each socket got its own port: report the real one.
             listener.port = local.port();
-            tracing::info!("listening on http://{} ({})", super::bind::display_addr(&listener), listener.provider);
-            follow::emit(events.as_ref(), Event::Listening(listener));
+            let tls = set.is_tls(&listener);
+            tracing::info!(
+                "listening on {}://{} ({})",
+                follow::scheme(tls),
+                super::bind::display_addr(&listener),
+                listener.provider
+            );
+            follow::emit(events.as_ref(), Event::Listening { listener, tls });
         }
         set.publish();
         let follow = if self.follow { watcher.map(|w| (w, resolver)) } else { None };

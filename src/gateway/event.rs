@@ -15,9 +15,19 @@ use meshgate_core::Listener;
 pub enum Event {
     /// A listener opened, at start or later under follow. `port` is the real
     /// port (when 0 was asked for, the one the OS chose).
-    Listening(Listener),
+    Listening {
+        /// What the resolver said about it.
+        listener: Listener,
+        /// True when it serves HTTPS.
+        tls: bool,
+    },
     /// A listener closed: its address no longer matches the selectors.
-    Stopped(Listener),
+    Stopped {
+        /// What the resolver had said about it.
+        listener: Listener,
+        /// True when it served HTTPS.
+        tls: bool,
+    },
     /// A listener stayed, but its provider, reason or role changed.
     Updated(Listener),
     /// A newly matched address could not be bound; it is retried.

@@ -18,6 +18,15 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest retry delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// `https` or `http`.
+pub(crate) fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Hands `event` to the sink, if there is one.
 pub(crate) fn emit(sink: Option<&EventSink>, event: Event) {
     if let Some(f) = sink {
@@ -27,14 +36,21 @@ pub(crate) fn emit(sink: Option<&EventSink>, event: Event) {
 
 /// Reports what an [`Applied`] did, as events and log records. Returns true
 /// if some bind failed.
-pub(crate) fn report(applied: &Applied, retry_in: Duration, sink: Option<&EventSink>) -> bool {
+pub(crate) fn report(set: &ListenerSet, applied: &Applied, retry_in: Duration, sink: Option<&EventSink>) -> bool {
     for l in &applied.removed {
-        tracing::info!("stopped listening on http://{} ({}: no longer matched)", display_addr(l), l.provider);
-        emit(sink, Event::Stopped(l.clone()));
+        let tls = set.is_tls(l);
+        tracing::info!(
+            "stopped listening on {}://{} ({}: no longer matched)",
+            scheme(tls),
+            display_addr(l),
+            l.provider
+        );
+        emit(sink, Event::Stopped { listener: l.clone(), tls });
     }
     for l in &applied.added {
-        tracing::info!("listening on http://{} ({})", display_addr(l), l.provider);
-        emit(sink, Event::Listening(l.clone()));
+        let tls = set.is_tls(l);
+        tracing::info!("listening on {}://{} ({})", scheme(tls), display_addr(l), l.provider);
+        emit(sink, Event::Listening { listener: l.clone(), tls });
     }
     for l in &applied.updated {
         tracing::info!(address = %display_addr(l), provider = %l.provider, role = ?l.role, "listener kept; {}", l.reason);
@@ -115,7 +131,7 @@ pub(crate) async fn follow_with(
         }
         let applied = set.apply(&res);
         let next = backoff.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
-        backoff = report(&applied, next, sink).then_some(next);
+        backoff = report(set, &applied, next, sink).then_some(next);
     }
 }
 

@@ -53,6 +53,12 @@ pub trait PeerLookup: Send + Sync + std::fmt::Debug {
         interface: &'a str,
         ip: IpAddr,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<PeerIdentity>> + Send + 'a>>;
+
+    /// Takes note of a fresh snapshot of the host's interfaces (the gateway
+    /// calls it on every snapshot it resolves). Default: nothing.
+    fn observe(&self, snapshot: &meshgate_core::Snapshot) {
+        let _ = snapshot;
+    }
 }
 
 /// The identity headers of one connection, made once and set on each request.

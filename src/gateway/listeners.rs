@@ -245,8 +245,7 @@ impl ListenerSet {
 
     /// Publishes the live set to `/status` and `/ws`.
     pub fn publish(&self) {
-        let listeners =
-            self.live.values().map(|l| self.live_listener(&l.listener, l.since)).collect();
+        let listeners = self.live.values().map(|l| self.live_listener(&l.listener, l.since)).collect();
         self.state.publish(LiveView { listeners, fallback: self.fallback.0, fallback_reason: self.fallback.1.clone() });
     }
 

@@ -39,6 +39,7 @@ pub mod signal;
 pub mod signin;
 mod slots;
 pub mod token;
+pub mod wgpeers;
 
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
 pub use browser::BrowserPolicy;
@@ -51,8 +52,9 @@ pub use limits::{
     ServerLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
     MIN_HEADER_BYTES,
 };
-pub use listeners::{Applied, ListenerSet};
+pub use listeners::{Applied, Https, ListenerSet};
 pub use proxy::{Proxy, Upstream, UpstreamLimits};
 pub use routes::{app, meshgate_routes, meshgate_routes_at, upstream_app};
 pub use signal::shutdown_signal;
 pub use token::{Token, TokenError};
+pub use wgpeers::WireGuardPeers;

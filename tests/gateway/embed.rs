@@ -37,7 +37,7 @@ async fn serves_the_callers_router_on_loopback() {
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     // One Listening event, with the port the OS chose.
     match events.lock().unwrap().as_slice() {
-        [Event::Listening(l)] => assert_eq!(l.socket_addr(), addr),
+        [Event::Listening { listener: l, tls: false }] => assert_eq!(l.socket_addr(), addr),
         other => panic!("expected one Listening event, got {other:?}"),
     }
     let r = tokio::task::spawn_blocking(move || get_text(addr, "/", None)).await.unwrap();

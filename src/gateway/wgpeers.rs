@@ -1,0 +1,111 @@
+//! [`WireGuardPeers`]: the [`PeerLookup`] for WireGuard listeners. The source
+//! address of a connection on a WireGuard interface names one peer (WireGuard
+//! accepts a packet only from the peer whose allowed-ips hold it), so its
+//! public key is the caller's identity; `[peers]` gives it a name and
+//! `--allow-peer` lets it in without a token.
+//!
+//! The peer tables are `meshgate_core::wgpeer::PeerCache`'s (refreshed on a
+//! miss, at most once a second, and when they age). Which interfaces are
+//! WireGuard, and how to read them, comes from the snapshots the gateway
+//! resolves ([`WireGuardPeers::note`]): an interface that changed (gone,
+//! re-created with a new index) has its table forgotten at once.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Mutex, RwLock};
+
+use meshgate_core::wgpeer::{AllowList, PeerCache, PeerCacheConfig, PeerNames, WgKind};
+use meshgate_core::{Interface, Snapshot};
+
+use super::identity::{PeerIdentity, PeerLookup};
+
+/// How many unknown addresses are remembered so that each is logged once.
+const LOGGED_UNKNOWN: usize = 1024;
+
+/// WireGuard peer identity for the gateway's connections.
+#[derive(Debug)]
+pub struct WireGuardPeers {
+    cache: PeerCache,
+    names: PeerNames,
+    allow: AllowList,
+    interfaces: RwLock<HashMap<String, Interface>>,
+    logged: Mutex<HashSet<IpAddr>>,
+}
+
+impl WireGuardPeers {
+    /// Identity by `[peers]` names, letting in the peers of `allow`.
+    pub fn new(names: PeerNames, allow: AllowList) -> Self {
+        Self::with_cache(names, allow, PeerCache::new(PeerCacheConfig::default()))
+    }
+
+    /// The same with a cache of one's own (tests: a reader, other intervals).
+    pub fn with_cache(names: PeerNames, allow: AllowList, cache: PeerCache) -> Self {
+        Self { cache, names, allow, interfaces: RwLock::default(), logged: Mutex::default() }
+    }
+
+    /// True when some peer is let in without a token.
+    pub fn allows_any(&self) -> bool {
+        !self.allow.is_empty()
+    }
+
+    /// Takes note of the host's WireGuard interfaces in a fresh snapshot;
+    /// forgets the peer table of each one that is gone or was re-created.
+    pub fn note(&self, snapshot: &Snapshot) {
+        let now: HashMap<String, Interface> = snapshot
+            .interfaces
+            .iter()
+            .filter(|i| WgKind::of(i).is_some())
+            .map(|i| (i.name.clone(), i.clone()))
+            .collect();
+        let mut known = self.interfaces.write().unwrap_or_else(|e| e.into_inner());
+        for (name, old) in known.iter() {
+            if now.get(name).is_none_or(|new| new.index != old.index || new.kind != old.kind) {
+                self.cache.invalidate(name, old.index);
+            }
+        }
+        *known = now;
+    }
+
+    fn log_unknown_once(&self, interface: &str, ip: IpAddr) {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() >= LOGGED_UNKNOWN {
+            logged.clear();
+        }
+        if logged.insert(ip) {
+            tracing::info!(
+                %ip,
+                interface,
+                "no WireGuard peer of this interface holds the address; it is not allowed without a token"
+            );
+        }
+    }
+}
+
+impl PeerLookup for WireGuardPeers {
+    fn identify<'a>(
+        &'a self,
+        interface: &'a str,
+        ip: IpAddr,
+    ) -> Pin<Box<dyn Future<Output = Option<PeerIdentity>> + Send + 'a>> {
+        Box::pin(async move {
+            let iface = self.interfaces.read().unwrap_or_else(|e| e.into_inner()).get(interface).cloned()?;
+            let Some(key) = self.cache.lookup(&iface, ip.to_canonical()).await else {
+                self.log_unknown_once(interface, ip);
+                return None;
+            };
+            Some(PeerIdentity {
+                mesh: "wireguard".into(),
+                interface: interface.to_owned(),
+                key: key.to_base64(),
+                name: self.names.name_of(&key).map(str::to_owned),
+                allowed: self.allow.allows(&key),
+            })
+        })
+    }
+
+    fn observe(&self, snapshot: &Snapshot) {
+        self.note(snapshot);
+    }
+}
