@@ -30,6 +30,9 @@ pub struct ListenerCtx {
     pub local: SocketAddr,
     /// True for 127.0.0.0/8 and ::1: no token needed there.
     pub loopback: bool,
+    /// True when the listener speaks TLS: its origin is `https://` + `Host`
+    /// (the browser guard's same-origin rule compares the scheme too).
+    pub tls: bool,
 }
 
 /// One live listener, as `/status` and `/ws` show it.

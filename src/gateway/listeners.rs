@@ -106,7 +106,7 @@ impl ListenerSet {
         let local = bound.local_addr()?;
         let key = bound.listener.socket_addr();
         let listener = tokio::net::TcpListener::from_std(bound.socket)?;
-        let ctx = ListenerCtx { local, loopback: local.ip().is_loopback() };
+        let ctx = ListenerCtx { local, loopback: local.ip().is_loopback(), tls: false };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(accept_loop(
             listener,

@@ -19,7 +19,7 @@ enum Auth {
 async fn call(loopback: bool, auth: Auth, path: &str) -> (StatusCode, Option<String>, String) {
     let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap()));
     let local = if loopback { "127.0.0.1:18789" } else { "10.8.0.1:18789" };
-    let ctx = ListenerCtx { local: local.parse().unwrap(), loopback };
+    let ctx = ListenerCtx { local: local.parse().unwrap(), loopback, tls: false };
     let router = app(state).layer(Extension(ctx));
     let mut req = Request::get(path);
     match auth {

@@ -80,7 +80,7 @@ async fn non_loopback_routes_need_the_token() {
     let app = my_app()
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(state, require_token))
-        .layer(axum::Extension(ListenerCtx { local: "10.8.0.1:8080".parse().unwrap(), loopback: false }));
+        .layer(axum::Extension(ListenerCtx { local: "10.8.0.1:8080".parse().unwrap(), loopback: false, tls: false }));
     let call = |path: &str, auth: Option<&str>| {
         let mut r = Request::get(path);
         if let Some(a) = auth {

@@ -604,8 +604,11 @@ async fn auth_happens_before_forwarding_on_mesh_listeners() {
     let up = tcp_upstream(seen.clone()).await;
     let proxy = Proxy::new(Upstream::parse(&format!("http://{up}")).unwrap(), UpstreamLimits::default(), Some(token()));
     let state = AppState::with_open_paths(Some(token()), [UPSTREAM_HEALTHZ]);
-    let router = upstream_app(state, proxy)
-        .layer(axum::Extension(ListenerCtx { local: "10.8.0.1:18789".parse().unwrap(), loopback: false }));
+    let router = upstream_app(state, proxy).layer(axum::Extension(ListenerCtx {
+        local: "10.8.0.1:18789".parse().unwrap(),
+        loopback: false,
+        tls: false,
+    }));
     let call = |path: &str, auth: Option<(header::HeaderName, String)>| {
         let mut r = Request::get(path);
         if let Some((k, v)) = auth {

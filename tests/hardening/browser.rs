@@ -13,7 +13,7 @@ const TOKEN: &str = "browser-test-token";
 async fn status(loopback: bool, policy: BrowserPolicy, headers: &[(&str, &str)], path: &str) -> StatusCode {
     let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap())).with_browser_policy(policy);
     let local = if loopback { "127.0.0.1:18789" } else { "10.8.0.1:18789" };
-    let router = app(state).layer(Extension(ListenerCtx { local: local.parse().unwrap(), loopback }));
+    let router = app(state).layer(Extension(ListenerCtx { local: local.parse().unwrap(), loopback, tls: false }));
     let mut req = Request::get(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
