@@ -16,7 +16,7 @@ use meshgate_core::selector::{parse_selectors, Selector};
 use super::args::{BindArgs, ServeArgs};
 use super::error::CliError;
 use super::values::{body_bytes, connections, header_bytes, seconds};
-use crate::gateway::proxy::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+use crate::gateway::proxy::{HeaderRules, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 use crate::gateway::{
     BrowserPolicy, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
@@ -130,7 +130,8 @@ pub fn load_token(
 pub struct ServeOptions {
     /// `--upstream`.
     pub upstream: Option<Upstream>,
-    /// `--upstream-connect-timeout`, `--upstream-timeout`, `--upstream-max-body-bytes`.
+    /// `--upstream-connect-timeout`, `--upstream-timeout`, `--upstream-max-body-bytes`,
+    /// and the config file's `[headers]` (no flags).
     pub upstream_limits: UpstreamLimits,
     /// `--max-header-bytes`, `--idle-timeout`, `--max-connections`, `--max-body-bytes`.
     pub server_limits: ServerLimits,
@@ -200,6 +201,12 @@ pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Re
         "upstream_max_body_bytes",
         limits.upstream_max_body_bytes,
     )?);
+    let headers = f.map(|f| f.headers.clone()).unwrap_or_default();
+    out.upstream_limits = out.upstream_limits.with_header_rules(
+        HeaderRules::default()
+            .with_keep_underscores(headers.keep_underscores.unwrap_or(false))
+            .with_keep_client_ip_headers(headers.keep_client_ip_headers.unwrap_or(false)),
+    );
     out.server_limits = ServerLimits::default()
         .with_max_header_bytes(header)
         .with_idle_timeout(idle)

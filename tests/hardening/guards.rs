@@ -23,7 +23,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::{Extension, Router};
-use meshgate::gateway::{app, AppState, Gateway, ListenerCtx, Proxy, Running, Token, Upstream, UpstreamLimits};
+use meshgate::gateway::proxy::HeaderRules;
+use meshgate::gateway::{app, upstream_app, AppState, Gateway, ListenerCtx, Proxy, Running, Token, Upstream};
+use meshgate::gateway::{UpstreamLimits, UPSTREAM_HEALTHZ};
 use tower::ServiceExt;
 
 const TOKEN: &str = "guards-test-token-0123456789";
@@ -67,16 +69,21 @@ async fn echo_upstream(seen: Seen) -> SocketAddr {
 /// meshgate in front of `upstream` on 127.0.0.1 (port 0), as `meshgate serve
 /// --upstream` runs it.
 async fn gateway(upstream: SocketAddr, limits: UpstreamLimits) -> (Running<'static>, SocketAddr) {
+    gateway_via(upstream, limits, false).await
+}
+
+/// The same, through the public router (`upstream_app` served with
+/// `start_with`) when `router`: the embedding path, which must answer alike.
+async fn gateway_via(upstream: SocketAddr, limits: UpstreamLimits, router: bool) -> (Running<'static>, SocketAddr) {
     let token = Token::new(TOKEN, "test").unwrap();
-    let proxy = Proxy::new(Upstream::parse(&format!("http://{upstream}")).unwrap(), limits, None);
-    let running = Gateway::builder()
-        .bind(["127.0.0.1"])
-        .port(0)
-        .follow(false)
-        .token(token)
-        .start_upstream(proxy)
-        .await
-        .expect("gateway starts");
+    let proxy = Proxy::new(Upstream::parse(&format!("http://{upstream}")).unwrap(), limits, Some(token.clone()));
+    let builder = Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).token(token);
+    let running = if router {
+        builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await
+    } else {
+        builder.start_upstream(proxy).await
+    }
+    .expect("gateway starts");
     let addr = running.addresses()[0];
     (running, addr)
 }
@@ -163,7 +170,7 @@ async fn host_is_parsed_as_an_authority_on_the_loopback_door() {
 #[tokio::test]
 async fn two_host_lines_are_400_on_a_mesh_listener_too() {
     let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap()));
-    let ctx = ListenerCtx { local: "10.8.0.1:18789".parse().unwrap(), loopback: false };
+    let ctx = ListenerCtx { local: "10.8.0.1:18789".parse().unwrap(), loopback: false, tls: false };
     let router = app(state).layer(Extension(ctx));
     let request = |hosts: &[&str]| {
         let mut r = axum::http::Request::get("/status").header("authorization", format!("Bearer {TOKEN}"));
@@ -211,9 +218,7 @@ async fn an_https_origin_is_not_the_origin_of_a_plain_http_listener() {
     let (running, gw) = gateway(echo_upstream(seen.clone()).await, UpstreamLimits::default()).await;
     let port = gw.port();
     let ws = |origin: &str| {
-        get(&format!(
-            "Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: {origin}\r\n"
-        ))
+        get(&format!("Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: {origin}\r\n"))
     };
     let (s, text) = exchange(gw, &ws(&format!("https://127.0.0.1:{port}"))).await;
     assert_eq!(s, 403, "{text}");
@@ -259,19 +264,67 @@ async fn client_ip_and_underscore_look_alikes_never_reach_the_upstream() {
     running.shutdown().await;
 }
 
+/// `[headers]` in the config file reaches the proxy: each key lets its kind
+/// through, and only its kind.
+#[tokio::test]
+async fn look_alikes_pass_when_the_config_keeps_them() {
+    use clap::Parser;
+    let args = match meshgate::cli::Cli::try_parse_from(["meshgate", "serve"]).unwrap().command {
+        Some(meshgate::cli::Command::Serve(a)) => a,
+        _ => unreachable!(),
+    };
+    let path = std::path::Path::new("m.toml");
+    let options = |toml: &str| {
+        let file = meshgate::core::config::FileConfig::parse(toml, path).unwrap();
+        meshgate::cli::serve_options(&args, Some((path, &file))).unwrap().upstream_limits
+    };
+    assert_eq!(meshgate::cli::serve_options(&args, None).unwrap().upstream_limits.headers, HeaderRules::default());
+    for (toml, client_ip, underscored) in [
+        ("", false, false),
+        ("[headers]\nkeep_client_ip_headers = true\n", true, false),
+        ("[headers]\nkeep_underscores = true\n", false, true),
+        ("[headers]\nkeep_underscores = true\nkeep_client_ip_headers = true\n", true, true),
+    ] {
+        let seen = Seen::default();
+        let (running, gw) = gateway(echo_upstream(seen.clone()).await, options(toml)).await;
+        let (s, text) = exchange(gw, &get(&format!("Host: localhost\r\n{LOOK_ALIKES}"))).await;
+        assert_eq!(s, 200, "{text}");
+        let got = seen.requests();
+        let names: Vec<&str> = got[0].iter().map(|(k, _)| k.as_str()).collect();
+        for name in CLIENT_IP {
+            assert_eq!(names.contains(&name), client_ip, "{toml:?}: {name} in {names:?}");
+        }
+        for name in UNDERSCORED {
+            assert_eq!(names.contains(&name), underscored, "{toml:?}: {name} in {names:?}");
+        }
+        running.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_malformed_chunked_body_is_the_clients_fault() {
-    let seen = Seen::default();
-    let (running, gw) = gateway(echo_upstream(seen.clone()).await, UpstreamLimits::default()).await;
+    for router in [false, true] {
+        let seen = Seen::default();
+        let (running, gw) = gateway_via(echo_upstream(seen.clone()).await, UpstreamLimits::default(), router).await;
+        malformed_bodies_are_400(gw).await;
+        running.shutdown().await;
+    }
+    // With a body cap too (the body is read through `Limited`).
+    let limits = UpstreamLimits::default().with_max_body_bytes(Some(1 << 20));
+    let (running, gw) = gateway(echo_upstream(Seen::default()).await, limits).await;
+    malformed_bodies_are_400(gw).await;
+    running.shutdown().await;
+}
+
+async fn malformed_bodies_are_400(gw: SocketAddr) {
     let head = "POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     // The control: a well-formed chunked body is forwarded and read whole.
     let (s, text) = exchange(gw, &format!("{head}5\r\nhello\r\n0\r\n\r\n")).await;
     assert_eq!(s, 200, "{text}");
     assert!(text.contains("body ok: true"), "{text}");
-    for body in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n", "5;\x01\r\nhello\r\n0\r\n\r\n"] {
+    for body in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n", "fffffffffffffffffff\r\nhello\r\n0\r\n\r\n"] {
         let (s, text) = exchange(gw, &format!("{head}{body}")).await;
         assert_eq!(s, 400, "{body:?}: {text}");
         assert!(text.contains("the request body is malformed"), "{body:?}: {text}");
     }
-    running.shutdown().await;
 }

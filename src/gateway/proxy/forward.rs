@@ -22,7 +22,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::headers::{
-    append_forwarded_for, strip_hop_by_hop, strip_token, wants_upgrade, Peer, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    append_forwarded_for, strip_hop_by_hop, strip_look_alikes, strip_token, wants_upgrade, Peer, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
 };
 use super::outbound::Outbound;
 use super::pool;
@@ -100,7 +101,11 @@ impl Proxy {
     /// Header rules: hop-by-hop headers (`Connection` and every header it names,
     /// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
     /// are dropped, except that an upgrade request keeps `Upgrade` and
-    /// `Connection: upgrade`; `X-Forwarded-For` gets the peer's IP appended,
+    /// `Connection: upgrade`; the client-IP look-alikes (`Forwarded`,
+    /// `X-Real-IP`, `X-Client-IP`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
+    /// `X-Forwarded-Ssl`) and every name with an underscore are dropped unless
+    /// the [`HeaderRules`](super::HeaderRules) keep them (they do not by
+    /// default); `X-Forwarded-For` gets the peer's IP appended,
     /// `X-Forwarded-Proto` is set to `http` and `X-Forwarded-Host` to the
     /// request's `Host`; `Host` itself passes through. An `Authorization` value
     /// that is `Bearer <meshgate's token>` is removed; any other `Authorization`
@@ -159,6 +164,7 @@ impl Proxy {
 
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
+        strip_look_alikes(headers, self.inner.limits.headers);
         if let Some(proto) = upgrade_proto {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto);
