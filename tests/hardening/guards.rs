@@ -30,12 +30,15 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "guards-test-token-0123456789";
 
-/// What the upstream saw: one entry per request, its header lines in order.
+/// One request's header lines as the upstream got them, in order.
+type Lines = Vec<(String, String)>;
+
+/// What the upstream saw: one entry per request.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Vec<(String, String)>>>>);
+struct Seen(Arc<Mutex<Vec<Lines>>>);
 
 impl Seen {
-    fn requests(&self) -> Vec<Vec<(String, String)>> {
+    fn requests(&self) -> Vec<Lines> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -46,7 +49,7 @@ async fn echo_upstream(seen: Seen) -> SocketAddr {
     let router = Router::new()
         .fallback(|State(seen): State<Seen>, request: Request| async move {
             let (parts, body) = request.into_parts();
-            let headers: Vec<(String, String)> = parts
+            let headers: Lines = parts
                 .headers
                 .iter()
                 .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
