@@ -58,6 +58,9 @@ pub struct FileConfig {
     /// `[limits]`: timeouts and sizes (each one also a `serve` flag).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[headers]`: which client headers may reach the upstream.
+    #[serde(default)]
+    pub headers: HeadersConfig,
     /// `[providers.NAME]` tables.
     #[serde(default)]
     pub providers: BTreeMap<String, RawProviderConfig>,
@@ -131,6 +134,21 @@ pub struct LimitsConfig {
     /// `upstream_max_body_bytes = 104857600`: the largest request body forwarded
     /// to the upstream (413 past it); unset: no cap.
     pub upstream_max_body_bytes: Option<u64>,
+}
+
+/// `[headers]` as written: client headers meshgate drops before forwarding
+/// unless told to keep them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    /// `keep_underscores = true`: forward header names with `_`
+    /// (`X_Forwarded_For`), which CGI- and WSGI-style servers read as their
+    /// dashed twins; dropped by default.
+    pub keep_underscores: Option<bool>,
+    /// `keep_client_ip_headers = true`: forward the client's `Forwarded`,
+    /// `X-Real-IP`, `X-Client-IP`, `X-Forwarded-Port`, `X-Forwarded-Prefix` and
+    /// `X-Forwarded-Ssl`; dropped by default.
+    pub keep_client_ip_headers: Option<bool>,
 }
 
 /// `[providers.NAME]` as written.
@@ -437,5 +455,19 @@ mod tests {
         assert!(e.contains("allow_peer") && e.contains("line 1"), "{e}");
         let e = FileConfig::parse("peer_names = 1\n", Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("peer_names"), "{e}");
+    }
+
+    #[test]
+    fn header_keys_parse_and_typos_are_refused() {
+        let c = FileConfig::parse("", Path::new("c")).unwrap();
+        assert_eq!(c.headers, HeadersConfig::default());
+        let c =
+            FileConfig::parse("[headers]\nkeep_underscores = true\nkeep_client_ip_headers = false\n", Path::new("c"))
+                .unwrap();
+        assert_eq!((c.headers.keep_underscores, c.headers.keep_client_ip_headers), (Some(true), Some(false)));
+        let e = FileConfig::parse("[headers]\nkeep_underscore = true\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("keep_underscore") && e.contains("line 2"), "{e}");
+        let e = FileConfig::parse("[headers]\nkeep_underscores = \"yes\"\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
     }
 }

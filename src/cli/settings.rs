@@ -21,7 +21,7 @@ use super::args::{BindArgs, ServeArgs, TlsArgs, TlsMode};
 use super::error::CliError;
 use super::values::{body_bytes, connections, header_bytes, seconds};
 use crate::gateway::limits::{DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS};
-use crate::gateway::proxy::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+use crate::gateway::proxy::{HeaderRules, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 use crate::gateway::{
     BrowserPolicy, Https, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, WireGuardPeers,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
@@ -135,7 +135,8 @@ pub fn load_token(
 pub struct ServeOptions {
     /// `--upstream`.
     pub upstream: Option<Upstream>,
-    /// `--upstream-connect-timeout`, `--upstream-timeout`, `--upstream-max-body-bytes`.
+    /// `--upstream-connect-timeout`, `--upstream-timeout`, `--upstream-max-body-bytes`,
+    /// and the config file's `[headers]` (no flags).
     pub upstream_limits: UpstreamLimits,
     /// `--max-header-bytes`, `--idle-timeout`, `--max-connections`, `--max-body-bytes`.
     pub server_limits: ServerLimits,
@@ -224,6 +225,12 @@ pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Re
         limits.max_unauthenticated_per_address,
         DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
     )?;
+    let headers = f.map(|f| f.headers.clone()).unwrap_or_default();
+    out.upstream_limits = out.upstream_limits.with_header_rules(
+        HeaderRules::default()
+            .with_keep_underscores(headers.keep_underscores.unwrap_or(false))
+            .with_keep_client_ip_headers(headers.keep_client_ip_headers.unwrap_or(false)),
+    );
     out.server_limits = ServerLimits::default()
         .with_max_header_bytes(header)
         .with_idle_timeout(idle)

@@ -123,7 +123,7 @@ pub(crate) fn check<B>(
     let loopback = ctx.is_some_and(|c| c.loopback);
     // Browser attacks first: a rebound Host or a cross-site WebSocket is refused
     // even where no token is needed.
-    if let Some(refused) = state.browser_policy().check(headers, loopback) {
+    if let Some(refused) = state.browser_policy().check(headers, loopback, ctx.is_some_and(|c| c.tls)) {
         return Verdict::Refuse(refused);
     }
     if loopback || state.is_open_path(path) {

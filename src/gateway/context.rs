@@ -34,7 +34,8 @@ pub struct ListenerCtx {
     pub local: SocketAddr,
     /// True for 127.0.0.0/8 and ::1: no token needed there.
     pub loopback: bool,
-    /// True when the listener speaks TLS (HTTPS).
+    /// True when the listener speaks TLS: its origin is `https://` + `Host`
+    /// (the browser guard's same-origin rule compares the scheme too).
     pub tls: bool,
 }
 

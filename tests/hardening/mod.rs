@@ -4,6 +4,7 @@
 mod browser;
 mod faults;
 mod fuzz_replay;
+mod guards;
 mod never_widen;
 
 /// The fuzz targets' entry points, compiled here too so the corpus replays on stable.

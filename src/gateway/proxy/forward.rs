@@ -1,8 +1,8 @@
 //! [`Proxy`]: forwards one request to the upstream over the pool and hands back
 //! its response, streaming both bodies; WebSocket (any `Upgrade`) requests are
 //! joined end to end on `101`. A refused connection answers 502, a timeout
-//! 504, each with a short reason; the log line names the upstream. No header
-//! value ever reaches an error text.
+//! 504, a request body the client got wrong 400, each with a short reason; the
+//! log line names the upstream. No header value ever reaches an error text.
 
 use std::fmt;
 use std::future::Future as _;
@@ -22,7 +22,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::headers::{
-    append_forwarded_for, strip_hop_by_hop, strip_token, wants_upgrade, Peer, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    append_forwarded_for, strip_hop_by_hop, strip_look_alikes, strip_token, wants_upgrade, Peer, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
 };
 use super::outbound::Outbound;
 use super::pool;
@@ -100,7 +101,11 @@ impl Proxy {
     /// Header rules: hop-by-hop headers (`Connection` and every header it names,
     /// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
     /// are dropped, except that an upgrade request keeps `Upgrade` and
-    /// `Connection: upgrade`; `X-Forwarded-For` gets the peer's IP appended,
+    /// `Connection: upgrade`; the client-IP look-alikes (`Forwarded`,
+    /// `X-Real-IP`, `X-Client-IP`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
+    /// `X-Forwarded-Ssl`) and every name with an underscore are dropped unless
+    /// the [`HeaderRules`](super::HeaderRules) keep them (they do not by
+    /// default); `X-Forwarded-For` gets the peer's IP appended,
     /// `X-Forwarded-Proto` is set to `http` and `X-Forwarded-Host` to the
     /// request's `Host`; `Host` itself passes through. An `Authorization` value
     /// that is `Bearer <meshgate's token>` is removed; any other `Authorization`
@@ -159,6 +164,7 @@ impl Proxy {
 
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
+        strip_look_alikes(headers, self.inner.limits.headers);
         if let Some(proto) = upgrade_proto {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto);
@@ -259,7 +265,8 @@ impl Proxy {
     }
 
     /// Maps a forwarding error to 502/504 (413 for a request body over
-    /// `--upstream-max-body-bytes`) and logs it with the upstream's address.
+    /// `--upstream-max-body-bytes`, 400 for a request body the client got
+    /// wrong) and logs it with the upstream's address.
     fn failed(&self, e: &pool::SendError) -> Response {
         let name = &self.inner.name;
         match e {
@@ -284,6 +291,15 @@ impl Proxy {
                 tracing::warn!(upstream = %name, "a request body went over the upstream body limit; answered 413");
                 too_large()
             }
+            pool::SendError::Request(e) if client_body_failed(e) => {
+                // The client's fault, not the upstream's: no warning about the upstream.
+                tracing::debug!(
+                    upstream = %name,
+                    error = %error_chain(e),
+                    "the client sent a malformed or cut-off request body; answered 400"
+                );
+                plain(StatusCode::BAD_REQUEST, "bad request: the request body is malformed")
+            }
             pool::SendError::Request(e) => {
                 tracing::warn!(upstream = %name, error = %error_chain(e), "the upstream failed the request; answered 502");
                 plain(
@@ -302,6 +318,25 @@ fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// True when sending failed because reading the client's request body failed
+/// (bad chunked framing, a connection cut mid-body): hyper's client reports a
+/// failed request body as a user error whose source is the body's error, and
+/// the only `hyper::Error` a request body can carry is the one hyper's server
+/// raised reading it from the client.
+fn client_body_failed(e: &hyper::Error) -> bool {
+    if !e.is_user() {
+        return false;
+    }
+    let mut cur = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if err.is::<hyper::Error>() {
             return true;
         }
         cur = err.source();

@@ -1,11 +1,13 @@
 //! The header rules of forwarding: hop-by-hop headers out, meshgate's own
-//! credentials out, `X-Forwarded-*` in. Pure functions on a [`HeaderMap`],
-//! so each rule is unit-tested on its own.
+//! credentials out, look-alikes of meshgate's own headers out (unless the
+//! [`HeaderRules`] keep them), `X-Forwarded-*` in. Pure functions on a
+//! [`HeaderMap`], so each rule is unit-tested on its own.
 
 use std::net::SocketAddr;
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 
+use super::upstream::HeaderRules;
 use crate::gateway::auth::bearer_value_matches;
 use crate::gateway::token::Token;
 
@@ -21,6 +23,17 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+];
+
+/// Client-IP and forwarding headers meshgate does not set: an upstream that
+/// reads them would believe whatever the client wrote.
+const CLIENT_IP: [HeaderName; 6] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-ssl"),
 ];
 
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -55,6 +68,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
     for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+/// Drops what `rules` does not keep: the client-IP look-alikes (`Forwarded`,
+/// `X-Real-IP`, `X-Client-IP`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
+/// `X-Forwarded-Ssl`) and every name with an underscore.
+pub fn strip_look_alikes(headers: &mut HeaderMap, rules: HeaderRules) {
+    let drop = |k: &HeaderName| {
+        let name = k.as_str();
+        // The look-alikes all start with `f` or `x` (names are lowercase).
+        (!rules.keep_client_ip_headers && matches!(name.as_bytes().first(), Some(b'f' | b'x')) && CLIENT_IP.contains(k))
+            || (!rules.keep_underscores && name.contains('_'))
+    };
+    // One pass over the names; no allocation unless one is there.
+    if (rules.keep_client_ip_headers && rules.keep_underscores) || !headers.keys().any(drop) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers.keys().filter(|k| drop(k)).cloned().collect();
+    for n in named {
         headers.remove(n);
     }
 }
@@ -152,6 +185,49 @@ mod tests {
         strip_token(&mut h, &t);
         let left: Vec<_> = h.get_all(header::AUTHORIZATION).iter().collect();
         assert_eq!(left, ["Basic dXNlcjpwdw=="]);
+    }
+
+    #[test]
+    fn look_alikes_go_unless_kept() {
+        let sent = [
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-client-ip", "1.2.3.4"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-ssl", "on"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("transfer_encoding", "chunked"),
+            ("content_length", "5"),
+            ("_", "1"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-forwarded-host", "app"),
+            ("accept", "*/*"),
+            ("x-request-id", "abc"),
+        ];
+        let kept_after = |rules: HeaderRules| {
+            let mut h = HeaderMap::new();
+            for (k, v) in sent {
+                h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            h.append(HeaderName::from_static("x-real-ip"), HeaderValue::from_static("9.9.9.9"));
+            strip_look_alikes(&mut h, rules);
+            let mut names: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+            names.sort();
+            names
+        };
+        let strict = kept_after(HeaderRules::default());
+        assert_eq!(strict, ["accept", "x-forwarded-for", "x-forwarded-host", "x-request-id"]);
+        let ip = kept_after(HeaderRules::default().with_keep_client_ip_headers(true));
+        assert_eq!(ip.len(), strict.len() + CLIENT_IP.len(), "{ip:?}");
+        assert!(!ip.iter().any(|n| n.contains('_')), "{ip:?}");
+        let under = kept_after(HeaderRules::default().with_keep_underscores(true));
+        assert_eq!(under.len(), strict.len() + 4, "{under:?}");
+        assert!(!under.contains(&"forwarded".to_owned()), "{under:?}");
+        assert_eq!(
+            kept_after(HeaderRules::default().with_keep_underscores(true).with_keep_client_ip_headers(true)).len(),
+            sent.len()
+        );
     }
 
     #[test]

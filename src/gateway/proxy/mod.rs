@@ -3,11 +3,13 @@
 //! `unix:/PATH`). Bottom to top, each file importing only those above it in
 //! this list:
 //!
-//! - [`upstream`]: where requests go and the limits towards it;
+//! - [`upstream`]: where requests go and the limits towards it (the header
+//!   rules among them);
 //! - `outbound`: the request body on its way out (a plain enum, never boxed);
 //! - `pool`: a keep-alive pool of HTTP/1.1 connections to the upstream, on
 //!   hyper's client connection API;
-//! - [`headers`]: the header rules (hop-by-hop, credentials, `X-Forwarded-*`);
+//! - [`headers`]: the header rules (hop-by-hop, credentials, look-alikes,
+//!   `X-Forwarded-*`);
 //! - [`forward`]: [`Proxy`], one exchange over the pool, 502/504/413 pages.
 
 pub mod forward;
@@ -17,5 +19,7 @@ pub(crate) mod pool;
 pub mod upstream;
 
 pub use forward::{Proxy, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
-pub use headers::{strip_hop_by_hop, strip_token};
-pub use upstream::{Upstream, UpstreamError, UpstreamLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+pub use headers::{strip_hop_by_hop, strip_look_alikes, strip_token};
+pub use upstream::{
+    HeaderRules, Upstream, UpstreamError, UpstreamLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+};

@@ -1,5 +1,6 @@
 //! Where forwarded requests go ([`Upstream`]: `--upstream http://HOST:PORT` or
-//! `unix:/PATH`) and the limits towards it ([`UpstreamLimits`]).
+//! `unix:/PATH`) and the limits towards it ([`UpstreamLimits`], which carries
+//! the [`HeaderRules`] too: what the client may tell the upstream).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -123,6 +124,42 @@ pub struct UpstreamLimits {
     /// is cut off (the client gets 413 if the upstream has not answered yet).
     /// Bodies stream either way.
     pub max_body_bytes: Option<u64>,
+    /// Which client headers that look like meshgate's own may pass (default:
+    /// none of them).
+    pub headers: HeaderRules,
+}
+
+/// Client headers an upstream could mistake for meshgate's word, and whether
+/// they pass. The default is strict: both kinds are dropped before forwarding
+/// (`[headers]` in the config file turns each back on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderRules {
+    /// Forward header names that contain `_` (`X_Forwarded_For`,
+    /// `Content_Length`). CGI- and WSGI-style servers turn `-` into `_`, so
+    /// they read such a name as its dashed twin, which meshgate set or checked;
+    /// dropped by default, as nginx's `underscores_in_headers off` does.
+    pub keep_underscores: bool,
+    /// Forward `Forwarded`, `X-Real-IP`, `X-Client-IP`, `X-Forwarded-Port`,
+    /// `X-Forwarded-Prefix` and `X-Forwarded-Ssl` as the client sent them.
+    /// Dropped by default: meshgate sets none of them, so an upstream reading
+    /// them would believe the client; `X-Forwarded-For` (the peer appended),
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are meshgate's.
+    pub keep_client_ip_headers: bool,
+}
+
+impl HeaderRules {
+    /// These rules, forwarding names with `_` or not.
+    pub fn with_keep_underscores(mut self, on: bool) -> Self {
+        self.keep_underscores = on;
+        self
+    }
+
+    /// These rules, forwarding the client-IP look-alikes or not.
+    pub fn with_keep_client_ip_headers(mut self, on: bool) -> Self {
+        self.keep_client_ip_headers = on;
+        self
+    }
 }
 
 impl Default for UpstreamLimits {
@@ -131,6 +168,7 @@ impl Default for UpstreamLimits {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_body_bytes: None,
+            headers: HeaderRules::default(),
         }
     }
 }
@@ -151,6 +189,12 @@ impl UpstreamLimits {
     /// These limits with a cap on forwarded request bodies (`None`: no cap).
     pub fn with_max_body_bytes(mut self, bytes: Option<u64>) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// These limits with other [`HeaderRules`].
+    pub fn with_header_rules(mut self, rules: HeaderRules) -> Self {
+        self.headers = rules;
         self
     }
 }
