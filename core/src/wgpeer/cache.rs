@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::model::Interface;
+use crate::model::{Interface, InterfaceKind};
 
 use super::read::{read_kind, Peer, PeerReadError, ReadLimits, WgKind};
 use super::{PeerTable, PublicKey};
@@ -128,7 +128,10 @@ impl PeerCache {
     /// (longest prefix); `None` when there is none, the table cannot be read,
     /// or `iface` is not WireGuard.
     pub async fn lookup(&self, iface: &Interface, ip: IpAddr) -> Option<PublicKey> {
-        let kind = WgKind::of(iface)?;
+        // Not `WgKind::of` yet: it builds a socket path, wasted on a cache hit.
+        if !matches!(iface.kind, InterfaceKind::WireGuard | InterfaceKind::WireGuardUserspace) {
+            return None;
+        }
         let entry = self.entry(&iface.name, iface.index);
         let now = Instant::now();
         let (generation, hit) = {
@@ -155,6 +158,7 @@ impl PeerCache {
         // The read and the update run on a blocking thread that owns the lock:
         // a caller that goes away (its connection closed) neither stops the
         // read half-way nor leaves the table un-updated.
+        let kind = WgKind::of(iface)?;
         let inner = self.inner.clone();
         let task_entry = entry.clone();
         let done = tokio::task::spawn_blocking(move || inner.refresh(&task_entry, &kind, guard)).await;
@@ -246,7 +250,6 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::InterfaceKind;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn peer(k: u8, ip: &str) -> Peer {

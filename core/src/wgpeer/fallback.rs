@@ -5,5 +5,8 @@ use super::read::{Peer, PeerReadError, ReadLimits};
 
 /// Always [`PeerReadError::Unsupported`].
 pub(crate) fn read_kernel(name: &str, _index: u32, _limits: ReadLimits) -> Result<Vec<Peer>, PeerReadError> {
-    Err(PeerReadError::Unsupported { iface: name.to_owned(), what: "kernel WireGuard" })
+    Err(PeerReadError::Unsupported {
+        iface: name.to_owned(),
+        what: "kernel WireGuard is not supported on this platform",
+    })
 }

@@ -87,11 +87,11 @@ pub enum PeerReadError {
         kind: InterfaceKind,
     },
     /// This platform has no way to read this kind of interface.
-    #[error("reading the peers of {iface}: {what} is not supported on this platform")]
+    #[error("reading the peers of {iface}: {what}")]
     Unsupported {
         /// The interface.
         iface: String,
-        /// What is missing.
+        /// What is missing (a sentence).
         what: &'static str,
     },
     /// A socket operation failed (permission, no such socket or device, timeout).
@@ -147,7 +147,10 @@ fn userspace(name: &str, socket: &std::path::Path, limits: ReadLimits) -> Result
 
 #[cfg(not(unix))]
 fn userspace(name: &str, _socket: &std::path::Path, _limits: ReadLimits) -> Result<Vec<Peer>, PeerReadError> {
-    Err(PeerReadError::Unsupported { iface: name.to_owned(), what: "the WireGuard UAPI socket" })
+    Err(PeerReadError::Unsupported {
+        iface: name.to_owned(),
+        what: "the WireGuard UAPI socket is not supported on this platform",
+    })
 }
 
 #[cfg(test)]

@@ -21,10 +21,7 @@ use super::PublicKey;
 pub(crate) fn read_uapi(name: &str, socket: &Path, limits: ReadLimits) -> Result<Vec<Peer>, PeerReadError> {
     let io = |what: String| move |source| PeerReadError::Io { iface: name.to_owned(), what: what.clone(), source };
     let deadline = Instant::now() + limits.timeout;
-    // std's UnixStream has no connect timeout; a connect to a listening socket
-    // completes at once or fails (a full backlog fails with EAGAIN on Linux).
-    let mut stream = UnixStream::connect(socket).map_err(io(format!("connect to {}", socket.display())))?;
-    stream.set_write_timeout(Some(limits.timeout)).map_err(io("set a write timeout".into()))?;
+    let mut stream = connect(socket, limits.timeout).map_err(io(format!("connect to {}", socket.display())))?;
     stream.write_all(b"get=1\n\n").map_err(io(format!("write to {}", socket.display())))?;
     let mut text = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -59,6 +56,17 @@ pub(crate) fn read_uapi(name: &str, socket: &Path, limits: ReadLimits) -> Result
     let text =
         String::from_utf8(text).map_err(|_| protocol(name, format!("{} answered non-UTF-8 text", socket.display())))?;
     parse_uapi_get(&text).map_err(|detail| protocol(name, format!("{}: {detail}", socket.display())))
+}
+
+/// Connects within `timeout`: a daemon that stopped accepting leaves connects
+/// queued on a full backlog, where a plain connect would wait for ever (Linux
+/// bounds a Unix-socket connect by the socket's send timeout, set first here).
+fn connect(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+    socket.connect(&SockAddr::unix(path)?)?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
 }
 
 fn protocol(name: &str, detail: String) -> PeerReadError {
@@ -225,6 +233,37 @@ mod tests {
         server.join().unwrap();
         let e = read_uapi("wgt", &dir.join("none.sock"), limits).unwrap_err().to_string();
         assert!(e.contains("connect to") && e.contains("none.sock"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A daemon that stopped accepting: once its backlog is full, connecting
+    /// gives up within the timeout instead of waiting for ever.
+    #[test]
+    fn connecting_to_a_full_backlog_gives_up_in_time() {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let dir = std::env::temp_dir().join(format!("meshgate-uapi-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("full.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        listener.listen(1).unwrap();
+        let mut held = Vec::new();
+        let mut refused = None;
+        for _ in 0..16 {
+            let start = Instant::now();
+            match connect(&path, Duration::from_millis(100)) {
+                Ok(s) => held.push(s),
+                Err(e) => {
+                    refused = Some((e, start.elapsed()));
+                    break;
+                }
+            }
+        }
+        let (e, took) = refused.expect("a backlog of 1 fills up");
+        assert!(took < Duration::from_millis(500), "{e}: {took:?}");
+        assert!(!held.is_empty());
+        drop((held, listener));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
