@@ -11,7 +11,11 @@
 //! displaces a good one.
 
 mod accept;
+#[cfg(test)]
+mod accept_tests;
 mod certs;
+#[cfg(test)]
+mod certs_tests;
 mod error;
 mod reload;
 mod resolver;

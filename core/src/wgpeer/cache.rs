@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Interface, InterfaceKind};
 
-use super::read::{read_kind, Peer, PeerReadError, ReadLimits, WgKind};
+use super::peer::{Peer, PeerReadError, ReadLimits, WgKind};
+use super::read::read_kind;
 use super::{PeerTable, PublicKey};
 
 /// How [`PeerCache`] refreshes.

@@ -1,7 +1,7 @@
 //! Kernel WireGuard off Linux: there is none (FreeBSD's `if_wg` speaks its own
 //! ioctl, not supported yet), so reading it is an "unsupported" error.
 
-use super::read::{Peer, PeerReadError, ReadLimits};
+use super::peer::{Peer, PeerReadError, ReadLimits};
 
 /// Always [`PeerReadError::Unsupported`].
 pub(crate) fn read_kernel(name: &str, _index: u32, _limits: ReadLimits) -> Result<Vec<Peer>, PeerReadError> {

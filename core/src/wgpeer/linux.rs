@@ -21,7 +21,7 @@ use netlink_packet_wireguard::{
 };
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
 
-use super::read::{Peer, PeerReadError, ReadLimits};
+use super::peer::{Peer, PeerReadError, ReadLimits};
 use super::PublicKey;
 
 /// Reads the peers of kernel WireGuard interface `name` (index `index`).

@@ -17,6 +17,7 @@ mod key;
 #[cfg(target_os = "linux")]
 mod linux;
 mod names;
+mod peer;
 mod read;
 mod table;
 #[cfg(unix)]
@@ -25,7 +26,8 @@ mod uapi;
 pub use cache::{PeerCache, PeerCacheConfig};
 pub use key::{KeyError, PublicKey, KEY_LEN};
 pub use names::{AllowList, PeerNameError, PeerNames, MAX_NAME_LEN};
-pub use read::{read_peers, Peer, PeerReadError, ReadLimits, WgKind};
+pub use peer::{Peer, PeerReadError, ReadLimits, WgKind};
+pub use read::read_peers;
 pub use table::PeerTable;
 #[cfg(unix)]
 pub use uapi::parse_uapi_get;

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::read::Peer;
+use super::peer::Peer;
 
 /// An interface's peers, indexed by allowed-ips.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 
-use super::read::{Peer, PeerReadError, ReadLimits};
+use super::peer::{Peer, PeerReadError, ReadLimits};
 use super::PublicKey;
 
 /// Reads the peers of `name` from its control socket, within `limits`.

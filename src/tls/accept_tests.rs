@@ -1,0 +1,87 @@
+//! Tests of `accept.rs`, in a file of their own: they use the shared test
+//! helpers (`testutil.rs`), which themselves use `accept.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::accept::*;
+use super::resolver::CertResolver;
+use crate::tls::testutil::{client_handshake, Made};
+use tokio::io::AsyncWriteExt;
+
+fn acceptor(made: &Made) -> TlsAcceptor {
+    TlsAcceptor::new(Arc::new(CertResolver::new(made.certified()))).unwrap()
+}
+
+#[tokio::test]
+async fn alpn_gives_h2_when_offered_and_http11_otherwise() {
+    let made = Made::new(&["gw.example"], None);
+    let acc = acceptor(&made);
+    for (offer, want) in
+        [(&[&b"h2"[..], b"http/1.1"][..], Alpn::H2), (&[&b"http/1.1"[..]][..], Alpn::Http11), (&[][..], Alpn::Http11)]
+    {
+        let seen = client_handshake(&acc, offer, None).await.unwrap();
+        assert_eq!(seen.server_alpn, want, "client offered {offer:?}");
+    }
+    let stats = acc.stats().snapshot();
+    assert_eq!((stats.ok, stats.h2, stats.garbage), (3, 1, 0));
+}
+
+#[tokio::test]
+async fn tls_1_3_by_default_and_1_2_when_the_client_only_has_1_2() {
+    let acc = acceptor(&Made::new(&["gw.example"], None));
+    let seen = client_handshake(&acc, &[b"h2"], None).await.unwrap();
+    assert_eq!(seen.version, rustls::ProtocolVersion::TLSv1_3);
+    let seen = client_handshake(&acc, &[b"h2"], Some(&rustls::version::TLS12)).await.unwrap();
+    assert_eq!(seen.version, rustls::ProtocolVersion::TLSv1_2);
+    assert_eq!(seen.server_alpn, Alpn::H2);
+}
+
+#[tokio::test]
+async fn plain_http_instead_of_a_hello_is_garbage() {
+    let made = Made::new(&["gw.example"], None);
+    let acc = acceptor(&made);
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    client.write_all(b"GET / HTTP/1.1\r\nHost: 10.8.0.1\r\n\r\n").await.unwrap();
+    let err = acc.accept(server).await.unwrap_err();
+    assert_eq!(err.kind(), HandshakeErrorKind::Garbage, "{err:?}");
+    assert!(err.is_noise());
+    let stats = acc.stats().snapshot();
+    assert_eq!((stats.garbage, stats.ok, stats.failed), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn a_peer_that_closes_at_once_is_closed_not_garbage() {
+    let acc = acceptor(&Made::new(&["gw.example"], None));
+    let (client, server) = tokio::io::duplex(1024);
+    drop(client);
+    let err = acc.accept(server).await.unwrap_err();
+    assert_eq!(err.kind(), HandshakeErrorKind::Closed, "{err:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_times_out() {
+    let acc = acceptor(&Made::new(&["gw.example"], None)).with_handshake_timeout(Duration::from_secs(3));
+    let (_client, server) = tokio::io::duplex(1024);
+    let err = acc.accept(server).await.unwrap_err();
+    assert_eq!(err.kind(), HandshakeErrorKind::Timeout, "{err:?}");
+    assert_eq!(acc.stats().snapshot().timeout, 1);
+}
+
+#[tokio::test]
+async fn a_tls_client_we_cannot_serve_fails_as_a_tls_client_not_garbage() {
+    // Two well-formed TLS 1.2 ClientHellos offering only
+    // TLS_RSA_WITH_AES_128_CBC_SHA: one without the signature_algorithms
+    // extension (refused while reading the hello), one with it (refused when
+    // choosing a cipher suite, after the hello).
+    for with_sigalgs in [false, true] {
+        let acc = acceptor(&Made::new(&["gw.example"], None));
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let hello = crate::tls::testutil::hello_with_rsa_kx_only(with_sigalgs);
+        client.write_all(&hello).await.unwrap();
+        let err = acc.accept(server).await.unwrap_err();
+        assert_eq!(err.kind(), HandshakeErrorKind::Failed, "{with_sigalgs}: {err:?}");
+        assert!(!err.is_noise());
+        assert_eq!(acc.stats().snapshot().failed, 1);
+    }
+}
