@@ -53,6 +53,9 @@ pub enum Specificity {
     Name,
     /// The OS says the interface is of the provider's kind.
     Kind,
+    /// The mesh's own daemon says so (its local API, its admin socket, the
+    /// device on its command line): the strongest evidence a mesh has.
+    Daemon,
     /// A provider whose claim is exact by definition (loopback, wildcards).
     Exact,
 }

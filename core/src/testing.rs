@@ -599,6 +599,24 @@ impl<'k, 'p> Run<'k, 'p> {
                         "claims {a} as Exact: that is for loopback and wildcard providers; a mesh says Name, Kind or Range"
                     ),
                 ),
+                Specificity::Daemon => {
+                    let backed = snap.facts.iter().any(|f| {
+                        f.interface.as_deref() == Some(c.interface.as_str())
+                            && (f.addresses.is_empty() || f.addresses.contains(&a))
+                    });
+                    if !backed {
+                        self.violation(
+                            Check::Specificity,
+                            label,
+                            at,
+                            format!(
+                                "claims {a} on {} by a daemon's word, but no DaemonFact in the snapshot names that \
+                                 interface and address: only a probe's fact is a daemon's word",
+                                c.interface
+                            ),
+                        );
+                    }
+                }
                 Specificity::Name => {
                     if !self.names.iter().any(|p| p.matches(&c.interface)) {
                         let shown: Vec<&str> = self.names.iter().map(|p| p.as_str()).collect();
