@@ -35,7 +35,7 @@ pub use fact::{DaemonFact, DaemonState};
 pub use model::{Flags, IfAddr, Interface, InterfaceKind, Snapshot};
 pub use probe::{Probe, ProbeDescriptor, ProbeInfo, Probes, ProbingSource};
 pub use provider::{
-    BindProvider, Candidate, Claims, MatchSummary, MeshMatcher, MeshProvider, MeshSpec, ProviderInfo, Rejection, Role,
+    claim_facts, BindProvider, Candidate, Claims, MatchSummary, MeshMatcher, MeshProvider, MeshSpec, ProviderInfo, Rejection, Role,
     Specificity,
 };
 pub use registry::{ProviderDescriptor, Registry, RegistryError};

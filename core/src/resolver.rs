@@ -437,7 +437,7 @@ fn refuse_wildcards(reports: &mut [ProviderReport]) {
 fn settle_shared_space(reports: &mut [ProviderReport]) {
     // interface → every (provider, reason) with a name or kind claim on it, by priority.
     let mut owners: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for r in reports.iter().filter(|r| matches!(r.role, Role::Mesh | Role::Lan)) {
+    for r in reports.iter().filter(|r| matches!(r.role, Role::Mesh | Role::Lan | Role::Public)) {
         for c in r
             .candidates
             .iter()

@@ -550,7 +550,7 @@ impl<'k, 'p> Run<'k, 'p> {
                     }
                     continue;
                 }
-                Role::Mesh | Role::Lan => {}
+                Role::Mesh | Role::Lan | Role::Public => {}
             }
             if a.is_unspecified() {
                 self.violation(
@@ -657,7 +657,7 @@ impl<'k, 'p> Run<'k, 'p> {
                             ),
                         );
                     }
-                    if role == Role::Mesh {
+                    if matches!(role, Role::Mesh | Role::Public) {
                         if let Some(i) = holders.iter().find(|i| i.kind.rules_out_mesh()) {
                             self.violation(
                                 Check::SharedSpace,

@@ -22,8 +22,12 @@ const EXPECTED: &[&str] = &[
     "zerotier",
     "nebula",
     "netmaker",
+    "husarnet",
+    "tinc",
+    "openvpn",
     "wireguard",
     "cloudflare-warp",
+    "yggdrasil",
     "lan",
     "all",
 ];
@@ -53,7 +57,19 @@ fn only_mesh_providers_are_walked_by_auto() {
         crate::registry().entries().iter().filter(|e| e.info().role == Role::Mesh).map(|e| e.info().name).collect();
     assert_eq!(
         meshes,
-        ["tailnet", "netbird", "firezone", "zerotier", "nebula", "netmaker", "wireguard", "cloudflare-warp"]
+        [
+            "tailnet",
+            "netbird",
+            "firezone",
+            "zerotier",
+            "nebula",
+            "netmaker",
+            "husarnet",
+            "tinc",
+            "openvpn",
+            "wireguard",
+            "cloudflare-warp"
+        ]
     );
 }
 
