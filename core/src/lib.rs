@@ -35,8 +35,8 @@ pub use fact::{DaemonFact, DaemonState};
 pub use model::{Flags, IfAddr, Interface, InterfaceKind, Snapshot};
 pub use probe::{Probe, ProbeDescriptor, ProbeInfo, Probes, ProbingSource};
 pub use provider::{
-    claim_facts, BindProvider, Candidate, Claims, MatchSummary, MeshMatcher, MeshProvider, MeshSpec, ProviderInfo, Rejection, Role,
-    Specificity,
+    claim_facts, BindProvider, Candidate, Claims, MatchSummary, MeshMatcher, MeshProvider, MeshSpec, ProviderInfo,
+    Rejection, Role, Specificity,
 };
 pub use registry::{ProviderDescriptor, Registry, RegistryError};
 pub use resolver::{resolve, Fallback, Listener, ListenerRole, Resolution, ResolveOptions};

@@ -358,9 +358,19 @@ pub fn claim_facts(snapshot: &Snapshot, mesh: &str, keep: impl Fn(IpAddr) -> boo
         let net = f.network.as_deref().map(|n| format!(" network {n}")).unwrap_or_default();
         for a in iface.addresses.iter().map(|a| a.addr) {
             if !f.addresses.is_empty() && !f.addresses.contains(&a) {
-                reject(claims, &iface.name, Some(a), format!("{a} is on {}, but {} does not list it", iface.name, f.source));
+                reject(
+                    claims,
+                    &iface.name,
+                    Some(a),
+                    format!("{a} is on {}, but {} does not list it", iface.name, f.source),
+                );
             } else if a.is_unspecified() || is_link_local(a) {
-                reject(claims, &iface.name, Some(a), format!("{a} is link-local or a wildcard: never chosen by a provider"));
+                reject(
+                    claims,
+                    &iface.name,
+                    Some(a),
+                    format!("{a} is link-local or a wildcard: never chosen by a provider"),
+                );
             } else if !keep(a) {
                 continue;
             } else {

@@ -20,7 +20,11 @@
 
 mod openvpn;
 pub(crate) mod process;
+#[cfg(any(test, feature = "testing"))]
+pub mod standin;
 pub mod tailscale;
+#[cfg(test)]
+mod tests;
 mod tinc;
 pub mod yggdrasil;
 
@@ -168,17 +172,19 @@ impl Probes {
     /// (and notes for the ones that failed or were skipped) to the snapshot.
     pub async fn run(&self, snapshot: &mut Snapshot, bound: Duration) {
         let view: &Snapshot = snapshot;
-        let answers = futures_util::future::join_all(self.probes.iter().map(|p| async move {
-            (p.info(), tokio::time::timeout(bound, p.probe(view)).await)
-        }))
+        let answers = futures_util::future::join_all(
+            self.probes.iter().map(|p| async move { (p.info(), tokio::time::timeout(bound, p.probe(view)).await) }),
+        )
         .await;
         for (info, answer) in answers {
             match answer {
                 Ok(Ok(facts)) => snapshot.facts.extend(facts),
                 Ok(Err(e)) => snapshot.probe_notes.push(format!("{}: {e}; skipped", info.source)),
-                Err(_) => snapshot
-                    .probe_notes
-                    .push(format!("{} did not answer within {} ms: skipped", info.source, bound.as_millis())),
+                Err(_) => snapshot.probe_notes.push(format!(
+                    "{} did not answer within {} ms: skipped",
+                    info.source,
+                    bound.as_millis()
+                )),
             }
         }
     }

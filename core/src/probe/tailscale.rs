@@ -125,15 +125,14 @@ async fn get(socket: &Path, path_and_query: &str) -> Result<Vec<u8>, ProbeError>
     let io = |source| ProbeError::Io { what: what.clone(), source };
     let mut stream = tokio::net::UnixStream::connect(socket).await.map_err(io)?;
     // tailscaled checks Host against its own name to refuse DNS-rebinding attacks.
-    let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: local-tailscaled.sock\r\nAccept: application/json\r\n\r\n");
+    let req =
+        format!("GET {path_and_query} HTTP/1.0\r\nHost: local-tailscaled.sock\r\nAccept: application/json\r\n\r\n");
     stream.write_all(req.as_bytes()).await.map_err(io)?;
     let mut reply = Vec::new();
     stream.take(MAX_REPLY).read_to_end(&mut reply).await.map_err(io)?;
     let proto = |detail: String| ProbeError::Protocol { what: what.clone(), detail };
-    let split = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| proto("no HTTP header in the reply".into()))?;
+    let split =
+        reply.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| proto("no HTTP header in the reply".into()))?;
     let head = String::from_utf8_lossy(&reply[..split]);
     let status_line = head.lines().next().unwrap_or_default();
     let code = status_line.split_whitespace().nth(1).unwrap_or_default();
@@ -171,11 +170,8 @@ pub async fn status_at(socket: &Path, snapshot: &Snapshot) -> Result<DaemonFact,
         .unwrap_or_default();
     let mut fact = DaemonFact::new("tailscale", SOURCE, state(&status.backend_state));
     fact.addresses = ips.into_iter().filter(|a| !is_tailscale_service_address(*a)).collect();
-    fact.dns_name = status
-        .self_
-        .as_ref()
-        .map(|s| s.dns_name.trim_end_matches('.').to_owned())
-        .filter(|n| !n.is_empty());
+    fact.dns_name =
+        status.self_.as_ref().map(|s| s.dns_name.trim_end_matches('.').to_owned()).filter(|n| !n.is_empty());
     fact.userspace = !status.tun;
     fact.interface = fact.addresses.iter().find_map(|a| holder_of(snapshot, *a)).map(|i| i.name.clone());
     if !matches!(status.backend_state.as_str(), "Running" | "Starting" | "NeedsLogin" | "Stopped") {

@@ -29,9 +29,7 @@ impl NetlinkWatcher {
     pub fn new() -> Result<Self, WatchError> {
         let io = |what| move |source| WatchError::Io { what, source };
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(io("netlink socket"))?;
-        socket
-            .bind(&SocketAddr::new(0, GROUPS))
-            .map_err(io("netlink subscribe"))?;
+        socket.bind(&SocketAddr::new(0, GROUPS)).map_err(io("netlink subscribe"))?;
         socket.set_non_blocking(true).map_err(io("netlink non-blocking"))?;
         // A flapping interface can outrun us; a lost event must not be silent.
         let _ = socket.set_rx_buf_sz(1 << 20);

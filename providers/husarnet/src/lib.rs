@@ -38,7 +38,8 @@ mod conformance {
     fn passes_the_conformance_kit() {
         use meshgate_core::{Interface, InterfaceKind};
         let p = super::build();
-        let hnet0 = Interface::new("hnet0", 9, InterfaceKind::Tun).with_addr("fc94:b01d:1803:8dd8:b293:5c7d:7639:932a/16");
+        let hnet0 =
+            Interface::new("hnet0", 9, InterfaceKind::Tun).with_addr("fc94:b01d:1803:8dd8:b293:5c7d:7639:932a/16");
         meshgate_core::testing::Kit::new(&*p).sample(hnet0).check();
     }
 }

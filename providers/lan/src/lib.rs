@@ -161,7 +161,9 @@ mod tests {
         assert_eq!(a.len(), 1, "{a:?}");
         assert_eq!(a[0].0, "172.18.0.5");
         assert!(a[0].1.contains("default route") && a[0].1.contains("container's LAN"), "{a:?}");
-        assert!(c.rejected[0].reason.contains("veth9 is a container link (veth) without this namespace's default route"));
+        assert!(c.rejected[0]
+            .reason
+            .contains("veth9 is a container link (veth) without this namespace's default route"));
         // Without the default route, eth0 is a container link like any veth.
         let c = claim(vec![Interface::new("eth0", 2, InterfaceKind::Veth).with_addr("172.18.0.5/16")]);
         assert!(c.candidates.is_empty() && c.rejected[0].reason.contains("without"), "{c:?}");

@@ -26,7 +26,8 @@ use meshgate_core::{
 pub const INFO: ProviderInfo = ProviderInfo {
     name: "tailnet",
     priority: 100,
-    description: "Tailscale / Headscale tailnet address (tailscaled's local API; else tailscale0, utunN with a tailnet address)",
+    description:
+        "Tailscale / Headscale tailnet address (tailscaled's local API; else tailscale0, utunN with a tailnet address)",
     role: Role::Mesh,
 };
 
@@ -138,7 +139,9 @@ mod conformance {
         let p = super::build();
         let host = with_lo(vec![
             eth0(),
-            Interface::new("tailscale0", 9, InterfaceKind::Tun).with_addr("10.99.0.7/32").with_addr("fd7a:115c:a1e0::7/128"),
+            Interface::new("tailscale0", 9, InterfaceKind::Tun)
+                .with_addr("10.99.0.7/32")
+                .with_addr("fd7a:115c:a1e0::7/128"),
         ])
         .with_fact(
             DaemonFact::new("tailscale", "tailscaled's local API", DaemonState::Running)

@@ -24,14 +24,8 @@ pub const INFO: ProviderInfo = ProviderInfo {
 };
 
 /// How Yggdrasil shows up on a host when its admin socket does not answer.
-pub const SPEC: MeshSpec = MeshSpec {
-    mesh: "Yggdrasil",
-    names: &[],
-    weak_names: &[],
-    exclude_names: &[],
-    kinds: &[],
-    ranges: &["200::/7"],
-};
+pub const SPEC: MeshSpec =
+    MeshSpec { mesh: "Yggdrasil", names: &[], weak_names: &[], exclude_names: &[], kinds: &[], ranges: &["200::/7"] };
 
 /// The Yggdrasil provider.
 #[derive(Debug, Clone)]
