@@ -377,6 +377,7 @@ impl<'k, 'p> Run<'k, 'p> {
         let mut realistic = vec![
             ("busy Linux host".to_owned(), fixtures::busy_host()),
             ("macOS host".to_owned(), fixtures::macos_host()),
+            ("Linux host whose mesh daemons answered".to_owned(), fixtures::daemon_host()),
         ];
         for i in fixtures::zoo() {
             realistic.push((format!("lo + {}", i.name), fixtures::with_lo(vec![i])));
@@ -981,6 +982,23 @@ pub mod fixtures {
         let mut s = Snapshot::new(vec![lo(), eth0()]);
         s.interfaces.extend(zoo());
         s
+    }
+
+    /// [`busy_host`] where the daemons answered: tailscaled's local API for
+    /// `tailscale0`, an openvpn process for `tun0`, a tincd for `tap0`.
+    pub fn daemon_host() -> Snapshot {
+        use crate::fact::{DaemonFact, DaemonState};
+        busy_host()
+            .with_fact(
+                DaemonFact::new("tailscale", "tailscaled's local API", DaemonState::Running)
+                    .on("tailscale0")
+                    .with_addr("100.101.2.3")
+                    .with_addr("fd7a:115c:a1e0::3"),
+            )
+            .with_fact(
+                DaemonFact::new("openvpn", "the device openvpn (pid 41) holds open", DaemonState::Running).on("tun0"),
+            )
+            .with_fact(DaemonFact::new("tinc", "the device tincd (pid 42) holds open", DaemonState::Running).on("tap0"))
     }
 
     /// A macOS-like host as the portable source sees it: no kinds, every VPN on

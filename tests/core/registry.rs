@@ -194,7 +194,7 @@ fn providers_json_shows_crate_priority_matches_and_auto() {
     let warp = find("cloudflare-warp");
     assert_eq!(warp["auto"], true);
     let ranges: Vec<&str> = warp["matches"]["ranges"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert_eq!(ranges, ["172.16.0.2/32", "2606:4700:110::/48", "2606:4700:cf1:1000::/64"]);
+    assert_eq!(ranges, ["172.16.0.2/32", "2606:4700:110::/48", "100.96.0.0/12", "2606:4700:cf1:1000::/64"]);
 }
 
 #[test]

@@ -89,7 +89,7 @@ impl BindProvider for Lan {
                     reject(
                         &mut claims,
                         format!(
-                            "{} is a container link (veth) without this namespace's default route, not the LAN",
+                            "{} is a container or VM link (veth) without this namespace's default route, not the LAN",
                             iface.name
                         ),
                     );
@@ -163,7 +163,7 @@ mod tests {
         assert!(a[0].1.contains("default route") && a[0].1.contains("container's LAN"), "{a:?}");
         assert!(c.rejected[0]
             .reason
-            .contains("veth9 is a container link (veth) without this namespace's default route"));
+            .contains("veth9 is a container or VM link (veth) without this namespace's default route"));
         // Without the default route, eth0 is a container link like any veth.
         let c = claim(vec![Interface::new("eth0", 2, InterfaceKind::Veth).with_addr("172.18.0.5/16")]);
         assert!(c.candidates.is_empty() && c.rejected[0].reason.contains("without"), "{c:?}");

@@ -7,8 +7,8 @@
 //! make `tunN`.
 
 use meshgate_core::{
-    claim_facts, model::is_link_local, BindProvider, Candidate, Claims, InterfaceKind, MatchSummary, ProviderConfig,
-    ProviderInfo, Rejection, Role, Snapshot, Specificity,
+    claim_facts, model::is_link_local, BindProvider, Candidate, Claims, InterfaceKind, MatchSummary, MeshMatcher,
+    MeshSpec, ProviderConfig, ProviderInfo, Rejection, Role, Snapshot, Specificity,
 };
 
 /// The provider's constant facts.
@@ -22,26 +22,40 @@ pub const INFO: ProviderInfo = ProviderInfo {
 /// The link kind of OpenVPN's data channel offload device.
 pub const DCO_KIND: &str = "ovpn-dco";
 
+/// Nothing to match by itself: only the user's `[providers.openvpn]` names and cidrs.
+const CONFIG_ONLY: MeshSpec =
+    MeshSpec { mesh: "OpenVPN", names: &[], weak_names: &[], exclude_names: &[], kinds: &[], ranges: &[] };
+
 /// The OpenVPN provider.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OpenVpn;
+#[derive(Debug, Clone)]
+pub struct OpenVpn {
+    config_only: MeshMatcher,
+}
+
+impl Default for OpenVpn {
+    fn default() -> Self {
+        Self { config_only: MeshMatcher::new(CONFIG_ONLY) }
+    }
+}
 
 impl BindProvider for OpenVpn {
     fn info(&self) -> ProviderInfo {
         INFO
     }
 
-    fn matches(&self, _config: &ProviderConfig) -> MatchSummary {
-        MatchSummary {
-            kinds: vec![DCO_KIND.into(), "the TUN/TAP a running openvpn drives".into()],
-            ..MatchSummary::default()
-        }
+    fn matches(&self, config: &ProviderConfig) -> MatchSummary {
+        let mut m = self.config_only.summary(config);
+        m.kinds.extend([DCO_KIND.into(), "the TUN/TAP a running openvpn drives".into()]);
+        m
     }
 
-    fn claim(&self, snapshot: &Snapshot, _config: &ProviderConfig) -> Claims {
+    fn claim(&self, snapshot: &Snapshot, config: &ProviderConfig) -> Claims {
         let mut claims = Claims::default();
         let covered = claim_facts(snapshot, "openvpn", |_| true, &mut claims);
         let dco = InterfaceKind::Virtual(DCO_KIND.into());
+        for iface in snapshot.interfaces.iter().filter(|i| i.kind != dco && !covered.contains(&i.name)) {
+            self.config_only.claim_interface(iface, config, &mut claims);
+        }
         for iface in snapshot.interfaces.iter().filter(|i| i.kind == dco && !covered.contains(&i.name)) {
             if let Some(why) = iface.unusable() {
                 claims.rejected.push(Rejection { interface: iface.name.clone(), address: None, reason: why });
@@ -70,7 +84,7 @@ impl BindProvider for OpenVpn {
 
 /// Builds the provider.
 pub fn build() -> Box<dyn BindProvider> {
-    Box::new(OpenVpn)
+    Box::new(OpenVpn::default())
 }
 
 meshgate_core::register_provider!(INFO, build);

@@ -5,9 +5,13 @@
 //! so this mode takes only tincd's word: the `tincd` probe finds each tincd in
 //! this network namespace and the device it drives (the one it holds open, else
 //! its tinc.conf, else its network name), and every usable address on that
-//! device is claimed. No running tincd, no claim.
+//! device is claimed. No running tincd, no claim (but `[providers.tinc]`
+//! `names` and `cidrs` count as for any mode).
 
-use meshgate_core::{claim_facts, BindProvider, Claims, MatchSummary, ProviderConfig, ProviderInfo, Role, Snapshot};
+use meshgate_core::{
+    claim_facts, BindProvider, Claims, MatchSummary, MeshMatcher, MeshSpec, ProviderConfig, ProviderInfo, Role,
+    Snapshot,
+};
 
 /// The provider's constant facts.
 pub const INFO: ProviderInfo = ProviderInfo {
@@ -17,29 +21,57 @@ pub const INFO: ProviderInfo = ProviderInfo {
     role: Role::Mesh,
 };
 
+/// Nothing to match by itself: only the user's `[providers.tinc]` names and cidrs.
+const CONFIG_ONLY: MeshSpec =
+    MeshSpec { mesh: "tinc", names: &[], weak_names: &[], exclude_names: &[], kinds: &[], ranges: &[] };
+
 /// The tinc provider.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Tinc;
+#[derive(Debug, Clone)]
+pub struct Tinc {
+    config_only: MeshMatcher,
+}
+
+impl Default for Tinc {
+    fn default() -> Self {
+        Self { config_only: MeshMatcher::new(CONFIG_ONLY) }
+    }
+}
 
 impl BindProvider for Tinc {
     fn info(&self) -> ProviderInfo {
         INFO
     }
 
-    fn matches(&self, _config: &ProviderConfig) -> MatchSummary {
-        MatchSummary { kinds: vec!["the TUN/TAP a running tincd drives".into()], ..MatchSummary::default() }
+    fn matches(&self, config: &ProviderConfig) -> MatchSummary {
+        let mut m = self.config_only.summary(config);
+        m.kinds.push("the TUN/TAP a running tincd drives".into());
+        m
     }
 
-    fn claim(&self, snapshot: &Snapshot, _config: &ProviderConfig) -> Claims {
+    fn claim(&self, snapshot: &Snapshot, config: &ProviderConfig) -> Claims {
         let mut claims = Claims::default();
-        claim_facts(snapshot, "tinc", |_| true, &mut claims);
+        let covered = claim_facts(snapshot, "tinc", |_| true, &mut claims);
+        claim_configured(&self.config_only, snapshot, config, &covered, &mut claims);
         claims
+    }
+}
+
+/// What the user's config names, on the interfaces no daemon fact covered.
+fn claim_configured(
+    m: &MeshMatcher,
+    snapshot: &Snapshot,
+    config: &ProviderConfig,
+    covered: &[String],
+    claims: &mut Claims,
+) {
+    for iface in snapshot.interfaces.iter().filter(|i| !covered.contains(&i.name)) {
+        m.claim_interface(iface, config, claims);
     }
 }
 
 /// Builds the provider.
 pub fn build() -> Box<dyn BindProvider> {
-    Box::new(Tinc)
+    Box::new(Tinc::default())
 }
 
 meshgate_core::register_provider!(INFO, build);
