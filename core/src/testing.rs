@@ -984,21 +984,35 @@ pub mod fixtures {
         s
     }
 
-    /// [`busy_host`] where the daemons answered: tailscaled's local API for
-    /// `tailscale0`, an openvpn process for `tun0`, a tincd for `tap0`.
+    /// [`busy_host`] with the overlays it lacks (Husarnet's `hnet0`, a
+    /// Yggdrasil `tun9`), where the daemons answered: tailscaled's local API
+    /// for `tailscale0`, an openvpn process for `tun0`, a tincd for `tap0`,
+    /// Yggdrasil's admin socket for `tun9`.
     pub fn daemon_host() -> Snapshot {
         use crate::fact::{DaemonFact, DaemonState};
-        busy_host()
-            .with_fact(
-                DaemonFact::new("tailscale", "tailscaled's local API", DaemonState::Running)
-                    .on("tailscale0")
-                    .with_addr("100.101.2.3")
-                    .with_addr("fd7a:115c:a1e0::3"),
-            )
-            .with_fact(
-                DaemonFact::new("openvpn", "the device openvpn (pid 41) holds open", DaemonState::Running).on("tun0"),
-            )
-            .with_fact(DaemonFact::new("tinc", "the device tincd (pid 42) holds open", DaemonState::Running).on("tap0"))
+        let mut host = busy_host();
+        append(
+            &mut host,
+            vec![
+                iface("hnet0", 40, K::Tun, &["fc94:b01d:1803:8dd8:b293:5c7d:7639:932a/16", "fe80::40/64"]),
+                iface("tun9", 41, K::Tun, &["201:5b1c:aa7e:8d2b::1/7", "fe80::41/64"]),
+            ],
+        );
+        host.with_fact(
+            DaemonFact::new("yggdrasil", "Yggdrasil's admin socket", DaemonState::Running)
+                .on("tun9")
+                .with_addr("201:5b1c:aa7e:8d2b::1"),
+        )
+        .with_fact(
+            DaemonFact::new("tailscale", "tailscaled's local API", DaemonState::Running)
+                .on("tailscale0")
+                .with_addr("100.101.2.3")
+                .with_addr("fd7a:115c:a1e0::3"),
+        )
+        .with_fact(
+            DaemonFact::new("openvpn", "the device openvpn (pid 41) holds open", DaemonState::Running).on("tun0"),
+        )
+        .with_fact(DaemonFact::new("tinc", "the device tincd (pid 42) holds open", DaemonState::Running).on("tap0"))
     }
 
     /// A macOS-like host as the portable source sees it: no kinds, every VPN on
