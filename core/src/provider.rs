@@ -327,6 +327,9 @@ impl BindProvider for MeshProvider {
     }
 }
 
+/// The `interface` of a rejection about a daemon that names none.
+pub const NO_INTERFACE: &str = "(no interface)";
+
 /// Claims what the daemons of `mesh` say (their [`DaemonFact`](crate::DaemonFact)s
 /// in the snapshot), as [`Specificity::Daemon`]: the addresses a fact names on
 /// the interface it names (every address of that interface when the fact names
@@ -342,8 +345,13 @@ pub fn claim_facts(snapshot: &Snapshot, mesh: &str, keep: impl Fn(IpAddr) -> boo
             claims.rejected.push(Rejection { interface: interface.to_owned(), address, reason })
         };
         let Some(iface) = f.interface.as_deref().and_then(|n| snapshot.get(n)) else {
-            let why = f.detail.clone().unwrap_or_else(|| "it names no interface here".into());
-            reject(claims, f.interface.as_deref().unwrap_or("-"), None, format!("{}: {why}", f.summary()));
+            let why = if f.userspace && f.state == DaemonState::Running {
+                "it carries the mesh without an OS interface, so nothing on this host can listen on its addresses"
+                    .to_owned()
+            } else {
+                f.detail.clone().unwrap_or_else(|| "it names no interface here".into())
+            };
+            reject(claims, f.interface.as_deref().unwrap_or(NO_INTERFACE), None, format!("{}: {why}", f.summary()));
             continue;
         };
         covered.push(iface.name.clone());

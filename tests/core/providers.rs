@@ -771,7 +771,7 @@ fn userspace_networking_is_explained_with_the_way_in() {
     let snap = Snapshot::new(vec![lo(), eth0()]).with_fact(fact);
     let res = resolve_snapshot(&["tailnet"], &snap);
     assert!(res.fallback);
-    assert_rejected(&res, "tailnet", "-", &["userspace-networking", "tailscale serve", "127.0.0.1"]);
+    assert_rejected(&res, "tailnet", "(no interface)", &["userspace networking", "tailscale serve", "127.0.0.1"]);
 }
 
 #[test]

@@ -18,8 +18,8 @@
 
 use meshgate_core::probe::tailscale::is_tailscale_service_address;
 use meshgate_core::{
-    claim_facts, BindProvider, Claims, DaemonState, MatchSummary, MeshMatcher, MeshSpec, ProviderConfig, ProviderInfo,
-    Rejection, Role, Snapshot,
+    claim_facts, provider::NO_INTERFACE, BindProvider, Claims, DaemonState, MatchSummary, MeshMatcher, MeshSpec,
+    ProviderConfig, ProviderInfo, Rejection, Role, Snapshot,
 };
 
 /// The provider's constant facts.
@@ -70,22 +70,16 @@ impl BindProvider for Tailnet {
         if facts.is_empty() {
             claims = self.matcher.claim(snapshot, config);
         } else {
-            for f in facts.iter().filter(|f| f.userspace && f.state == DaemonState::Running) {
-                let addrs: Vec<String> = f.addresses.iter().map(|a| a.to_string()).collect();
-                claims.rejected.push(Rejection {
-                    interface: "-".into(),
-                    address: None,
-                    reason: format!(
-                        "{}: tailscaled runs in userspace-networking mode, so {} is on no interface and nothing \
-                         on this host can listen on it. Reach meshgate through tailscaled instead \
-                         (`tailscale serve --bg PORT` forwards the tailnet to 127.0.0.1:PORT), or run tailscaled \
-                         with a TUN device",
-                        f.source,
-                        addrs.join(", ")
-                    ),
-                });
-            }
             let covered = claim_facts(snapshot, "tailscale", |_| true, &mut claims);
+            if facts.iter().any(|f| f.userspace && f.state == DaemonState::Running) {
+                // tailscaled's userspace-networking mode: say how to get in anyway.
+                for r in claims.rejected.iter_mut().filter(|r| r.interface == NO_INTERFACE) {
+                    r.reason.push_str(
+                        ". Reach meshgate through tailscaled instead: `tailscale serve --bg PORT` forwards the \
+                         tailnet to 127.0.0.1:PORT (or run tailscaled with a TUN device)",
+                    );
+                }
+            }
             // The daemon said which addresses are the tailnet's; a CGNAT address
             // anywhere else is someone else's (NetBird, carrier NAT).
             let other = self.matcher.claim(snapshot, config);
