@@ -213,17 +213,22 @@ fn tinc_is_found_through_tincd_and_reached_through_the_tunnel() {
         )
     };
     let _gw = tincd(&pair.gw, &gw_dir, "gw");
-    let _peer = tincd(&pair.peer, &peer_dir, "peer");
     let why = || format!("gw log:\n{}\npeer log:\n{}", log(&pair.dir.join("gw.log")), log(&pair.dir.join("peer.log")));
+    // The peer connects once the gateway listens (tinc-up runs after the sockets are open).
     wait_addr(&pair.gw, "tinc-office", "10.55.0.1", &why());
+    let _peer = tincd(&pair.peer, &peer_dir, "peer");
     wait_addr(&pair.peer, "office", "10.55.0.2", &why());
 
     let doc = explain_env(&pair.gw, &["--bind", "tinc"], &[]);
     assert_eq!(selected(&doc), [("10.55.0.1".to_owned(), "tinc".to_owned(), "tinc-office".to_owned())], "{doc:#}");
     let reason = doc["listeners"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("tincd") && reason.contains("tinc network office"), "{reason}");
-    let fact = &doc["daemons"][0];
-    assert_eq!((fact["mesh"].as_str(), fact["network"].as_str()), (Some("tinc"), Some("office")), "{doc:#}");
+    // The kernel's word (the device tincd holds open), not a guess from its config.
+    assert!(reason.contains("the device tincd (pid"), "{reason}");
+    // Only the gateway's tincd: the peer's runs in another network namespace.
+    let facts = doc["daemons"].as_array().expect("daemons");
+    assert_eq!(facts.len(), 1, "{doc:#}");
+    assert_eq!((facts[0]["mesh"].as_str(), facts[0]["network"].as_str()), (Some("tinc"), Some("office")), "{doc:#}");
     // tinc is a mesh: `auto` takes it (nothing else here is one).
     let auto = explain_env(&pair.gw, &["--bind", "auto"], &[]);
     assert_eq!(selected(&auto), selected(&doc), "{auto:#}");
@@ -270,9 +275,15 @@ fn yggdrasil_is_found_through_its_admin_socket_and_never_by_auto() {
         c["Peers"] = serde_json::json!([format!("tcp://{GW_UNDERLAY}:14242")]);
     });
     let _gw = daemon(&pair.gw, "yggdrasil", &["-useconffile", gw_conf.to_str().unwrap()], &pair.dir.join("gw.log"));
+    let why = || format!("gw log:\n{}\npeer log:\n{}", log(&pair.dir.join("gw.log")), log(&pair.dir.join("peer.log")));
+    // The peer dials once the gateway listens (a refused dial backs off for seconds).
+    assert!(
+        wait_until(Duration::from_secs(10), || log(&pair.dir.join("gw.log")).contains("TCP listener started")),
+        "{}",
+        why()
+    );
     let _peer =
         daemon(&pair.peer, "yggdrasil", &["-useconffile", peer_conf.to_str().unwrap()], &pair.dir.join("peer.log"));
-    let why = || format!("gw log:\n{}\npeer log:\n{}", log(&pair.dir.join("gw.log")), log(&pair.dir.join("peer.log")));
     let addr = wait_addr(&pair.gw, "tun0", "2", &why());
     assert!(
         wait_until(Duration::from_secs(10), || pair.gw.sh(&format!("test -S {admin}")).status.success()),
@@ -329,7 +340,10 @@ fn openvpn_is_found_through_its_process_not_its_name() {
     let doc = explain_env(&pair.gw, &["--bind", "openvpn"], &[]);
     assert_eq!(selected(&doc), [("10.66.0.1".to_owned(), "openvpn".to_owned(), "vpn-office".to_owned())], "{doc:#}");
     let reason = doc["listeners"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("openvpn (pid"), "{reason}");
+    assert!(reason.contains("the device openvpn (pid"), "{reason}");
+    assert_eq!(doc["daemons"].as_array().map(Vec::len), Some(1), "only the gateway's openvpn: {doc:#}");
+    let openvpn = doc["providers"].as_array().unwrap().iter().find(|p| p["name"] == "openvpn").unwrap();
+    assert!(!openvpn.to_string().contains("tun7"), "the decoy tun7 is nobody's: {openvpn}");
     // `auto` takes OpenVPN's device, and still not the decoy.
     let auto = explain_env(&pair.gw, &["--bind", "auto"], &[]);
     assert_eq!(selected(&auto), selected(&doc), "{auto:#}");
