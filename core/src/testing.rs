@@ -22,8 +22,9 @@
 //!
 //! # What is checked ([`Check`])
 //!
-//! Over realistic hosts (a busy Linux host, a macOS host, every fixture interface
-//! alone beside `lo`, your samples) and odd ones (empty, no addresses, only
+//! Over realistic hosts (a busy Linux host, a macOS host, a Linux host whose
+//! mesh daemons answered, every fixture interface alone beside `lo`, your
+//! samples) and odd ones (empty, no addresses, only
 //! link-local addresses, duplicate names, unicode and empty names, index 0,
 //! everything down, loopback and wildcard addresses on ordinary interfaces, and
 //! 5,000 interfaces):
@@ -46,7 +47,9 @@
 //!   weakens or vanishes when the kind is unknown; a `Range` claim is inside an
 //!   advertised range, and a mesh's range-only claim never lands on a loopback,
 //!   physical, bridge or veth interface (shared address space is not proof);
-//!   `Exact` is for loopback and wildcard providers;
+//!   a `Daemon` claim is backed by a [`DaemonFact`](crate::DaemonFact) in the
+//!   snapshot naming that interface (and address); `Exact` is for loopback and
+//!   wildcard providers;
 //! - **coverage**: the provider claimed something somewhere (otherwise every
 //!   check above passed vacuously), and every sample is claimed.
 //!
