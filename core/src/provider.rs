@@ -363,7 +363,7 @@ pub fn claim_facts(snapshot: &Snapshot, mesh: &str, keep: impl Fn(IpAddr) -> boo
             reject(claims, &iface.name, None, why);
             continue;
         }
-        let net = f.network.as_deref().map(|n| format!(" network {n}")).unwrap_or_default();
+        let net = f.network.as_deref().map(|n| format!(" (network {n})")).unwrap_or_default();
         for a in iface.addresses.iter().map(|a| a.addr) {
             if !f.addresses.is_empty() && !f.addresses.contains(&a) {
                 reject(
@@ -387,7 +387,7 @@ pub fn claim_facts(snapshot: &Snapshot, mesh: &str, keep: impl Fn(IpAddr) -> boo
                     interface: iface.name.clone(),
                     address: a,
                     specificity: Specificity::Daemon,
-                    reason: format!("{a} on {}: from {} ({mesh}{net}{dns})", iface.name, f.source),
+                    reason: format!("from {}: {} is {mesh}'s interface{net}{dns}", f.source, iface.name),
                 });
             }
         }

@@ -222,7 +222,7 @@ fn tinc_is_found_through_tincd_and_reached_through_the_tunnel() {
     let doc = explain_env(&pair.gw, &["--bind", "tinc"], &[]);
     assert_eq!(selected(&doc), [("10.55.0.1".to_owned(), "tinc".to_owned(), "tinc-office".to_owned())], "{doc:#}");
     let reason = doc["listeners"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("tincd") && reason.contains("tinc network office"), "{reason}");
+    assert!(reason.contains("tinc-office is tinc's interface (network office)"), "{reason}");
     // The kernel's word (the device tincd holds open), not a guess from its config.
     assert!(reason.contains("the device tincd (pid"), "{reason}");
     // Only the gateway's tincd: the peer's runs in another network namespace.
@@ -426,4 +426,111 @@ fn explain_says_what_tailscaled_said() {
     let doc = explain_env(&lab, &["--bind", "tailnet"], &env);
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     assert!(doc["notes"].to_string().contains("did not answer within 200 ms"), "{doc:#}");
+}
+
+// ---- several overlays at once ---------------------------------------------------
+
+#[test]
+fn explain_on_a_host_with_several_overlays_says_which_daemon_said_what() {
+    let Some(pair) = pair_or_skip("several_overlays", &["tincd", "openvpn", "yggdrasil"]) else { return };
+    let lab = &pair.gw;
+    // tinc alone (no peer needed for its device to come up).
+    let tinc_dir = pair.dir.join("tinc");
+    tinc_node(&tinc_dir, "gw", "Name = gw\nMode = router\nAddressFamily = ipv4\n", "10.55.0.1/32", "10.55.0.1/24");
+    let _tincd = daemon(
+        lab,
+        "tincd",
+        &["-c", tinc_dir.to_str().unwrap(), "-n", "lab", "-D", "--pidfile=/var/run/wireguard/tinc.pid"],
+        &pair.dir.join("tinc.log"),
+    );
+    // OpenVPN with a static key, listening (its device is up before any peer).
+    let key = pair.dir.join("static.key");
+    let out = run_bounded(
+        {
+            let mut c = Command::new("openvpn");
+            c.args(["--genkey", "secret"]).arg(&key).stdin(Stdio::null());
+            c
+        },
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success());
+    let _openvpn = daemon(
+        lab,
+        "openvpn",
+        &[
+            "--dev",
+            "ovpn-lab",
+            "--dev-type",
+            "tun",
+            "--ifconfig",
+            "10.66.0.1",
+            "10.66.0.2",
+            "--secret",
+            key.to_str().unwrap(),
+            "--cipher",
+            "AES-256-CBC",
+            "--disable-dco",
+            "--lport",
+            "1194",
+            "--local",
+            GW_UNDERLAY,
+        ],
+        &pair.dir.join("openvpn.log"),
+    );
+    // Yggdrasil with its admin socket, peered with nobody.
+    let admin = "/var/run/wireguard/yggdrasil.sock";
+    let conf = ygg_conf(&pair.dir, "ygg", |c| c["AdminListen"] = serde_json::json!(format!("unix://{admin}")));
+    let _ygg = daemon(lab, "yggdrasil", &["-useconffile", conf.to_str().unwrap()], &pair.dir.join("ygg.log"));
+    // A tailnet on a Headscale prefix, through a stand-in local API.
+    lab.tun("tailscale0", &["10.99.0.7/32", "fd7a:115c:a1e0::7/128"]);
+    let sock = std::env::temp_dir().join(format!("meshgate-lab-overlays-{}.sock", std::process::id()));
+    let api = StandIn::start(&sock).expect("stand-in tailscaled");
+    api.answer("/localapi/v0/status", Answer::Json(standin::STATUS_HEADSCALE_RUNNING.into()));
+
+    let why = || {
+        ["tinc", "openvpn", "ygg"]
+            .iter()
+            .map(|d| format!("{d}:\n{}", log(&pair.dir.join(format!("{d}.log")))))
+            .collect::<String>()
+    };
+    wait_addr(lab, "lab", "10.55.0.1", &why());
+    wait_addr(lab, "ovpn-lab", "10.66.0.1", &why());
+    let ygg = wait_addr(lab, "tun0", "2", &why());
+    assert!(wait_until(Duration::from_secs(10), || lab.sh(&format!("test -S {admin}")).status.success()), "{}", why());
+    let env = [("MESHGATE_TAILSCALED_SOCKET", sock.to_str().unwrap()), ("MESHGATE_YGGDRASIL_SOCKET", admin)];
+
+    let out = meshgate_env(lab, &["explain", "--bind", "auto"], &env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for said in [
+        "note: tailscaled's local API: tailscale is running on tailscale0 with 10.99.0.7, fd7a:115c:a1e0::7, named gw.office.headscale.example",
+        "tinc is running (network lab) on lab with 10.55.0.1",
+        "openvpn is running on ovpn-lab with 10.66.0.1",
+        &format!("note: Yggdrasil's admin socket: yggdrasil is running on tun0 with {ygg}"),
+        "auto: `tailnet` is the first match",
+        "10.55.0.1 on lab: from the device tincd (pid",
+    ] {
+        assert!(text.contains(said), "explain does not say {said:?}:\n{text}");
+    }
+    let doc = explain_env(lab, &["--bind", "auto"], &env);
+    let meshes: Vec<&str> = doc["daemons"].as_array().unwrap().iter().map(|f| f["mesh"].as_str().unwrap()).collect();
+    assert_eq!(meshes, ["openvpn", "tailscale", "tinc", "yggdrasil"], "{doc:#}");
+    assert_eq!(
+        selected(&doc),
+        [
+            ("10.99.0.7".to_owned(), "tailnet".to_owned(), "tailscale0".to_owned()),
+            ("fd7a:115c:a1e0::7".to_owned(), "tailnet".to_owned(), "tailscale0".to_owned())
+        ]
+    );
+    // Each named mode takes its own daemon's device, and only that.
+    let doc = explain_env(lab, &["--bind", "tinc,openvpn,yggdrasil"], &env);
+    assert_eq!(
+        selected(&doc),
+        [
+            ("10.55.0.1".to_owned(), "tinc".to_owned(), "lab".to_owned()),
+            ("10.66.0.1".to_owned(), "openvpn".to_owned(), "ovpn-lab".to_owned()),
+            (ygg.clone(), "yggdrasil".to_owned(), "tun0".to_owned())
+        ],
+        "{doc:#}"
+    );
 }
