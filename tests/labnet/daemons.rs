@@ -93,8 +93,9 @@ fn explain_env(lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> serde_json::Va
     })
 }
 
-/// `meshgate serve ARGS` in the lab with extra environment; returns once it printed a line.
-fn serve_env(lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> Proc {
+/// `meshgate serve ARGS` in the lab with extra environment; returns once it
+/// printed a line, with that line and the rest to come.
+fn serve_env(lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> (Proc, String, std::sync::mpsc::Receiver<String>) {
     let mut cmd = lab.command(BIN);
     cmd.arg("serve").args(args).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null());
     for (k, v) in env {
@@ -111,10 +112,9 @@ fn serve_env(lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> Proc {
             }
         }
     });
-    assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok(), "meshgate serve {args:?} printed nothing");
-    // Keep draining, so serve never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    proc
+    let first =
+        rx.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("meshgate serve {args:?} printed nothing"));
+    (proc, first, rx)
 }
 
 /// The selected (not companion, not fallback) listeners.
@@ -302,6 +302,7 @@ fn yggdrasil_is_found_through_its_admin_socket_and_never_by_auto() {
 
     let token = token_file(&pair.gw);
     let _serve = serve_env(&pair.gw, &["--bind", "yggdrasil", "--port", "18802", "--token-file", &token], &env);
+
     peer_reaches_only_through_the_tunnel(&pair, &addr, 18802, &why);
 }
 
@@ -426,6 +427,46 @@ fn explain_says_what_tailscaled_said() {
     let doc = explain_env(&lab, &["--bind", "tailnet"], &env);
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     assert!(doc["notes"].to_string().contains("did not answer within 200 ms"), "{doc:#}");
+
+    // NeedsLogin: said plainly, with what to do.
+    api.answer("/localapi/v0/status", Answer::Json(standin::STATUS_NEEDS_LOGIN.into()));
+    let text =
+        String::from_utf8_lossy(&meshgate_env(&lab, &["explain", "--bind", "tailnet"], &env).stdout).into_owned();
+    assert!(text.contains("note: tailscale needs a login before it has addresses: run `tailscale up`"), "{text}");
+}
+
+#[test]
+fn serve_waits_while_tailscaled_is_starting_and_binds_when_it_runs() {
+    let Some(lab) = lab_or_skip("serve_waits_while_tailscaled_is_starting") else { return };
+    lab.tun("tailscale0", &["10.99.0.7/32"]);
+    let sock = std::env::temp_dir().join(format!("meshgate-lab-starting-{}.sock", std::process::id()));
+    let api = StandIn::start(&sock).expect("stand-in tailscaled");
+    api.answer("/localapi/v0/status", Answer::Json(standin::STATUS_STARTING.into()));
+    // The IPN bus: Starting (5) at once, Running (6) after 1.5 s. No interface or
+    // address changes meanwhile: only the daemon's state can wake meshgate.
+    api.answer(
+        "/localapi/v0/watch-ipn-bus",
+        Answer::Stream(vec![
+            (Duration::ZERO, r#"{"State":5}"#.into()),
+            (Duration::from_millis(1500), r#"{"State":6}"#.into()),
+        ]),
+    );
+    let env = [("MESHGATE_TAILSCALED_SOCKET", sock.to_str().unwrap())];
+    let token = token_file(&lab);
+    let start = std::time::Instant::now();
+    let (mut proc, first, _rx) = std::thread::scope(|s| {
+        let serving = s.spawn(|| {
+            serve_env(&lab, &["--bind", "tailnet", "--port", "18805", "--token-file", &token, "--wait", "20"], &env)
+        });
+        // tailscaled is Running before it says so on the bus.
+        std::thread::sleep(Duration::from_millis(500));
+        api.answer("/localapi/v0/status", Answer::Json(standin::STATUS_HEADSCALE_RUNNING.into()));
+        serving.join().expect("serve thread")
+    });
+    assert_eq!(first, "listening on http://10.99.0.7:18805 (tailnet via tailscale0)");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(10), "{took:?}");
+    assert!(proc.is_running());
 }
 
 // ---- several overlays at once ---------------------------------------------------
