@@ -190,7 +190,7 @@ async fn a_state_change_on_the_ipn_bus_is_a_network_change() {
         "IPN bus state change reached the watcher {:?} after it was sent",
         took.saturating_sub(Duration::from_millis(350))
     );
-    assert!(s.requests()[0].starts_with("GET /localapi/v0/watch-ipn-bus?mask=2 "), "{:?}", s.requests());
+    assert!(s.requests()[0].starts_with("GET /localapi/v0/watch-ipn-bus?mask=18 "), "{:?}", s.requests());
 }
 
 #[tokio::test]

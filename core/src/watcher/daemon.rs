@@ -21,8 +21,12 @@ use super::{WatchError, Watcher};
 
 /// How often a missing tailscaled socket is looked for again.
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
-/// `NotifyInitialState`: the first notification carries the current state.
-const MASK_INITIAL_STATE: u32 = 2;
+/// How long to wait before asking again when tailscaled refused the watch.
+const REFUSED_AGAIN: Duration = Duration::from_secs(60);
+/// `NotifyInitialState` (the first notification carries the current state) |
+/// `NotifyNoPrivateKeys` (without it, tailscaled refuses a watcher that is not
+/// root or its operator). Not `NotifyRateLimit`: it could delay a state change.
+const MASK: u32 = (1 << 1) | (1 << 4);
 
 /// The OS watcher, plus tailscaled's state changes.
 #[derive(Debug)]
@@ -89,14 +93,19 @@ async fn follow_tailscaled(socket: PathBuf, tx: mpsc::Sender<()>) {
             tokio::time::sleep(LOOK_AGAIN).await;
             continue;
         };
-        let req = format!(
-            "GET /localapi/v0/watch-ipn-bus?mask={MASK_INITIAL_STATE} HTTP/1.0\r\nHost: local-tailscaled.sock\r\n\r\n"
-        );
+        let req = format!("GET /localapi/v0/watch-ipn-bus?mask={MASK} HTTP/1.0\r\nHost: local-tailscaled.sock\r\n\r\n");
         if stream.write_all(req.as_bytes()).await.is_err() {
             tokio::time::sleep(LOOK_AGAIN).await;
             continue;
         }
         let mut lines = BufReader::new(stream).lines();
+        let status = lines.next_line().await.ok().flatten().unwrap_or_default();
+        if status.split_whitespace().nth(1) != Some("200") {
+            // Refused (an old tailscaled, no permission): the OS watcher still
+            // sees the addresses come and go; ask again much later.
+            tokio::time::sleep(REFUSED_AGAIN).await;
+            continue;
+        }
         let mut in_body = false;
         while let Ok(Some(line)) = lines.next_line().await {
             if !in_body {
