@@ -16,8 +16,12 @@ pub const NAMES: &[&str] = &[
     "zerotier",
     "nebula",
     "netmaker",
+    "husarnet",
+    "tinc",
+    "openvpn",
     "wireguard",
     "cloudflare-warp",
+    "yggdrasil",
     "lan",
     "all",
 ];
@@ -25,13 +29,17 @@ pub const NAMES: &[&str] = &[
 pub use meshgate_provider_all as all;
 pub use meshgate_provider_cloudflare_warp as cloudflare_warp;
 pub use meshgate_provider_firezone as firezone;
+pub use meshgate_provider_husarnet as husarnet;
 pub use meshgate_provider_lan as lan;
 pub use meshgate_provider_loopback as loopback;
 pub use meshgate_provider_nebula as nebula;
 pub use meshgate_provider_netbird as netbird;
 pub use meshgate_provider_netmaker as netmaker;
+pub use meshgate_provider_openvpn as openvpn;
 pub use meshgate_provider_tailnet as tailnet;
+pub use meshgate_provider_tinc as tinc;
 pub use meshgate_provider_wireguard as wireguard;
+pub use meshgate_provider_yggdrasil as yggdrasil;
 pub use meshgate_provider_zerotier as zerotier;
 
 /// Forces every built-in provider crate to be linked. Cheap; call it once
@@ -42,13 +50,17 @@ pub fn link() {
         all::INFO,
         cloudflare_warp::INFO,
         firezone::INFO,
+        husarnet::INFO,
         lan::INFO,
         loopback::INFO,
         nebula::INFO,
         netbird::INFO,
         netmaker::INFO,
+        openvpn::INFO,
         tailnet::INFO,
+        tinc::INFO,
         wireguard::INFO,
+        yggdrasil::INFO,
         zerotier::INFO,
     ];
     std::hint::black_box(infos);

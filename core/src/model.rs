@@ -10,17 +10,54 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-/// Every interface of the host at one moment.
+use crate::fact::DaemonFact;
+
+/// Every interface of the host at one moment, and what the mesh daemons said.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     /// The interfaces, in the order the OS listed them.
     pub interfaces: Vec<Interface>,
+    /// The indexes of the interfaces that hold this namespace's default route
+    /// (IPv4 or IPv6), when the source read the routes (Linux does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub default_route: Vec<u32>,
+    /// What the mesh daemons said ([`crate::probe`] fills this in).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<DaemonFact>,
+    /// Probes that could not answer, and why ("tailscaled's local API did not
+    /// answer within 200 ms: skipped").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probe_notes: Vec<String>,
 }
 
 impl Snapshot {
-    /// A snapshot holding these interfaces.
+    /// A snapshot holding these interfaces (no routes, no daemon facts).
     pub fn new(interfaces: Vec<Interface>) -> Self {
-        Self { interfaces }
+        Self { interfaces, ..Self::default() }
+    }
+
+    /// Adds a daemon fact (fixtures; probes push into `facts`).
+    pub fn with_fact(mut self, fact: DaemonFact) -> Self {
+        self.facts.push(fact);
+        self
+    }
+
+    /// Marks the interface of this name as holding the default route (fixtures).
+    pub fn with_default_route(mut self, name: &str) -> Self {
+        if let Some(i) = self.get(name) {
+            self.default_route.push(i.index);
+        }
+        self
+    }
+
+    /// The facts of one mesh (`tailscale`, `tinc`...).
+    pub fn facts_of<'a>(&'a self, mesh: &'a str) -> impl Iterator<Item = &'a DaemonFact> + 'a {
+        self.facts.iter().filter(move |f| f.mesh == mesh)
+    }
+
+    /// True when this interface holds the namespace's default route.
+    pub fn holds_default_route(&self, iface: &Interface) -> bool {
+        self.default_route.contains(&iface.index)
     }
 
     /// The interface with this name, if any.

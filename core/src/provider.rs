@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::config::ProviderConfig;
+use crate::fact::DaemonState;
 use crate::model::{is_link_local, Interface, InterfaceKind, Snapshot};
 
 /// How a provider takes part in resolution.
@@ -27,6 +28,9 @@ pub enum Role {
     Lan,
     /// The wildcards: only when named, never by `auto`, never as a fallback.
     Wildcard,
+    /// A public overlay (Yggdrasil): anyone on it can connect, so it is only
+    /// used when named, never by `auto`.
+    Public,
 }
 
 /// The constant facts about a provider: what `meshgate providers` lists.
@@ -53,6 +57,9 @@ pub enum Specificity {
     Name,
     /// The OS says the interface is of the provider's kind.
     Kind,
+    /// The mesh's own daemon says so (its local API, its admin socket, the
+    /// device on its command line): the strongest evidence a mesh has.
+    Daemon,
     /// A provider whose claim is exact by definition (loopback, wildcards).
     Exact,
 }
@@ -318,4 +325,72 @@ impl BindProvider for MeshProvider {
     fn claim(&self, snapshot: &Snapshot, config: &ProviderConfig) -> Claims {
         self.matcher.claim(snapshot, config)
     }
+}
+
+/// The `interface` of a rejection about a daemon that names none.
+pub const NO_INTERFACE: &str = "(no interface)";
+
+/// Claims what the daemons of `mesh` say (their [`DaemonFact`](crate::DaemonFact)s
+/// in the snapshot), as [`Specificity::Daemon`]: the addresses a fact names on
+/// the interface it names (every address of that interface when the fact names
+/// none), skipping those `keep` refuses. A daemon that is not running, names no
+/// interface here, or drives a down interface is a rejection that says so.
+///
+/// Returns the interfaces the facts covered, so the caller can leave them out
+/// of any weaker matching it does next.
+pub fn claim_facts(snapshot: &Snapshot, mesh: &str, keep: impl Fn(IpAddr) -> bool, claims: &mut Claims) -> Vec<String> {
+    let mut covered = Vec::new();
+    for f in snapshot.facts_of(mesh) {
+        let reject = |claims: &mut Claims, interface: &str, address: Option<IpAddr>, reason: String| {
+            claims.rejected.push(Rejection { interface: interface.to_owned(), address, reason })
+        };
+        let Some(iface) = f.interface.as_deref().and_then(|n| snapshot.get(n)) else {
+            let why = if f.userspace && f.state == DaemonState::Running {
+                "it carries the mesh without an OS interface, so nothing on this host can listen on its addresses"
+                    .to_owned()
+            } else {
+                f.detail.clone().unwrap_or_else(|| "it names no interface here".into())
+            };
+            reject(claims, f.interface.as_deref().unwrap_or(NO_INTERFACE), None, format!("{}: {why}", f.summary()));
+            continue;
+        };
+        covered.push(iface.name.clone());
+        if f.state != DaemonState::Running {
+            reject(claims, &iface.name, None, format!("{}: nothing to listen on until it runs", f.summary()));
+            continue;
+        }
+        if let Some(why) = iface.unusable() {
+            reject(claims, &iface.name, None, why);
+            continue;
+        }
+        let net = f.network.as_deref().map(|n| format!(" (network {n})")).unwrap_or_default();
+        for a in iface.addresses.iter().map(|a| a.addr) {
+            if !f.addresses.is_empty() && !f.addresses.contains(&a) {
+                reject(
+                    claims,
+                    &iface.name,
+                    Some(a),
+                    format!("{a} is on {}, but {} does not list it", iface.name, f.source),
+                );
+            } else if a.is_unspecified() || is_link_local(a) {
+                reject(
+                    claims,
+                    &iface.name,
+                    Some(a),
+                    format!("{a} is link-local or a wildcard: never chosen by a provider"),
+                );
+            } else if !keep(a) {
+                continue;
+            } else {
+                let dns = f.dns_name.as_deref().map(|d| format!(", named {d}")).unwrap_or_default();
+                claims.candidates.push(Candidate {
+                    interface: iface.name.clone(),
+                    address: a,
+                    specificity: Specificity::Daemon,
+                    reason: format!("from {}: {} is {mesh}'s interface{net}{dns}", f.source, iface.name),
+                });
+            }
+        }
+    }
+    covered
 }

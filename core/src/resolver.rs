@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::{Serialize, Serializer};
 
 use crate::config::ProviderConfig;
+use crate::fact::{DaemonFact, DaemonState};
 pub use crate::fallback::Fallback;
 use crate::model::{is_link_local, Snapshot};
 use crate::provider::{Candidate, Claims, Rejection, Role, Specificity};
@@ -139,12 +140,27 @@ pub struct Resolution {
     pub notes: Vec<String>,
     /// What every provider said.
     pub providers: Vec<ProviderReport>,
+    /// What the mesh daemons said (each fact names its source).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub daemons: Vec<DaemonFact>,
 }
 
 impl Resolution {
     /// True when `--fallback fail` left nothing to bind (exit 69).
     pub fn nothing_to_bind(&self) -> bool {
         self.listeners.is_empty()
+    }
+
+    /// The first daemon still coming up (tailscaled's `Starting`): `--wait`
+    /// keeps waiting while there is one, whatever else matched.
+    pub fn daemon_starting(&self) -> Option<&DaemonFact> {
+        self.daemons.iter().find(|f| f.state == DaemonState::Starting)
+    }
+
+    /// The first daemon waiting for a person to log in (tailscaled's
+    /// `NeedsLogin`): waiting will not help; say so and stop waiting.
+    pub fn daemon_needs_login(&self) -> Option<&DaemonFact> {
+        self.daemons.iter().find(|f| f.state == DaemonState::NeedsLogin)
     }
 }
 
@@ -171,7 +187,24 @@ pub fn resolve(registry: &Registry, selectors: &[Selector], snapshot: &Snapshot,
         fallback_reason: None,
         notes: Vec::new(),
         providers: Vec::new(),
+        daemons: snapshot.facts.clone(),
     };
+    // Which daemon said what comes first: it is the evidence the rest cites.
+    for f in &snapshot.facts {
+        out.notes.push(f.summary());
+        match f.state {
+            DaemonState::NeedsLogin => out.notes.push(format!(
+                "{} needs a login before it has addresses: run `tailscale up` (or log in in its app); \
+                 waiting will not help",
+                f.mesh
+            )),
+            DaemonState::Starting => {
+                out.notes.push(format!("{} is still starting: `--wait SECONDS` waits for its addresses", f.mesh))
+            }
+            _ => {}
+        }
+    }
+    out.notes.extend(snapshot.probe_notes.iter().cloned());
     let mut seen: HashMap<(IpAddr, Option<u32>), ()> = HashMap::new();
     let mut push = |out: &mut Resolution, l: Listener| {
         if seen.insert((l.address.addr, l.address.scope_id), ()).is_none() {
@@ -395,7 +428,8 @@ fn refuse_wildcards(reports: &mut [ProviderReport]) {
 }
 
 /// Shared address space is not proof: a range-only claim on an interface that
-/// another provider claims by name or kind is moved to that provider's rejections.
+/// another provider claims by name, kind or a daemon's word is moved to that
+/// provider's rejections.
 /// The reason names every provider with a name or kind claim on the interface, in
 /// priority order: NetBird's kernel-WireGuard `wt0` is claimed by `netbird` (name)
 /// and by `wireguard` (kind), and the message must not hide the mesh behind the
@@ -403,8 +437,12 @@ fn refuse_wildcards(reports: &mut [ProviderReport]) {
 fn settle_shared_space(reports: &mut [ProviderReport]) {
     // interface → every (provider, reason) with a name or kind claim on it, by priority.
     let mut owners: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for r in reports.iter().filter(|r| matches!(r.role, Role::Mesh | Role::Lan)) {
-        for c in r.candidates.iter().filter(|c| matches!(c.specificity, Specificity::Name | Specificity::Kind)) {
+    for r in reports.iter().filter(|r| matches!(r.role, Role::Mesh | Role::Lan | Role::Public)) {
+        for c in r
+            .candidates
+            .iter()
+            .filter(|c| matches!(c.specificity, Specificity::Name | Specificity::Kind | Specificity::Daemon))
+        {
             let claimants = owners.entry(c.interface.clone()).or_default();
             if !claimants.iter().any(|(n, _)| n == &r.name) {
                 claimants.push((r.name.clone(), c.reason.clone()));

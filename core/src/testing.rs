@@ -22,8 +22,9 @@
 //!
 //! # What is checked ([`Check`])
 //!
-//! Over realistic hosts (a busy Linux host, a macOS host, every fixture interface
-//! alone beside `lo`, your samples) and odd ones (empty, no addresses, only
+//! Over realistic hosts (a busy Linux host, a macOS host, a Linux host whose
+//! mesh daemons answered, every fixture interface alone beside `lo`, your
+//! samples) and odd ones (empty, no addresses, only
 //! link-local addresses, duplicate names, unicode and empty names, index 0,
 //! everything down, loopback and wildcard addresses on ordinary interfaces, and
 //! 5,000 interfaces):
@@ -46,7 +47,9 @@
 //!   weakens or vanishes when the kind is unknown; a `Range` claim is inside an
 //!   advertised range, and a mesh's range-only claim never lands on a loopback,
 //!   physical, bridge or veth interface (shared address space is not proof);
-//!   `Exact` is for loopback and wildcard providers;
+//!   a `Daemon` claim is backed by a [`DaemonFact`](crate::DaemonFact) in the
+//!   snapshot naming that interface (and address); `Exact` is for loopback and
+//!   wildcard providers;
 //! - **coverage**: the provider claimed something somewhere (otherwise every
 //!   check above passed vacuously), and every sample is claimed.
 //!
@@ -377,6 +380,7 @@ impl<'k, 'p> Run<'k, 'p> {
         let mut realistic = vec![
             ("busy Linux host".to_owned(), fixtures::busy_host()),
             ("macOS host".to_owned(), fixtures::macos_host()),
+            ("Linux host whose mesh daemons answered".to_owned(), fixtures::daemon_host()),
         ];
         for i in fixtures::zoo() {
             realistic.push((format!("lo + {}", i.name), fixtures::with_lo(vec![i])));
@@ -550,7 +554,7 @@ impl<'k, 'p> Run<'k, 'p> {
                     }
                     continue;
                 }
-                Role::Mesh | Role::Lan => {}
+                Role::Mesh | Role::Lan | Role::Public => {}
             }
             if a.is_unspecified() {
                 self.violation(
@@ -599,6 +603,24 @@ impl<'k, 'p> Run<'k, 'p> {
                         "claims {a} as Exact: that is for loopback and wildcard providers; a mesh says Name, Kind or Range"
                     ),
                 ),
+                Specificity::Daemon => {
+                    let backed = snap.facts.iter().any(|f| {
+                        f.interface.as_deref() == Some(c.interface.as_str())
+                            && (f.addresses.is_empty() || f.addresses.contains(&a))
+                    });
+                    if !backed {
+                        self.violation(
+                            Check::Specificity,
+                            label,
+                            at,
+                            format!(
+                                "claims {a} on {} by a daemon's word, but no DaemonFact in the snapshot names that \
+                                 interface and address: only a probe's fact is a daemon's word",
+                                c.interface
+                            ),
+                        );
+                    }
+                }
                 Specificity::Name => {
                     if !self.names.iter().any(|p| p.matches(&c.interface)) {
                         let shown: Vec<&str> = self.names.iter().map(|p| p.as_str()).collect();
@@ -639,7 +661,7 @@ impl<'k, 'p> Run<'k, 'p> {
                             ),
                         );
                     }
-                    if role == Role::Mesh {
+                    if matches!(role, Role::Mesh | Role::Public) {
                         if let Some(i) = holders.iter().find(|i| i.kind.rules_out_mesh()) {
                             self.violation(
                                 Check::SharedSpace,
@@ -963,6 +985,37 @@ pub mod fixtures {
         let mut s = Snapshot::new(vec![lo(), eth0()]);
         s.interfaces.extend(zoo());
         s
+    }
+
+    /// [`busy_host`] with the overlays it lacks (Husarnet's `hnet0`, a
+    /// Yggdrasil `tun9`), where the daemons answered: tailscaled's local API
+    /// for `tailscale0`, an openvpn process for `tun0`, a tincd for `tap0`,
+    /// Yggdrasil's admin socket for `tun9`.
+    pub fn daemon_host() -> Snapshot {
+        use crate::fact::{DaemonFact, DaemonState};
+        let mut host = busy_host();
+        append(
+            &mut host,
+            vec![
+                iface("hnet0", 40, K::Tun, &["fc94:b01d:1803:8dd8:b293:5c7d:7639:932a/16", "fe80::40/64"]),
+                iface("tun9", 41, K::Tun, &["201:5b1c:aa7e:8d2b::1/7", "fe80::41/64"]),
+            ],
+        );
+        host.with_fact(
+            DaemonFact::new("yggdrasil", "Yggdrasil's admin socket", DaemonState::Running)
+                .on("tun9")
+                .with_addr("201:5b1c:aa7e:8d2b::1"),
+        )
+        .with_fact(
+            DaemonFact::new("tailscale", "tailscaled's local API", DaemonState::Running)
+                .on("tailscale0")
+                .with_addr("100.101.2.3")
+                .with_addr("fd7a:115c:a1e0::3"),
+        )
+        .with_fact(
+            DaemonFact::new("openvpn", "the device openvpn (pid 41) holds open", DaemonState::Running).on("tun0"),
+        )
+        .with_fact(DaemonFact::new("tinc", "the device tincd (pid 42) holds open", DaemonState::Running).on("tap0"))
     }
 
     /// A macOS-like host as the portable source sees it: no kinds, every VPN on

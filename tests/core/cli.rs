@@ -74,7 +74,7 @@ fn providers_json_lists_every_builtin() {
         assert_eq!(p["crate"].as_str(), Some(format!("meshgate-provider-{}", p["name"].as_str().unwrap()).as_str()));
         let auto = p["auto"].as_bool().expect("auto is a bool");
         let name = p["name"].as_str().unwrap();
-        assert_eq!(auto, !["loopback", "lan", "all"].contains(&name), "{p}");
+        assert_eq!(auto, !["loopback", "yggdrasil", "lan", "all"].contains(&name), "{p}");
     }
 }
 

@@ -363,7 +363,7 @@ mod examples {
             ]
         );
         let order = res.notes.iter().find(|n| n.starts_with("auto:")).expect("an auto note");
-        assert!(order.ends_with("netmaker, wireguard, cloudflare-warp"), "{order}");
+        assert!(order.ends_with("openvpn, wireguard, cloudflare-warp"), "{order}");
     }
 
     #[test]

@@ -680,3 +680,167 @@ fn lan_never_claims_a_wildcard_even_in_a_configured_range() {
     assert!(!candidates(&res, "lan").iter().any(|c| c.starts_with("0.0.0.0")), "{res:?}");
     assert!(rejections(&res, "lan", "eth0").iter().all(|r| !r.contains("0.0.0.0")), "{res:?}");
 }
+
+// ---- daemon facts (probes) --------------------------------------------------
+
+use meshgate::core::{DaemonFact, DaemonState};
+
+fn resolve_snapshot(bind: &[&str], snapshot: &Snapshot) -> Resolution {
+    let reg = crate::registry();
+    let values: Vec<String> = bind.iter().map(|s| s.to_string()).collect();
+    let selectors = parse_selectors(&values, &reg.names(), None).expect("test selectors parse");
+    resolve(reg, &selectors, snapshot, &opts())
+}
+
+fn tailscaled(state: DaemonState) -> DaemonFact {
+    DaemonFact::new("tailscale", "tailscaled's local API", state)
+}
+
+/// A Headscale network with a custom prefix: no range table knows 10.99.0.0/16.
+fn headscale0() -> Interface {
+    Interface::new("tailscale0", 6, K::Tun).with_addr("10.99.0.7/32").with_addr("fd7a:115c:a1e0::7/128")
+}
+
+#[test]
+fn tailscaleds_word_finds_a_custom_headscale_prefix() {
+    let fact = tailscaled(DaemonState::Running).on("tailscale0").with_addr("10.99.0.7").with_addr("fd7a:115c:a1e0::7");
+    let snap = Snapshot::new(vec![lo(), eth0(), headscale0()]).with_fact(fact);
+    for bind in [&["tailnet"][..], &["auto"][..]] {
+        let res = resolve_snapshot(bind, &snap);
+        let want: Vec<String> =
+            ["10.99.0.7", "fd7a:115c:a1e0::7"].iter().map(|a| format!("{a} tailnet@tailscale0")).collect();
+        assert_eq!(bound(&res), want, "{bind:?}");
+        let c = &report(&res, "tailnet").candidates[0];
+        assert_eq!(c.specificity, Specificity::Daemon);
+        assert!(c.reason.contains("from tailscaled's local API"), "{}", c.reason);
+        assert!(res.notes.iter().any(|n| n.starts_with("tailscaled's local API: tailscale is running on tailscale0")));
+    }
+    // Without the daemon's word, 10.99.0.7 on tailscale0 is still taken by name;
+    // the word is what makes it more than a name.
+    let res = run(&["tailnet"], vec![lo(), headscale0()]);
+    assert_eq!(report(&res, "tailnet").candidates[0].specificity, Specificity::Name);
+}
+
+#[test]
+fn with_tailscaleds_word_cgnat_elsewhere_is_not_the_tailnet() {
+    // A utun (macOS) with a CGNAT address tailscaled does not list: NetBird's, not ours.
+    let utun = Interface::new("utun5", 20, K::Unknown).with_addr("100.80.1.1/32");
+    let fact =
+        tailscaled(DaemonState::Running).on("tailscale0").with_addr("100.101.2.3").with_addr("fd7a:115c:a1e0::3");
+    let with = Snapshot::new(vec![lo(), tailscale0(), utun.clone()]).with_fact(fact);
+    let res = resolve_snapshot(&["tailnet"], &with);
+    assert_eq!(candidates(&res, "tailnet"), ["100.101.2.3@tailscale0", "fd7a:115c:a1e0::3@tailscale0"]);
+    assert_rejected(&res, "tailnet", "utun5", &["100.80.1.1", "does not list it"]);
+    // The guess, without the daemon, takes the utun.
+    let res = run(&["tailnet"], vec![lo(), tailscale0(), utun]);
+    assert!(candidates(&res, "tailnet").contains(&"100.80.1.1@utun5".to_owned()));
+}
+
+#[test]
+fn tailscales_service_addresses_are_never_claimed() {
+    let odd = Interface::new("tailscale0", 6, K::Tun)
+        .with_addr("100.101.2.3/32")
+        .with_addr("100.100.100.100/32")
+        .with_addr("100.115.92.5/23");
+    let res = run(&["tailnet"], vec![lo(), odd]);
+    assert_eq!(candidates(&res, "tailnet"), ["100.101.2.3@tailscale0"]);
+    assert_rejected(&res, "tailnet", "tailscale0", &["100.100.100.100", "service addresses"]);
+    assert_rejected(&res, "tailnet", "tailscale0", &["100.115.92.5", "never this node's"]);
+}
+
+#[test]
+fn starting_and_needs_login_claim_nothing_and_say_so() {
+    let bare = Interface::new("tailscale0", 6, K::Tun);
+    for (state, says) in [(DaemonState::Starting, "still starting"), (DaemonState::NeedsLogin, "tailscale up")] {
+        // tailscale0 exists but has no address yet; a stale CGNAT address elsewhere must not stand in.
+        let stray = Interface::new("tun7", 21, K::Tun).with_addr("100.90.0.1/32");
+        let snap = Snapshot::new(vec![lo(), bare.clone(), stray]).with_fact(tailscaled(state));
+        let res = resolve_snapshot(&["tailnet"], &snap);
+        assert!(res.fallback, "{state:?}: {:?}", bound(&res));
+        assert!(res.notes.iter().any(|n| n.contains(says)), "{state:?}: {:?}", res.notes);
+        assert_rejected(&res, "tailnet", "tun7", &["does not list it"]);
+        assert_eq!(res.daemon_starting().is_some(), state == DaemonState::Starting);
+        assert_eq!(res.daemon_needs_login().is_some(), state == DaemonState::NeedsLogin);
+    }
+}
+
+#[test]
+fn userspace_networking_is_explained_with_the_way_in() {
+    let mut fact = tailscaled(DaemonState::Running).with_addr("100.101.102.103");
+    fact.userspace = true;
+    let snap = Snapshot::new(vec![lo(), eth0()]).with_fact(fact);
+    let res = resolve_snapshot(&["tailnet"], &snap);
+    assert!(res.fallback);
+    assert_rejected(&res, "tailnet", "(no interface)", &["userspace networking", "tailscale serve", "127.0.0.1"]);
+}
+
+#[test]
+fn tinc_and_openvpn_take_only_their_daemons_word() {
+    let tap = Interface::new("office", 30, K::Tap).with_addr("10.20.0.1/24");
+    let tun0 = Interface::new("tun0", 31, K::Tun).with_addr("10.8.8.6/24");
+    let tun1 = Interface::new("tun1", 32, K::Tun).with_addr("10.9.9.6/24");
+    let plain = vec![lo(), tap.clone(), tun0.clone(), tun1.clone()];
+    // No daemon: tun0 is not proof of OpenVPN, a TAP is not proof of tinc.
+    let res = run(&["tinc", "openvpn"], plain.clone());
+    assert!(res.fallback, "{:?}", bound(&res));
+    let snap = Snapshot::new(plain)
+        .with_fact(DaemonFact::new("tinc", "the device tincd (pid 7) holds open", DaemonState::Running).on("office"))
+        .with_fact(DaemonFact::new("openvpn", "openvpn's --dev (pid 8)", DaemonState::Running).on("tun1"));
+    let res = resolve_snapshot(&["tinc", "openvpn"], &snap);
+    assert_eq!(bound(&res), ["10.20.0.1 tinc@office", "10.9.9.6 openvpn@tun1"]);
+    assert!(report(&res, "openvpn").candidates[0].reason.contains("openvpn's --dev (pid 8)"));
+    // And `auto` takes them, in priority order (tinc before openvpn).
+    assert_eq!(bound(&resolve_snapshot(&["auto"], &snap)), ["10.20.0.1 tinc@office"]);
+}
+
+#[test]
+fn openvpn_dco_is_claimed_by_kind() {
+    let dco = Interface::new("ovpn-dco0", 33, K::Virtual("ovpn-dco".into())).with_addr("10.8.0.2/24");
+    let res = run(&["openvpn"], vec![lo(), dco]);
+    assert_eq!(bound(&res), ["10.8.0.2 openvpn@ovpn-dco0"]);
+    assert_eq!(report(&res, "openvpn").candidates[0].specificity, Specificity::Kind);
+}
+
+#[test]
+fn yggdrasil_is_public_so_only_when_named() {
+    let ygg = Interface::new("tun0", 34, K::Tun).with_addr("201:5b1c:aa7e::1/7");
+    let res = run(&["yggdrasil"], vec![lo(), eth0(), ygg.clone()]);
+    assert_eq!(bound(&res), ["201:5b1c:aa7e::1 yggdrasil@tun0"]);
+    assert!(run(&["auto"], vec![lo(), eth0(), ygg.clone()]).fallback, "auto never picks a public network");
+    // A LAN that a Yggdrasil router hands 300::/64 addresses to is not this node's Yggdrasil.
+    let lan6 = Interface::new("eth1", 35, K::Physical).with_addr("300:5b1c:aa7e::5/64");
+    let res = run(&["yggdrasil"], vec![lo(), lan6]);
+    assert!(res.fallback);
+    assert_rejected(&res, "yggdrasil", "eth1", &["shared address space"]);
+    // The admin socket's word names the interface and the address.
+    let fact = DaemonFact::new("yggdrasil", "Yggdrasil's admin socket", DaemonState::Running)
+        .on("tun0")
+        .with_addr("201:5b1c:aa7e::1");
+    let res = resolve_snapshot(&["yggdrasil"], &Snapshot::new(vec![lo(), ygg]).with_fact(fact));
+    assert_eq!(report(&res, "yggdrasil").candidates[0].specificity, Specificity::Daemon);
+}
+
+#[test]
+fn husarnet_by_name_and_range() {
+    let hnet0 = Interface::new("hnet0", 36, K::Tun).with_addr("fc94:b01d:1803:8dd8::1/16");
+    let res = run(&["husarnet"], vec![lo(), hnet0.clone()]);
+    assert_eq!(bound(&res), ["fc94:b01d:1803:8dd8::1 husarnet@hnet0"]);
+    // The ULA on a NIC is the LAN's, not Husarnet's.
+    let nic = Interface::new("eth1", 37, K::Physical).with_addr("fc94::5/64");
+    let res = run(&["husarnet"], vec![lo(), nic]);
+    assert!(res.fallback);
+    assert_rejected(&res, "husarnet", "eth1", &["shared address space"]);
+}
+
+#[test]
+fn lan_inside_a_container_is_the_veth_with_the_default_route() {
+    let eth0 = Interface::new("eth0", 40, K::Veth).with_addr("172.18.0.5/16");
+    let snap = Snapshot::new(vec![lo(), eth0.clone()]).with_default_route("eth0");
+    let res = resolve_snapshot(&["lan"], &snap);
+    assert_eq!(bound(&res), ["172.18.0.5 lan@eth0"]);
+    assert!(res.listeners[0].reason.contains("default route"), "{}", res.listeners[0].reason);
+    // On the host side (no default route through it) the same veth is a container link.
+    let res = run(&["lan"], vec![lo(), eth0]);
+    assert!(res.fallback);
+    assert_rejected(&res, "lan", "eth0", &["container or VM link", "without this namespace's default route"]);
+}

@@ -22,8 +22,12 @@ const EXPECTED: &[&str] = &[
     "zerotier",
     "nebula",
     "netmaker",
+    "husarnet",
+    "tinc",
+    "openvpn",
     "wireguard",
     "cloudflare-warp",
+    "yggdrasil",
     "lan",
     "all",
 ];
@@ -53,7 +57,19 @@ fn only_mesh_providers_are_walked_by_auto() {
         crate::registry().entries().iter().filter(|e| e.info().role == Role::Mesh).map(|e| e.info().name).collect();
     assert_eq!(
         meshes,
-        ["tailnet", "netbird", "firezone", "zerotier", "nebula", "netmaker", "wireguard", "cloudflare-warp"]
+        [
+            "tailnet",
+            "netbird",
+            "firezone",
+            "zerotier",
+            "nebula",
+            "netmaker",
+            "husarnet",
+            "tinc",
+            "openvpn",
+            "wireguard",
+            "cloudflare-warp"
+        ]
     );
 }
 
@@ -178,7 +194,7 @@ fn providers_json_shows_crate_priority_matches_and_auto() {
     let warp = find("cloudflare-warp");
     assert_eq!(warp["auto"], true);
     let ranges: Vec<&str> = warp["matches"]["ranges"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert_eq!(ranges, ["172.16.0.2/32", "2606:4700:110::/48", "2606:4700:cf1:1000::/64"]);
+    assert_eq!(ranges, ["172.16.0.2/32", "2606:4700:110::/48", "100.96.0.0/12", "2606:4700:cf1:1000::/64"]);
 }
 
 #[test]

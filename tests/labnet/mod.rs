@@ -3,6 +3,7 @@
 //! WireGuard address and nothing wider, a real wireguard-go tunnel end to end,
 //! and following interfaces that come and go.
 
+mod daemons;
 mod explain;
 mod faults;
 mod follow;

@@ -1,6 +1,7 @@
 //! Linux: one rtnetlink dump of links and one of addresses (what `ip -d addr`
-//! does), plus the WireGuard socket directory, and sysfs where netlink has no
-//! link kind (a physical NIC has none).
+//! does), one of routes (for the default route's interface), plus the
+//! WireGuard socket directory, and sysfs where netlink has no link kind (a
+//! physical NIC has none).
 //!
 //! sysfs is only trusted when `/sys/class/net/NAME/ifindex` matches the netlink
 //! index: inside a network namespace, /sys may still show the host's interfaces.
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -84,6 +86,10 @@ impl NetlinkSource {
         socket.connect(&SocketAddr::new(0, 0)).map_err(io("netlink connect"))?;
         let links = dump(&socket, 1, RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
         let addrs = dump(&socket, 2, RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
+        // The default route's interface tells a container's LAN (its eth0 veth)
+        // from a container link on the host side. Without routes, `lan` just
+        // refuses every veth as before: not a reason to fail the snapshot.
+        let routes = dump(&socket, 3, RouteNetlinkMessage::GetRoute(RouteMessage::default())).unwrap_or_default();
         let wg_sockets = userspace_wireguard_names(&self.wireguard_dir);
 
         let mut by_index: BTreeMap<u32, Interface> = BTreeMap::new();
@@ -101,7 +107,17 @@ impl NetlinkSource {
                 }
             }
         }
-        Ok(Snapshot::new(by_index.into_values().collect()))
+        let mut snapshot = Snapshot::new(by_index.into_values().collect());
+        for m in routes {
+            if let RouteNetlinkMessage::NewRoute(r) = m {
+                for index in default_route_interfaces(&r) {
+                    if !snapshot.default_route.contains(&index) {
+                        snapshot.default_route.push(index);
+                    }
+                }
+            }
+        }
+        Ok(snapshot)
     }
 
     fn interface(&self, link: &LinkMessage, wg_sockets: &HashSet<String>) -> Option<Interface> {
@@ -154,6 +170,24 @@ impl NetlinkSource {
             addresses: Vec::new(),
         })
     }
+}
+
+/// The interfaces a default route (main table, unicast, prefix length 0) leaves
+/// through: its output interface, or each hop's of a multipath route.
+fn default_route_interfaces(r: &RouteMessage) -> Vec<u32> {
+    let h = &r.header;
+    if h.destination_prefix_length != 0 || h.table != RouteHeader::RT_TABLE_MAIN || h.kind != RouteType::Unicast {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Oif(i) => out.push(*i),
+            RouteAttribute::MultiPath(hops) => out.extend(hops.iter().map(|h| h.interface_index)),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn kind_from_name(k: &str) -> InterfaceKind {
@@ -273,5 +307,6 @@ mod tests {
         let lo = snap.get("lo").expect("every Linux namespace has lo");
         assert_eq!(lo.kind, InterfaceKind::Loopback);
         assert!(lo.flags.loopback);
+        assert!(!snap.holds_default_route(lo), "the default route never leaves through lo");
     }
 }

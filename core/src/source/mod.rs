@@ -2,7 +2,8 @@
 //!
 //! [`system`] builds the best source for this OS: rtnetlink on Linux (one dump of
 //! links and one of addresses, plus the WireGuard socket directory), the portable
-//! `getifaddrs` source elsewhere. Tests use the mockall mock (`mocks` feature)
+//! `getifaddrs` source elsewhere, wrapped in the probes that add the mesh
+//! daemons' facts ([`crate::probe`]); [`os`] is the bare OS source. Tests use the mockall mock (`mocks` feature)
 //! or hand-built snapshots.
 
 #[cfg(target_os = "linux")]
@@ -32,6 +33,9 @@ pub enum SourceError {
     /// The OS answered with something unexpected.
     #[error("read network interfaces: {0}")]
     Protocol(String),
+    /// The probe registry is broken (two probes with one name).
+    #[error("{0}")]
+    Probes(crate::registry::RegistryError),
 }
 
 /// Something that can describe the host's interfaces.
@@ -42,8 +46,14 @@ pub trait InterfaceSource: Send + Sync {
     async fn snapshot(&self) -> Result<Snapshot, SourceError>;
 }
 
-/// The real source for this OS.
+/// The real source for this OS, with the mesh daemons' facts
+/// ([`ProbingSource`](crate::probe::ProbingSource) around [`os`]).
 pub fn system() -> Box<dyn InterfaceSource> {
+    Box::new(crate::probe::ProbingSource::new(os()))
+}
+
+/// The OS's interfaces alone, without asking any daemon.
+pub fn os() -> Box<dyn InterfaceSource> {
     #[cfg(target_os = "linux")]
     {
         Box::new(NetlinkSource::default())

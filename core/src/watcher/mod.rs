@@ -4,11 +4,15 @@
 //!
 //! [`system`] builds the best watcher for this OS: rtnetlink link and address
 //! events on Linux, polling elsewhere ([`PollWatcher`], which any
-//! [`InterfaceSource`](crate::source::InterfaceSource) can drive).
+//! [`InterfaceSource`](crate::source::InterfaceSource) can drive), both wrapped
+//! in a [`DaemonWatcher`] so that a mesh daemon's state change counts too.
 
+mod daemon;
 #[cfg(target_os = "linux")]
 mod linux;
 mod poll;
+
+pub use daemon::DaemonWatcher;
 
 use std::time::Duration;
 
@@ -49,15 +53,15 @@ pub trait Watcher: Send {
     async fn changed(&mut self) -> Result<(), WatchError>;
 }
 
-/// The real watcher for this OS.
+/// The real watcher for this OS, with tailscaled's state changes
+/// ([`DaemonWatcher`]). Must run inside a tokio runtime.
 pub fn system() -> Result<Box<dyn Watcher>, WatchError> {
     #[cfg(target_os = "linux")]
-    {
-        Ok(Box::new(NetlinkWatcher::new()?))
-    }
+    let os: Box<dyn Watcher> = Box::new(NetlinkWatcher::new()?);
     #[cfg(not(target_os = "linux"))]
-    {
+    let os: Box<dyn Watcher> = {
         let source: Box<dyn InterfaceSource> = crate::source::system();
-        Ok(Box::new(PollWatcher::new(source, Duration::from_secs(2))))
-    }
+        Box::new(PollWatcher::new(source, Duration::from_secs(2)))
+    };
+    Ok(Box::new(DaemonWatcher::new(os, crate::probe::tailscale::socket_path())))
 }

@@ -5,10 +5,11 @@
 //! see it) and the adapter "Cloudflare WARP" on Windows; on macOS it is a
 //! `utunN`, counted only with a WARP address on it. Addresses: 172.16.0.2 for
 //! the consumer client, an IPv6 address in 2606:4700:110::/48, and, for Zero
-//! Trust device IPs, 2606:4700:cf1:1000::/64 (Cloudflare's "Device IPs" docs; the
-//! matching IPv4 pool, 100.96.0.0/12 by default, is carrier-NAT space the
-//! tailnet uses too, and configurable, so it is left to `[providers.cloudflare-warp]
-//! cidrs`).
+//! Trust device IPs, 100.96.0.0/12 and 2606:4700:cf1:1000::/64 (Cloudflare's
+//! "Device IPs" docs). 100.96.0.0/12 is carrier-NAT space the tailnet uses too:
+//! on a `utunN` it counts only beside a Zero Trust IPv6 device address (WARP
+//! hands out both; a tailnet's utun has fd7a:115c:a1e0::/48 instead), and a pool
+//! moved elsewhere goes in `[providers.cloudflare-warp] cidrs`.
 //!
 //! The ranges only ever confirm a `utunN`: on their own they claim nothing.
 //! 172.16.0.2 sits in RFC 1918 space any LAN or OpenVPN pool may hand out, so an
@@ -41,7 +42,7 @@ pub const SPEC: MeshSpec = MeshSpec {
     weak_names: &["utun*"],
     exclude_names: &[],
     kinds: &[],
-    ranges: &["172.16.0.2/32", "2606:4700:110::/48", "2606:4700:cf1:1000::/64"],
+    ranges: &["172.16.0.2/32", "2606:4700:110::/48", "100.96.0.0/12", "2606:4700:cf1:1000::/64"],
 };
 
 /// The WARP provider: a [`MeshMatcher`] whose range-only claims from the
@@ -73,7 +74,28 @@ impl BindProvider for Warp {
             .candidates
             .into_iter()
             .partition(|c| c.specificity != Specificity::Range || config.cidrs.iter().any(|n| n.contains(&c.address)));
+        // 100.96.0.0/12 is a quarter of the tailnet's space: on a utunN it counts
+        // only beside a Zero Trust IPv6 device address (WARP hands out both).
+        let zt_v4: ipnet::IpNet = "100.96.0.0/12".parse().expect("built-in range");
+        let zt_v6: ipnet::IpNet = "2606:4700:cf1:1000::/64".parse().expect("built-in range");
+        let named = |iface: &str| SPEC.names.contains(&iface);
+        let vouched = |c: &meshgate_core::Candidate| {
+            !zt_v4.contains(&c.address)
+                || named(&c.interface)
+                || config.cidrs.iter().any(|n| n.contains(&c.address))
+                || keep.iter().any(|o| o.interface == c.interface && zt_v6.contains(&o.address))
+        };
+        let (keep, shared): (Vec<_>, Vec<_>) = keep.iter().cloned().partition(vouched);
         claims.candidates = keep;
+        claims.rejected.extend(shared.into_iter().map(|c| Rejection {
+            reason: format!(
+                "{} on {} is in WARP's Zero Trust pool 100.96.0.0/12, but without a Zero Trust IPv6 address \
+                 beside it that is tailnet space as much as WARP's: not proof",
+                c.address, c.interface
+            ),
+            interface: c.interface,
+            address: Some(c.address),
+        }));
         claims.rejected.extend(weak.into_iter().map(|c| Rejection {
             reason: format!(
                 "{} on {} is a WARP address, but {} is neither CloudflareWARP nor a macOS utunN: \
@@ -167,9 +189,14 @@ mod tests {
                 want: vec!["172.16.0.2@utun4 Name".into(), format!("{V6}@utun4 Name")],
             },
             Case {
-                what: "macOS: a utun with Zero Trust's v6 only",
+                what: "macOS: a utun with Zero Trust's device IPs, v4 and v6",
                 ifaces: vec![utun("utun4", &["100.96.0.7/32", "2606:4700:cf1:1000::7/128"])],
-                want: vec!["2606:4700:cf1:1000::7@utun4 Name".into()],
+                want: vec!["100.96.0.7@utun4 Name".into(), "2606:4700:cf1:1000::7@utun4 Name".into()],
+            },
+            Case {
+                what: "macOS: a tailnet utun with an address in 100.96.0.0/12 is not WARP's",
+                ifaces: vec![utun("utun7", &["100.100.9.9/32", "fd7a:115c:a1e0::9/128"])],
+                want: vec![],
             },
             Case {
                 what: "macOS: a utun of another VPN",

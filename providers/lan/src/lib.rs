@@ -4,7 +4,10 @@
 //! NICs and other non-tunnel links. openclaw's `lan` meant 0.0.0.0; ours is
 //! narrower on purpose: public addresses are never part of `lan` (use `all`).
 //! Tunnels, point-to-point links, veths and container/VM bridges are turned down
-//! with a reason; a mesh's name or kind claim on an interface beats lan's range
+//! with a reason, with one exception: inside a container (or any network
+//! namespace), the veth that holds the namespace's default route *is* the LAN
+//! (`eth0`); a veth without it (the host side, or one enslaved to a bridge,
+//! which then holds the addresses and the route) stays a container link; a mesh's name or kind claim on an interface beats lan's range
 //! claim (a ZeroTier TAP in 10.147.0.0/16 is ZeroTier's, not the LAN).
 
 use ipnet::IpNet;
@@ -78,9 +81,20 @@ impl BindProvider for Lan {
                     reject(&mut claims, format!("{} is a tunnel ({}), not the LAN", iface.name, iface.kind));
                     continue;
                 }
-                if iface.kind == meshgate_core::InterfaceKind::Veth
-                    || self.bridges.iter().any(|p| p.matches(&iface.name))
-                {
+                let veth = iface.kind == meshgate_core::InterfaceKind::Veth;
+                if veth && snapshot.holds_default_route(iface) {
+                    // Inside a container (or a network namespace) the veth with
+                    // the default route is the way out: the namespace's LAN.
+                } else if veth {
+                    reject(
+                        &mut claims,
+                        format!(
+                            "{} is a container or VM link (veth) without this namespace's default route, not the LAN",
+                            iface.name
+                        ),
+                    );
+                    continue;
+                } else if self.bridges.iter().any(|p| p.matches(&iface.name)) {
                     reject(
                         &mut claims,
                         format!("{} is a container or VM link ({}), not the LAN", iface.name, iface.kind),
@@ -94,7 +108,15 @@ impl BindProvider for Lan {
             }
             for (addr, net) in private {
                 let specificity = if named { Specificity::Name } else { Specificity::Range };
-                let reason = format!("{addr} on {} ({}) is in the private range {net}", iface.name, iface.kind);
+                let reason = if iface.kind == meshgate_core::InterfaceKind::Veth && !named {
+                    format!(
+                        "{addr} on {} is in the private range {net}; {} is a veth holding this namespace's default \
+                         route: the container's LAN",
+                        iface.name, iface.name
+                    )
+                } else {
+                    format!("{addr} on {} ({}) is in the private range {net}", iface.name, iface.kind)
+                };
                 claims.candidates.push(Candidate { interface: iface.name.clone(), address: addr, specificity, reason });
             }
         }
@@ -127,6 +149,24 @@ mod tests {
             .with_addr("fe80::1/64")]);
         let a: Vec<_> = c.candidates.iter().map(|c| c.address.to_string()).collect();
         assert_eq!(a, ["192.168.1.10", "fd12::10"]);
+    }
+
+    #[test]
+    fn a_containers_veth_with_the_default_route_is_its_lan() {
+        let eth0 = Interface::new("eth0", 2, InterfaceKind::Veth).with_addr("172.18.0.5/16");
+        let side = Interface::new("veth9", 3, InterfaceKind::Veth).with_addr("10.200.0.1/30");
+        let snap = Snapshot::new(vec![eth0, side]).with_default_route("eth0");
+        let c = Lan::default().claim(&snap, &ProviderConfig::default());
+        let a: Vec<_> = c.candidates.iter().map(|c| (c.address.to_string(), c.reason.clone())).collect();
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].0, "172.18.0.5");
+        assert!(a[0].1.contains("default route") && a[0].1.contains("container's LAN"), "{a:?}");
+        assert!(c.rejected[0]
+            .reason
+            .contains("veth9 is a container or VM link (veth) without this namespace's default route"));
+        // Without the default route, eth0 is a container link like any veth.
+        let c = claim(vec![Interface::new("eth0", 2, InterfaceKind::Veth).with_addr("172.18.0.5/16")]);
+        assert!(c.candidates.is_empty() && c.rejected[0].reason.contains("without"), "{c:?}");
     }
 
     #[test]
