@@ -269,7 +269,7 @@ impl FileConfig {
             let one = AllowList::resolve(&names, [v.get_ref().as_str()]).map_err(|e| {
                 let detail = match e {
                     crate::wgpeer::PeerNameError::UnknownPeer { known, .. } => {
-                        format!("not a [peers] name nor a 44-character base64 WireGuard key; {known}")
+                        format!("not a [peers] name, a 44-character base64 WireGuard key, a tailnet login (user@example.com) nor a tag (tag:NAME); {known}")
                     }
                     other => other.to_string(),
                 };
@@ -434,7 +434,7 @@ mod tests {
                 format!("allow_peers = [\n  \"laptop\",\n  \"lapotp\",\n]\n[peers]\nlaptop = \"{LAPTOP}\"\n"),
                 3,
                 "allow_peers",
-                "not a [peers] name nor a 44-character base64 WireGuard key; names known: laptop",
+                "not a [peers] name, a 44-character base64 WireGuard key, a tailnet login (user@example.com) nor a tag (tag:NAME); names known: laptop",
             ),
             ("allow_peers = [\"laptop\"]\n".to_owned(), 1, "allow_peers", "no [peers] names are configured"),
         ];

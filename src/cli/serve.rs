@@ -10,7 +10,7 @@ use super::args::ServeArgs;
 use super::error::CliError;
 use super::print::{event_line, say};
 use super::settings::{browser_policy, load_token, registry, serve_options, settings, tls_setup, wireguard_peers};
-use crate::gateway::{app, shutdown_signal, Gateway, Proxy};
+use crate::gateway::{app, shutdown_signal, Gateway, MeshPeers, Proxy, TailnetPeers};
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
 use std::sync::Arc;
 
@@ -22,7 +22,10 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let token = load_token(args, std::env::var("MESHGATE_TOKEN").ok(), file.map(|(_, f)| f))?;
     let options = serve_options(args, file)?;
     let follow = !args.no_follow && file.and_then(|(_, f)| f.follow).unwrap_or(true);
-    let peers = Arc::new(wireguard_peers(args, file.map(|(_, f)| f))?);
+    let wireguard = wireguard_peers(args, file.map(|(_, f)| f))?;
+    let allows_any = wireguard.allows_any();
+    let tailnet = TailnetPeers::new(wireguard.allow_list().clone());
+    let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
     let tls = tls_setup(&args.tls, file)?;
     let stop = shutdown_signal();
 
@@ -35,7 +38,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .limits(options.server_limits)
         .browser_policy(browser_policy(args, file.map(|(_, f)| f)))
         .source(source)
-        .peer_lookup(peers.clone(), peers.allows_any())
+        .peer_lookup(peers, allows_any)
         .on_event(|event| {
             if let Some(line) = event_line(event) {
                 say(&line);

@@ -95,7 +95,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         tokio::spawn(async move {
             // Who is calling, once per connection, before its first request.
             let caller = match (state.peer_lookup(), interface.as_deref()) {
-                (Some(lookup), Some(iface)) if !ctx.loopback => lookup.identify(iface, peer.ip()).await.map(Arc::new),
+                (Some(lookup), Some(iface)) if !ctx.loopback => lookup.identify(iface, peer).await.map(Arc::new),
                 _ => None,
             };
             let service = ConnService {

@@ -406,7 +406,7 @@ impl<'a> GatewayBuilder<'a> {
         let snapshot = source.get().snapshot().await?;
         let mut res = resolver(&snapshot);
         if let (Some(wait), Some(w)) = (self.wait, watcher.as_deref_mut()) {
-            if res.fallback || res.nothing_to_bind() {
+            if follow::still_waiting(&res) {
                 tracing::info!("nothing matched yet; waiting up to {} s for a match", wait.as_secs_f64());
                 res = follow::wait_for_match(res, wait, w, source.get(), &resolver).await;
             }

@@ -135,6 +135,12 @@ pub(crate) async fn follow_with(
     }
 }
 
+/// True while `--wait` should keep waiting: nothing matched (or only the
+/// fallback did), or a mesh daemon is still starting (whatever else matched).
+pub(crate) fn still_waiting(res: &Resolution) -> bool {
+    res.fallback || res.nothing_to_bind() || res.daemon_starting().is_some()
+}
+
 /// Waits up to `wait` for a resolution that is not a fallback. Returns the last
 /// resolution seen (the caller decides what an expired wait means).
 pub async fn wait_for_match(
@@ -146,7 +152,12 @@ pub async fn wait_for_match(
 ) -> Resolution {
     let deadline = tokio::time::Instant::now() + wait;
     let mut res = first;
-    while res.fallback || res.nothing_to_bind() {
+    while still_waiting(&res) {
+        if let Some(f) = res.daemon_needs_login() {
+            // Waiting will not help: a person has to log in.
+            tracing::warn!("{}; not waiting for it: log in (e.g. `tailscale up`) and meshgate follows", f.summary());
+            break;
+        }
         match tokio::time::timeout_at(deadline, watcher.changed()).await {
             Err(_) => break,
             Ok(Err(e)) => {

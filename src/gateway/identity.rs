@@ -7,7 +7,7 @@
 //! removed from every request on every listener, loopback included, before
 //! meshgate sets its own. So a service behind meshgate may trust them.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -21,20 +21,37 @@ pub const PEER_INTERFACE: HeaderName = HeaderName::from_static("meshgate-peer-in
 pub const PEER_KEY: HeaderName = HeaderName::from_static("meshgate-peer-key");
 /// `Meshgate-Peer-Name`: the peer's name from `[peers]`, when it has one.
 pub const PEER_NAME: HeaderName = HeaderName::from_static("meshgate-peer-name");
+/// `Meshgate-Peer-Login`: a tailnet node's user login (`tagged-devices` for tagged nodes).
+pub const PEER_LOGIN: HeaderName = HeaderName::from_static("meshgate-peer-login");
+/// `Meshgate-Peer-Node`: a tailnet node's name.
+pub const PEER_NODE: HeaderName = HeaderName::from_static("meshgate-peer-node");
+/// `Meshgate-Peer-Tags`: a tailnet node's ACL tags, comma-separated.
+pub const PEER_TAGS: HeaderName = HeaderName::from_static("meshgate-peer-tags");
 
 const PREFIX: &[u8] = b"meshgate-peer-";
 
 /// The caller of one connection, as the mesh identifies it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerIdentity {
-    /// The mesh that vouches for it (`wireguard`).
+    /// The mesh that vouches for it (`wireguard`, `tailscale`).
     pub mesh: String,
     /// The interface the connection came in on.
     pub interface: String,
-    /// The peer's public key (base64).
-    pub key: String,
+    /// A WireGuard peer's public key (base64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Its name from the config's `[peers]`, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A tailnet node's user login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// A tailnet node's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A tailnet node's ACL tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// True when `--allow-peer` lets it in without a token.
     pub allowed: bool,
 }
@@ -51,7 +68,7 @@ pub trait PeerLookup: Send + Sync + std::fmt::Debug {
     fn identify<'a>(
         &'a self,
         interface: &'a str,
-        ip: IpAddr,
+        peer: SocketAddr,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<PeerIdentity>> + Send + 'a>>;
 
     /// Takes note of a fresh snapshot of the host's interfaces (the gateway
@@ -61,12 +78,14 @@ pub trait PeerLookup: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The identity headers of one connection, made once and set on each request.
+/// The identity headers of one connection, made once and set on each request
+/// (after removing every `Meshgate-Peer-*` header the client sent).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PeerHeaders(Vec<(HeaderName, HeaderValue)>);
+pub struct PeerHeaders(Vec<(HeaderName, HeaderValue)>);
 
 impl PeerHeaders {
-    pub(crate) fn new(identity: Option<&PeerIdentity>) -> Self {
+    /// The headers for `identity` (none for an unknown caller).
+    pub fn new(identity: Option<&PeerIdentity>) -> Self {
         let Some(id) = identity else { return Self::default() };
         let mut out = Vec::with_capacity(4);
         let mut push = |name: HeaderName, value: &str| {
@@ -76,16 +95,22 @@ impl PeerHeaders {
         };
         push(PEER_MESH, &id.mesh);
         push(PEER_INTERFACE, &id.interface);
-        push(PEER_KEY, &id.key);
-        if let Some(n) = &id.name {
-            push(PEER_NAME, n);
+        for (header, value) in
+            [(PEER_KEY, &id.key), (PEER_NAME, &id.name), (PEER_LOGIN, &id.login), (PEER_NODE, &id.node)]
+        {
+            if let Some(v) = value {
+                push(header, v);
+            }
+        }
+        if !id.tags.is_empty() {
+            push(PEER_TAGS, &id.tags.join(","));
         }
         Self(out)
     }
 
     /// Removes every `Meshgate-Peer-*` header the client sent and sets this
     /// connection's own.
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(&self, headers: &mut HeaderMap) {
         strip_peer_headers(headers);
         for (n, v) in &self.0 {
             headers.insert(n.clone(), v.clone());
@@ -115,8 +140,11 @@ mod tests {
         PeerIdentity {
             mesh: "wireguard".into(),
             interface: "wg0".into(),
-            key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+            key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
             name: name.map(Into::into),
+            login: None,
+            node: None,
+            tags: Vec::new(),
             allowed: true,
         }
     }
@@ -146,5 +174,32 @@ mod tests {
         h.insert("meshgate-peer-key", "forged".parse().unwrap());
         PeerHeaders::new(None).apply(&mut h);
         assert!(h.is_empty(), "{h:?}");
+    }
+}
+
+/// Several lookups, one per mesh: the first that knows the interface answers.
+#[derive(Debug, Default)]
+pub struct MeshPeers(pub Vec<std::sync::Arc<dyn PeerLookup>>);
+
+impl PeerLookup for MeshPeers {
+    fn identify<'a>(
+        &'a self,
+        interface: &'a str,
+        peer: SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<PeerIdentity>> + Send + 'a>> {
+        Box::pin(async move {
+            for lookup in &self.0 {
+                if let Some(id) = lookup.identify(interface, peer).await {
+                    return Some(id);
+                }
+            }
+            None
+        })
+    }
+
+    fn observe(&self, snapshot: &meshgate_core::Snapshot) {
+        for lookup in &self.0 {
+            lookup.observe(snapshot);
+        }
     }
 }

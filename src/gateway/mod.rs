@@ -38,6 +38,7 @@ pub mod session;
 pub mod signal;
 pub mod signin;
 mod slots;
+pub mod tailnet;
 pub mod token;
 pub mod wgpeers;
 
@@ -47,7 +48,7 @@ pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SH
 pub use context::{AppState, ListenerCtx, LiveListener, LiveView, MESHGATE_PREFIX, UPSTREAM_HEALTHZ};
 pub use error::Error;
 pub use event::Event;
-pub use identity::{PeerIdentity, PeerLookup};
+pub use identity::{MeshPeers, PeerIdentity, PeerLookup};
 pub use limits::{
     ServerLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
     MIN_HEADER_BYTES,
@@ -56,5 +57,6 @@ pub use listeners::{Applied, Https, ListenerSet};
 pub use proxy::{Proxy, Upstream, UpstreamLimits};
 pub use routes::{app, meshgate_routes, meshgate_routes_at, upstream_app};
 pub use signal::shutdown_signal;
+pub use tailnet::TailnetPeers;
 pub use token::{Token, TokenError};
 pub use wgpeers::WireGuardPeers;

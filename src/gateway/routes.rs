@@ -86,16 +86,13 @@ pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
 
 /// The caller's identity as the mesh gives it, or `{"known": false}`.
 async fn whoami(caller: Option<axum::Extension<Caller>>) -> Json<serde_json::Value> {
-    match caller.and_then(|c| c.0 .0.clone()) {
-        Some(id) => Json(json!({
-            "known": true,
-            "mesh": id.mesh,
-            "interface": id.interface,
-            "key": id.key,
-            "name": id.name,
-            "allowed": id.allowed,
-        })),
-        None => Json(json!({ "known": false })),
+    let id = caller.and_then(|c| c.0 .0.clone());
+    match id.and_then(|id| serde_json::to_value(&*id).ok()) {
+        Some(serde_json::Value::Object(mut fields)) => {
+            fields.insert("known".into(), true.into());
+            Json(serde_json::Value::Object(fields))
+        }
+        _ => Json(json!({ "known": false })),
     }
 }
 

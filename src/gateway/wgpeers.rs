@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Mutex, RwLock};
 
@@ -48,6 +48,11 @@ impl WireGuardPeers {
     /// True when some peer is let in without a token.
     pub fn allows_any(&self) -> bool {
         !self.allow.is_empty()
+    }
+
+    /// The allow-list (for the tailnet lookup, which shares it).
+    pub fn allow_list(&self) -> &AllowList {
+        &self.allow
     }
 
     /// Takes note of the host's WireGuard interfaces in a fresh snapshot;
@@ -87,8 +92,9 @@ impl PeerLookup for WireGuardPeers {
     fn identify<'a>(
         &'a self,
         interface: &'a str,
-        ip: IpAddr,
+        peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Option<PeerIdentity>> + Send + 'a>> {
+        let ip = peer.ip();
         Box::pin(async move {
             let iface = self.interfaces.read().unwrap_or_else(|e| e.into_inner()).get(interface).cloned()?;
             let Some(key) = self.cache.lookup(&iface, ip.to_canonical()).await else {
@@ -98,8 +104,11 @@ impl PeerLookup for WireGuardPeers {
             Some(PeerIdentity {
                 mesh: "wireguard".into(),
                 interface: interface.to_owned(),
-                key: key.to_base64(),
+                key: Some(key.to_base64()),
                 name: self.names.name_of(&key).map(str::to_owned),
+                login: None,
+                node: None,
+                tags: Vec::new(),
                 allowed: self.allow.allows(&key),
             })
         })

@@ -8,6 +8,7 @@ mod follow_mock;
 mod limits;
 mod process;
 mod signin;
+mod tailnet;
 mod upstream;
 
 /// `meshgate ARGS` with none of meshgate's environment variables set.

@@ -192,8 +192,11 @@ fn identity(allowed: bool) -> PeerIdentity {
     PeerIdentity {
         mesh: "wireguard".into(),
         interface: "wg0".into(),
-        key: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into(),
+        key: Some("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into()),
         name: Some("laptop".into()),
+        login: None,
+        node: None,
+        tags: Vec::new(),
         allowed,
     }
 }

@@ -44,7 +44,7 @@ pub enum PeerNameError {
         key: PublicKey,
     },
     /// An allow-list entry that is neither a name nor a key.
-    #[error("{value:?} is not a [peers] name nor a 44-character base64 WireGuard key; {known}")]
+    #[error("{value:?} is not a [peers] name, a 44-character base64 WireGuard key, a tailnet login (user@example.com) nor a tag (tag:NAME); {known}")]
     UnknownPeer {
         /// The entry.
         value: String,
@@ -130,18 +130,39 @@ impl PeerNames {
     }
 }
 
-/// The peers let in without a token.
+/// The peers let in without a token: WireGuard keys, and tailnet identities
+/// (a login such as `user@example.com`, or an ACL tag such as `tag:server`),
+/// which tailscaled's `whois` vouches for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     keys: HashSet<PublicKey>,
+    tailnet: BTreeSet<String>,
+}
+
+/// True for what names a tailnet identity rather than a WireGuard peer.
+fn is_tailnet_identity(entry: &str) -> bool {
+    entry.strip_prefix("tag:").is_some_and(|t| !t.is_empty())
+        || entry.split_once('@').is_some_and(|(u, d)| !u.is_empty() && !d.is_empty())
 }
 
 impl AllowList {
-    /// Resolves names and keys (`allow_peers`, `--allow-peer`) through `names`.
-    /// The first entry that is neither is the error.
+    /// Resolves names and keys (`allow_peers`, `--allow-peer`) through `names`;
+    /// an entry that is neither but reads as a tailnet login or tag is one. The
+    /// first entry that is none of these is the error.
     pub fn resolve<'a>(names: &PeerNames, entries: impl IntoIterator<Item = &'a str>) -> Result<Self, PeerNameError> {
-        let keys = entries.into_iter().map(|e| names.resolve(e)).collect::<Result<_, _>>()?;
-        Ok(Self { keys })
+        let mut out = Self::default();
+        for e in entries {
+            match names.resolve(e) {
+                Ok(k) => {
+                    out.keys.insert(k);
+                }
+                Err(_) if is_tailnet_identity(e) => {
+                    out.tailnet.insert(e.to_owned());
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
     }
 
     /// Whether `key` is allowed.
@@ -149,9 +170,14 @@ impl AllowList {
         self.keys.contains(key)
     }
 
+    /// Whether a tailnet node of this login and these tags is allowed.
+    pub fn allows_tailnet(&self, login: &str, tags: &[String]) -> bool {
+        self.tailnet.contains(login) || tags.iter().any(|t| self.tailnet.contains(t))
+    }
+
     /// No peer is allowed.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.tailnet.is_empty()
     }
 
     /// How many distinct peers are allowed.
@@ -167,6 +193,7 @@ impl AllowList {
     /// Adds the entries of `other`.
     pub fn extend(&mut self, other: &AllowList) {
         self.keys.extend(other.keys.iter().copied());
+        self.tailnet.extend(other.tailnet.iter().cloned());
     }
 }
 
@@ -194,12 +221,26 @@ mod tests {
     }
 
     #[test]
+    fn tailnet_logins_and_tags_are_allowed_by_whois() {
+        let n = PeerNames::new([("laptop", A)]).unwrap();
+        let allow = AllowList::resolve(&n, ["laptop", "ana@example.com", "tag:server"]).unwrap();
+        assert!(allow.allows_tailnet("ana@example.com", &[]));
+        assert!(allow.allows_tailnet("tagged-devices", &["tag:other".into(), "tag:server".into()]));
+        assert!(!allow.allows_tailnet("bob@example.com", &["tag:other".into()]));
+        assert!(!allow.allows(&B.parse().unwrap()));
+        // Half an identity is not one.
+        for bad in ["tag:", "@example.com", "ana@", "lapotp"] {
+            assert!(AllowList::resolve(&n, [bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_entries_name_the_value_and_the_fix() {
         let n = PeerNames::new([("laptop", A), ("phone", B)]).unwrap();
         let e = AllowList::resolve(&n, ["laptop", "lapotp"]).unwrap_err().to_string();
         assert_eq!(
             e,
-            "\"lapotp\" is not a [peers] name nor a 44-character base64 WireGuard key; names known: laptop, phone"
+            "\"lapotp\" is not a [peers] name, a 44-character base64 WireGuard key, a tailnet login (user@example.com) nor a tag (tag:NAME); names known: laptop, phone"
         );
         let e = AllowList::resolve(&PeerNames::default(), ["x"]).unwrap_err().to_string();
         assert!(e.ends_with("no [peers] names are configured"), "{e}");
