@@ -8,7 +8,7 @@ use meshgate::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = !matches!(cli.command, Some(Command::Explain(_) | Command::Providers(_)));
+    let serving = !matches!(cli.command, Some(Command::Explain(_) | Command::Providers(_) | Command::Peers(_)));
     if serving {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -32,6 +32,13 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Explain(args)) => cli::explain(&args, source.as_ref()).await,
             Some(Command::Providers(args)) => cli::providers(&args),
+            Some(Command::Peers(mut args)) => {
+                // Without --bind (or a config's bind), the WireGuard interfaces.
+                if args.bind.bind.is_empty() && args.bind.config.is_none() {
+                    args.bind.bind = vec!["wireguard".into()];
+                }
+                cli::peers(&args, source.as_ref()).await
+            }
             Some(Command::Serve(args)) => cli::serve(&args, source.as_ref()).await.map(|()| String::new()),
             None => cli::serve(&cli.serve, source.as_ref()).await.map(|()| String::new()),
         }

@@ -32,6 +32,9 @@ pub enum Command {
     Explain(ExplainArgs),
     /// List the bind modes linked into this program.
     Providers(ProvidersArgs),
+    /// List the WireGuard peers of the interfaces a bind resolves to: name,
+    /// key, allowed-ips, last handshake, and whether each needs the token.
+    Peers(PeersArgs),
 }
 
 /// Options that choose addresses (shared by `serve` and `explain`).
@@ -189,6 +192,20 @@ pub struct ExplainArgs {
     /// Address selection.
     #[command(flatten)]
     pub bind: BindArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peers`' options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PeersArgs {
+    /// Address selection (default: wireguard).
+    #[command(flatten)]
+    pub bind: BindArgs,
+    /// Judge "allowed" by these instead of the config file's allow_peers.
+    #[arg(long = "allow-peer", value_name = "NAME|KEY")]
+    pub allow_peer: Vec<String>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -6,15 +6,19 @@
 mod args;
 mod error;
 mod explain;
+mod peers;
 mod print;
 mod providers;
 mod serve;
 mod settings;
 mod values;
 
-pub use args::{BindArgs, Cli, Command, ExplainArgs, FallbackArg, ProvidersArgs, ServeArgs, TlsArgs, TlsMode};
+pub use args::{
+    BindArgs, Cli, Command, ExplainArgs, FallbackArg, PeersArgs, ProvidersArgs, ServeArgs, TlsArgs, TlsMode,
+};
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
+pub use peers::peers;
 pub use print::{event_line, listening_line, stopped_line};
 pub use providers::providers;
 pub use serve::run as serve;
