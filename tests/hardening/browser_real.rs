@@ -426,6 +426,7 @@ fn a_browser_on_the_peer_signs_in_uses_the_dashboard_and_its_websocket_and_signs
     // The session cookie is there, but scripts cannot read it.
     let cookies = browser.cookies(&origin);
     let cookie = session_cookie(&cookies).unwrap_or_else(|| panic!("no session cookie after sign-in: {cookies:?}"));
+    let signed_in = cookie["value"].clone();
     assert_eq!(
         (&cookie["httpOnly"], &cookie["sameSite"], &cookie["path"]),
         (&json!(true), &json!("Strict"), &json!("/"))
@@ -455,6 +456,20 @@ fn a_browser_on_the_peer_signs_in_uses_the_dashboard_and_its_websocket_and_signs
         "the sign-in page on the next visit",
     );
     assert_eq!(at, format!("{origin}/_meshgate/login?next=%2F"));
+
+    // A copy of the logged-out cookie is refused too (revoked on the gateway,
+    // not only cleared in this browser).
+    browser.call(
+        "Network.setCookie",
+        json!({"name": "meshgate_session", "value": signed_in, "url": origin, "path": "/",
+               "httpOnly": true, "sameSite": "Strict"}),
+    );
+    assert!(session_cookie(&browser.cookies(&origin)).is_some(), "the old cookie was not put back");
+    browser.navigate(&format!("{origin}/"));
+    browser.wait_for(
+        "document.readyState === 'complete' && location.pathname === '/_meshgate/login'",
+        "the sign-in page with the logged-out cookie put back",
+    );
 
     // What the upstream got: the dashboard and the WebSocket, neither with the
     // token nor with the session cookie.
