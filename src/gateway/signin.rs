@@ -200,7 +200,9 @@ fn page(state: &AppState, status: StatusCode, next: &str, error: Option<&str>) -
                 "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
             ),
             (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
+            // Not `no-referrer`: under it browsers send `Origin: null` with the
+            // form's own POST, which the same-origin check must refuse.
+            (header::REFERRER_POLICY, "same-origin"),
         ],
         html,
     )
