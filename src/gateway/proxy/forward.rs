@@ -29,6 +29,7 @@ use super::outbound::Outbound;
 use super::pool;
 use super::upstream::{Upstream, UpstreamLimits};
 use crate::gateway::body::GatewayBody;
+use crate::gateway::context::ListenerCtx;
 use crate::gateway::idle::Activity;
 use crate::gateway::token::Token;
 
@@ -111,7 +112,8 @@ impl Proxy {
     /// that is `Bearer <meshgate's token>` is removed; any other `Authorization`
     /// (the service's own scheme) passes through untouched.
     pub async fn forward(&self, request: Request) -> Response {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| Peer::new(c.0));
+        let tls = request.extensions().get::<ListenerCtx>().is_some_and(|c| c.tls);
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| Peer::new(c.0, tls));
         self.exchange(request, peer.as_ref(), None, Outbound::Axum).await.map(GatewayBody::into_axum)
     }
 
@@ -175,7 +177,8 @@ impl Proxy {
         if let Some(peer) = peer {
             append_forwarded_for(headers, peer);
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = peer.map_or(HeaderValue::from_static("http"), Peer::proto);
+        headers.insert(X_FORWARDED_PROTO, proto);
         match host {
             Some(h) => headers.insert(X_FORWARDED_HOST, h),
             None => headers.remove(X_FORWARDED_HOST),

@@ -109,18 +109,24 @@ pub fn strip_token(headers: &mut HeaderMap, token: &Token) {
     }
 }
 
-/// A client's address as `X-Forwarded-For` names it, made once per
-/// connection.
+/// A client's address as `X-Forwarded-For` names it, and the scheme it came
+/// in with (`X-Forwarded-Proto`), made once per connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     ip: std::net::IpAddr,
     value: Option<HeaderValue>,
+    tls: bool,
 }
 
 impl Peer {
-    pub(crate) fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr, tls: bool) -> Self {
         let ip = addr.ip().to_canonical();
-        Self { ip, value: ip_header_value(ip) }
+        Self { ip, value: ip_header_value(ip), tls }
+    }
+
+    /// `https` when the client's connection was TLS, else `http`.
+    pub(crate) fn proto(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.tls { "https" } else { "http" })
     }
 }
 
@@ -233,17 +239,17 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, &Peer::new("[::ffff:10.8.0.2]:5000".parse().unwrap()));
+        append_forwarded_for(&mut h, &Peer::new("[::ffff:10.8.0.2]:5000".parse().unwrap(), false));
         assert_eq!(h[X_FORWARDED_FOR], "10.8.0.2");
-        append_forwarded_for(&mut h, &Peer::new("10.8.0.3:5000".parse().unwrap()));
+        append_forwarded_for(&mut h, &Peer::new("10.8.0.3:5000".parse().unwrap(), false));
         assert_eq!(h[X_FORWARDED_FOR], "10.8.0.2, 10.8.0.3");
-        append_forwarded_for(&mut h, &Peer::new("[fd7a::5]:5000".parse().unwrap()));
+        append_forwarded_for(&mut h, &Peer::new("[fd7a::5]:5000".parse().unwrap(), false));
         assert_eq!(h[X_FORWARDED_FOR], "10.8.0.2, 10.8.0.3, fd7a::5");
         // Two header lines, one of them not text: the text one is kept.
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
         h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
-        append_forwarded_for(&mut h, &Peer::new("10.8.0.3:5000".parse().unwrap()));
+        append_forwarded_for(&mut h, &Peer::new("10.8.0.3:5000".parse().unwrap(), false));
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["1.1.1.1, 10.8.0.3"]);
     }
 }
