@@ -3,18 +3,18 @@
 //! A [`Probe`] is the second kind of plugin beside
 //! [`BindProvider`](crate::BindProvider), registered the same way
 //! ([`register_probe!`](crate::register_probe)). What comes in: the interface
-//! snapshot the OS gave. What goes out: [`DaemonFact`]s (addresses, interface,
+//! snapshot the OS gave. What goes out: [`DaemonFact`](crate::fact::DaemonFact)s (addresses, interface,
 //! state, DNS name, and the source that said so) added to that snapshot, so
 //! providers read the daemons' word without doing I/O themselves.
 //!
 //! The rule this module guarantees: probing never blocks resolution. Every probe
 //! runs concurrently under [`PROBE_BOUND`]; one that does not answer in time is
-//! skipped and the snapshot says so in [`Snapshot::probe_notes`]. A probe whose
+//! skipped and the snapshot says so in [`Snapshot::probe_notes`](crate::Snapshot::probe_notes). A probe whose
 //! daemon is absent answers with a failed `stat` (or, for the process-table
 //! probes, without reading anything when the snapshot has no TUN/TAP device),
 //! so a host without mesh daemons pays microseconds.
 //!
-//! [`ProbingSource`] wraps an [`InterfaceSource`] and runs the probes after each
+//! [`ProbingSource`] wraps an [`InterfaceSource`](crate::InterfaceSource) and runs the probes after each
 //! snapshot; [`crate::source::system`] returns one, so every caller of the
 //! system source (explain, serve, follow) gets the facts.
 
