@@ -107,7 +107,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 caller: Caller(caller),
                 slot: slot.clone(),
                 // The peer as `X-Forwarded-For` names it, made only with an upstream.
-                direct: direct.map(|d| (d, Peer::new(peer))),
+                direct: direct.map(|d| (d, Peer::new(peer).with_tls(ctx.tls))),
                 activity: activity.clone(),
             };
             let supervision = Supervision { draining, idle_timeout, response_timeout, activity: activity.clone() };

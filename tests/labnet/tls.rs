@@ -291,12 +291,21 @@ fn the_peer_reaches_https_pinned_to_the_printed_key_over_h1_and_h2() {
 
 /// An HTTP/1.1 service that streams `/big`: 128 chunks of 64 KiB (8 MiB),
 /// chunked, with a one-second pause after the first half, so a buffering
-/// proxy would be seen.
+/// proxy would be seen. Any other path gets the request's version and
+/// headers as JSON.
 const STREAMER: &str = r#"
-import http.server, sys, time
+import http.server, json, sys, time
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if self.path != "/big":
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            body = json.dumps({"version": self.request_version, "headers": headers}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -315,7 +324,8 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 
 /// 2. HTTP/2 from the peer to an HTTP/1.1 upstream that streams a chunked
 ///    8 MiB body: every byte arrives, and the first half before the second
-///    was sent.
+///    was sent. The upstream gets HTTP/1.1 with `Host` from `:authority` and
+///    `X-Forwarded-Proto: https`.
 #[test]
 fn http2_to_an_http1_upstream_streams_a_large_chunked_body() {
     let test = "http2_to_an_http1_upstream_streams_a_large_chunked_body";
@@ -344,6 +354,20 @@ fn http2_to_an_http1_upstream_streams_a_large_chunked_body() {
     let mut gw = Served::start(&pair.gateway, &args, "warn");
     let pin = gw.pin();
     gw.wait_line("listening on https://10.77.0.1:18802 (wireguard via wg0)");
+
+    let a = pinned(&pin);
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let auth = bearer();
+    a.extend(["--http2", "-H", &auth]);
+    let got = curl(pair.peer_command("curl"), &a, "https://10.77.0.1:18802/echo");
+    assert_eq!((got.exit, got.status, got.version.as_str()), (0, 200, "2"), "{got:?}");
+    let v: serde_json::Value = serde_json::from_str(&got.body).expect("the service's JSON");
+    assert_eq!(v["version"], "HTTP/1.1", "{v}");
+    let h = &v["headers"];
+    assert_eq!((&h["host"], &h["x-forwarded-host"]), (&"10.77.0.1:18802".into(), &"10.77.0.1:18802".into()), "{v}");
+    assert_eq!(h["x-forwarded-proto"], "https", "the upstream is told the client used plain HTTP: {v}");
+    assert_eq!(h["x-forwarded-for"], "10.77.0.2", "{v}");
+    assert!(h.get("authorization").is_none(), "the token reached the service: {v}");
 
     let out = pair.peer.sh_ok(&format!(
         "curl -sS --max-time 20 --http2 --insecure --pinnedpubkey 'sha256//{pin}' -H '{auth}' \

@@ -29,6 +29,7 @@ use super::outbound::Outbound;
 use super::pool;
 use super::upstream::{Upstream, UpstreamLimits};
 use crate::gateway::body::GatewayBody;
+use crate::gateway::context::ListenerCtx;
 use crate::gateway::idle::Activity;
 use crate::gateway::token::Token;
 
@@ -106,12 +107,14 @@ impl Proxy {
     /// `X-Forwarded-Ssl`) and every name with an underscore are dropped unless
     /// the [`HeaderRules`](super::HeaderRules) keep them (they do not by
     /// default); `X-Forwarded-For` gets the peer's IP appended,
-    /// `X-Forwarded-Proto` is set to `http` and `X-Forwarded-Host` to the
+    /// `X-Forwarded-Proto` is set to `https` on a TLS listener and `http`
+    /// otherwise, and `X-Forwarded-Host` to the
     /// request's `Host`; `Host` itself passes through. An `Authorization` value
     /// that is `Bearer <meshgate's token>` is removed; any other `Authorization`
     /// (the service's own scheme) passes through untouched.
     pub async fn forward(&self, request: Request) -> Response {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| Peer::new(c.0));
+        let tls = request.extensions().get::<ListenerCtx>().is_some_and(|l| l.tls);
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| Peer::new(c.0).with_tls(tls));
         self.exchange(request, peer.as_ref(), None, Outbound::Axum).await.map(GatewayBody::into_axum)
     }
 
@@ -175,7 +178,10 @@ impl Proxy {
         if let Some(peer) = peer {
             append_forwarded_for(headers, peer);
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        // The scheme the client used: an upstream builds its links and
+        // redirects (and decides on `Secure` cookies) from it.
+        let proto = if peer.is_some_and(|p| p.tls) { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         match host {
             Some(h) => headers.insert(X_FORWARDED_HOST, h),
             None => headers.remove(X_FORWARDED_HOST),

@@ -109,18 +109,26 @@ pub fn strip_token(headers: &mut HeaderMap, token: &Token) {
     }
 }
 
-/// A client's address as `X-Forwarded-For` names it, made once per
-/// connection.
+/// A client's address as `X-Forwarded-For` names it, and the scheme it came
+/// in on as `X-Forwarded-Proto` names it, made once per connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     ip: std::net::IpAddr,
     value: Option<HeaderValue>,
+    /// The connection is TLS: `X-Forwarded-Proto: https`.
+    pub(crate) tls: bool,
 }
 
 impl Peer {
     pub(crate) fn new(addr: SocketAddr) -> Self {
         let ip = addr.ip().to_canonical();
-        Self { ip, value: ip_header_value(ip) }
+        Self { ip, value: ip_header_value(ip), tls: false }
+    }
+
+    /// The same peer on a TLS connection (or not).
+    pub(crate) fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
