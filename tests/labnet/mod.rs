@@ -9,6 +9,7 @@ mod faults;
 mod follow;
 mod peers;
 mod serve;
+mod tls;
 mod wireguard;
 
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,731 @@
+//! HTTPS on mesh listeners (issue #15) through a real wireguard-go tunnel: the
+//! peer pins the public key meshgate prints, over HTTP/1.1 and HTTP/2, with the
+//! token or as an allowed peer; HTTP/2 in front of an HTTP/1.1 upstream that
+//! streams; the head-size cap and the Host guard over HTTP/2; replacing an own
+//! certificate under a live connection (SIGHUP); a self-signed certificate
+//! that follows a new address; and the bad files that stop start-up (exit 78).
+//!
+//! The client tools are the real ones a person would use: curl (with
+//! `--pinnedpubkey`, the check; `--insecure` only skips the CA chain, which a
+//! self-signed or test certificate has none of), openssl s_client, and Python's
+//! `ssl` for a keep-alive connection.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{token_file, BIN, TOKEN};
+use crate::lab::{lab_or_skip, run_bounded, wait_until, Lab, Proc, WgPair};
+
+/// A running `meshgate serve` with its stdout lines and its log (stderr).
+struct Served {
+    proc: Proc,
+    lines: Receiver<String>,
+    /// Every stdout line seen so far (also those `wait_line` skipped).
+    seen: Vec<String>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Starts `meshgate serve ARGS` in `lab` with `RUST_LOG=log_level`.
+    fn start(lab: &Lab, args: &[&str], log_level: &str) -> Served {
+        let mut cmd = lab.command(BIN);
+        cmd.arg("serve")
+            .args(args)
+            .env_remove("MESHGATE_BIND")
+            .env_remove("MESHGATE_PORT")
+            .env_remove("MESHGATE_TOKEN")
+            .env("RUST_LOG", log_level)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn(&mut cmd);
+        let out = proc.child().stdout.take().expect("stdout");
+        let err = proc.child().stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        Served { proc, lines, seen: Vec::new(), log }
+    }
+
+    /// Waits (10 s at most) for a stdout line equal to `want`; panics with
+    /// what was printed and logged otherwise.
+    fn wait_line(&mut self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.seen.iter().any(|l| l == want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    panic!("meshgate never printed {want:?}; stdout: {:?}\nlog:\n{}", self.seen, self.log())
+                }
+            }
+        }
+    }
+
+    /// The public key hash from the `tls: ...` line (waits for that line).
+    fn pin(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pin) = self.seen.iter().find(|l| l.starts_with("tls: ")).and_then(|l| pin_in(l)) {
+                return pin;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no `tls: ... sha256//` line; stdout: {:?}\nlog:\n{}", self.seen, self.log()),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        wait_until(within, || self.log().contains(needle))
+    }
+
+    fn signal(&self, sig: &str) {
+        let out = run_bounded(
+            {
+                let mut c = Command::new("kill");
+                c.args([&format!("-{sig}"), &self.proc.pid().to_string()]);
+                c
+            },
+            Duration::from_secs(5),
+        );
+        assert!(out.status.success(), "kill -{sig}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The base64 hash after the first `sha256//` in `line`.
+fn pin_in(line: &str) -> Option<String> {
+    let rest = &line[line.find("sha256//")? + "sha256//".len()..];
+    let pin: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')).collect();
+    (pin.len() == 44).then_some(pin)
+}
+
+/// What one curl run saw.
+#[derive(Debug)]
+struct Got {
+    /// curl's exit code (0, 7 refused, 90 pin mismatch, ...).
+    exit: i32,
+    /// The HTTP status, 0 for none.
+    status: u16,
+    /// `1.1` or `2` (curl's `%{http_version}`), `0` for none.
+    version: String,
+    body: String,
+    stderr: String,
+}
+
+/// `curl -sS ARGS URL` from `cmd` (a lab command for `curl`), bounded in time.
+fn curl(mut cmd: Command, args: &[&str], url: &str) -> Got {
+    cmd.args(["-sS", "--max-time", "8", "-o", "-", "-w", "\n%{http_code} %{http_version}"]).args(args).arg(url);
+    let out = run_bounded(cmd, Duration::from_secs(15));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", "0 0"));
+    let (status, version) = tail.split_once(' ').unwrap_or(("0", "0"));
+    Got {
+        exit: out.status.code().unwrap_or(-1),
+        status: status.trim().parse().unwrap_or(0),
+        version: version.trim().to_owned(),
+        body: body.to_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// curl arguments that trust exactly the key hashed to `pin`.
+fn pinned(pin: &str) -> [String; 3] {
+    ["--insecure".into(), "--pinnedpubkey".into(), format!("sha256//{pin}")]
+}
+
+fn bearer() -> String {
+    format!("Authorization: Bearer {TOKEN}")
+}
+
+/// The peer's WireGuard public key, as the gateway's `wg` lists it.
+fn peer_key(pair: &WgPair) -> String {
+    let key = pair.gateway.sh_ok("wg show wg0 peers");
+    let key = key.trim().to_owned();
+    assert_eq!(key.len(), 44, "one peer expected: {key:?}");
+    key
+}
+
+/// A self-signed P-256 certificate for `names` (IP addresses or DNS names),
+/// valid from Jan 1 of the first year to Jan 1 of the second (default:
+/// rcgen's, 1975 to 4096).
+struct Pair {
+    cert_pem: String,
+    key_pem: String,
+    /// SHA-256 of the DER certificate, hex (what Python's `getpeercert` hashes).
+    cert_sha256: String,
+    /// SHA-256 of the public key, base64 (what curl pins).
+    spki_sha256: String,
+}
+
+impl Pair {
+    fn new(names: &[&str], years: Option<(i32, i32)>) -> Pair {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a P-256 key");
+        let mut params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("certificate parameters");
+        if let Some((from, to)) = years {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        }
+        let cert = params.self_signed(&key).expect("a self-signed certificate");
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        Pair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_sha256: hex(ring::digest::digest(&ring::digest::SHA256, cert.der()).as_ref()),
+            spki_sha256: meshgate::tls::spki_sha256_base64(&key.public_key_der()),
+        }
+    }
+
+    /// Writes cert and key as certbot does: to a side file, then renamed into place.
+    fn install(&self, cert: &Path, key: &Path) {
+        for (path, text) in [(cert, &self.cert_pem), (key, &self.key_pem)] {
+            let tmp = path.with_extension("new");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    }
+}
+
+/// 1. The peer reaches `https://10.77.0.1:PORT` pinned to the printed key hash,
+///    over HTTP/1.1 and HTTP/2, with the token; then, after a restart on the
+///    same state directory (same key), as an allowed peer with no token. A
+///    wrong pin fails (curl 90); plain `http://` at the TLS port gets no HTTP
+///    answer and no log line per attempt.
+#[test]
+fn the_peer_reaches_https_pinned_to_the_printed_key_over_h1_and_h2() {
+    let test = "the_peer_reaches_https_pinned_to_the_printed_key_over_h1_and_h2";
+    let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
+    let token = token_file(&pair.gateway);
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap().to_owned();
+    let base = ["--bind", "wireguard", "--port", "18801", "--tls", "self-signed", "--state-dir", &state];
+    let mut args = base.to_vec();
+    args.extend(["--token-file", &token]);
+    // meshgate's own debug lines: a line per plain-HTTP attempt, if there were one, shows.
+    let mut gw = Served::start(&pair.gateway, &args, "meshgate=debug");
+    let pin = gw.pin();
+    gw.wait_line("listening on https://10.77.0.1:18801 (wireguard via wg0)");
+    let url = "https://10.77.0.1:18801/status";
+    let pin_args = pinned(&pin);
+    let pin_args: Vec<&str> = pin_args.iter().map(String::as_str).collect();
+
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let mut a = pin_args.clone();
+        let auth = bearer();
+        a.extend([flag, "-H", &auth]);
+        let got = curl(pair.peer_command("curl"), &a, url);
+        assert_eq!((got.exit, got.status, got.version.as_str()), (0, 200, version), "{flag}: {got:?}");
+        let v: serde_json::Value = serde_json::from_str(&got.body).expect("/status is JSON");
+        let l = v["listeners"].as_array().unwrap().iter().find(|l| l["address"] == "10.77.0.1").unwrap().clone();
+        assert_eq!((&l["tls"], &l["url"]), (&serde_json::json!(true), &serde_json::json!("https://10.77.0.1:18801")));
+        // No token: 401 over either version (TLS is no credential).
+        let mut a = pin_args.clone();
+        a.push(flag);
+        let got = curl(pair.peer_command("curl"), &a, url);
+        assert_eq!((got.exit, got.status, got.version.as_str()), (0, 401, version), "{flag}: {got:?}");
+    }
+
+    // A pin that is not this key's: curl refuses the connection (exit 90).
+    let wrong = format!("sha256//{}", "A".repeat(43) + "=");
+    let got = curl(pair.peer_command("curl"), &["--insecure", "--pinnedpubkey", &wrong, "-H", &bearer()], url);
+    assert_eq!((got.exit, got.status), (90, 0), "{got:?}");
+    assert!(got.stderr.contains("pinned public key"), "{got:?}");
+    // Without --insecure and without a pin, the self-signed certificate is not trusted (60).
+    let got = curl(pair.peer_command("curl"), &[], url);
+    assert_eq!(got.exit, 60, "{got:?}");
+
+    // Plain HTTP at the TLS port: no HTTP answer, and not a log line each.
+    let before = gw.log().lines().count();
+    for _ in 0..10 {
+        let got = curl(pair.peer_command("curl"), &["-H", &bearer()], "http://10.77.0.1:18801/status");
+        assert!(got.exit != 0 && got.status == 0, "plain HTTP got an answer: {got:?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let log = gw.log();
+    let added: Vec<&str> = log.lines().skip(before).collect();
+    assert!(added.is_empty(), "plain-HTTP attempts were logged: {added:#?}");
+    // The TLS port still serves after the noise.
+    let got = curl(pair.peer_command("curl"), &pin_args, "https://10.77.0.1:18801/healthz");
+    assert_eq!((got.exit, got.status, got.body.as_str()), (0, 200, "ok\n"), "{got:?}");
+    drop(gw);
+
+    // The same state directory: the same key, and with the peer allowed, no token needed.
+    let key = peer_key(&pair);
+    let mut args = base.to_vec();
+    args.extend(["--allow-peer", &key]);
+    let mut gw = Served::start(&pair.gateway, &args, "warn");
+    assert_eq!(gw.pin(), pin, "the self-signed key did not survive a restart on the same --state-dir");
+    gw.wait_line("listening on https://10.77.0.1:18801 (wireguard via wg0)");
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let mut a = pin_args.clone();
+        a.push(flag);
+        let got = curl(pair.peer_command("curl"), &a, url);
+        assert_eq!((got.exit, got.status, got.version.as_str()), (0, 200, version), "{flag}: {got:?}");
+    }
+}
+
+/// An HTTP/1.1 service that streams `/big`: 128 chunks of 64 KiB (8 MiB),
+/// chunked, with a one-second pause after the first half, so a buffering
+/// proxy would be seen. Any other path gets the request's version and
+/// headers as JSON.
+const STREAMER: &str = r#"
+import http.server, json, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path != "/big":
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            body = json.dumps({"version": self.request_version, "headers": headers}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(128):
+            if i == 64:
+                time.sleep(1)
+            chunk = (b"%08d" % i) * 8192
+            self.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// 2. HTTP/2 from the peer to an HTTP/1.1 upstream that streams a chunked
+///    8 MiB body: every byte arrives, and the first half before the second
+///    was sent. The upstream gets HTTP/1.1 with `Host` from `:authority` and
+///    `X-Forwarded-Proto: https`.
+#[test]
+fn http2_to_an_http1_upstream_streams_a_large_chunked_body() {
+    let test = "http2_to_an_http1_upstream_streams_a_large_chunked_body";
+    let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
+    let _service = pair.gateway.spawn("python3", &["-c", STREAMER, "18796"]);
+    assert!(
+        super::wait_connect(|| pair.gateway.command("curl"), "http://127.0.0.1:18796/ready", true),
+        "the streaming service did not start"
+    );
+    let token = token_file(&pair.gateway);
+    let state = tempfile::tempdir().unwrap();
+    let args = [
+        "--bind",
+        "wireguard",
+        "--port",
+        "18802",
+        "--upstream",
+        "http://127.0.0.1:18796",
+        "--token-file",
+        &token,
+        "--tls",
+        "self-signed",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    let mut gw = Served::start(&pair.gateway, &args, "warn");
+    let pin = gw.pin();
+    gw.wait_line("listening on https://10.77.0.1:18802 (wireguard via wg0)");
+
+    let a = pinned(&pin);
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let auth = bearer();
+    a.extend(["--http2", "-H", &auth]);
+    let got = curl(pair.peer_command("curl"), &a, "https://10.77.0.1:18802/echo");
+    assert_eq!((got.exit, got.status, got.version.as_str()), (0, 200, "2"), "{got:?}");
+    let v: serde_json::Value = serde_json::from_str(&got.body).expect("the service's JSON");
+    assert_eq!(v["version"], "HTTP/1.1", "{v}");
+    let h = &v["headers"];
+    assert_eq!((&h["host"], &h["x-forwarded-host"]), (&"10.77.0.1:18802".into(), &"10.77.0.1:18802".into()), "{v}");
+    assert_eq!(h["x-forwarded-proto"], "https", "the upstream is told the client used plain HTTP: {v}");
+    assert_eq!(h["x-forwarded-for"], "10.77.0.2", "{v}");
+    assert!(h.get("authorization").is_none(), "the token reached the service: {v}");
+
+    let out = pair.peer.sh_ok(&format!(
+        "curl -sS --max-time 20 --http2 --insecure --pinnedpubkey 'sha256//{pin}' -H '{auth}' \
+           -o /var/run/wireguard/big -w '%{{http_code}} %{{http_version}} %{{size_download}} %{{time_starttransfer}} %{{time_total}}\\n' \
+           https://10.77.0.1:18802/big && sha256sum /var/run/wireguard/big",
+        auth = bearer()
+    ));
+    let mut lines = out.lines();
+    let stats: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+    assert_eq!(stats[..3], ["200", "2", &(8 << 20).to_string()], "{out}");
+    let expected: Vec<u8> = (0..128).flat_map(|i: u32| format!("{i:08}").repeat(8192).into_bytes()).collect();
+    let hex: String =
+        ring::digest::digest(&ring::digest::SHA256, &expected).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert!(lines.next().unwrap_or("").starts_with(&hex), "the body differs from what the service sent: {out}");
+    // Streamed, not buffered: the first bytes came well before the end (the
+    // service pauses a second halfway).
+    let (first, total): (f64, f64) = (stats[3].parse().unwrap(), stats[4].parse().unwrap());
+    assert!(total - first > 0.8, "the first byte came {first} s in, the last {total} s: buffered? {out}");
+}
+
+/// 3. The limits over HTTP/2, on a loopback TLS listener (`--tls-loopback`):
+///    a header list over `--max-header-bytes` is refused (431) while one just
+///    under it passes; a foreign `:authority` is refused with 421 (the
+///    DNS-rebinding guard reads `:authority` as `Host`).
+#[test]
+fn http2_keeps_the_header_cap_and_the_host_guard() {
+    let test = "http2_keeps_the_header_cap_and_the_host_guard";
+    let Some(lab) = lab_or_skip(test) else { return };
+    let state = tempfile::tempdir().unwrap();
+    let args = [
+        "--bind",
+        "loopback",
+        "--port",
+        "18803",
+        "--tls",
+        "self-signed",
+        "--tls-loopback",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        // Over hyper's own HTTP/2 default (16 KiB), so that the cap seen is meshgate's.
+        "--max-header-bytes",
+        "32768",
+    ];
+    let mut gw = Served::start(&lab, &args, "warn");
+    let pin = gw.pin();
+    gw.wait_line("listening on https://127.0.0.1:18803 (loopback via lo)");
+    let pin_args = pinned(&pin);
+    let h2 = |extra: &[&str], url: &str| {
+        let mut a: Vec<&str> = pin_args.iter().map(String::as_str).collect();
+        a.push("--http2");
+        a.extend_from_slice(extra);
+        curl(lab.command("curl"), &a, url)
+    };
+    let url = "https://127.0.0.1:18803/status";
+
+    let small = format!("X-Fill: {}", "a".repeat(24 * 1024));
+    let got = h2(&["-H", &small], url);
+    assert_eq!((got.exit, got.status, got.version.as_str()), (0, 200, "2"), "{got:?}");
+    let big = format!("X-Fill: {}", "a".repeat(40 * 1024));
+    let got = h2(&["-H", &big], url);
+    assert_eq!((got.status, got.version.as_str()), (431, "2"), "an oversized header list over h2: {got:?}");
+    // Many small headers add up the same way.
+    let many: Vec<String> = (0..600).map(|i| format!("X-Many-{i}: {}", "b".repeat(40))).collect();
+    let mut extra = Vec::new();
+    for h in &many {
+        extra.extend(["-H", h.as_str()]);
+    }
+    let got = h2(&extra, url);
+    assert_eq!(got.status, 431, "{got:?}");
+    // The listener still serves afterwards.
+    let got = h2(&[], url);
+    assert_eq!(got.status, 200, "{got:?}");
+
+    // DNS rebinding over h2: the browser would send the attacker's name as :authority.
+    let got = h2(&["--connect-to", "evil.example:18803:127.0.0.1:18803"], "https://evil.example:18803/status");
+    assert_eq!((got.status, got.version.as_str()), (421, "2"), "{got:?}");
+    let got = h2(&["-H", "Host: evil.example"], url);
+    assert_eq!((got.status, got.version.as_str()), (421, "2"), "{got:?}");
+    let got = h2(&["--connect-to", "localhost:18803:127.0.0.1:18803"], "https://localhost:18803/status");
+    assert_eq!((got.status, got.version.as_str()), (200, "2"), "{got:?}");
+
+    // The Origin rule knows the scheme: over HTTPS the page's own origin is https://.
+    let h1 = |origin: &str| {
+        let mut a: Vec<&str> = pin_args.iter().map(String::as_str).collect();
+        let origin = format!("Origin: {origin}");
+        a.extend(["--http1.1", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", &origin]);
+        a.extend(["-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]);
+        a.extend(["--max-time", "2"]);
+        curl(lab.command("curl"), &a, "https://127.0.0.1:18803/ws").status
+    };
+    assert_eq!(h1("https://evil.example"), 403);
+    assert_eq!(h1("http://127.0.0.1:18803"), 403, "an http:// origin on an https:// listener is another origin");
+    assert_eq!(h1("https://127.0.0.1:18803"), 101);
+}
+
+/// A keep-alive HTTPS client: for each line on stdin, `GET /status` on the
+/// same connection; prints `STATUS LOCAL_PORT SHA256(DER of the server's cert)`.
+const KEEPALIVE: &str = r#"
+import hashlib, http.client, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+c = http.client.HTTPSConnection(sys.argv[1], int(sys.argv[2]), context=ctx, timeout=10)
+for _ in sys.stdin:
+    c.request("GET", "/status", headers={"Authorization": "Bearer " + sys.argv[3]})
+    r = c.getresponse()
+    r.read()
+    der = c.sock.getpeercert(binary_form=True)
+    print(r.status, c.sock.getsockname()[1], hashlib.sha256(der).hexdigest(), flush=True)
+"#;
+
+struct KeepAlive {
+    _proc: Proc,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl KeepAlive {
+    fn start(lab: &Lab, host: &str, port: u16) -> KeepAlive {
+        let mut cmd = lab.command("python3");
+        cmd.args(["-u", "-c", KEEPALIVE, host, &port.to_string(), TOKEN])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut proc = Proc::spawn(&mut cmd);
+        let stdin = proc.child().stdin.take().unwrap();
+        let out = proc.child().stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        KeepAlive { _proc: proc, stdin, lines }
+    }
+
+    /// One request: (status, local port, certificate hash).
+    fn get(&mut self) -> (u16, u16, String) {
+        writeln!(self.stdin, "go").expect("the keep-alive client is running");
+        let l = self.lines.recv_timeout(Duration::from_secs(10)).expect("the keep-alive client answers");
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f.len(), 3, "{l}");
+        (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_owned())
+    }
+}
+
+/// 4. An own certificate replaced under a live connection, then SIGHUP: new
+///    handshakes get the new certificate (the old pin fails, the new one
+///    works), the open connection goes on with the old one. Then a bad new
+///    pair (key not matching): logged with the file, the good one kept.
+#[test]
+fn a_replaced_certificate_is_served_to_new_handshakes_and_a_bad_one_is_refused() {
+    let test = "a_replaced_certificate_is_served_to_new_handshakes_and_a_bad_one_is_refused";
+    let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
+    let token = token_file(&pair.gateway);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
+    let first = Pair::new(&["10.77.0.1", "gw.mesh"], None);
+    first.install(&cert, &key);
+    let args = [
+        "--bind",
+        "wireguard",
+        "--port",
+        "18804",
+        "--token-file",
+        &token,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let mut gw = Served::start(&pair.gateway, &args, "info");
+    assert_eq!(gw.pin(), first.spki_sha256, "the printed hash is not the certificate's key");
+    gw.wait_line("listening on https://10.77.0.1:18804 (wireguard via wg0)");
+    let url = "https://10.77.0.1:18804/healthz";
+    let with_pin = |pin: &str| {
+        let a = pinned(pin);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        curl(pair.peer_command("curl"), &a, url)
+    };
+    let got = with_pin(&first.spki_sha256);
+    assert_eq!((got.exit, got.status), (0, 200), "{got:?}");
+
+    let mut live = KeepAlive::start(&pair.peer, "10.77.0.1", 18804);
+    let (status, port, seen) = live.get();
+    assert_eq!((status, seen.as_str()), (200, first.cert_sha256.as_str()));
+
+    let second = Pair::new(&["10.77.0.1", "gw.mesh"], None);
+    second.install(&cert, &key);
+    gw.signal("HUP");
+    // SIGHUP acts at once (the 10 s poll would also get there, but later).
+    let reloaded = wait_until(Duration::from_secs(3), || with_pin(&second.spki_sha256).status == 200);
+    assert!(reloaded, "the new certificate was not served 3 s after SIGHUP; log:\n{}", gw.log());
+    assert!(gw.log().contains("SIGHUP: reloading the TLS certificate"), "{}", gw.log());
+    let got = with_pin(&first.spki_sha256);
+    assert_eq!((got.exit, got.status), (90, 0), "the old key is still served to new handshakes: {got:?}");
+    // The connection from before: same socket, same (old) certificate, still served.
+    assert_eq!(live.get(), (200, port, first.cert_sha256.clone()));
+
+    // A bad pair: a new certificate with a key that is not its own.
+    let third = Pair::new(&["10.77.0.1"], None);
+    let stranger = Pair::new(&["10.77.0.1"], None);
+    std::fs::write(&cert, &third.cert_pem).unwrap();
+    std::fs::write(&key, &stranger.key_pem).unwrap();
+    gw.signal("HUP");
+    assert!(
+        gw.wait_log("kept the previous TLS certificate", Duration::from_secs(3)),
+        "no warning for a mismatched pair; log:\n{}",
+        gw.log()
+    );
+    let log = gw.log();
+    let warning = log.lines().find(|l| l.contains("kept the previous TLS certificate")).unwrap();
+    assert!(warning.contains("does not match") && warning.contains(cert.to_str().unwrap()), "{warning}");
+    let got = with_pin(&second.spki_sha256);
+    assert_eq!((got.exit, got.status), (0, 200), "the good certificate was dropped for a bad one: {got:?}");
+    assert_eq!(live.get(), (200, port, first.cert_sha256.clone()));
+    assert!(gw.proc.is_running(), "SIGHUP stopped meshgate");
+}
+
+/// 5. Under `--tls self-signed`, an address attached by follow is named in the
+///    certificate of the next handshake to it, with the same key.
+#[test]
+fn a_self_signed_certificate_follows_a_new_address() {
+    let test = "a_self_signed_certificate_follows_a_new_address";
+    let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
+    let token = token_file(&pair.gateway);
+    let state = tempfile::tempdir().unwrap();
+    let args = [
+        "--bind",
+        "wireguard",
+        "--port",
+        "18805",
+        "--token-file",
+        &token,
+        "--tls",
+        "self-signed",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    let mut gw = Served::start(&pair.gateway, &args, "info");
+    let pin = gw.pin();
+    gw.wait_line("listening on https://10.77.0.1:18805 (wireguard via wg0)");
+    // What the peer is shown: the SANs and the public key hash of the served certificate.
+    let shown = |addr: &str| {
+        let out = pair.peer.sh_ok(&format!(
+            "timeout 5 openssl s_client -connect {addr}:18805 </dev/null 2>/dev/null \
+               | openssl x509 > /var/run/wireguard/seen.pem && \
+             openssl x509 -in /var/run/wireguard/seen.pem -noout -ext subjectAltName | tail -n +2 && \
+             openssl x509 -in /var/run/wireguard/seen.pem -noout -pubkey | openssl pkey -pubin -outform der \
+               | openssl dgst -sha256 -binary | base64"
+        ));
+        let mut lines: Vec<String> = out.lines().map(|l| l.trim().to_owned()).collect();
+        let hash = lines.pop().unwrap_or_default();
+        (lines.join(" "), hash)
+    };
+    let (sans, hash) = shown("10.77.0.1");
+    assert_eq!(hash, pin, "the served key is not the printed one");
+    assert!(sans.contains("IP Address:10.77.0.1") && !sans.contains("10.77.0.9"), "{sans}");
+
+    pair.gateway.addr_add("wg0", "10.77.0.9/24");
+    // The peer routes 10.77.0.9 into the tunnel too (WireGuard's allowed IPs).
+    let gw_key = pair.peer.sh_ok("wg show wgpeer peers");
+    pair.peer
+        .sh_ok(&format!("wg set wgpeer peer '{}' allowed-ips 10.77.0.1/32,10.77.0.9/32,fd77::1/128", gw_key.trim()));
+    gw.wait_line("listening on https://10.77.0.9:18805 (wireguard via wg0)");
+
+    let (sans, hash) = shown("10.77.0.9");
+    assert!(sans.contains("IP Address:10.77.0.9") && sans.contains("IP Address:10.77.0.1"), "{sans}");
+    assert_eq!(hash, pin, "the reissued certificate has another key");
+    let a = pinned(&pin);
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let auth = bearer();
+    a.extend(["--http2", "-H", &auth]);
+    let got = curl(pair.peer_command("curl"), &a, "https://10.77.0.9:18805/status");
+    assert_eq!((got.exit, got.status, got.version.as_str()), (0, 200, "2"), "{got:?}");
+    // Verified for real against the certificate as its own CA, by name: the
+    // SAN is what a browser would check.
+    let out =
+        pair.peer.sh("curl -sS --max-time 5 -o /dev/null -w '%{http_code}' --cacert /var/run/wireguard/seen.pem \
+           https://10.77.0.9:18805/healthz");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `meshgate serve --bind loopback ... ARGS` on this host: it must refuse to
+/// start (bounded, so a start that does not fail is a failure, not a hang).
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--bind", "loopback", "--port", &port])
+        .args(args)
+        .env_remove("MESHGATE_BIND")
+        .env_remove("MESHGATE_PORT")
+        .env_remove("MESHGATE_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("meshgate serve {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (child.wait().unwrap().code(), err)
+}
+
+/// 6. Files that cannot be served stop start-up with 78 and the file named.
+#[test]
+fn unusable_certificate_files_exit_78_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let good = Pair::new(&["localhost"], None);
+    std::fs::write(path("good.crt"), &good.cert_pem).unwrap();
+    std::fs::write(path("good.key"), &good.key_pem).unwrap();
+    let other = Pair::new(&["localhost"], None);
+    std::fs::write(path("other.key"), &other.key_pem).unwrap();
+    let expired = Pair::new(&["localhost"], Some((2020, 2021)));
+    std::fs::write(path("expired.crt"), &expired.cert_pem).unwrap();
+    std::fs::write(path("expired.key"), &expired.key_pem).unwrap();
+
+    let cases = [
+        ("missing certificate", path("missing.crt"), path("good.key"), path("missing.crt"), "--tls-cert"),
+        ("missing key", path("good.crt"), path("missing.key"), path("missing.key"), "--tls-key"),
+        ("key of another certificate", path("good.crt"), path("other.key"), path("other.key"), "does not match"),
+        ("expired", path("expired.crt"), path("expired.key"), path("expired.crt"), "expired"),
+    ];
+    for (what, cert, key, named, hint) in cases {
+        let (code, err) = refused(&["--tls-cert", &cert, "--tls-key", &key]);
+        assert_eq!(code, Some(78), "{what}: {err}");
+        assert!(err.contains(&named) && err.contains(hint), "{what}: the message must name {named} ({hint}): {err}");
+    }
+    // And the good pair starts (so the refusals above are about the files).
+    let mut cmd = Command::new(BIN);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    cmd.args(["serve", "--bind", "loopback", "--port", &port, "--tls-loopback"])
+        .args(["--tls-cert", &path("good.crt"), "--tls-key", &path("good.key")])
+        .env_remove("MESHGATE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut proc = Proc::spawn(&mut cmd);
+    let out = proc.child().stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || lines.recv_timeout(Duration::from_secs(10)).expect("meshgate serve prints its start-up lines");
+    let first = next();
+    assert!(first.starts_with("tls: certificate ") && first.contains(&good.spki_sha256), "{first}");
+    let second = next();
+    assert!(second.starts_with(&format!("listening on https://127.0.0.1:{port} ")), "{second}");
+}
