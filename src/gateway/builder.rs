@@ -426,6 +426,9 @@ impl<'a> GatewayBuilder<'a> {
         if let Some(lookup) = self.peers.clone() {
             state = state.with_peer_lookup(lookup);
         }
+        if let Some(tls) = &self.tls {
+            state = state.with_tls_stats(tls.acceptor.stats().clone());
+        }
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
         if let Some(tls) = self.tls.take() {

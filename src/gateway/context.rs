@@ -21,6 +21,7 @@ use super::identity::PeerLookup;
 use super::limits::DEFAULT_MAX_BODY_BYTES;
 use super::session::Sessions;
 use super::token::Token;
+use crate::tls::TlsStats;
 
 /// Where meshgate's own routes live while an upstream is set.
 pub const MESHGATE_PREFIX: &str = "/_meshgate";
@@ -75,6 +76,7 @@ pub struct AppState {
     peers: Option<Arc<dyn PeerLookup>>,
     login_attempts: Arc<LoginAttempts>,
     stats: Arc<Stats>,
+    tls_stats: Option<Arc<TlsStats>>,
 }
 
 /// Counters of what the gateway refused and why (read by `/status` and, where
@@ -155,6 +157,7 @@ impl AppState {
             peers: None,
             login_attempts: Arc::default(),
             stats: Arc::default(),
+            tls_stats: None,
         }
     }
 
@@ -189,6 +192,16 @@ impl AppState {
     /// The refusal counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The same state reporting these TLS handshake counters.
+    pub fn with_tls_stats(self, stats: Arc<TlsStats>) -> Self {
+        Self { tls_stats: Some(stats), ..self }
+    }
+
+    /// The TLS handshake counters, when listeners speak TLS.
+    pub fn tls_stats(&self) -> Option<&TlsStats> {
+        self.tls_stats.as_deref()
     }
 
     pub(crate) fn login_attempts(&self) -> &LoginAttempts {

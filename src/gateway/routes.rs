@@ -3,6 +3,8 @@
 //! ([`upstream_app`]). The state they read is [`AppState`].
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use std::sync::atomic::Ordering;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -104,6 +106,23 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         "listeners": view.listeners,
         "fallback": view.fallback,
         "fallback_reason": view.fallback_reason,
+        "refused": {
+            "unauthorized": state.stats().unauthorized.load(Ordering::Relaxed),
+            "signin_redirects": state.stats().signin_redirects.load(Ordering::Relaxed),
+            "signin_refused": state.stats().signin_refused.load(Ordering::Relaxed),
+            "per_address": state.stats().per_address_refused.load(Ordering::Relaxed),
+        },
+        "tls": state.tls_stats().map(|t| {
+            let t = t.snapshot();
+            json!({
+                "handshakes": t.ok,
+                "h2": t.h2,
+                "failed": t.failed,
+                "not_tls": t.garbage,
+                "closed_before_hello": t.closed,
+                "timed_out": t.timeout,
+            })
+        }),
     }))
 }
 

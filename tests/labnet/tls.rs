@@ -272,6 +272,14 @@ fn the_peer_reaches_https_pinned_to_the_printed_key_over_h1_and_h2() {
     // The TLS port still serves after the noise.
     let got = curl(pair.peer_command("curl"), &pin_args, "https://10.77.0.1:18801/healthz");
     assert_eq!((got.exit, got.status, got.body.as_str()), (0, 200, "ok\n"), "{got:?}");
+    // ...and they are counted where an operator can see them.
+    let auth = bearer();
+    let mut args = pin_args.clone();
+    args.extend(["-H", auth.as_str()]);
+    let got = curl(pair.peer_command("curl"), &args, "https://10.77.0.1:18801/status");
+    let v: serde_json::Value = serde_json::from_str(&got.body).expect("/status is JSON");
+    assert_eq!(v["tls"]["not_tls"], 10, "{v}");
+    assert!(v["tls"]["handshakes"].as_u64().unwrap_or(0) >= 2, "{v}");
     drop(gw);
 
     // The same state directory: the same key, and with the peer allowed, no token needed.
