@@ -331,3 +331,41 @@ async fn malformed_bodies_are_400(gw: SocketAddr) {
         assert!(text.contains("the request body is malformed"), "{body:?}: {text}");
     }
 }
+
+/// Issue 20, part 2: `/_meshgate` itself and everything under it is
+/// meshgate's, never the upstream's, on both serving paths.
+#[tokio::test]
+async fn the_meshgate_prefix_is_never_forwarded() {
+    for router in [false, true] {
+        let seen = Seen::default();
+        let up = echo_upstream(seen.clone()).await;
+        let (running, gw) = gateway_via(up, UpstreamLimits::default(), router).await;
+        for path in ["/_meshgate/", "/_meshgate", "/_meshgate/nope", "/_meshgate//x"] {
+            let (status, text) =
+                exchange(gw, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")).await;
+            assert_eq!(status, 404, "router={router} {path}: {text}");
+            assert!(text.contains("no such meshgate route"), "router={router} {path}: {text}");
+        }
+        // A path that only starts like the prefix is the upstream's.
+        let (status, _) =
+            exchange(gw, "GET /_meshgateway HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, 200, "router={router}");
+        assert_eq!(seen.requests().len(), 1, "router={router}: only /_meshgateway reached the upstream");
+        running.shutdown().await;
+    }
+}
+
+/// Issue 20, part 5: an authenticated `CONNECT` gets an answer (405) instead
+/// of a hanging connection, and never reaches the upstream.
+#[tokio::test]
+async fn connect_is_answered_405() {
+    let seen = Seen::default();
+    let up = echo_upstream(seen.clone()).await;
+    let (running, gw) = gateway(up, UpstreamLimits::default()).await;
+    let request =
+        format!("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    let (status, text) = exchange(gw, &request).await;
+    assert_eq!(status, 405, "{text}");
+    assert!(seen.requests().is_empty());
+    running.shutdown().await;
+}
