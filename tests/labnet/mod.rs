@@ -6,8 +6,10 @@
 mod explain;
 mod faults;
 mod follow;
+mod identity;
 mod peers;
 mod serve;
+mod starvation;
 mod wireguard;
 
 use std::process::{Command, Output, Stdio};
