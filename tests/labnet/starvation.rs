@@ -8,8 +8,8 @@
 //! address, 16 of them before credentials, 512 shared by the mesh listeners,
 //! and the loopback door's own cap), the loopback door answers
 //! `/_meshgate/healthz` within 100 ms at every probe (one a second), a second
-//! peer with the token is served every time, and afterwards the gateway holds
-//! as many file descriptors as before.
+//! peer with the token is served within 500 ms every time, and afterwards the
+//! gateway holds as many file descriptors as before.
 
 use std::io::Read as _;
 use std::process::Stdio;
@@ -21,14 +21,14 @@ use crate::lab::{run_bounded, wait_until, Proc, WgPair};
 /// The attacker, run in the first peer's namespace: `python3 -c ATTACK HOST
 /// PORT SECONDS EVERY`. Non-blocking sockets on one selector. Every round
 /// (EVERY seconds) it sends the request on each open socket among the first
-/// SEND, then reopens every socket the gateway closed, so it always tries to
-/// hold HOLD. It reads (and counts) whatever comes back. It stops by itself
-/// after SECONDS (SIGALRM ends it 15 s later whatever happens) and prints one
-/// JSON line of counts.
+/// SEND; every REOPEN seconds it reopens each socket the gateway closed, so it
+/// holds HOLD whenever the gateway lets it. It reads (and counts) whatever
+/// comes back. It stops by itself after SECONDS (SIGALRM ends it 15 s later
+/// whatever happens) and prints one JSON line of counts.
 const ATTACK: &str = r#"
 import errno, json, re, resource, selectors, signal, socket, sys, time
 host, port, secs, every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-HOLD, SEND = 600, 530
+HOLD, SEND, REOPEN = 600, 530, 0.5
 REQ = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
 signal.alarm(int(secs) + 15)
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -77,9 +77,9 @@ def send():
 
 start = time.monotonic()
 reopen()
-next_round = start + every
+next_round, next_reopen = start + every, start + REOPEN
 while time.monotonic() - start < secs:
-    timeout = max(0.0, min(next_round, start + secs) - time.monotonic())
+    timeout = max(0.0, min(next_round, next_reopen, start + secs) - time.monotonic())
     for key, _ in sel.select(timeout):
         i = key.data
         try:
@@ -98,8 +98,10 @@ while time.monotonic() - start < secs:
     if time.monotonic() >= next_round:
         st["rounds"] += 1
         send()
-        reopen()
         next_round += every
+    if time.monotonic() >= next_reopen:
+        reopen()
+        next_reopen += REOPEN
 print(json.dumps(st), flush=True)
 "#;
 
@@ -229,9 +231,14 @@ fn an_unauthenticated_flood_from_one_address_starves_no_one() {
         probes.iter().all(|&(status, secs)| status == 200 && secs < 0.1),
         "a loopback probe failed or was slow: {summary}"
     );
-    // The authenticated client on the mesh was served every time.
+    // The authenticated client on the mesh was served every time, without
+    // queueing behind the attacker. (With the per-address caps lifted to 1000
+    // the attacker holds the 512 shared connections and these take 0.6-1 s.)
     assert!(served.len() >= 7, "{summary}");
-    assert!(served.iter().all(|s| s.0 == 200), "an authenticated request was not served: {summary}");
+    assert!(
+        served.iter().all(|s| s.0 == 200 && s.1 < 0.5),
+        "an authenticated request was not served within 500 ms: {summary}"
+    );
     // Nothing leaked.
     assert!(back, "the gateway's file descriptors did not come back: {summary}");
 }
