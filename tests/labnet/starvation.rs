@@ -242,3 +242,230 @@ fn an_unauthenticated_flood_from_one_address_starves_no_one() {
     // Nothing leaked.
     assert!(back, "the gateway's file descriptors did not come back: {summary}");
 }
+
+/// The first peer's side of [`each_address_gets_its_share_and_the_loopback_door_its_own_cap`]:
+/// `python3 -c SHARES HOST PORT TOKEN`, run with `--max-connections-per-address
+/// 6 --max-unauthenticated-per-address 3`. Prints one JSON object of what it
+/// saw, then holds its open connections until a line arrives on stdin.
+const SHARES: &str = r#"
+import json, socket, sys
+host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+signal = __import__("signal"); signal.alarm(60)
+def conn():
+    return socket.create_connection((host, port), timeout=3)
+def held(s):
+    # Open when nothing (no EOF, no reset) comes within 0.3 s.
+    s.settimeout(0.3)
+    try:
+        return s.recv(1) != b""
+    except socket.timeout:
+        return True
+    except OSError:
+        return False
+def ask(s, auth):
+    s.settimeout(3)
+    h = f"Authorization: Bearer {token}\r\n" if auth else ""
+    s.sendall(f"GET /app HTTP/1.1\r\nHost: x\r\n{h}\r\n".encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            return 0
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return int(head.split()[1])
+out = {}
+a = [conn() for _ in range(3)]
+out["three_unauthenticated"] = [held(s) for s in a]
+x = conn(); out["a_fourth_unauthenticated"] = held(x); x.close()
+out["two_authenticate"] = [ask(a[0], True), ask(a[1], True)]
+b = [conn() for _ in range(2)]
+out["two_more_unauthenticated"] = [held(s) for s in b]
+x = conn(); out["past_the_unauthenticated_share"] = held(x); x.close()
+out["two_more_authenticate"] = [ask(b[0], True), ask(b[1], True)]
+c = conn(); out["the_sixth"] = held(c)
+x = conn(); out["past_the_total_share"] = held(x); x.close()
+out["a_refused_request"] = ask(a[2], False)
+out["is_closed_after_it"] = not held(a[2])
+out["still_open"] = [held(s) for s in (a[0], a[1], b[0], b[1], c)]
+print(json.dumps(out), flush=True)
+sys.stdin.readline()
+"#;
+
+/// The second peer's side: `python3 -c FILL HOST PORT TOKEN`. Opens three
+/// connections and authenticates them, so that the mesh listeners' cap (8)
+/// is full, then asks on a fourth, which waits: prints `{"held": [...],
+/// "answered_at_once": bool}`; after a line on stdin (the first peer has
+/// closed its connections), prints `{"then": STATUS}`.
+const FILL: &str = r#"
+import json, socket, sys
+host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+signal = __import__("signal"); signal.alarm(60)
+req = f"GET /app HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+def status(s, timeout):
+    s.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            return 0
+        buf += chunk
+    return int(buf.split()[1])
+held = []
+socks = [socket.create_connection((host, port), timeout=3) for _ in range(3)]
+for s in socks:
+    s.sendall(req)
+    held.append(status(s, 3))
+w = socket.create_connection((host, port), timeout=3)
+w.sendall(req)
+try:
+    status(w, 1.0)
+    at_once = True
+except socket.timeout:
+    at_once = False
+print(json.dumps({"held": held, "answered_at_once": at_once}), flush=True)
+sys.stdin.readline()
+try:
+    print(json.dumps({"then": status(w, 5)}), flush=True)
+except OSError as e:
+    print(json.dumps({"then": str(e)}), flush=True)
+"#;
+
+/// A script in a lab, driven line by line over its stdin and stdout.
+struct Scripted {
+    proc: Proc,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Scripted {
+    /// What the script printed on stderr (once it has exited).
+    fn stderr(&mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.proc.child().stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Scripted {
+    fn start(mut cmd: std::process::Command) -> Scripted {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut proc = Proc::spawn(&mut cmd);
+        let out = proc.child().stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Scripted { proc, lines }
+    }
+
+    fn next(&mut self, what: &str) -> serde_json::Value {
+        let Ok(line) = self.lines.recv_timeout(Duration::from_secs(20)) else {
+            let running = self.proc.is_running();
+            let err = if running { String::new() } else { self.stderr() };
+            panic!("{what}: no answer in 20 s (running: {running}) {err}");
+        };
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
+    }
+
+    fn go(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.proc.child().stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("write to the script");
+        stdin.flush().expect("flush");
+    }
+}
+
+/// Each share, counted exactly, with small caps: 3 unauthenticated and 6 in
+/// all per address, 8 for the mesh listeners together. The first peer fills
+/// its address's shares (one past each is closed at once; a 401 closes its
+/// connection); the second peer fills the mesh cap, and its next connection
+/// waits; the loopback door, with a cap of its own, answers at once all the
+/// while; when the first peer lets go, the waiting connection is served.
+#[test]
+fn each_address_gets_its_share_and_the_loopback_door_its_own_cap() {
+    let test = "each_address_gets_its_share_and_the_loopback_door_its_own_cap";
+    let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
+    let second = pair.add_peer();
+    let _service = pair.gateway.spawn("python3", &["-c", SERVICE, &SERVICE_PORT.to_string()]);
+    assert!(
+        wait_connect(|| pair.gateway.command("curl"), &format!("http://127.0.0.1:{SERVICE_PORT}/"), true),
+        "the service did not start"
+    );
+    let token = token_file(&pair.gateway);
+    let upstream = format!("http://127.0.0.1:{SERVICE_PORT}");
+    let port = PORT.to_string();
+    let args = [
+        "--bind",
+        "wireguard",
+        "--port",
+        &port,
+        "--upstream",
+        &upstream,
+        "--token-file",
+        &token,
+        "--max-connections",
+        "8",
+        "--max-connections-per-address",
+        "6",
+        "--max-unauthenticated-per-address",
+        "3",
+    ];
+    let (_gw, _lines) = serve(&pair.gateway, &args, 2);
+    let wg = pair.gateway_wg_addr().to_string();
+    let health = format!("http://127.0.0.1:{PORT}/_meshgate/healthz");
+    assert!(wait_connect(|| pair.peer_command("curl"), &format!("http://{wg}:{PORT}/"), true));
+    assert!(wait_connect(|| second.command("curl"), &format!("http://{wg}:{PORT}/"), true));
+
+    let mut cmd = pair.peer_command("python3");
+    cmd.args(["-c", SHARES, &wg, &port, TOKEN]);
+    let mut first = Scripted::start(cmd);
+    let seen = first.next("the first peer");
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "three_unauthenticated": [true, true, true],
+            "a_fourth_unauthenticated": false,
+            "two_authenticate": [200, 200],
+            "two_more_unauthenticated": [true, true],
+            "past_the_unauthenticated_share": false,
+            "two_more_authenticate": [200, 200],
+            "the_sixth": true,
+            "past_the_total_share": false,
+            "a_refused_request": 401,
+            "is_closed_after_it": true,
+            "still_open": [true, true, true, true, true],
+        })
+    );
+
+    // The first peer holds 5; the second takes the other 3 of the mesh's 8.
+    let mut cmd = second.command("python3");
+    cmd.args(["-c", FILL, &wg, &port, TOKEN]);
+    let mut filler = Scripted::start(cmd);
+    let full = filler.next("the second peer");
+    assert_eq!(full, serde_json::json!({"held": [200, 200, 200], "answered_at_once": false}));
+    // The mesh is full; the loopback door is not.
+    let probes: Vec<(u16, f64, String)> = (0..5).map(|_| timed(pair.gateway.command("curl"), &health, None)).collect();
+    assert!(probes.iter().all(|p| p.0 == 200 && p.1 < 0.1), "the loopback door waited: {probes:?}");
+    // The first peer lets go: the waiting connection is served.
+    first.go();
+    assert!(wait_until(Duration::from_secs(10), || !first.proc.is_running()), "the first peer's script did not end");
+    filler.go();
+    assert_eq!(filler.next("the second peer, after"), serde_json::json!({"then": 200}));
+}
