@@ -7,10 +7,11 @@
 //! `idle.rs`), which closes slow-head and idle keep-alive connections. With an
 //! upstream a forwarded request goes from hyper straight to the proxy, with no
 //! router. The cap on open connections is a [`tokio::sync::Semaphore`] shared
-//! by every listener of a set: a permit is taken before `accept` (so past the
-//! cap new connections wait in the kernel's listen queue instead of being
-//! served) and lives as long as the socket, WebSocket and other upgraded
-//! connections included. (tower's `ConcurrencyLimit` counts requests in
+//! by the mesh listeners of a set (the loopback door has its own): a permit is
+//! taken as soon as a connection is accepted, before it is served (past the
+//! cap it waits for one, and the loop accepts no more, so new connections wait
+//! in the kernel's listen queue instead of being served), and lives as long as
+//! the socket, WebSocket and other upgraded connections included. (tower's `ConcurrencyLimit` counts requests in
 //! flight, not connections: an idle keep-alive connection, which is what a
 //! slowloris-style client holds, would not count.)
 
@@ -47,7 +48,8 @@ use crate::tls::{Alpn, TlsAcceptor};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
 /// then lets every open connection finish its in-flight request. Each
-/// connection first takes a permit from `connections`.
+/// accepted connection takes its address's slot, then a permit from
+/// `connections`, before it is served.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     let Listen { listener, app, ctx, interface, state, limits, connections, slots, direct, tls } = listen;
     let builder = limits.http1();
@@ -55,25 +57,18 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     let (drain, draining) = watch::channel(false);
     tokio::pin!(stop);
     loop {
-        let permit = tokio::select! {
-            _ = &mut stop => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    drop(permit);
                     accept_error(e).await;
                     continue;
                 }
             },
         };
-        // Each source address gets its share of a mesh listener's connections.
+        // Each source address gets its share of a mesh listener's connections;
+        // one past it is closed without waiting for the cap.
         let slot = match &slots {
             None => None,
             Some(slots) => match slots.admit(peer.ip()) {
@@ -83,6 +78,18 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                     tracing::debug!(%peer, "closed a connection at once: its address holds its share");
                     continue;
                 }
+            },
+        };
+        // Then a place under the cap. Past it this connection waits here,
+        // unserved, and the loop accepts no more (the rest wait in the listen
+        // queue). Taken after `accept`, not before: a permit taken before
+        // would sit in every idle listener's loop, and with several listeners
+        // sharing a cap of N fewer than N connections could be served.
+        let permit = tokio::select! {
+            _ = &mut stop => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
             },
         };
         let _ = stream.set_nodelay(true);

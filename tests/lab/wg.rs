@@ -1,5 +1,8 @@
 //! [`WgPair`]: a real WireGuard tunnel (userspace `wireguard-go`) between a
 //! `gateway` lab and a `peer` lab joined by a veth underlay. See `mod.rs`.
+//! [`WgPair::add_peer`] adds a second peer lab ([`WgPeer`], 10.77.0.3) with a
+//! key and an underlay of its own, for tests that tell two peers apart;
+//! [`WgPair::rekey_peer`] gives the first peer a new key at the same address.
 
 use super::{require_tools, run_bounded, skip_unless, wait_until, Lab, Proc, BASE_TOOLS, READY_TIMEOUT};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,6 +17,14 @@ const GW_WG: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const PEER_WG: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const GW_WG6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
 const PEER_WG6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2);
+/// The second peer ([`WgPair::add_peer`]): its own underlay (veth `veth-gw2`
+/// 198.51.100.1/24 <-> `veth-peer` 198.51.100.2/24, so it never shares an
+/// underlay address with the first peer) and tunnel address 10.77.0.3, fd77::3.
+const GW_UNDERLAY2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const PEER2_UNDERLAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const PEER2_WG: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+const PEER2_WG6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 3);
+const GW_VETH2: &str = "veth-gw2";
 /// UDP port both wireguard-go instances listen on (underlay only).
 const WG_PORT: u16 = 51820;
 /// Underlay interface names.
@@ -65,6 +76,45 @@ pub(crate) struct WgPair {
     gw_keys: Keys,
     peer_keys: Keys,
     gw_iface: Option<String>,
+    /// True once [`WgPair::add_peer`] made the second peer (there is one).
+    second: std::sync::atomic::AtomicBool,
+}
+
+/// A second peer of a [`WgPair`]'s gateway, made by [`WgPair::add_peer`]:
+/// its own lab, key, underlay and tunnel address (10.77.0.3, fd77::3; its
+/// interface is `wgpeer` too, in its own namespace). Torn down on drop.
+#[derive(Debug)]
+pub(crate) struct WgPeer {
+    /// The peer's lab (its own net and mount namespaces).
+    pub(crate) lab: Lab,
+    public_key: String,
+}
+
+impl WgPeer {
+    /// 10.77.0.3 (prefix /24).
+    pub(crate) fn wg_addr(&self) -> IpAddr {
+        PEER2_WG.into()
+    }
+
+    /// fd77::3 (prefix /64).
+    pub(crate) fn wg_addr6(&self) -> IpAddr {
+        PEER2_WG6.into()
+    }
+
+    /// The peer's public key (base64, as `wg` prints it).
+    pub(crate) fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// A `Command` running `program` in this peer's lab (see [`Lab::command`]).
+    pub(crate) fn command(&self, program: &str) -> Command {
+        self.lab.command(program)
+    }
+
+    /// Runs `sh -c script` in this peer's lab (see [`Lab::sh`]).
+    pub(crate) fn sh(&self, script: &str) -> Output {
+        self.lab.sh(script)
+    }
 }
 
 impl WgPair {
@@ -103,7 +153,14 @@ ip addr add {PEER_UNDERLAY}/24 dev {PEER_VETH}
 ip link set {PEER_VETH} up"
         ));
         check(&out, "veth underlay (peer side)")?;
-        Ok(WgPair { gateway, peer, gw_keys: Keys::generate()?, peer_keys: Keys::generate()?, gw_iface: None })
+        Ok(WgPair {
+            gateway,
+            peer,
+            gw_keys: Keys::generate()?,
+            peer_keys: Keys::generate()?,
+            gw_iface: None,
+            second: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Starts wireguard-go on both sides (gateway interface `gw_iface`),
@@ -139,6 +196,78 @@ ip link set {PEER_VETH} up"
             GW_UNDERLAY,
             [PEER_WG.into(), PEER_WG6.into()],
         )
+    }
+
+    /// A second peer of the gateway (10.77.0.3), with its own lab, key and
+    /// underlay, and a tunnel to the gateway's interface; returns once its
+    /// interface is configured (the handshake happens on its first packet).
+    /// One per pair. Panics when the tunnel is not up or on failure (the pair
+    /// itself already worked, so the machine can do it).
+    pub(crate) fn add_peer(&self) -> WgPeer {
+        match self.try_add_peer() {
+            Ok(p) => p,
+            Err(e) => panic!("WgPair::add_peer: {e}"),
+        }
+    }
+
+    fn try_add_peer(&self) -> Result<WgPeer, String> {
+        let gw_iface = self.gw_iface.as_deref().ok_or("bring the tunnel up first")?;
+        if self.second.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return Err("the pair already has a second peer".into());
+        }
+        let lab = self.gateway.sibling()?;
+        let keys = Keys::generate()?;
+        let out = self.gateway.sh(&format!(
+            "set -e
+ip link add {GW_VETH2} type veth peer name {PEER_VETH} netns {pid}
+ip addr add {GW_UNDERLAY2}/24 dev {GW_VETH2}
+ip link set {GW_VETH2} up
+wg set {gw_iface} peer '{public}' allowed-ips {PEER2_WG}/32,{PEER2_WG6}/128 endpoint {PEER2_UNDERLAY}:{WG_PORT}",
+            pid = lab.pid(),
+            public = keys.public,
+        ));
+        check(&out, "second peer (gateway side)")?;
+        let out = lab.sh(&format!(
+            "set -e
+ip addr add {PEER2_UNDERLAY}/24 dev {PEER_VETH}
+ip link set {PEER_VETH} up"
+        ));
+        check(&out, "second peer underlay")?;
+        start_wireguard(&lab, PEER_IFACE)?;
+        configure(
+            &lab,
+            PEER_IFACE,
+            &keys.private,
+            &self.gw_keys.public,
+            &format!("{GW_WG}/32,{GW_WG6}/128"),
+            GW_UNDERLAY2,
+            [PEER2_WG.into(), PEER2_WG6.into()],
+        )?;
+        Ok(WgPeer { lab, public_key: keys.public })
+    }
+
+    /// The first peer's public key (base64, as `wg` prints it).
+    pub(crate) fn peer_public_key(&self) -> &str {
+        &self.peer_keys.public
+    }
+
+    /// Gives the first peer a new key at the same tunnel address, as when a
+    /// device is re-installed: the old key is removed from the gateway's
+    /// interface (`wg set IFACE peer OLD remove`), the peer takes the new
+    /// private key, and the gateway learns the new public key with the same
+    /// allowed-ips and endpoint. Returns the new public key. Panics when the
+    /// tunnel is not up or on failure.
+    pub(crate) fn rekey_peer(&mut self) -> String {
+        let gw_iface = self.gw_iface.clone().expect("WgPair::rekey_peer: bring the tunnel up first");
+        let keys = Keys::generate().unwrap_or_else(|e| panic!("WgPair::rekey_peer: {e}"));
+        self.gateway.sh_ok(&format!("wg set {gw_iface} peer '{}' remove", self.peer_keys.public));
+        self.peer.sh_ok(&format!("printf '%s\\n' '{}' | wg set {PEER_IFACE} private-key /dev/stdin", keys.private));
+        self.gateway.sh_ok(&format!(
+            "wg set {gw_iface} peer '{}' allowed-ips {PEER_WG}/32,{PEER_WG6}/128 endpoint {PEER_UNDERLAY}:{WG_PORT}",
+            keys.public
+        ));
+        self.peer_keys = keys;
+        self.peer_keys.public.clone()
     }
 
     /// Stops both wireguard-go daemons: the WireGuard interfaces (and their
@@ -252,4 +381,59 @@ ip link set {iface} up",
         v6 = addrs[1],
     ));
     check(&out, &format!("configuring {iface}"))
+}
+
+/// The second peer and the re-key: two peers reach the gateway each from its
+/// own tunnel address, over both families; after a re-key the first peer is
+/// back at its address under its new key, and the gateway knows only that.
+#[test]
+fn a_second_peer_and_a_new_key_reach_the_gateway() {
+    let Some(mut pair) = WgPair::or_skip("a_second_peer_and_a_new_key_reach_the_gateway", "wg0") else {
+        return;
+    };
+    let second = pair.add_peer();
+    assert!(pair.try_add_peer().is_err(), "a pair has one second peer");
+    // An HTTP server in the gateway that answers with the caller's address.
+    let server = "import http.server as h
+class H(h.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = self.client_address[0].encode(); self.send_response(200); self.end_headers(); self.wfile.write(b)
+    def log_message(self, *a): pass
+import socket, socketserver
+class S(socketserver.TCPServer): address_family = socket.AF_INET6
+S(('::', 18792), H).serve_forever()";
+    let _server = pair.gateway.spawn("python3", &["-c", server]);
+    let ask = |lab: &Lab, url: &str| {
+        let out = lab.sh(&format!("curl -sS --max-time 5 '{url}'"));
+        assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(wait_until(Duration::from_secs(10), || pair
+        .peer_sh("curl -s --max-time 2 http://10.77.0.1:18792/")
+        .status
+        .success()));
+    assert_eq!(ask(&pair.peer, "http://10.77.0.1:18792/"), "::ffff:10.77.0.2");
+    assert_eq!(ask(&second.lab, "http://10.77.0.1:18792/"), format!("::ffff:{}", second.wg_addr()));
+    assert_eq!(ask(&second.lab, "http://[fd77::1]:18792/"), second.wg_addr6().to_string());
+    assert!(second.sh("wg show wgpeer latest-handshakes").status.success());
+    let mut cmd = second.command("wg");
+    cmd.args(["show", "wgpeer", "public-key"]);
+    let out = run_bounded(cmd, Duration::from_secs(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), second.public_key());
+    // The gateway knows both keys, each with its own address.
+    let gw = pair.gateway.sh_ok("wg show wg0 allowed-ips");
+    assert!(gw.contains(&format!("{}\t10.77.0.2/32", pair.peer_public_key())), "{gw}");
+    assert!(gw.contains(&format!("{}\t10.77.0.3/32", second.public_key())), "{gw}");
+
+    let old = pair.peer_public_key().to_owned();
+    let new = pair.rekey_peer();
+    assert_ne!(old, new);
+    let gw = pair.gateway.sh_ok("wg show wg0 allowed-ips");
+    assert!(!gw.contains(&old) && gw.contains(&format!("{new}\t10.77.0.2/32")), "{gw}");
+    assert_eq!(pair.peer_sh("wg show wgpeer public-key").stdout, format!("{new}\n").into_bytes());
+    assert!(wait_until(Duration::from_secs(10), || pair
+        .peer_sh("curl -s --max-time 2 http://10.77.0.1:18792/")
+        .status
+        .success()));
+    assert_eq!(ask(&pair.peer, "http://10.77.0.1:18792/"), "::ffff:10.77.0.2");
 }

@@ -7,8 +7,10 @@ mod daemons;
 mod explain;
 mod faults;
 mod follow;
+mod identity;
 mod peers;
 mod serve;
+mod starvation;
 mod tls;
 mod wireguard;
 
