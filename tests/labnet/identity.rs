@@ -179,7 +179,7 @@ fn each_peer_is_known_by_its_key_and_the_allowed_one_needs_no_token() {
     let them = whoami(other.command("curl"), &base);
     assert_eq!(
         them,
-        serde_json::json!({"known": true, "mesh": "wireguard", "interface": "wg0", "key": other_key, "name": null, "allowed": false})
+        serde_json::json!({"known": true, "mesh": "wireguard", "interface": "wg0", "key": other_key, "allowed": false})
     );
     assert_eq!(whoami(pair.gateway.command("curl"), &local), serde_json::json!({"known": false}));
 
@@ -202,7 +202,7 @@ fn each_peer_is_known_by_its_key_and_the_allowed_one_needs_no_token() {
     let me = whoami(pair.peer_command("curl"), &base);
     assert_eq!(
         me,
-        serde_json::json!({"known": true, "mesh": "wireguard", "interface": "wg0", "key": new_key, "name": null, "allowed": false})
+        serde_json::json!({"known": true, "mesh": "wireguard", "interface": "wg0", "key": new_key, "allowed": false})
     );
     let (_, status, body) = get(pair.peer_command("curl"), &app, Some(TOKEN), FORGED);
     assert_eq!(status, 200, "{body}");
