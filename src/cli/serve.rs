@@ -47,10 +47,13 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     if let Some(tls) = tls {
         say(&tls.summary);
         builder = builder.tls(tls.https);
-        if let Some(reloader) = tls.reloader {
-            // New handshakes get a replaced certificate; open connections keep theirs.
-            reloader.clone().spawn_poll(DEFAULT_POLL_INTERVAL);
-            reload_on_sighup(reloader);
+        match tls.reloader {
+            Some(reloader) => {
+                // New handshakes get a replaced certificate; open connections keep theirs.
+                reloader.clone().spawn_poll(DEFAULT_POLL_INTERVAL);
+                reload_on_sighup(reloader);
+            }
+            None => reload_on_sighup_noop(),
         }
     } else {
         reload_on_sighup_noop();

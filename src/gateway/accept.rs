@@ -229,6 +229,8 @@ async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Er
         tokio::select! {
             _ = draining.changed() => Stop::Drain,
             () = timers() => Stop::Timeout,
+            // A refused request ends its connection: no second guess on it.
+            () = activity.refused() => Stop::Drain,
         }
     })
     .await;
@@ -330,6 +332,13 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     }
 }
 
+/// True for meshgate's own refusal for want of credentials (not a 401 of the
+/// upstream's, which must not end the client's connection).
+fn is_meshgates_401<B>(response: &hyper::Response<B>) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        && response.headers().get(header::WWW_AUTHENTICATE).is_some_and(|v| v == auth::WWW_AUTHENTICATE)
+}
+
 /// True for meshgate's own routes in front of an upstream: `/_meshgate`
 /// and everything under it, which is never forwarded.
 fn is_own_path(path: &str) -> bool {
@@ -367,6 +376,9 @@ impl Future for ConnFuture {
         };
         // The request stays in flight until its response body is sent or dropped.
         let guard = guard.take().expect("ConnFuture polled after completion");
+        if is_meshgates_401(&response) {
+            guard.refused();
+        }
         Poll::Ready(Ok(response.map(|body| InFlight::new(body, guard))))
     }
 }

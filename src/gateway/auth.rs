@@ -14,11 +14,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use super::browser::request_is_same_origin;
 use super::context::{AppState, ListenerCtx, Stats};
 use super::identity::{Caller, PeerIdentity};
 use super::session;
@@ -64,13 +65,16 @@ pub fn token_value_matches(given: &[u8], token: &Token) -> bool {
     same.into()
 }
 
+/// The challenge of meshgate's own 401.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"meshgate\"";
+
 /// The 401 every refused request gets. It closes the connection: a client
 /// without credentials gets one answer per connection, and a refused
 /// connection never stays open on the strength of its refusals.
 pub fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer realm=\"meshgate\""), (header::CONNECTION, "close")],
+        [(header::WWW_AUTHENTICATE, WWW_AUTHENTICATE), (header::CONNECTION, "close")],
         "unauthorized: send Authorization: Bearer <token>\n",
     )
         .into_response()
@@ -132,10 +136,21 @@ pub(crate) fn check<B>(
     if state.token().is_some_and(|t| token_matches(headers, t)) {
         return Verdict::Pass;
     }
-    if let (Some(sessions), Some(cookie)) = (state.sessions(), session::cookie_value(headers)) {
-        if sessions.check(cookie).is_ok() {
+    if valid_session(state, headers) {
+        // SameSite is per site, not per origin: another port of this host (or
+        // another name under the same site) could make a browser post here
+        // with the cookie. A request that can change something must come from
+        // this very origin when the cookie is all it has.
+        let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if safe || request_is_same_origin(headers, ctx.is_some_and(|c| c.tls)) {
             return Verdict::Pass;
         }
+        Stats::bump(&state.stats().unauthorized);
+        tracing::warn!(path, "refused a cross-origin request that had only a session cookie");
+        return Verdict::Refuse(
+            (StatusCode::FORBIDDEN, "forbidden: a request from another origin needs the token, not a session\n")
+                .into_response(),
+        );
     }
     if caller.is_some_and(|c| c.allowed) {
         return Verdict::Pass;
@@ -160,7 +175,12 @@ pub(crate) fn check<B>(
 pub(crate) fn vouched_for(state: &AppState, headers: &HeaderMap, caller: Option<&PeerIdentity>) -> bool {
     caller.is_some_and(|c| c.allowed)
         || state.token().is_some_and(|t| token_matches(headers, t))
-        || matches!((state.sessions(), session::cookie_value(headers)), (Some(s), Some(c)) if s.check(c).is_ok())
+        || valid_session(state, headers)
+}
+
+/// True when one of the request's session cookies (a few at most) is valid.
+fn valid_session(state: &AppState, headers: &HeaderMap) -> bool {
+    state.sessions().is_some_and(|s| session::cookie_values(headers).any(|c| s.check(c).is_ok()))
 }
 
 /// A browser's page load that would get 401 is sent to sign in instead: a

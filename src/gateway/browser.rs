@@ -165,6 +165,18 @@ impl BrowserPolicy {
     }
 }
 
+/// True when `Origin` is present and is exactly the origin the request came
+/// to: the listener's scheme and the request's `Host`.
+pub(crate) fn request_is_same_origin(headers: &HeaderMap, tls: bool) -> bool {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
+        return false;
+    };
+    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
+        return false;
+    };
+    same_origin(origin, if tls { "https://" } else { "http://" }, host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

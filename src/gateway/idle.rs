@@ -51,6 +51,9 @@ pub(crate) struct Activity {
     /// The last write to the client could not proceed (its buffers are full:
     /// the client is not reading).
     blocked: AtomicBool,
+    /// Set when a request was refused for want of credentials: the connection
+    /// is to end after what is in flight (HTTP/2 ignores `Connection: close`).
+    refused: tokio::sync::Notify,
 }
 
 impl Default for Activity {
@@ -62,11 +65,18 @@ impl Default for Activity {
             base: Instant::now(),
             writes: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
+            refused: tokio::sync::Notify::new(),
         }
     }
 }
 
 impl Activity {
+    /// Resolves once a request on this connection was refused for want of
+    /// credentials.
+    pub(crate) async fn refused(&self) {
+        self.refused.notified().await;
+    }
+
     /// Records a request head; the returned guard marks the request in flight
     /// until dropped (hand it to the response body with [`InFlight`]).
     pub(crate) fn request(self: &Arc<Self>) -> Guard {
@@ -139,6 +149,14 @@ impl Snapshot {
 /// from there).
 #[derive(Debug)]
 pub(crate) struct Guard(Arc<Activity>);
+
+impl Guard {
+    /// The request was refused for want of credentials: its connection ends
+    /// once the answer is out (one guess per connection, on HTTP/2 too).
+    pub(crate) fn refused(&self) {
+        self.0.refused.notify_one();
+    }
+}
 
 impl Drop for Guard {
     fn drop(&mut self) {

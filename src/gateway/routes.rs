@@ -16,7 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::RequireTokenLayer;
 use super::context::{AppState, LiveListener, LiveView, MESHGATE_PREFIX};
-use super::identity::Caller;
+use super::identity::{Caller, PeerHeaders};
 use super::proxy::Proxy;
 use super::signin;
 
@@ -50,6 +50,11 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
     // against Content-Length up front and counted as the body streams.
     let limit = proxy.limits().max_body_bytes;
     let forward = move |mut request: axum::extract::Request| {
+        // Identity comes from the mesh, never from the client, whoever serves
+        // this router: forged `Meshgate-Peer-*` headers go, the caller's own
+        // (if the accept loop found one) are set.
+        let caller = request.extensions().get::<Caller>().and_then(|c| c.0.clone());
+        PeerHeaders::new(caller.as_deref()).apply(request.headers_mut());
         // The session cookie is meshgate's: the service never sees it.
         super::session::strip_cookie(request.headers_mut());
         let proxy = proxy.clone();

@@ -154,37 +154,52 @@ pub fn clear_cookie(secure: bool) -> String {
     format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
 }
 
-/// The session cookie's value among a request's `Cookie` headers.
-pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<&str> {
+/// Splits `Cookie` headers into `name=value` pairs, on bytes: a cookie of the
+/// service's with non-ASCII bytes (`name=Zoë`) must not hide ours.
+fn cookie_pairs(headers: &axum::http::HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE_NAME)
-        .map(|(_, v)| v)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .filter(|kv| !kv.is_empty())
 }
 
-/// Removes the session cookie from a request's `Cookie` headers, keeping the
-/// others (the service behind has its own cookies).
+fn is_ours(kv: &[u8]) -> bool {
+    kv.strip_prefix(COOKIE_NAME.as_bytes()).is_some_and(|rest| rest.first() == Some(&b'='))
+}
+
+/// The most `meshgate_session` values looked at in one request (another
+/// service on the same host may set a cookie of the same name: browsers send
+/// every one, the most specific path first).
+const MAX_SESSION_COOKIES: usize = 4;
+
+/// Every session cookie value among a request's `Cookie` headers (a few at
+/// most), in the order sent.
+pub fn cookie_values(headers: &axum::http::HeaderMap) -> impl Iterator<Item = &str> {
+    cookie_pairs(headers)
+        .filter(|kv| is_ours(kv))
+        .filter_map(|kv| std::str::from_utf8(&kv[COOKIE_NAME.len() + 1..]).ok())
+        .take(MAX_SESSION_COOKIES)
+}
+
+/// The first session cookie's value among a request's `Cookie` headers.
+pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<&str> {
+    cookie_values(headers).next()
+}
+
+/// Removes every session cookie from a request's `Cookie` headers, keeping
+/// the others byte for byte (the service behind has its own cookies).
 pub fn strip_cookie(headers: &mut axum::http::HeaderMap) {
     use axum::http::{header, HeaderValue};
-    if cookie_value(headers).is_none() {
+    if !cookie_pairs(headers).any(is_ours) {
         return;
     }
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| !kv.is_empty() && kv.split_once('=').is_none_or(|(k, _)| k != COOKIE_NAME))
-        .map(str::to_owned)
-        .collect();
+    let kept: Vec<&[u8]> = cookie_pairs(headers).filter(|kv| !is_ours(kv)).collect();
+    let joined = kept.join(&b"; "[..]);
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::try_from(kept.join("; ")) {
+    if !joined.is_empty() {
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
             headers.insert(header::COOKIE, v);
         }
     }
@@ -192,7 +207,7 @@ pub fn strip_cookie(headers: &mut axum::http::HeaderMap) {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{header, HeaderMap};
+    use axum::http::{header, HeaderMap, HeaderValue};
 
     use super::*;
 
@@ -266,6 +281,30 @@ mod tests {
         only.insert(header::COOKIE, "meshgate_session=x".parse().unwrap());
         strip_cookie(&mut only);
         assert!(!only.contains_key(header::COOKIE));
+    }
+
+    #[test]
+    fn a_cookie_with_other_bytes_does_not_hide_ours() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_bytes(b"meshgate_session=v1.2.n.m; name=Zo\xc3\xab").unwrap());
+        assert_eq!(cookie_value(&h), Some("v1.2.n.m"));
+        strip_cookie(&mut h);
+        assert_eq!(h[header::COOKIE].as_bytes(), b"name=Zo\xc3\xab");
+        // A look-alike name is not ours.
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "meshgate_sessionx=1; xmeshgate_session=2".parse().unwrap());
+        assert_eq!(cookie_value(&h), None);
+        strip_cookie(&mut h);
+        assert_eq!(h[header::COOKIE], "meshgate_sessionx=1; xmeshgate_session=2");
+    }
+
+    #[test]
+    fn every_session_cookie_is_seen_and_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "meshgate_session=junk; a=1; meshgate_session=v1.2.n.m".parse().unwrap());
+        assert_eq!(cookie_values(&h).collect::<Vec<_>>(), ["junk", "v1.2.n.m"]);
+        strip_cookie(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1");
     }
 
     #[test]

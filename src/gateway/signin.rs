@@ -17,6 +17,7 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::auth::token_value_matches;
+use super::browser::request_is_same_origin;
 use super::context::{AppState, ListenerCtx, Stats, LOGIN_ATTEMPTS_PER_MINUTE};
 use super::session::{self, clear_cookie};
 
@@ -63,7 +64,7 @@ pub(crate) async fn login(
 ) -> Response {
     let tls = ctx.is_some_and(|c| c.tls);
     let next = safe_next(form.next.as_deref()).to_owned();
-    if !same_origin(&headers, tls) {
+    if !request_is_same_origin(&headers, tls) {
         Stats::bump(&state.stats().signin_refused);
         tracing::warn!("refused a sign-in posted from another origin");
         return (StatusCode::FORBIDDEN, "forbidden: sign in from meshgate's own sign-in page\n").into_response();
@@ -98,26 +99,16 @@ pub(crate) async fn logout(
     headers: HeaderMap,
 ) -> Response {
     let tls = ctx.is_some_and(|c| c.tls);
-    if !same_origin(&headers, tls) {
+    if !request_is_same_origin(&headers, tls) {
         return (StatusCode::FORBIDDEN, "forbidden: sign out from meshgate's own page\n").into_response();
     }
-    if let (Some(s), Some(c)) = (state.sessions(), session::cookie_value(&headers)) {
-        s.revoke(c);
+    if let Some(s) = state.sessions() {
+        for c in session::cookie_values(&headers) {
+            s.revoke(c);
+        }
     }
     let to = format!("{}/login", state.signin_prefix().unwrap_or(""));
     (StatusCode::SEE_OTHER, [(header::LOCATION, to), (header::SET_COOKIE, clear_cookie(tls))]).into_response()
-}
-
-/// True when `Origin` is present and is exactly the origin the request came to.
-fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
-        return false;
-    };
-    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
-        return false;
-    };
-    let scheme = if tls { "https://" } else { "http://" };
-    origin.strip_prefix(scheme).is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 
 fn escape(s: &str) -> String {
@@ -236,12 +227,12 @@ mod tests {
             m.insert(header::HOST, host.parse().unwrap());
             m
         };
-        assert!(same_origin(&h("http://10.8.0.1:18789", "10.8.0.1:18789"), false));
-        assert!(same_origin(&h("https://10.8.0.1:18789", "10.8.0.1:18789"), true));
-        assert!(!same_origin(&h("https://10.8.0.1:18789", "10.8.0.1:18789"), false));
-        assert!(!same_origin(&h("http://evil.com", "10.8.0.1:18789"), false));
-        assert!(!same_origin(&h("null", "10.8.0.1:18789"), false));
-        assert!(!same_origin(&HeaderMap::new(), false));
+        assert!(request_is_same_origin(&h("http://10.8.0.1:18789", "10.8.0.1:18789"), false));
+        assert!(request_is_same_origin(&h("https://10.8.0.1:18789", "10.8.0.1:18789"), true));
+        assert!(!request_is_same_origin(&h("https://10.8.0.1:18789", "10.8.0.1:18789"), false));
+        assert!(!request_is_same_origin(&h("http://evil.com", "10.8.0.1:18789"), false));
+        assert!(!request_is_same_origin(&h("null", "10.8.0.1:18789"), false));
+        assert!(!request_is_same_origin(&HeaderMap::new(), false));
     }
 
     #[test]

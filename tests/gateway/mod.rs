@@ -7,6 +7,7 @@ mod embed;
 mod follow_mock;
 mod limits;
 mod process;
+mod signals;
 mod signin;
 mod tailnet;
 mod upstream;

@@ -240,3 +240,48 @@ async fn only_get_and_head_page_loads_are_redirected() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method}");
     }
 }
+
+/// SameSite is per site, not per origin: a page on another port of the same
+/// host could post here with the cookie. A state-changing request that has
+/// only the session cookie must come from this origin.
+#[tokio::test]
+async fn a_session_cookie_alone_does_not_carry_a_cross_origin_post() {
+    let s = state();
+    let r = send(router(&s, false, None), post_login(TOKEN, "/", Some(&format!("http://{HOST}")))).await;
+    let cookie = cookie_pair(&r);
+    let post = |origin: Option<&str>, token: bool| {
+        let mut r = Request::post("/status").header(header::HOST, HOST).header(header::COOKIE, &cookie);
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        if token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    for origin in [Some("http://10.8.0.1:3000"), Some("null"), None] {
+        let r = send(router(&s, false, None), post(origin, false)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{origin:?}: {}", r.body);
+    }
+    // From its own origin the cookie carries it (the route itself is GET-only: 405).
+    let r = send(router(&s, false, None), post(Some(&format!("http://{HOST}")), false)).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    // The token carries any request, whatever its origin.
+    let r = send(router(&s, false, None), post(Some("http://10.8.0.1:3000"), true)).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    // A page load (GET) needs no Origin.
+    let r = send(router(&s, false, None), page_load("/status", Some(&cookie))).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+/// Another service on the same host can set a cookie of the same name (cookies
+/// ignore ports): ours is still found among them.
+#[tokio::test]
+async fn a_look_alike_session_cookie_does_not_lock_the_user_out() {
+    let s = state();
+    let r = send(router(&s, false, None), post_login(TOKEN, "/", Some(&format!("http://{HOST}")))).await;
+    let ours = cookie_pair(&r);
+    let both = format!("meshgate_session=junk; {ours}");
+    let r = send(router(&s, false, None), page_load("/status", Some(&both))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}

@@ -369,3 +369,28 @@ async fn connect_is_answered_405() {
     assert!(seen.requests().is_empty());
     running.shutdown().await;
 }
+
+/// An embedder that serves `upstream_app` itself (no meshgate accept loop in
+/// front) still never forwards a client's `Meshgate-Peer-*` headers, nor a
+/// `Connection` that names them.
+#[tokio::test]
+async fn the_router_alone_strips_forged_identity_headers() {
+    let seen = Seen::default();
+    let up = echo_upstream(seen.clone()).await;
+    let token = Token::new(TOKEN, "test").unwrap();
+    let proxy = Proxy::new(Upstream::parse(&format!("http://{up}")).unwrap(), UpstreamLimits::default(), None);
+    let state = AppState::with_open_paths(Some(token), [UPSTREAM_HEALTHZ]);
+    let ctx = ListenerCtx { local: "127.0.0.1:18789".parse().unwrap(), loopback: true, tls: false };
+    let router = upstream_app(state, proxy).layer(Extension(ctx));
+    let request = axum::http::Request::get("/x")
+        .header("host", "localhost")
+        .header("meshgate-peer-name", "admin")
+        .header("Meshgate-Peer-Key", "forged")
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let got = seen.requests();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].iter().all(|(k, _)| !k.starts_with("meshgate-peer-")), "{:?}", got[0]);
+}

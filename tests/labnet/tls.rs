@@ -250,6 +250,31 @@ fn the_peer_reaches_https_pinned_to_the_printed_key_over_h1_and_h2() {
         assert_eq!((got.exit, got.status, got.version.as_str()), (0, 401, version), "{flag}: {got:?}");
     }
 
+    // A refusal ends its connection on HTTP/2 too (hyper drops `Connection:
+    // close` there): two unauthenticated requests in one curl need two
+    // connections, so a connection gets one guess at the token.
+    for (flag, want) in [("--http2", "1 1"), ("--http1.1", "1 1")] {
+        let mut cmd = pair.peer_command("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} "])
+            .args(&pin_args)
+            .arg(flag)
+            .args([url, url]);
+        let out = run_bounded(cmd, Duration::from_secs(15));
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(got, want, "{flag}: connections made per unauthenticated request");
+    }
+    // With the token, HTTP/2 keeps its connection.
+    let mut cmd = pair.peer_command("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} "]).args(&pin_args).args([
+        "--http2",
+        "-H",
+        &bearer(),
+        url,
+        url,
+    ]);
+    let out = run_bounded(cmd, Duration::from_secs(15));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 0", "an authorized HTTP/2 connection is reused");
+
     // A pin that is not this key's: curl refuses the connection (exit 90).
     let wrong = format!("sha256//{}", "A".repeat(43) + "=");
     let got = curl(pair.peer_command("curl"), &["--insecure", "--pinnedpubkey", &wrong, "-H", &bearer()], url);

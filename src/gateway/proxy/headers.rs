@@ -62,8 +62,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
-    let named: Vec<HeaderName> =
-        connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    // `Connection` cannot name meshgate's own identity headers away: a client
+    // must not be able to turn a mesh caller into one with no identity.
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| !n.as_str().starts_with("meshgate-peer-"))
+        .collect();
     for n in named {
         headers.remove(n);
     }
@@ -167,6 +171,19 @@ fn ip_header_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_cannot_name_the_identity_headers_away() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "meshgate-peer-key, Meshgate-Peer-Name, x-other".parse().unwrap());
+        h.insert("meshgate-peer-key", "k".parse().unwrap());
+        h.insert("meshgate-peer-name", "laptop".parse().unwrap());
+        h.insert("x-other", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["meshgate-peer-key"], "k");
+        assert_eq!(h["meshgate-peer-name"], "laptop");
+        assert!(!h.contains_key("x-other") && !h.contains_key(header::CONNECTION), "{h:?}");
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
