@@ -32,14 +32,33 @@ pub enum Command {
     Explain(ExplainArgs),
     /// List the bind modes linked into this program.
     Providers(ProvidersArgs),
+    /// Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `meshgate man | man -l -`.
+    Man(ManArgs),
 }
+
+/// `completions`' argument.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man` takes no options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ManArgs {}
 
 /// Options that choose addresses (shared by `serve` and `explain`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct BindArgs {
     /// Where to listen: a mode (loopback, lan, all, tailnet, wireguard, ...), auto,
     /// iface:NAME, cidr:NETWORK, an IP, or custom with --host. Repeat for a union.
-    #[arg(long = "bind", env = "MESHGATE_BIND", value_delimiter = ',', value_name = "SELECTOR")]
+    /// [env: MESHGATE_BIND, comma-separated; empty is unset]
+    // Read in settings.rs rather than by clap, so that a bad selector can say
+    // it came from the variable and an empty variable counts as unset.
+    #[arg(long = "bind", value_delimiter = ',', value_name = "SELECTOR")]
     pub bind: Vec<String>,
     /// The address for `--bind custom`.
     #[arg(long, value_name = "IP")]
@@ -90,8 +109,8 @@ pub struct ServeArgs {
     pub no_follow: bool,
     /// At start, wait up to SECONDS for the selectors to match before falling back
     /// (with --fallback fail, an expired wait exits 69).
-    #[arg(long, value_name = "SECONDS")]
-    pub wait: Option<u64>,
+    #[arg(long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    pub wait: Option<std::time::Duration>,
     /// Forward every authorized request to this service: http://HOST:PORT or
     /// unix:/PATH. meshgate's own routes move under /_meshgate/.
     #[arg(long, env = "MESHGATE_UPSTREAM", value_name = "URL", value_parser = Upstream::parse)]
@@ -147,6 +166,36 @@ pub struct ServeArgs {
     /// HTTPS.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Logging (`serve`'s options).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogArgs {
+    /// The log's format on stderr: text for a person, json for a collector
+    /// (one object a line) [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT", env = "MESHGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// The log level or filter (error, warn, info, debug, trace, or a
+    /// tracing filter such as `meshgate=debug`); above RUST_LOG [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log one line per request (listener, peer, identity, method, path
+    /// without the query, status, bytes, duration); never a token or cookie.
+    #[arg(long)]
+    pub access_log: bool,
+}
+
+/// `--log-format`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for a person; coloured only on a terminal and without NO_COLOR.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// HTTPS on the non-loopback listeners (`serve`'s options).
@@ -183,12 +232,14 @@ pub enum TlsMode {
     SelfSigned,
 }
 
-/// `explain`'s options.
+/// `explain`'s options: every `serve` flag (so that `serve` can become
+/// `explain` in a command line), and `--json`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ExplainArgs {
-    /// Address selection.
+    /// `serve`'s options; only the address selection and the token's presence
+    /// change the answer.
     #[command(flatten)]
-    pub bind: BindArgs,
+    pub serve: ServeArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
