@@ -35,8 +35,8 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     logging::set_filter(loaded.filter());
     let stop = shutdown_signal();
 
-    // The meter is known only once the gateway has started; the events that
-    // come before (the first listeners) are counted from the view then.
+    // The meter is known once the gateway has started; no listener closes
+    // before that.
     let meter: Arc<OnceLock<Arc<Meter>>> = Arc::default();
     let listeners: Arc<Mutex<Vec<String>>> = Arc::default();
     let on_event = {
@@ -49,9 +49,6 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
             match event {
                 Event::Listening { listener, tls } => {
                     open.push(format!("{}://{}", if *tls { "https" } else { "http" }, display_addr(listener)));
-                    if let Some(m) = meter.get() {
-                        crate::gateway::context::Stats::bump(&m.attached);
-                    }
                 }
                 Event::Stopped { listener, .. } => {
                     let addr = display_addr(listener);
@@ -103,7 +100,6 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     };
     let state = running.state().clone();
     let m = state.stats().meter.clone();
-    m.attached.fetch_add(state.view().listeners.len() as u64, std::sync::atomic::Ordering::Relaxed);
     if let Some(s) = tls_stats {
         m.set_tls(s);
     }

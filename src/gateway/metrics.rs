@@ -59,9 +59,9 @@ pub struct Meter {
     listeners: Mutex<BTreeMap<SocketAddr, Arc<ListenerCounters>>>,
     refusals: [AtomicU64; REFUSAL_CODES.len()],
     open: AtomicI64,
-    /// Listeners opened since start (bumped by whoever watches the events).
-    pub attached: AtomicU64,
-    /// Listeners closed since start.
+    /// Listeners closed since start (bumped by whoever watches the events).
+    /// Attaches are these plus the listeners open now: every listener ever
+    /// opened is one or the other, and the count never races the events.
     pub detached: AtomicU64,
     tls: OnceLock<Arc<TlsStats>>,
 }
@@ -293,7 +293,7 @@ impl Collector for Scrape {
         )?;
         gauge(&mut e, "open_connections", "Client connections open now.", m.open.load(Ordering::Relaxed))?;
         gauge(&mut e, "listeners", "Listeners open now.", i64::try_from(g.listeners).unwrap_or(i64::MAX))?;
-        counter(&mut e, "listener_attaches", "Listeners opened since start.", get(&m.attached))?;
+        counter(&mut e, "listener_attaches", "Listeners opened since start.", get(&m.detached) + g.listeners)?;
         counter(&mut e, "listener_detaches", "Listeners closed since start.", get(&m.detached))?;
         gauge(&mut e, "fallback", "1 while loopback stands in because nothing matched.", i64::from(g.fallback))?;
         if let Some(tls) = m.tls.get() {

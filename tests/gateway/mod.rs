@@ -8,6 +8,7 @@ mod embed;
 mod follow_mock;
 mod limits;
 mod process;
+mod service;
 mod signin;
 mod upstream;
 
