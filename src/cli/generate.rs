@@ -18,7 +18,8 @@ pub fn completions(shell: clap_complete::Shell) -> String {
 /// The man page, meshgate(1), in roff.
 pub fn man_page() -> Result<String, CliError> {
     let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
+    // The package version only: the page must not change with each commit.
+    clap_mangen::Man::new(Cli::command().version(env!("CARGO_PKG_VERSION")))
         .render(&mut out)
         .map_err(|e| CliError::Runtime(format!("render the man page: {e}")))?;
     Ok(String::from_utf8_lossy(&out).into_owned())

@@ -234,3 +234,36 @@ fn sighup_rereads_the_config_refuses_a_bad_one_and_keeps_serving() {
     let (status, log) = svc.stop();
     assert!(status.success(), "{status}: {log}");
 }
+
+/// The completions and the man page shipped in dist/ (and the .deb) are what
+/// the binary prints: regenerate them with `meshgate completions SHELL` and
+/// `meshgate man` when a flag changes.
+#[test]
+fn dist_completions_and_man_page_are_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (args, file) in [
+        (&["completions", "bash"][..], "dist/completions/meshgate.bash"),
+        (&["completions", "zsh"][..], "dist/completions/_meshgate"),
+        (&["completions", "fish"][..], "dist/completions/meshgate.fish"),
+        (&["man"][..], "dist/meshgate.1"),
+    ] {
+        let o = super::run(&mut meshgate(args));
+        assert!(o.status.success(), "{args:?}");
+        let shipped = std::fs::read(root.join(file)).unwrap();
+        assert!(o.stdout == shipped, "{file} is stale: run `meshgate {}` > {file}", args.join(" "));
+    }
+}
+
+#[test]
+fn help_groups_flags_and_names_every_environment_variable() {
+    let o = super::run(&mut meshgate(&["serve", "--help"]));
+    let help = String::from_utf8_lossy(&o.stdout);
+    for heading in ["Binding:", "Auth:", "Upstream:", "Limits:", "Browser guard:", "HTTPS:", "Logging:"] {
+        assert!(help.contains(heading), "no {heading} in {help}");
+    }
+    for var in ["MESHGATE_BIND", "MESHGATE_TOKEN", "MESHGATE_CONFIG", "MESHGATE_UPSTREAM", "RUST_LOG", "NO_COLOR"] {
+        assert!(help.contains(var), "no {var} in {help}");
+    }
+    let o = super::run(&mut meshgate(&["--version"]));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(concat!("meshgate ", env!("CARGO_PKG_VERSION"))));
+}
