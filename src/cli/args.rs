@@ -180,7 +180,7 @@ pub struct ServeArgs {
     #[arg(help_heading = "Browser guard", long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
     /// Let this WireGuard peer in without a token: a name from the config
-    /// file's [peers] or a base64 public key. Repeatable; replaces the config
+    /// file's `[peers]` or a base64 public key. Repeatable; replaces the config
     /// file's allow_peers.
     #[arg(help_heading = "Auth", long = "allow-peer", value_name = "NAME|KEY")]
     pub allow_peer: Vec<String>,
