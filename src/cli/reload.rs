@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 use super::args::ServeArgs;
 use super::error::CliError;
 use super::logging::{filter_text, parse_filter};
-use super::settings::{load_token, registry, serve_options, settings, wireguard_peers, ServeOptions};
+use super::settings::{load_token_warned, registry, serve_options, settings, wireguard_peers, ServeOptions};
+use crate::gateway::Token;
 
 /// One reading of the configuration.
 #[derive(Debug)]
@@ -24,12 +25,13 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    /// Reads and checks everything `serve` reads at start.
-    pub(crate) fn read(args: &ServeArgs) -> Result<Self, CliError> {
+    /// Reads and checks everything `serve` reads at start; returns the token
+    /// too (read once, so a warning about it is logged once per reading).
+    pub(crate) fn read(args: &ServeArgs) -> Result<(Self, Option<Token>), CliError> {
         let registry = registry()?;
         let s = settings(&args.bind, registry)?;
         let file = s.file.as_ref().map(|(p, f)| (p.as_path(), f));
-        let token = load_token(args, std::env::var("MESHGATE_TOKEN").ok(), file)?;
+        let token = load_token_warned(args, std::env::var("MESHGATE_TOKEN").ok(), file)?;
         let options = serve_options(args, file)?;
         wireguard_peers(args, file.map(|(_, f)| f))?;
         let f = file.map(|(_, f)| f);
@@ -42,13 +44,14 @@ impl Loaded {
         );
         parse_filter(&filter_text)?;
         let selectors: Vec<String> = s.selectors.iter().map(ToString::to_string).collect();
-        Ok(Self {
+        let loaded = Self {
             bind: format!("{} port {} fallback {:?}", selectors.join(","), s.resolve.port, s.resolve.fallback),
-            token: token.map(|t| ring::digest::digest(&ring::digest::SHA256, t.expose()).as_ref().to_vec()),
+            token: token.as_ref().map(|t| ring::digest::digest(&ring::digest::SHA256, t.expose()).as_ref().to_vec()),
             options,
             peers,
             filter_text,
-        })
+        };
+        Ok((loaded, token))
     }
 
     /// The log filter (checked in [`read`](Self::read)).

@@ -13,9 +13,7 @@ use super::error::CliError;
 use super::logging;
 use super::notify;
 use super::print::{event_line, say};
-use super::settings::{
-    browser_policy, load_token_warned, registry, serve_options, settings, tls_setup, wireguard_peers,
-};
+use super::settings::{browser_policy, registry, serve_options, settings, tls_setup, wireguard_peers};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{app, display_addr, shutdown_signal, Event, Gateway, Proxy};
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
@@ -25,14 +23,14 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let registry = registry()?;
     let settings = settings(&args.bind, registry)?;
     let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
-    let token = load_token_warned(args, std::env::var("MESHGATE_TOKEN").ok(), file)?;
+    // The config file's log_level and access_log apply now that it is read;
+    // the token is read here, once.
+    let (loaded, token) = super::reload::Loaded::read(args)?;
+    logging::set_filter(loaded.filter());
     let options = serve_options(args, file)?;
     let follow = !args.no_follow && file.and_then(|(_, f)| f.follow).unwrap_or(true);
     let peers = Arc::new(wireguard_peers(args, file.map(|(_, f)| f))?);
     let tls = tls_setup(&args.tls, file)?;
-    // The config file's log_level and access_log, now that it is read.
-    let loaded = super::reload::Loaded::read(args)?;
-    logging::set_filter(loaded.filter());
     let stop = shutdown_signal();
 
     // The meter is known once the gateway has started; no listener closes
@@ -130,7 +128,7 @@ fn reload_on_sighup(args: ServeArgs, loaded: super::reload::Loaded, reloader: Op
                         tracing::info!("SIGHUP: reloading the TLS certificate");
                         let _ = r.reload();
                     }
-                    match super::reload::Loaded::read(&args) {
+                    match super::reload::Loaded::read(&args).map(|(l, _)| l) {
                         Err(e) => {
                             tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}")
                         }
