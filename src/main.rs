@@ -1,21 +1,26 @@
-//! The `meshgate` binary: parse, set up logging, call the library, map errors to
-//! exit codes. Everything else lives in the library.
+//! The `meshgate` binary: parse, set up logging, call the library, write the
+//! answer, map errors to exit codes. Everything else lives in the library.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use meshgate::cli::{self, Cli, Command};
+use meshgate::cli::{self, Cli, CliError, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = !matches!(cli.command, Some(Command::Explain(_) | Command::Providers(_) | Command::Peers(_)));
-    if serving {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let serve_args = match &cli.command {
+        Some(Command::Serve(args)) => Some(args),
+        None => Some(&cli.serve),
+        Some(_) => None,
+    };
+    if let Some(args) = serve_args {
+        if let Err(e) = cli::init_logging(&args.log) {
+            return fail(&e);
+        }
     }
-    // explain and providers answer at once: one thread starts fastest.
-    let mut builder = if serving {
+    // Everything but serve answers at once: one thread starts fastest.
+    let mut builder = if serve_args.is_some() {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -29,28 +34,47 @@ fn main() -> ExitCode {
     };
     let source = meshgate::core::source::system();
     let result = runtime.block_on(async {
-        match cli.command {
-            Some(Command::Explain(args)) => cli::explain(&args, source.as_ref()).await,
-            Some(Command::Providers(args)) => cli::providers(&args),
-            Some(Command::Peers(mut args)) => {
+        match &cli.command {
+            Some(Command::Explain(args)) => cli::explain(args, source.as_ref()).await,
+            Some(Command::Providers(args)) => cli::providers(args),
+            Some(Command::Peers(args)) => {
                 // Without --bind (or a config's bind), the WireGuard interfaces.
+                let mut args = args.clone();
                 if args.bind.bind.is_empty() && args.bind.config.is_none() {
                     args.bind.bind = vec!["wireguard".into()];
                 }
                 cli::peers(&args, source.as_ref()).await
             }
-            Some(Command::Serve(args)) => cli::serve(&args, source.as_ref()).await.map(|()| String::new()),
+            Some(Command::Completions(args)) => Ok(cli::completions(args.shell)),
+            Some(Command::Man(_)) => cli::man_page(),
+            Some(Command::Serve(args)) => cli::serve(args, source.as_ref()).await.map(|()| String::new()),
             None => cli::serve(&cli.serve, source.as_ref()).await.map(|()| String::new()),
         }
     });
     match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("meshgate: {e}");
-            ExitCode::from(e.exit_code())
-        }
+        Ok(text) => match write_stdout(&text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Err(CliError::WithAnswer { answer, error }) => match write_stdout(&answer) {
+            Ok(()) => fail(&error),
+            Err(e) => fail(&e),
+        },
+        Err(e) => fail(&e),
     }
+}
+
+/// Writes the answer. A reader that went away (`| head -1`) is no error:
+/// it had what it wanted; any other failure (a full disk) is exit 74.
+fn write_stdout(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+fn fail(e: &CliError) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "meshgate: {e}");
+    ExitCode::from(e.exit_code())
 }

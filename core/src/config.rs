@@ -69,6 +69,11 @@ pub struct FileConfig {
     pub tls: TlsConfig,
     /// `state_dir = "/var/lib/meshgate"`: where the self-signed key lives.
     pub state_dir: Option<PathBuf>,
+    /// `log_level = "info"` (or a filter such as `"info,meshgate=debug"`):
+    /// below `--log-level` and `RUST_LOG`; re-read on SIGHUP.
+    pub log_level: Option<String>,
+    /// `access_log = true` is `--access-log`; re-read on SIGHUP.
+    pub access_log: Option<bool>,
     /// `[peers]` as written: `laptop = "<base64 public key>"`. Validated into
     /// [`peer_names`](Self::peer_names) by [`parse`](Self::parse).
     #[serde(default)]

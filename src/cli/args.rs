@@ -11,7 +11,13 @@ use crate::gateway::Upstream;
 
 /// meshgate: a gateway that listens only on the networks you name.
 #[derive(Debug, Parser)]
-#[command(name = "meshgate", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "meshgate",
+    version = VERSION,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_help = ENVIRONMENT
+)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -21,43 +27,85 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+/// `--version`: the package version, and the commit when built from git
+/// (build.rs sets `MESHGATE_VERSION_LONG`).
+pub(super) const VERSION: &str = match option_env!("MESHGATE_VERSION_LONG") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// Every environment variable meshgate reads, for `--help` and the man page.
+pub(super) const ENVIRONMENT: &str = "\
+Environment:
+  MESHGATE_BIND        --bind (comma-separated; empty is unset)
+  MESHGATE_PORT        --port
+  MESHGATE_CONFIG      --config
+  MESHGATE_TOKEN       the bearer token itself (below --token-file, above the config file)
+  MESHGATE_UPSTREAM    --upstream
+  MESHGATE_STATE_DIR   --state-dir (systemd's STATE_DIRECTORY is used when unset)
+  MESHGATE_LOG_FORMAT  --log-format
+  RUST_LOG             the log filter, below --log-level (default info)
+  NO_COLOR             no colour in the log even on a terminal
+  NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 and STATUS= are sent there";
+
 /// The subcommands.
 // Parsed once per process: the size of the `serve` variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve on the resolved addresses (the default).
+    #[command(after_help = ENVIRONMENT)]
     Serve(ServeArgs),
     /// Show which addresses a bind would use, and why; binds nothing.
+    #[command(after_help = ENVIRONMENT)]
     Explain(ExplainArgs),
     /// List the bind modes linked into this program.
     Providers(ProvidersArgs),
     /// List the WireGuard peers of the interfaces a bind resolves to: name,
     /// key, allowed-ips, last handshake, and whether each needs the token.
     Peers(PeersArgs),
+    /// Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `meshgate man | man -l -`.
+    Man(ManArgs),
 }
+
+/// `completions`' argument.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man` takes no options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ManArgs {}
 
 /// Options that choose addresses (shared by `serve` and `explain`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct BindArgs {
     /// Where to listen: a mode (loopback, lan, all, tailnet, wireguard, ...), auto,
     /// iface:NAME, cidr:NETWORK, an IP, or custom with --host. Repeat for a union.
-    #[arg(long = "bind", env = "MESHGATE_BIND", value_delimiter = ',', value_name = "SELECTOR")]
+    /// [env: MESHGATE_BIND, comma-separated; empty is unset]
+    // Read in settings.rs rather than by clap, so that a bad selector can say
+    // it came from the variable and an empty variable counts as unset.
+    #[arg(help_heading = "Binding", long = "bind", value_delimiter = ',', value_name = "SELECTOR")]
     pub bind: Vec<String>,
     /// The address for `--bind custom`.
-    #[arg(long, value_name = "IP")]
+    #[arg(help_heading = "Binding", long, value_name = "IP")]
     pub host: Option<String>,
     /// The port [default: 18789].
-    #[arg(long, env = "MESHGATE_PORT")]
+    #[arg(help_heading = "Binding", long, env = "MESHGATE_PORT")]
     pub port: Option<u16>,
     /// A TOML config file.
-    #[arg(long, env = "MESHGATE_CONFIG", value_name = "PATH")]
+    #[arg(help_heading = "Binding", long, env = "MESHGATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// When nothing matches: serve on loopback, or fail (exit 69) [default: loopback].
-    #[arg(long, value_enum)]
+    #[arg(help_heading = "Binding", long, value_enum)]
     pub fallback: Option<FallbackArg>,
     /// Do not add the 127.0.0.1/::1 companion listener beside non-loopback ones.
-    #[arg(long)]
+    #[arg(help_heading = "Binding", long)]
     pub no_loopback: bool,
 }
 
@@ -86,70 +134,100 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub bind: BindArgs,
     /// A file holding the bearer token (required for non-loopback listeners).
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "Auth", long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// Resolve once at start; do not follow interface changes.
-    #[arg(long)]
+    #[arg(help_heading = "Binding", long)]
     pub no_follow: bool,
     /// At start, wait up to SECONDS for the selectors to match before falling back
     /// (with --fallback fail, an expired wait exits 69).
-    #[arg(long, value_name = "SECONDS")]
-    pub wait: Option<u64>,
+    #[arg(help_heading = "Binding", long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    pub wait: Option<std::time::Duration>,
     /// Forward every authorized request to this service: http://HOST:PORT or
     /// unix:/PATH. meshgate's own routes move under /_meshgate/.
-    #[arg(long, env = "MESHGATE_UPSTREAM", value_name = "URL", value_parser = Upstream::parse)]
+    #[arg(help_heading = "Upstream", long, env = "MESHGATE_UPSTREAM", value_name = "URL", value_parser = Upstream::parse)]
     pub upstream: Option<Upstream>,
     /// Seconds to open a connection to the upstream before answering 504 [default: 5].
-    #[arg(long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    #[arg(help_heading = "Upstream", long, value_name = "SECONDS", value_parser = values::parse_seconds)]
     pub upstream_connect_timeout: Option<std::time::Duration>,
     /// Seconds to wait for the upstream's response headers before answering 504
     /// [default: 60]. Bodies (downloads, event streams) are not cut off.
-    #[arg(long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    #[arg(help_heading = "Upstream", long, value_name = "SECONDS", value_parser = values::parse_seconds)]
     pub upstream_timeout: Option<std::time::Duration>,
     /// The largest request head (request line and headers) a client may send;
     /// larger gets 431 [default: 65536; at least 8192].
-    #[arg(long, value_name = "BYTES", value_parser = values::parse_header_bytes)]
+    #[arg(help_heading = "Limits", long, value_name = "BYTES", value_parser = values::parse_header_bytes)]
     pub max_header_bytes: Option<usize>,
     /// Seconds a client connection may take to send a request head, idle
     /// keep-alive time included, before it is closed [default: 60].
-    #[arg(long, value_name = "SECONDS", value_parser = values::parse_seconds)]
+    #[arg(help_heading = "Limits", long, value_name = "SECONDS", value_parser = values::parse_seconds)]
     pub idle_timeout: Option<std::time::Duration>,
     /// The most client connections open at once, over all listeners; more wait
     /// in the listen queue until one closes [default: 512].
-    #[arg(long, value_name = "N", value_parser = values::parse_connections)]
+    #[arg(help_heading = "Limits", long, value_name = "N", value_parser = values::parse_connections)]
     pub max_connections: Option<usize>,
     /// The largest request body meshgate's own routes accept; larger gets 413
     /// [default: 2097152].
-    #[arg(long, value_name = "BYTES", value_parser = values::parse_body_bytes)]
+    #[arg(help_heading = "Limits", long, value_name = "BYTES", value_parser = values::parse_body_bytes)]
     pub max_body_bytes: Option<u64>,
     /// The largest request body forwarded to the upstream; larger gets 413
     /// [default: no cap]. Bodies stream either way.
-    #[arg(long, value_name = "BYTES", value_parser = values::parse_body_bytes)]
+    #[arg(help_heading = "Upstream", long, value_name = "BYTES", value_parser = values::parse_body_bytes)]
     pub upstream_max_body_bytes: Option<u64>,
     /// An extra `Host` name the loopback listeners answer to (besides localhost,
     /// 127.x.y.z and `[::1]`); others get 421. Repeatable.
-    #[arg(long = "allow-host", value_name = "NAME")]
+    #[arg(help_heading = "Browser guard", long = "allow-host", value_name = "NAME")]
     pub allow_host: Vec<String>,
     /// An extra `Origin` a WebSocket upgrade may come from (besides the origin it
     /// is sent to); others get 403. Repeatable.
-    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    #[arg(help_heading = "Browser guard", long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
     /// Let this WireGuard peer in without a token: a name from the config
     /// file's `[peers]` or a base64 public key. Repeatable; replaces the config
     /// file's allow_peers.
-    #[arg(long = "allow-peer", value_name = "NAME|KEY")]
+    #[arg(help_heading = "Auth", long = "allow-peer", value_name = "NAME|KEY")]
     pub allow_peer: Vec<String>,
     /// The most connections one address may hold open on non-loopback
     /// listeners [default: 64].
-    #[arg(long, value_name = "N", value_parser = values::parse_connections)]
+    #[arg(help_heading = "Limits", long, value_name = "N", value_parser = values::parse_connections)]
     pub max_connections_per_address: Option<usize>,
     /// The most connections one address may hold open before presenting a
     /// token, a session or an allowed peer identity [default: 16].
-    #[arg(long, value_name = "N", value_parser = values::parse_connections)]
+    #[arg(help_heading = "Limits", long, value_name = "N", value_parser = values::parse_connections)]
     pub max_unauthenticated_per_address: Option<usize>,
     /// HTTPS.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Logging (`serve`'s options).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogArgs {
+    /// The log's format on stderr: text for a person, json for a collector
+    /// (one object a line) [default: text].
+    #[arg(help_heading = "Logging", long, value_enum, value_name = "FORMAT", env = "MESHGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// The log level or filter (error, warn, info, debug, trace, or a
+    /// tracing filter such as `meshgate=debug`); above RUST_LOG [default: info].
+    #[arg(help_heading = "Logging", long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log one line per request (listener, peer, identity, method, path
+    /// without the query, status, bytes, duration); never a token or cookie.
+    #[arg(help_heading = "Logging", long)]
+    pub access_log: bool,
+}
+
+/// `--log-format`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for a person; coloured only on a terminal and without NO_COLOR.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// HTTPS on the non-loopback listeners (`serve`'s options).
@@ -157,25 +235,25 @@ pub struct ServeArgs {
 pub struct TlsArgs {
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded
     /// when the files change or on SIGHUP.
-    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls")]
+    #[arg(help_heading = "HTTPS", long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(help_heading = "HTTPS", long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Serve HTTPS with a self-signed certificate over a key kept in
     /// --state-dir (its SHA-256 is printed at start, for pinning).
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(help_heading = "HTTPS", long, value_enum, value_name = "MODE")]
     pub tls: Option<TlsMode>,
     /// A DNS name the self-signed certificate also names (a MagicDNS name, say).
     /// Repeatable.
-    #[arg(long = "tls-name", value_name = "NAME")]
+    #[arg(help_heading = "HTTPS", long = "tls-name", value_name = "NAME")]
     pub tls_name: Vec<String>,
     /// Where the self-signed key lives [default: $STATE_DIRECTORY, else
     /// /var/lib/meshgate for root, else ~/.local/share/meshgate].
-    #[arg(long, env = "MESHGATE_STATE_DIR", value_name = "DIR")]
+    #[arg(help_heading = "HTTPS", long, env = "MESHGATE_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Serve HTTPS on the loopback listeners too (they stay plain HTTP otherwise).
-    #[arg(long)]
+    #[arg(help_heading = "HTTPS", long)]
     pub tls_loopback: bool,
 }
 
@@ -186,12 +264,14 @@ pub enum TlsMode {
     SelfSigned,
 }
 
-/// `explain`'s options.
+/// `explain`'s options: every `serve` flag (so that `serve` can become
+/// `explain` in a command line), and `--json`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ExplainArgs {
-    /// Address selection.
+    /// `serve`'s options; only the address selection and the token's presence
+    /// change the answer.
     #[command(flatten)]
-    pub bind: BindArgs,
+    pub serve: ServeArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -35,6 +35,18 @@ pub enum CliError {
     /// Anything else at run time (exit 1).
     #[error("{0}")]
     Runtime(String),
+    /// Writing the answer to stdout failed (exit 74): a full disk, say.
+    #[error("write to stdout: {0}")]
+    Output(std::io::Error),
+    /// A command that answers and still fails (`explain` with nothing to
+    /// bind): the answer goes to stdout, the error to stderr, its exit code.
+    #[error("{error}")]
+    WithAnswer {
+        /// What goes to stdout.
+        answer: String,
+        /// Why it fails.
+        error: Box<CliError>,
+    },
 }
 
 impl CliError {
@@ -47,6 +59,8 @@ impl CliError {
             Self::Source(_) => 71,
             Self::Config(_) | Self::Refused(_) => 78,
             Self::Runtime(_) => 1,
+            Self::Output(_) => 74,
+            Self::WithAnswer { error, .. } => error.exit_code(),
         }
     }
 }

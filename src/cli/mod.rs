@@ -1,4 +1,5 @@
-//! The `meshgate` program: its commands (`serve`, `explain`, `providers`), flag
+//! The `meshgate` program: its commands (`serve`, `explain`, `providers`,
+//! `completions`, `man`), the log setup, flag
 //! parsing and settings precedence, the text and JSON printers, and the map
 //! from errors to exit codes. Only `main.rs` uses this module; it uses the
 //! library ([`crate::gateway`]) and never the reverse.
@@ -6,24 +7,31 @@
 mod args;
 mod error;
 mod explain;
+mod generate;
+mod logging;
+mod notify;
 mod peers;
 mod print;
 mod providers;
+mod reload;
 mod serve;
 mod settings;
 mod values;
 
 pub use args::{
-    BindArgs, Cli, Command, ExplainArgs, FallbackArg, PeersArgs, ProvidersArgs, ServeArgs, TlsArgs, TlsMode,
+    BindArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
+    ProvidersArgs, ServeArgs, TlsArgs, TlsMode,
 };
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
+pub use generate::{completions, man_page};
+pub use logging::init as init_logging;
 pub use peers::peers;
 pub use print::{event_line, listening_line, stopped_line};
 pub use providers::providers;
 pub use serve::run as serve;
 pub use settings::{
-    browser_policy, load_token, registry, serve_options, settings, tls_setup, wireguard_peers, ServeOptions, Settings,
-    TlsSetup,
+    browser_policy, load_token, load_token_warned, registry, serve_options, settings, tls_setup, wireguard_peers,
+    ServeOptions, Settings, TlsSetup,
 };
 pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_seconds};

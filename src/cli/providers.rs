@@ -31,7 +31,9 @@ pub fn providers(args: &ProvidersArgs) -> Result<String, CliError> {
                 })
             })
             .collect();
-        return Ok(serde_json::to_string_pretty(&json!({ "providers": list })).expect("json"));
+        let mut doc = serde_json::to_string_pretty(&json!({ "providers": list })).unwrap_or_default();
+        doc.push('\n');
+        return Ok(doc);
     }
     let mut out = String::new();
     for e in registry.entries() {

@@ -1,25 +1,32 @@
 //! `meshgate serve`: settings → token → options → the library's [`Gateway`]
 //! (resolution → listeners → serve until a signal, following interface changes
-//! unless `--no-follow`), printing a line per listener from its events.
+//! unless `--no-follow`), printing a line per listener from its events,
+//! telling systemd when it is ready (`READY=1`, `STATUS=`), counting attaches
+//! for `/metrics`, and re-reading its configuration on SIGHUP.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use meshgate_core::source::InterfaceSource;
 
 use super::args::ServeArgs;
 use super::error::CliError;
+use super::logging;
+use super::notify;
 use super::print::{event_line, say};
-use super::settings::{browser_policy, load_token, registry, serve_options, settings, tls_setup, wireguard_peers};
-use crate::gateway::{app, shutdown_signal, Gateway, MeshPeers, Proxy, TailnetPeers};
+use super::settings::{browser_policy, registry, serve_options, settings, tls_setup, wireguard_peers};
+use crate::gateway::metrics::Meter;
+use crate::gateway::{app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, Proxy, TailnetPeers};
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
-use std::sync::Arc;
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), CliError> {
     let registry = registry()?;
     let settings = settings(&args.bind, registry)?;
     let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
-    let token = load_token(args, std::env::var("MESHGATE_TOKEN").ok(), file.map(|(_, f)| f))?;
+    // The config file's log_level and access_log apply now that it is read;
+    // the token is read here, once.
+    let (loaded, token) = super::reload::Loaded::read(args)?;
+    logging::set_filter(loaded.filter());
     let options = serve_options(args, file)?;
     let follow = !args.no_follow && file.and_then(|(_, f)| f.follow).unwrap_or(true);
     let wireguard = wireguard_peers(args, file.map(|(_, f)| f))?;
@@ -29,34 +36,57 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let tls = tls_setup(&args.tls, file)?;
     let stop = shutdown_signal();
 
+    // The meter is known once the gateway has started; no listener closes
+    // before that.
+    let meter: Arc<OnceLock<Arc<Meter>>> = Arc::default();
+    let listeners: Arc<Mutex<Vec<String>>> = Arc::default();
+    let on_event = {
+        let (meter, listeners) = (meter.clone(), listeners.clone());
+        move |event: &Event| {
+            if let Some(line) = event_line(event) {
+                say(&line);
+            }
+            let mut open = listeners.lock().unwrap_or_else(|e| e.into_inner());
+            match event {
+                Event::Listening { listener, tls } => {
+                    open.push(format!("{}://{}", if *tls { "https" } else { "http" }, display_addr(listener)));
+                }
+                Event::Stopped { listener, .. } => {
+                    let addr = display_addr(listener);
+                    open.retain(|u| !u.ends_with(&format!("://{addr}")));
+                    if let Some(m) = meter.get() {
+                        crate::gateway::context::Stats::bump(&m.detached);
+                    }
+                }
+                _ => return,
+            }
+            if meter.get().is_some() {
+                notify::status(&open);
+            }
+        }
+    };
     let mut builder = Gateway::builder()
         .selectors(settings.selectors.clone())
         .resolve_options(settings.resolve.clone())
         .token(token.clone())
         .follow(follow)
-        .wait(args.wait.map(Duration::from_secs))
+        .wait(args.wait)
         .limits(options.server_limits)
         .browser_policy(browser_policy(args, file.map(|(_, f)| f)))
         .source(source)
         .peer_lookup(peers, allows_any)
-        .on_event(|event| {
-            if let Some(line) = event_line(event) {
-                say(&line);
-            }
-        });
+        .on_event(on_event);
+    let mut tls_stats = None;
+    let mut reloader = None;
     if let Some(tls) = tls {
         say(&tls.summary);
+        tls_stats = Some(tls.https.acceptor.stats().clone());
         builder = builder.tls(tls.https);
-        match tls.reloader {
-            Some(reloader) => {
-                // New handshakes get a replaced certificate; open connections keep theirs.
-                reloader.clone().spawn_poll(DEFAULT_POLL_INTERVAL);
-                reload_on_sighup(reloader);
-            }
-            None => reload_on_sighup_noop(),
+        if let Some(r) = tls.reloader {
+            // New handshakes get a replaced certificate; open connections keep theirs.
+            r.clone().spawn_poll(DEFAULT_POLL_INTERVAL);
+            reloader = Some(r);
         }
-    } else {
-        reload_on_sighup_noop();
     }
     let running = match options.upstream {
         Some(upstream) => {
@@ -69,41 +99,57 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         }
         None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
     };
+    let state = running.state().clone();
+    let m = state.stats().meter.clone();
+    if let Some(s) = tls_stats {
+        m.set_tls(s);
+    }
+    let _ = meter.set(m);
+    notify::ready(&listeners.lock().unwrap_or_else(|e| e.into_inner()));
+    reload_on_sighup(args.clone(), loaded, reloader);
     running.run_until(stop).await;
+    notify::stopping();
     Ok(())
 }
 
-/// SIGHUP re-reads the certificate files at once (a bad new pair is logged and
-/// the old one kept).
-fn reload_on_sighup(reloader: Arc<Reloader>) {
+/// SIGHUP: re-read the certificate files (a bad new pair is logged and the
+/// old one kept), the config file and the token, and apply what can change
+/// without re-binding. Today that is the log level; the rest is checked (a
+/// bad new config is refused with a log line) and a change that needs a
+/// restart is named. Without a handler, SIGHUP's default action would end
+/// the process.
+fn reload_on_sighup(args: ServeArgs, loaded: super::reload::Loaded, reloader: Option<Arc<Reloader>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         if let Ok(mut hup) = signal(SignalKind::hangup()) {
             tokio::spawn(async move {
+                let mut current = loaded;
                 while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading the TLS certificate");
-                    let _ = reloader.reload();
+                    notify::reloading();
+                    if let Some(r) = &reloader {
+                        tracing::info!("SIGHUP: reloading the TLS certificate");
+                        let _ = r.reload();
+                    }
+                    match super::reload::Loaded::read(&args).map(|(l, _)| l) {
+                        Err(e) => {
+                            tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}")
+                        }
+                        Ok(new) => {
+                            for change in current.changes(&new) {
+                                tracing::info!("SIGHUP: {change}");
+                            }
+                            if logging::set_filter(new.filter()) {
+                                tracing::debug!("SIGHUP: log filter is now {}", new.filter_text);
+                            }
+                            current = new;
+                        }
+                    }
+                    notify::ready_again();
                 }
             });
         }
     }
     #[cfg(not(unix))]
-    let _ = reloader;
-}
-
-/// Without anything to reload, SIGHUP is still not a reason to die (its
-/// default action ends the process).
-fn reload_on_sighup_noop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: nothing to reload");
-                }
-            });
-        }
-    }
+    let _ = (args, loaded, reloader);
 }

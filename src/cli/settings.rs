@@ -11,7 +11,7 @@ use meshgate_core::config::{ConfigError, FileConfig, ProviderConfig};
 use meshgate_core::provider::Role;
 use meshgate_core::registry::Registry;
 use meshgate_core::resolver::{Fallback, ResolveOptions};
-use meshgate_core::selector::{parse_selectors, Selector};
+use meshgate_core::selector::{parse_selectors, Selector, SelectorError};
 use meshgate_core::wgpeer::AllowList;
 use std::sync::Arc;
 
@@ -52,13 +52,19 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
     };
     let f = file.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
     let names = registry.names();
-    let raw = if !args.bind.is_empty() {
-        args.bind.clone()
-    } else {
-        f.bind.clone().unwrap_or_else(|| vec!["loopback".into()])
-    };
+    let env_bind = std::env::var("MESHGATE_BIND").ok().filter(|v| !v.trim().is_empty());
     let host = args.host.clone().or(f.host.clone());
-    let selectors = parse_selectors(&raw, &names, host.as_deref())?;
+    let parse = |raw: &[String]| parse_selectors(raw, &names, host.as_deref()).map_err(|e| with_case_hint(e, &names));
+    let selectors = if !args.bind.is_empty() {
+        parse(&args.bind)?
+    } else if let Some(v) = &env_bind {
+        let raw: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
+        parse(&raw).map_err(|e| CliError::BadFlag(format!("MESHGATE_BIND={v:?}: {e}")))?
+    } else if let (Some(raw), Some((path, _))) = (&f.bind, &file) {
+        parse(raw).map_err(|e| config_bind_error(path, raw, &e))?
+    } else {
+        parse(&["loopback".to_owned()])?
+    };
     let mut provider_configs: BTreeMap<String, ProviderConfig> = BTreeMap::new();
     let mut auto_order = None;
     if let Some((path, f)) = &file {
@@ -98,15 +104,57 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
     })
 }
 
+/// An unknown selector that differs from a valid one only by case gets the
+/// "did you mean" the edit distance does not give (`LAN`: `lan`).
+fn with_case_hint(mut e: SelectorError, names: &[&str]) -> SelectorError {
+    if let SelectorError::Unknown { value, suggestion, .. } = &mut e {
+        if suggestion.is_none() {
+            let lower = value.trim().to_ascii_lowercase();
+            let keywords = ["auto", "custom"];
+            if names.contains(&lower.as_str()) || keywords.contains(&lower.as_str()) {
+                *suggestion = Some(lower);
+            }
+        }
+    }
+    e
+}
+
+/// A bad selector in the config file's `bind`: exit 78, naming the file and
+/// the line (the config model keeps no spans for `bind`: the line is found
+/// in the text, the first `bind =` before any table).
+fn config_bind_error(path: &Path, raw: &[String], e: &SelectorError) -> CliError {
+    let line = std::fs::read_to_string(path).ok().and_then(|text| {
+        text.lines()
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .position(|l| {
+                let l = l.trim_start();
+                l.strip_prefix("bind").is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .map(|i| i + 1)
+    });
+    let value = raw.join(",");
+    match line {
+        Some(line) => {
+            ConfigError::ValueAt { path: path.into(), line, key: "bind".into(), value, detail: e.to_string() }
+        }
+        None => ConfigError::Value { path: path.into(), key: "bind".into(), value, detail: e.to_string() },
+    }
+    .into()
+}
+
+/// Tokens shorter than this are accepted with a warning: guessable.
+pub(super) const SHORT_TOKEN: usize = 16;
+
 /// The token, by precedence: `--token-file` > `MESHGATE_TOKEN` > config
 /// `token_file` > config `token`.
 pub fn load_token(
     args: &ServeArgs,
     env_token: Option<String>,
-    file: Option<&meshgate_core::config::FileConfig>,
+    file: Option<(&Path, &FileConfig)>,
 ) -> Result<Option<Token>, CliError> {
     let refused = |e: TokenError| CliError::Refused(e.to_string());
     let from_file = |p: &std::path::Path| -> Result<Option<Token>, CliError> {
+        check_token_path(p)?;
         let (t, warning) = Token::from_file(p).map_err(refused)?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
@@ -119,13 +167,55 @@ pub fn load_token(
     if let Some(v) = env_token {
         return Token::new(&v, "MESHGATE_TOKEN").map(Some).map_err(refused);
     }
-    if let Some(p) = file.and_then(|f| f.token_file.as_deref()) {
-        return from_file(p);
+    if let Some((path, p)) = file.and_then(|(path, f)| f.token_file.as_deref().map(|p| (path, p))) {
+        // Relative to the config file, like every path in it.
+        return from_file(&relative_to(path, p));
     }
-    if let Some(v) = file.and_then(|f| f.token.as_deref()) {
+    if let Some(v) = file.and_then(|(_, f)| f.token.as_deref()) {
         return Token::new(v, "the config file's `token`").map(Some).map_err(refused);
     }
     Ok(None)
+}
+
+/// The token, with a warning when it is short enough to guess.
+pub fn load_token_warned(
+    args: &ServeArgs,
+    env_token: Option<String>,
+    file: Option<(&Path, &FileConfig)>,
+) -> Result<Option<Token>, CliError> {
+    let token = load_token(args, env_token, file)?;
+    if let Some(t) = &token {
+        if t.expose().len() < SHORT_TOKEN {
+            tracing::warn!(
+                "the token is {} characters long, short enough to guess; use at least {SHORT_TOKEN} random ones (e.g. `head -c 32 /dev/urandom | base64`)",
+                t.expose().len()
+            );
+        }
+    }
+    Ok(token)
+}
+
+/// `p` as read from the config file at `config`: a relative path is relative
+/// to the file's directory.
+pub(crate) fn relative_to(config: &Path, p: &Path) -> PathBuf {
+    match config.parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// A token path that exists but is no regular file (a directory, a device)
+/// gets its own message: the "create it with" advice would overwrite it.
+fn check_token_path(p: &Path) -> Result<(), CliError> {
+    match std::fs::metadata(p) {
+        Ok(m) if !m.is_file() => Err(CliError::Refused(format!(
+            "read token file {}: not a regular file ({}); name the file that holds the token, not {}",
+            p.display(),
+            if m.is_dir() { "a directory" } else { "a special file" },
+            if m.is_dir() { "its directory" } else { "this path" }
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// What `serve` forwards to and the limits it applies, after precedence

@@ -40,6 +40,7 @@ use super::context::{AppState, ListenerCtx, Stats, MESHGATE_PREFIX};
 use super::identity::{Caller, PeerHeaders};
 use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
 use super::limits::ServerLimits;
+use super::metrics::{AccessRecord, ListenerCounters, Metered};
 use super::proxy::headers::Peer;
 use super::proxy::Proxy;
 use super::session;
@@ -99,7 +100,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         let draining = draining.clone();
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
+        let meter = state.stats().meter.clone();
         tokio::spawn(async move {
+            let _open = meter.connection();
             // Who is calling, once per connection, before its first request.
             let caller = match (state.peer_lookup(), interface.as_deref()) {
                 (Some(lookup), Some(iface)) if !ctx.loopback => lookup.identify(iface, peer).await.map(Arc::new),
@@ -116,6 +119,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 // The peer as `X-Forwarded-For` names it, made only with an upstream.
                 direct: direct.map(|d| (d, Peer::new(peer, ctx.tls))),
                 activity: activity.clone(),
+                counters: meter.listener(ctx.local),
             };
             let supervision = Supervision { draining, idle_timeout, response_timeout, activity: activity.clone() };
             let result = match tls {
@@ -281,14 +285,29 @@ struct ConnService {
     /// per connection).
     direct: Option<(Direct, Peer)>,
     activity: Arc<Activity>,
+    /// This listener's response counters (`/metrics`).
+    counters: Arc<ListenerCounters>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     type Response = hyper::Response<InFlight<GatewayBody>>;
     type Error = Infallible;
-    type Future = ConnFuture;
+    type Future = Metered<ConnFuture>;
 
-    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let access = AccessRecord::start(&request, self.ctx.local, self.peer, || {
+            self.caller
+                .0
+                .as_deref()
+                .and_then(|id| id.name.clone().or_else(|| id.login.clone()).or_else(|| id.key.clone()))
+        });
+        let meter = self.state.stats().meter.clone();
+        Metered::new(self.serve(request), meter, self.counters.clone(), access)
+    }
+}
+
+impl ConnService {
+    fn serve(&self, mut request: hyper::Request<Incoming>) -> ConnFuture {
         let guard = Some(self.activity.request());
         if request.method() == Method::CONNECT {
             // meshgate is no forward proxy: say so rather than leave it hanging.

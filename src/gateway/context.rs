@@ -91,6 +91,8 @@ pub struct Stats {
     pub signin_refused: AtomicU64,
     /// Connections closed at once: their address already held its share.
     pub per_address_refused: AtomicU64,
+    /// Responses by listener and status, open connections (`/metrics`).
+    pub meter: Arc<super::metrics::Meter>,
 }
 
 impl Stats {

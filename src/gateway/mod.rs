@@ -9,6 +9,8 @@
 //!   `Host`/`Origin` guard, connection limits, per-connection timers);
 //! - [`session`], [`identity`]: leaves too (signed session cookies; the
 //!   caller's mesh identity and the `Meshgate-Peer-*` headers);
+//! - [`metrics`]: response counters (atomics), the access log and the
+//!   Prometheus text of `/metrics`; a leaf too;
 //! - [`context`]: the state every request reads ([`AppState`], [`ListenerCtx`]);
 //! - [`auth`]: the check (token, session, allowed peer; sign-in redirect);
 //! - [`signin`]: the sign-in page and its `POST`s;
@@ -32,6 +34,7 @@ pub mod identity;
 mod idle;
 pub mod limits;
 pub mod listeners;
+pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod session;

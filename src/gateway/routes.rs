@@ -1,4 +1,4 @@
-//! The routers: meshgate's own (`/healthz`, `/status`, `/ws`, [`app`]), and the
+//! The routers: meshgate's own (`/healthz`, `/status`, `/metrics`, `/ws`, [`app`]), and the
 //! same under `/_meshgate/` with everything else forwarded to an upstream
 //! ([`upstream_app`]). The state they read is [`AppState`].
 
@@ -17,6 +17,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use super::auth::RequireTokenLayer;
 use super::context::{AppState, LiveListener, LiveView, MESHGATE_PREFIX};
 use super::identity::{Caller, PeerHeaders};
+use super::metrics::{render, Gauges};
 use super::proxy::Proxy;
 use super::signin;
 
@@ -70,7 +71,7 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
 async fn no_such_route() -> (axum::http::StatusCode, &'static str) {
     (
         axum::http::StatusCode::NOT_FOUND,
-        "no such meshgate route; meshgate has /_meshgate/healthz, /_meshgate/status, /_meshgate/ws, /_meshgate/whoami, /_meshgate/login and /_meshgate/logout\n",
+        "no such meshgate route; meshgate has /_meshgate/healthz, /_meshgate/status, /_meshgate/metrics, /_meshgate/ws, /_meshgate/whoami, /_meshgate/login and /_meshgate/logout\n",
     )
 }
 
@@ -85,6 +86,7 @@ pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
     Router::new()
         .route(&format!("{prefix}/healthz"), get(|| async { "ok\n" }))
         .route(&format!("{prefix}/status"), get(status))
+        .route(&format!("{prefix}/metrics"), get(metrics))
         .route(&format!("{prefix}/ws"), get(ws))
         .route(&format!("{prefix}/whoami"), get(whoami))
         .route(&format!("{prefix}/login"), get(signin::login_page).post(signin::login))
@@ -129,6 +131,22 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
             })
         }),
     }))
+}
+
+/// The Prometheus text format, behind the token like `/status`.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let view = state.view();
+    let stats = state.stats();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let gauges = Gauges {
+        unauthorized: get(&stats.unauthorized),
+        signin_redirects: get(&stats.signin_redirects),
+        signin_refused: get(&stats.signin_refused),
+        per_address_refused: get(&stats.per_address_refused),
+        listeners: view.listeners.len() as u64,
+        fallback: view.fallback,
+    };
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&stats.meter, gauges))
 }
 
 async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {

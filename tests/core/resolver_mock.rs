@@ -24,10 +24,9 @@ fn source(snapshot: Snapshot) -> MockInterfaceSource {
 }
 
 fn args(bind: &[&str]) -> ExplainArgs {
-    ExplainArgs {
-        bind: BindArgs { bind: bind.iter().map(|s| s.to_string()).collect(), ..Default::default() },
-        json: true,
-    }
+    let mut a = ExplainArgs { json: true, ..Default::default() };
+    a.serve.bind = BindArgs { bind: bind.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    a
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -108,10 +107,13 @@ async fn explain_json_reports_the_fallback() {
 #[tokio::test]
 async fn fallback_fail_is_exit_69() {
     let mut a = args(&["wireguard"]);
-    a.bind.fallback = Some(FallbackArg::Fail);
+    a.serve.bind.fallback = Some(FallbackArg::Fail);
     let no_wg = Snapshot::new(vec![Interface::new("lo", 1, K::Loopback).with_addr("127.0.0.1/8")]);
     let err = explain(&a, &source(no_wg)).await.unwrap_err();
-    assert!(matches!(err, CliError::NothingMatched(_)), "{err:?}");
+    // The answer goes to stdout; the reason is the error.
+    let CliError::WithAnswer { answer, error } = &err else { panic!("{err:?}") };
+    assert!(matches!(**error, CliError::NothingMatched(_)), "{err:?}");
+    assert!(serde_json::from_str::<Value>(answer).is_ok(), "{answer}");
     assert_eq!(err.exit_code(), 69);
     assert!(err.to_string().contains("--fallback is fail"), "{err}");
 }

@@ -3,10 +3,12 @@
 //! proxy and the library API.
 
 mod auth_matrix;
+mod defects;
 mod embed;
 mod follow_mock;
 mod limits;
 mod process;
+mod service;
 mod signals;
 mod signin;
 mod tailnet;
@@ -16,7 +18,17 @@ mod upstream;
 pub(crate) fn meshgate(args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"));
     c.args(args);
-    for var in ["MESHGATE_BIND", "MESHGATE_PORT", "MESHGATE_TOKEN", "MESHGATE_CONFIG", "MESHGATE_UPSTREAM"] {
+    for var in [
+        "MESHGATE_BIND",
+        "MESHGATE_PORT",
+        "MESHGATE_TOKEN",
+        "MESHGATE_CONFIG",
+        "MESHGATE_UPSTREAM",
+        "MESHGATE_LOG_FORMAT",
+        "MESHGATE_STATE_DIR",
+        "NOTIFY_SOCKET",
+        "RUST_LOG",
+    ] {
         c.env_remove(var);
     }
     c.stdin(std::process::Stdio::null());

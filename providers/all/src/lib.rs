@@ -13,7 +13,7 @@ use meshgate_core::{
 pub const INFO: ProviderInfo = ProviderInfo {
     name: "all",
     priority: 1000,
-    description: "0.0.0.0 and :: : every address, public ones included (only when named)",
+    description: "the wildcards 0.0.0.0 and ::, every address, public ones included (only when named)",
     role: Role::Wildcard,
 };
 

@@ -1,0 +1,269 @@
+//! `serve` as a system service (issue #17): systemd's notify protocol read
+//! from our own datagram socket, `/metrics`, the access log and JSON logs read
+//! from a stderr file, and SIGHUP re-reading the configuration. Every process
+//! binds 127.0.0.1 on a port of its own, and is killed on drop.
+
+use std::io::{BufRead, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use super::{http_get, meshgate, PROCESS_DEADLINE};
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("meshgate-service-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A serving meshgate whose stderr goes to a file (to read the log as a
+/// journal would get it: no terminal).
+struct Service {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: std::path::PathBuf,
+    addr: SocketAddr,
+}
+
+impl Service {
+    fn start(cmd: &mut Command, stderr: std::path::PathBuf) -> Self {
+        let err = std::fs::File::create(&stderr).unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(err).spawn().expect("spawn meshgate");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Self { child, lines, stderr, addr: "127.0.0.1:1".parse().unwrap() };
+        let first =
+            s.lines.recv_timeout(PROCESS_DEADLINE).unwrap_or_else(|e| panic!("no listening line: {e}; {}", s.log()));
+        let url = first.strip_prefix("listening on http://").and_then(|r| r.split(' ').next()).expect(&first);
+        s.addr = url.parse().unwrap();
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle`.
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in the log within {PROCESS_DEADLINE:?}: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then the exit status within the deadline.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s, self.log());
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Command {
+    let mut c = meshgate(&["serve", "--bind", "127.0.0.1", "--port", "0", "--no-follow"]);
+    c.args(extra);
+    c
+}
+
+#[test]
+fn notify_says_ready_with_the_listeners_then_stopping() {
+    let dir = TempDir::new("notify");
+    let sock = UnixDatagram::bind(dir.file("notify.sock")).unwrap();
+    sock.set_read_timeout(Some(PROCESS_DEADLINE)).unwrap();
+    let svc = Service::start(serve(&[]).env("NOTIFY_SOCKET", dir.file("notify.sock")), dir.file("stderr"));
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notify message");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    assert!(msg.lines().any(|l| l == format!("STATUS=listening on http://{}", svc.addr)), "{msg:?}");
+    let (status, log) = svc.stop();
+    assert!(status.success(), "{status}: {log}");
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "STOPPING=1"));
+}
+
+#[test]
+fn metrics_count_requests_by_listener_and_class() {
+    let dir = TempDir::new("metrics");
+    let svc = Service::start(&mut serve(&[]), dir.file("stderr"));
+    assert!(http_get(svc.addr, "/healthz", None).starts_with("HTTP/1.1 200"));
+    assert!(http_get(svc.addr, "/nope", None).starts_with("HTTP/1.1 404"));
+    let r = http_get(svc.addr, "/metrics", None);
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("text/plain; version=0.0.4"), "{r}");
+    for line in [
+        format!("meshgate_requests_total{{listener=\"{}\",class=\"2xx\"}} 1", svc.addr),
+        format!("meshgate_requests_total{{listener=\"{}\",class=\"4xx\"}} 1", svc.addr),
+        "meshgate_listener_attaches_total 1".to_owned(),
+        "meshgate_listeners 1".to_owned(),
+        "meshgate_fallback 0".to_owned(),
+        "meshgate_refusals_total{status=\"401\"} 0".to_owned(),
+    ] {
+        assert!(r.lines().any(|l| l == line), "no {line:?} in {r}");
+    }
+    // At least this scrape's own (the earlier ones may still be closing).
+    let open: i64 = r
+        .lines()
+        .find_map(|l| l.strip_prefix("meshgate_open_connections "))
+        .and_then(|v| v.parse().ok())
+        .expect("meshgate_open_connections");
+    assert!((1..=3).contains(&open), "{r}");
+}
+
+#[test]
+fn metrics_move_under_meshgate_in_front_of_an_upstream() {
+    // In front of an upstream the route moves under /_meshgate/; on loopback
+    // it is open like /status, and a token opens it anywhere.
+    let dir = TempDir::new("metrics-up");
+    let svc = Service::start(&mut serve(&["--upstream", "http://127.0.0.1:9"]), dir.file("stderr"));
+    let r = http_get(svc.addr, "/_meshgate/metrics", None);
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("meshgate_requests_total"), "{r}");
+}
+
+#[test]
+fn access_log_is_json_and_carries_no_secret() {
+    let dir = TempDir::new("access");
+    let svc = Service::start(&mut serve(&["--access-log", "--log-format", "json"]), dir.file("stderr"));
+    let mut s = std::net::TcpStream::connect(svc.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /healthz?token=hunter2secret HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer tok3nvalue\r\nCookie: meshgate_session=c00kie\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let log = svc.wait_log("meshgate::access");
+    let (status, log2) = svc.stop();
+    assert!(status.success());
+    for line in log2.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let access: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "meshgate::access")
+        .expect("an access line");
+    assert_eq!(access["path"], "/healthz", "{access}");
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(access["method"], "GET", "{access}");
+    assert!(svc_addr(&access).starts_with("127.0.0.1:"), "{access}");
+    for secret in ["hunter2secret", "tok3nvalue", "c00kie"] {
+        assert!(!log2.contains(secret), "{secret} in the log: {log2}");
+    }
+}
+
+fn svc_addr(v: &serde_json::Value) -> String {
+    v["listener"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn no_access_log_by_default_and_no_colour_off_a_terminal() {
+    let dir = TempDir::new("noaccess");
+    let svc = Service::start(serve(&[]).env("RUST_LOG", "debug"), dir.file("stderr"));
+    assert!(http_get(svc.addr, "/healthz", None).starts_with("HTTP/1.1 200"));
+    let (_, log) = svc.stop();
+    assert!(!log.contains("meshgate::access") && !log.contains("path=/healthz"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a file: {log:?}");
+    assert!(log.contains("listening on"), "{log}");
+}
+
+#[test]
+fn sighup_rereads_the_config_refuses_a_bad_one_and_keeps_serving() {
+    let dir = TempDir::new("hup");
+    let cfg = dir.file("m.toml");
+    std::fs::write(&cfg, "log_level = \"info\"\n").unwrap();
+    let svc = Service::start(&mut serve(&["--config", cfg.to_str().unwrap()]), dir.file("stderr"));
+    std::fs::write(&cfg, "log_level = \"info\"\naccess_log = true\n").unwrap();
+    svc.signal("-HUP");
+    svc.wait_log("log filter");
+    // The access log is on now.
+    assert!(http_get(svc.addr, "/healthz", None).starts_with("HTTP/1.1 200"));
+    svc.wait_log("path=/healthz");
+    std::fs::write(&cfg, "log_level = \"info\"\nno_such_key = 1\n").unwrap();
+    svc.signal("-HUP");
+    svc.wait_log("the new configuration is refused");
+    assert!(http_get(svc.addr, "/healthz", None).starts_with("HTTP/1.1 200"));
+    let (status, log) = svc.stop();
+    assert!(status.success(), "{status}: {log}");
+}
+
+/// The completions and the man page shipped in dist/ (and the .deb) are what
+/// the binary prints: regenerate them with `meshgate completions SHELL` and
+/// `meshgate man` when a flag changes.
+#[test]
+fn dist_completions_and_man_page_are_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (args, file) in [
+        (&["completions", "bash"][..], "dist/completions/meshgate.bash"),
+        (&["completions", "zsh"][..], "dist/completions/_meshgate"),
+        (&["completions", "fish"][..], "dist/completions/meshgate.fish"),
+        (&["man"][..], "dist/meshgate.1"),
+    ] {
+        let o = super::run(&mut meshgate(args));
+        assert!(o.status.success(), "{args:?}");
+        let shipped = std::fs::read(root.join(file)).unwrap();
+        assert!(o.stdout == shipped, "{file} is stale: run `meshgate {}` > {file}", args.join(" "));
+    }
+}
+
+#[test]
+fn help_groups_flags_and_names_every_environment_variable() {
+    let o = super::run(&mut meshgate(&["serve", "--help"]));
+    let help = String::from_utf8_lossy(&o.stdout);
+    for heading in ["Binding:", "Auth:", "Upstream:", "Limits:", "Browser guard:", "HTTPS:", "Logging:"] {
+        assert!(help.contains(heading), "no {heading} in {help}");
+    }
+    for var in ["MESHGATE_BIND", "MESHGATE_TOKEN", "MESHGATE_CONFIG", "MESHGATE_UPSTREAM", "RUST_LOG", "NO_COLOR"] {
+        assert!(help.contains(var), "no {var} in {help}");
+    }
+    let o = super::run(&mut meshgate(&["--version"]));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(concat!("meshgate ", env!("CARGO_PKG_VERSION"))));
+}
