@@ -228,4 +228,8 @@ for row in ka close; do
     -v ac="$(col "$row.token" 3 | median)" -v bc="$(col "$row.peer" 3 | median)" \
     -v ap="$(col "$row.token" 2 | median)" -v bp="$(col "$row.peer" 2 | median)" 'BEGIN {
     printf "  peer/token: req/s %.3f, p99 %.3f, meshgate CPU per request %.3f (aim: req/s >= 0.97)\n", b/a, bp/ap, bc/ac}'
+  # The same ratios taken within each round (the two runs back to back), then
+  # the median: less swayed by load that comes and goes between rounds.
+  paired() { paste <(col "$row.token" "$1") <(col "$row.peer" "$1") | awk '{print $2 / $1}' | median; }
+  echo "  peer/token within each round, median: req/s $(paired 1), meshgate CPU per request $(paired 3), wireguard-go CPU per request $(paired 4) (the last should be 1: the tunnel's work is the same)"
 done
