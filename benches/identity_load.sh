@@ -230,6 +230,6 @@ for row in ka close; do
     printf "  peer/token: req/s %.3f, p99 %.3f, meshgate CPU per request %.3f (aim: req/s >= 0.97)\n", b/a, bp/ap, bc/ac}'
   # The same ratios taken within each round (the two runs back to back), then
   # the median: less swayed by load that comes and goes between rounds.
-  paired() { paste <(col "$row.token" "$1") <(col "$row.peer" "$1") | awk '{print $2 / $1}' | median; }
+  paired() { paste <(col "$row.token" "$1") <(col "$row.peer" "$1") | awk '{print $2 / $1}' | median | xargs printf '%.3f'; }
   echo "  peer/token within each round, median: req/s $(paired 1), meshgate CPU per request $(paired 3), wireguard-go CPU per request $(paired 4) (the last should be 1: the tunnel's work is the same)"
 done
