@@ -187,6 +187,10 @@ report() { # key-suffix label unit
   echo "  nginx:    $(col "ngx.$1" 1 | xargs)  median $n/s, server CPU $nc us/$3"
   awk -v a="$m" -v b="$n" -v ac="$mc" -v bc="$nc" \
     'BEGIN {printf "  meshgate/nginx: rate %.3f, per core (CPU per %s, inverted) %.3f\n", a/b, "'"$3"'", bc/ac}'
+  # The same ratios within each round (the two runs back to back), then the
+  # median: less swayed by load that comes and goes between rounds.
+  echo "  within each round, median: rate $(paste <(col "mg.$1" 1) <(col "ngx.$1" 1) | awk '{print $1 / $2}' | median | xargs printf '%.3f')," \
+    "per core $(paste <(col "mg.$1" 2) <(col "ngx.$1" 2) | awk '{print $2 / $1}' | median | xargs printf '%.3f')"
 }
 echo "rounds: $rounds x ${secs}s; server ${server:-unpinned}, client and proxied app ${client:-unpinned}; P-256 certificate"
 report rps "keep-alive /healthz (wrk -t1 -c64, HTTP/1.1 over TLS)" request
