@@ -28,6 +28,9 @@ _meshgate() {
             meshgate,man)
                 cmd="meshgate__subcmd__man"
                 ;;
+            meshgate,peers)
+                cmd="meshgate__subcmd__peers"
+                ;;
             meshgate,providers)
                 cmd="meshgate__subcmd__providers"
                 ;;
@@ -46,6 +49,9 @@ _meshgate() {
             meshgate__subcmd__help,man)
                 cmd="meshgate__subcmd__help__subcmd__man"
                 ;;
+            meshgate__subcmd__help,peers)
+                cmd="meshgate__subcmd__help__subcmd__peers"
+                ;;
             meshgate__subcmd__help,providers)
                 cmd="meshgate__subcmd__help__subcmd__providers"
                 ;;
@@ -59,7 +65,7 @@ _meshgate() {
 
     case "${cmd}" in
         meshgate)
-            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers completions man help"
+            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers peers completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,7 +323,7 @@ _meshgate() {
             return 0
             ;;
         meshgate__subcmd__help)
-            opts="serve explain providers completions man help"
+            opts="serve explain providers peers completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -386,6 +392,20 @@ _meshgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        meshgate__subcmd__help__subcmd__peers)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         meshgate__subcmd__help__subcmd__providers)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -421,6 +441,44 @@ _meshgate() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        meshgate__subcmd__peers)
+            opts="-h --bind --host --port --config --fallback --no-loopback --allow-peer --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fallback)
+                    COMPREPLY=($(compgen -W "loopback fail" -- "${cur}"))
+                    return 0
+                    ;;
+                --allow-peer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -62,6 +62,7 @@ complete -c meshgate -n "__fish_meshgate_needs_command" -s V -l version -d 'Prin
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "serve" -d 'Serve on the resolved addresses (the default)'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "explain" -d 'Show which addresses a bind would use, and why; binds nothing'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "providers" -d 'List the bind modes linked into this program'
+complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "peers" -d 'List the WireGuard peers of the interfaces a bind resolves to: name, key, allowed-ips, last handshake, and whether each needs the token'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "completions" -d 'Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "man" -d 'Print the man page (roff): `meshgate man | man -l -`'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -136,11 +137,22 @@ complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l json -d 'P
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c meshgate -n "__fish_meshgate_using_subcommand providers" -l json -d 'Print one JSON object'
 complete -c meshgate -n "__fish_meshgate_using_subcommand providers" -s h -l help -d 'Print help'
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l bind -d 'Where to listen: a mode (loopback, lan, all, tailnet, wireguard, ...), auto, iface:NAME, cidr:NETWORK, an IP, or custom with --host. Repeat for a union. [env: MESHGATE_BIND, comma-separated; empty is unset]' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l host -d 'The address for `--bind custom`' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l port -d 'The port [default: 18789]' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l config -d 'A TOML config file' -r -F
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l fallback -d 'When nothing matches: serve on loopback, or fail (exit 69) [default: loopback]' -r -f -a "loopback\t'Serve on loopback only, and say so'
+fail\t'Serve nothing: exit 69'"
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l allow-peer -d 'Judge "allowed" by these instead of the config file\'s allow_peers' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l no-loopback -d 'Do not add the 127.0.0.1/::1 companion listener beside non-loopback ones'
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l json -d 'Print one JSON object'
+complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c meshgate -n "__fish_meshgate_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c meshgate -n "__fish_meshgate_using_subcommand man" -s h -l help -d 'Print help'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers completions man help" -f -a "serve" -d 'Serve on the resolved addresses (the default)'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers completions man help" -f -a "explain" -d 'Show which addresses a bind would use, and why; binds nothing'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers completions man help" -f -a "providers" -d 'List the bind modes linked into this program'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers completions man help" -f -a "completions" -d 'Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers completions man help" -f -a "man" -d 'Print the man page (roff): `meshgate man | man -l -`'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "serve" -d 'Serve on the resolved addresses (the default)'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "explain" -d 'Show which addresses a bind would use, and why; binds nothing'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "providers" -d 'List the bind modes linked into this program'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "peers" -d 'List the WireGuard peers of the interfaces a bind resolves to: name, key, allowed-ips, last handshake, and whether each needs the token'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "completions" -d 'Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "man" -d 'Print the man page (roff): `meshgate man | man -l -`'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

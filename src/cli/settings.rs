@@ -33,6 +33,33 @@ pub fn registry() -> Result<&'static Registry, CliError> {
     Ok(Registry::global()?)
 }
 
+/// Where the config file is looked for without `--config`: root's
+/// `/etc/meshgate/meshgate.toml`, another user's
+/// `$XDG_CONFIG_HOME/meshgate/meshgate.toml` (`~/.config/...` without it).
+/// Used only when the file exists.
+pub(crate) fn default_config_path(root: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    if root {
+        return Some(PathBuf::from("/etc/meshgate/meshgate.toml"));
+    }
+    let base = env("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("meshgate").join("meshgate.toml"))
+}
+
+fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
 /// Bind settings after precedence (flag > env > file > default) is applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -46,7 +73,9 @@ pub struct Settings {
 
 /// Applies precedence and validates every value.
 pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliError> {
-    let file = match &args.config {
+    let path =
+        args.config.clone().or_else(|| default_config_path(is_root(), |k| std::env::var_os(k)).filter(|p| p.is_file()));
+    let file = match &path {
         Some(p) => Some((p.clone(), FileConfig::load(p)?)),
         None => None,
     };
@@ -436,5 +465,23 @@ pub fn browser_policy(args: &ServeArgs, file: Option<&meshgate_core::config::Fil
     BrowserPolicy {
         allowed_hosts: pick(&args.allow_host, file.map(|f| &f.allowed_hosts)),
         allowed_origins: pick(&args.allow_origin, file.map(|f| &f.allowed_origins)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    #[test]
+    fn the_default_config_file_depends_on_who_runs() {
+        let none = |_: &str| None::<OsString>;
+        assert_eq!(default_config_path(true, none), Some("/etc/meshgate/meshgate.toml".into()));
+        let xdg = |k: &str| (k == "XDG_CONFIG_HOME").then(|| OsString::from("/home/ana/.cfg"));
+        assert_eq!(default_config_path(false, xdg), Some("/home/ana/.cfg/meshgate/meshgate.toml".into()));
+        let home = |k: &str| (k == "HOME").then(|| OsString::from("/home/ana"));
+        assert_eq!(default_config_path(false, home), Some("/home/ana/.config/meshgate/meshgate.toml".into()));
+        assert_eq!(default_config_path(false, none), None);
     }
 }
