@@ -5,11 +5,12 @@
 
 use std::fmt::Write as _;
 
-use meshgate_core::resolver::{resolve, ListenerRole, Resolution};
+use meshgate_core::config::FileConfig;
+use meshgate_core::resolver::{resolve, Listener, ListenerRole, Resolution};
 use meshgate_core::source::InterfaceSource;
 use serde_json::json;
 
-use super::args::ExplainArgs;
+use super::args::{ExplainArgs, TlsArgs};
 use super::error::CliError;
 use super::settings::{load_token, registry, settings, wireguard_peers};
 use crate::gateway::check_auth;
@@ -34,10 +35,14 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
             Some(t) => format!("{e} (the token given cannot be used: {t})"),
             None => e.to_string(),
         });
+    let tls = Tls::of(&args.serve.tls, file.map(|(_, f)| f));
     let text = if args.json {
-        explain_json_with(&res, needs_token.as_deref())
+        explain_json_with(&res, needs_token.as_deref(), tls)
     } else {
         let mut t = explain_text(&res);
+        for l in res.listeners.iter().filter(|l| tls.covers(l)) {
+            let _ = writeln!(t, "https: {} speaks TLS (HTTP/2 or HTTP/1.1)", tls.url(l));
+        }
         if let Some(why) = &needs_token {
             let _ = writeln!(t, "token: needed; serve would stop here: {why}");
         }
@@ -52,15 +57,47 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
 
 /// The `explain --json` document (one object and a newline).
 pub fn explain_json(res: &Resolution) -> String {
-    explain_json_with(res, None)
+    explain_json_with(res, None, Tls { on: false, loopback: false })
 }
 
 /// The document with its `token_needed` member: the refusal `serve` would
 /// give for want of a token, or null.
-fn explain_json_with(res: &Resolution, needs_token: Option<&str>) -> String {
+/// Which listeners `serve` with these flags would serve over TLS (read from
+/// the flags and the config's `[tls]` alone: explain opens no key).
+#[derive(Debug, Clone, Copy)]
+struct Tls {
+    on: bool,
+    loopback: bool,
+}
+
+impl Tls {
+    fn of(args: &TlsArgs, file: Option<&FileConfig>) -> Self {
+        let cfg = file.map(|f| f.tls.clone()).unwrap_or_default();
+        let on = args.tls_cert.is_some() || args.tls.is_some() || cfg.cert.is_some() || cfg.self_signed;
+        Self { on, loopback: on && (args.tls_loopback || cfg.loopback) }
+    }
+
+    fn covers(self, l: &Listener) -> bool {
+        self.on && (!l.is_loopback() || self.loopback)
+    }
+
+    fn url(self, l: &Listener) -> String {
+        let addr = if l.address.addr.is_ipv6() { format!("[{}]", l.address) } else { l.address.to_string() };
+        format!("{}://{addr}:{}", if self.covers(l) { "https" } else { "http" }, l.port)
+    }
+}
+
+fn explain_json_with(res: &Resolution, needs_token: Option<&str>, tls: Tls) -> String {
     let mut doc = serde_json::to_value(res).unwrap_or_else(|e| json!({ "error": e.to_string() }));
     if let Some(map) = doc.as_object_mut() {
         map.insert("token_needed".into(), json!(needs_token));
+        if let Some(list) = map.get_mut("listeners").and_then(|v| v.as_array_mut()) {
+            for (v, l) in list.iter_mut().zip(&res.listeners) {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("url".into(), json!(tls.url(l)));
+                }
+            }
+        }
     }
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
     out.push('\n');
@@ -108,4 +145,45 @@ pub fn explain_text(res: &Resolution) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use meshgate_core::resolver::ScopedAddr;
+
+    use super::*;
+
+    fn listener(addr: &str) -> Listener {
+        Listener {
+            address: ScopedAddr { addr: addr.parse().unwrap(), scope_id: None, scope_name: None },
+            port: 18789,
+            provider: "p".into(),
+            interface: None,
+            reason: "r".into(),
+            role: ListenerRole::Selected,
+        }
+    }
+
+    #[test]
+    fn https_where_serve_would_speak_tls() {
+        let mesh = listener("10.8.0.1");
+        let lo = listener("127.0.0.1");
+        let six = listener("fd77::1");
+        let off = Tls::of(&TlsArgs::default(), None);
+        assert_eq!(off.url(&mesh), "http://10.8.0.1:18789");
+        let on = Tls::of(&TlsArgs { tls: Some(super::super::args::TlsMode::SelfSigned), ..TlsArgs::default() }, None);
+        assert_eq!(on.url(&mesh), "https://10.8.0.1:18789");
+        assert_eq!(on.url(&six), "https://[fd77::1]:18789");
+        assert_eq!(on.url(&lo), "http://127.0.0.1:18789", "loopback stays plain without --tls-loopback");
+        let both = Tls::of(
+            &TlsArgs {
+                tls_cert: Some("c".into()),
+                tls_key: Some("k".into()),
+                tls_loopback: true,
+                ..TlsArgs::default()
+            },
+            None,
+        );
+        assert_eq!(both.url(&lo), "https://127.0.0.1:18789");
+    }
 }
