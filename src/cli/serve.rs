@@ -35,6 +35,9 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
     let tls = tls_setup(&args.tls, file)?;
     let stop = shutdown_signal();
+    // Installed before anything is announced, like the shutdown handlers: a
+    // SIGHUP sent right after the first `listening on` line must not end us.
+    let hangup = hangup_signal();
 
     // The meter is known once the gateway has started; no listener closes
     // before that.
@@ -106,7 +109,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     }
     let _ = meter.set(m);
     notify::ready(&listeners.lock().unwrap_or_else(|e| e.into_inner()));
-    reload_on_sighup(args.clone(), loaded, reloader);
+    reload_on_sighup(hangup, args.clone(), loaded, reloader);
     running.run_until(stop).await;
     notify::stopping();
     Ok(())
@@ -118,11 +121,15 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
 /// bad new config is refused with a log line) and a change that needs a
 /// restart is named. Without a handler, SIGHUP's default action would end
 /// the process.
-fn reload_on_sighup(args: ServeArgs, loaded: super::reload::Loaded, reloader: Option<Arc<Reloader>>) {
+fn reload_on_sighup(
+    hangup: Option<Hangup>,
+    args: ServeArgs,
+    loaded: super::reload::Loaded,
+    reloader: Option<Arc<Reloader>>,
+) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        if let Some(mut hup) = hangup {
             tokio::spawn(async move {
                 let mut current = loaded;
                 while hup.recv().await.is_some() {
@@ -151,5 +158,23 @@ fn reload_on_sighup(args: ServeArgs, loaded: super::reload::Loaded, reloader: Op
         }
     }
     #[cfg(not(unix))]
-    let _ = (args, loaded, reloader);
+    let _ = (hangup, args, loaded, reloader);
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// The SIGHUP stream; once made, SIGHUP no longer has its default action
+/// (ending the process).
+fn hangup_signal() -> Option<Hangup> {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
