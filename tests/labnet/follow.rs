@@ -8,7 +8,8 @@ use super::{curl, serve, token_file, wait_connect, TOKEN};
 use crate::lab::{Proc, WgPair};
 
 /// A client on one keep-alive connection to loopback, one request every 20 ms
-/// until the stop file appears (bounded to 60 s); prints `ok=N failed=M conns=C`.
+/// until the stop file appears (bounded to 60 s); makes the ready file after
+/// its first answer; prints `ok=N failed=M conns=C`.
 const HAMMER: &str = r#"
 import http.client, os, sys, time
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
@@ -22,6 +23,8 @@ while not os.path.exists(sys.argv[2]) and time.time() < end:
         socks.add(c.sock.getsockname())
         ok += r.status == 200
         failed += r.status != 200
+        if ok == 1:
+            open(sys.argv[3], "w").close()
     except Exception as e:
         failed += 1
         print("error:", e, file=sys.stderr)
@@ -38,9 +41,16 @@ fn wireguard_listener_follows_the_tunnel() {
     let token = token_file(&pair.gateway);
     let (_gw, lines) = serve(&pair.gateway, &["--bind", "wireguard", "--port", "18789", "--token-file", &token], 2);
     let stop = "/var/run/wireguard/stop-hammer";
+    let ready = "/var/run/wireguard/hammer-ready";
     let mut cmd = pair.gateway.command("python3");
-    cmd.args(["-c", HAMMER, "18789", stop]).stdout(std::process::Stdio::piped());
+    cmd.args(["-c", HAMMER, "18789", stop, ready]).stdout(std::process::Stdio::piped());
     let mut hammer = Proc::spawn(&mut cmd);
+    // The client is hammering before the tunnel moves (a slow start under
+    // load once let the whole flap pass before its first request).
+    let started = crate::lab::wait_until(Duration::from_secs(20), || {
+        pair.gateway.sh(&format!("test -e {ready}")).status.success()
+    });
+    assert!(started, "the loopback client never got its first answer");
 
     pair.bring_up_tunnel("wg0");
     let wg = pair.gateway_wg_addr();
