@@ -15,7 +15,7 @@ use meshgate_core::selector::{parse_selectors, Selector, SelectorError};
 use meshgate_core::wgpeer::AllowList;
 use std::sync::Arc;
 
-use crate::tls::{default_state_dir, Reloader, SelfSigned, TlsAcceptor};
+use crate::tls::{default_state_dir, running_as_root, Reloader, SelfSigned, TlsAcceptor};
 
 use super::args::{BindArgs, ServeArgs, TlsArgs, TlsMode};
 use super::error::CliError;
@@ -48,18 +48,6 @@ pub(crate) fn default_config_path(root: bool, env: impl Fn(&str) -> Option<std::
     Some(base.join("meshgate").join("meshgate.toml"))
 }
 
-fn is_root() -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
-    }
-    #[cfg(not(unix))]
-    {
-        false
-    }
-}
-
 /// Bind settings after precedence (flag > env > file > default) is applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -73,8 +61,10 @@ pub struct Settings {
 
 /// Applies precedence and validates every value.
 pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliError> {
-    let path =
-        args.config.clone().or_else(|| default_config_path(is_root(), |k| std::env::var_os(k)).filter(|p| p.is_file()));
+    let path = args
+        .config
+        .clone()
+        .or_else(|| default_config_path(running_as_root(), |k| std::env::var_os(k)).filter(|p| p.is_file()));
     let file = match &path {
         Some(p) => Some((p.clone(), FileConfig::load(p)?)),
         None => None,

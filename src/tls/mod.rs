@@ -33,5 +33,5 @@ pub use error::TlsError;
 pub use reload::{ReloadOutcome, Reloader, DEFAULT_POLL_INTERVAL};
 pub use resolver::CertResolver;
 pub use selfsigned::{SelfSigned, CERT_FILE, KEY_FILE};
-pub use statedir::{default_state_dir, state_dir_from};
+pub use statedir::{default_state_dir, running_as_root, state_dir_from};
 pub use tokio_rustls::server::TlsStream;

@@ -13,9 +13,21 @@ use super::error::TlsError;
 
 /// The state directory from this process's environment and user.
 pub fn default_state_dir() -> Result<PathBuf, TlsError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    state_dir_from(|k| std::env::var_os(k), root)
+    state_dir_from(|k| std::env::var_os(k), running_as_root())
+}
+
+/// True when this process runs as root (where the system-wide paths apply:
+/// `/var/lib/meshgate`, `/etc/meshgate`).
+pub fn running_as_root() -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
 }
 
 /// The state directory for the environment `env` and whether we run as root.

@@ -144,18 +144,21 @@ fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
 }
 
+/// The upstream service in the gateway's namespace, answering; and its URL.
+fn start_service(pair: &WgPair) -> (Proc, String) {
+    let service = pair.gateway.spawn("python3", &["-c", SERVICE, &SERVICE_PORT.to_string()]);
+    let upstream = format!("http://127.0.0.1:{SERVICE_PORT}");
+    assert!(wait_connect(|| pair.gateway.command("curl"), &format!("{upstream}/"), true), "the service did not start");
+    (service, upstream)
+}
+
 #[test]
 fn an_unauthenticated_flood_from_one_address_starves_no_one() {
     let test = "an_unauthenticated_flood_from_one_address_starves_no_one";
     let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
     let second = pair.add_peer();
-    let _service = pair.gateway.spawn("python3", &["-c", SERVICE, &SERVICE_PORT.to_string()]);
-    assert!(
-        wait_connect(|| pair.gateway.command("curl"), &format!("http://127.0.0.1:{SERVICE_PORT}/"), true),
-        "the service did not start"
-    );
+    let (_service, upstream) = start_service(&pair);
     let token = token_file(&pair.gateway);
-    let upstream = format!("http://127.0.0.1:{SERVICE_PORT}");
     let port = PORT.to_string();
     // The default caps: no connection flag is given.
     let args = ["--bind", "wireguard", "--port", &port, "--upstream", &upstream, "--token-file", &token];
@@ -403,13 +406,8 @@ fn each_address_gets_its_share_and_the_loopback_door_its_own_cap() {
     let test = "each_address_gets_its_share_and_the_loopback_door_its_own_cap";
     let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
     let second = pair.add_peer();
-    let _service = pair.gateway.spawn("python3", &["-c", SERVICE, &SERVICE_PORT.to_string()]);
-    assert!(
-        wait_connect(|| pair.gateway.command("curl"), &format!("http://127.0.0.1:{SERVICE_PORT}/"), true),
-        "the service did not start"
-    );
+    let (_service, upstream) = start_service(&pair);
     let token = token_file(&pair.gateway);
-    let upstream = format!("http://127.0.0.1:{SERVICE_PORT}");
     let port = PORT.to_string();
     let args = [
         "--bind",
