@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::args::{ExplainArgs, TlsArgs};
 use super::error::CliError;
-use super::settings::{load_token, registry, settings, wireguard_peers};
+use super::settings::{load_token, peer_rules, registry, settings};
 use crate::gateway::check_auth;
 
 /// Runs `explain`: resolve on this host and print why. Returns the text to
@@ -27,11 +27,11 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
         Ok(t) => (t, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let peers = wireguard_peers(&args.serve, file.map(|(_, f)| f))?;
+    let peers = peer_rules(&args.serve, file.map(|(_, f)| f))?;
     let snapshot = source.snapshot().await?;
     let res = resolve(registry, &s.selectors, &snapshot, &s.resolve);
     let needs_token =
-        check_auth(&s.selectors, &res, token.as_ref(), peers.allows_any()).err().map(|e| match &token_error {
+        check_auth(&s.selectors, &res, token.as_ref(), !peers.allow.is_empty()).err().map(|e| match &token_error {
             Some(t) => format!("{e} (the token given cannot be used: {t})"),
             None => e.to_string(),
         });

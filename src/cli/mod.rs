@@ -31,7 +31,7 @@ pub use print::{event_line, listening_line, stopped_line};
 pub use providers::providers;
 pub use serve::run as serve;
 pub use settings::{
-    browser_policy, load_token, load_token_warned, registry, serve_options, settings, tls_setup, wireguard_peers,
+    browser_policy, load_token, load_token_warned, peer_rules, registry, serve_options, settings, tls_setup,
     ServeOptions, Settings, TlsSetup,
 };
 pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_seconds};

@@ -1,41 +1,57 @@
 //! What SIGHUP re-reads: the config file and the token, checked exactly as at
 //! start. A bad new configuration is refused (the caller logs it and keeps the
-//! old one); a good one yields the log filter to apply and the list of what
-//! changed, each change saying whether it took effect.
+//! old one). A good one is applied where that needs no re-binding: the log
+//! filter, the token, the peer names and allow-list, the connection and
+//! upstream limits. Each change is named, saying whether it took effect; what
+//! needs a restart (the bind, the upstream, setting or removing the token, the
+//! own routes' body cap) is left as it runs and named again at the next reload.
+
+use std::sync::Arc;
 
 use tracing_subscriber::EnvFilter;
 
 use super::args::ServeArgs;
 use super::error::CliError;
 use super::logging::{filter_text, parse_filter};
-use super::settings::{load_token_warned, registry, serve_options, settings, wireguard_peers, ServeOptions};
-use crate::gateway::Token;
+use super::settings::{load_token_warned, peer_rules, registry, serve_options, settings, ServeOptions};
+use crate::gateway::{Controls, PeerRules, SharedPeerRules, Token};
+
+const RESTART: &str = "takes effect at the next restart (the running gateway keeps the old one)";
 
 /// One reading of the configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Loaded {
     /// The selectors, port and fallback as `explain` names them.
     bind: String,
-    /// SHA-256 of the token, to tell a change without keeping a second copy.
-    token: Option<Vec<u8>>,
-    options: ServeOptions,
-    peers: String,
+    token: Option<Token>,
+    /// SHA-256 of the token, to tell a change without comparing secrets.
+    token_digest: Option<Vec<u8>>,
+    pub(crate) options: ServeOptions,
+    pub(crate) peers: PeerRules,
     /// The log filter after precedence.
     pub(crate) filter_text: String,
 }
 
+/// What a reload can change in the running gateway.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    /// The gateway's limits, upstream limits and token.
+    pub(crate) controls: Controls,
+    /// The rules both peer lookups read.
+    pub(crate) rules: SharedPeerRules,
+}
+
 impl Loaded {
-    /// Reads and checks everything `serve` reads at start; returns the token
-    /// too (read once, so a warning about it is logged once per reading).
-    pub(crate) fn read(args: &ServeArgs) -> Result<(Self, Option<Token>), CliError> {
+    /// Reads and checks everything `serve` reads at start (the token once, so
+    /// a warning about it is logged once per reading).
+    pub(crate) fn read(args: &ServeArgs) -> Result<Self, CliError> {
         let registry = registry()?;
         let s = settings(&args.bind, registry)?;
         let file = s.file.as_ref().map(|(p, f)| (p.as_path(), f));
         let token = load_token_warned(args, std::env::var("MESHGATE_TOKEN").ok(), file)?;
         let options = serve_options(args, file)?;
-        wireguard_peers(args, file.map(|(_, f)| f))?;
         let f = file.map(|(_, f)| f);
-        let peers = format!("{:?} {:?} {:?}", args.allow_peer, f.map(|f| &f.peer_names), f.map(|f| &f.allow_list));
+        let peers = peer_rules(args, f)?;
         let filter_text = filter_text(
             args.log.log_level.as_deref(),
             std::env::var("RUST_LOG").ok().as_deref(),
@@ -44,14 +60,21 @@ impl Loaded {
         );
         parse_filter(&filter_text)?;
         let selectors: Vec<String> = s.selectors.iter().map(ToString::to_string).collect();
-        let loaded = Self {
+        Ok(Self {
             bind: format!("{} port {} fallback {:?}", selectors.join(","), s.resolve.port, s.resolve.fallback),
-            token: token.as_ref().map(|t| ring::digest::digest(&ring::digest::SHA256, t.expose()).as_ref().to_vec()),
+            token_digest: token
+                .as_ref()
+                .map(|t| ring::digest::digest(&ring::digest::SHA256, t.expose()).as_ref().to_vec()),
+            token,
             options,
             peers,
             filter_text,
-        };
-        Ok((loaded, token))
+        })
+    }
+
+    /// The token read.
+    pub(crate) fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
     }
 
     /// The log filter (checked in [`read`](Self::read)).
@@ -59,28 +82,89 @@ impl Loaded {
         parse_filter(&self.filter_text).unwrap_or_else(|_| EnvFilter::new("info"))
     }
 
-    /// What differs in `new`, one line each, saying whether it applies now.
-    pub(crate) fn changes(&self, new: &Loaded) -> Vec<String> {
-        let restart = "takes effect at the next restart (the running gateway keeps the old one)";
+    /// Puts what differs in `new` in force through `live` (all but the log
+    /// filter, which the caller sets), one line per change saying whether it
+    /// applied. Returns the lines and what is in force now: `new`, with the
+    /// old value of each change that needs a restart.
+    pub(crate) fn apply(&self, new: &Loaded, live: &Live) -> (Vec<String>, Loaded) {
         let mut out = Vec::new();
+        let mut now = new.clone();
         if self.filter_text != new.filter_text {
             out.push(format!("log filter {:?} -> {:?}: applied", self.filter_text, new.filter_text));
         }
-        if self.token != new.token {
-            out.push(format!("the token changed: {restart}"));
+        match (&self.token_digest, &new.token_digest, &new.token) {
+            (old, new, _) if old == new => {}
+            (Some(_), Some(_), Some(token)) => match live.controls.set_token(token.clone()) {
+                Ok(()) => out.push(
+                    "the token changed: applied; requests need the new one, and browser sessions signed with the old one ended"
+                        .to_owned(),
+                ),
+                Err(e) => {
+                    out.push(format!("the token changed: {e}"));
+                    (now.token, now.token_digest) = (self.token.clone(), self.token_digest.clone());
+                }
+            },
+            (None, _, _) => {
+                out.push(format!("a token is now set: {RESTART}"));
+                (now.token, now.token_digest) = (None, None);
+            }
+            (Some(_), _, _) => {
+                out.push(format!("the token was removed: {RESTART}"));
+                (now.token, now.token_digest) = (self.token.clone(), self.token_digest.clone());
+            }
         }
         if self.peers != new.peers {
-            out.push(format!("the WireGuard peers or allow-list changed: {restart}"));
+            live.rules.store(Arc::new(new.peers.clone()));
+            out.push(format!(
+                "the peer names or allow-list changed ({} peers allowed without a token now): applied to every request from now on",
+                new.peers.allow.len()
+            ));
         }
-        if self.options != new.options {
-            out.push(format!("the upstream or limits changed: {restart}"));
+        let (old_o, new_o) = (&self.options, &new.options);
+        if old_o.upstream != new_o.upstream {
+            out.push(format!("the upstream changed: {RESTART}"));
+            now.options.upstream = old_o.upstream.clone();
+        }
+        let mut limits = new_o.server_limits;
+        if old_o.server_limits.max_body_bytes != limits.max_body_bytes {
+            out.push(format!("max_body_bytes (meshgate's own routes) changed: {RESTART}"));
+            limits.max_body_bytes = old_o.server_limits.max_body_bytes;
+            now.options.server_limits.max_body_bytes = limits.max_body_bytes;
+        }
+        if old_o.server_limits != limits {
+            live.controls.set_limits(limits);
+            out.push(format!(
+                "the connection limits changed ({}): applied to connections from now on",
+                limits_text(&limits)
+            ));
+        }
+        if old_o.upstream_limits != new_o.upstream_limits {
+            if live.controls.set_upstream_limits(new_o.upstream_limits) {
+                out.push("the upstream limits changed: applied to requests from now on".to_owned());
+            } else {
+                // No upstream is served: nothing reads them.
+                now.options.upstream_limits = old_o.upstream_limits;
+            }
         }
         if self.bind != new.bind {
-            out.push(format!("the bind changed ({} -> {}): {restart}", self.bind, new.bind));
+            out.push(format!("the bind changed ({} -> {}): {RESTART}", self.bind, new.bind));
+            now.bind = self.bind.clone();
         }
         if out.is_empty() {
             out.push("configuration re-read; nothing changed".to_owned());
         }
-        out
+        (out, now)
     }
+}
+
+/// The limits as the flags name them, for the log line.
+fn limits_text(l: &crate::gateway::ServerLimits) -> String {
+    format!(
+        "max_connections {}, per address {} ({} before credentials), idle_timeout {} s, max_header_bytes {}",
+        l.max_connections,
+        l.max_connections_per_address,
+        l.max_unauthenticated_per_address.min(l.max_connections_per_address),
+        l.idle_timeout.as_secs_f64(),
+        l.max_header_bytes
+    )
 }

@@ -13,9 +13,12 @@ use super::error::CliError;
 use super::logging;
 use super::notify;
 use super::print::{event_line, say};
-use super::settings::{browser_policy, registry, serve_options, settings, tls_setup, wireguard_peers};
+use super::reload::{Live, Loaded};
+use super::settings::{browser_policy, registry, settings, tls_setup};
 use crate::gateway::metrics::Meter;
-use crate::gateway::{app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, Proxy, TailnetPeers};
+use crate::gateway::{
+    app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
+};
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
 
 /// Runs `serve` until SIGINT/SIGTERM.
@@ -25,13 +28,16 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
     // The config file's log_level and access_log apply now that it is read;
     // the token is read here, once.
-    let (loaded, token) = super::reload::Loaded::read(args)?;
+    let loaded = Loaded::read(args)?;
     logging::set_filter(loaded.filter());
-    let options = serve_options(args, file)?;
+    let token = loaded.token().cloned();
+    let options = loaded.options.clone();
     let follow = !args.no_follow && file.and_then(|(_, f)| f.follow).unwrap_or(true);
-    let wireguard = wireguard_peers(args, file.map(|(_, f)| f))?;
-    let allows_any = wireguard.allows_any();
-    let tailnet = TailnetPeers::new(wireguard.allow_list().clone());
+    // One set of rules for both lookups; a reload replaces it.
+    let rules = PeerRules::shared(loaded.peers.names.clone(), loaded.peers.allow.clone());
+    let allows_any = !loaded.peers.allow.is_empty();
+    let wireguard = WireGuardPeers::with_rules(rules.clone());
+    let tailnet = TailnetPeers::with_rules(rules.clone());
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
     let tls = tls_setup(&args.tls, file)?;
     let stop = shutdown_signal();
@@ -109,7 +115,8 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     }
     let _ = meter.set(m);
     notify::ready(&listeners.lock().unwrap_or_else(|e| e.into_inner()));
-    reload_on_sighup(hangup, args.clone(), loaded, reloader);
+    let live = Live { controls: running.controls(), rules };
+    reload_on_sighup(hangup, args.clone(), loaded, live, reloader);
     running.run_until(stop).await;
     notify::stopping();
     Ok(())
@@ -117,14 +124,16 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
 
 /// SIGHUP: re-read the certificate files (a bad new pair is logged and the
 /// old one kept), the config file and the token, and apply what can change
-/// without re-binding. Today that is the log level; the rest is checked (a
-/// bad new config is refused with a log line) and a change that needs a
+/// without re-binding: the log filter, the token, the peer names and
+/// allow-list, the limits (see [`Loaded::apply`]). A bad new config is
+/// refused with a log line and the old one kept; a change that needs a
 /// restart is named. Without a handler, SIGHUP's default action would end
 /// the process.
 fn reload_on_sighup(
     hangup: Option<Hangup>,
     args: ServeArgs,
-    loaded: super::reload::Loaded,
+    loaded: Loaded,
+    live: Live,
     reloader: Option<Arc<Reloader>>,
 ) {
     #[cfg(unix)]
@@ -138,18 +147,19 @@ fn reload_on_sighup(
                         tracing::info!("SIGHUP: reloading the TLS certificate");
                         let _ = r.reload();
                     }
-                    match super::reload::Loaded::read(&args).map(|(l, _)| l) {
+                    match Loaded::read(&args) {
                         Err(e) => {
                             tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}")
                         }
                         Ok(new) => {
-                            for change in current.changes(&new) {
+                            let (changes, now) = current.apply(&new, &live);
+                            if logging::set_filter(now.filter()) {
+                                tracing::debug!("SIGHUP: log filter is now {}", now.filter_text);
+                            }
+                            for change in changes {
                                 tracing::info!("SIGHUP: {change}");
                             }
-                            if logging::set_filter(new.filter()) {
-                                tracing::debug!("SIGHUP: log filter is now {}", new.filter_text);
-                            }
-                            current = new;
+                            current = now;
                         }
                     }
                     notify::ready_again();
@@ -158,7 +168,7 @@ fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (hangup, args, loaded, reloader);
+    let _ = (hangup, args, loaded, live, reloader);
 }
 
 #[cfg(unix)]

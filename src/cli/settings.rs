@@ -20,11 +20,12 @@ use crate::tls::{default_state_dir, running_as_root, Reloader, SelfSigned, TlsAc
 use super::args::{BindArgs, ServeArgs, TlsArgs, TlsMode};
 use super::error::CliError;
 use super::values::{body_bytes, connections, header_bytes, seconds};
+use crate::gateway::identity::PeerRules;
 use crate::gateway::limits::{DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS};
 use crate::gateway::proxy::{HeaderRules, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 use crate::gateway::{
-    BrowserPolicy, Https, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, WireGuardPeers,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
+    BrowserPolicy, Https, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
 };
 
 /// The registry of every linked provider (the built-ins are linked first).
@@ -349,9 +350,9 @@ pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Re
     Ok(out)
 }
 
-/// The WireGuard peer lookup: `[peers]` names from the config file, and the
+/// What the peer lookups go by: `[peers]` names from the config file, and the
 /// peers let in without a token (`--allow-peer`, else the file's `allow_peers`).
-pub fn wireguard_peers(args: &ServeArgs, file: Option<&FileConfig>) -> Result<WireGuardPeers, CliError> {
+pub fn peer_rules(args: &ServeArgs, file: Option<&FileConfig>) -> Result<PeerRules, CliError> {
     let names = file.map(|f| f.peer_names.clone()).unwrap_or_default();
     let allow = if args.allow_peer.is_empty() {
         file.map(|f| f.allow_list.clone()).unwrap_or_default()
@@ -359,7 +360,7 @@ pub fn wireguard_peers(args: &ServeArgs, file: Option<&FileConfig>) -> Result<Wi
         AllowList::resolve(&names, args.allow_peer.iter().map(String::as_str))
             .map_err(|e| CliError::BadFlag(format!("--allow-peer: {e}")))?
     };
-    Ok(WireGuardPeers::new(names, allow))
+    Ok(PeerRules { names, allow })
 }
 
 /// HTTPS, when asked for: the listener setup, what to print at start, and the

@@ -1,7 +1,7 @@
 //! The accept loop of one listener and the service of each connection.
 //!
 //! Each accept loop serves HTTP/1.1 with hyper's connection builder directly
-//! (rather than `axum::serve`) so that the [`ServerLimits`] apply: the
+//! (rather than `axum::serve`) so that the [`ServerLimits`](super::limits::ServerLimits) apply: the
 //! request-head size cap is hyper's own setting (431), and each connection
 //! task carries the idle timeout (one coarse timer per connection, see
 //! `idle.rs`), which closes slow-head and idle keep-alive connections. With an
@@ -29,22 +29,22 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use axum::http::{header, HeaderValue, Method, StatusCode, Version};
 use axum::response::IntoResponse;
 
+use super::admission::Admission;
 use super::auth::{self, Verdict};
 use super::body::GatewayBody;
 use super::context::{AppState, ListenerCtx, Stats, MESHGATE_PREFIX};
 use super::identity::{Caller, PeerHeaders};
 use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
-use super::limits::ServerLimits;
 use super::metrics::{AccessRecord, ListenerCounters, Metered};
 use super::proxy::headers::Peer;
 use super::proxy::Proxy;
 use super::session;
-use super::slots::{AddressSlots, Slot};
+use super::slots::Slot;
 use crate::tls::{Alpn, TlsAcceptor};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
@@ -52,8 +52,14 @@ use crate::tls::{Alpn, TlsAcceptor};
 /// accepted connection takes its address's slot, then a permit from
 /// `connections`, before it is served.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
-    let Listen { listener, app, ctx, interface, state, limits, connections, slots, direct, tls } = listen;
-    let builder = limits.http1();
+    let Listen { listener, app, ctx, interface, state, admission, direct, tls } = listen;
+    // The loopback door has a cap of its own and no per-address shares: no
+    // mesh traffic can make it wait.
+    let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
+    let slots = (!ctx.loopback).then_some(&admission.slots);
+    // The HTTP/1 builder, remade only when a reload changed the limits.
+    let mut limits = admission.limits().clone();
+    let mut builder = limits.http1();
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (drain, draining) = watch::channel(false);
     tokio::pin!(stop);
@@ -94,9 +100,21 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
             },
         };
         let _ = stream.set_nodelay(true);
+        let now = admission.limits();
+        if !Arc::ptr_eq(&now, &limits) {
+            limits = now.clone();
+            builder = limits.http1();
+        }
         let activity = Arc::new(Activity::default());
-        let (app, direct, state, interface, builder, tls) =
-            (app.clone(), direct.clone(), state.clone(), interface.clone(), builder.clone(), tls.clone());
+        let (app, direct, state, interface, builder, tls, limits) = (
+            app.clone(),
+            direct.clone(),
+            state.clone(),
+            interface.clone(),
+            builder.clone(),
+            tls.clone(),
+            limits.clone(),
+        );
         let draining = draining.clone();
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
@@ -174,11 +192,8 @@ pub(crate) struct Listen {
     /// The interface the listener's address is on (for the peer lookup).
     pub(crate) interface: Option<Arc<str>>,
     pub(crate) state: AppState,
-    pub(crate) limits: ServerLimits,
-    /// The connection cap this listener shares (the loopback door has its own).
-    pub(crate) connections: Arc<Semaphore>,
-    /// Per-address shares (none on loopback listeners).
-    pub(crate) slots: Option<Arc<AddressSlots>>,
+    /// The caps, shares and limits of the listener set (a reload may change them).
+    pub(crate) admission: Arc<Admission>,
     pub(crate) direct: Option<Direct>,
     /// TLS on this listener (HTTPS; HTTP/2 or HTTP/1.1 by ALPN).
     pub(crate) tls: Option<Arc<TlsAcceptor>>,

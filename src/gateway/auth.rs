@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use super::browser::request_is_same_origin;
 use super::context::{AppState, ListenerCtx, Stats};
-use super::identity::{Caller, PeerIdentity};
+use super::identity::{allowed_now, Caller, PeerIdentity};
 use super::session;
 use super::token::Token;
 
@@ -133,7 +133,7 @@ pub(crate) fn check<B>(
     if loopback || state.is_open_path(path) {
         return Verdict::Pass;
     }
-    if state.token().is_some_and(|t| token_matches(headers, t)) {
+    if state.credentials().is_some_and(|c| token_matches(headers, c.token())) {
         return Verdict::Pass;
     }
     if valid_session(state, headers) {
@@ -152,7 +152,7 @@ pub(crate) fn check<B>(
                 .into_response(),
         );
     }
-    if caller.is_some_and(|c| c.allowed) {
+    if allowed_now(state.peer_lookup(), caller) {
         return Verdict::Pass;
     }
     if let Some(to) = signin_redirect(state, request) {
@@ -173,14 +173,14 @@ pub(crate) fn check<B>(
 /// an allowed peer: what moves a connection out of its address's
 /// unauthenticated share. No logging, no counting.
 pub(crate) fn vouched_for(state: &AppState, headers: &HeaderMap, caller: Option<&PeerIdentity>) -> bool {
-    caller.is_some_and(|c| c.allowed)
-        || state.token().is_some_and(|t| token_matches(headers, t))
+    allowed_now(state.peer_lookup(), caller)
+        || state.credentials().is_some_and(|c| token_matches(headers, c.token()))
         || valid_session(state, headers)
 }
 
 /// True when one of the request's session cookies (a few at most) is valid.
 fn valid_session(state: &AppState, headers: &HeaderMap) -> bool {
-    state.sessions().is_some_and(|s| session::cookie_values(headers).any(|c| s.check(c).is_ok()))
+    state.credentials().is_some_and(|k| session::cookie_values(headers).any(|c| k.sessions().check(c).is_ok()))
 }
 
 /// A browser's page load that would get 401 is sent to sign in instead: a
@@ -188,7 +188,9 @@ fn valid_session(state: &AppState, headers: &HeaderMap) -> bool {
 /// a token to sign in with). The page comes back to the same path after.
 fn signin_redirect<B>(state: &AppState, request: &axum::http::Request<B>) -> Option<Response> {
     let prefix = state.signin_prefix()?;
-    state.sessions()?;
+    if !state.has_token() {
+        return None;
+    }
     let method = request.method();
     if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
         return None;

@@ -529,6 +529,12 @@ impl Running<'_> {
         self.set.state()
     }
 
+    /// What can change while it runs, without re-binding: limits, the
+    /// upstream's limits, the token (see [`Controls`](super::listeners::Controls)).
+    pub fn controls(&self) -> super::listeners::Controls {
+        self.set.controls()
+    }
+
     /// Follows interface changes (unless follow is off) until `stop` resolves,
     /// then stops every listener and lets in-flight requests finish (up to 10 s).
     pub async fn run_until(mut self, stop: impl Future<Output = ()>) {

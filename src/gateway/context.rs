@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::{ArcSwap, Guard};
 use meshgate_core::Listener;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -71,7 +72,7 @@ pub struct AppState {
     inner: Arc<Inner>,
     browser: Arc<BrowserPolicy>,
     max_body_bytes: usize,
-    sessions: Option<Arc<Sessions>>,
+    credentials: Option<CredentialCell>,
     signin: Option<Arc<str>>,
     peers: Option<Arc<dyn PeerLookup>>,
     login_attempts: Arc<LoginAttempts>,
@@ -126,10 +127,60 @@ impl LoginAttempts {
     }
 }
 
+/// The token and the sessions signed with it, replaced together: rotating
+/// the token signs every browser out (their cookies were signed with a key
+/// derived from the old one).
+#[derive(Debug)]
+pub struct Credentials {
+    token: Token,
+    sessions: Sessions,
+}
+
+impl Credentials {
+    /// The token and fresh sessions keyed from it.
+    pub fn new(token: Token) -> Self {
+        let sessions = Sessions::new(&token);
+        Self { token, sessions }
+    }
+
+    /// The bearer token.
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The sessions signed with it.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+/// The gateway's [`Credentials`], shared by every clone of its state and by
+/// its proxy (so the token checked is the token removed before forwarding),
+/// and replaceable while requests read it (SIGHUP with a new token file).
+#[derive(Debug, Clone)]
+pub struct CredentialCell(Arc<ArcSwap<Credentials>>);
+
+impl CredentialCell {
+    /// A cell holding `token`.
+    pub fn new(token: Token) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(Credentials::new(token))))
+    }
+
+    /// The credentials in force (cheap: no lock, no count taken).
+    pub fn load(&self) -> Guard<Arc<Credentials>> {
+        self.0.load()
+    }
+
+    /// Puts `token` in force with fresh sessions; requests already past the
+    /// check finish as they were.
+    pub fn replace(&self, token: Token) {
+        self.0.store(Arc::new(Credentials::new(token)));
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     started: Instant,
-    token: Option<Token>,
     open_paths: Vec<String>,
     live: watch::Sender<LiveView>,
 }
@@ -144,17 +195,15 @@ impl AppState {
     /// New state whose token check lets exactly these paths through on every
     /// listener (none: everything needs the token off loopback).
     pub fn with_open_paths<S: Into<String>>(token: Option<Token>, open: impl IntoIterator<Item = S>) -> Self {
-        let sessions = token.as_ref().map(|t| Arc::new(Sessions::new(t)));
         Self {
             inner: Arc::new(Inner {
                 started: Instant::now(),
-                token,
                 open_paths: open.into_iter().map(Into::into).collect(),
                 live: watch::Sender::new(LiveView::default()),
             }),
             browser: Arc::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            sessions,
+            credentials: token.map(CredentialCell::new),
             signin: None,
             peers: None,
             login_attempts: Arc::default(),
@@ -175,9 +224,20 @@ impl AppState {
         self.signin.as_deref()
     }
 
-    /// The sessions signed with the token (none without a token).
-    pub fn sessions(&self) -> Option<&Sessions> {
-        self.sessions.as_deref()
+    /// The token and its sessions in force (none without a token).
+    pub fn credentials(&self) -> Option<Guard<Arc<Credentials>>> {
+        self.credentials.as_ref().map(CredentialCell::load)
+    }
+
+    /// The replaceable cell behind [`credentials`](Self::credentials).
+    pub fn credential_cell(&self) -> Option<&CredentialCell> {
+        self.credentials.as_ref()
+    }
+
+    /// True when the gateway has a token (whether one is set is fixed at
+    /// start; which one can change, see [`CredentialCell::replace`]).
+    pub fn has_token(&self) -> bool {
+        self.credentials.is_some()
     }
 
     /// The same state identifying callers with `lookup` (and letting in the
@@ -238,11 +298,6 @@ impl AppState {
                 // Signing in, out, and asking who one is need no credentials.
                 matches!(rest, "/login" | "/logout" | "/whoami")
             })
-    }
-
-    /// The token, if any.
-    pub fn token(&self) -> Option<&Token> {
-        self.inner.token.as_ref()
     }
 
     /// Replaces the live view (wakes `/ws` clients when it changed).

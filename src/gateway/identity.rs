@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use meshgate_core::wgpeer::{AllowList, PeerNames};
 use serde::Serialize;
 
 /// `Meshgate-Peer-Mesh`: which mesh vouches for the caller (`wireguard`).
@@ -60,6 +62,12 @@ pub struct PeerIdentity {
 #[derive(Debug, Clone, Default)]
 pub struct Caller(pub Option<Arc<PeerIdentity>>);
 
+/// True when `caller` is let in without a token now: `lookup` (the one that
+/// identified it) decides, else what it said when the connection opened.
+pub fn allowed_now(lookup: Option<&Arc<dyn PeerLookup>>, caller: Option<&PeerIdentity>) -> bool {
+    caller.is_some_and(|c| lookup.and_then(|l| l.allows(c)).unwrap_or(c.allowed))
+}
+
 /// Finds the identity of a connection from its listener's interface and its
 /// source address. Called once per connection, before its first request.
 pub trait PeerLookup: Send + Sync + std::fmt::Debug {
@@ -75,6 +83,38 @@ pub trait PeerLookup: Send + Sync + std::fmt::Debug {
     /// calls it on every snapshot it resolves). Default: nothing.
     fn observe(&self, snapshot: &meshgate_core::Snapshot) {
         let _ = snapshot;
+    }
+
+    /// Whether `identity` is let in without a token now, or `None` when this
+    /// lookup does not answer for its mesh (then what was found when the
+    /// connection opened stands: [`PeerIdentity::allowed`]). Asked on every
+    /// request, so a peer taken off the allow-list by a reload is refused on
+    /// the connections it holds open too. Default: `None`.
+    fn allows(&self, identity: &PeerIdentity) -> Option<bool> {
+        let _ = identity;
+        None
+    }
+}
+
+/// The `[peers]` names and the allow-list, as the WireGuard and tailnet
+/// lookups read them. One [`SharedPeerRules`] is shared by both and replaced
+/// whole on a reload: new connections get the new names, and every request
+/// is checked against the new allow-list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerRules {
+    /// Names for WireGuard keys (`[peers]`).
+    pub names: PeerNames,
+    /// Who is let in without a token (`--allow-peer`, `allow_peers`).
+    pub allow: AllowList,
+}
+
+/// [`PeerRules`] that a reload can replace while connections read them.
+pub type SharedPeerRules = Arc<ArcSwap<PeerRules>>;
+
+impl PeerRules {
+    /// These rules, shareable and replaceable.
+    pub fn shared(names: PeerNames, allow: AllowList) -> SharedPeerRules {
+        Arc::new(ArcSwap::from_pointee(Self { names, allow }))
     }
 }
 
@@ -201,5 +241,10 @@ impl PeerLookup for MeshPeers {
         for lookup in &self.0 {
             lookup.observe(snapshot);
         }
+    }
+
+    /// The first lookup that answers for the identity's mesh decides.
+    fn allows(&self, identity: &PeerIdentity) -> Option<bool> {
+        self.0.iter().find_map(|lookup| lookup.allows(identity))
     }
 }

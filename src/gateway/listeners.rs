@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use axum::Router;
 use meshgate_core::{Listener, Resolution};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::accept::{accept_loop, Direct, Listen};
+use super::admission::Admission;
 use super::bind::{bind, display_addr, BindError, Bound};
 use super::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
 use super::limits::ServerLimits;
 use super::proxy::Proxy;
-use super::slots::AddressSlots;
+use super::token::Token;
 use crate::tls::{SelfSigned, TlsAcceptor};
 
 /// HTTPS for a listener set: every non-loopback listener (and the loopback
@@ -64,15 +65,61 @@ impl Applied {
     }
 }
 
+/// What a running listener set lets change from outside it, without
+/// re-binding (a reload): the limits, the upstream's limits, the token.
+/// Cheap to clone; every change applies to connections and requests from
+/// then on, on every listener, open or to come.
+#[derive(Debug, Clone)]
+pub struct Controls {
+    admission: Arc<Admission>,
+    proxy: Option<Proxy>,
+    state: AppState,
+}
+
+/// A change [`Controls`] cannot make on a running gateway.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The gateway started without a token: which listeners may serve and
+    /// which routes exist were decided on that, so a token needs a restart.
+    #[error("the gateway started without a token; setting one needs a restart")]
+    NoToken,
+}
+
+impl Controls {
+    /// Puts `limits` in force (see [`ListenerSet::set_limits`]).
+    pub fn set_limits(&self, limits: ServerLimits) {
+        self.admission.set(limits);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ServerLimits {
+        **self.admission.limits()
+    }
+
+    /// Puts the upstream's limits in force for requests from now on (the
+    /// response timeout: for connections from now on). False when the set
+    /// has no upstream.
+    pub fn set_upstream_limits(&self, limits: super::proxy::UpstreamLimits) -> bool {
+        self.proxy.as_ref().map(|p| p.set_limits(limits)).is_some()
+    }
+
+    /// Replaces the token: requests from now on need the new one, it is the
+    /// one removed before forwarding, and every browser session (signed with
+    /// the old one) ends.
+    pub fn set_token(&self, token: Token) -> Result<(), ControlError> {
+        let cell = self.state.credential_cell().ok_or(ControlError::NoToken)?;
+        cell.replace(token);
+        Ok(())
+    }
+}
+
 /// The live listeners, keyed by socket address.
 pub struct ListenerSet {
     app: Router,
     state: AppState,
-    limits: ServerLimits,
-    /// The cap shared by the non-loopback listeners, and the loopback door's own.
-    connections: Arc<Semaphore>,
-    loopback_connections: Arc<Semaphore>,
-    slots: Arc<AddressSlots>,
+    /// The caps, shares and limits every accept loop of the set reads.
+    admission: Arc<Admission>,
     tls: Option<Https>,
     live: BTreeMap<SocketAddr, Live>,
     fallback: (bool, Option<String>),
@@ -88,17 +135,10 @@ impl std::fmt::Debug for ListenerSet {
 impl ListenerSet {
     /// An empty set serving `app` (built with [`app`](super::routes::app) from the same `state`).
     pub fn new(app: Router, state: AppState) -> Self {
-        let limits = ServerLimits::default();
         Self {
             app,
             state,
-            connections: Arc::new(Semaphore::new(limits.max_connections)),
-            loopback_connections: Arc::new(Semaphore::new(limits.max_connections)),
-            slots: Arc::new(AddressSlots::new(
-                limits.max_connections_per_address,
-                limits.max_unauthenticated_per_address,
-            )),
-            limits,
+            admission: Arc::new(Admission::new(ServerLimits::default())),
             live: BTreeMap::new(),
             fallback: (false, None),
             direct: None,
@@ -106,25 +146,33 @@ impl ListenerSet {
         }
     }
 
-    /// Sets the limits for listeners attached from now on (the connection cap
-    /// is shared by those listeners).
-    pub fn set_limits(&mut self, limits: ServerLimits) {
-        if limits.max_connections != self.limits.max_connections {
-            self.connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-            self.loopback_connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    /// Puts `limits` in force on every listener of the set, open or to come,
+    /// for the connections accepted from now on (open connections keep the
+    /// head and idle limits they were served with; a smaller connection cap
+    /// is reached as connections close). Call inside a tokio runtime.
+    pub fn set_limits(&self, limits: ServerLimits) {
+        self.admission.set(limits);
+    }
+
+    /// A handle that changes the limits, the upstream's limits and the token
+    /// later, for a caller that does not hold the set. Take it after
+    /// [`set_upstream`](Self::set_upstream).
+    pub fn controls(&self) -> Controls {
+        Controls {
+            admission: self.admission.clone(),
+            proxy: self.direct.as_ref().map(|d| d.proxy.clone()),
+            state: self.state.clone(),
         }
-        self.slots =
-            Arc::new(AddressSlots::new(limits.max_connections_per_address, limits.max_unauthenticated_per_address));
-        self.limits = limits;
     }
 
     /// Forwards every request outside `/_meshgate/` on listeners attached from
-    /// now on to `proxy`, after the set's token and browser checks, without
+    /// now on to `proxy` (stripping the token in force in the set's state), after the set's token and browser checks, without
     /// passing it through the router (which then only serves `/_meshgate/...`;
     /// build it with [`upstream_app`](super::routes::upstream_app)). This is how
     /// `meshgate serve --upstream` runs: the same answers as the router's
     /// fallback, with no router, extension map or boxed body per request.
     pub fn set_upstream(&mut self, proxy: Proxy) {
+        let proxy = proxy.with_credentials(self.state.credential_cell().cloned());
         self.direct = Some(Direct { proxy, state: self.state.clone() });
     }
 
@@ -177,10 +225,7 @@ impl ListenerSet {
             ctx,
             interface: bound.listener.interface.as_deref().map(Arc::from),
             state: self.state.clone(),
-            limits: self.limits,
-            // The loopback door has a cap of its own: no mesh traffic can make it wait.
-            connections: if loopback { self.loopback_connections.clone() } else { self.connections.clone() },
-            slots: (!loopback).then(|| self.slots.clone()),
+            admission: self.admission.clone(),
             direct: self.direct.clone(),
             tls: tls.map(|t| t.acceptor.clone()),
         };

@@ -21,6 +21,7 @@
 //! - [`event`], [`follow`], [`signal`], `error`, `builder`: the [`Gateway`] API.
 
 mod accept;
+mod admission;
 pub mod auth;
 pub mod bind;
 pub(crate) mod body;
@@ -51,12 +52,12 @@ pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SH
 pub use context::{AppState, ListenerCtx, LiveListener, LiveView, MESHGATE_PREFIX, UPSTREAM_HEALTHZ};
 pub use error::Error;
 pub use event::Event;
-pub use identity::{MeshPeers, PeerIdentity, PeerLookup};
+pub use identity::{MeshPeers, PeerIdentity, PeerLookup, PeerRules, SharedPeerRules};
 pub use limits::{
     ServerLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
     MIN_HEADER_BYTES,
 };
-pub use listeners::{Applied, Https, ListenerSet};
+pub use listeners::{Applied, ControlError, Controls, Https, ListenerSet};
 pub use proxy::{Proxy, Upstream, UpstreamLimits};
 pub use routes::{app, meshgate_routes, meshgate_routes_at, upstream_app};
 pub use signal::shutdown_signal;

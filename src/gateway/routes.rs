@@ -16,7 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::RequireTokenLayer;
 use super::context::{AppState, LiveListener, LiveView, MESHGATE_PREFIX};
-use super::identity::{Caller, PeerHeaders};
+use super::identity::{allowed_now, Caller, PeerHeaders};
 use super::metrics::{render, Gauges};
 use super::proxy::Proxy;
 use super::signin;
@@ -46,7 +46,7 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
         .route(MESHGATE_PREFIX, axum::routing::any(no_such_route))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()));
     // The token that is checked is the token that is removed.
-    let proxy = proxy.with_token(state.token().cloned());
+    let proxy = proxy.with_credentials(state.credential_cell().cloned());
     // Forwarded requests stream; their own cap (none by default) is checked
     // against Content-Length up front and counted as the body streams.
     let limit = proxy.limits().max_body_bytes;
@@ -94,11 +94,14 @@ pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
 }
 
 /// The caller's identity as the mesh gives it, or `{"known": false}`.
-async fn whoami(caller: Option<axum::Extension<Caller>>) -> Json<serde_json::Value> {
+/// `allowed` is the allow-list in force now (a reload may have changed it).
+async fn whoami(State(state): State<AppState>, caller: Option<axum::Extension<Caller>>) -> Json<serde_json::Value> {
     let id = caller.and_then(|c| c.0 .0.clone());
+    let allowed = allowed_now(state.peer_lookup(), id.as_deref());
     match id.and_then(|id| serde_json::to_value(&*id).ok()) {
         Some(serde_json::Value::Object(mut fields)) => {
             fields.insert("known".into(), true.into());
+            fields.insert("allowed".into(), allowed.into());
             Json(serde_json::Value::Object(fields))
         }
         _ => Json(json!({ "known": false })),

@@ -69,7 +69,7 @@ pub(crate) async fn login(
         tracing::warn!("refused a sign-in posted from another origin");
         return (StatusCode::FORBIDDEN, "forbidden: sign in from meshgate's own sign-in page\n").into_response();
     }
-    let Some(sessions) = state.sessions() else {
+    let Some(credentials) = state.credentials() else {
         return page(&state, StatusCode::NOT_FOUND, &next, None);
     };
     if let Some(Extension(ConnectInfo(peer))) = peer {
@@ -79,11 +79,12 @@ pub(crate) async fn login(
             return page(&state, StatusCode::TOO_MANY_REQUESTS, &next, Some("Too many attempts. Wait a minute."));
         }
     }
-    let right = state.token().is_some_and(|t| token_value_matches(form.token.trim().as_bytes(), t));
+    let right = token_value_matches(form.token.trim().as_bytes(), credentials.token());
     if !right {
         Stats::bump(&state.stats().signin_refused);
         return page(&state, StatusCode::UNAUTHORIZED, &next, Some("That token is not right."));
     }
+    let sessions = credentials.sessions();
     let cookie = sessions.set_cookie(&sessions.issue(), tls);
     (
         StatusCode::SEE_OTHER,
@@ -102,9 +103,9 @@ pub(crate) async fn logout(
     if !request_is_same_origin(&headers, tls) {
         return (StatusCode::FORBIDDEN, "forbidden: sign out from meshgate's own page\n").into_response();
     }
-    if let Some(s) = state.sessions() {
+    if let Some(k) = state.credentials() {
         for c in session::cookie_values(&headers) {
-            s.revoke(c);
+            k.sessions().revoke(c);
         }
     }
     let to = format!("{}/login", state.signin_prefix().unwrap_or(""));
@@ -128,7 +129,7 @@ fn escape(s: &str) -> String {
 
 fn page(state: &AppState, status: StatusCode, next: &str, error: Option<&str>) -> Response {
     let prefix = escape(state.signin_prefix().unwrap_or(""));
-    let body = if state.sessions().is_none() {
+    let body = if !state.has_token() {
         "<p>Sign-in is not set up on this gateway: it has no token. Ask its operator.</p>".to_owned()
     } else {
         let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
@@ -178,7 +179,7 @@ fn page(state: &AppState, status: StatusCode, next: &str, error: Option<&str>) -
 </body>
 </html>
 "#,
-        hours = state.sessions().map_or(0, |s| s.ttl().as_secs() / 3600),
+        hours = state.credentials().map_or(0, |k| k.sessions().ttl().as_secs() / 3600),
     );
     (
         status,

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
@@ -24,14 +24,26 @@ struct Counts {
 /// The open connections of every source address of a listener set.
 #[derive(Debug)]
 pub(crate) struct AddressSlots {
-    max_total: usize,
-    max_unauthenticated: usize,
+    /// The shares; a reload may change them (connections already held stay).
+    max_total: AtomicUsize,
+    max_unauthenticated: AtomicUsize,
     map: Mutex<HashMap<IpAddr, Counts>>,
 }
 
 impl AddressSlots {
     pub(crate) fn new(max_total: usize, max_unauthenticated: usize) -> Self {
-        Self { max_total, max_unauthenticated: max_unauthenticated.min(max_total), map: Mutex::default() }
+        let s =
+            Self { max_total: AtomicUsize::new(0), max_unauthenticated: AtomicUsize::new(0), map: Mutex::default() };
+        s.set_shares(max_total, max_unauthenticated);
+        s
+    }
+
+    /// New shares for connections admitted from now on; an address already
+    /// over a smaller share keeps what it holds and gets no more until it is
+    /// under it.
+    pub(crate) fn set_shares(&self, max_total: usize, max_unauthenticated: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_unauthenticated.store(max_unauthenticated.min(max_total), Ordering::Relaxed);
     }
 
     /// A slot for a new connection from `ip`, or `None` when its address
@@ -40,7 +52,9 @@ impl AddressSlots {
         let ip = ip.to_canonical();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let c = map.entry(ip).or_default();
-        if c.total >= self.max_total || c.unauthenticated >= self.max_unauthenticated {
+        if c.total >= self.max_total.load(Ordering::Relaxed)
+            || c.unauthenticated >= self.max_unauthenticated.load(Ordering::Relaxed)
+        {
             if c.total == 0 {
                 map.remove(&ip);
             }
@@ -133,6 +147,26 @@ mod tests {
         assert_eq!(slots.held(b), (1, 1));
         let _m = slots.admit(mapped).unwrap();
         assert_eq!(slots.held(b), (2, 2));
+    }
+
+    #[test]
+    fn new_shares_apply_to_the_next_connection() {
+        let slots = Arc::new(AddressSlots::new(4, 4));
+        let a: IpAddr = "10.8.0.2".parse().unwrap();
+        let held: Vec<Slot> = (0..3).filter_map(|_| slots.admit(a)).collect();
+        assert_eq!(held.len(), 3);
+        // Shrunk below what the address holds: it keeps them, gets no more.
+        slots.set_shares(2, 2);
+        assert!(slots.admit(a).is_none());
+        assert_eq!(slots.held(a), (3, 3));
+        drop(held);
+        let s1 = slots.admit(a).unwrap();
+        let _s2 = slots.admit(a).unwrap();
+        assert!(slots.admit(a).is_none());
+        // Grown: room again at once.
+        slots.set_shares(3, 3);
+        assert!(slots.admit(a).is_some());
+        drop(s1);
     }
 
     #[test]

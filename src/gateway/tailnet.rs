@@ -19,7 +19,10 @@ use meshgate_core::probe::tailscale;
 use meshgate_core::wgpeer::AllowList;
 use meshgate_core::Snapshot;
 
-use super::identity::{PeerIdentity, PeerLookup};
+use super::identity::{PeerIdentity, PeerLookup, PeerRules, SharedPeerRules};
+
+/// The mesh these identities are of.
+const MESH: &str = "tailscale";
 
 /// How long a `whois` may take before the caller counts as unknown.
 pub const WHOIS_LIMIT: Duration = Duration::from_millis(200);
@@ -27,7 +30,7 @@ pub const WHOIS_LIMIT: Duration = Duration::from_millis(200);
 /// Tailnet identity by tailscaled's `whois`.
 #[derive(Debug)]
 pub struct TailnetPeers {
-    allow: AllowList,
+    rules: SharedPeerRules,
     /// tailscaled's socket (`None`: its usual place, or `MESHGATE_TAILSCALED_SOCKET`).
     socket: Option<std::path::PathBuf>,
     interfaces: RwLock<HashSet<String>>,
@@ -36,12 +39,18 @@ pub struct TailnetPeers {
 impl TailnetPeers {
     /// Identity from the tailscaled on this host, letting in what `allow` names.
     pub fn new(allow: AllowList) -> Self {
-        Self { allow, socket: None, interfaces: RwLock::default() }
+        Self::with_rules(PeerRules::shared(Default::default(), allow))
+    }
+
+    /// Identity from the tailscaled on this host, letting in what the shared
+    /// rules' allow-list names (a reload can replace it: see [`PeerRules`]).
+    pub fn with_rules(rules: SharedPeerRules) -> Self {
+        Self { rules, socket: None, interfaces: RwLock::default() }
     }
 
     /// The same, asking the tailscaled at `socket` (tests: a stand-in).
     pub fn at(allow: AllowList, socket: impl Into<std::path::PathBuf>) -> Self {
-        Self { allow, socket: Some(socket.into()), interfaces: RwLock::default() }
+        Self { socket: Some(socket.into()), ..Self::new(allow) }
     }
 }
 
@@ -61,11 +70,11 @@ impl PeerLookup for TailnetPeers {
             };
             match answer {
                 Ok(p) => Some(PeerIdentity {
-                    mesh: "tailscale".into(),
+                    mesh: MESH.into(),
                     interface: interface.to_owned(),
                     key: None,
                     name: None,
-                    allowed: self.allow.allows_tailnet(&p.login_name, &p.tags),
+                    allowed: self.rules.load().allow.allows_tailnet(&p.login_name, &p.tags),
                     login: Some(p.login_name),
                     node: Some(p.node_name),
                     tags: p.tags,
@@ -80,7 +89,15 @@ impl PeerLookup for TailnetPeers {
 
     fn observe(&self, snapshot: &Snapshot) {
         let now: HashSet<String> =
-            snapshot.facts.iter().filter(|f| f.mesh == "tailscale").filter_map(|f| f.interface.clone()).collect();
+            snapshot.facts.iter().filter(|f| f.mesh == MESH).filter_map(|f| f.interface.clone()).collect();
         *self.interfaces.write().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    fn allows(&self, identity: &PeerIdentity) -> Option<bool> {
+        if identity.mesh != MESH {
+            return None;
+        }
+        let login = identity.login.as_deref().unwrap_or_default();
+        Some(self.rules.load().allow.allows_tailnet(login, &identity.tags))
     }
 }

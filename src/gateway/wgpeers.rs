@@ -17,9 +17,12 @@ use std::pin::Pin;
 use std::sync::{Mutex, RwLock};
 
 use meshgate_core::wgpeer::{AllowList, PeerCache, PeerCacheConfig, PeerNames, WgKind};
-use meshgate_core::{Interface, Snapshot};
+use meshgate_core::{Interface, PublicKey, Snapshot};
 
-use super::identity::{PeerIdentity, PeerLookup};
+use super::identity::{PeerIdentity, PeerLookup, PeerRules, SharedPeerRules};
+
+/// The mesh these identities are of.
+const MESH: &str = "wireguard";
 
 /// How many unknown addresses are remembered so that each is logged once.
 const LOGGED_UNKNOWN: usize = 1024;
@@ -28,8 +31,7 @@ const LOGGED_UNKNOWN: usize = 1024;
 #[derive(Debug)]
 pub struct WireGuardPeers {
     cache: PeerCache,
-    names: PeerNames,
-    allow: AllowList,
+    rules: SharedPeerRules,
     interfaces: RwLock<HashMap<String, Interface>>,
     logged: Mutex<HashSet<IpAddr>>,
 }
@@ -37,22 +39,32 @@ pub struct WireGuardPeers {
 impl WireGuardPeers {
     /// Identity by `[peers]` names, letting in the peers of `allow`.
     pub fn new(names: PeerNames, allow: AllowList) -> Self {
-        Self::with_cache(names, allow, PeerCache::new(PeerCacheConfig::default()))
+        Self::with_rules(PeerRules::shared(names, allow))
+    }
+
+    /// Identity by rules that a reload can replace (shared with the tailnet
+    /// lookup: see [`PeerRules`]).
+    pub fn with_rules(rules: SharedPeerRules) -> Self {
+        Self::with_cache_and_rules(PeerCache::new(PeerCacheConfig::default()), rules)
     }
 
     /// The same with a cache of one's own (tests: a reader, other intervals).
     pub fn with_cache(names: PeerNames, allow: AllowList, cache: PeerCache) -> Self {
-        Self { cache, names, allow, interfaces: RwLock::default(), logged: Mutex::default() }
+        Self::with_cache_and_rules(cache, PeerRules::shared(names, allow))
+    }
+
+    fn with_cache_and_rules(cache: PeerCache, rules: SharedPeerRules) -> Self {
+        Self { cache, rules, interfaces: RwLock::default(), logged: Mutex::default() }
     }
 
     /// True when some peer is let in without a token.
     pub fn allows_any(&self) -> bool {
-        !self.allow.is_empty()
+        !self.rules.load().allow.is_empty()
     }
 
-    /// The allow-list (for the tailnet lookup, which shares it).
-    pub fn allow_list(&self) -> &AllowList {
-        &self.allow
+    /// The rules in force (shared with the tailnet lookup).
+    pub fn rules(&self) -> &SharedPeerRules {
+        &self.rules
     }
 
     /// Takes note of the host's WireGuard interfaces in a fresh snapshot;
@@ -101,20 +113,29 @@ impl PeerLookup for WireGuardPeers {
                 self.log_unknown_once(interface, ip);
                 return None;
             };
+            let rules = self.rules.load();
             Some(PeerIdentity {
-                mesh: "wireguard".into(),
+                mesh: MESH.into(),
                 interface: interface.to_owned(),
                 key: Some(key.to_base64()),
-                name: self.names.name_of(&key).map(str::to_owned),
+                name: rules.names.name_of(&key).map(str::to_owned),
                 login: None,
                 node: None,
                 tags: Vec::new(),
-                allowed: self.allow.allows(&key),
+                allowed: rules.allow.allows(&key),
             })
         })
     }
 
     fn observe(&self, snapshot: &Snapshot) {
         self.note(snapshot);
+    }
+
+    fn allows(&self, identity: &PeerIdentity) -> Option<bool> {
+        if identity.mesh != MESH {
+            return None;
+        }
+        let key = identity.key.as_deref().and_then(|k| PublicKey::from_base64(k).ok());
+        Some(key.is_some_and(|k| self.rules.load().allow.allows(&k)))
     }
 }

@@ -235,6 +235,58 @@ fn sighup_rereads_the_config_refuses_a_bad_one_and_keeps_serving() {
     assert!(status.success(), "{status}: {log}");
 }
 
+/// A raw request on a fresh connection; the status line, or what went wrong
+/// within `wait`.
+fn status_line(addr: SocketAddr, request: &str, wait: Duration) -> Result<String, std::io::Error> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(wait))?;
+    s.write_all(request.as_bytes())?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line)?;
+    Ok(line.trim_end().to_owned())
+}
+
+#[test]
+fn sighup_applies_new_connection_and_upstream_limits_without_rebinding() {
+    let dir = TempDir::new("hup-limits");
+    let cfg = dir.file("m.toml");
+    let write = |cap: u32, body: u32| {
+        let text = format!("[limits]\nmax_connections = {cap}\nupstream_max_body_bytes = {body}\n");
+        std::fs::write(&cfg, text).unwrap();
+    };
+    write(1, 10);
+    // Nothing listens on port 9: a forwarded request gets 502, a refused one 413.
+    let svc = Service::start(
+        &mut serve(&["--config", cfg.to_str().unwrap(), "--upstream", "http://127.0.0.1:9"]),
+        dir.file("stderr"),
+    );
+    let post = "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
+    let line = status_line(svc.addr, post, PROCESS_DEADLINE).unwrap();
+    assert!(line.starts_with("HTTP/1.1 413"), "{line}");
+
+    // One connection held open takes the loopback door's only place: the next waits unserved.
+    let mut held = std::net::TcpStream::connect(svc.addr).unwrap();
+    held.write_all(b"GET /_meshgate/healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut first = [0u8; 12];
+    held.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let get = "GET /_meshgate/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    assert!(status_line(svc.addr, get, Duration::from_millis(500)).is_err(), "served past a cap of one");
+
+    write(2, 1000);
+    svc.signal("-HUP");
+    let log = svc.wait_log("the upstream limits changed: applied");
+    assert!(log.contains("the connection limits changed"), "{log}");
+    let line = status_line(svc.addr, get, PROCESS_DEADLINE).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "the larger cap did not apply: {line}");
+    let line = status_line(svc.addr, post, PROCESS_DEADLINE).unwrap();
+    assert!(line.starts_with("HTTP/1.1 502"), "the larger body cap did not apply: {line}");
+    drop(held);
+    let (status, log) = svc.stop();
+    assert!(status.success(), "{status}: {log}");
+    assert_eq!(log.matches("listening on").count(), 1, "a reload re-bound: {log}");
+}
+
 /// The completions and the man page shipped in dist/ (and the .deb) are what
 /// the binary prints: regenerate them with `meshgate completions SHELL` and
 /// `meshgate man` when a flag changes.

@@ -9,6 +9,7 @@ mod faults;
 mod follow;
 mod identity;
 mod peers;
+mod reload;
 mod serve;
 mod starvation;
 mod tls;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::uri::PathAndQuery;
@@ -29,7 +30,7 @@ use super::outbound::Outbound;
 use super::pool;
 use super::upstream::{Upstream, UpstreamLimits};
 use crate::gateway::body::GatewayBody;
-use crate::gateway::context::ListenerCtx;
+use crate::gateway::context::{CredentialCell, ListenerCtx};
 use crate::gateway::idle::Activity;
 use crate::gateway::token::Token;
 
@@ -48,14 +49,15 @@ pub struct Proxy {
 struct Inner {
     upstream: Upstream,
     name: String,
-    limits: UpstreamLimits,
-    token: Option<Token>,
+    /// Shared by every proxy made from one with `with_*`, and replaceable.
+    limits: Arc<ArcSwap<UpstreamLimits>>,
+    token: Option<CredentialCell>,
     pool: Arc<pool::Pool>,
 }
 
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Proxy").field("upstream", &self.inner.name).field("limits", &self.inner.limits).finish()
+        f.debug_struct("Proxy").field("upstream", &self.inner.name).field("limits", &self.limits()).finish()
     }
 }
 
@@ -65,25 +67,40 @@ impl Proxy {
     pub fn new(upstream: Upstream, limits: UpstreamLimits, token: Option<Token>) -> Self {
         let pool = Arc::new(pool::Pool::new(&upstream, limits.connect_timeout, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT));
         let name = upstream.to_string();
-        Self { inner: Arc::new(Inner { upstream, name, limits, token, pool }) }
+        let limits = Arc::new(ArcSwap::from_pointee(limits));
+        Self { inner: Arc::new(Inner { upstream, name, limits, token: token.map(CredentialCell::new), pool }) }
     }
 
-    /// The same proxy (the same connection pool) stripping `token` instead.
-    /// [`upstream_app`](crate::gateway::upstream_app) and
-    /// [`start_upstream`](crate::gateway::GatewayBuilder::start_upstream) put
-    /// the gateway's own token here, so the token that is checked is always
-    /// the token that is removed.
+    /// The same proxy (the same connection pool and limits) stripping `token`
+    /// instead.
     pub fn with_token(&self, token: Option<Token>) -> Self {
+        self.with_credentials(token.map(CredentialCell::new))
+    }
+
+    /// The same proxy (the same connection pool and limits) stripping the
+    /// token in force in `cell`, whichever it is when a request passes.
+    /// [`upstream_app`](crate::gateway::upstream_app) and the gateway's
+    /// listeners put the gateway's own cell here, so the token that is
+    /// checked is always the token that is removed, across reloads too.
+    pub fn with_credentials(&self, cell: Option<CredentialCell>) -> Self {
         let i = &self.inner;
         Self {
             inner: Arc::new(Inner {
                 upstream: i.upstream.clone(),
                 name: i.name.clone(),
-                limits: i.limits,
-                token,
+                limits: i.limits.clone(),
+                token: cell,
                 pool: i.pool.clone(),
             }),
         }
+    }
+
+    /// Puts new limits in force for requests from now on (every proxy made
+    /// from this one with `with_*` shares them). Requests in flight keep
+    /// theirs.
+    pub fn set_limits(&self, limits: UpstreamLimits) {
+        self.inner.pool.set_connect_timeout(limits.connect_timeout);
+        self.inner.limits.store(Arc::new(limits));
     }
 
     /// Where requests go.
@@ -93,7 +110,7 @@ impl Proxy {
 
     /// The limits in force.
     pub fn limits(&self) -> UpstreamLimits {
-        self.inner.limits
+        **self.inner.limits.load()
     }
 
     /// Forwards one request and returns the upstream's response (streaming), or
@@ -132,7 +149,7 @@ impl Proxy {
         activity: &Activity,
     ) -> Response<GatewayBody> {
         let watch = Some(activity);
-        match self.inner.limits.max_body_bytes {
+        match self.limits().max_body_bytes {
             None => self.exchange(request, Some(peer), watch, Outbound::Client).await,
             Some(cap) => {
                 // hyper's decoded length (it accepts `Content-Length: 5, 5` too).
@@ -166,13 +183,13 @@ impl Proxy {
 
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
-        strip_look_alikes(headers, self.inner.limits.headers);
+        strip_look_alikes(headers, self.limits().headers);
         if let Some(proto) = upgrade_proto {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto);
         }
-        if let Some(token) = &self.inner.token {
-            strip_token(headers, token);
+        if let Some(cell) = &self.inner.token {
+            strip_token(headers, cell.load().token());
         }
         if let Some(peer) = peer {
             append_forwarded_for(headers, peer);
@@ -198,7 +215,7 @@ impl Proxy {
         parts.extensions = Default::default();
         let outbound = hyper::Request::from_parts(parts, body(client_body));
 
-        let limits = self.inner.limits;
+        let limits = self.limits();
         let sent = match watch {
             None => tokio::time::timeout(limits.response_timeout, self.inner.pool.send(outbound)).await.ok(),
             Some(activity) => {
@@ -277,7 +294,7 @@ impl Proxy {
                 tracing::warn!(
                     upstream = %name,
                     "upstream did not accept a connection within {}; answered 504",
-                    secs(self.inner.limits.connect_timeout)
+                    secs(self.limits().connect_timeout)
                 );
                 plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not accept a connection in time")
             }

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -48,10 +49,15 @@ struct Idle {
     since: Instant,
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 pub(crate) struct Pool {
     target: Target,
     host: HeaderValue,
-    connect_timeout: Duration,
+    /// In nanoseconds; a reload may change it while connections are made.
+    connect_timeout_ns: AtomicU64,
     idle_timeout: Duration,
     max_idle: usize,
     idle: Mutex<VecDeque<Idle>>,
@@ -73,7 +79,7 @@ impl Pool {
         Self {
             target,
             host,
-            connect_timeout,
+            connect_timeout_ns: AtomicU64::new(nanos(connect_timeout)),
             idle_timeout,
             max_idle,
             idle: Mutex::new(VecDeque::new()),
@@ -147,9 +153,15 @@ impl Pool {
         }
     }
 
+    /// Connections opened from now on get `timeout` to connect.
+    pub(crate) fn set_connect_timeout(&self, timeout: Duration) {
+        self.connect_timeout_ns.store(nanos(timeout), Ordering::Relaxed);
+    }
+
     async fn connect(&self) -> Result<SendRequest<Outbound>, SendError> {
         let timed_out = || SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
-        let opened = tokio::time::timeout(self.connect_timeout, async {
+        let limit = Duration::from_nanos(self.connect_timeout_ns.load(Ordering::Relaxed));
+        let opened = tokio::time::timeout(limit, async {
             match &self.target {
                 Target::Tcp(authority) => {
                     let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
