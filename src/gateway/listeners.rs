@@ -18,6 +18,7 @@ use super::admission::Admission;
 use super::bind::{bind, display_addr, BindError, Bound};
 use super::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
 use super::limits::ServerLimits;
+use super::metrics::IdleCount;
 use super::proxy::Proxy;
 use super::token::Token;
 use crate::tls::{SelfSigned, TlsAcceptor};
@@ -173,6 +174,8 @@ impl ListenerSet {
     /// fallback, with no router, extension map or boxed body per request.
     pub fn set_upstream(&mut self, proxy: Proxy) {
         let proxy = proxy.with_credentials(self.state.credential_cell().cloned());
+        let pool = proxy.clone();
+        self.state.stats().meter.set_upstream_idle(IdleCount(Box::new(move || pool.idle_connections() as u64)));
         self.direct = Some(Direct { proxy, state: self.state.clone() });
     }
 

@@ -64,6 +64,16 @@ pub struct Meter {
     /// opened is one or the other, and the count never races the events.
     pub detached: AtomicU64,
     tls: OnceLock<Arc<TlsStats>>,
+    upstream_idle: OnceLock<IdleCount>,
+}
+
+/// Reads the upstream pool's idle connections at scrape time.
+pub struct IdleCount(pub Box<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for IdleCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdleCount")
+    }
 }
 
 impl Meter {
@@ -82,6 +92,12 @@ impl Meter {
     /// Shows these TLS handshake counters too (the first call wins).
     pub fn set_tls(&self, stats: Arc<TlsStats>) {
         let _ = self.tls.set(stats);
+    }
+
+    /// Shows the upstream pool's idle connections too, read by `count` at
+    /// scrape time (the first call wins).
+    pub fn set_upstream_idle(&self, count: IdleCount) {
+        let _ = self.upstream_idle.set(count);
     }
 
     fn count(&self, counters: &ListenerCounters, status: u16) {
@@ -296,6 +312,15 @@ impl Collector for Scrape {
         counter(&mut e, "listener_attaches", "Listeners opened since start.", get(&m.detached) + g.listeners)?;
         counter(&mut e, "listener_detaches", "Listeners closed since start.", get(&m.detached))?;
         gauge(&mut e, "fallback", "1 while loopback stands in because nothing matched.", i64::from(g.fallback))?;
+        if let Some(idle) = m.upstream_idle.get() {
+            let n = i64::try_from((idle.0)()).unwrap_or(i64::MAX);
+            gauge(
+                &mut e,
+                "upstream_idle_connections",
+                "Idle keep-alive connections to the upstream, pooled for reuse.",
+                n,
+            )?;
+        }
         if let Some(tls) = m.tls.get() {
             let s = tls.snapshot();
             let mut family =

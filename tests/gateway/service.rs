@@ -166,6 +166,49 @@ fn metrics_move_under_meshgate_in_front_of_an_upstream() {
     assert!(r.starts_with("HTTP/1.1 200") && r.contains("meshgate_requests_total"), "{r}");
 }
 
+/// A keep-alive upstream on a port of its own: every request gets `200 ok`;
+/// it serves until the test process ends.
+fn keep_alive_upstream() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(conn);
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" && out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                        break;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn metrics_show_the_upstream_pool_idle_connections() {
+    let dir = TempDir::new("metrics-idle");
+    let upstream = format!("http://{}", keep_alive_upstream());
+    let svc = Service::start(&mut serve(&["--upstream", &upstream]), dir.file("stderr"));
+    let idle = || {
+        let r = http_get(svc.addr, "/_meshgate/metrics", None);
+        r.lines().find_map(|l| l.strip_prefix("meshgate_upstream_idle_connections ")).map(str::to_owned)
+    };
+    assert_eq!(idle().as_deref(), Some("0"));
+    let r = http_get(svc.addr, "/app", None);
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+    // The upstream connection went back to the pool once the response ended.
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    while idle().as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "no idle upstream connection counted: {:?}", idle());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn access_log_is_json_and_carries_no_secret() {
     let dir = TempDir::new("access");

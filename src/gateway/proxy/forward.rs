@@ -103,6 +103,11 @@ impl Proxy {
         self.inner.limits.store(Arc::new(limits));
     }
 
+    /// Idle keep-alive connections to the upstream in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        self.inner.pool.idle_count()
+    }
+
     /// Where requests go.
     pub fn upstream(&self) -> &Upstream {
         &self.inner.upstream

@@ -153,6 +153,12 @@ impl Pool {
         }
     }
 
+    /// Idle connections kept for reuse now (some may have been closed by
+    /// the upstream since; they are dropped when next taken).
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Connections opened from now on get `timeout` to connect.
     pub(crate) fn set_connect_timeout(&self, timeout: Duration) {
         self.connect_timeout_ns.store(nanos(timeout), Ordering::Relaxed);
