@@ -134,13 +134,22 @@ impl LoginAttempts {
 pub struct Credentials {
     token: Token,
     sessions: Sessions,
+    /// The token this one replaced: never accepted, but still removed before
+    /// forwarding, so a request that passed the check just before a reload
+    /// cannot carry it to the upstream just after.
+    previous: Option<Token>,
 }
 
 impl Credentials {
     /// The token and fresh sessions keyed from it.
     pub fn new(token: Token) -> Self {
         let sessions = Sessions::new(&token);
-        Self { token, sessions }
+        Self { token, sessions, previous: None }
+    }
+
+    /// The token it replaced, if any (to remove, never to accept).
+    pub fn previous(&self) -> Option<&Token> {
+        self.previous.as_ref()
     }
 
     /// The bearer token.
@@ -174,7 +183,8 @@ impl CredentialCell {
     /// Puts `token` in force with fresh sessions; requests already past the
     /// check finish as they were.
     pub fn replace(&self, token: Token) {
-        self.0.store(Arc::new(Credentials::new(token)));
+        let previous = Some(self.0.load().token.clone());
+        self.0.store(Arc::new(Credentials { previous, ..Credentials::new(token) }));
     }
 }
 
@@ -328,4 +338,35 @@ impl AppState {
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::session::Refused;
+
+    #[test]
+    fn a_replaced_token_ends_the_sessions_and_is_kept_only_to_be_removed() {
+        let state = AppState::new(Some(Token::new("first-token-0123", "test").unwrap()));
+        let c = state.credentials().unwrap();
+        let cookie = c.sessions().issue();
+        assert!(c.sessions().check(&cookie).is_ok());
+        assert!(c.previous().is_none());
+        drop(c);
+
+        // Every clone shares the cell: the router's copy sees the new token too.
+        let copy = state.clone();
+        state.credential_cell().unwrap().replace(Token::new("second-token-4567", "test").unwrap());
+        let c = copy.credentials().unwrap();
+        assert_eq!(c.token().expose(), b"second-token-4567");
+        assert_eq!(c.previous().map(Token::expose), Some(&b"first-token-0123"[..]));
+        assert_eq!(c.sessions().check(&cookie), Err(Refused::BadSignature));
+    }
+
+    #[test]
+    fn without_a_token_there_is_nothing_to_replace() {
+        let state = AppState::new(None);
+        assert!(!state.has_token());
+        assert!(state.credentials().is_none() && state.credential_cell().is_none());
+    }
 }

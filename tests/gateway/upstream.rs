@@ -576,6 +576,37 @@ async fn the_gateway_token_is_stripped_whatever_the_proxy_was_made_with() {
     }
 }
 
+/// A token replaced on the running gateway (a reload) is the one stripped
+/// from then on, on both paths, and the one it replaced is stripped too: a
+/// request checked just before the reload must not carry it upstream.
+#[tokio::test]
+async fn a_replaced_token_and_the_one_before_it_never_reach_the_upstream() {
+    const NEW: &str = "the-rotated-token-0123456789";
+    let up = tcp_upstream(Seen::default()).await;
+    for via in BOTH {
+        let proxy = Proxy::new(Upstream::parse(&format!("http://{up}")).unwrap(), UpstreamLimits::default(), None);
+        let builder = Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).token(token());
+        let running = match via {
+            Via::Direct => builder.start_upstream(proxy).await,
+            Via::Router => builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await,
+        }
+        .expect("gateway starts");
+        running.controls().set_token(Token::new(NEW, "test").unwrap()).expect("the gateway has a token");
+        let gw = running.addresses()[0];
+        for sent in [NEW, TOKEN] {
+            let (s, _, body) = raw(gw, &get_req("/echo", &format!("Authorization: Bearer {sent}\r\n"))).await;
+            assert_eq!(s, 200, "{via:?}: {body}");
+            assert!(!body.contains(sent), "{via:?}: {sent} reached the upstream after the reload: {body}");
+        }
+        running.shutdown().await;
+    }
+    // Without a token at start there is none to replace.
+    let running =
+        Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).start(axum::Router::new()).await.unwrap();
+    assert!(running.controls().set_token(token()).is_err());
+    running.shutdown().await;
+}
+
 /// The router seen from a non-loopback listener: nothing reaches the upstream
 /// without the token, including the upstream's own `/healthz`.
 #[tokio::test]

@@ -194,7 +194,12 @@ impl Proxy {
             headers.insert(header::UPGRADE, proto);
         }
         if let Some(cell) = &self.inner.token {
-            strip_token(headers, cell.load().token());
+            let c = cell.load();
+            strip_token(headers, c.token());
+            // A request checked just before a reload carries the old one.
+            if let Some(old) = c.previous() {
+                strip_token(headers, old);
+            }
         }
         if let Some(peer) = peer {
             append_forwarded_for(headers, peer);
