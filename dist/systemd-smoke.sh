@@ -16,6 +16,9 @@
 # Prints PASS/FAIL per check and exits with the number of FAILs (0 = all passed).
 # Bounded: the whole run is under `timeout` (MESHGATE_SMOKE_TIMEOUT, 300 s default),
 # every command in the container under its own, and the container is torn down on exit.
+# SC2016: $(...) in single quotes is expanded in the container, on purpose.
+# SC2317: cleanup() runs from the EXIT trap.
+# shellcheck disable=SC2016,SC2317
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -158,8 +161,16 @@ else
         grep -Eq '^\{"timestamp":".*"level":".*"message":".*"target":' <<<"$json"
 fi
 
-# --- who runs it, with what ----------------------------------------------------------
 pid=$(ct systemctl show -P MainPID meshgate)
+# What the process itself wrote (stdout and stderr: _TRANSPORT=stdout), not systemd's
+# lines about it (which between fork and exec carry the same PID).
+own=$(ct journalctl _SYSTEMD_UNIT=meshgate.service _TRANSPORT=stdout -o cat --no-pager)
+plain=$(grep -v '^{' <<<"$own" | grep -c .)
+check "journal: every line meshgate wrote is JSON ($(grep -c . <<<"$own") lines, $plain not)" \
+    [ "$plain" = 0 -a -n "$own" ]
+[ "$plain" = 0 ] || grep -v '^{' <<<"$own" | head -3 | sed 's/^/      not JSON: /'
+
+# --- who runs it, with what ----------------------------------------------------------
 uid=$(ct awk '/^Uid:/ {print $2}' "/proc/$pid/status")
 user=$(ct getent passwd "$uid" | cut -d: -f1,5)
 note "main PID $pid runs as uid $uid ($user)"
@@ -198,7 +209,6 @@ check "reload: is-active = $active afterwards" [ "$active" = active ]
 ctsh 'ip link add mg0 type veth peer name mg1 && ip addr add 10.99.0.1/24 dev mg0 && ip link set mg0 up && ip link set mg1 up'
 ctsh 'printf "bind = [\"loopback\", \"10.99.0.1\"]\nport = 18789\n" >/etc/meshgate/meshgate.toml'
 ct systemctl restart meshgate
-# shellcheck disable=SC2016 # expanded in the container
 code() { ctsh "curl -s -m 5 -o /dev/null -w '%{http_code}' $1 http://10.99.0.1:18789/status"; }
 c_none=$(code "")
 c_good=$(code '-H "Authorization: Bearer $(cat /etc/meshgate/token)"')
