@@ -73,7 +73,7 @@ cleanup() {
         echo "systemd-smoke: left $work behind (still mounted?)" >&2
 }
 trap cleanup EXIT
-trap 'exit 101' INT TERM
+trap 'echo "systemd-smoke: stopped by a signal (timeout after ${limit} s?); cleaning up" >&2; exit 101' INT TERM
 
 # The tree: / read-only below, a tmpfs on top. Nested mounts (/proc, /sys, /tmp if it
 # is a tmpfs) are not crossed, so they show as empty directories, which nspawn fills.
