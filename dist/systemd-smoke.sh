@@ -145,7 +145,7 @@ check "start: is-active = $active" [ "$active" = active ]
 check "start: READY=1 came before systemd called it started" ctsh \
     'journalctl -o cat --no-pager | grep -E "^meshgate.service: (Got notification message from PID [0-9]+ \(.*READY=1|Changed start -> running)" | head -2 | paste -sd" " | grep -q "READY=1.*start -> running"'
 status_line=$(ct systemctl status meshgate --no-pager 2>/dev/null | grep -m1 'Status:')
-note "${status_line# *}"
+note "$(sed "s/^ *//" <<<"$status_line")"
 check "status: STATUS= names the listener (http://127.0.0.1:18789)" \
     grep -q 'Status: "listening on http://127.0.0.1:18789' <<<"$status_line"
 health=$(ct curl -sS -m 5 http://127.0.0.1:18789/healthz)
