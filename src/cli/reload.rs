@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 use super::args::ServeArgs;
 use super::error::CliError;
 use super::logging::{filter_text, parse_filter};
-use super::settings::{load_token_warned, peer_rules, registry, serve_options, settings, ServeOptions};
+use super::settings::{load_token_warned, peer_rules, registry, serve_options, settings, token_path, ServeOptions};
 use crate::gateway::{Controls, PeerRules, SharedPeerRules, Token};
 
 const RESTART: &str = "takes effect at the next restart (the running gateway keeps the old one)";
@@ -26,6 +26,9 @@ pub(crate) struct Loaded {
     token: Option<Token>,
     /// SHA-256 of the token, to tell a change without comparing secrets.
     token_digest: Option<Vec<u8>>,
+    /// True when the token file is a systemd credential: a copy made when
+    /// the service started, which a reload does not renew.
+    token_is_credential: bool,
     pub(crate) options: ServeOptions,
     pub(crate) peers: PeerRules,
     /// The log filter after precedence.
@@ -48,7 +51,9 @@ impl Loaded {
         let registry = registry()?;
         let s = settings(&args.bind, registry)?;
         let file = s.file.as_ref().map(|(p, f)| (p.as_path(), f));
-        let token = load_token_warned(args, std::env::var("MESHGATE_TOKEN").ok(), file)?;
+        let env_token = std::env::var("MESHGATE_TOKEN").ok();
+        let token_is_credential = is_credential(token_path(args, env_token.is_some(), file).as_deref());
+        let token = load_token_warned(args, env_token, file)?;
         let options = serve_options(args, file)?;
         let f = file.map(|(_, f)| f);
         let peers = peer_rules(args, f)?;
@@ -66,6 +71,7 @@ impl Loaded {
                 .as_ref()
                 .map(|t| ring::digest::digest(&ring::digest::SHA256, t.expose()).as_ref().to_vec()),
             token,
+            token_is_credential,
             options,
             peers,
             filter_text,
@@ -93,6 +99,11 @@ impl Loaded {
             out.push(format!("log filter {:?} -> {:?}: applied", self.filter_text, new.filter_text));
         }
         match (&self.token_digest, &new.token_digest, &new.token) {
+            (old, _, _) if old == &new.token_digest && new.token_is_credential => out.push(
+                "the token is a systemd credential, copied when the service started and not renewed by a reload: \
+                 after changing the token file, `systemctl restart meshgate`"
+                    .to_owned(),
+            ),
             (old, new, _) if old == new => {}
             (Some(_), Some(_), Some(token)) => match live.controls.set_token(token.clone()) {
                 Ok(()) => out.push(
@@ -155,6 +166,12 @@ impl Loaded {
         }
         (out, now)
     }
+}
+
+/// True when `path` is in systemd's credentials directory (`LoadCredential=`).
+fn is_credential(path: Option<&std::path::Path>) -> bool {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty());
+    matches!((path, dir), (Some(p), Some(d)) if p.starts_with(&d))
 }
 
 /// The limits as the flags name them, for the log line.

@@ -197,6 +197,18 @@ pub fn load_token(
     Ok(None)
 }
 
+/// The file the token is read from, by the precedence of [`load_token`]
+/// (none when it comes from `MESHGATE_TOKEN` or the config's `token`).
+pub(crate) fn token_path(args: &ServeArgs, env_token: bool, file: Option<(&Path, &FileConfig)>) -> Option<PathBuf> {
+    if let Some(p) = &args.token_file {
+        return Some(p.clone());
+    }
+    if env_token {
+        return None;
+    }
+    file.and_then(|(path, f)| f.token_file.as_deref().map(|p| relative_to(path, p)))
+}
+
 /// The token, with a warning when it is short enough to guess.
 pub fn load_token_warned(
     args: &ServeArgs,

@@ -278,6 +278,23 @@ fn sighup_rereads_the_config_refuses_a_bad_one_and_keeps_serving() {
     assert!(status.success(), "{status}: {log}");
 }
 
+/// systemd copies a credential when the service starts and never renews it:
+/// a reload says so instead of a silent "nothing changed".
+#[test]
+fn sighup_says_a_credential_token_needs_a_restart() {
+    let dir = TempDir::new("hup-credential");
+    let token = dir.file("token");
+    std::fs::write(&token, "a-token-from-a-credential-0123\n").unwrap();
+    let mut cmd = serve(&["--token-file", token.to_str().unwrap()]);
+    cmd.env("CREDENTIALS_DIRECTORY", &dir.0);
+    let svc = Service::start(&mut cmd, dir.file("stderr"));
+    svc.signal("-HUP");
+    let log = svc.wait_log("SIGHUP: the token is a systemd credential");
+    assert!(log.contains("systemctl restart meshgate"), "{log}");
+    let (status, log) = svc.stop();
+    assert!(status.success(), "{status}: {log}");
+}
+
 /// A raw request on a fresh connection; the status line, or what went wrong
 /// within `wait`.
 fn status_line(addr: SocketAddr, request: &str, wait: Duration) -> Result<String, std::io::Error> {
