@@ -14,11 +14,15 @@ fn main() -> ExitCode {
         None => Some(&cli.serve),
         Some(_) => None,
     };
+    // With JSON logs (a journal, a collector) the last word is a JSON line too.
+    let mut json = false;
     if let Some(args) = serve_args {
         if let Err(e) = cli::init_logging(&args.log) {
             return fail(&e);
         }
+        json = args.log.log_format == Some(cli::LogFormat::Json);
     }
+    let fail = |e: &CliError| if json { fail_json(e) } else { fail(e) };
     // Everything but serve answers at once: one thread starts fastest.
     let mut builder = if serve_args.is_some() {
         tokio::runtime::Builder::new_multi_thread()
@@ -72,6 +76,12 @@ fn write_stdout(text: &str) -> Result<(), CliError> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
         _ => Ok(()),
     }
+}
+
+/// A fatal error as one JSON log record (the log is set up), with its exit code.
+fn fail_json(e: &CliError) -> ExitCode {
+    tracing::error!(exit_code = e.exit_code(), "{e}");
+    ExitCode::from(e.exit_code())
 }
 
 fn fail(e: &CliError) -> ExitCode {

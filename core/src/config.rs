@@ -168,12 +168,22 @@ pub struct RawProviderConfig {
     pub cidrs: Vec<String>,
 }
 
+/// What to do about a config file that exists but cannot be read.
+fn read_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "; make it readable by the user meshgate runs as (a systemd service with DynamicUser= needs it world-readable, e.g. `chmod 644` on the file and `chmod 755` on its directory; keep the token in a separate file)"
+        }
+        _ => "",
+    }
+}
+
 /// A config file that cannot be used (exit 78).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("read config file {path}: {source}")]
+    #[error("read config file {path}: {source}{hint}", hint = read_hint(source))]
     Read {
         /// The file.
         path: PathBuf,
@@ -343,6 +353,20 @@ impl FileConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_file_says_who_must_read_it() {
+        let denied = ConfigError::Read {
+            path: "/etc/meshgate/meshgate.toml".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let text = denied.to_string();
+        assert!(text.starts_with("read config file /etc/meshgate/meshgate.toml: permission denied"), "{text}");
+        assert!(text.contains("DynamicUser=") && text.contains("chmod 644"), "{text}");
+        let missing =
+            ConfigError::Read { path: "/x.toml".into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) };
+        assert_eq!(missing.to_string(), "read config file /x.toml: entity not found");
+    }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {

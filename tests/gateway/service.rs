@@ -278,6 +278,24 @@ fn sighup_rereads_the_config_refuses_a_bad_one_and_keeps_serving() {
     assert!(status.success(), "{status}: {log}");
 }
 
+/// With JSON logs, the error that ends `serve` at start is a JSON record too
+/// (a journal collector parses every line), with the exit code.
+#[test]
+fn a_fatal_error_is_a_json_record_with_json_logs() {
+    let out = super::run(&mut serve(&["--log-format", "json", "--token-file", "/nonexistent/meshgate-token"]));
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert_eq!(v["level"], "ERROR");
+    assert_eq!(v["exit_code"], 78);
+    assert!(v["message"].as_str().unwrap().contains("/nonexistent/meshgate-token"), "{v}");
+    // Text logs keep the plain line.
+    let out = super::run(&mut serve(&["--token-file", "/nonexistent/meshgate-token"]));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("meshgate: read token file"));
+}
+
 /// systemd copies a credential when the service starts and never renews it:
 /// a reload says so instead of a silent "nothing changed".
 #[test]
