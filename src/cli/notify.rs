@@ -27,6 +27,16 @@ pub(crate) fn status(listeners: &[String]) {
     send(&[sd_notify::NotifyState::Status(&status_line(listeners))]);
 }
 
+/// `STATUS=` before the first bind, while `--wait` may hold it back (the
+/// unit shows `activating` with this line instead of an empty status).
+pub(crate) fn starting(wait: Option<std::time::Duration>) {
+    let text = match wait {
+        Some(w) => format!("starting: waiting up to {} s for the bind to match", w.as_secs_f64()),
+        None => "starting".to_owned(),
+    };
+    send(&[sd_notify::NotifyState::Status(&text)]);
+}
+
 /// `RELOADING=1` as a SIGHUP is handled.
 pub(crate) fn reloading() {
     match sd_notify::NotifyState::monotonic_usec_now() {

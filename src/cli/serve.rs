@@ -97,6 +97,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
             reloader = Some(r);
         }
     }
+    notify::starting(args.wait);
     let running = match options.upstream {
         Some(upstream) => {
             let proxy = Proxy::new(upstream, options.upstream_limits, token);

@@ -117,8 +117,12 @@ fn notify_says_ready_with_the_listeners_then_stopping() {
     let dir = TempDir::new("notify");
     let sock = UnixDatagram::bind(dir.file("notify.sock")).unwrap();
     sock.set_read_timeout(Some(PROCESS_DEADLINE)).unwrap();
-    let svc = Service::start(serve(&[]).env("NOTIFY_SOCKET", dir.file("notify.sock")), dir.file("stderr"));
+    let svc = Service::start(serve(&["--wait", "2"]).env("NOTIFY_SOCKET", dir.file("notify.sock")), dir.file("stderr"));
     let mut buf = [0u8; 4096];
+    // Before the first bind: a status that says why it may take a while.
+    let n = sock.recv(&mut buf).expect("a notify message");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(msg.trim_end(), "STATUS=starting: waiting up to 2 s for the bind to match");
     let n = sock.recv(&mut buf).expect("a notify message");
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
