@@ -78,9 +78,21 @@ fn write_stdout(text: &str) -> Result<(), CliError> {
     }
 }
 
-/// A fatal error as one JSON log record (the log is set up), with its exit code.
+/// A fatal error as one JSON record shaped like the log's, with its exit
+/// code. Written directly, not through the log filter: a `--log-level off`
+/// must not make the last word vanish.
 fn fail_json(e: &CliError) -> ExitCode {
-    tracing::error!(exit_code = e.exit_code(), "{e}");
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    let mut timestamp = String::new();
+    let _ = SystemTime.format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp));
+    let record = serde_json::json!({
+        "timestamp": timestamp,
+        "level": "ERROR",
+        "message": e.to_string(),
+        "exit_code": e.exit_code(),
+        "target": "meshgate",
+    });
+    let _ = writeln!(std::io::stderr(), "{record}");
     ExitCode::from(e.exit_code())
 }
 

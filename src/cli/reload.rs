@@ -13,7 +13,9 @@ use tracing_subscriber::EnvFilter;
 use super::args::ServeArgs;
 use super::error::CliError;
 use super::logging::{filter_text, parse_filter};
-use super::settings::{load_token_warned, peer_rules, registry, serve_options, settings, token_path, ServeOptions};
+use super::settings::{
+    browser_policy, load_token_warned, peer_rules, registry, serve_options, settings, token_path, ServeOptions,
+};
 use crate::gateway::{Controls, PeerRules, SharedPeerRules, Token};
 
 const RESTART: &str = "takes effect at the next restart (the running gateway keeps the old one)";
@@ -23,6 +25,9 @@ const RESTART: &str = "takes effect at the next restart (the running gateway kee
 pub(crate) struct Loaded {
     /// The selectors, port and fallback as `explain` names them.
     bind: String,
+    /// Settings read once at start, each named with how it reads now: a
+    /// change is reported as needing a restart.
+    restart_only: Vec<(&'static str, String)>,
     token: Option<Token>,
     /// SHA-256 of the token, to tell a change without comparing secrets.
     token_digest: Option<Vec<u8>>,
@@ -65,8 +70,21 @@ impl Loaded {
         );
         parse_filter(&filter_text)?;
         let selectors: Vec<String> = s.selectors.iter().map(ToString::to_string).collect();
+        // The port and fallback are in `bind` already.
+        let mut resolve = s.resolve.clone();
+        (resolve.port, resolve.fallback) = (0, Default::default());
+        let restart_only = vec![
+            (
+                "the provider settings ([providers], auto, loopback_companion, host)",
+                format!("{resolve:?} {:?}", f.map(|f| &f.host)),
+            ),
+            ("allowed_hosts or allowed_origins", format!("{:?}", browser_policy(args, f))),
+            ("[tls] or state_dir", format!("{:?} {:?}", f.map(|f| &f.tls), f.map(|f| &f.state_dir))),
+            ("follow", format!("{:?}", f.and_then(|f| f.follow))),
+        ];
         Ok(Self {
             bind: format!("{} port {} fallback {:?}", selectors.join(","), s.resolve.port, s.resolve.fallback),
+            restart_only,
             token_digest: token
                 .as_ref()
                 .map(|t| ring::digest::digest(&ring::digest::SHA256, t.expose()).as_ref().to_vec()),
@@ -107,7 +125,7 @@ impl Loaded {
             (old, new, _) if old == new => {}
             (Some(_), Some(_), Some(token)) => match live.controls.set_token(token.clone()) {
                 Ok(()) => out.push(
-                    "the token changed: applied; requests need the new one, and browser sessions signed with the old one ended"
+                    "the token changed: applied; requests need the new one, browser sessions signed with the old one ended, and open connections off loopback were closed after their request in flight"
                         .to_owned(),
                 ),
                 Err(e) => {
@@ -126,15 +144,20 @@ impl Loaded {
         }
         if self.peers != new.peers {
             live.rules.store(Arc::new(new.peers.clone()));
-            out.push(format!(
-                "the peer names or allow-list changed ({} peers allowed without a token now): applied to every request from now on",
-                new.peers.allow.len()
-            ));
+            // Identity and names are found once per connection: open ones go.
+            live.controls.revoke_connections();
+            out.push(
+                "the peer names or allow-list changed: applied to every request from now on (open connections off loopback were closed after their request in flight)"
+                    .to_owned(),
+            );
         }
         let (old_o, new_o) = (&self.options, &new.options);
-        if old_o.upstream != new_o.upstream {
+        let upstream_moved = old_o.upstream != new_o.upstream;
+        if upstream_moved {
+            // Its limits and header rules were meant for the new one: both wait.
             out.push(format!("the upstream changed: {RESTART}"));
             now.options.upstream = old_o.upstream.clone();
+            now.options.upstream_limits = old_o.upstream_limits;
         }
         let mut limits = new_o.server_limits;
         if old_o.server_limits.max_body_bytes != limits.max_body_bytes {
@@ -149,7 +172,7 @@ impl Loaded {
                 limits_text(&limits)
             ));
         }
-        if old_o.upstream_limits != new_o.upstream_limits {
+        if old_o.upstream_limits != new_o.upstream_limits && !upstream_moved {
             if live.controls.set_upstream_limits(new_o.upstream_limits) {
                 out.push("the upstream limits changed: applied to requests from now on".to_owned());
             } else {
@@ -161,6 +184,12 @@ impl Loaded {
             out.push(format!("the bind changed ({} -> {}): {RESTART}", self.bind, new.bind));
             now.bind = self.bind.clone();
         }
+        for ((name, old), (_, new)) in self.restart_only.iter().zip(&new.restart_only) {
+            if old != new {
+                out.push(format!("{name} changed: {RESTART}"));
+            }
+        }
+        now.restart_only = self.restart_only.clone();
         if out.is_empty() {
             out.push("configuration re-read; nothing changed".to_owned());
         }

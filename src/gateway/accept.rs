@@ -37,7 +37,7 @@ use axum::response::IntoResponse;
 use super::admission::Admission;
 use super::auth::{self, Verdict};
 use super::body::GatewayBody;
-use super::context::{AppState, ListenerCtx, Stats, MESHGATE_PREFIX};
+use super::context::{AppState, ListenerCtx, Revocation, Stats, MESHGATE_PREFIX};
 use super::identity::{Caller, PeerHeaders};
 use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
 use super::metrics::{AccessRecord, ListenerCounters, Metered};
@@ -121,6 +121,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         let meter = state.stats().meter.clone();
         tokio::spawn(async move {
             let _open = meter.connection();
+            // Off loopback, a new token or new peer rules end the connection
+            // (after its request in flight): every next request is checked
+            // and identified afresh.
+            let revocation = (!ctx.loopback).then(|| state.revocation());
             // Who is calling, once per connection, before its first request.
             let caller = match (state.peer_lookup(), interface.as_deref()) {
                 (Some(lookup), Some(iface)) if !ctx.loopback => lookup.identify(iface, peer).await.map(Arc::new),
@@ -138,8 +142,15 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 direct: direct.map(|d| (d, Peer::new(peer, ctx.tls))),
                 activity: activity.clone(),
                 counters: meter.listener(ctx.local),
+                revocation: revocation.clone(),
             };
-            let supervision = Supervision { draining, idle_timeout, response_timeout, activity: activity.clone() };
+            let supervision = Supervision {
+                draining,
+                revoked: revocation.clone(),
+                idle_timeout,
+                response_timeout,
+                activity: activity.clone(),
+            };
             let result = match tls {
                 None => {
                     let io = Counted { stream, activity, _permit: permit, _slot: slot };
@@ -203,6 +214,7 @@ pub(crate) struct Listen {
 /// connection's timers.
 struct Supervision {
     draining: watch::Receiver<bool>,
+    revoked: Option<Revocation>,
     idle_timeout: Duration,
     response_timeout: Option<Duration>,
     activity: Arc<Activity>,
@@ -242,11 +254,18 @@ async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Er
     tokio::pin!(conn);
     // Held until the connection ends: the accept loop's drain waits for every
     // receiver to go.
-    let Supervision { mut draining, idle_timeout, response_timeout, activity } = s;
+    let Supervision { mut draining, revoked, idle_timeout, response_timeout, activity } = s;
     let timers = || idle::timers(idle_timeout, response_timeout, &activity);
     let first = Supervised::new(conn.as_mut(), async {
+        let revoked = async {
+            match revoked {
+                Some(mut r) => r.revoked().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = draining.changed() => Stop::Drain,
+            () = revoked => Stop::Drain,
             () = timers() => Stop::Timeout,
             // A refused request ends its connection: no second guess on it.
             () = activity.refused() => Stop::Drain,
@@ -302,6 +321,9 @@ struct ConnService {
     activity: Arc<Activity>,
     /// This listener's response counters (`/metrics`).
     counters: Arc<ListenerCounters>,
+    /// Off loopback: ends what an upgrade request starts (a WebSocket) when
+    /// what let it in changes.
+    revocation: Option<Revocation>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
@@ -338,6 +360,9 @@ impl ConnService {
         }
         // Identity comes from the mesh, never from the client.
         self.peer_headers.apply(request.headers_mut());
+        if let Some(r) = self.revocation.as_ref().filter(|_| request.headers().contains_key(header::UPGRADE)) {
+            request.extensions_mut().insert(r.clone());
+        }
         if let Some(slot) = self.slot.as_deref().filter(|s| !s.is_authenticated()) {
             if auth::vouched_for(&self.state, request.headers(), self.caller.0.as_deref()) {
                 slot.authenticated();

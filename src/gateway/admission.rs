@@ -6,7 +6,9 @@
 //!
 //! A cap that shrinks takes effect as connections close: the surplus permits
 //! are taken as they come back and forgotten, so no open connection is cut
-//! off and no more than the new cap are ever admitted after the old ones go.
+//! off. (The semaphore is fair: an accept loop that was already waiting for
+//! a place when the cap shrank is served first, so each listener may admit
+//! one connection past the new cap, once.)
 
 use std::sync::Arc;
 
@@ -45,6 +47,13 @@ impl Admission {
     /// The limits a connection accepted now is served with.
     pub(crate) fn limits(&self) -> arc_swap::Guard<Arc<ServerLimits>> {
         self.limits.load()
+    }
+
+    /// Ends the caps: waiting for a place fails from now on (the set is shut
+    /// down), and a shrink still taking back permits gives up.
+    pub(crate) fn close(&self) {
+        self.connections.close();
+        self.loopback_connections.close();
     }
 
     /// Puts `new` in force for connections accepted from now on. Must run

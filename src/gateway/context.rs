@@ -181,16 +181,38 @@ impl CredentialCell {
     }
 
     /// Puts `token` in force with fresh sessions; requests already past the
-    /// check finish as they were.
+    /// check finish as they were. (Callers that hold connections open end
+    /// them too: see [`AppState::revoke_connections`].)
     pub fn replace(&self, token: Token) {
-        let previous = Some(self.0.load().token.clone());
-        self.0.store(Arc::new(Credentials { previous, ..Credentials::new(token) }));
+        self.0.rcu(|old| {
+            let new = Credentials { previous: Some(old.token.clone()), ..Credentials::new(token.clone()) };
+            new.sessions.inherit_revoked(&old.sessions);
+            new
+        });
+    }
+}
+
+/// Says when what let connections in has changed (a new token, new peer
+/// rules): each open connection off loopback then finishes the request in
+/// flight and closes, and each upgraded one (a WebSocket) closes, so that
+/// every next request is checked, and its caller identified, afresh.
+#[derive(Debug, Clone)]
+pub struct Revocation(watch::Receiver<u64>);
+
+impl Revocation {
+    /// Resolves at the next revocation after this one was made (at once if
+    /// one came since); never, once the gateway is gone.
+    pub async fn revoked(&mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
 #[derive(Debug)]
 struct Inner {
     started: Instant,
+    revoke: watch::Sender<u64>,
     open_paths: Vec<String>,
     live: watch::Sender<LiveView>,
 }
@@ -208,6 +230,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 started: Instant::now(),
+                revoke: watch::Sender::new(0),
                 open_paths: open.into_iter().map(Into::into).collect(),
                 live: watch::Sender::new(LiveView::default()),
             }),
@@ -310,6 +333,18 @@ impl AppState {
             })
     }
 
+    /// Ends every open connection off loopback after its request in flight,
+    /// and every upgraded one, so that each next request is checked and
+    /// identified afresh (after a new token or new peer rules).
+    pub fn revoke_connections(&self) {
+        self.inner.revoke.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A signal of [`revoke_connections`](Self::revoke_connections) from now on.
+    pub fn revocation(&self) -> Revocation {
+        Revocation(self.inner.revoke.subscribe())
+    }
+
     /// Replaces the live view (wakes `/ws` clients when it changed).
     pub fn publish(&self, view: LiveView) {
         self.inner.live.send_if_modified(|v| {
@@ -361,6 +396,38 @@ mod tests {
         assert_eq!(c.token().expose(), b"second-token-4567");
         assert_eq!(c.previous().map(Token::expose), Some(&b"first-token-0123"[..]));
         assert_eq!(c.sessions().check(&cookie), Err(Refused::BadSignature));
+    }
+
+    #[test]
+    fn a_logged_out_cookie_stays_out_when_the_token_comes_back() {
+        let first = || Token::new("first-token-0123", "test").unwrap();
+        let state = AppState::new(Some(first()));
+        let c = state.credentials().unwrap();
+        let (kept, out) = (c.sessions().issue(), c.sessions().issue());
+        c.sessions().revoke(&out);
+        drop(c);
+        let cell = state.credential_cell().unwrap();
+        cell.replace(Token::new("second-token-4567", "test").unwrap());
+        cell.replace(first());
+        let c = state.credentials().unwrap();
+        assert_eq!(c.sessions().check(&out), Err(Refused::Revoked));
+        // Same token, same key: a session not logged out is good again, as after a restart.
+        assert!(c.sessions().check(&kept).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_revocation_reaches_every_signal_made_before_it() {
+        let state = AppState::new(None);
+        let (mut a, mut b) = (state.revocation(), state.clone().revocation());
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(20), a.revoked()).await;
+        assert!(pending.is_err(), "a signal fired with no revocation");
+        state.revoke_connections();
+        for r in [&mut a, &mut b] {
+            tokio::time::timeout(std::time::Duration::from_secs(1), r.revoked()).await.expect("revoked");
+        }
+        // Made after it: waits for the next one.
+        let mut c = state.revocation();
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), c.revoked()).await.is_err());
     }
 
     #[test]

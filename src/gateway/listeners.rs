@@ -88,7 +88,8 @@ pub enum ControlError {
 }
 
 impl Controls {
-    /// Puts `limits` in force (see [`ListenerSet::set_limits`]).
+    /// Puts `limits` in force (see [`ListenerSet::set_limits`]), all but
+    /// `max_body_bytes`, which meshgate's own routes took at start.
     pub fn set_limits(&self, limits: ServerLimits) {
         self.admission.set(limits);
     }
@@ -106,12 +107,22 @@ impl Controls {
     }
 
     /// Replaces the token: requests from now on need the new one, it is the
-    /// one removed before forwarding, and every browser session (signed with
-    /// the old one) ends.
+    /// one removed before forwarding, every browser session (signed with the
+    /// old one) ends, and so does every open connection off loopback (see
+    /// [`revoke_connections`](Self::revoke_connections)).
     pub fn set_token(&self, token: Token) -> Result<(), ControlError> {
         let cell = self.state.credential_cell().ok_or(ControlError::NoToken)?;
         cell.replace(token);
+        self.state.revoke_connections();
         Ok(())
+    }
+
+    /// Ends every open connection off loopback after its request in flight,
+    /// and every upgraded one (WebSockets), so that each next request is
+    /// checked and its caller identified afresh. Call it after changing what
+    /// a [`PeerLookup`](super::identity::PeerLookup) allows or names.
+    pub fn revoke_connections(&self) {
+        self.state.revoke_connections();
     }
 }
 
@@ -319,5 +330,6 @@ impl ListenerSet {
                 t.abort();
             }
         }
+        self.admission.close();
     }
 }

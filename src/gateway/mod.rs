@@ -49,7 +49,10 @@ pub mod wgpeers;
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
 pub use browser::BrowserPolicy;
 pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SHUTDOWN_GRACE};
-pub use context::{AppState, ListenerCtx, LiveListener, LiveView, MESHGATE_PREFIX, UPSTREAM_HEALTHZ};
+pub use context::{
+    AppState, CredentialCell, Credentials, ListenerCtx, LiveListener, LiveView, Revocation, MESHGATE_PREFIX,
+    UPSTREAM_HEALTHZ,
+};
 pub use error::Error;
 pub use event::Event;
 pub use identity::{MeshPeers, PeerIdentity, PeerLookup, PeerRules, SharedPeerRules};

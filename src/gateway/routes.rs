@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::RequireTokenLayer;
-use super::context::{AppState, LiveListener, LiveView, MESHGATE_PREFIX};
+use super::context::{AppState, LiveListener, LiveView, Revocation, MESHGATE_PREFIX};
 use super::identity::{allowed_now, Caller, PeerHeaders};
 use super::metrics::{render, Gauges};
 use super::proxy::Proxy;
@@ -152,12 +152,25 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&stats.meter, gauges))
 }
 
-async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| stream_changes(socket, state.subscribe())).into_response()
+async fn ws(
+    State(state): State<AppState>,
+    revocation: Option<axum::Extension<Revocation>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let revoked = revocation.map(|r| r.0);
+    upgrade.on_upgrade(move |socket| stream_changes(socket, state.subscribe(), revoked)).into_response()
 }
 
-/// Sends the current set, then one event per change, until the client goes.
-async fn stream_changes(mut socket: WebSocket, mut rx: watch::Receiver<LiveView>) {
+/// Sends the current set, then one event per change, until the client goes
+/// (or, off loopback, until the token or the peer rules change).
+async fn stream_changes(mut socket: WebSocket, mut rx: watch::Receiver<LiveView>, revoked: Option<Revocation>) {
+    let revoked = async move {
+        match revoked {
+            Some(mut r) => r.revoked().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(revoked);
     let mut last = rx.borrow_and_update().clone();
     let hello = json!({ "event": "listeners", "listeners": last.listeners, "fallback": last.fallback, "fallback_reason": last.fallback_reason });
     if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
@@ -189,6 +202,10 @@ async fn stream_changes(mut socket: WebSocket, mut rx: watch::Receiver<LiveView>
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
+            },
+            () = &mut revoked => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
             }
         }
     }

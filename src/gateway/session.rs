@@ -124,6 +124,16 @@ impl Sessions {
         Ok(())
     }
 
+    /// Keeps refusing what `older` (the sessions of a token this one replaced)
+    /// logged out: should the token go back to that one, its logged-out
+    /// cookies must not come back with it.
+    pub fn inherit_revoked(&self, older: &Sessions) {
+        let old = older.revoked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = now();
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.extend(old.into_iter().filter(|(_, exp)| *exp > now));
+    }
+
     /// Ends the session of a (valid) cookie: it is refused from now on.
     pub fn revoke(&self, value: &str) {
         if self.check(value).is_err() {

@@ -295,9 +295,53 @@ fn a_fatal_error_is_a_json_record_with_json_logs() {
     assert_eq!(v["level"], "ERROR");
     assert_eq!(v["exit_code"], 78);
     assert!(v["message"].as_str().unwrap().contains("/nonexistent/meshgate-token"), "{v}");
+    // Not through the log filter: logging off does not silence it.
+    let out = super::run(&mut serve(&[
+        "--log-format",
+        "json",
+        "--log-level",
+        "off",
+        "--token-file",
+        "/nonexistent/meshgate-token",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert_eq!(v["exit_code"], 78, "{v}");
     // Text logs keep the plain line.
     let out = super::run(&mut serve(&["--token-file", "/nonexistent/meshgate-token"]));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("meshgate: read token file"));
+}
+
+/// What a reload cannot apply is named, and none of it is half-applied: a new
+/// upstream's limits wait with it, and a later reload names it again.
+#[test]
+fn sighup_names_what_needs_a_restart_and_applies_none_of_it() {
+    let dir = TempDir::new("hup-restart");
+    let cfg = dir.file("m.toml");
+    std::fs::write(&cfg, "upstream = \"http://127.0.0.1:9\"\n[limits]\nupstream_max_body_bytes = 10\n").unwrap();
+    let svc = Service::start(&mut serve(&["--config", cfg.to_str().unwrap()]), dir.file("stderr"));
+    let post = "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
+    std::fs::write(
+        &cfg,
+        "upstream = \"http://127.0.0.1:10\"\nallowed_hosts = [\"dev.local\"]\n[limits]\nupstream_max_body_bytes = 1000\n",
+    )
+    .unwrap();
+    svc.signal("-HUP");
+    let log = svc.wait_log("allowed_hosts or allowed_origins changed: takes effect at the next restart");
+    assert!(log.contains("the upstream changed: takes effect at the next restart"), "{log}");
+    assert!(!log.contains("upstream limits changed"), "{log}");
+    // The old upstream keeps its own body cap.
+    let line = status_line(svc.addr, post, PROCESS_DEADLINE).unwrap();
+    assert!(line.starts_with("HTTP/1.1 413"), "{line}");
+    // Still pending at the next reload.
+    svc.signal("-HUP");
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    while svc.log().matches("the upstream changed").count() < 2 {
+        assert!(Instant::now() < deadline, "the pending upstream change was not named again: {}", svc.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, log) = svc.stop();
+    assert!(status.success(), "{status}: {log}");
 }
 
 /// systemd copies a credential when the service starts and never renews it:

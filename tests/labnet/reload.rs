@@ -61,14 +61,65 @@ impl Client {
         Self { _proc: proc, stdin, answers }
     }
 
-    /// (status, local port) of one `GET /status` with `token`.
-    fn get(&mut self, token: Option<&str>) -> (u16, u16) {
+    /// (status, local port) of one `GET /status` with `token`; `Err` with
+    /// the error's name when the connection was closed under it (the client
+    /// opens a new one for the next request).
+    fn try_get(&mut self, token: Option<&str>) -> Result<(u16, u16), String> {
         writeln!(self.stdin, "{}", token.unwrap_or("-")).expect("write to the client");
         let line = self.answers.recv_timeout(Duration::from_secs(10)).expect("the client answered");
         let mut parts = line.split(' ');
-        let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("client: {line}"));
-        (status, parts.next().and_then(|p| p.parse().ok()).unwrap_or(0))
+        match parts.next().and_then(|s| s.parse().ok()) {
+            Some(status) => Ok((status, parts.next().and_then(|p| p.parse().ok()).unwrap_or(0))),
+            None => Err(line),
+        }
     }
+
+    fn get(&mut self, token: Option<&str>) -> (u16, u16) {
+        self.try_get(token).unwrap_or_else(|e| panic!("client: {e}"))
+    }
+}
+
+/// A WebSocket to `/_meshgate/ws` from the peer, with the token: prints
+/// `OPEN` after the 101 and the first message, then `CLOSED` when the server
+/// ends it (or `TIMEOUT` after 10 s).
+const WS_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(("GET /ws HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           "Authorization: Bearer %s\r\n\r\n" % (sys.argv[1], sys.argv[2], sys.argv[3])).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(4096)
+if not head.startswith(b"HTTP/1.1 101"):
+    print("REFUSED", head.split(b"\r\n")[0].decode(), flush=True)
+    sys.exit(0)
+print("OPEN", flush=True)
+try:
+    while s.recv(4096):
+        pass
+    print("CLOSED", flush=True)
+except socket.timeout:
+    print("TIMEOUT", flush=True)
+"#;
+
+/// The WebSocket client's lines, as they come.
+fn websocket(pair: &WgPair, token: &str) -> (Proc, Receiver<String>) {
+    let mut cmd = pair.peer_command("python3");
+    cmd.args(["-c", WS_CLIENT, &pair.gateway_wg_addr().to_string(), &PORT.to_string(), token])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut proc = Proc::spawn(&mut cmd);
+    let out = proc.child().stdout.take().expect("stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (proc, rx)
 }
 
 /// The gateway's log (stderr, kept in a host file) and its process.
@@ -132,14 +183,26 @@ fn sighup_puts_a_new_token_allow_list_and_limits_in_force_on_open_connections() 
     let mut held = Client::open(&pair);
     let (code, first_port) = held.get(None);
     assert_eq!(code, 200, "{}", gw.log());
+    // A WebSocket opened with the token that is about to be replaced.
+    let (_ws, ws_lines) = websocket(&pair, TOKEN);
+    assert_eq!(ws_lines.recv_timeout(Duration::from_secs(10)).as_deref(), Ok("OPEN"));
 
     // A new token and no allow-list, one SIGHUP.
     pair.gateway.sh_ok(&format!("umask 077; printf '%s\\n' '{NEW_TOKEN}' > {token}"));
     write_config(false, 8);
-    gw.reload("the token changed: applied");
-    assert!(gw.log().contains("allow-list changed"), "{}", gw.log());
-    // The open connection is refused now: the allow-list is checked per request.
-    assert_eq!(held.get(None), (401, first_port), "the connection kept its old allowance");
+    // The allow-list line is the later of the two.
+    gw.reload("allow-list changed");
+    assert!(gw.log().contains("the token changed: applied"), "{}", gw.log());
+    // What the old token and the old allow-list let in is gone: the WebSocket
+    // is closed, and the kept-alive connection too (its next request goes on
+    // a new one, and is refused).
+    assert_eq!(ws_lines.recv_timeout(Duration::from_secs(10)).as_deref(), Ok("CLOSED"), "{}", gw.log());
+    let again = match held.try_get(None) {
+        Err(_) => held.get(None),
+        Ok(answer) => answer,
+    };
+    assert_eq!(again.0, 401, "the laptop kept its old allowance");
+    assert_ne!(again.1, first_port, "the connection let in by the old allow-list stayed open");
     let (_, code, body) = curl(pair.peer_command("curl"), &status, Some(TOKEN));
     assert_eq!(code, 401, "the old token still works: {body}");
     let (_, code, body) = curl(pair.peer_command("curl"), &status, Some(NEW_TOKEN));

@@ -30,7 +30,7 @@ use super::outbound::Outbound;
 use super::pool;
 use super::upstream::{Upstream, UpstreamLimits};
 use crate::gateway::body::GatewayBody;
-use crate::gateway::context::{CredentialCell, ListenerCtx};
+use crate::gateway::context::{CredentialCell, ListenerCtx, Revocation};
 use crate::gateway::idle::Activity;
 use crate::gateway::token::Token;
 
@@ -180,6 +180,8 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, client_body) = request.into_parts();
         let upgrade_proto = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
+        // Off loopback, the tunnel closes when what let it in changes.
+        let revoked = parts.extensions.remove::<Revocation>();
         let host = parts
             .headers
             .get(header::HOST)
@@ -271,8 +273,21 @@ impl Proxy {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                            tracing::debug!(upstream = %name, error = %e, "upgraded connection ended");
+                        let revoked = async {
+                            match revoked {
+                                Some(mut r) => r.revoked().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                                if let Err(e) = copied {
+                                    tracing::debug!(upstream = %name, error = %e, "upgraded connection ended");
+                                }
+                            }
+                            () = revoked => {
+                                tracing::info!(upstream = %name, "closed an upgraded connection: the token or the peer rules changed");
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(upstream = %name, error = %e, "upgrade failed"),
