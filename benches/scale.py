@@ -130,7 +130,7 @@ try:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         subprocess.run(["hyperfine", "-N", "--warmup", "10", "--runs", "100", "--style", "none", "--export-json",
                         out.name, "--command-name", "explain", f"{MESHGATE} explain --bind auto",
-                        "--command-name", "ip", "ip -br addr"], check=True, stdout=subprocess.DEVNULL)
+                        "--command-name", "ip", "ip -br addr"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         r = json.load(open(out.name))["results"]
     m_explain, m_ip = r[0]["median"] * 1000, r[1]["median"] * 1000
 

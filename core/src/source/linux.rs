@@ -14,7 +14,7 @@ use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_D
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::model::{Flags, IfAddr, Interface, InterfaceKind, Snapshot};
@@ -36,12 +36,16 @@ impl Default for NetlinkSource {
     }
 }
 
-fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SourceError {
+pub(crate) fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SourceError {
     move |source| SourceError::Io { what, source }
 }
 
 /// Sends one dump request and collects the replies.
-fn dump(socket: &Socket, seq: u32, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, SourceError> {
+pub(crate) fn dump(
+    socket: &Socket,
+    seq: u32,
+    msg: RouteNetlinkMessage,
+) -> Result<Vec<RouteNetlinkMessage>, SourceError> {
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
     packet.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
     packet.header.sequence_number = seq;
@@ -79,48 +83,50 @@ fn dump(socket: &Socket, seq: u32, msg: RouteNetlinkMessage) -> Result<Vec<Route
 }
 
 impl NetlinkSource {
-    /// A snapshot, synchronously (two netlink round trips and one directory read).
+    /// A snapshot, synchronously (three netlink round trips and one directory read).
     pub fn read(&self) -> Result<Snapshot, SourceError> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io("netlink socket"))?;
-        socket.bind_auto().map_err(io("netlink bind"))?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(io("netlink connect"))?;
+        Ok(self.dump_table()?.snapshot(&userspace_wireguard_names(&self.wireguard_dir)))
+    }
+
+    /// Links, addresses and default routes, each dumped once, into a [`Table`].
+    /// The dump's messages go through [`Table::apply`], the code that applies
+    /// events, so a table kept by events and a fresh one agree by construction
+    /// on what each message means.
+    pub(crate) fn dump_table(&self) -> Result<Table, SourceError> {
+        let socket = dump_socket()?;
         let links = dump(&socket, 1, RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
         let addrs = dump(&socket, 2, RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
-        // The default route's interface tells a container's LAN (its eth0 veth)
-        // from a container link on the host side. Without routes, `lan` just
-        // refuses every veth as before: not a reason to fail the snapshot.
-        let routes = dump(&socket, 3, RouteNetlinkMessage::GetRoute(RouteMessage::default())).unwrap_or_default();
-        let wg_sockets = userspace_wireguard_names(&self.wireguard_dir);
+        let mut table = Table::default();
+        for m in links.iter().chain(&addrs) {
+            table.apply(m, self);
+        }
+        table.default_route = self.default_routes(&socket, 3);
+        Ok(table)
+    }
 
-        let mut by_index: BTreeMap<u32, Interface> = BTreeMap::new();
-        for m in links {
-            if let RouteNetlinkMessage::NewLink(link) = m {
-                if let Some(iface) = self.interface(&link, &wg_sockets) {
-                    by_index.insert(iface.index, iface);
-                }
-            }
-        }
-        for m in addrs {
-            if let RouteNetlinkMessage::NewAddress(a) = m {
-                if let (Some(iface), Some(addr)) = (by_index.get_mut(&a.header.index), local_address(&a)) {
-                    iface.addresses.push(IfAddr { addr, prefix_len: a.header.prefix_len });
-                }
-            }
-        }
-        let mut snapshot = Snapshot::new(by_index.into_values().collect());
+    /// The interfaces holding a default route. The default route's interface
+    /// tells a container's LAN (its eth0 veth) from a container link on the
+    /// host side. Without routes, `lan` just refuses every veth as before: not
+    /// a reason to fail the snapshot.
+    pub(crate) fn default_routes(&self, socket: &Socket, seq: u32) -> Vec<u32> {
+        let routes = dump(socket, seq, RouteNetlinkMessage::GetRoute(RouteMessage::default())).unwrap_or_default();
+        let mut out = Vec::new();
         for m in routes {
             if let RouteNetlinkMessage::NewRoute(r) = m {
                 for index in default_route_interfaces(&r) {
-                    if !snapshot.default_route.contains(&index) {
-                        snapshot.default_route.push(index);
+                    if !out.contains(&index) {
+                        out.push(index);
                     }
                 }
             }
         }
-        Ok(snapshot)
+        out
     }
 
-    fn interface(&self, link: &LinkMessage, wg_sockets: &HashSet<String>) -> Option<Interface> {
+    /// One link as an interface without addresses; `None` without a name.
+    /// The kind is the OS's: a userspace WireGuard socket is looked at when a
+    /// snapshot is made ([`Table::snapshot`]).
+    pub(crate) fn interface(&self, link: &LinkMessage) -> Option<Interface> {
         let mut name = None;
         let mut kind = None;
         for attr in &link.attributes {
@@ -151,12 +157,6 @@ impl NetlinkSource {
             Some(k) => InterfaceKind::Virtual(k.to_string().to_lowercase()),
             None => sysfs_kind(&self.sysfs_net, &name, h.index, ether).unwrap_or(InterfaceKind::Unknown),
         };
-        // A userspace WireGuard socket is evidence only for a present TUN of that name.
-        let kind = if kind == InterfaceKind::Tun && wg_sockets.contains(&name) {
-            InterfaceKind::WireGuardUserspace
-        } else {
-            kind
-        };
         Some(Interface {
             flags: Flags {
                 up: h.flags.contains(LinkFlags::Up),
@@ -172,9 +172,166 @@ impl NetlinkSource {
     }
 }
 
+/// A netlink socket for dump requests (not subscribed to any group).
+pub(crate) fn dump_socket() -> Result<Socket, SourceError> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(io("netlink socket"))?;
+    socket.bind_auto().map_err(io("netlink bind"))?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io("netlink connect"))?;
+    Ok(socket)
+}
+
+/// What identifies one address of an interface: IFA_LOCAL, IFA_ADDRESS (the
+/// peer on a point-to-point link) and the prefix length, as the kernel tells
+/// two addresses apart. The family is the addresses'.
+type AddrKey = (Option<IpAddr>, Option<IpAddr>, u8);
+
+/// One link and its usable addresses, in the order they came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Link {
+    /// The interface, its `addresses` empty (they are in `addrs`).
+    iface: Interface,
+    addrs: Vec<(AddrKey, IfAddr)>,
+}
+
+/// What a dump says, kept current by applying link and address messages:
+/// the links by index with their usable addresses, and the default route's
+/// interfaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Table {
+    links: BTreeMap<u32, Link>,
+    pub(crate) default_route: Vec<u32>,
+}
+
+/// What one message did to a [`Table`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// The table is different now.
+    pub changed: bool,
+    /// The default routes may have changed without a route message: IPv4
+    /// drops routes silently when a link goes down or goes away, or an
+    /// address they used is removed.
+    pub routes_stale: bool,
+}
+
+impl Table {
+    /// Applies one rtnetlink message (a dump's reply or an event). Anything
+    /// but an `AF_UNSPEC` link message or an address message is ignored: a
+    /// bridge's `AF_BRIDGE` link messages describe its ports, not new links,
+    /// and its `DELLINK` only means a port left the bridge.
+    pub(crate) fn apply(&mut self, msg: &RouteNetlinkMessage, source: &NetlinkSource) -> Applied {
+        match msg {
+            RouteNetlinkMessage::NewLink(l) if l.header.interface_family == AddressFamily::Unspec => {
+                let Some(iface) = source.interface(l) else { return Applied::default() };
+                match self.links.get_mut(&iface.index) {
+                    Some(link) if link.iface == iface => Applied::default(),
+                    Some(link) => {
+                        let stale = link.iface.flags != iface.flags;
+                        link.iface = iface;
+                        Applied { changed: true, routes_stale: stale }
+                    }
+                    None => {
+                        self.links.insert(iface.index, Link { iface, addrs: Vec::new() });
+                        Applied { changed: true, routes_stale: true }
+                    }
+                }
+            }
+            RouteNetlinkMessage::DelLink(l) if l.header.interface_family == AddressFamily::Unspec => {
+                let gone = self.links.remove(&l.header.index).is_some();
+                Applied { changed: gone, routes_stale: gone }
+            }
+            RouteNetlinkMessage::NewAddress(a) => {
+                let Some(link) = self.links.get_mut(&a.header.index) else { return Applied::default() };
+                let key = addr_key(a);
+                let at = link.addrs.iter().position(|(k, _)| *k == key);
+                let changed = match (local_address(a), at) {
+                    (Some(addr), Some(i)) => {
+                        let new = IfAddr { addr, prefix_len: a.header.prefix_len };
+                        std::mem::replace(&mut link.addrs[i].1, new) != new
+                    }
+                    (Some(addr), None) => {
+                        link.addrs.push((key, IfAddr { addr, prefix_len: a.header.prefix_len }));
+                        true
+                    }
+                    // Tentative again, or DAD failed: not usable any more.
+                    (None, Some(i)) => {
+                        link.addrs.remove(i);
+                        true
+                    }
+                    (None, None) => false,
+                };
+                Applied { changed, routes_stale: false }
+            }
+            RouteNetlinkMessage::DelAddress(a) => {
+                let Some(link) = self.links.get_mut(&a.header.index) else { return Applied::default() };
+                let key = addr_key(a);
+                let before = link.addrs.len();
+                link.addrs.retain(|(k, _)| *k != key);
+                let changed = link.addrs.len() != before;
+                Applied { changed, routes_stale: changed && !self.default_route.is_empty() }
+            }
+            _ => Applied::default(),
+        }
+    }
+
+    /// The snapshot this table describes: interfaces by index, each with its
+    /// IPv4 addresses then its IPv6 ones (a dump's order: it lists every IPv4
+    /// address before any IPv6 one). A TUN with a userspace WireGuard socket
+    /// of its name (`wg_sockets`) is [`InterfaceKind::WireGuardUserspace`].
+    pub(crate) fn snapshot(&self, wg_sockets: &HashSet<String>) -> Snapshot {
+        let interfaces = self
+            .links
+            .values()
+            .map(|link| {
+                let mut iface = link.iface.clone();
+                iface.addresses.reserve_exact(link.addrs.len());
+                iface.addresses.extend(link.addrs.iter().map(|(_, a)| *a).filter(|a| a.addr.is_ipv4()));
+                iface.addresses.extend(link.addrs.iter().map(|(_, a)| *a).filter(|a| a.addr.is_ipv6()));
+                // A userspace WireGuard socket is evidence only for a present TUN of that name.
+                if iface.kind == InterfaceKind::Tun && wg_sockets.contains(&iface.name) {
+                    iface.kind = InterfaceKind::WireGuardUserspace;
+                }
+                iface
+            })
+            .collect();
+        Snapshot { default_route: self.default_route.clone(), ..Snapshot::new(interfaces) }
+    }
+
+    /// Equal up to the order of each interface's addresses within a family,
+    /// which the kernel decides (primaries before secondaries, IPv6 by scope)
+    /// and events alone cannot reproduce.
+    pub(crate) fn same_as(&self, other: &Table) -> bool {
+        let sorted = |l: &Link| {
+            let mut a: Vec<_> = l.addrs.clone();
+            a.sort_by_key(|(k, _)| *k);
+            a
+        };
+        self.default_route == other.default_route
+            && self.links.len() == other.links.len()
+            && self
+                .links
+                .iter()
+                .zip(&other.links)
+                .all(|((i, a), (j, b))| i == j && a.iface == b.iface && (a.addrs == b.addrs || sorted(a) == sorted(b)))
+    }
+}
+
+/// The key of an address message, whatever its flags.
+fn addr_key(a: &AddressMessage) -> AddrKey {
+    let mut local = None;
+    let mut address = None;
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    (local, address, a.header.prefix_len)
+}
+
 /// The interfaces a default route (main table, unicast, prefix length 0) leaves
 /// through: its output interface, or each hop's of a multipath route.
-fn default_route_interfaces(r: &RouteMessage) -> Vec<u32> {
+pub(crate) fn default_route_interfaces(r: &RouteMessage) -> Vec<u32> {
     let h = &r.header;
     if h.destination_prefix_length != 0 || h.table != RouteHeader::RT_TABLE_MAIN || h.kind != RouteType::Unicast {
         return Vec::new();

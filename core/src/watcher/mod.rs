@@ -53,6 +53,27 @@ pub trait Watcher: Send {
     async fn changed(&mut self) -> Result<(), WatchError>;
 }
 
+/// The real source and watcher for a process that follows the network: on
+/// Linux one [`LiveNetlink`](crate::source::LiveNetlink) (a table kept by
+/// rtnetlink events, dumped once) is both, with the probes
+/// ([`ProbingSource`](crate::probe::ProbingSource)) and tailscaled's state
+/// changes ([`DaemonWatcher`]) in front as in [`system`] and
+/// [`source::system`](crate::source::system). Elsewhere, those two. Must run
+/// inside a tokio runtime.
+pub fn live_system() -> Result<(Box<dyn crate::source::InterfaceSource>, Box<dyn Watcher>), WatchError> {
+    #[cfg(target_os = "linux")]
+    {
+        let live = crate::source::LiveNetlink::new()?;
+        let os: Box<dyn Watcher> = Box::new(live.watcher()?);
+        let watcher = Box::new(DaemonWatcher::new(os, crate::probe::tailscale::socket_path()));
+        Ok((Box::new(crate::probe::ProbingSource::new(Box::new(live))), watcher))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok((crate::source::system(), system()?))
+    }
+}
+
 /// The real watcher for this OS, with tailscaled's state changes
 /// ([`DaemonWatcher`]). Must run inside a tokio runtime.
 pub fn system() -> Result<Box<dyn Watcher>, WatchError> {

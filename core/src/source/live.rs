@@ -1,0 +1,325 @@
+//! Linux: a snapshot kept current by rtnetlink events, for a process that
+//! follows the network ([`LiveNetlink`]).
+//!
+//! [`NetlinkSource`] dumps every link and address on every snapshot: on a host
+//! with 1,000 interfaces that is most of the cost of each change, and a
+//! serving process takes one snapshot per change. The link and address events
+//! carry what a dump carries, so [`LiveNetlink`] dumps once, subscribes to the
+//! link, address and route groups, and applies each message to an in-memory
+//! [`Table`] with the same code that reads a dump ([`Table::apply`]).
+//!
+//! It dumps again only when it must: after an overrun (`ENOBUFS`: events were
+//! lost), on a safety timer ([`REDUMP_EVERY`]), and, for the default routes
+//! alone, when they may have changed (a default route message, or a change
+//! after which IPv4 drops routes without saying so). Route messages are read
+//! no further than their header: every address brings some, and only a default
+//! route in the main table matters.
+//!
+//! [`LiveNetlink::watcher`] gives the [`Watcher`] that drives it; the
+//! snapshot also reads what is queued, so it is current even between changes.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::route::{RouteHeader, RouteType};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use tokio::io::unix::AsyncFd;
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+use crate::model::Snapshot;
+use crate::watcher::{WatchError, Watcher, MAX_COALESCE, QUIET};
+
+use super::linux::{dump_socket, io, Table};
+use super::{userspace_wireguard_names, InterfaceSource, NetlinkSource, SourceError};
+
+/// How often the table is checked against a full dump, as a safety net.
+pub const REDUMP_EVERY: Duration = Duration::from_secs(60);
+
+// The legacy group bitmask `bind` takes: from libc, never by hand.
+const GROUPS: u32 = (libc::RTMGRP_LINK
+    | libc::RTMGRP_IPV4_IFADDR
+    | libc::RTMGRP_IPV6_IFADDR
+    | libc::RTMGRP_IPV4_ROUTE
+    | libc::RTMGRP_IPV6_ROUTE) as u32;
+
+/// The receive buffer asked for: a burst of address changes brings about two
+/// messages each (the address and its local route), each near 1 kB of kernel
+/// memory. The kernel caps it at `net.core.rmem_max`; an overrun costs one
+/// dump, not a wrong snapshot.
+const RCVBUF: usize = 4 << 20;
+
+/// A snapshot source kept current by rtnetlink events. Clones share one table.
+#[derive(Clone)]
+pub struct LiveNetlink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    source: NetlinkSource,
+    state: Mutex<State>,
+    fd: RawFd,
+}
+
+struct State {
+    events: Socket,
+    table: Table,
+    /// Bumped whenever `table` changes; a watcher reports a change when it moved.
+    generation: u64,
+    routes_stale: bool,
+    buf: Vec<u8>,
+    /// Full dumps so far (the initial one included): tests and the bench.
+    dumps: u64,
+}
+
+impl std::fmt::Debug for LiveNetlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveNetlink").field("source", &self.shared.source).finish()
+    }
+}
+
+impl LiveNetlink {
+    /// Subscribes, then dumps once (in that order, so no change falls between).
+    pub fn new() -> Result<Self, SourceError> {
+        Self::with_source(NetlinkSource::default())
+    }
+
+    /// As [`new`](Self::new), with this source's sysfs and WireGuard socket directories.
+    pub fn with_source(source: NetlinkSource) -> Result<Self, SourceError> {
+        let mut events = Socket::new(NETLINK_ROUTE).map_err(io("netlink socket"))?;
+        events.bind(&SocketAddr::new(0, GROUPS)).map_err(io("netlink subscribe"))?;
+        events.set_non_blocking(true).map_err(io("netlink non-blocking"))?;
+        // Capped by net.core.rmem_max; smaller only means earlier overruns.
+        let _ = events.set_rx_buf_sz(RCVBUF);
+        let table = source.dump_table()?;
+        let fd = events.as_raw_fd();
+        let state = State { events, table, generation: 0, routes_stale: false, buf: vec![0; 1 << 16], dumps: 1 };
+        Ok(Self { shared: Arc::new(Shared { source, state: Mutex::new(state), fd }) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a table that is at worst stale;
+        // the next refresh or dump mends it.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A snapshot, after applying whatever events are queued.
+    pub fn read(&self) -> Result<Snapshot, SourceError> {
+        let wg_sockets = userspace_wireguard_names(&self.shared.source.wireguard_dir);
+        let mut state = self.lock();
+        state.refresh(&self.shared.source)?;
+        Ok(state.table.snapshot(&wg_sockets))
+    }
+
+    /// Applies the queued events; returns the table's generation.
+    fn refresh(&self) -> Result<u64, SourceError> {
+        let mut state = self.lock();
+        state.refresh(&self.shared.source)?;
+        Ok(state.generation)
+    }
+
+    /// Dumps everything again and keeps the dump; true if the table was not
+    /// already equal to it (a lost event: the safety net caught something).
+    pub fn redump(&self) -> Result<bool, SourceError> {
+        let mut state = self.lock();
+        state.refresh(&self.shared.source)?;
+        state.redump(&self.shared.source)
+    }
+
+    /// How many full dumps this source made (the first included).
+    pub fn dumps(&self) -> u64 {
+        self.lock().dumps
+    }
+
+    /// The [`Watcher`] for this source: it resolves when the table changed
+    /// (coalescing bursts as [`NetlinkWatcher`](crate::watcher::NetlinkWatcher)
+    /// does) and dumps again every [`REDUMP_EVERY`]. Must run inside a tokio
+    /// runtime; one watcher per source (they would share the readiness).
+    pub fn watcher(&self) -> Result<LiveWatcher, WatchError> {
+        // SAFETY: the descriptor belongs to the socket in `self.shared`, which the
+        // watcher holds (`live`) and drops only after `fd` (declared first), so it
+        // stays open and unchanged for as long as it is registered.
+        let fd = unsafe { AsyncFd::register_with_interest(Fd(self.shared.fd), tokio::io::Interest::READABLE) }
+            .map_err(|e| WatchError::Io { what: "netlink register", source: e.into() })?;
+        let seen = self.lock().generation;
+        Ok(LiveWatcher { fd, live: self.clone(), seen, redump_at: Instant::now() + REDUMP_EVERY })
+    }
+}
+
+impl State {
+    /// Reads every queued message and applies it; dumps again after an
+    /// overrun, and re-reads the default routes if they may have changed.
+    fn refresh(&mut self, source: &NetlinkSource) -> Result<(), SourceError> {
+        let mut overrun = false;
+        loop {
+            let n = match self.events.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // Events were lost. What is still queued is older than what
+                // was lost: read it all, then dump (below).
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overrun = true;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SourceError::Io { what: "netlink receive", source: e }),
+            };
+            if !overrun {
+                let (table, stale) = (&mut self.table, &mut self.routes_stale);
+                let changed = apply_datagram(&self.buf[..n.min(self.buf.len())], table, stale, source);
+                if changed {
+                    self.generation += 1;
+                }
+            }
+        }
+        if overrun {
+            tracing::debug!("netlink events overran the receive buffer; reading every interface again");
+            self.redump(source)?;
+        } else if self.routes_stale {
+            self.routes_stale = false;
+            let routes = source.default_routes(&dump_socket()?, 1);
+            if routes != self.table.default_route {
+                self.table.default_route = routes;
+                self.generation += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn redump(&mut self, source: &NetlinkSource) -> Result<bool, SourceError> {
+        let fresh = source.dump_table()?;
+        self.dumps += 1;
+        self.routes_stale = false;
+        let differed = !self.table.same_as(&fresh);
+        // Kept either way: the dump has the kernel's order of addresses.
+        self.table = fresh;
+        if differed {
+            self.generation += 1;
+        }
+        Ok(differed)
+    }
+}
+
+/// Applies every message of one datagram; true if the table changed.
+/// Malformed messages are skipped (logged): one bad message must not stop
+/// the others, and the safety dump mends what it would have said.
+fn apply_datagram(data: &[u8], table: &mut Table, routes_stale: &mut bool, source: &NetlinkSource) -> bool {
+    let mut changed = false;
+    let mut offset = 0;
+    while offset < data.len() {
+        let Ok(buf) = NetlinkBuffer::new_checked(&data[offset..]) else {
+            tracing::debug!("malformed netlink event skipped");
+            break;
+        };
+        let len = buf.length() as usize;
+        let kind = buf.message_type();
+        if kind == libc::RTM_NEWROUTE || kind == libc::RTM_DELROUTE {
+            // The header says whether it is a default route of the main table.
+            if let Ok(h) = RouteHeader::parse(buf.payload()) {
+                if h.destination_prefix_length == 0
+                    && h.table == RouteHeader::RT_TABLE_MAIN
+                    && h.kind == RouteType::Unicast
+                {
+                    *routes_stale = true;
+                }
+            }
+        } else {
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..]) {
+                Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(m), .. }) => {
+                    let applied = table.apply(&m, source);
+                    changed |= applied.changed;
+                    *routes_stale |= applied.routes_stale;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("malformed netlink event skipped: {e}"),
+            }
+        }
+        if len == 0 {
+            break;
+        }
+        offset += (len + 3) & !3;
+    }
+    changed
+}
+
+#[async_trait::async_trait]
+impl InterfaceSource for LiveNetlink {
+    async fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        self.read()
+    }
+}
+
+/// The events socket's descriptor, for the reactor. The socket itself lives
+/// in the [`LiveNetlink`] the watcher holds, so it outlives the registration.
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// The [`Watcher`] of a [`LiveNetlink`]: resolves when its table changed.
+pub struct LiveWatcher {
+    // Declared first: dropped (deregistered) before `live` may close the socket.
+    fd: AsyncFd<Fd>,
+    live: LiveNetlink,
+    seen: u64,
+    redump_at: Instant,
+}
+
+impl std::fmt::Debug for LiveWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveWatcher").field("seen", &self.seen).finish()
+    }
+}
+
+impl LiveWatcher {
+    async fn wait_readable(&self) -> io::Result<()> {
+        let mut guard = self.fd.readable().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Watcher for LiveWatcher {
+    async fn changed(&mut self) -> Result<(), WatchError> {
+        let err = |source| WatchError::Io { what: "netlink receive", source };
+        // Wait for the first change of a burst (or a safety dump that found one).
+        loop {
+            if self.live.refresh()? != self.seen {
+                break;
+            }
+            tokio::select! {
+                r = self.wait_readable() => r.map_err(err)?,
+                _ = sleep_until(self.redump_at) => {
+                    self.redump_at = Instant::now() + REDUMP_EVERY;
+                    if self.live.redump()? {
+                        tracing::warn!("the interfaces differed from what the netlink events said; read them again");
+                    }
+                }
+            }
+        }
+        // Coalesce the rest of the burst.
+        let deadline = Instant::now() + MAX_COALESCE;
+        loop {
+            let quiet_until = (Instant::now() + QUIET).min(deadline);
+            match timeout_at(quiet_until, self.wait_readable()).await {
+                Err(_) => break,
+                Ok(r) => {
+                    r.map_err(err)?;
+                    self.live.refresh()?;
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.seen = self.live.refresh()?;
+        Ok(())
+    }
+}
