@@ -458,6 +458,199 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A source whose sysfs has nothing: kindless links are `Unknown`.
+    fn no_sysfs() -> NetlinkSource {
+        NetlinkSource { wireguard_dir: "/nonexistent".into(), sysfs_net: "/nonexistent".into() }
+    }
+
+    fn link_msg(index: u32, name: &str, kind: Option<InfoKind>, flags: LinkFlags) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = flags;
+        m.header.link_layer_type = LinkLayerType::None;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        if let Some(k) = kind {
+            m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(k)]));
+        }
+        m
+    }
+
+    fn new_link(index: u32, name: &str, flags: LinkFlags) -> RouteNetlinkMessage {
+        RouteNetlinkMessage::NewLink(link_msg(index, name, Some(InfoKind::Tun), flags))
+    }
+
+    fn addr_msg(index: u32, net: &str, flags: AddressHeaderFlags) -> AddressMessage {
+        let net: ipnet::IpNet = net.parse().unwrap();
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m.header.prefix_len = net.prefix_len();
+        m.header.flags = flags;
+        m.attributes.push(AddressAttribute::Address(net.addr()));
+        if net.addr().is_ipv4() {
+            m.attributes.push(AddressAttribute::Local(net.addr()));
+        }
+        m
+    }
+
+    fn new_addr(index: u32, net: &str) -> RouteNetlinkMessage {
+        RouteNetlinkMessage::NewAddress(addr_msg(index, net, AddressHeaderFlags::Permanent))
+    }
+
+    fn del_addr(index: u32, net: &str) -> RouteNetlinkMessage {
+        RouteNetlinkMessage::DelAddress(addr_msg(index, net, AddressHeaderFlags::Permanent))
+    }
+
+    fn addrs(snap: &Snapshot, name: &str) -> Vec<String> {
+        snap.get(name).expect(name).addresses.iter().map(|a| format!("{}/{}", a.addr, a.prefix_len)).collect()
+    }
+
+    fn apply_all(table: &mut Table, msgs: &[RouteNetlinkMessage]) -> Vec<bool> {
+        let src = no_sysfs();
+        msgs.iter().map(|m| table.apply(m, &src).changed).collect()
+    }
+
+    #[test]
+    fn links_and_addresses_come_and_go() {
+        let mut t = Table::default();
+        let up = LinkFlags::Up | LinkFlags::LowerUp;
+        let changed = apply_all(
+            &mut t,
+            &[
+                new_link(5, "t0", up),
+                new_addr(5, "10.9.0.1/24"),
+                new_addr(5, "10.9.0.1/24"), // the same again: nothing new
+                new_link(5, "t0", up),      // the same link again: nothing new
+                new_addr(7, "10.9.9.1/24"), // no such link (yet): ignored, as a dump does
+                del_addr(5, "10.9.0.2/24"), // never there
+            ],
+        );
+        assert_eq!(changed, [true, true, false, false, false, false]);
+        let snap = t.snapshot(&HashSet::new());
+        assert_eq!(snap.interfaces.len(), 1);
+        let t0 = snap.get("t0").unwrap();
+        assert_eq!((t0.index, &t0.kind, t0.flags.up, t0.flags.carrier), (5, &InterfaceKind::Tun, true, Some(true)));
+        assert_eq!(addrs(&snap, "t0"), ["10.9.0.1/24"]);
+
+        // The link goes down: same addresses, new flags.
+        assert_eq!(apply_all(&mut t, &[new_link(5, "t0", LinkFlags::empty())]), [true]);
+        let snap = t.snapshot(&HashSet::new());
+        assert!(!snap.get("t0").unwrap().flags.up);
+        assert_eq!(addrs(&snap, "t0"), ["10.9.0.1/24"]);
+
+        assert_eq!(apply_all(&mut t, &[del_addr(5, "10.9.0.1/24")]), [true]);
+        assert!(addrs(&t.snapshot(&HashSet::new()), "t0").is_empty());
+
+        let gone = RouteNetlinkMessage::DelLink(link_msg(5, "t0", Some(InfoKind::Tun), up));
+        assert_eq!(apply_all(&mut t, &[new_addr(5, "10.9.0.3/24"), gone]), [true, true]);
+        assert!(t.snapshot(&HashSet::new()).interfaces.is_empty());
+    }
+
+    #[test]
+    fn a_bridge_port_message_is_not_a_link_event() {
+        let mut t = Table::default();
+        apply_all(&mut t, &[new_link(3, "veth0", LinkFlags::Up), new_addr(3, "192.168.5.2/24")]);
+        // A port leaving a bridge: DELLINK with family AF_BRIDGE. The link stays.
+        let mut port = link_msg(3, "veth0", None, LinkFlags::Up);
+        port.header.interface_family = AddressFamily::Bridge;
+        let changed = apply_all(
+            &mut t,
+            &[RouteNetlinkMessage::DelLink(port.clone()), RouteNetlinkMessage::NewLink(port.clone())],
+        );
+        assert_eq!(changed, [false, false]);
+        assert_eq!(addrs(&t.snapshot(&HashSet::new()), "veth0"), ["192.168.5.2/24"]);
+    }
+
+    #[test]
+    fn tentative_and_failed_addresses_are_left_out_and_taken_back() {
+        let mut t = Table::default();
+        apply_all(&mut t, &[new_link(4, "t1", LinkFlags::Up)]);
+        let tentative = |f| RouteNetlinkMessage::NewAddress(addr_msg(4, "fd00:9::1/64", f));
+        let changed = apply_all(
+            &mut t,
+            &[
+                tentative(AddressHeaderFlags::Tentative), // in DAD: not bindable yet
+                tentative(AddressHeaderFlags::Permanent), // DAD over
+                tentative(AddressHeaderFlags::Dadfailed), // failed after all: gone
+            ],
+        );
+        assert_eq!(changed, [false, true, true]);
+        assert!(addrs(&t.snapshot(&HashSet::new()), "t1").is_empty());
+        // The 32-bit IFA_FLAGS attribute counts too (flags above the header's 8 bits).
+        let mut m = addr_msg(4, "fd00:9::2/64", AddressHeaderFlags::Permanent);
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Tentative));
+        assert_eq!(apply_all(&mut t, &[RouteNetlinkMessage::NewAddress(m)]), [false]);
+    }
+
+    #[test]
+    fn a_point_to_point_address_is_the_local_one_and_each_peer_is_its_own() {
+        let mut t = Table::default();
+        apply_all(&mut t, &[new_link(6, "tun9", LinkFlags::Up | LinkFlags::Pointopoint)]);
+        let ptp = |peer: &str| {
+            let mut m = AddressMessage::default();
+            m.header.index = 6;
+            m.header.prefix_len = 32;
+            m.attributes.push(AddressAttribute::Local("10.20.0.1".parse().unwrap()));
+            m.attributes.push(AddressAttribute::Address(peer.parse().unwrap()));
+            m
+        };
+        apply_all(
+            &mut t,
+            &[RouteNetlinkMessage::NewAddress(ptp("10.20.0.2")), RouteNetlinkMessage::NewAddress(ptp("10.20.0.3"))],
+        );
+        assert_eq!(addrs(&t.snapshot(&HashSet::new()), "tun9"), ["10.20.0.1/32", "10.20.0.1/32"]);
+        assert_eq!(apply_all(&mut t, &[RouteNetlinkMessage::DelAddress(ptp("10.20.0.2"))]), [true]);
+        assert_eq!(addrs(&t.snapshot(&HashSet::new()), "tun9"), ["10.20.0.1/32"]);
+    }
+
+    #[test]
+    fn snapshots_list_ipv4_before_ipv6_as_a_dump_does() {
+        let mut t = Table::default();
+        apply_all(
+            &mut t,
+            &[
+                new_link(2, "t2", LinkFlags::Up),
+                new_addr(2, "fd00:9::1/64"),
+                new_addr(2, "10.9.2.1/24"),
+                new_addr(2, "10.9.2.2/24"),
+            ],
+        );
+        assert_eq!(addrs(&t.snapshot(&HashSet::new()), "t2"), ["10.9.2.1/24", "10.9.2.2/24", "fd00:9::1/64"]);
+        // Another order within a family is the same table (the kernel decides it).
+        let mut u = Table::default();
+        apply_all(&mut u, &[new_link(2, "t2", LinkFlags::Up), new_addr(2, "10.9.2.2/24"), new_addr(2, "10.9.2.1/24")]);
+        assert!(!t.same_as(&u), "u lacks the IPv6 address");
+        apply_all(&mut u, &[new_addr(2, "fd00:9::1/64")]);
+        assert!(t.same_as(&u) && u.same_as(&t));
+        u.default_route = vec![2];
+        assert!(!t.same_as(&u), "the default routes differ");
+    }
+
+    #[test]
+    fn routes_go_stale_when_ipv4_may_have_dropped_one_silently() {
+        let src = no_sysfs();
+        let mut t = Table::default();
+        assert!(t.apply(&new_link(2, "eth0", LinkFlags::Up), &src).routes_stale, "a new link");
+        assert!(!t.apply(&new_addr(2, "192.168.1.5/24"), &src).routes_stale, "an address added");
+        // Without a default route, an address removed cannot take one along.
+        assert!(!t.apply(&del_addr(2, "192.168.1.5/24"), &src).routes_stale);
+        t.default_route = vec![2];
+        t.apply(&new_addr(2, "192.168.1.5/24"), &src);
+        assert!(t.apply(&del_addr(2, "192.168.1.5/24"), &src).routes_stale);
+        assert!(t.apply(&new_link(2, "eth0", LinkFlags::empty()), &src).routes_stale, "link down");
+        assert!(!t.apply(&new_link(2, "eth0", LinkFlags::empty()), &src).routes_stale, "nothing changed");
+    }
+
+    #[test]
+    fn a_tun_with_a_wireguard_socket_is_userspace_wireguard() {
+        let mut t = Table::default();
+        apply_all(&mut t, &[new_link(8, "wg1", LinkFlags::Up), new_link(9, "tun3", LinkFlags::Up)]);
+        let wg: HashSet<String> = ["wg1".to_owned(), "absent0".to_owned()].into();
+        let snap = t.snapshot(&wg);
+        assert_eq!(snap.get("wg1").unwrap().kind, InterfaceKind::WireGuardUserspace);
+        assert_eq!(snap.get("tun3").unwrap().kind, InterfaceKind::Tun);
+        assert!(snap.get("absent0").is_none(), "a socket alone is no interface");
+    }
+
     #[test]
     fn reads_this_hosts_loopback() {
         let snap = NetlinkSource::default().read().expect("netlink dump");

@@ -323,3 +323,107 @@ impl Watcher for LiveWatcher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::NetlinkHeader;
+    use netlink_packet_route::address::AddressMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+    use netlink_packet_route::route::{RouteAttribute, RouteMessage};
+
+    use super::*;
+
+    fn datagram(msgs: Vec<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(m));
+            packet.finalize();
+            let mut buf = vec![0; packet.buffer_len()];
+            packet.serialize(&mut buf);
+            out.extend_from_slice(&buf);
+        }
+        out
+    }
+
+    fn link(index: u32, name: &str) -> RouteNetlinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        RouteNetlinkMessage::NewLink(m)
+    }
+
+    fn addr(index: u32) -> RouteNetlinkMessage {
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m.header.prefix_len = 24;
+        m.attributes.push(netlink_packet_route::address::AddressAttribute::Address("10.3.0.1".parse().unwrap()));
+        RouteNetlinkMessage::NewAddress(m)
+    }
+
+    fn route(prefix: u8, table: u8) -> RouteNetlinkMessage {
+        let mut m = RouteMessage::default();
+        m.header.destination_prefix_length = prefix;
+        m.header.table = table;
+        m.header.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Oif(3));
+        RouteNetlinkMessage::NewRoute(m)
+    }
+
+    fn source() -> NetlinkSource {
+        NetlinkSource { wireguard_dir: "/nonexistent".into(), sysfs_net: "/nonexistent".into() }
+    }
+
+    #[test]
+    fn a_datagram_of_several_messages_is_applied_in_order() {
+        let (mut table, mut stale) = (Table::default(), false);
+        // A prefix route and a local-table route: not default routes of the main table.
+        let data = datagram(vec![link(3, "t3"), addr(3), route(24, RouteHeader::RT_TABLE_MAIN), route(0, 255)]);
+        assert!(apply_datagram(&data, &mut table, &mut stale, &source()));
+        let snap = table.snapshot(&Default::default());
+        assert_eq!(snap.get("t3").unwrap().addresses.len(), 1, "{snap:?}");
+        // A new link makes the routes stale by itself; start again from a known table.
+        stale = false;
+        let data = datagram(vec![route(24, RouteHeader::RT_TABLE_MAIN), addr(3)]);
+        assert!(!apply_datagram(&data, &mut table, &mut stale, &source()), "the same address again");
+        assert!(!stale, "no default route message");
+        let data = datagram(vec![route(0, RouteHeader::RT_TABLE_MAIN)]);
+        apply_datagram(&data, &mut table, &mut stale, &source());
+        assert!(stale, "a default route of the main table");
+    }
+
+    #[test]
+    fn malformed_bytes_are_skipped_not_a_panic() {
+        let (mut table, mut stale) = (Table::default(), false);
+        let mut data = datagram(vec![link(4, "t4")]);
+        data.extend_from_slice(&[0xff; 7]);
+        assert!(apply_datagram(&data, &mut table, &mut stale, &source()), "the good message before the bytes");
+        assert!(!apply_datagram(&[1, 2, 3], &mut table, &mut stale, &source()));
+        // A header that claims more than there is.
+        let mut short = datagram(vec![link(5, "t5")]);
+        short.truncate(short.len() - 4);
+        assert!(!apply_datagram(&short, &mut table, &mut stale, &source()));
+        assert_eq!(table.snapshot(&Default::default()).interfaces.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn in_this_namespace_it_reads_what_a_dump_reads() {
+        let live = LiveNetlink::new().expect("netlink");
+        let _watcher = live.watcher().expect("register");
+        let mut a = live.read().expect("live snapshot");
+        let mut b = NetlinkSource::default().read().expect("dump");
+        for s in [&mut a, &mut b] {
+            for i in &mut s.interfaces {
+                i.addresses.sort_by_key(|x| (x.addr, x.prefix_len));
+            }
+        }
+        assert_eq!(a, b);
+        assert!(a.get("lo").is_some());
+        assert_eq!(live.dumps(), 1);
+        // Nothing was lost, so a dump finds nothing new (this host may change
+        // under us, so only when it stays still between the two reads).
+        if !live.redump().expect("dump") {
+            assert_eq!(live.dumps(), 2);
+        }
+    }
+}
