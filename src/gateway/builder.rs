@@ -381,24 +381,14 @@ impl<'a> GatewayBuilder<'a> {
                 parse_selectors(&raw, &registry.names(), self.host.as_deref())?
             }
         };
-        let watch = self.follow || self.wait.is_some();
+        let source = self.source.take().unwrap_or_else(|| Source::Owned(meshgate_core::source::system()));
         // Subscribe before the first snapshot so no change falls between the two.
-        let (source, mut watcher) = match (self.source.take(), self.watcher.take()) {
-            // Following the host: one table kept by netlink events is both the
-            // source and the watcher, instead of a dump of the host per change.
-            (None, None) if watch => {
-                let (s, w) = meshgate_core::watcher::live_system().map_err(|e| Error::Watch(e.to_string()))?;
-                (Source::Owned(s), Some(w))
+        let mut watcher = match self.watcher.take() {
+            Some(w) => Some(w),
+            None if self.follow || self.wait.is_some() => {
+                Some(meshgate_core::watcher::system().map_err(|e| Error::Watch(e.to_string()))?)
             }
-            (source, watcher) => {
-                let source = source.unwrap_or_else(|| Source::Owned(meshgate_core::source::system()));
-                let watcher = match watcher {
-                    Some(w) => Some(w),
-                    None if watch => Some(meshgate_core::watcher::system().map_err(|e| Error::Watch(e.to_string()))?),
-                    None => None,
-                };
-                (source, watcher)
-            }
+            None => None,
         };
         let options = self.options.clone();
         let resolver: Resolver = {

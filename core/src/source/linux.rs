@@ -22,7 +22,11 @@ use crate::model::{Flags, IfAddr, Interface, InterfaceKind, Snapshot};
 use super::{userspace_wireguard_names, InterfaceSource, SourceError, WIREGUARD_SOCKET_DIR};
 
 /// Interfaces from rtnetlink, kinds from link info, sysfs and WireGuard sockets.
-#[derive(Debug, Clone)]
+///
+/// Its snapshots read the table of a registered [`LiveNetlink`](super::LiveNetlink)
+/// when there is one (a process following the network); [`read`](Self::read)
+/// always dumps.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetlinkSource {
     /// Where to look for userspace WireGuard sockets.
     pub wireguard_dir: PathBuf,
@@ -83,7 +87,8 @@ pub(crate) fn dump(
 }
 
 impl NetlinkSource {
-    /// A snapshot, synchronously (three netlink round trips and one directory read).
+    /// A snapshot from a dump, synchronously (three netlink round trips and
+    /// one directory read), whatever is registered.
     pub fn read(&self) -> Result<Snapshot, SourceError> {
         Ok(self.dump_table()?.snapshot(&userspace_wireguard_names(&self.wireguard_dir)))
     }
@@ -418,7 +423,10 @@ pub(crate) fn sysfs_kind(root: &Path, name: &str, index: u32, ether: bool) -> Op
 #[async_trait::async_trait]
 impl InterfaceSource for NetlinkSource {
     async fn snapshot(&self) -> Result<Snapshot, SourceError> {
-        self.read()
+        match super::LiveNetlink::registered(self) {
+            Some(live) => live.read(),
+            None => self.read(),
+        }
     }
 }
 

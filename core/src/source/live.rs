@@ -17,10 +17,16 @@
 //!
 //! [`LiveNetlink::watcher`] gives the [`Watcher`] that drives it; the
 //! snapshot also reads what is queued, so it is current even between changes.
+//!
+//! [`crate::watcher::system`] makes one and [registers](LiveNetlink::register)
+//! it: while it lives, [`NetlinkSource`]'s snapshots (the system source's, with
+//! the same directories) read its table instead of dumping. That is how a
+//! serving process that was handed the system source gets the table without
+//! knowing of it; a one-shot `explain` has no watcher and dumps.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
@@ -51,6 +57,9 @@ const GROUPS: u32 = (libc::RTMGRP_LINK
 /// memory. The kernel caps it at `net.core.rmem_max`; an overrun costs one
 /// dump, not a wrong snapshot.
 const RCVBUF: usize = 4 << 20;
+
+/// The registered tables ([`LiveNetlink::register`]), newest last.
+static REGISTERED: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
 /// A snapshot source kept current by rtnetlink events. Clones share one table.
 #[derive(Clone)]
@@ -104,6 +113,21 @@ impl LiveNetlink {
         // A panic while holding the lock leaves a table that is at worst stale;
         // the next refresh or dump mends it.
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes [`NetlinkSource`] snapshots in this process (of a source with the
+    /// same directories) read this table instead of dumping, for as long as
+    /// this table lives. Registering twice is harmless.
+    pub fn register(&self) {
+        let mut all = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.shared)));
+        all.push(Arc::downgrade(&self.shared));
+    }
+
+    /// The newest registered table still alive for `source`'s directories.
+    pub(crate) fn registered(source: &NetlinkSource) -> Option<LiveNetlink> {
+        let all = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().rev().filter_map(Weak::upgrade).find(|s| s.source == *source).map(|shared| LiveNetlink { shared })
     }
 
     /// A snapshot, after applying whatever events are queued.
@@ -425,5 +449,22 @@ mod tests {
         if !live.redump().expect("dump") {
             assert_eq!(live.dumps(), 2);
         }
+    }
+
+    #[test]
+    fn a_registered_table_serves_sources_with_its_directories_while_it_lives() {
+        // Directories of this test's own: other tests' sources are not affected.
+        let dirs =
+            NetlinkSource { wireguard_dir: "/nonexistent/registered-test".into(), sysfs_net: "/sys/class/net".into() };
+        assert!(LiveNetlink::registered(&dirs).is_none());
+        let live = LiveNetlink::with_source(dirs.clone()).expect("netlink");
+        live.register();
+        live.register();
+        assert!(LiveNetlink::registered(&dirs).is_some_and(|l| Arc::ptr_eq(&l.shared, &live.shared)));
+        assert!(LiveNetlink::registered(&source()).is_none(), "other directories: a dump");
+        let snap = futures_util::FutureExt::now_or_never(dirs.snapshot()).expect("no await").expect("a snapshot");
+        assert!(snap.get("lo").is_some());
+        drop(live);
+        assert!(LiveNetlink::registered(&dirs).is_none(), "gone with its last owner");
     }
 }

@@ -3,10 +3,10 @@
 //! [`system`] builds the best source for this OS: rtnetlink on Linux (one dump of
 //! links and one of addresses, plus the WireGuard socket directory), the portable
 //! `getifaddrs` source elsewhere, wrapped in the probes that add the mesh
-//! daemons' facts ([`crate::probe`]); [`os`] is the bare OS source. A process
-//! that follows the network uses [`crate::watcher::live_system`] instead: on
-//! Linux one [`LiveNetlink`] is both its source and its watcher, a table kept
-//! current by events rather than a dump per change. Tests use the mockall mock (`mocks` feature)
+//! daemons' facts ([`crate::probe`]); [`os`] is the bare OS source. While a
+//! process follows the network ([`crate::watcher::system`]), the Linux source
+//! reads the [`LiveNetlink`] table that watcher keeps current from events,
+//! rather than dumping the host on every change. Tests use the mockall mock (`mocks` feature)
 //! or hand-built snapshots.
 
 #[cfg(target_os = "linux")]
