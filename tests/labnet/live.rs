@@ -5,7 +5,7 @@
 //! The checking runs inside the lab: [`live_table_matches_a_dump`] builds the
 //! lab and runs this test binary again inside it, filtered to
 //! [`inside_the_lab`] (ignored otherwise, and a no-op without [`INSIDE`]).
-//! Bounded: 32 cases of at most 24 changes, on four TUN devices, and the
+//! Bounded: 32 cases of at most 24 changes, on four TUN devices and a veth, and the
 //! whole run killed after two minutes.
 
 use std::process::Command;
@@ -37,7 +37,8 @@ fn live_table_matches_a_dump() {
     assert!(text.contains("1 passed"), "{text}");
 }
 
-/// One change, as an `ip` command on one of the TUN devices t0..t3.
+/// One change, as an `ip` command on one of the TUN devices t0..t3 or the
+/// veth v0 (number 4; its peer is v1): with a veth, the default routes are read.
 #[derive(Debug, Clone)]
 enum Op {
     AddLink(u8),
@@ -65,7 +66,7 @@ const ADDRS: &[&str] = &[
 ];
 
 fn op() -> impl Strategy<Value = Op> {
-    let dev = 0u8..4;
+    let dev = 0u8..5;
     prop_oneof![
         3 => dev.clone().prop_map(Op::AddLink),
         1 => dev.clone().prop_map(Op::DelLink),
@@ -82,15 +83,17 @@ fn op() -> impl Strategy<Value = Op> {
 impl Op {
     fn args(&self) -> Vec<String> {
         let addr = |d: u8, a: usize| ADDRS[a].replace("{}", &d.to_string());
+        let dev = |d: u8| if d == 4 { "v0".to_owned() } else { format!("t{d}") };
         let line = match self {
+            Op::AddLink(4) => "link add v0 type veth peer name v1".to_owned(),
             Op::AddLink(d) => format!("tuntap add mode tun name t{d}"),
-            Op::DelLink(d) => format!("link del t{d}"),
-            Op::Up(d) => format!("link set t{d} up"),
-            Op::Down(d) => format!("link set t{d} down"),
-            Op::AddAddr(d, a) => format!("addr add {} dev t{d}", addr(*d, *a)),
-            Op::DelAddr(d, a) => format!("addr del {} dev t{d}", addr(*d, *a).trim_end_matches(" nodad")),
-            Op::Flush(d) => format!("addr flush dev t{d}"),
-            Op::DefaultVia(d) => format!("route replace default dev t{d}"),
+            Op::DelLink(d) => format!("link del {}", dev(*d)),
+            Op::Up(d) => format!("link set {} up", dev(*d)),
+            Op::Down(d) => format!("link set {} down", dev(*d)),
+            Op::AddAddr(d, a) => format!("addr add {} dev {}", addr(*d, *a), dev(*d)),
+            Op::DelAddr(d, a) => format!("addr del {} dev {}", addr(*d, *a).trim_end_matches(" nodad"), dev(*d)),
+            Op::Flush(d) => format!("addr flush dev {}", dev(*d)),
+            Op::DefaultVia(d) => format!("route replace default dev {}", dev(*d)),
             Op::NoDefault => "route del default".to_owned(),
         };
         line.split_whitespace().map(str::to_owned).collect()

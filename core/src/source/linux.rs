@@ -1,5 +1,6 @@
 //! Linux: one rtnetlink dump of links and one of addresses (what `ip -d addr`
-//! does), one of routes (for the default route's interface), plus the
+//! does), one of routes when there is a veth (for the default route's
+//! interface: only a veth's meaning depends on it), plus the
 //! WireGuard socket directory, and sysfs where netlink has no link kind (a
 //! physical NIC has none).
 //!
@@ -10,9 +11,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, Parseable,
+    ParseableParametrized, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader, LinkInfo, LinkLayerType, LinkMessage,
+    LinkMessageBuffer,
+};
 use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -44,12 +51,41 @@ pub(crate) fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SourceErr
     move |source| SourceError::Io { what, source }
 }
 
-/// Sends one dump request and collects the replies.
+/// Parses one rtnetlink message at the start of `data` (which may hold more).
+/// Link messages are parsed as far as a snapshot needs: the header, the name
+/// and the link info. The rest (statistics, per-family configuration: most of
+/// a link message's bytes) is skipped, through the crate's own attribute
+/// iterator, not parsed and thrown away.
+pub(crate) fn deserialize(data: &[u8]) -> Result<NetlinkMessage<RouteNetlinkMessage>, DecodeError> {
+    let buf = NetlinkBuffer::new_checked(data)?;
+    let kind = buf.message_type();
+    if kind != libc::RTM_NEWLINK && kind != libc::RTM_DELLINK {
+        return NetlinkMessage::deserialize(data);
+    }
+    let header = NetlinkHeader::parse(&buf)?;
+    let payload = buf.payload();
+    let mut link = LinkMessage::default();
+    link.header = LinkHeader::parse(payload)?;
+    let attrs = payload.get(std::mem::size_of::<LinkMessageBuffer>()..).unwrap_or_default();
+    for nla in NlasIterator::new(attrs) {
+        let nla = nla?;
+        if nla.kind() == libc::IFLA_IFNAME || nla.kind() == libc::IFLA_LINKINFO {
+            link.attributes.push(LinkAttribute::parse_with_param(&nla, link.header.interface_family)?);
+        }
+    }
+    let inner =
+        if kind == libc::RTM_NEWLINK { RouteNetlinkMessage::NewLink(link) } else { RouteNetlinkMessage::DelLink(link) };
+    Ok(NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner)))
+}
+
+/// Sends one dump request and hands each reply to `each` as it is parsed
+/// (a dump of 1,000 links is never held whole).
 pub(crate) fn dump(
     socket: &Socket,
     seq: u32,
     msg: RouteNetlinkMessage,
-) -> Result<Vec<RouteNetlinkMessage>, SourceError> {
+    mut each: impl FnMut(RouteNetlinkMessage),
+) -> Result<(), SourceError> {
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
     packet.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
     packet.header.sequence_number = seq;
@@ -57,16 +93,15 @@ pub(crate) fn dump(
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf);
     socket.send(&buf, 0).map_err(io("netlink send"))?;
-    let mut out = Vec::new();
     loop {
         let (data, _) = socket.recv_from_full().map_err(io("netlink receive"))?;
         let mut offset = 0;
         while offset < data.len() {
-            let msg: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(&data[offset..])
+            let msg = deserialize(&data[offset..])
                 .map_err(|e| SourceError::Protocol(format!("malformed netlink reply: {e}")))?;
             let len = msg.header.length as usize;
             match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) => {
                     if let Some(code) = e.code {
                         return Err(SourceError::Io {
@@ -75,7 +110,7 @@ pub(crate) fn dump(
                         });
                     }
                 }
-                NetlinkPayload::InnerMessage(m) => out.push(m),
+                NetlinkPayload::InnerMessage(m) => each(m),
                 _ => {}
             }
             if len == 0 {
@@ -84,6 +119,14 @@ pub(crate) fn dump(
             offset += len;
         }
     }
+}
+
+/// A link dump request that leaves out the statistics (`RTEXT_FILTER_SKIP_STATS`,
+/// as `ip` asks): the kernel skips gathering them, and they are never read.
+fn link_request() -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    m
 }
 
 impl NetlinkSource {
@@ -99,13 +142,16 @@ impl NetlinkSource {
     /// on what each message means.
     pub(crate) fn dump_table(&self) -> Result<Table, SourceError> {
         let socket = dump_socket()?;
-        let links = dump(&socket, 1, RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
-        let addrs = dump(&socket, 2, RouteNetlinkMessage::GetAddress(AddressMessage::default()))?;
         let mut table = Table::default();
-        for m in links.iter().chain(&addrs) {
-            table.apply(m, self);
+        dump(&socket, 1, RouteNetlinkMessage::GetLink(link_request()), |m| {
+            table.apply(&m, self);
+        })?;
+        dump(&socket, 2, RouteNetlinkMessage::GetAddress(AddressMessage::default()), |m| {
+            table.apply(&m, self);
+        })?;
+        if table.wants_routes() {
+            table.default_route = self.default_routes(&socket, 3);
         }
-        table.default_route = self.default_routes(&socket, 3);
         Ok(table)
     }
 
@@ -114,9 +160,9 @@ impl NetlinkSource {
     /// host side. Without routes, `lan` just refuses every veth as before: not
     /// a reason to fail the snapshot.
     pub(crate) fn default_routes(&self, socket: &Socket, seq: u32) -> Vec<u32> {
-        let routes = dump(socket, seq, RouteNetlinkMessage::GetRoute(RouteMessage::default())).unwrap_or_default();
         let mut out = Vec::new();
-        for m in routes {
+        let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+        let read = dump(socket, seq, request, |m| {
             if let RouteNetlinkMessage::NewRoute(r) = m {
                 for index in default_route_interfaces(&r) {
                     if !out.contains(&index) {
@@ -124,6 +170,9 @@ impl NetlinkSource {
                     }
                 }
             }
+        });
+        if read.is_err() {
+            out.clear();
         }
         out
     }
@@ -276,6 +325,13 @@ impl Table {
             }
             _ => Applied::default(),
         }
+    }
+
+    /// True when the default routes mean something here: only a veth's
+    /// meaning depends on them (`lan`: a container's own LAN). Without one,
+    /// the routes are not read (a host with 1,000 interfaces has thousands).
+    pub(crate) fn wants_routes(&self) -> bool {
+        self.links.values().any(|l| l.iface.kind == InterfaceKind::Veth)
     }
 
     /// The snapshot this table describes: interfaces by index, each with its

@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::route::{RouteHeader, RouteType};
-use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -204,7 +203,7 @@ impl State {
             self.redump(source)?;
         } else if self.routes_stale {
             self.routes_stale = false;
-            let routes = source.default_routes(&dump_socket()?, 1);
+            let routes = if self.table.wants_routes() { source.default_routes(&dump_socket()?, 1) } else { Vec::new() };
             if routes != self.table.default_route {
                 self.table.default_route = routes;
                 self.generation += 1;
@@ -251,7 +250,7 @@ fn apply_datagram(data: &[u8], table: &mut Table, routes_stale: &mut bool, sourc
                 }
             }
         } else {
-            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..]) {
+            match super::linux::deserialize(&data[offset..]) {
                 Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(m), .. }) => {
                     let applied = table.apply(&m, source);
                     changed |= applied.changed;
@@ -354,6 +353,7 @@ mod tests {
     use netlink_packet_route::address::AddressMessage;
     use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
     use netlink_packet_route::route::{RouteAttribute, RouteMessage};
+    use netlink_packet_route::RouteNetlinkMessage;
 
     use super::*;
 
