@@ -303,6 +303,8 @@ impl Table {
                         std::mem::replace(&mut link.addrs[i].1, new) != new
                     }
                     (Some(addr), None) => {
+                        // Most links hold one or two addresses: no room for four.
+                        link.addrs.reserve_exact(1);
                         link.addrs.push((key, IfAddr { addr, prefix_len: a.header.prefix_len }));
                         true
                     }
