@@ -162,5 +162,27 @@ fn inside_the_lab() {
     assert_eq!(sorted(live.read().expect("a snapshot")), dump());
     // One dump at start and one per case's check: no overrun made another.
     assert_eq!(live.dumps(), 1 + 32);
+
+    // An overrun: a burst far larger than a tiny receive buffer. The events
+    // lost, the table is read again, and equals a dump.
+    live.set_receive_buffer(4096).expect("a small buffer");
+    let burst: String = (0..400).map(|k| format!("addr add 10.77.{}.{}/32 dev t0\n", k / 200, k % 200 + 1)).collect();
+    let out = Command::new("ip")
+        .args(["-b", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(burst.as_bytes())?;
+            c.wait()
+        })
+        .expect("ip -b runs");
+    assert!(out.success(), "the burst of addresses");
+    let kept = sorted(live.read().expect("a snapshot after the overrun"));
+    assert_eq!(live.dumps(), 1 + 32 + 1, "the overrun was seen and mended by one dump");
+    assert_eq!(kept, dump());
+    let burst_kept =
+        kept.get("t0").map(|i| i.addresses.iter().filter(|a| a.addr.to_string().starts_with("10.77.")).count());
+    assert_eq!(burst_kept, Some(400), "every address of the burst");
     println!("live table: 32 cases equal to a dump");
 }

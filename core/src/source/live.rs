@@ -152,6 +152,13 @@ impl LiveNetlink {
         state.redump(&self.shared.source)
     }
 
+    /// Sets the events socket's receive buffer (the kernel doubles it and caps
+    /// it at `net.core.rmem_max`). A small one overruns sooner: tests use it to
+    /// check that an overrun ends in a dump, not a wrong table.
+    pub fn set_receive_buffer(&self, bytes: usize) -> Result<(), SourceError> {
+        self.lock().events.set_rx_buf_sz(bytes).map_err(io("netlink receive buffer"))
+    }
+
     /// How many full dumps this source made (the first included).
     pub fn dumps(&self) -> u64 {
         self.lock().dumps
