@@ -18,7 +18,8 @@ pub struct Snapshot {
     /// The interfaces, in the order the OS listed them.
     pub interfaces: Vec<Interface>,
     /// The indexes of the interfaces that hold this namespace's default route
-    /// (IPv4 or IPv6), when the source read the routes (Linux does).
+    /// (IPv4 or IPv6), when the source read the routes (Linux does when there
+    /// is a veth: only a veth's meaning depends on them, in `lan`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub default_route: Vec<u32>,
     /// What the mesh daemons said ([`crate::probe`] fills this in).

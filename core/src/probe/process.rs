@@ -38,10 +38,7 @@ pub(crate) fn running(names: &[&str]) -> Vec<Daemon> {
             continue;
         };
         let base = entry.path();
-        let Ok(comm) = std::fs::read_to_string(base.join("comm")) else {
-            continue;
-        };
-        if !names.contains(&comm.trim_end()) {
+        if !comm_is_one_of(&base, names) {
             continue;
         }
         // Another namespace's daemon, or one we may not inspect: not ours.
@@ -60,6 +57,19 @@ pub(crate) fn running(names: &[&str]) -> Vec<Daemon> {
     }
     out.sort_by_key(|d| d.pid);
     out
+}
+
+/// True if the process at `base` (`/proc/PID`) is called one of `names`. The
+/// `comm` is at most 16 bytes: read into a buffer on the stack, with no size
+/// probe or allocation, as this runs for every process on every snapshot.
+fn comm_is_one_of(base: &Path, names: &[&str]) -> bool {
+    use std::io::Read as _;
+    let mut buf = [0u8; 64];
+    let Ok(n) = std::fs::File::open(base.join("comm")).and_then(|mut f| f.read(&mut buf)) else {
+        return false;
+    };
+    let comm = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+    names.iter().any(|name| name.as_bytes() == comm)
 }
 
 /// The TUN/TAP devices process `pid` holds open (the `iff:` of each open
@@ -149,5 +159,9 @@ mod tests {
         let me = running(&[comm.trim_end()]);
         assert!(me.iter().any(|d| d.pid == std::process::id()), "{me:?}");
         assert!(running(&["no-such-daemon-x"]).is_empty());
+        // A prefix of the name is another name.
+        let me = comm.trim_end();
+        let shorter = running(&[&me[..me.len() - 1]]);
+        assert!(!shorter.iter().any(|d| d.pid == std::process::id()), "{shorter:?}");
     }
 }

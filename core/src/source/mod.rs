@@ -3,16 +3,23 @@
 //! [`system`] builds the best source for this OS: rtnetlink on Linux (one dump of
 //! links and one of addresses, plus the WireGuard socket directory), the portable
 //! `getifaddrs` source elsewhere, wrapped in the probes that add the mesh
-//! daemons' facts ([`crate::probe`]); [`os`] is the bare OS source. Tests use the mockall mock (`mocks` feature)
+//! daemons' facts ([`crate::probe`]); [`os`] is the bare OS source. While a
+//! process follows the network ([`crate::watcher::system`]), the Linux source
+//! reads the [`LiveNetlink`] table that watcher keeps current from events,
+//! rather than dumping the host on every change. Tests use the mockall mock (`mocks` feature)
 //! or hand-built snapshots.
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+mod live;
 mod portable;
 mod wgsock;
 
 #[cfg(target_os = "linux")]
 pub use linux::NetlinkSource;
+#[cfg(target_os = "linux")]
+pub use live::{LiveNetlink, LiveWatcher, REDUMP_EVERY};
 pub use portable::IfAddrsSource;
 pub use wgsock::{userspace_wireguard_names, WIREGUARD_SOCKET_DIR};
 

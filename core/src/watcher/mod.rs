@@ -2,10 +2,14 @@
 //! changed, with bursts coalesced (a VPN coming up emits several events within
 //! milliseconds; one change should mean one re-resolution).
 //!
-//! [`system`] builds the best watcher for this OS: rtnetlink link and address
-//! events on Linux, polling elsewhere ([`PollWatcher`], which any
-//! [`InterfaceSource`](crate::source::InterfaceSource) can drive), both wrapped
-//! in a [`DaemonWatcher`] so that a mesh daemon's state change counts too.
+//! [`system`] builds the best watcher for this OS: on Linux the watcher of a
+//! [`LiveNetlink`](crate::source::LiveNetlink), a table of links and addresses
+//! kept by rtnetlink events, which the system source then reads instead of
+//! dumping the host on every change; polling elsewhere ([`PollWatcher`],
+//! which any [`InterfaceSource`](crate::source::InterfaceSource) can drive).
+//! Both are wrapped in a [`DaemonWatcher`] so that a mesh daemon's state
+//! change counts too. ([`NetlinkWatcher`] is the plain Linux watcher, for a
+//! caller with a source of its own.)
 
 mod daemon;
 #[cfg(target_os = "linux")]
@@ -56,8 +60,14 @@ pub trait Watcher: Send {
 /// The real watcher for this OS, with tailscaled's state changes
 /// ([`DaemonWatcher`]). Must run inside a tokio runtime.
 pub fn system() -> Result<Box<dyn Watcher>, WatchError> {
+    // The table kept by events, registered so that the system source reads it
+    // instead of dumping the host on every change (see crate::source::LiveNetlink).
     #[cfg(target_os = "linux")]
-    let os: Box<dyn Watcher> = Box::new(NetlinkWatcher::new()?);
+    let os: Box<dyn Watcher> = {
+        let live = crate::source::LiveNetlink::new()?;
+        live.register();
+        Box::new(live.watcher()?)
+    };
     #[cfg(not(target_os = "linux"))]
     let os: Box<dyn Watcher> = {
         let source: Box<dyn InterfaceSource> = crate::source::system();
