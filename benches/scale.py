@@ -7,7 +7,8 @@ user + network namespace). Steps, all bounded in time:
    `meshgate serve --bind wireguard`; its RSS once settled is the "0 extra" figure.
 2. make IFACES persistent TUN devices t0..tN-1 with one address each, in one
    `ip -b` batch; the RSS of the same serving process once it has followed them
-   is the "N interfaces" figure (the difference per interface is printed).
+   is the "N interfaces" figure (the difference per interface is printed), and
+   that of a second one started now is the "started with them" figure.
 3. `meshgate explain --bind auto` against `ip -br addr` with hyperfine -N.
 4. attach latency, ROUNDS times: `ip addr add 10.8.0.1/24 dev wg0`, time until a
    TCP connect to it succeeds (the client polls every 0.2 ms); then delete it
@@ -124,6 +125,18 @@ try:
     settle(gw.pid)
     time.sleep(1.0)
     rss1 = rss_kb(gw.pid)
+    # A second serving process, started on the host that already has them.
+    gw2 = subprocess.Popen([MESHGATE, "serve", "--bind", "wireguard", "--port", str(PORT + 1), "--token-file",
+                            tokfile.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "RUST_LOG": "error"})
+    try:
+        assert wait(lambda: "127.0.0.1" in listeners(PORT + 1)), "the second meshgate did not start"
+        settle(gw2.pid)
+        time.sleep(1.0)
+        rss_started = rss_kb(gw2.pid)
+    finally:
+        gw2.terminate()
+        gw2.wait(timeout=15)
     n = len(subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines())
 
     # explain against ip, side by side.
@@ -182,7 +195,7 @@ try:
     print(f"attach latency (ip addr add -> first TCP connect), {ROUNDS} rounds: median {statistics.median(lat):.2f} ms, "
           f"p99 {p99:.2f} ms")
     print(f"serving RSS: {rss0} kB with 0 extra, {rss1} kB with {IFACES} "
-          f"({(rss1 - rss0) / max(IFACES, 1):.2f} kB/iface)")
+          f"({(rss1 - rss0) / max(IFACES, 1):.2f} kB/iface); {rss_started} kB started with them")
     print(f"burst of {len(lines)} address changes in {burst_s * 1000:.0f} ms: {c1 - c0:.0f} ms CPU; "
           f"listeners right: {ok and got == want} ({sorted(got)}); alive: {alive}")
 finally:

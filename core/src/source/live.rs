@@ -5,8 +5,10 @@
 //! with 1,000 interfaces that is most of the cost of each change, and a
 //! serving process takes one snapshot per change. The link and address events
 //! carry what a dump carries, so [`LiveNetlink`] dumps once, subscribes to the
-//! link, address and route groups, and applies each message to an in-memory
-//! [`Table`] with the same code that reads a dump ([`Table::apply`]).
+//! link and address groups (and the route groups while the default routes
+//! matter: while there is a veth, see [`Table::wants_routes`]), and applies
+//! each message to an in-memory [`Table`] with the same code that reads a dump
+//! ([`Table::apply`]).
 //!
 //! It dumps again only when it must: after an overrun (`ENOBUFS`: events were
 //! lost), on a safety timer ([`REDUMP_EVERY`]), and, for the default routes
@@ -45,18 +47,18 @@ use super::{userspace_wireguard_names, InterfaceSource, NetlinkSource, SourceErr
 pub const REDUMP_EVERY: Duration = Duration::from_secs(60);
 
 // The legacy group bitmask `bind` takes: from libc, never by hand.
-const GROUPS: u32 = (libc::RTMGRP_LINK
-    | libc::RTMGRP_IPV4_IFADDR
-    | libc::RTMGRP_IPV6_IFADDR
-    | libc::RTMGRP_IPV4_ROUTE
-    | libc::RTMGRP_IPV6_ROUTE) as u32;
+const GROUPS: u32 = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+/// The route groups, joined only while the default routes are read (while
+/// there is a veth, [`Table::wants_routes`]): every address brings a route
+/// message or more, and without a veth they would only be read and dropped.
+const ROUTE_GROUPS: [u32; 2] = [libc::RTNLGRP_IPV4_ROUTE, libc::RTNLGRP_IPV6_ROUTE];
 
 /// How long a watcher lets messages gather, once a burst is under way, before
 /// it reads them: at most this much later, many messages for one wake-up.
 const BATCH: Duration = Duration::from_millis(1);
 
-/// The receive buffer asked for: a burst of address changes brings about two
-/// messages each (the address and its local route), each near 1 kB of kernel
+/// The receive buffer asked for: a burst of address changes brings one
+/// message each (two with a veth: the address's local route), each near 1 kB of kernel
 /// memory. The kernel caps it at `net.core.rmem_max`; an overrun costs one
 /// dump, not a wrong snapshot.
 const RCVBUF: usize = 4 << 20;
@@ -82,6 +84,8 @@ struct State {
     /// Bumped whenever `table` changes; a watcher reports a change when it moved.
     generation: u64,
     routes_stale: bool,
+    /// Whether the socket is in [`ROUTE_GROUPS`].
+    route_groups: bool,
     buf: Vec<u8>,
     /// Full dumps so far (the initial one included): tests and the bench.
     dumps: u64,
@@ -108,7 +112,16 @@ impl LiveNetlink {
         let _ = events.set_rx_buf_sz(RCVBUF);
         let table = source.dump_table()?;
         let fd = events.as_raw_fd();
-        let state = State { events, table, generation: 0, routes_stale: false, buf: vec![0; 1 << 16], dumps: 1 };
+        let mut state = State {
+            events,
+            table,
+            generation: 0,
+            routes_stale: false,
+            route_groups: false,
+            buf: vec![0; 1 << 16],
+            dumps: 1,
+        };
+        state.sync_route_groups()?;
         Ok(Self { shared: Arc::new(Shared { source, state: Mutex::new(state), fd }) })
     }
 
@@ -212,7 +225,9 @@ impl State {
         if overrun {
             tracing::debug!("netlink events overran the receive buffer; reading every interface again");
             self.redump(source)?;
-        } else if self.routes_stale {
+        }
+        self.sync_route_groups()?;
+        if self.routes_stale {
             self.routes_stale = false;
             let routes = if self.table.wants_routes() { source.default_routes(&dump_socket()?, 1) } else { Vec::new() };
             if routes != self.table.default_route {
@@ -220,6 +235,27 @@ impl State {
                 self.generation += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Joins the route groups when the table came to want the default routes,
+    /// leaves them when it no longer does. Joining makes the routes stale: a
+    /// change before the join was not heard, so they are read after it.
+    fn sync_route_groups(&mut self) -> Result<(), SourceError> {
+        let want = self.table.wants_routes();
+        if want == self.route_groups {
+            return Ok(());
+        }
+        for group in ROUTE_GROUPS {
+            if want {
+                self.events.add_membership(group).map_err(io("netlink join the route group"))?;
+            } else {
+                // Not fatal: route messages only come along and are dropped.
+                let _ = self.events.drop_membership(group);
+            }
+        }
+        self.route_groups = want;
+        self.routes_stale |= want;
         Ok(())
     }
 
