@@ -386,7 +386,12 @@ impl<'a> GatewayBuilder<'a> {
         let mut watcher = match self.watcher.take() {
             Some(w) => Some(w),
             None if self.follow || self.wait.is_some() => {
-                Some(meshgate_core::watcher::system().map_err(|e| Error::Watch(e.to_string()))?)
+                // The watcher reads the interfaces first: failing that is the
+                // source's error (exit 71), not a watch failure.
+                Some(meshgate_core::watcher::system().map_err(|e| match e {
+                    meshgate_core::watcher::WatchError::Source(e) => Error::Source(e),
+                    e => Error::Watch(e.to_string()),
+                })?)
             }
             None => None,
         };

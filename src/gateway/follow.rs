@@ -110,7 +110,11 @@ pub(crate) async fn follow_with(
         let snapshot = match source.snapshot().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("{e}");
+                // The change that woke us is seen; look again soon, or it
+                // would wait for the next one.
+                let next = backoff.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
+                tracing::error!("{e}; reading the interfaces again in {} ms", next.as_millis());
+                backoff = Some(next);
                 continue;
             }
         };

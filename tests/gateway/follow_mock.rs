@@ -26,11 +26,22 @@ impl Watcher for Scripted {
 
 /// A source returning whatever snapshot the test set last.
 #[derive(Clone)]
-struct Current(Arc<Mutex<Snapshot>>);
+/// The snapshot in the mutex; the next `.1` reads fail first.
+struct Current(Arc<Mutex<Snapshot>>, Arc<std::sync::atomic::AtomicUsize>);
+
+impl Current {
+    fn new(snapshot: Arc<Mutex<Snapshot>>) -> Self {
+        Self(snapshot, Arc::default())
+    }
+}
 
 #[async_trait::async_trait]
 impl InterfaceSource for Current {
     async fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        use std::sync::atomic::Ordering;
+        if self.1.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            return Err(SourceError::Protocol("a test's read failure".into()));
+        }
         Ok(self.0.lock().unwrap().clone())
     }
 }
@@ -86,7 +97,7 @@ async fn listeners_follow_snapshots() {
     let resolve_now = move |s: &Snapshot| resolve(registry, &selectors, s, &opts);
 
     let snapshot = Arc::new(Mutex::new(host(false)));
-    let source = Current(snapshot.clone());
+    let source = Current::new(snapshot.clone());
     let state = AppState::new(None);
     let mut set = ListenerSet::new(app(state.clone()), state.clone());
     let first = resolve_now(&host(false));
@@ -179,7 +190,7 @@ async fn a_failed_bind_is_retried_until_it_works() {
     let mut with_wg = host(false);
     with_wg.interfaces.push(Interface::new("wg0", 8, InterfaceKind::WireGuard).with_addr("127.0.0.78/32"));
     let snapshot = Arc::new(Mutex::new(host(false)));
-    let source = Current(snapshot.clone());
+    let source = Current::new(snapshot.clone());
     let state = AppState::new(None);
     let mut set = ListenerSet::new(app(state.clone()), state.clone());
     set.apply(&resolve_now(&host(false)));
@@ -201,6 +212,42 @@ async fn a_failed_bind_is_retried_until_it_works() {
     })
     .await
     .expect("the retry attached 127.0.0.78");
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().shutdown(Duration::from_secs(1)).await;
+}
+
+/// A snapshot that fails to read after a change is read again by itself: the
+/// change that woke the loop is not left for the next one.
+#[tokio::test]
+async fn a_failed_snapshot_is_read_again_without_another_change() {
+    meshgate::builtin::link();
+    let registry = meshgate::core::Registry::global().unwrap();
+    let selectors = vec![meshgate::core::parse_selector("iface:wg0", &[], None).unwrap()];
+    let opts = ResolveOptions { port: 0, loopback_companion: false, ..Default::default() };
+    let resolve_now = move |s: &Snapshot| resolve(registry, &selectors, s, &opts);
+    let mut with_wg = host(false);
+    with_wg.interfaces.push(Interface::new("wg0", 8, InterfaceKind::WireGuard).with_addr("127.0.0.79/32"));
+    let snapshot = Arc::new(Mutex::new(host(false)));
+    let source = Current::new(snapshot.clone());
+    let failures = source.1.clone();
+    let state = AppState::new(None);
+    let set = ListenerSet::new(app(state.clone()), state.clone());
+    let mut views = state.subscribe();
+    let (tx, stop_tx, task) = spawn_follow(set, source, resolve_now);
+    *snapshot.lock().unwrap() = with_wg;
+    failures.store(2, std::sync::atomic::Ordering::Relaxed);
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            views.changed().await.unwrap();
+            if views.borrow_and_update().listeners.iter().any(|l| l.listener.address.to_string() == "127.0.0.79") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("127.0.0.79 attached after two failed reads and one change");
+    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
     stop_tx.send(()).unwrap();
     task.await.unwrap().shutdown(Duration::from_secs(1)).await;
 }

@@ -48,6 +48,12 @@ enum Op {
     /// One of [`ADDRS`], on a device.
     AddAddr(u8, usize),
     DelAddr(u8, usize),
+    /// `addr replace`: an address already there changes in place (an IPv6
+    /// peer: the kernel keys IPv6 addresses by the local address alone).
+    Replace(u8, usize),
+    /// The device renamed to `r{n}` and back (same index, same addresses).
+    Rename(u8),
+    Unrename(u8),
     Flush(u8),
     DefaultVia(u8),
     NoDefault,
@@ -63,6 +69,8 @@ const ADDRS: &[&str] = &[
     "10.98.{}.1 peer 10.98.{}.2",
     "fd00:9::{}:1/64 nodad",
     "fd00:9::{}:2/64",
+    "fd00:8::{}:1 peer fd00:8::{}:2 nodad",
+    "fd00:8::{}:1 peer fd00:8::{}:3 nodad",
 ];
 
 fn op() -> impl Strategy<Value = Op> {
@@ -74,6 +82,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => dev.clone().prop_map(Op::Down),
         5 => (dev.clone(), 0..ADDRS.len()).prop_map(|(d, a)| Op::AddAddr(d, a)),
         3 => (dev.clone(), 0..ADDRS.len()).prop_map(|(d, a)| Op::DelAddr(d, a)),
+        2 => (dev.clone(), 0..ADDRS.len()).prop_map(|(d, a)| Op::Replace(d, a)),
+        1 => dev.clone().prop_map(Op::Rename),
+        1 => dev.clone().prop_map(Op::Unrename),
         1 => dev.clone().prop_map(Op::Flush),
         1 => dev.prop_map(Op::DefaultVia),
         1 => Just(Op::NoDefault),
@@ -92,6 +103,9 @@ impl Op {
             Op::Down(d) => format!("link set {} down", dev(*d)),
             Op::AddAddr(d, a) => format!("addr add {} dev {}", addr(*d, *a), dev(*d)),
             Op::DelAddr(d, a) => format!("addr del {} dev {}", addr(*d, *a).trim_end_matches(" nodad"), dev(*d)),
+            Op::Replace(d, a) => format!("addr replace {} dev {}", addr(*d, *a), dev(*d)),
+            Op::Rename(d) => format!("link set {} name r{d}", dev(*d)),
+            Op::Unrename(d) => format!("link set r{d} name {}", dev(*d)),
             Op::Flush(d) => format!("addr flush dev {}", dev(*d)),
             Op::DefaultVia(d) => format!("route replace default dev {}", dev(*d)),
             Op::NoDefault => "route del default".to_owned(),
@@ -130,7 +144,9 @@ fn inside_the_lab() {
     let _enter = rt.enter();
     let live = LiveNetlink::new().expect("subscribe and dump");
     // proptest wants a `Fn`: the watcher is borrowed mutably once per case.
-    let watcher = std::cell::RefCell::new(live.watcher().expect("the watcher"));
+    // No safety dump during the run: the dump counts below are exact, and a
+    // timer's dump must not mend a divergence before it is checked.
+    let watcher = std::cell::RefCell::new(live.watcher_every(Duration::from_secs(3600)).expect("the watcher"));
     let config = Config { cases: 32, failure_persistence: None, max_shrink_iters: 64, ..Config::default() };
     let mut runner = TestRunner::new(config);
     let result = runner.run(&proptest::collection::vec(op(), 1..24), |ops| {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use netlink_packet_core::{
     DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, Parseable,
-    ParseableParametrized, NLM_F_DUMP, NLM_F_REQUEST,
+    ParseableParametrized, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
@@ -69,8 +69,14 @@ pub(crate) fn deserialize(data: &[u8]) -> Result<NetlinkMessage<RouteNetlinkMess
     let attrs = payload.get(std::mem::size_of::<LinkMessageBuffer>()..).unwrap_or_default();
     for nla in NlasIterator::new(attrs) {
         let nla = nla?;
-        if nla.kind() == libc::IFLA_IFNAME || nla.kind() == libc::IFLA_LINKINFO {
+        if nla.kind() == libc::IFLA_IFNAME {
             link.attributes.push(LinkAttribute::parse_with_param(&nla, link.header.interface_family)?);
+        } else if nla.kind() == libc::IFLA_LINKINFO {
+            // Link info this crate cannot parse (a new kind's data) leaves the
+            // kind unknown (sysfs is asked), not the whole link unread.
+            if let Ok(info) = LinkAttribute::parse_with_param(&nla, link.header.interface_family) {
+                link.attributes.push(info);
+            }
         }
     }
     let inner =
@@ -93,6 +99,9 @@ pub(crate) fn dump(
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf);
     socket.send(&buf, 0).map_err(io("netlink send"))?;
+    // Set when the kernel's tables changed during the dump: it may have
+    // skipped or repeated entries, so the whole dump is done again.
+    let mut interrupted = false;
     loop {
         let (data, _) = socket.recv_from_full().map_err(io("netlink receive"))?;
         let mut offset = 0;
@@ -100,7 +109,14 @@ pub(crate) fn dump(
             let msg = deserialize(&data[offset..])
                 .map_err(|e| SourceError::Protocol(format!("malformed netlink reply: {e}")))?;
             let len = msg.header.length as usize;
+            interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
             match msg.payload {
+                NetlinkPayload::Done(_) if interrupted => {
+                    return Err(SourceError::Io {
+                        what: "netlink dump (interrupted by a change)",
+                        source: std::io::ErrorKind::Interrupted.into(),
+                    })
+                }
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) => {
                     if let Some(code) = e.code {
@@ -141,6 +157,22 @@ impl NetlinkSource {
     /// events, so a table kept by events and a fresh one agree by construction
     /// on what each message means.
     pub(crate) fn dump_table(&self) -> Result<Table, SourceError> {
+        // A dump the kernel marks interrupted (its tables changed meanwhile)
+        // is done again, a few times at most.
+        let mut tries = 0;
+        loop {
+            match self.dump_table_once() {
+                Err(SourceError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::Interrupted && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn dump_table_once(&self) -> Result<Table, SourceError> {
         let socket = dump_socket()?;
         let mut table = Table::default();
         dump(&socket, 1, RouteNetlinkMessage::GetLink(link_request()), |m| {
@@ -150,7 +182,11 @@ impl NetlinkSource {
             table.apply(&m, self);
         })?;
         if table.wants_routes() {
-            table.default_route = self.default_routes(&socket, 3);
+            // Without them `lan` refuses every veth, as before: no reason to fail the snapshot.
+            table.default_route = self.default_routes(&socket, 3).unwrap_or_else(|e| {
+                tracing::debug!("{e}; no default routes read");
+                Vec::new()
+            });
         }
         Ok(table)
     }
@@ -159,10 +195,10 @@ impl NetlinkSource {
     /// tells a container's LAN (its eth0 veth) from a container link on the
     /// host side. Without routes, `lan` just refuses every veth as before: not
     /// a reason to fail the snapshot.
-    pub(crate) fn default_routes(&self, socket: &Socket, seq: u32) -> Vec<u32> {
+    pub(crate) fn default_routes(&self, socket: &Socket, seq: u32) -> Result<Vec<u32>, SourceError> {
         let mut out = Vec::new();
         let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
-        let read = dump(socket, seq, request, |m| {
+        dump(socket, seq, request, |m| {
             if let RouteNetlinkMessage::NewRoute(r) = m {
                 for index in default_route_interfaces(&r) {
                     if !out.contains(&index) {
@@ -170,11 +206,8 @@ impl NetlinkSource {
                     }
                 }
             }
-        });
-        if read.is_err() {
-            out.clear();
-        }
-        out
+        })?;
+        Ok(out)
     }
 
     /// One link as an interface without addresses; `None` without a name.
@@ -234,9 +267,10 @@ pub(crate) fn dump_socket() -> Result<Socket, SourceError> {
     Ok(socket)
 }
 
-/// What identifies one address of an interface: IFA_LOCAL, IFA_ADDRESS (the
-/// peer on a point-to-point link) and the prefix length, as the kernel tells
-/// two addresses apart. The family is the addresses'.
+/// What identifies one address of an interface, as the kernel tells two
+/// apart: for IPv4, IFA_LOCAL, IFA_ADDRESS (the peer on a point-to-point
+/// link) and the prefix length; for IPv6 the address alone (a changed peer
+/// or prefix is the same address, changed in place).
 type AddrKey = (Option<IpAddr>, Option<IpAddr>, u8);
 
 /// One link and its usable addresses, in the order they came.
@@ -389,7 +423,10 @@ fn addr_key(a: &AddressMessage) -> AddrKey {
             _ => {}
         }
     }
-    (local, address, a.header.prefix_len)
+    match local.or(address) {
+        Some(ip @ IpAddr::V6(_)) => (Some(ip), None, 0),
+        _ => (local, address, a.header.prefix_len),
+    }
 }
 
 /// The interfaces a default route (main table, unicast, prefix length 0) leaves
