@@ -134,6 +134,22 @@ fn dump() -> Snapshot {
     sorted(NetlinkSource::default().read().expect("a dump"))
 }
 
+/// A dump once the kernel is done: some changes finish after `ip` returns
+/// (IPv6 DAD completes from a work queue), so two dumps 50 ms apart must
+/// agree (2 s at most).
+fn settled() -> Snapshot {
+    let mut last = dump();
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = dump();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 #[test]
 #[ignore = "runs inside a lab namespace, started by live_table_matches_a_dump"]
 fn inside_the_lab() {
@@ -156,7 +172,7 @@ fn inside_the_lab() {
         for op in &ops {
             op.run();
         }
-        let after = dump();
+        let after = settled();
         if after != before {
             // The watcher reads the events itself and says so.
             let said = rt.block_on(tokio::time::timeout(Duration::from_secs(2), watcher.borrow_mut().changed()));
@@ -175,7 +191,8 @@ fn inside_the_lab() {
     for op in [Op::AddLink(0), Op::Up(0), Op::AddAddr(0, 0), Op::AddAddr(0, 4), Op::DelAddr(0, 0)] {
         op.run();
     }
-    assert_eq!(sorted(live.read().expect("a snapshot")), dump());
+    let after = settled();
+    assert_eq!(sorted(live.read().expect("a snapshot")), after);
     // One dump at start and one per case's check: no overrun made another.
     assert_eq!(live.dumps(), 1 + 32);
 
