@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use netlink_packet_core::{
     DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, Parseable,
     ParseableParametrized, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
@@ -278,7 +279,7 @@ type AddrKey = (Option<IpAddr>, Option<IpAddr>, u8);
 struct Link {
     /// The interface, its `addresses` empty (they are in `addrs`).
     iface: Interface,
-    addrs: Vec<(AddrKey, IfAddr)>,
+    addrs: IndexMap<AddrKey, IfAddr>,
 }
 
 /// What a dump says, kept current by applying link and address messages:
@@ -318,7 +319,7 @@ impl Table {
                         Applied { changed: true, routes_stale: stale }
                     }
                     None => {
-                        self.links.insert(iface.index, Link { iface, addrs: Vec::new() });
+                        self.links.insert(iface.index, Link { iface, addrs: IndexMap::new() });
                         Applied { changed: true, routes_stale: true }
                     }
                 }
@@ -330,33 +331,20 @@ impl Table {
             RouteNetlinkMessage::NewAddress(a) => {
                 let Some(link) = self.links.get_mut(&a.header.index) else { return Applied::default() };
                 let key = addr_key(a);
-                let at = link.addrs.iter().position(|(k, _)| *k == key);
-                let changed = match (local_address(a), at) {
-                    (Some(addr), Some(i)) => {
+                let changed = match local_address(a) {
+                    Some(addr) => {
                         let new = IfAddr { addr, prefix_len: a.header.prefix_len };
-                        std::mem::replace(&mut link.addrs[i].1, new) != new
-                    }
-                    (Some(addr), None) => {
-                        // Most links hold one or two addresses: no room for four.
-                        link.addrs.reserve_exact(1);
-                        link.addrs.push((key, IfAddr { addr, prefix_len: a.header.prefix_len }));
-                        true
+                        link.addrs.insert(key, new) != Some(new)
                     }
                     // Tentative again, or DAD failed: not usable any more.
-                    (None, Some(i)) => {
-                        link.addrs.remove(i);
-                        true
-                    }
-                    (None, None) => false,
+                    None => link.addrs.shift_remove(&key).is_some(),
                 };
                 Applied { changed, routes_stale: false }
             }
             RouteNetlinkMessage::DelAddress(a) => {
                 let Some(link) = self.links.get_mut(&a.header.index) else { return Applied::default() };
                 let key = addr_key(a);
-                let before = link.addrs.len();
-                link.addrs.retain(|(k, _)| *k != key);
-                let changed = link.addrs.len() != before;
+                let changed = link.addrs.shift_remove(&key).is_some();
                 Applied { changed, routes_stale: changed && !self.default_route.is_empty() }
             }
             _ => Applied::default(),
@@ -381,8 +369,8 @@ impl Table {
             .map(|link| {
                 let mut iface = link.iface.clone();
                 iface.addresses.reserve_exact(link.addrs.len());
-                iface.addresses.extend(link.addrs.iter().map(|(_, a)| *a).filter(|a| a.addr.is_ipv4()));
-                iface.addresses.extend(link.addrs.iter().map(|(_, a)| *a).filter(|a| a.addr.is_ipv6()));
+                iface.addresses.extend(link.addrs.values().filter(|a| a.addr.is_ipv4()));
+                iface.addresses.extend(link.addrs.values().filter(|a| a.addr.is_ipv6()));
                 // A userspace WireGuard socket is evidence only for a present TUN of that name.
                 if iface.kind == InterfaceKind::Tun && wg_sockets.contains(&iface.name) {
                     iface.kind = InterfaceKind::WireGuardUserspace;
@@ -397,18 +385,14 @@ impl Table {
     /// which the kernel decides (primaries before secondaries, IPv6 by scope)
     /// and events alone cannot reproduce.
     pub(crate) fn same_as(&self, other: &Table) -> bool {
-        let sorted = |l: &Link| {
-            let mut a: Vec<_> = l.addrs.clone();
-            a.sort_by_key(|(k, _)| *k);
-            a
-        };
+        // The address maps compare as sets of (key, address): order aside.
         self.default_route == other.default_route
             && self.links.len() == other.links.len()
             && self
                 .links
                 .iter()
                 .zip(&other.links)
-                .all(|((i, a), (j, b))| i == j && a.iface == b.iface && (a.addrs == b.addrs || sorted(a) == sorted(b)))
+                .all(|((i, a), (j, b))| i == j && a.iface == b.iface && a.addrs == b.addrs)
     }
 }
 
