@@ -398,7 +398,13 @@ impl Watcher for LiveWatcher {
                 r = self.wait_readable() => r.map_err(err)?,
                 _ = sleep_until(self.redump_at) => {
                     self.redump_at = Instant::now() + self.period;
-                    if self.live.redump()? {
+                    // A full dump is blocking work (milliseconds on a big host):
+                    // off the runtime's worker threads.
+                    let live = self.live.clone();
+                    let redumped = tokio::task::spawn_blocking(move || live.redump())
+                        .await
+                        .map_err(|e| WatchError::Io { what: "netlink dump", source: io::Error::other(e) })?;
+                    if redumped? {
                         tracing::warn!("the interfaces differed from what the netlink events said; read them again");
                     }
                 }
