@@ -38,10 +38,7 @@ pub(crate) fn running(names: &[&str]) -> Vec<Daemon> {
             continue;
         };
         let base = entry.path();
-        let Ok(comm) = std::fs::read_to_string(base.join("comm")) else {
-            continue;
-        };
-        if !names.contains(&comm.trim_end()) {
+        if !comm_is(&base, names) {
             continue;
         }
         // Another namespace's daemon, or one we may not inspect: not ours.
@@ -60,6 +57,20 @@ pub(crate) fn running(names: &[&str]) -> Vec<Daemon> {
     }
     out.sort_by_key(|d| d.pid);
     out
+}
+
+/// True when `/proc/PID/comm` under `base` is one of `names`. One open, one
+/// read into a stack buffer, one close: this runs for every process on the
+/// host, and `read_to_string` adds a `statx` and a second read to each.
+fn comm_is(base: &Path, names: &[&str]) -> bool {
+    use std::io::Read as _;
+    // The kernel's comm is at most 15 bytes and a newline.
+    let mut buf = [0u8; 32];
+    let Ok(n) = std::fs::File::open(base.join("comm")).and_then(|mut f| f.read(&mut buf)) else {
+        return false;
+    };
+    let comm = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+    names.iter().any(|name| name.as_bytes() == comm)
 }
 
 /// The TUN/TAP devices process `pid` holds open (the `iff:` of each open

@@ -40,6 +40,12 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SourceError {
     move |source| SourceError::Io { what, source }
 }
 
+/// One receive buffer. The kernel sizes each dump datagram by the largest
+/// read the socket has seen (up to 32 KiB), so one read into this takes a
+/// whole datagram of ~20 links; a peek for the exact size and then the read
+/// (`recv_from_full`) kept the datagrams at ~3 KiB with two calls each.
+const RECV_BUF: usize = 64 * 1024;
+
 /// Sends one dump request and collects the replies.
 fn dump(socket: &Socket, seq: u32, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, SourceError> {
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
@@ -50,8 +56,16 @@ fn dump(socket: &Socket, seq: u32, msg: RouteNetlinkMessage) -> Result<Vec<Route
     packet.serialize(&mut buf);
     socket.send(&buf, 0).map_err(io("netlink send"))?;
     let mut out = Vec::new();
+    let mut data = Vec::with_capacity(RECV_BUF);
     loop {
-        let (data, _) = socket.recv_from_full().map_err(io("netlink receive"))?;
+        data.clear();
+        // MSG_TRUNC: the datagram's full length, so a cut-off one is an error, not garbage.
+        let len = socket.recv(&mut data, libc::MSG_TRUNC).map_err(io("netlink receive"))?;
+        if len > data.len() {
+            return Err(SourceError::Protocol(format!(
+                "a netlink reply of {len} bytes does not fit the {RECV_BUF}-byte receive buffer"
+            )));
+        }
         let mut offset = 0;
         while offset < data.len() {
             let msg: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(&data[offset..])
