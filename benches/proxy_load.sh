@@ -24,6 +24,10 @@
 #   benches/proxy_load.sh [ROUNDS] [SECONDS] [CONNECTIONS] [MODES]
 #   (defaults: 3 rounds of 5 s, 64 connections, "pinned unpinned single")
 #
+# MESHGATE_BASE=/path/to/an/older/meshgate adds it as the target mg-base (an
+# A/B of a change in one run). TARGETS="meshgate nginx" runs only those;
+# STREAM=0 skips the streaming row.
+#
 # Needs wrk, curl, taskset and awk, and the proxies from Debian:
 #   apt-get install -y wrk nginx-light haproxy caddy
 set -euo pipefail
@@ -41,9 +45,15 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --quiet --bin meshgate --example hello_axum --example bare_hyper_proxy
 bin=${CARGO_TARGET_DIR:-target}/release
 up_port=18811
-declare -A port=([meshgate]=18812 [nginx]=18813 [bare-hyper]=18814 [haproxy]=18815 [caddy]=18816 [axum]=18817 [mg-healthz]=18818)
+declare -A port=([meshgate]=18812 [nginx]=18813 [bare-hyper]=18814 [haproxy]=18815 [caddy]=18816 [axum]=18817 [mg-healthz]=18818 [mg-base]=18819)
 proxies=(meshgate nginx haproxy caddy bare-hyper)
 targets=(meshgate nginx haproxy caddy bare-hyper axum mg-healthz)
+base=${MESHGATE_BASE:-}
+if [ -n "$base" ]; then proxies+=(mg-base); targets+=(mg-base); fi
+if [ -n "${TARGETS:-}" ]; then
+  read -ra targets <<<"$TARGETS"
+  proxies=(); for t in "${targets[@]}"; do case $t in axum|mg-healthz) ;; *) proxies+=("$t") ;; esac; done
+fi
 
 tmp=$(mktemp -d)
 pids=()
@@ -144,6 +154,11 @@ start_all() { # mode
   env "${workers_env[@]}" RUST_LOG=warn "${on_proxy[@]}" "$bin/meshgate" serve --bind loopback --no-loopback \
     --no-follow --port "${port[meshgate]}" --upstream http://127.0.0.1:$up_port >/dev/null & pids+=($!)
   pid_of[meshgate]=$!
+  if [ -n "$base" ]; then
+    env "${workers_env[@]}" RUST_LOG=warn "${on_proxy[@]}" "$base" serve --bind loopback --no-loopback \
+      --no-follow --port "${port[mg-base]}" --upstream http://127.0.0.1:$up_port >/dev/null & pids+=($!)
+    pid_of[mg-base]=$!
+  fi
   env "${workers_env[@]}" RUST_LOG=warn "${on_proxy[@]}" "$bin/meshgate" serve --bind loopback --no-loopback \
     --no-follow --port "${port[mg-healthz]}" >/dev/null & pids+=($!)
   pid_of[mg-healthz]=$!
@@ -211,6 +226,7 @@ for mode in $modes; do
   # Streaming: 1 GiB through each proxy, curl (on CPU 1 when pinned) to /dev/null.
   dl=(curl); [ "$mode" = pinned ] && dl=(taskset -c 1 curl)
   for i in $(seq 0 $((rounds - 1))); do
+    [ "${STREAM:-1}" = 0 ] && break
     for j in $(seq 0 $((${#proxies[@]} - 1))); do
       t=${proxies[$(( (i + j) % ${#proxies[@]} ))]}
       t0=$(ticks "${pid_of[$t]}")
@@ -238,15 +254,18 @@ for mode in $modes; do
     printf '%-9s %-11s %9.0f %8.3f %8.3f %8.2f %9s %9s   %s\n' "" "$t" "$(med "${rps[$mode,$t]}")" \
       "$(med "${p50[$mode,$t]}")" "$(med "${p99[$mode,$t]}")" "$(med "${cpu[$mode,$t]}")" "$m_mbs" "$m_scpu" "${rps[$mode,$t]}"
   done
-  for other in nginx haproxy; do
+  others=(); for o in nginx haproxy mg-base; do [ -n "${rps[$mode,$o]:-}" ] && [ -n "${rps[$mode,meshgate]:-}" ] && others+=("$o"); done
+  for other in "${others[@]}"; do
     awk -v r1="$(med "${rps[$mode,meshgate]}")" -v r2="$(med "${rps[$mode,$other]}")" \
       -v c1="$(med "${cpu[$mode,meshgate]}")" -v c2="$(med "${cpu[$mode,$other]}")" \
       -v q1="$(med "${p99[$mode,meshgate]}")" -v q2="$(med "${p99[$mode,$other]}")" \
-      -v m1="$(med "${mbs[$mode,meshgate]}")" -v m2="$(med "${mbs[$mode,$other]}")" \
-      -v s1="$(med "${scpu[$mode,meshgate]}")" -v s2="$(med "${scpu[$mode,$other]}")" -v o="$other" -v mode="$mode" 'BEGIN {
-      printf "%-9s meshgate/%-7s req/s %.3fx  cpu/req %.3fx  p99 %.3fx  stream MB/s %.2fx  stream cpu %.2fx\n", mode, o, r1/r2, c1/c2, q1/q2, m1/m2, s1/s2 }'
+      -v m1="$(med "${mbs[$mode,meshgate]:-0}")" -v m2="$(med "${mbs[$mode,$other]:-0}")" \
+      -v s1="$(med "${scpu[$mode,meshgate]:-0}")" -v s2="$(med "${scpu[$mode,$other]:-0}")" -v o="$other" -v mode="$mode" '
+      function r(a, b) { return b > 0 ? sprintf("%.3fx", a / b) : "-" }
+      BEGIN {
+      printf "%-9s meshgate/%-7s req/s %s  cpu/req %s  p99 %s  stream MB/s %s  stream cpu %s\n", mode, o, r(r1, r2), r(c1, c2), r(q1, q2), r(m1, m2), r(s1, s2) }'
   done
-  awk -v r1="$(med "${rps[$mode,mg-healthz]}")" -v r2="$(med "${rps[$mode,axum]}")" \
+  [ -z "${rps[$mode,mg-healthz]:-}" ] || [ -z "${rps[$mode,axum]:-}" ] || awk -v r1="$(med "${rps[$mode,mg-healthz]}")" -v r2="$(med "${rps[$mode,axum]}")" \
     -v c1="$(med "${cpu[$mode,mg-healthz]}")" -v c2="$(med "${cpu[$mode,axum]}")" -v mode="$mode" 'BEGIN {
     printf "%-9s meshgate /healthz / bare axum: req/s %.3fx  cpu/req %.3fx\n", mode, r1/r2, c1/c2 }'
   echo "$mode meshgate (proxy) RSS after load: ${rss[$mode]}"
