@@ -4,10 +4,15 @@
 # the interfaces over rtnetlink; meshgate also runs every provider and prints
 # its reasons. Prints both medians and the ratio.
 #
-# Usage: benches/explain_vs_ip.sh [RUNS]   (needs hyperfine and jq; Linux only)
+# Usage: benches/explain_vs_ip.sh [RUNS] [INTERFACES]   (needs hyperfine and jq; Linux only)
+#
+# With INTERFACES (e.g. 64), both run in a new unprivileged user and network
+# namespace holding that many TUN interfaces (each up, with an address), the
+# size of a busy mesh host; without, on this host as it is.
 set -euo pipefail
 
 runs="${1:-300}"
+ifaces="${2:-}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/release/meshgate"
 
@@ -21,9 +26,25 @@ out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 
 # -N: no intermediate shell, so the figures are the programs' own.
-hyperfine -N --warmup 20 --runs "$runs" --style basic --export-json "$out" \
+export runs out bin
+bench='hyperfine -N --warmup 20 --runs "$runs" --style basic --export-json "$out" \
     --command-name "meshgate explain --bind auto" "$bin explain --bind auto" \
-    --command-name "ip -br addr" "ip -br addr" >&2
+    --command-name "ip -br addr" "ip -br addr" >&2'
+if [ -n "$ifaces" ]; then
+    # TUN devices need no kernel module beyond tun (dummy may be missing).
+    unshare -Urn bash -c '
+        set -e
+        ip link set lo up
+        for i in $(seq 0 $(($0 - 1))); do
+            ip tuntap add "tun$i" mode tun
+            ip addr add "10.$((i / 250)).$((i % 250)).1/24" dev "tun$i"
+            ip link set "tun$i" up
+        done
+        echo "in a namespace with $(ip -o link | wc -l) interfaces" >&2
+        eval "$1"' "$ifaces" "$bench"
+else
+    bash -c "$bench"
+fi
 
 jq -r '
   .results as $r

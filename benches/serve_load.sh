@@ -12,8 +12,8 @@ rounds=${1:-5}
 secs=${2:-5}
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet --bin meshgate --example hello_axum
-mg=target/release/meshgate
-hello=target/release/examples/hello_axum
+mg=${CARGO_TARGET_DIR:-target}/release/meshgate
+hello=${CARGO_TARGET_DIR:-target}/release/examples/hello_axum
 mg_port=18797
 hello_port=18798
 

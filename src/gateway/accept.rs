@@ -42,6 +42,7 @@ use super::identity::{Caller, PeerHeaders};
 use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
 use super::metrics::{AccessRecord, ListenerCounters, Metered};
 use super::proxy::headers::Peer;
+use super::proxy::pool::Affinity;
 use super::proxy::Proxy;
 use super::session;
 use super::slots::Slot;
@@ -143,6 +144,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 activity: activity.clone(),
                 counters: meter.listener(ctx.local),
                 revocation: revocation.clone(),
+                affinity: Affinity::default(),
             };
             let supervision = Supervision {
                 draining,
@@ -324,6 +326,8 @@ struct ConnService {
     /// Off loopback: ends what an upgrade request starts (a WebSocket) when
     /// what let it in changes.
     revocation: Option<Revocation>,
+    /// The upstream connection this client connection keeps (pool.rs).
+    affinity: Affinity,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
@@ -378,7 +382,13 @@ impl ConnService {
                 }
                 session::strip_cookie(request.headers_mut());
                 let (proxy, peer, activity) = (direct.proxy.clone(), forwarded.clone(), self.activity.clone());
-                let future = Box::pin(async move { proxy.forward_direct(request, &peer, &activity).await });
+                // The last request of a connection hands its upstream connection
+                // straight back to the pool, not when this connection is dropped
+                // (a moment after the client has seen it close).
+                let last = closes_after(&request);
+                let forward = async move { proxy.forward_direct(request, &peer, &activity).await };
+                let future: Pin<Box<dyn Future<Output = _> + Send>> =
+                    if last { Box::pin(forward) } else { Box::pin(self.affinity.clone().scope(forward)) };
                 return ConnFuture::Forward { future, guard };
             }
         }
@@ -389,6 +399,18 @@ impl ConnService {
         // A Router is always ready: no poll_ready needed.
         ConnFuture::Route { future: tower::Service::call(&mut self.app.clone(), request), guard }
     }
+}
+
+/// True when the client closes its connection after this request
+/// (`Connection: close`, or HTTP/1.0).
+fn closes_after<B>(request: &hyper::Request<B>) -> bool {
+    request.version() < Version::HTTP_11
+        || request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
 }
 
 /// True for meshgate's own refusal for want of credentials (not a 401 of the

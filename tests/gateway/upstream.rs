@@ -894,6 +894,27 @@ async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
+/// A kept-alive client connection keeps the upstream connection its last
+/// request used for its next (its requests do not hop between upstream
+/// connections whose tasks another worker thread drives): two client
+/// connections taking turns use two upstream connections, where one shared
+/// stack would hand the same one to both.
+#[tokio::test]
+async fn a_kept_alive_client_keeps_its_upstream_connection() {
+    let (up, accepted) = counting_upstream().await;
+    let (running, gw) = gateway(&format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+    let mut a = TcpStream::connect(gw).await.unwrap();
+    let mut b = TcpStream::connect(gw).await.unwrap();
+    for i in 0..5 {
+        for s in [&mut a, &mut b] {
+            let answer = keep_alive_get(s, &format!("/turn{i}")).await;
+            assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+        }
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "upstream connections opened for two clients taking turns");
+    running.shutdown().await;
+}
+
 /// Keep-alive to the upstream: sequential requests share one upstream
 /// connection; a connection the upstream closes, or whose response the client
 /// abandoned half-read, is never reused, and the next request still succeeds.

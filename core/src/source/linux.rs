@@ -85,6 +85,12 @@ pub(crate) fn deserialize(data: &[u8]) -> Result<NetlinkMessage<RouteNetlinkMess
     Ok(NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner)))
 }
 
+/// One receive buffer. The kernel sizes each dump datagram by the largest
+/// read the socket has seen (up to 32 KiB), so one read into this takes a
+/// whole datagram of ~20 links; a peek for the exact size and then the read
+/// (`recv_from_full`) kept the datagrams at ~3 KiB with two calls each.
+const RECV_BUF: usize = 64 * 1024;
+
 /// Sends one dump request and hands each reply to `each` as it is parsed
 /// (a dump of 1,000 links is never held whole).
 pub(crate) fn dump(
@@ -103,8 +109,16 @@ pub(crate) fn dump(
     // Set when the kernel's tables changed during the dump: it may have
     // skipped or repeated entries, so the whole dump is done again.
     let mut interrupted = false;
+    let mut data = Vec::with_capacity(RECV_BUF);
     loop {
-        let (data, _) = socket.recv_from_full().map_err(io("netlink receive"))?;
+        data.clear();
+        // MSG_TRUNC: the datagram's full length, so a cut-off one is an error, not garbage.
+        let len = socket.recv(&mut data, libc::MSG_TRUNC).map_err(io("netlink receive"))?;
+        if len > data.len() {
+            return Err(SourceError::Protocol(format!(
+                "a netlink reply of {len} bytes does not fit the {RECV_BUF}-byte receive buffer"
+            )));
+        }
         let mut offset = 0;
         while offset < data.len() {
             let msg = deserialize(&data[offset..])
