@@ -175,21 +175,27 @@ pin_project_lite::pin_project! {
     pub struct Metered<F> {
         #[pin]
         inner: F,
-        meter: Arc<Meter>,
-        counters: Arc<ListenerCounters>,
+        counting: Option<(Arc<Meter>, Arc<ListenerCounters>)>,
         access: Option<Box<AccessRecord>>,
     }
 }
 
 impl<F> Metered<F> {
-    /// Wraps `inner`.
+    /// Wraps `inner`: its status is counted in `meter` and `counters`.
     pub fn new(
         inner: F,
         meter: Arc<Meter>,
         counters: Arc<ListenerCounters>,
         access: Option<Box<AccessRecord>>,
     ) -> Self {
-        Self { inner, meter, counters, access }
+        Self { inner, counting: Some((meter, counters)), access }
+    }
+
+    /// Wraps `inner` without counting it (only the access log, if on): what
+    /// a `--cfg meshgate_uncounted` bench build serves with, to measure what
+    /// counting costs.
+    pub fn uncounted(inner: F, access: Option<Box<AccessRecord>>) -> Self {
+        Self { inner, counting: None, access }
     }
 }
 
@@ -205,7 +211,9 @@ where
             return Poll::Pending;
         };
         let status = response.status().as_u16();
-        this.meter.count(this.counters, status);
+        if let Some((meter, counters)) = this.counting {
+            meter.count(counters, status);
+        }
         if let Some(record) = this.access.take() {
             let bytes = response
                 .headers()
