@@ -144,9 +144,10 @@ impl Probes {
     /// (and notes for the ones that failed or were skipped) to the snapshot.
     pub async fn run(&self, snapshot: &mut Snapshot, bound: Duration) {
         let view: &Snapshot = snapshot;
-        let answers = futures_util::future::join_all(
+        // One read of the process table for every probe that looks there.
+        let answers = super::process::one_scan(futures_util::future::join_all(
             self.probes.iter().map(|p| async move { (p.info(), tokio::time::timeout(bound, p.probe(view)).await) }),
-        )
+        ))
         .await;
         for (info, answer) in answers {
             match answer {

@@ -23,24 +23,38 @@ pub(crate) struct Daemon {
     pub(crate) cwd: Option<PathBuf>,
 }
 
+/// Every process's name (`comm`), read once for all the probes of one
+/// snapshot ([`one_scan`]): two probes that each looked for their daemon
+/// read every `/proc/PID/comm` twice.
+#[derive(Debug, Default)]
+pub(crate) struct ProcScan(std::sync::OnceLock<Vec<(u32, Box<[u8]>)>>);
+
+tokio::task_local! {
+    static SCAN: ProcScan;
+}
+
+/// Runs `f` (the probes of one snapshot) with one shared process scan: the
+/// first [`running`] inside reads the process table, the others reuse it.
+/// Scoped to `f`, so no later snapshot sees a process table older than itself.
+pub(crate) async fn one_scan<F: std::future::Future>(f: F) -> F::Output {
+    SCAN.scope(ProcScan::default(), f).await
+}
+
 /// The processes called one of `names` (their `comm`) in this network namespace.
 pub(crate) fn running(names: &[&str]) -> Vec<Daemon> {
     let proc = Path::new(PROC);
     let Ok(own_ns) = std::fs::read_link(proc.join("self/ns/net")) else {
         return Vec::new();
     };
-    let Ok(dir) = std::fs::read_dir(proc) else {
-        return Vec::new();
-    };
+    let is_named = |comm: &[u8]| names.iter().any(|n| n.as_bytes() == comm);
+    let pids: Vec<u32> = SCAN
+        .try_with(|scan| {
+            scan.0.get_or_init(all_comms).iter().filter(|(_, comm)| is_named(comm)).map(|(pid, _)| *pid).collect()
+        })
+        .unwrap_or_else(|_| each_process(|pid, comm| is_named(comm).then_some(pid)));
     let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let base = entry.path();
-        if !comm_is_one_of(&base, names) {
-            continue;
-        }
+    for pid in pids {
+        let base = proc.join(pid.to_string());
         // Another namespace's daemon, or one we may not inspect: not ours.
         if std::fs::read_link(base.join("ns/net")).ok().as_ref() != Some(&own_ns) {
             continue;
@@ -59,17 +73,32 @@ pub(crate) fn running(names: &[&str]) -> Vec<Daemon> {
     out
 }
 
-/// True if the process at `base` (`/proc/PID`) is called one of `names`. The
+/// Every process and its name.
+fn all_comms() -> Vec<(u32, Box<[u8]>)> {
+    each_process(|pid, comm| Some((pid, Box::from(comm))))
+}
+
+/// Calls `f` with each process's pid and `comm`, keeping what it returns. The
 /// `comm` is at most 16 bytes: read into a buffer on the stack, with no size
 /// probe or allocation, as this runs for every process on every snapshot.
-fn comm_is_one_of(base: &Path, names: &[&str]) -> bool {
+fn each_process<T>(mut f: impl FnMut(u32, &[u8]) -> Option<T>) -> Vec<T> {
     use std::io::Read as _;
-    let mut buf = [0u8; 64];
-    let Ok(n) = std::fs::File::open(base.join("comm")).and_then(|mut f| f.read(&mut buf)) else {
-        return false;
+    let Ok(dir) = std::fs::read_dir(PROC) else {
+        return Vec::new();
     };
-    let comm = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
-    names.iter().any(|name| name.as_bytes() == comm)
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(n) = std::fs::File::open(entry.path().join("comm")).and_then(|mut file| file.read(&mut buf)) else {
+            continue;
+        };
+        let comm = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+        out.extend(f(pid, comm));
+    }
+    out
 }
 
 /// The TUN/TAP devices process `pid` holds open (the `iff:` of each open
@@ -151,6 +180,37 @@ mod tests {
         assert_eq!(option(&args("tincd --nothing"), Some("-n"), long), None);
         assert_eq!(option(&args("openvpn --dev tun7"), None, &["--dev"]), Some("tun7"));
         assert_eq!(option(&args("openvpn --dev-type tap"), None, &["--dev"]), None);
+    }
+
+    /// A `sleep` that is past its exec (its `comm` says so: `spawn` may
+    /// return a moment before).
+    fn sleeper() -> std::process::Child {
+        let child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let comm = format!("/proc/{}/comm", child.id());
+        for _ in 0..400 {
+            if std::fs::read_to_string(&comm).unwrap_or_default().trim_end() == "sleep" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child
+    }
+
+    /// Inside one snapshot's scope the process table is read once (a process
+    /// started after the first look is not seen by the second); outside, every
+    /// look reads it afresh.
+    #[tokio::test]
+    async fn one_scan_is_shared_within_its_scope_only() {
+        let (seen_in_scope, mut late) = one_scan(async {
+            let _ = running(&["sleep"]);
+            let late = sleeper();
+            (running(&["sleep"]).iter().any(|d| d.pid == late.id()), late)
+        })
+        .await;
+        assert!(!seen_in_scope, "the second look in one scope read the process table again");
+        assert!(running(&["sleep"]).iter().any(|d| d.pid == late.id()), "a look outside a scope reads afresh");
+        let _ = late.kill();
+        let _ = late.wait();
     }
 
     #[test]
