@@ -344,8 +344,8 @@ impl Table {
             }
             RouteNetlinkMessage::NewAddress(a) => {
                 let Some(link) = self.links.get_mut(&a.header.index) else { return Applied::default() };
-                let key = addr_key(a);
-                let changed = match local_address(a) {
+                let (key, usable) = read_address(a);
+                let changed = match usable {
                     Some(addr) => {
                         let new = IfAddr { addr, prefix_len: a.header.prefix_len };
                         link.addrs.insert(key, new) != Some(new)
@@ -357,7 +357,7 @@ impl Table {
             }
             RouteNetlinkMessage::DelAddress(a) => {
                 let Some(link) = self.links.get_mut(&a.header.index) else { return Applied::default() };
-                let key = addr_key(a);
+                let (key, _) = read_address(a);
                 let changed = link.addrs.shift_remove(&key).is_some();
                 Applied { changed, routes_stale: changed && !self.default_route.is_empty() }
             }
@@ -410,23 +410,6 @@ impl Table {
     }
 }
 
-/// The key of an address message, whatever its flags.
-fn addr_key(a: &AddressMessage) -> AddrKey {
-    let mut local = None;
-    let mut address = None;
-    for attr in &a.attributes {
-        match attr {
-            AddressAttribute::Local(ip) => local = Some(*ip),
-            AddressAttribute::Address(ip) => address = Some(*ip),
-            _ => {}
-        }
-    }
-    match local.or(address) {
-        Some(ip @ IpAddr::V6(_)) => (Some(ip), None, 0),
-        _ => (local, address, a.header.prefix_len),
-    }
-}
-
 /// The interfaces a default route (main table, unicast, prefix length 0) leaves
 /// through: its output interface, or each hop's of a multipath route.
 pub(crate) fn default_route_interfaces(r: &RouteMessage) -> Vec<u32> {
@@ -455,33 +438,37 @@ fn kind_from_name(k: &str) -> InterfaceKind {
     }
 }
 
-/// The address we can bind, if this one is usable now. For point-to-point links
-/// IFA_ADDRESS is the peer and IFA_LOCAL is ours. IPv6 addresses still in
-/// duplicate address detection (tentative) or that failed it cannot be bound
-/// yet: they are left out, and the event that ends DAD brings them in.
-fn local_address(a: &AddressMessage) -> Option<IpAddr> {
+/// What an address message says, in one pass over its attributes: its key
+/// (how the kernel tells it apart; for IPv6 the address alone, a changed peer
+/// or prefix being the same address changed in place), and the address we
+/// can bind if it is usable now. For point-to-point links IFA_ADDRESS is the
+/// peer and IFA_LOCAL is ours. IPv6 addresses still in duplicate address
+/// detection (tentative) or that failed it cannot be bound yet: they are
+/// left out, and the event that ends DAD brings them in.
+fn read_address(a: &AddressMessage) -> (AddrKey, Option<IpAddr>) {
     let unusable = |tentative: bool, failed: bool| tentative || failed;
-    if unusable(
+    let mut usable = !unusable(
         a.header.flags.contains(AddressHeaderFlags::Tentative),
         a.header.flags.contains(AddressHeaderFlags::Dadfailed),
-    ) {
-        return None;
-    }
+    );
     let mut local = None;
     let mut address = None;
     for attr in &a.attributes {
         match attr {
             AddressAttribute::Local(ip) => local = Some(*ip),
             AddressAttribute::Address(ip) => address = Some(*ip),
-            AddressAttribute::Flags(f)
-                if unusable(f.contains(AddressFlags::Tentative), f.contains(AddressFlags::Dadfailed)) =>
-            {
-                return None
+            AddressAttribute::Flags(f) => {
+                usable &= !unusable(f.contains(AddressFlags::Tentative), f.contains(AddressFlags::Dadfailed));
             }
             _ => {}
         }
     }
-    local.or(address)
+    let ours = local.or(address);
+    let key = match ours {
+        Some(ip @ IpAddr::V6(_)) => (Some(ip), None, 0),
+        _ => (local, address, a.header.prefix_len),
+    };
+    (key, ours.filter(|_| usable))
 }
 
 /// The kind sysfs reports for `name`, if sysfs describes this namespace's
