@@ -27,7 +27,7 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
         Ok(t) => (t, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let peers = peer_rules(&args.serve, file.map(|(_, f)| f))?;
+    let peers = peer_rules(&args.serve.allow_peer, file.map(|(_, f)| f))?;
     let snapshot = source.snapshot().await?;
     let res = resolve(registry, &s.selectors, &snapshot, &s.resolve);
     let needs_token =

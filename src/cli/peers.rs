@@ -13,20 +13,15 @@ use serde_json::json;
 
 use super::args::PeersArgs;
 use super::error::CliError;
-use super::settings::{registry, settings};
+use super::settings::{peer_rules, registry, settings};
+use crate::gateway::PeerRules;
 
 /// Runs `peers`. Returns the text to print.
 pub async fn peers(args: &PeersArgs, source: &dyn InterfaceSource) -> Result<String, CliError> {
     let registry = registry()?;
     let s = settings(&args.bind, registry)?;
     let file = s.file.as_ref().map(|(_, f)| f);
-    let names = file.map(|f| f.peer_names.clone()).unwrap_or_default();
-    let allow = if args.allow_peer.is_empty() {
-        file.map(|f| f.allow_list.clone()).unwrap_or_default()
-    } else {
-        AllowList::resolve(&names, args.allow_peer.iter().map(String::as_str))
-            .map_err(|e| CliError::BadFlag(format!("--allow-peer: {e}")))?
-    };
+    let PeerRules { names, allow } = peer_rules(&args.allow_peer, file)?;
     let snapshot = source.snapshot().await?;
     let res = resolve(registry, &s.selectors, &snapshot, &s.resolve);
     let wanted: BTreeSet<&str> =

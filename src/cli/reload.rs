@@ -16,6 +16,7 @@ use super::logging::{filter_text, parse_filter};
 use super::settings::{
     browser_policy, load_token_warned, peer_rules, registry, serve_options, settings, token_path, ServeOptions,
 };
+use crate::gateway::auth::token_value_matches;
 use crate::gateway::{Controls, PeerRules, SharedPeerRules, Token};
 
 const RESTART: &str = "takes effect at the next restart (the running gateway keeps the old one)";
@@ -29,8 +30,6 @@ pub(crate) struct Loaded {
     /// change is reported as needing a restart.
     restart_only: Vec<(&'static str, String)>,
     token: Option<Token>,
-    /// SHA-256 of the token, to tell a change without comparing secrets.
-    token_digest: Option<Vec<u8>>,
     /// True when the token file is a systemd credential: a copy made when
     /// the service started, which a reload does not renew.
     token_is_credential: bool,
@@ -61,7 +60,7 @@ impl Loaded {
         let token = load_token_warned(args, env_token, file)?;
         let options = serve_options(args, file)?;
         let f = file.map(|(_, f)| f);
-        let peers = peer_rules(args, f)?;
+        let peers = peer_rules(&args.allow_peer, f)?;
         let filter_text = filter_text(
             args.log.log_level.as_deref(),
             std::env::var("RUST_LOG").ok().as_deref(),
@@ -85,9 +84,6 @@ impl Loaded {
         Ok(Self {
             bind: format!("{} port {} fallback {:?}", selectors.join(","), s.resolve.port, s.resolve.fallback),
             restart_only,
-            token_digest: token
-                .as_ref()
-                .map(|t| ring::digest::digest(&ring::digest::SHA256, t.expose()).as_ref().to_vec()),
             token,
             token_is_credential,
             options,
@@ -116,30 +112,35 @@ impl Loaded {
         if self.filter_text != new.filter_text {
             out.push(format!("log filter {:?} -> {:?}: applied", self.filter_text, new.filter_text));
         }
-        match (&self.token_digest, &new.token_digest, &new.token) {
-            (old, _, _) if old == &new.token_digest && new.token_is_credential => out.push(
+        // Compared in constant time, like every comparison with the token.
+        let same_token = match (&self.token, &new.token) {
+            (Some(old), Some(new)) => token_value_matches(old.expose(), new),
+            (old, new) => old.is_none() && new.is_none(),
+        };
+        match (&self.token, &new.token) {
+            _ if same_token && new.token_is_credential => out.push(
                 "the token is a systemd credential, copied when the service started and not renewed by a reload: \
                  after changing the token file, `systemctl restart meshgate`"
                     .to_owned(),
             ),
-            (old, new, _) if old == new => {}
-            (Some(_), Some(_), Some(token)) => match live.controls.set_token(token.clone()) {
+            _ if same_token => {}
+            (Some(_), Some(token)) => match live.controls.set_token(token.clone()) {
                 Ok(()) => out.push(
                     "the token changed: applied; requests need the new one, browser sessions signed with the old one ended, and open connections off loopback were closed after their request in flight"
                         .to_owned(),
                 ),
                 Err(e) => {
                     out.push(format!("the token changed: {e}"));
-                    (now.token, now.token_digest) = (self.token.clone(), self.token_digest.clone());
+                    now.token = self.token.clone();
                 }
             },
-            (None, _, _) => {
+            (None, _) => {
                 out.push(format!("a token is now set: {RESTART}"));
-                (now.token, now.token_digest) = (None, None);
+                now.token = None;
             }
-            (Some(_), _, _) => {
+            (Some(_), _) => {
                 out.push(format!("the token was removed: {RESTART}"));
-                (now.token, now.token_digest) = (self.token.clone(), self.token_digest.clone());
+                now.token = self.token.clone();
             }
         }
         if self.peers != new.peers {

@@ -363,13 +363,14 @@ pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Re
 }
 
 /// What the peer lookups go by: `[peers]` names from the config file, and the
-/// peers let in without a token (`--allow-peer`, else the file's `allow_peers`).
-pub fn peer_rules(args: &ServeArgs, file: Option<&FileConfig>) -> Result<PeerRules, CliError> {
+/// peers let in without a token (`allow_peer`: `--allow-peer`, else the
+/// file's `allow_peers`).
+pub fn peer_rules(allow_peer: &[String], file: Option<&FileConfig>) -> Result<PeerRules, CliError> {
     let names = file.map(|f| f.peer_names.clone()).unwrap_or_default();
-    let allow = if args.allow_peer.is_empty() {
+    let allow = if allow_peer.is_empty() {
         file.map(|f| f.allow_list.clone()).unwrap_or_default()
     } else {
-        AllowList::resolve(&names, args.allow_peer.iter().map(String::as_str))
+        AllowList::resolve(&names, allow_peer.iter().map(String::as_str))
             .map_err(|e| CliError::BadFlag(format!("--allow-peer: {e}")))?
     };
     Ok(PeerRules { names, allow })
