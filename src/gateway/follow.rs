@@ -18,6 +18,11 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest retry delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The retry delay after `last` (none yet: [`FIRST_BACKOFF`]), doubling up to [`MAX_BACKOFF`].
+fn next_backoff(last: Option<Duration>) -> Duration {
+    last.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF))
+}
+
 /// `https` or `http`.
 pub(crate) fn scheme(tls: bool) -> &'static str {
     if tls {
@@ -112,7 +117,7 @@ pub(crate) async fn follow_with(
             Err(e) => {
                 // The change that woke us is seen; look again soon, or it
                 // would wait for the next one.
-                let next = backoff.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
+                let next = next_backoff(backoff);
                 tracing::error!("{e}; reading the interfaces again in {} ms", next.as_millis());
                 backoff = Some(next);
                 continue;
@@ -134,7 +139,7 @@ pub(crate) async fn follow_with(
             last_reason = res.fallback_reason.clone();
         }
         let applied = set.apply(&res);
-        let next = backoff.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
+        let next = next_backoff(backoff);
         backoff = report(set, &applied, next, sink).then_some(next);
     }
 }
