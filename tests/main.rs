@@ -19,3 +19,18 @@ pub(crate) fn registry() -> &'static Registry {
     meshgate::builtin::link();
     Registry::global().expect("the built-in providers register without conflicts")
 }
+
+/// Each line `out` writes, as it comes (a thread reads until it ends or the
+/// receiver is dropped): how the tests read a spawned program's output.
+pub(crate) fn lines(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -90,19 +90,11 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `cmd` (stdin null, stdout read here, stderr null).
     pub(crate) fn start(cmd: &mut std::process::Command) -> Server {
-        use std::io::BufRead;
         use std::process::Stdio;
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn the server");
         let out = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::lines(out);
         Server { child, lines }
     }
 

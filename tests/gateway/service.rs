@@ -47,14 +47,7 @@ impl Service {
         let err = std::fs::File::create(&stderr).unwrap();
         let mut child = cmd.stdout(Stdio::piped()).stderr(err).spawn().expect("spawn meshgate");
         let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::lines(out);
         let mut s = Self { child, lines, stderr, addr: "127.0.0.1:1".parse().unwrap() };
         let first =
             s.lines.recv_timeout(PROCESS_DEADLINE).unwrap_or_else(|e| panic!("no listening line: {e}; {}", s.log()));
@@ -69,13 +62,18 @@ impl Service {
 
     /// Waits until the log holds `needle`.
     fn wait_log(&self, needle: &str) -> String {
+        self.wait_log_times(needle, 1)
+    }
+
+    /// Waits until the log holds `needle` `times` times.
+    fn wait_log_times(&self, needle: &str, times: usize) -> String {
         let deadline = Instant::now() + PROCESS_DEADLINE;
         loop {
             let log = self.log();
-            if log.contains(needle) {
+            if log.matches(needle).count() >= times {
                 return log;
             }
-            assert!(Instant::now() < deadline, "no {needle:?} in the log within {PROCESS_DEADLINE:?}: {log}");
+            assert!(Instant::now() < deadline, "not {times} {needle:?} in the log within {PROCESS_DEADLINE:?}: {log}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -335,11 +333,8 @@ fn sighup_names_what_needs_a_restart_and_applies_none_of_it() {
     assert!(line.starts_with("HTTP/1.1 413"), "{line}");
     // Still pending at the next reload.
     svc.signal("-HUP");
-    let deadline = Instant::now() + PROCESS_DEADLINE;
-    while svc.log().matches("the upstream changed").count() < 2 {
-        assert!(Instant::now() < deadline, "the pending upstream change was not named again: {}", svc.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The pending upstream change is named again.
+    svc.wait_log_times("the upstream changed", 2);
     let (status, log) = svc.stop();
     assert!(status.success(), "{status}: {log}");
 }
@@ -359,6 +354,15 @@ fn sighup_says_a_credential_token_needs_a_restart() {
     assert!(log.contains("systemctl restart meshgate"), "{log}");
     let (status, log) = svc.stop();
     assert!(status.success(), "{status}: {log}");
+
+    // A token file outside the credentials directory is no credential.
+    let elsewhere = TempDir::new("hup-credential-elsewhere");
+    let mut cmd = serve(&["--token-file", token.to_str().unwrap()]);
+    cmd.env("CREDENTIALS_DIRECTORY", &elsewhere.0);
+    let svc = Service::start(&mut cmd, elsewhere.file("stderr"));
+    svc.signal("-HUP");
+    let log = svc.wait_log("SIGHUP: configuration re-read; nothing changed");
+    assert!(!log.contains("systemd credential"), "{log}");
 }
 
 /// A raw request on a fresh connection; the status line, or what went wrong

@@ -326,14 +326,7 @@ fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
         .stderr(Stdio::null());
     let mut proc = Proc::spawn(&mut cmd);
     let out = proc.child().stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::lines(out);
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lines.last().is_some_and(|l: &String| l.contains(until)) {

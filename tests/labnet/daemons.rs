@@ -103,15 +103,7 @@ fn serve_env(lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> (Proc, String, s
     }
     let mut proc = Proc::spawn(&mut cmd);
     let out = proc.child().stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::lines(out);
     let first =
         rx.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("meshgate serve {args:?} printed nothing"));
     (proc, first, rx)

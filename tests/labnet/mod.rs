@@ -74,15 +74,7 @@ pub(crate) fn serve(lab: &Lab, args: &[&str], lines: usize) -> (Proc, std::sync:
     cmd.arg("serve").args(args).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null());
     let mut proc = Proc::spawn(&mut cmd);
     let out = proc.child().stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::lines(out);
     for i in 0..lines {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(_) => {}

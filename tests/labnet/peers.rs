@@ -10,7 +10,7 @@
 //! "Unknown device type"); the generic netlink path is covered by unit tests on
 //! a captured kernel reply.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Stdio};
 use std::sync::mpsc::Receiver;
@@ -54,14 +54,7 @@ impl Server {
         let mut proc = Proc::spawn(&mut cmd);
         let stdin = proc.child().stdin.take().expect("stdin");
         let stdout = proc.child().stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::lines(stdout);
         let mut s = Server { _proc: proc, stdin, lines };
         assert_eq!(s.next()["ready"], iface);
         s

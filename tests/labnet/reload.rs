@@ -3,9 +3,9 @@
 //! `serve --bind wireguard`, without re-binding, on connections already open
 //! too; a bad new token file is refused and the running one kept.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use super::{curl, token_file, wait_connect, BIN, TOKEN};
@@ -50,14 +50,7 @@ impl Client {
         let mut proc = Proc::spawn(&mut cmd);
         let stdin = proc.child().stdin.take().expect("stdin");
         let out = proc.child().stdout.take().expect("stdout");
-        let (tx, answers) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let answers = crate::lines(out);
         Self { _proc: proc, stdin, answers }
     }
 
@@ -111,14 +104,7 @@ fn websocket(pair: &WgPair, token: &str) -> (Proc, Receiver<String>) {
         .stderr(Stdio::null());
     let mut proc = Proc::spawn(&mut cmd);
     let out = proc.child().stdout.take().expect("stdout");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::lines(out);
     (proc, rx)
 }
 

@@ -45,14 +45,7 @@ impl Served {
         let mut proc = Proc::spawn(&mut cmd);
         let out = proc.child().stdout.take().expect("stdout");
         let err = proc.child().stderr.take().expect("stderr");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::lines(out);
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         std::thread::spawn(move || {
@@ -528,14 +521,7 @@ impl KeepAlive {
         let mut proc = Proc::spawn(&mut cmd);
         let stdin = proc.child().stdin.take().unwrap();
         let out = proc.child().stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::lines(out);
         KeepAlive { _proc: proc, stdin, lines }
     }
 
@@ -748,14 +734,7 @@ fn unusable_certificate_files_exit_78_naming_the_file() {
         .stderr(Stdio::null());
     let mut proc = Proc::spawn(&mut cmd);
     let out = proc.child().stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = crate::lines(out);
     let next = || lines.recv_timeout(Duration::from_secs(10)).expect("meshgate serve prints its start-up lines");
     let first = next();
     assert!(first.starts_with("tls: certificate ") && first.contains(&good.spki_sha256), "{first}");
