@@ -357,9 +357,10 @@ impl<'a> GatewayBuilder<'a> {
     /// answers are those of [`upstream_app`]
     /// served with [`start_with`](Self::start_with), only cheaper. The token
     /// removed before forwarding is this builder's [`token`](Self::token),
-    /// whatever `proxy` was made with.
+    /// whatever `proxy` was made with: both paths strip the token in force in
+    /// the gateway's state ([`upstream_app`] and `ListenerSet::set_upstream`
+    /// put its cell in the proxy).
     pub async fn start_upstream(self, proxy: Proxy) -> Result<Running<'a>, Error> {
-        let proxy = proxy.with_token(self.token.clone());
         let direct = proxy.clone();
         self.open_path(UPSTREAM_HEALTHZ)
             .signin(MESHGATE_PREFIX)
