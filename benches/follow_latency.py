@@ -17,24 +17,15 @@ and then:
 All traffic stays inside the namespace; every loop is bounded.
 """
 
-import fcntl, http.client, os, socket, statistics, struct, subprocess, sys, threading, time
+import http.client, os, socket, statistics, struct, subprocess, sys, threading, time
+
+from netns import connects, hold_tun, rss_kb, sh, wait
 
 MESHGATE = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 CYCLES = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
 PORT = 18789
 ADDR = "10.8.0.1"
-
-
-def sh(*args):
-    subprocess.run(args, check=True)
-
-
-def hold_tun(name):
-    fd = os.open("/dev/net/tun", os.O_RDWR)
-    ifr = struct.pack("16sH22x", name.encode(), 0x0001 | 0x1000)  # IFF_TUN | IFF_NO_PI
-    fcntl.ioctl(fd, 0x400454CA, ifr)  # TUNSETIFF
-    return fd
 
 
 def listening(addr, port):
@@ -45,30 +36,8 @@ def listening(addr, port):
         return any(l.split()[1] == want and l.split()[3] == "0A" for l in f)
 
 
-def wait(cond, timeout=5.0):
-    end = time.perf_counter() + timeout
-    while time.perf_counter() < end:
-        if cond():
-            return True
-        time.sleep(0.0002)
-    return False
-
-
-def connects(addr, port):
-    try:
-        socket.create_connection((addr, port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
 def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
 
 
 sh("ip", "link", "set", "lo", "up")

@@ -19,7 +19,9 @@ user + network namespace). Steps, all bounded in time:
    check that it listens on exactly 127.0.0.1 and wg0's remaining addresses.
 """
 
-import fcntl, json, os, socket, statistics, struct, subprocess, sys, tempfile, time
+import json, os, statistics, subprocess, sys, tempfile, time
+
+from netns import connects, hold_tun, listeners, rss_kb, sh, wait
 
 MESHGATE = sys.argv[1]
 IFACES = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
@@ -30,53 +32,8 @@ ADDR = "10.8.0.1"
 TCK = os.sysconf("SC_CLK_TCK")
 
 
-def sh(*args):
-    subprocess.run(args, check=True)
-
-
 def batch(lines):
     subprocess.run(["ip", "-b", "-"], input="".join(l + "\n" for l in lines), text=True, check=True)
-
-
-def hold_tun(name):
-    fd = os.open("/dev/net/tun", os.O_RDWR)
-    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", name.encode(), 0x0001 | 0x1000))  # TUNSETIFF, IFF_TUN|IFF_NO_PI
-    return fd
-
-
-def listeners(port):
-    """The IPv4 addresses something LISTENs on at port, from /proc/net/tcp."""
-    out = set()
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for l in f:
-            p = l.split()
-            a, pt = p[1].split(":")
-            if p[3] == "0A" and int(pt, 16) == port:
-                out.add(socket.inet_ntoa(struct.pack("<I", int(a, 16))))
-    return out
-
-
-def wait(cond, timeout=10.0, step=0.0002):
-    end = time.perf_counter() + timeout
-    while time.perf_counter() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
-
-
-def connects(addr, port):
-    try:
-        socket.create_connection((addr, port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
 
 
 def cpu_ms(pid):
@@ -111,7 +68,7 @@ os.chmod(tokfile.name, 0o600)
 gw = subprocess.Popen([MESHGATE, "serve", "--bind", "wireguard", "--port", str(PORT), "--token-file", tokfile.name],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
 try:
-    assert wait(lambda: "127.0.0.1" in listeners(PORT)), "meshgate did not start"
+    assert wait(lambda: "127.0.0.1" in listeners(PORT), 10), "meshgate did not start"
     settle(gw.pid)
     time.sleep(1.0)
     rss0 = rss_kb(gw.pid)
@@ -130,7 +87,7 @@ try:
                             tokfile.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            env={**os.environ, "RUST_LOG": "error"})
     try:
-        assert wait(lambda: "127.0.0.1" in listeners(PORT + 1)), "the second meshgate did not start"
+        assert wait(lambda: "127.0.0.1" in listeners(PORT + 1), 10), "the second meshgate did not start"
         settle(gw2.pid)
         time.sleep(1.0)
         rss_started = rss_kb(gw2.pid)
@@ -152,10 +109,10 @@ try:
     for i in range(ROUNDS):
         t0 = time.perf_counter()
         sh("ip", "addr", "add", ADDR + "/24", "dev", "wg0")
-        assert wait(lambda: connects(ADDR, PORT)), f"round {i}: no listener on {ADDR}"
+        assert wait(lambda: connects(ADDR, PORT), 10), f"round {i}: no listener on {ADDR}"
         lat.append((time.perf_counter() - t0) * 1000)
         sh("ip", "addr", "del", ADDR + "/24", "dev", "wg0")
-        assert wait(lambda: ADDR not in listeners(PORT)), f"round {i}: listener stayed"
+        assert wait(lambda: ADDR not in listeners(PORT), 10), f"round {i}: listener stayed"
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     settle(gw.pid)
