@@ -23,13 +23,9 @@ fn main() -> ExitCode {
         json = args.log.log_format == Some(cli::LogFormat::Json);
     }
     let fail = |e: &CliError| if json { fail_json(e) } else { fail(e) };
-    // Everything but serve answers at once: one thread starts fastest.
-    let mut builder = if serve_args.is_some() {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    // One thread: the other commands answer at once, and serve hands its
+    // connections to worker threads of its own (gateway::workers).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshgate: failed to start the async runtime: {e}");

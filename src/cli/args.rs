@@ -46,7 +46,8 @@ Environment:
   MESHGATE_LOG_FORMAT  --log-format
   RUST_LOG             the log filter, below --log-level (default info)
   NO_COLOR             no colour in the log even on a terminal
-  NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 and STATUS= are sent there";
+  NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 and STATUS= are sent there
+  TOKIO_WORKER_THREADS how many threads serve connections (default: one per CPU)";
 
 /// The subcommands.
 // Parsed once per process: the size of the `serve` variant costs nothing.

@@ -4,6 +4,7 @@
 //! telling systemd when it is ready (`READY=1`, `STATUS=`), counting attaches
 //! for `/metrics`, and re-reading its configuration on SIGHUP.
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use meshgate_core::source::InterfaceSource;
@@ -18,8 +19,27 @@ use super::settings::{browser_policy, registry, settings, tls_setup};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
     app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
+    Workers,
 };
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
+
+/// The variable that sets how many connection threads serve (tokio's own name
+/// for its worker count, which the benches and containers already set).
+const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
+/// CPU this process may run on (its affinity and cgroup quota counted).
+fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
+    let Some(raw) = set else {
+        return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+    };
+    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).ok_or_else(|| {
+        CliError::BadFlag(format!(
+            "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 up, or unset it for one per CPU",
+            raw.to_string_lossy()
+        ))
+    })
+}
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), CliError> {
@@ -40,6 +60,8 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let tailnet = TailnetPeers::with_rules(rules.clone());
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
     let tls = tls_setup(&args.tls, file)?;
+    let workers = Workers::start(worker_threads(std::env::var_os(WORKERS_ENV).as_deref())?)
+        .map_err(|e| CliError::Runtime(format!("start the connection threads: {e}")))?;
     let stop = shutdown_signal();
     // Installed before anything is announced, like the shutdown handlers: a
     // SIGHUP sent right after the first `listening on` line must not end us.
@@ -84,6 +106,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .browser_policy(browser_policy(args, file.map(|(_, f)| f)))
         .source(source)
         .peer_lookup(peers, allows_any)
+        .workers(workers)
         .on_event(on_event);
     let mut tls_stats = None;
     let mut reloader = None;
@@ -187,5 +210,26 @@ fn hangup_signal() -> Option<Hangup> {
     #[cfg(not(unix))]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn worker_threads_takes_a_whole_number_or_one_per_cpu() {
+        assert_eq!(worker_threads(Some(OsStr::new("3"))).unwrap().get(), 3);
+        assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
+        let cpus = std::thread::available_parallelism().unwrap();
+        assert_eq!(worker_threads(None).unwrap(), cpus);
+        for bad in ["0", "-1", "two", "", "1.5"] {
+            let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
+            assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
+            assert!(text.contains("whole number from 1 up"), "{text}");
+        }
     }
 }

@@ -46,6 +46,7 @@ use super::proxy::pool::Affinity;
 use super::proxy::Proxy;
 use super::session;
 use super::slots::Slot;
+use super::workers::{Handoff, Workers};
 use crate::tls::{Alpn, TlsAcceptor};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
@@ -53,7 +54,7 @@ use crate::tls::{Alpn, TlsAcceptor};
 /// accepted connection takes its address's slot, then a permit from
 /// `connections`, before it is served.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
-    let Listen { listener, app, ctx, interface, state, admission, direct, tls } = listen;
+    let Listen { listener, app, ctx, interface, state, admission, direct, tls, workers } = listen;
     // The loopback door has a cap of its own and no per-address shares: no
     // mesh traffic can make it wait.
     let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
@@ -120,7 +121,22 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         let meter = state.stats().meter.clone();
-        tokio::spawn(async move {
+        // Out of this runtime's reactor now if a worker is to serve it.
+        let handoff = match Handoff::new(stream, workers.as_ref()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "could not hand a connection to a worker");
+                continue;
+            }
+        };
+        let task = async move {
+            let stream = match handoff.arrive() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "a worker could not take a connection");
+                    return;
+                }
+            };
             let _open = meter.connection();
             // Off loopback, a new token or new peer rules end the connection
             // (after its request in flight): every next request is checked
@@ -181,7 +197,13 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        });
+        };
+        match &workers {
+            Some(w) => w.spawn(task),
+            None => {
+                tokio::spawn(task);
+            }
+        }
     }
     drop(listener);
     drop(draining);
@@ -210,6 +232,8 @@ pub(crate) struct Listen {
     pub(crate) direct: Option<Direct>,
     /// TLS on this listener (HTTPS; HTTP/2 or HTTP/1.1 by ALPN).
     pub(crate) tls: Option<Arc<TlsAcceptor>>,
+    /// The threads that serve the connections; none: this runtime does.
+    pub(crate) workers: Option<Workers>,
 }
 
 /// What watches a connection from outside: the listener's drain and the

@@ -69,6 +69,7 @@ use super::proxy::Proxy;
 use super::routes::{meshgate_routes_at, upstream_app};
 use super::signal::shutdown_signal;
 use super::token::Token;
+use super::workers::Workers;
 
 /// The default port.
 pub const DEFAULT_PORT: u16 = 18789;
@@ -102,6 +103,7 @@ impl Gateway {
             source: None,
             watcher: None,
             events: None,
+            workers: None,
         }
     }
 }
@@ -143,6 +145,7 @@ pub struct GatewayBuilder<'a> {
     source: Option<Source<'a>>,
     watcher: Option<Box<dyn Watcher>>,
     events: Option<EventSink>,
+    workers: Option<Workers>,
 }
 
 impl std::fmt::Debug for GatewayBuilder<'_> {
@@ -306,6 +309,16 @@ impl<'a> GatewayBuilder<'a> {
         self
     }
 
+    /// Serves connections on `workers`, each a thread with a single-threaded
+    /// runtime, as nginx's worker processes do (see [`Workers`]); the accept
+    /// loops, follow and signals stay on the runtime that starts the gateway,
+    /// which can then be a current-thread one. Default: connections are
+    /// served on the runtime that starts the gateway.
+    pub fn workers(mut self, workers: Workers) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
     /// Learn of interface changes from this watcher instead of the host's.
     pub fn watcher(mut self, watcher: Box<dyn Watcher>) -> Self {
         self.watcher = Some(watcher);
@@ -439,6 +452,9 @@ impl<'a> GatewayBuilder<'a> {
         set.set_limits(self.limits);
         if let Some(tls) = self.tls.take() {
             set.set_tls(tls);
+        }
+        if let Some(workers) = self.workers.take() {
+            set.set_workers(workers);
         }
         if let Some(proxy) = upstream {
             set.set_upstream(proxy);

@@ -21,6 +21,7 @@ use super::limits::ServerLimits;
 use super::metrics::IdleCount;
 use super::proxy::Proxy;
 use super::token::Token;
+use super::workers::Workers;
 use crate::tls::{SelfSigned, TlsAcceptor};
 
 /// HTTPS for a listener set: every non-loopback listener (and the loopback
@@ -136,6 +137,7 @@ pub struct ListenerSet {
     live: BTreeMap<SocketAddr, Live>,
     fallback: (bool, Option<String>),
     direct: Option<Direct>,
+    workers: Option<Workers>,
 }
 
 impl std::fmt::Debug for ListenerSet {
@@ -155,6 +157,7 @@ impl ListenerSet {
             fallback: (false, None),
             direct: None,
             tls: None,
+            workers: None,
         }
     }
 
@@ -188,6 +191,12 @@ impl ListenerSet {
         let pool = proxy.clone();
         self.state.stats().meter.set_upstream_idle(IdleCount(Box::new(move || pool.idle_connections() as u64)));
         self.direct = Some(Direct { proxy, state: self.state.clone() });
+    }
+
+    /// Serves the connections of listeners attached from now on on `workers`
+    /// (see [`Workers`]) instead of the runtime that accepts them.
+    pub fn set_workers(&mut self, workers: Workers) {
+        self.workers = Some(workers);
     }
 
     /// Serves HTTPS on listeners attached from now on (see [`Https`]).
@@ -242,6 +251,7 @@ impl ListenerSet {
             admission: self.admission.clone(),
             direct: self.direct.clone(),
             tls: tls.map(|t| t.acceptor.clone()),
+            workers: self.workers.clone(),
         };
         let task = tokio::spawn(accept_loop(listen, stopped));
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });

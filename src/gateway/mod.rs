@@ -7,6 +7,8 @@
 //!
 //! - [`token`], [`browser`], [`limits`], `idle`: leaves (the secret, the
 //!   `Host`/`Origin` guard, connection limits, per-connection timers);
+//! - [`workers`]: a leaf too (threads with a runtime each, serving the
+//!   connections handed to them);
 //! - [`session`], [`identity`]: leaves too (signed session cookies; the
 //!   caller's mesh identity and the `Meshgate-Peer-*` headers);
 //! - [`metrics`]: response counters (atomics), the access log and the
@@ -45,6 +47,7 @@ mod slots;
 pub mod tailnet;
 pub mod token;
 pub mod wgpeers;
+pub mod workers;
 
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
 pub use browser::BrowserPolicy;
@@ -67,3 +70,4 @@ pub use signal::shutdown_signal;
 pub use tailnet::TailnetPeers;
 pub use token::{Token, TokenError};
 pub use wgpeers::WireGuardPeers;
+pub use workers::Workers;

@@ -420,6 +420,46 @@ fn sighup_applies_new_connection_and_upstream_limits_without_rebinding() {
 /// The completions and the man page shipped in dist/ (and the .deb) are what
 /// the binary prints: regenerate them with `meshgate completions SHELL` and
 /// `meshgate man` when a flag changes.
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn connections_are_served_on_as_many_threads_as_asked() {
+    let dir = TempDir::new("workers");
+    let mut cmd = serve(&[]);
+    cmd.env("TOKIO_WORKER_THREADS", "3");
+    let svc = Service::start(&mut cmd, dir.file("stderr"));
+    let workers: Vec<String> =
+        thread_names(svc.child.id()).into_iter().filter(|n| n.starts_with("meshgate-conn-")).collect();
+    assert_eq!(workers, ["meshgate-conn-0", "meshgate-conn-1", "meshgate-conn-2"]);
+    // Five connections, one request each, all answered (round robin over the three).
+    for _ in 0..5 {
+        let answer = http_get(svc.addr, "/healthz", None);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
+#[test]
+fn a_bad_worker_thread_count_is_refused_by_name() {
+    for bad in ["0", "many"] {
+        let mut cmd = serve(&[]);
+        cmd.env("TOKIO_WORKER_THREADS", bad);
+        let o = super::run(&mut cmd);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains(&format!("TOKIO_WORKER_THREADS={bad}: not a number of threads")), "{err}");
+        assert!(o.stdout.is_empty(), "{bad}: served anyway");
+    }
+}
+
 #[test]
 fn dist_completions_and_man_page_are_current() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -443,7 +483,15 @@ fn help_groups_flags_and_names_every_environment_variable() {
     for heading in ["Binding:", "Auth:", "Upstream:", "Limits:", "Browser guard:", "HTTPS:", "Logging:"] {
         assert!(help.contains(heading), "no {heading} in {help}");
     }
-    for var in ["MESHGATE_BIND", "MESHGATE_TOKEN", "MESHGATE_CONFIG", "MESHGATE_UPSTREAM", "RUST_LOG", "NO_COLOR"] {
+    for var in [
+        "MESHGATE_BIND",
+        "MESHGATE_TOKEN",
+        "MESHGATE_CONFIG",
+        "MESHGATE_UPSTREAM",
+        "RUST_LOG",
+        "NO_COLOR",
+        "TOKIO_WORKER_THREADS",
+    ] {
         assert!(help.contains(var), "no {var} in {help}");
     }
     let o = super::run(&mut meshgate(&["--version"]));
