@@ -383,6 +383,9 @@ mod tests {
     use super::*;
     use crate::gateway::workers::Workers;
 
+    /// A step run on one worker, answering yes or no.
+    type Step = fn(Arc<Pool>) -> Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
     /// On a worker, the pool hands out only the idle connections returned on
     /// that worker; off the workers, any.
     #[test]
@@ -394,7 +397,7 @@ mod tests {
         let pool =
             Arc::new(Pool::new(&Upstream::Http { authority }, Duration::from_secs(5), 8, Duration::from_secs(60)));
         let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
-        let on = |worker: usize, task: fn(Arc<Pool>) -> Pin<Box<dyn std::future::Future<Output = bool> + Send>>| {
+        let on = |worker: usize, task: Step| {
             // Round robin: spawn until the task lands on `worker`.
             loop {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -420,7 +423,7 @@ mod tests {
         });
         assert!(opened);
         assert_eq!(pool.idle_count(), 1);
-        let take = |pool: Arc<Pool>| -> Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+        let take: Step = |pool| {
             Box::pin(async move {
                 match pool.checkout() {
                     Some(sender) => {
