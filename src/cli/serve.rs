@@ -27,18 +27,25 @@ use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
 /// for its worker count, which the benches and containers already set).
 const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
 
+/// Each thread is a runtime with three file descriptors of its own; more
+/// threads than this is a typo, not a plan.
+const MAX_WORKERS: usize = 1024;
+
 /// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
 /// CPU this process may run on (its affinity and cgroup quota counted).
 fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
     let Some(raw) = set else {
         return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
     };
-    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).ok_or_else(|| {
-        CliError::BadFlag(format!(
-            "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 up, or unset it for one per CPU",
-            raw.to_string_lossy()
-        ))
-    })
+    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).filter(|n| n.get() <= MAX_WORKERS).ok_or_else(
+        || {
+            CliError::BadFlag(format!(
+                "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 to {MAX_WORKERS}, or unset it \
+                 for one per CPU",
+                raw.to_string_lossy()
+            ))
+        },
+    )
 }
 
 /// Runs `serve` until SIGINT/SIGTERM.
@@ -224,12 +231,13 @@ mod tests {
         assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
         let cpus = std::thread::available_parallelism().unwrap();
         assert_eq!(worker_threads(None).unwrap(), cpus);
-        for bad in ["0", "-1", "two", "", "1.5"] {
+        assert_eq!(worker_threads(Some(OsStr::new("1024"))).unwrap().get(), 1024);
+        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
             let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
             assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
             let text = e.to_string();
             assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
-            assert!(text.contains("whole number from 1 up"), "{text}");
+            assert!(text.contains("whole number from 1 to 1024"), "{text}");
         }
     }
 }

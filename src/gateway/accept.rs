@@ -121,8 +121,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         let meter = state.stats().meter.clone();
-        // Out of this runtime's reactor now if a worker is to serve it.
-        let handoff = match Handoff::new(stream, workers.as_ref()) {
+        // Out of this runtime's reactor now if another worker is to serve it.
+        let to = workers.as_ref().map(Workers::pick);
+        let handoff = match Handoff::new(stream, to) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "could not hand a connection to a worker");
@@ -198,11 +199,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         };
-        match &workers {
-            Some(w) => w.spawn(task),
-            None => {
-                tokio::spawn(task);
-            }
+        match (&workers, to) {
+            (Some(w), Some(i)) => drop(w.spawn_on(i, task)),
+            _ => drop(tokio::spawn(task)),
         }
     }
     drop(listener);

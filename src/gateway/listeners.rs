@@ -225,11 +225,11 @@ impl ListenerSet {
         self.live.values().map(|l| l.local).collect()
     }
 
-    /// Starts serving a bound socket. Must run inside a tokio runtime.
+    /// Starts serving a bound socket. Must run inside a tokio runtime. With
+    /// [`Workers`] its accept loop runs on one of them.
     pub fn attach(&mut self, bound: Bound) -> io::Result<SocketAddr> {
         let local = bound.local_addr()?;
         let key = bound.listener.socket_addr();
-        let listener = tokio::net::TcpListener::from_std(bound.socket)?;
         let loopback = local.ip().is_loopback();
         let tls = self.tls.as_ref().filter(|t| !loopback || t.loopback);
         if let Some(names) = tls.and_then(|t| t.self_signed.as_ref()) {
@@ -242,18 +242,38 @@ impl ListenerSet {
         }
         let ctx = ListenerCtx { local, loopback, tls: tls.is_some() };
         let (stop, stopped) = oneshot::channel::<()>();
-        let listen = Listen {
-            listener,
-            app: self.app.clone(),
-            ctx,
-            interface: bound.listener.interface.as_deref().map(Arc::from),
-            state: self.state.clone(),
-            admission: self.admission.clone(),
-            direct: self.direct.clone(),
-            tls: tls.map(|t| t.acceptor.clone()),
-            workers: self.workers.clone(),
+        let listen = {
+            let (app, interface, state, admission, direct, tls, workers) = (
+                self.app.clone(),
+                bound.listener.interface.as_deref().map(Arc::from),
+                self.state.clone(),
+                self.admission.clone(),
+                self.direct.clone(),
+                tls.map(|t| t.acceptor.clone()),
+                self.workers.clone(),
+            );
+            move |listener| Listen { listener, app, ctx, interface, state, admission, direct, tls, workers }
         };
-        let task = tokio::spawn(accept_loop(listen, stopped));
+        let socket = bound.socket;
+        let task = match &self.workers {
+            None => tokio::spawn(accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped)),
+            Some(workers) => {
+                // Registered with the worker's reactor there; this waits the
+                // moment that takes so that a failure is this call's error.
+                let (ready, registered) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+                let task = workers.spawn_on(workers.pick(), async move {
+                    match tokio::net::TcpListener::from_std(socket) {
+                        Ok(listener) => {
+                            let _ = ready.send(Ok(()));
+                            accept_loop(listen(listener), stopped).await;
+                        }
+                        Err(e) => drop(ready.send(Err(e))),
+                    }
+                });
+                registered.recv().map_err(|_| io::Error::other("the connection thread is gone"))??;
+                task
+            }
+        };
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
         // Published before the caller announces it, so /status and /ws never lag the log.
         self.publish();

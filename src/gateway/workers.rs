@@ -8,13 +8,14 @@
 //! a futex call and a cold cache. With workers the accept loop hands each
 //! accepted socket to the next worker (round robin), and everything that
 //! connection spawns stays on that worker's thread, whose scheduler needs no
-//! atomics. The accept loops, follow and signals stay on the caller's
-//! runtime.
+//! atomics. Follow, reloads and signals stay on the caller's runtime.
 //!
-//! A socket moves between runtimes by leaving the accepting runtime's reactor
-//! ([`tokio::net::TcpStream::into_std`]) and joining the worker's
-//! ([`tokio::net::TcpStream::from_std`]): two `epoll_ctl` calls per
-//! connection, nothing per request.
+//! The accept loops run on the workers too (listener `n` on worker `n mod
+//! N`), so nothing the main runtime does (following the network, a reload)
+//! holds up an accept. A socket accepted on one worker and served on another
+//! leaves the first's reactor ([`tokio::net::TcpStream::into_std`]) and joins
+//! the other's ([`tokio::net::TcpStream::from_std`]): two `epoll_ctl` calls
+//! per connection on top of the accept's own, nothing per request.
 
 use std::cell::Cell;
 use std::fmt;
@@ -40,9 +41,12 @@ pub(crate) fn current() -> Option<usize> {
     HOME.with(Cell::get)
 }
 
-/// A set of connection workers (see the module docs). Cheap to clone; the
-/// threads stop when the last clone is dropped (their connections with
-/// them: drain first, as [`Running::run_until`](super::Running::run_until) does).
+/// A set of connection workers (see the module docs). Cheap to clone. When
+/// the last clone is dropped each thread is told to stop: it drops its
+/// runtime, and with it every connection still on it (drain first, as
+/// [`Running::run_until`](super::Running::run_until) does); the threads are
+/// not joined. The workers' runtimes keep real time: `tokio::time::pause()`
+/// in a test does not reach a connection's timers.
 #[derive(Clone)]
 pub struct Workers(Arc<Inner>);
 
@@ -60,21 +64,37 @@ impl fmt::Debug for Workers {
 }
 
 impl Workers {
-    /// Starts `threads` workers, named `meshgate-conn-0`, `-1`, ...
+    /// Starts `threads` workers, named `mg-conn-0`, `mg-conn-1`, ... (short
+    /// enough for Linux's 15-byte thread names up to `mg-conn-999999`). Each
+    /// builds its runtime on its own thread and reports back before this
+    /// returns, so a failure (thread creation refused by `TasksMax=` or
+    /// `RLIMIT_NPROC`, no file descriptor for a reactor) is this error, and a
+    /// started worker has its name and index.
     pub fn start(threads: NonZeroUsize) -> io::Result<Self> {
         let mut handles = Vec::with_capacity(threads.get());
         let mut stops = Vec::with_capacity(threads.get());
         for i in 0..threads.get() {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            handles.push(runtime.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
-            stops.push(stop);
-            std::thread::Builder::new().name(format!("meshgate-conn-{i}")).spawn(move || {
+            let (ready, handle) = std::sync::mpsc::sync_channel::<io::Result<Handle>>(1);
+            std::thread::Builder::new().name(format!("mg-conn-{i}")).spawn(move || {
                 HOME.with(|h| h.set(Some(i)));
-                // Err when the sender is dropped: the set is gone.
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(runtime.handle().clone()));
+                // Err when the sender is dropped: the set is gone. Dropping
+                // the runtime then cancels what is left on it.
                 let _ = runtime.block_on(stopped);
-                // Dropping the runtime cancels what is left on it.
             })?;
+            let handle = handle
+                .recv()
+                .map_err(|_| io::Error::other(format!("connection thread {i} ended before its runtime started")))??;
+            handles.push(handle);
+            stops.push(stop);
         }
         Ok(Self(Arc::new(Inner { handles, next: AtomicUsize::new(0), _stop: stops })))
     }
@@ -84,10 +104,24 @@ impl Workers {
         self.0.handles.len()
     }
 
+    /// The worker the next connection goes to (round robin).
+    pub(crate) fn pick(&self) -> usize {
+        self.0.next.fetch_add(1, Ordering::Relaxed) % self.0.handles.len()
+    }
+
+    /// Runs `task` on worker `i` (from [`pick`](Self::pick)).
+    pub(crate) fn spawn_on<F>(&self, i: usize, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.handles[i % self.0.handles.len()].spawn(task)
+    }
+
     /// Runs `task` on the next worker.
+    #[cfg(test)]
     pub(crate) fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
-        let i = self.0.next.fetch_add(1, Ordering::Relaxed) % self.0.handles.len();
-        drop(self.0.handles[i].spawn(task));
+        drop(self.spawn_on(self.pick(), task));
     }
 }
 
@@ -100,12 +134,13 @@ pub(crate) enum Handoff {
 }
 
 impl Handoff {
-    /// Takes `stream` out of this runtime's reactor when a worker serves it.
-    pub(crate) fn new(stream: tokio::net::TcpStream, workers: Option<&Workers>) -> io::Result<Self> {
-        match workers {
-            None => Ok(Self::Here(stream)),
-            Some(_) => stream.into_std().map(Self::Moving),
+    /// Takes `stream` out of this runtime's reactor unless it is to be served
+    /// where it was accepted: no workers, or worker `to` is this thread.
+    pub(crate) fn new(stream: tokio::net::TcpStream, to: Option<usize>) -> io::Result<Self> {
+        if to.is_none() || to == current() {
+            return Ok(Self::Here(stream));
         }
+        stream.into_std().map(Self::Moving)
     }
 
     /// The stream, registered with the runtime this runs on.
@@ -134,7 +169,7 @@ mod tests {
         }
         let mut seen: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
         seen.sort();
-        let on = |i: usize| (Some(format!("meshgate-conn-{i}")), Some(i));
+        let on = |i: usize| (Some(format!("mg-conn-{i}")), Some(i));
         assert_eq!(seen, [on(0), on(0), on(1), on(1)]);
         assert_eq!(current(), None, "the test's own thread is no worker");
         // A task still pending when the set goes is dropped with its runtime.

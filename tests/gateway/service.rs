@@ -171,6 +171,11 @@ fn metrics_move_under_meshgate_in_front_of_an_upstream() {
 /// A keep-alive upstream on a port of its own: every request gets `200 ok`;
 /// it serves until the test process ends.
 fn keep_alive_upstream() -> SocketAddr {
+    upstream_answering_after(Duration::ZERO)
+}
+
+/// [`keep_alive_upstream`], answering each request after `delay`.
+fn upstream_answering_after(delay: Duration) -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -180,8 +185,11 @@ fn keep_alive_upstream() -> SocketAddr {
                 let mut r = std::io::BufReader::new(conn);
                 let mut line = String::new();
                 while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if line == "\r\n" && out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
-                        break;
+                    if line == "\r\n" {
+                        std::thread::sleep(delay);
+                        if out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                            break;
+                        }
                     }
                     line.clear();
                 }
@@ -417,10 +425,7 @@ fn sighup_applies_new_connection_and_upstream_limits_without_rebinding() {
     assert_eq!(log.matches("listening on").count(), 1, "a reload re-bound: {log}");
 }
 
-/// The completions and the man page shipped in dist/ (and the .deb) are what
-/// the binary prints: regenerate them with `meshgate completions SHELL` and
-/// `meshgate man` when a flag changes.
-/// The names of a process's threads.
+/// The names of a process's threads (Linux keeps 15 bytes of each).
 fn thread_names(pid: u32) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -437,14 +442,36 @@ fn connections_are_served_on_as_many_threads_as_asked() {
     let mut cmd = serve(&[]);
     cmd.env("TOKIO_WORKER_THREADS", "3");
     let svc = Service::start(&mut cmd, dir.file("stderr"));
-    let workers: Vec<String> =
-        thread_names(svc.child.id()).into_iter().filter(|n| n.starts_with("meshgate-conn-")).collect();
-    assert_eq!(workers, ["meshgate-conn-0", "meshgate-conn-1", "meshgate-conn-2"]);
+    let workers: Vec<String> = thread_names(svc.child.id()).into_iter().filter(|n| n.starts_with("mg-conn-")).collect();
+    assert_eq!(workers, ["mg-conn-0", "mg-conn-1", "mg-conn-2"]);
     // Five connections, one request each, all answered (round robin over the three).
     for _ in 0..5 {
         let answer = http_get(svc.addr, "/healthz", None);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
+}
+
+/// SIGTERM while a request is in flight on a connection thread: its answer
+/// still comes, then the process exits 0.
+#[test]
+fn sigterm_lets_a_request_in_flight_on_a_connection_thread_finish() {
+    let dir = TempDir::new("drain-workers");
+    let upstream = format!("http://{}", upstream_answering_after(Duration::from_millis(700)));
+    let mut cmd = serve(&["--upstream", &upstream]);
+    cmd.env("TOKIO_WORKER_THREADS", "2");
+    let svc = Service::start(&mut cmd, dir.file("stderr"));
+    let addr = svc.addr;
+    let client = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        (http_get(addr, "/slow", None), t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(250));
+    let (status, log) = svc.stop();
+    let (answer, took) = client.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}\n{log}");
+    assert!(took >= Duration::from_millis(650), "answered after {took:?}: not by the slow upstream");
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("shutting down"), "{log}");
 }
 
 #[test]
@@ -460,6 +487,9 @@ fn a_bad_worker_thread_count_is_refused_by_name() {
     }
 }
 
+/// The completions and the man page shipped in dist/ (and the .deb) are what
+/// the binary prints: regenerate them with `meshgate completions SHELL` and
+/// `meshgate man` when a flag changes.
 #[test]
 fn dist_completions_and_man_page_are_current() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use meshgate::gateway::UPSTREAM_HEALTHZ;
 use meshgate::gateway::{upstream_app, AppState, ListenerCtx, Proxy, ServerLimits, Token, Upstream, UpstreamLimits};
-use meshgate::gateway::{Gateway, Running};
+use meshgate::gateway::{Gateway, GatewayBuilder, Running, Workers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -159,17 +159,32 @@ fn token() -> Token {
     Token::new(TOKEN, "test").unwrap()
 }
 
-/// How requests reach the proxy: the direct path `meshgate serve` takes
-/// (`GatewayBuilder::start_upstream`: no router for forwarded requests), or
-/// the public router (`upstream_app` served with `start_with`). Both must give
-/// the same answers.
+/// How requests reach the proxy: the direct path (`GatewayBuilder::start_upstream`:
+/// no router for forwarded requests), the same served on two connection
+/// threads as `meshgate serve` does (`GatewayBuilder::workers`), or the
+/// public router (`upstream_app` served with `start_with`). All must give the
+/// same answers.
 #[derive(Debug, Clone, Copy)]
 enum Via {
     Direct,
+    Workers,
     Router,
 }
 
-const BOTH: [Via; 2] = [Via::Direct, Via::Router];
+const PATHS: [Via; 3] = [Via::Direct, Via::Workers, Via::Router];
+
+/// Starts `builder` in front of `proxy` the `via` way.
+async fn start_via(via: Via, builder: GatewayBuilder<'static>, proxy: Proxy) -> Running<'static> {
+    match via {
+        Via::Direct => builder.start_upstream(proxy).await,
+        Via::Workers => {
+            let workers = Workers::start(std::num::NonZeroUsize::new(2).unwrap()).expect("worker threads");
+            builder.workers(workers).start_upstream(proxy).await
+        }
+        Via::Router => builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await,
+    }
+    .expect("gateway starts")
+}
 
 /// meshgate in-process, in front of `upstream`, on 127.0.0.1 (port 0), as
 /// `meshgate serve` runs it.
@@ -195,11 +210,7 @@ async fn gateway_via(
             allowed_hosts: vec!["mesh.example".into()],
             ..Default::default()
         });
-    let running = match via {
-        Via::Direct => builder.start_upstream(proxy).await,
-        Via::Router => builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await,
-    }
-    .expect("gateway starts");
+    let running = start_via(via, builder, proxy).await;
     let addr = running.addresses()[0];
     (running, addr)
 }
@@ -227,7 +238,7 @@ fn get_req(path: &str, extra: &str) -> String {
 #[tokio::test]
 async fn get_post_and_meshgate_routes_through_the_proxy() {
     let up = tcp_upstream(Seen::default()).await;
-    for via in BOTH {
+    for via in PATHS {
         let (running, gw) =
             gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
         let (s, _, body) = raw(gw, &get_req("/anything?x=1", "")).await;
@@ -369,7 +380,7 @@ async fn unix_socket_upstream() {
 async fn websocket_echo_passes_through() {
     use tokio_tungstenite::tungstenite::Message as M;
     let up = tcp_upstream(Seen::default()).await;
-    for via in BOTH {
+    for via in PATHS {
         let (running, gw) =
             gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
         let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{gw}/ws")).await.expect("ws connect");
@@ -391,7 +402,7 @@ async fn websocket_echo_passes_through() {
 #[tokio::test]
 async fn header_rules() {
     let up = tcp_upstream(Seen::default()).await;
-    for via in BOTH {
+    for via in PATHS {
         let (running, gw) =
             gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
         let head = format!(
@@ -431,7 +442,7 @@ async fn header_rules() {
 #[tokio::test]
 async fn upstream_down_is_502_and_the_gateway_keeps_serving() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    for via in BOTH {
+    for via in PATHS {
         let (running, gw) =
             gateway_via(via, &format!("http://{dead}"), UpstreamLimits::default(), ServerLimits::default()).await;
         for _ in 0..3 {
@@ -460,7 +471,7 @@ async fn upstream_down_is_502_and_the_gateway_keeps_serving() {
 async fn slow_upstream_is_504() {
     let up = tcp_upstream(Seen::default()).await;
     let limits = UpstreamLimits::default().with_response_timeout(Duration::from_millis(300));
-    for via in BOTH {
+    for via in PATHS {
         let (running, gw) = gateway_via(via, &format!("http://{up}"), limits, ServerLimits::default()).await;
         let t0 = Instant::now();
         let (s, _, body) = raw(gw, &get_req("/slow", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
@@ -494,7 +505,7 @@ async fn slow_upstream_is_504() {
 async fn shutdown_waits_for_the_request_in_flight_and_keeps_its_deadline() {
     let up = tcp_upstream(Seen::default()).await;
     let limits = UpstreamLimits::default().with_response_timeout(Duration::from_millis(300));
-    for via in BOTH {
+    for via in PATHS {
         let (running, gw) = gateway_via(via, &format!("http://{up}"), limits, ServerLimits::default()).await;
         let t0 = Instant::now();
         let client = tokio::spawn(async move { (raw(gw, &get_req("/slow", "")).await, t0.elapsed()) });
@@ -533,7 +544,7 @@ async fn upstream_connect_timeout_is_504() {
     );
 
     let limits = UpstreamLimits::default().with_connect_timeout(Duration::from_millis(300));
-    for via in BOTH {
+    for via in PATHS {
         let (running, gw) = gateway_via(via, &format!("http://{addr}"), limits, ServerLimits::default()).await;
         let t0 = Instant::now();
         let (s, _, body) = raw(gw, &get_req("/x", "")).await;
@@ -560,11 +571,7 @@ async fn the_gateway_token_is_stripped_whatever_the_proxy_was_made_with() {
             made_with.map(|t| Token::new(t, "test").unwrap()),
         );
         let builder = Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).token(token());
-        let running = match via {
-            Via::Direct => builder.start_upstream(proxy).await,
-            Via::Router => builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await,
-        }
-        .expect("gateway starts");
+        let running = start_via(via, builder, proxy).await;
         let gw = running.addresses()[0];
         let (s, _, body) = raw(gw, &get_req("/echo", &format!("Authorization: Bearer {TOKEN}\r\n"))).await;
         assert_eq!(s, 200, "{via:?}: {body}");
@@ -583,14 +590,10 @@ async fn the_gateway_token_is_stripped_whatever_the_proxy_was_made_with() {
 async fn a_replaced_token_and_the_one_before_it_never_reach_the_upstream() {
     const NEW: &str = "the-rotated-token-0123456789";
     let up = tcp_upstream(Seen::default()).await;
-    for via in BOTH {
+    for via in PATHS {
         let proxy = Proxy::new(Upstream::parse(&format!("http://{up}")).unwrap(), UpstreamLimits::default(), None);
         let builder = Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).token(token());
-        let running = match via {
-            Via::Direct => builder.start_upstream(proxy).await,
-            Via::Router => builder.open_path(UPSTREAM_HEALTHZ).start_with(|s| upstream_app(s.clone(), proxy)).await,
-        }
-        .expect("gateway starts");
+        let running = start_via(via, builder, proxy).await;
         running.controls().set_token(Token::new(NEW, "test").unwrap()).expect("the gateway has a token");
         let gw = running.addresses()[0];
         for sent in [NEW, TOKEN] {
@@ -792,7 +795,7 @@ async fn forwarded_bodies_are_uncapped_by_default_and_capped_when_asked() {
         r.extend(std::iter::repeat_n(b'z', len));
         r
     };
-    for via in BOTH {
+    for via in PATHS {
         let own_cap = ServerLimits::default().with_max_body_bytes(1024);
         let (running, gw) = gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), own_cap).await;
         let (s, body) = raw_bytes(gw, &post(64 * 1024)).await;
@@ -912,6 +915,22 @@ async fn a_kept_alive_client_keeps_its_upstream_connection() {
         }
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "upstream connections opened for two clients taking turns");
+    running.shutdown().await;
+}
+
+/// On connection threads, each keeps its own upstream connections: client
+/// connections one after the other, handed to two threads in turn, reuse two
+/// upstream connections (one per thread) and open no more.
+#[tokio::test]
+async fn each_connection_thread_reuses_its_own_upstream_connection() {
+    let (up, accepted) = counting_upstream().await;
+    let (running, gw) =
+        gateway_via(Via::Workers, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+    for i in 0..20 {
+        let (s, _, body) = raw(gw, &get_req(&format!("/r{i}"), "")).await;
+        assert_eq!((s, body.as_str()), (200, "ok\n"));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "upstream connections for two threads");
     running.shutdown().await;
 }
 

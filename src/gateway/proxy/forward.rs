@@ -36,8 +36,8 @@ use crate::gateway::token::Token;
 
 /// How long an idle pooled upstream connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The most idle upstream connections kept for reuse; more are closed as they
-/// come back.
+/// The most idle upstream connections kept for reuse, per connection thread
+/// (as nginx's `keepalive` is per worker); more are closed as they come back.
 pub const POOL_MAX_IDLE: usize = 256;
 
 /// The forwarding half of the gateway. Cheap to clone (one shared pool).

@@ -132,10 +132,17 @@ pub(crate) struct Pool {
     /// In nanoseconds; a reload may change it while connections are made.
     connect_timeout_ns: AtomicU64,
     idle_timeout: Duration,
+    /// Per stack.
     max_idle: usize,
-    idle: Mutex<VecDeque<Idle>>,
+    /// The idle connections: one stack (with its own lock and cap) for those
+    /// returned off the workers, and one per connection worker (workers past
+    /// `SHARDS - 1` share, each taking only its own; see `checkout`).
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     builder: http1::Builder,
 }
+
+/// Idle stacks: one off the workers, 15 for workers.
+const SHARDS: usize = 16;
 
 impl Pool {
     pub(crate) fn new(upstream: &Upstream, connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
@@ -155,7 +162,7 @@ impl Pool {
             connect_timeout_ns: AtomicU64::new(nanos(connect_timeout)),
             idle_timeout,
             max_idle,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
             builder: {
                 let mut b = http1::Builder::new();
                 // Requests are small: one buffer, one write (see the server side).
@@ -200,6 +207,13 @@ impl Pool {
         Ok((response, conn(sender)))
     }
 
+    /// The idle stack of connections returned on worker `home` (or off the
+    /// workers).
+    fn stack(&self, home: Option<usize>) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        let i = home.map_or(0, |h| 1 + h % (SHARDS - 1));
+        self.idle[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The most recently returned idle connection that is ready; closed and
     /// expired ones are dropped on the way. On a connection worker, only one
     /// returned on this worker: its connection task runs on this thread, and
@@ -207,10 +221,11 @@ impl Pool {
     /// another worker's would tie the two threads together for the client
     /// connection's life, each request then waiting for both to be scheduled
     /// (with two workers sharing two cores with other work, the p99 went 1.15x).
-    /// Off the workers any will do.
+    /// Each worker has a stack of its own, so one worker's idle connections
+    /// never crowd out another's, and no lock is shared between workers.
     fn checkout(&self) -> Option<SendRequest<Outbound>> {
         let here = workers::current();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.stack(here);
         let now = Instant::now();
         let mut i = idle.len();
         while i > 0 {
@@ -218,8 +233,8 @@ impl Pool {
             let c = &idle[i];
             if c.sender.is_closed() || now.duration_since(c.since) > self.idle_timeout {
                 idle.remove(i);
-            } else if here.is_some() && c.home != here {
-                // Another worker's: left for it.
+            } else if c.home != here {
+                // Another worker's sharing this stack: left for it.
             } else if c.sender.is_ready() {
                 return idle.remove(i).map(|c| c.sender);
             }
@@ -234,21 +249,22 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let here = workers::current();
+        let mut idle = self.stack(here);
         while idle.front().is_some_and(|c| now.duration_since(c.since) > self.idle_timeout) {
             idle.pop_front();
         }
         if idle.len() < self.max_idle {
             // Returned where its last exchange ran, which is where its
             // connection task runs on a worker (see `checkout`).
-            idle.push_back(Idle { sender, since: now, home: workers::current() });
+            idle.push_back(Idle { sender, since: now, home: here });
         }
     }
 
     /// Idle connections kept for reuse now (some may have been closed by
     /// the upstream since; they are dropped when next taken).
     pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.idle.iter().map(|stack| stack.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 
     /// Connections opened from now on get `timeout` to connect.
@@ -387,7 +403,7 @@ mod tests {
     type Step = fn(Arc<Pool>) -> Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
     /// On a worker, the pool hands out only the idle connections returned on
-    /// that worker; off the workers, any.
+    /// that worker; off the workers, only those returned off the workers.
     #[test]
     fn a_worker_takes_only_its_own_idle_connections() {
         // An upstream that accepts and holds connections (a handshake needs no reply).
@@ -398,19 +414,13 @@ mod tests {
             Arc::new(Pool::new(&Upstream::Http { authority }, Duration::from_secs(5), 8, Duration::from_secs(60)));
         let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
         let on = |worker: usize, task: Step| {
-            // Round robin: spawn until the task lands on `worker`.
-            loop {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let pool = pool.clone();
-                workers.spawn(async move {
-                    let here = workers::current();
-                    let answer = if here == Some(worker) { Some(task(pool).await) } else { None };
-                    tx.send(answer).unwrap();
-                });
-                if let Some(answer) = rx.recv().unwrap() {
-                    return answer;
-                }
-            }
+            let pool = pool.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            drop(workers.spawn_on(worker, async move {
+                assert_eq!(workers::current(), Some(worker));
+                tx.send(task(pool).await).unwrap();
+            }));
+            rx.recv_timeout(Duration::from_secs(10)).expect("the worker answered")
         };
         // Opened and returned on worker 0: its connection task runs there.
         let opened = on(0, |pool| {
@@ -437,9 +447,11 @@ mod tests {
         assert!(!on(1, take), "worker 1 took worker 0's connection");
         assert_eq!(pool.idle_count(), 1, "worker 1 dropped worker 0's connection");
         assert!(on(0, take), "worker 0 could not take its own connection back");
-        // Off the workers (a multi-threaded runtime, where tasks move) any will do.
+        // Off the workers (a multi-threaded runtime, where tasks move): a
+        // stack of their own, which neither worker's connection is in.
         assert_eq!(workers::current(), None);
-        assert!(pool.checkout().is_some());
+        assert!(pool.checkout().is_none(), "off the workers, a worker's connection was taken");
+        assert_eq!(pool.idle_count(), 1);
         drop(workers);
         drop(held);
     }
