@@ -71,8 +71,9 @@ impl Workers {
     /// `RLIMIT_NPROC`, no file descriptor for a reactor) is this error, and a
     /// started worker has its name and index.
     pub fn start(threads: NonZeroUsize) -> io::Result<Self> {
-        let mut handles = Vec::with_capacity(threads.get());
+        let mut started = Vec::with_capacity(threads.get());
         let mut stops = Vec::with_capacity(threads.get());
+        // All threads first, then their answers: they start side by side.
         for i in 0..threads.get() {
             let (stop, stopped) = oneshot::channel::<()>();
             let (ready, handle) = std::sync::mpsc::sync_channel::<io::Result<Handle>>(1);
@@ -90,11 +91,15 @@ impl Workers {
                 // the runtime then cancels what is left on it.
                 let _ = runtime.block_on(stopped);
             })?;
+            started.push(handle);
+            stops.push(stop);
+        }
+        let mut handles = Vec::with_capacity(threads.get());
+        for (i, handle) in started.into_iter().enumerate() {
             let handle = handle
                 .recv()
                 .map_err(|_| io::Error::other(format!("connection thread {i} ended before its runtime started")))??;
             handles.push(handle);
-            stops.push(stop);
         }
         Ok(Self(Arc::new(Inner { handles, next: AtomicUsize::new(0), _stop: stops })))
     }
