@@ -123,7 +123,8 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         let meter = state.stats().meter.clone();
         // Out of this runtime's reactor now if another worker is to serve it.
         let to = workers.as_ref().map(Workers::pick);
-        let handoff = match Handoff::new(stream, to) {
+        let moving = to.is_some() && to != workers.as_ref().and_then(Workers::here);
+        let handoff = match Handoff::new(stream, moving) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "could not hand a connection to a worker");

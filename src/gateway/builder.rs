@@ -311,9 +311,9 @@ impl<'a> GatewayBuilder<'a> {
 
     /// Serves connections on `workers`, each a thread with a single-threaded
     /// runtime, as nginx's worker processes do (see [`Workers`]); the accept
-    /// loops, follow and signals stay on the runtime that starts the gateway,
-    /// which can then be a current-thread one. Default: connections are
-    /// served on the runtime that starts the gateway.
+    /// loops run there too. Follow and signals stay on the runtime that
+    /// starts the gateway, which can then be a current-thread one. Default:
+    /// everything is served on the runtime that starts the gateway.
     pub fn workers(mut self, workers: Workers) -> Self {
         self.workers = Some(workers);
         self

@@ -226,7 +226,9 @@ impl ListenerSet {
     }
 
     /// Starts serving a bound socket. Must run inside a tokio runtime. With
-    /// [`Workers`] its accept loop runs on one of them.
+    /// [`Workers`] its accept loop runs on one of them (the one calling, when
+    /// called on one of them); off them, this waits the moment the worker
+    /// takes to register the socket.
     pub fn attach(&mut self, bound: Bound) -> io::Result<SocketAddr> {
         let local = bound.local_addr()?;
         let key = bound.listener.socket_addr();
@@ -257,11 +259,17 @@ impl ListenerSet {
         let socket = bound.socket;
         let task = match &self.workers {
             None => tokio::spawn(accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped)),
+            // Called on one of these workers (an embedder's handler): this
+            // worker takes the loop, registered here and now (waiting for
+            // another worker from a worker could wait forever, each for the other).
+            Some(workers) if workers.here().is_some() => {
+                tokio::spawn(accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped))
+            }
             Some(workers) => {
                 // Registered with the worker's reactor there; this waits the
                 // moment that takes so that a failure is this call's error.
                 let (ready, registered) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
-                let task = workers.spawn_on(workers.pick(), async move {
+                let task = workers.spawn_on(workers.pick_for_listener(), async move {
                     match tokio::net::TcpListener::from_std(socket) {
                         Ok(listener) => {
                             let _ = ready.send(Ok(()));
@@ -361,5 +369,53 @@ impl ListenerSet {
             }
         }
         self.admission.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::num::NonZeroUsize;
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use meshgate_core::resolver::ScopedAddr;
+    use meshgate_core::ListenerRole;
+
+    use super::*;
+
+    /// `attach` called on one of the set's workers (an embedder's handler)
+    /// registers the listener on that worker at once: waiting for a worker
+    /// from that same worker would never end.
+    #[test]
+    fn attach_on_one_of_the_workers_serves_from_there_without_waiting() {
+        let workers = Workers::start(NonZeroUsize::MIN).unwrap();
+        let state = AppState::new(None);
+        let mut set = ListenerSet::new(Router::new().route("/", get(|| async { "hi" })), state);
+        set.set_workers(workers.clone());
+        let listener = Listener {
+            address: ScopedAddr { addr: [127, 0, 0, 1].into(), scope_id: None, scope_name: None },
+            port: 0,
+            provider: "ip".into(),
+            interface: None,
+            reason: "a test".into(),
+            role: ListenerRole::Selected,
+        };
+        let bound = bind(&listener).unwrap();
+        let (attached, addr) = std::sync::mpsc::channel();
+        let (done, finished) = oneshot::channel::<()>();
+        drop(workers.spawn_on(0, async move {
+            attached.send(set.attach(bound).map_err(|e| e.to_string())).unwrap();
+            let _ = finished.await;
+            drop(set);
+        }));
+        let addr = addr.recv_timeout(Duration::from_secs(5)).expect("attach returned").expect("attached");
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi"), "{answer}");
+        drop(done);
     }
 }

@@ -10,9 +10,10 @@
 //! connection spawns stays on that worker's thread, whose scheduler needs no
 //! atomics. Follow, reloads and signals stay on the caller's runtime.
 //!
-//! The accept loops run on the workers too (listener `n` on worker `n mod
-//! N`), so nothing the main runtime does (following the network, a reload)
-//! holds up an accept. A socket accepted on one worker and served on another
+//! The accept loops run on the workers too (each listener on the next worker
+//! in a turn of their own), so nothing the main runtime does (following the
+//! network, a reload) holds up an accept. A socket accepted on one worker and
+//! served on another
 //! leaves the first's reactor ([`tokio::net::TcpStream::into_std`]) and joins
 //! the other's ([`tokio::net::TcpStream::from_std`]): two `epoll_ctl` calls
 //! per connection on top of the accept's own, nothing per request.
@@ -29,14 +30,18 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 thread_local! {
-    /// The worker this thread is (its index in the set), on a worker thread.
+    /// The worker this thread is (its id), on a worker thread.
     static HOME: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// The index of the worker running this code, or `None` off the workers
-/// (where a task may move between threads). What a worker spawns stays on its
-/// thread, so a resource made here (an upstream connection's task) is best
-/// used here again: the pool keeps each worker's idle connections apart.
+/// Worker ids, unique in the process (two sets never share one).
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// The id of the worker running this code (unique in the process, whatever
+/// set it belongs to), or `None` off the workers (where a task may move
+/// between threads). What a worker spawns stays on its thread, so a resource
+/// made here (an upstream connection's task) is best used here again: the
+/// pool keeps each worker's idle connections apart.
 pub(crate) fn current() -> Option<usize> {
     HOME.with(Cell::get)
 }
@@ -52,7 +57,11 @@ pub struct Workers(Arc<Inner>);
 
 struct Inner {
     handles: Vec<Handle>,
+    /// Each worker's id ([`current`] on its thread).
+    ids: Vec<usize>,
+    /// The turn of connections, and the turn of accept loops.
     next: AtomicUsize,
+    next_listener: AtomicUsize,
     /// Dropping these ends each worker's `block_on`, and with it its runtime.
     _stop: Vec<oneshot::Sender<()>>,
 }
@@ -73,12 +82,14 @@ impl Workers {
     pub fn start(threads: NonZeroUsize) -> io::Result<Self> {
         let mut started = Vec::with_capacity(threads.get());
         let mut stops = Vec::with_capacity(threads.get());
+        let mut ids = Vec::with_capacity(threads.get());
         // All threads first, then their answers: they start side by side.
         for i in 0..threads.get() {
             let (stop, stopped) = oneshot::channel::<()>();
             let (ready, handle) = std::sync::mpsc::sync_channel::<io::Result<Handle>>(1);
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             std::thread::Builder::new().name(format!("mg-conn-{i}")).spawn(move || {
-                HOME.with(|h| h.set(Some(i)));
+                HOME.with(|h| h.set(Some(id)));
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
@@ -93,6 +104,7 @@ impl Workers {
             })?;
             started.push(handle);
             stops.push(stop);
+            ids.push(id);
         }
         let mut handles = Vec::with_capacity(threads.get());
         for (i, handle) in started.into_iter().enumerate() {
@@ -101,7 +113,8 @@ impl Workers {
                 .map_err(|_| io::Error::other(format!("connection thread {i} ended before its runtime started")))??;
             handles.push(handle);
         }
-        Ok(Self(Arc::new(Inner { handles, next: AtomicUsize::new(0), _stop: stops })))
+        let (next, next_listener) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        Ok(Self(Arc::new(Inner { handles, ids, next, next_listener, _stop: stops })))
     }
 
     /// How many worker threads there are.
@@ -112,6 +125,24 @@ impl Workers {
     /// The worker the next connection goes to (round robin).
     pub(crate) fn pick(&self) -> usize {
         self.0.next.fetch_add(1, Ordering::Relaxed) % self.0.handles.len()
+    }
+
+    /// The worker the next accept loop goes to (round robin, a turn apart
+    /// from the connections', so listeners spread whatever was accepted).
+    pub(crate) fn pick_for_listener(&self) -> usize {
+        self.0.next_listener.fetch_add(1, Ordering::Relaxed) % self.0.handles.len()
+    }
+
+    /// Which of these workers this thread is, if any.
+    pub(crate) fn here(&self) -> Option<usize> {
+        let id = current()?;
+        self.0.ids.iter().position(|&w| w == id)
+    }
+
+    /// Worker `i`'s id (what [`current`] says on its thread).
+    #[cfg(test)]
+    pub(crate) fn id(&self, i: usize) -> usize {
+        self.0.ids[i]
     }
 
     /// Runs `task` on worker `i` (from [`pick`](Self::pick)).
@@ -140,12 +171,14 @@ pub(crate) enum Handoff {
 
 impl Handoff {
     /// Takes `stream` out of this runtime's reactor unless it is to be served
-    /// where it was accepted: no workers, or worker `to` is this thread.
-    pub(crate) fn new(stream: tokio::net::TcpStream, to: Option<usize>) -> io::Result<Self> {
-        if to.is_none() || to == current() {
-            return Ok(Self::Here(stream));
+    /// where it was accepted (`moving` false: no workers, or the worker
+    /// chosen is this thread).
+    pub(crate) fn new(stream: tokio::net::TcpStream, moving: bool) -> io::Result<Self> {
+        if moving {
+            stream.into_std().map(Self::Moving)
+        } else {
+            Ok(Self::Here(stream))
         }
-        stream.into_std().map(Self::Moving)
     }
 
     /// The stream, registered with the runtime this runs on.
@@ -174,9 +207,18 @@ mod tests {
         }
         let mut seen: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
         seen.sort();
-        let on = |i: usize| (Some(format!("mg-conn-{i}")), Some(i));
+        let on = |i: usize| (Some(format!("mg-conn-{i}")), Some(workers.id(i)));
         assert_eq!(seen, [on(0), on(0), on(1), on(1)]);
         assert_eq!(current(), None, "the test's own thread is no worker");
+        assert_eq!(workers.here(), None);
+        // Another set's workers have ids of their own.
+        let other = Workers::start(NonZeroUsize::new(1).unwrap()).unwrap();
+        assert!(other.id(0) != workers.id(0) && other.id(0) != workers.id(1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (a, b) = (workers.clone(), other.clone());
+        other.spawn(async move { tx.send((a.here(), b.here())).unwrap() });
+        assert_eq!(rx.recv().unwrap(), (None, Some(0)), "which set's worker a thread is");
+        drop(other);
         // A task still pending when the set goes is dropped with its runtime.
         let (held, dropped) = oneshot::channel::<()>();
         workers.spawn(async move {

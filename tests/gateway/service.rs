@@ -171,21 +171,25 @@ fn metrics_move_under_meshgate_in_front_of_an_upstream() {
 /// A keep-alive upstream on a port of its own: every request gets `200 ok`;
 /// it serves until the test process ends.
 fn keep_alive_upstream() -> SocketAddr {
-    upstream_answering_after(Duration::ZERO)
+    upstream_answering_after(Duration::ZERO).0
 }
 
-/// [`keep_alive_upstream`], answering each request after `delay`.
-fn upstream_answering_after(delay: Duration) -> SocketAddr {
+/// [`keep_alive_upstream`], answering each request after `delay`; the
+/// receiver hears of each request as its head arrives.
+fn upstream_answering_after(delay: Duration) -> (SocketAddr, Receiver<()>) {
+    let (arrived, heard) = std::sync::mpsc::channel();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in l.incoming().map_while(Result::ok) {
+            let arrived = arrived.clone();
             std::thread::spawn(move || {
                 let mut out = conn.try_clone().unwrap();
                 let mut r = std::io::BufReader::new(conn);
                 let mut line = String::new();
                 while r.read_line(&mut line).is_ok_and(|n| n > 0) {
                     if line == "\r\n" {
+                        let _ = arrived.send(());
                         std::thread::sleep(delay);
                         if out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
                             break;
@@ -196,7 +200,7 @@ fn upstream_answering_after(delay: Duration) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, heard)
 }
 
 #[test]
@@ -456,7 +460,8 @@ fn connections_are_served_on_as_many_threads_as_asked() {
 #[test]
 fn sigterm_lets_a_request_in_flight_on_a_connection_thread_finish() {
     let dir = TempDir::new("drain-workers");
-    let upstream = format!("http://{}", upstream_answering_after(Duration::from_millis(700)));
+    let (upstream, heard) = upstream_answering_after(Duration::from_millis(700));
+    let upstream = format!("http://{upstream}");
     let mut cmd = serve(&["--upstream", &upstream]);
     cmd.env("TOKIO_WORKER_THREADS", "2");
     let svc = Service::start(&mut cmd, dir.file("stderr"));
@@ -465,7 +470,8 @@ fn sigterm_lets_a_request_in_flight_on_a_connection_thread_finish() {
         let t0 = Instant::now();
         (http_get(addr, "/slow", None), t0.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(250));
+    // SIGTERM once the request is with the upstream: in flight for sure.
+    heard.recv_timeout(PROCESS_DEADLINE).expect("the request reached the upstream");
     let (status, log) = svc.stop();
     let (answer, took) = client.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}\n{log}");

@@ -5,17 +5,20 @@
 //! [`SendRequest`] half is checked out for a request and comes back when the
 //! response body has been read to its end ([`Conn::attach`]). Idle senders
 //! wait in a lock-protected stack (the most recently used first, so the
-//! connections that stay warm are few). A connection that errored, was
+//! connections that stay warm are few): one stack per connection worker
+//! (`crate::gateway::workers`), since a connection's task runs on the worker
+//! that opened it, and one for connections returned off the workers. A connection that errored, was
 //! closed by the upstream, was upgraded, or whose response body was dropped
 //! half-read is never reused. This does per request what hyper-util's legacy
 //! client did with a spawned task and a timer wheel, with neither.
 //!
-//! In front of the shared stack, each client connection keeps the upstream
+//! In front of the stacks, each client connection keeps the upstream
 //! connection its last exchange used ([`Affinity`]) and takes it again for
 //! its next: its requests then go over one upstream connection, as a
-//! one-to-one proxy's would, instead of whichever connection another worker
-//! thread returned last, whose task then has to be woken on another thread
-//! (that cost the p99 with two worker threads 1.4x what it was with one).
+//! one-to-one proxy's would, instead of whichever connection was returned
+//! last (on tokio's multi-threaded runtime, one whose task then has to be
+//! woken on another thread: that cost the p99 with two worker threads 1.4x
+//! what it was with one).
 //! A client connection holds at most one idle upstream connection this way
 //! (the connection cap bounds them all); it returns it to the stack when it
 //! closes.
@@ -135,14 +138,15 @@ pub(crate) struct Pool {
     /// Per stack.
     max_idle: usize,
     /// The idle connections: one stack (with its own lock and cap) for those
-    /// returned off the workers, and one per connection worker (workers past
-    /// `SHARDS - 1` share, each taking only its own; see `checkout`).
+    /// returned off the workers, and one per connection worker (past 64
+    /// workers some share a stack, its lock and its cap, each taking only its
+    /// own; see `checkout`).
     idle: Box<[Mutex<VecDeque<Idle>>]>,
     builder: http1::Builder,
 }
 
-/// Idle stacks: one off the workers, 15 for workers.
-const SHARDS: usize = 16;
+/// Idle stacks: one off the workers, 64 for workers.
+const SHARDS: usize = 65;
 
 impl Pool {
     pub(crate) fn new(upstream: &Upstream, connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
@@ -221,8 +225,9 @@ impl Pool {
     /// another worker's would tie the two threads together for the client
     /// connection's life, each request then waiting for both to be scheduled
     /// (with two workers sharing two cores with other work, the p99 went 1.15x).
-    /// Each worker has a stack of its own, so one worker's idle connections
-    /// never crowd out another's, and no lock is shared between workers.
+    /// Each worker (up to 64) has a stack of its own, so one worker's idle
+    /// connections never crowd out another's, and no lock is shared between
+    /// workers.
     fn checkout(&self) -> Option<SendRequest<Outbound>> {
         let here = workers::current();
         let mut idle = self.stack(here);
@@ -414,10 +419,10 @@ mod tests {
             Arc::new(Pool::new(&Upstream::Http { authority }, Duration::from_secs(5), 8, Duration::from_secs(60)));
         let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
         let on = |worker: usize, task: Step| {
-            let pool = pool.clone();
+            let (pool, id) = (pool.clone(), workers.id(worker));
             let (tx, rx) = std::sync::mpsc::channel();
             drop(workers.spawn_on(worker, async move {
-                assert_eq!(workers::current(), Some(worker));
+                assert_eq!(workers::current(), Some(id));
                 tx.send(task(pool).await).unwrap();
             }));
             rx.recv_timeout(Duration::from_secs(10)).expect("the worker answered")
