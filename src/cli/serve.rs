@@ -48,6 +48,31 @@ fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliErro
     )
 }
 
+/// Raises the soft limit on open files to the hard one, as servers do (Go's
+/// runtime does it for every program): each proxied connection holds two
+/// descriptors and each connection thread three, so the default cap of 512
+/// connections alone reaches the soft limit of 1,024 systemd and most shells
+/// give. The hard limit stays what the operator set (`LimitNOFILE=`). Returns
+/// the soft limit before and after, or `None` when it could not be read.
+#[cfg(unix)]
+fn raise_open_files_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given, which lives here.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the struct it is given; raising the
+        // soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Some((before, before));
+        }
+    }
+    Some((before, limit.rlim_cur))
+}
+
 /// Runs `serve` until SIGINT/SIGTERM.
 pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), CliError> {
     let registry = registry()?;
@@ -67,6 +92,10 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let tailnet = TailnetPeers::with_rules(rules.clone());
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
     let tls = tls_setup(&args.tls, file)?;
+    #[cfg(unix)]
+    if let Some((before, now)) = raise_open_files_limit() {
+        tracing::debug!(before, now, "open files limit (soft)");
+    }
     let workers = Workers::start(worker_threads(std::env::var_os(WORKERS_ENV).as_deref())?)
         .map_err(|e| CliError::Runtime(format!("start the connection threads: {e}")))?;
     let stop = shutdown_signal();

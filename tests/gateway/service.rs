@@ -480,6 +480,20 @@ fn sigterm_lets_a_request_in_flight_on_a_connection_thread_finish() {
     assert!(log.contains("shutting down"), "{log}");
 }
 
+/// The soft limit on open files is raised to the hard one (and no further).
+#[test]
+fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
+    let dir = TempDir::new("nofile");
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=256:4096", env!("CARGO_BIN_EXE_meshgate")]);
+    cmd.args(["serve", "--bind", "127.0.0.1", "--port", "0", "--no-follow"]);
+    let svc = Service::start(&mut cmd, dir.file("stderr"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", svc.child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a line for open files");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{line}");
+}
+
 #[test]
 fn a_bad_worker_thread_count_is_refused_by_name() {
     for bad in ["0", "many"] {
