@@ -179,6 +179,10 @@ check "user: a dynamic user (uid $uid in 61184..65519, named by nss-systemd)" \
     test "${uid:-0}" -ge 61184 -a "${uid:-0}" -le 65519 -a "${user%%:*}" = meshgate
 check "sandbox: no capabilities, no_new_privs, a seccomp filter" ctsh \
     "grep -q '^CapEff:[[:space:]]*0000000000000000' /proc/$pid/status && grep -q '^CapBnd:[[:space:]]*0000000000000000' /proc/$pid/status && grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$pid/status && grep -q '^Seccomp:[[:space:]]*2' /proc/$pid/status"
+check "threads: the connection threads run (mg-conn-0)" ctsh \
+    "grep -qx 'mg-conn-0' /proc/$pid/task/*/comm"
+check "limits: the soft open-file limit was raised to the hard one under the seccomp filter" ctsh \
+    "awk '/^Max open files/ {exit !(\$4 == \$5)}' /proc/$pid/limits"
 check "sandbox: PrivateUsers (a user namespace mapping root and the service's user only)" ctsh \
     "[ \$(wc -l </proc/$pid/uid_map) = 2 ] && grep -Eq '^ *0 +0 +1\$' /proc/$pid/uid_map"
 check "sandbox: / read-only, /proc with hidepid=invisible,subset=pid (ProtectSystem, ProtectProc, ProcSubset)" ctsh \
