@@ -55,7 +55,7 @@ fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliErro
 /// give. The hard limit stays what the operator set (`LimitNOFILE=`). Returns
 /// the soft limit before and after, or `None` when it could not be read.
 #[cfg(unix)]
-fn raise_open_files_limit() -> Option<(u64, u64)> {
+fn raise_open_files_limit() -> Option<(libc::rlim_t, libc::rlim_t)> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct it is given, which lives here.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
