@@ -64,6 +64,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     let mut builder = limits.http1();
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (drain, draining) = watch::channel(false);
+    // The worker this loop runs on, if any (a task on a worker stays there):
+    // a connection handed to it needs no move between reactors.
+    let here = workers.as_ref().and_then(Workers::here);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -123,7 +126,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         let meter = state.stats().meter.clone();
         // Out of this runtime's reactor now if another worker is to serve it.
         let to = workers.as_ref().map(Workers::pick);
-        let moving = to.is_some() && to != workers.as_ref().and_then(Workers::here);
+        let moving = to.is_some() && to != here;
         let handoff = match Handoff::new(stream, moving) {
             Ok(h) => h,
             Err(e) => {

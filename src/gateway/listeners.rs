@@ -257,14 +257,11 @@ impl ListenerSet {
             move |listener| Listen { listener, app, ctx, interface, state, admission, direct, tls, workers }
         };
         let socket = bound.socket;
-        let task = match &self.workers {
+        let task = match self.workers.as_ref().filter(|w| w.here().is_none()) {
+            // No workers, or called on one of them (an embedder's handler):
+            // the loop runs right here, registered now (waiting for a worker
+            // from a worker could wait forever, each for the other).
             None => tokio::spawn(accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped)),
-            // Called on one of these workers (an embedder's handler): this
-            // worker takes the loop, registered here and now (waiting for
-            // another worker from a worker could wait forever, each for the other).
-            Some(workers) if workers.here().is_some() => {
-                tokio::spawn(accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped))
-            }
             Some(workers) => {
                 // Registered with the worker's reactor there; this waits the
                 // moment that takes so that a failure is this call's error.
