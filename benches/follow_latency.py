@@ -19,7 +19,7 @@ All traffic stays inside the namespace; every loop is bounded.
 
 import http.client, os, socket, statistics, struct, subprocess, sys, threading, time
 
-from netns import connects, hold_tun, rss_kb, sh, wait
+from netns import connects, hold_tun, rss_kb, sh, stop, wait
 
 MESHGATE = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
@@ -112,10 +112,6 @@ try:
     print(f"loopback requests during the flaps: {hammer['ok']} ok, {hammer['failed']} failed")
     print(f"gateway alive after flaps: {gw.poll() is None}")
 finally:
-    gw.terminate()
-    try:
-        gw.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        gw.kill()
+    stop(gw)
     os.unlink(tokfile)
     os.close(tun)

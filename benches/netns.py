@@ -1,6 +1,6 @@
 """Helpers shared by the benches that run meshgate inside an unprivileged
 network namespace (follow_latency.py, scale.py): commands, TUN devices held
-open, what listens, waiting, and a process's RSS."""
+open, what listens, waiting, a process's RSS, and stopping it."""
 
 import fcntl, os, socket, struct, subprocess, time
 
@@ -51,3 +51,13 @@ def connects(addr, port):
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+
+
+def stop(proc, timeout=15):
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

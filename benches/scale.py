@@ -21,7 +21,7 @@ user + network namespace). Steps, all bounded in time:
 
 import json, os, statistics, subprocess, sys, tempfile, time
 
-from netns import connects, hold_tun, listeners, rss_kb, sh, wait
+from netns import connects, hold_tun, listeners, rss_kb, sh, stop, wait
 
 MESHGATE = sys.argv[1]
 IFACES = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
@@ -92,8 +92,7 @@ try:
         time.sleep(1.0)
         rss_started = rss_kb(gw2.pid)
     finally:
-        gw2.terminate()
-        gw2.wait(timeout=15)
+        stop(gw2)
     n = len(subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines())
 
     # explain against ip, side by side.
@@ -156,10 +155,6 @@ try:
     print(f"burst of {len(lines)} address changes in {burst_s * 1000:.0f} ms: {c1 - c0:.0f} ms CPU; "
           f"listeners right: {ok and got == want} ({sorted(got)}); alive: {alive}")
 finally:
-    gw.terminate()
-    try:
-        gw.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        gw.kill()
+    stop(gw)
     os.unlink(tokfile.name)
     os.close(tun)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use meshgate::core::source::{InterfaceSource, SourceError};
 use meshgate::core::watcher::{WatchError, Watcher};
 use meshgate::core::{resolve, Interface, InterfaceKind, ResolveOptions, Snapshot};
-use meshgate::gateway::{app, follow::follow, AppState, ListenerSet};
+use meshgate::gateway::{app, follow::follow, AppState, ListenerSet, LiveView};
 use tokio::sync::mpsc;
 
 /// A watcher fed by the test: each message is one (coalesced) change.
@@ -75,6 +75,30 @@ fn host(with_wg: bool) -> Snapshot {
     s
 }
 
+/// Waits up to `within` for a published view that `ok` accepts; false if
+/// none came in time.
+async fn view_until(
+    views: &mut tokio::sync::watch::Receiver<LiveView>,
+    within: Duration,
+    ok: impl Fn(&LiveView) -> bool,
+) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            views.changed().await.unwrap();
+            if ok(&views.borrow_and_update()) {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// True when `view` lists a listener on `address`.
+fn lists(view: &LiveView, address: &str) -> bool {
+    view.listeners.iter().any(|l| l.listener.address.to_string() == address)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -139,16 +163,7 @@ async fn listeners_follow_snapshots() {
     }
     *snapshot.lock().unwrap() = host(false);
     tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            views.changed().await.unwrap();
-            if views.borrow_and_update().listeners.len() == 1 {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("back to loopback only");
+    assert!(view_until(&mut views, Duration::from_secs(5), |v| v.listeners.len() == 1).await, "back to loopback only");
     stop_tx.send(()).unwrap();
     let set = task.await.unwrap();
     assert_eq!(set.addresses(), vec![lo]);
@@ -202,16 +217,10 @@ async fn a_failed_bind_is_retried_until_it_works() {
     assert!(tokio::time::timeout(Duration::from_millis(250), views.changed()).await.is_err());
     drop(squatter);
     // No further change is sent: the backoff retry alone must attach it.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            views.changed().await.unwrap();
-            if views.borrow_and_update().listeners.iter().any(|l| l.listener.address.to_string() == "127.0.0.78") {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("the retry attached 127.0.0.78");
+    assert!(
+        view_until(&mut views, Duration::from_secs(10), |v| lists(v, "127.0.0.78")).await,
+        "the retry attached 127.0.0.78"
+    );
     stop_tx.send(()).unwrap();
     task.await.unwrap().shutdown(Duration::from_secs(1)).await;
 }
@@ -237,16 +246,10 @@ async fn a_failed_snapshot_is_read_again_without_another_change() {
     *snapshot.lock().unwrap() = with_wg;
     failures.store(2, std::sync::atomic::Ordering::Relaxed);
     tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            views.changed().await.unwrap();
-            if views.borrow_and_update().listeners.iter().any(|l| l.listener.address.to_string() == "127.0.0.79") {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("127.0.0.79 attached after two failed reads and one change");
+    assert!(
+        view_until(&mut views, Duration::from_secs(10), |v| lists(v, "127.0.0.79")).await,
+        "127.0.0.79 attached after two failed reads and one change"
+    );
     assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
     stop_tx.send(()).unwrap();
     task.await.unwrap().shutdown(Duration::from_secs(1)).await;

@@ -56,6 +56,17 @@ impl Service {
         s
     }
 
+    /// `serve --config DIR/m.toml EXTRA...` with `toml` in that file; the
+    /// file's path too, for a reload to rewrite.
+    fn with_config(dir: &TempDir, toml: &str, extra: &[&str]) -> (std::path::PathBuf, Self) {
+        let cfg = dir.file("m.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let mut cmd = serve(&["--config", cfg.to_str().unwrap()]);
+        cmd.args(extra);
+        let svc = Self::start(&mut cmd, dir.file("stderr"));
+        (cfg, svc)
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
@@ -275,9 +286,7 @@ fn no_access_log_by_default_and_no_colour_off_a_terminal() {
 #[test]
 fn sighup_rereads_the_config_refuses_a_bad_one_and_keeps_serving() {
     let dir = TempDir::new("hup");
-    let cfg = dir.file("m.toml");
-    std::fs::write(&cfg, "log_level = \"info\"\n").unwrap();
-    let svc = Service::start(&mut serve(&["--config", cfg.to_str().unwrap()]), dir.file("stderr"));
+    let (cfg, svc) = Service::with_config(&dir, "log_level = \"info\"\n", &[]);
     std::fs::write(&cfg, "log_level = \"info\"\naccess_log = true\n").unwrap();
     svc.signal("-HUP");
     svc.wait_log("log filter");
@@ -327,9 +336,8 @@ fn a_fatal_error_is_a_json_record_with_json_logs() {
 #[test]
 fn sighup_names_what_needs_a_restart_and_applies_none_of_it() {
     let dir = TempDir::new("hup-restart");
-    let cfg = dir.file("m.toml");
-    std::fs::write(&cfg, "upstream = \"http://127.0.0.1:9\"\n[limits]\nupstream_max_body_bytes = 10\n").unwrap();
-    let svc = Service::start(&mut serve(&["--config", cfg.to_str().unwrap()]), dir.file("stderr"));
+    let (cfg, svc) =
+        Service::with_config(&dir, "upstream = \"http://127.0.0.1:9\"\n[limits]\nupstream_max_body_bytes = 10\n", &[]);
     let post = "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
     std::fs::write(
         &cfg,
@@ -391,17 +399,9 @@ fn status_line(addr: SocketAddr, request: &str, wait: Duration) -> Result<String
 #[test]
 fn sighup_applies_new_connection_and_upstream_limits_without_rebinding() {
     let dir = TempDir::new("hup-limits");
-    let cfg = dir.file("m.toml");
-    let write = |cap: u32, body: u32| {
-        let text = format!("[limits]\nmax_connections = {cap}\nupstream_max_body_bytes = {body}\n");
-        std::fs::write(&cfg, text).unwrap();
-    };
-    write(1, 10);
+    let limits = |cap: u32, body: u32| format!("[limits]\nmax_connections = {cap}\nupstream_max_body_bytes = {body}\n");
     // Nothing listens on port 9: a forwarded request gets 502, a refused one 413.
-    let svc = Service::start(
-        &mut serve(&["--config", cfg.to_str().unwrap(), "--upstream", "http://127.0.0.1:9"]),
-        dir.file("stderr"),
-    );
+    let (cfg, svc) = Service::with_config(&dir, &limits(1, 10), &["--upstream", "http://127.0.0.1:9"]);
     let post = "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
     let line = status_line(svc.addr, post, PROCESS_DEADLINE).unwrap();
     assert!(line.starts_with("HTTP/1.1 413"), "{line}");
@@ -415,7 +415,7 @@ fn sighup_applies_new_connection_and_upstream_limits_without_rebinding() {
     let get = "GET /_meshgate/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     assert!(status_line(svc.addr, get, Duration::from_millis(500)).is_err(), "served past a cap of one");
 
-    write(2, 1000);
+    std::fs::write(&cfg, limits(2, 1000)).unwrap();
     svc.signal("-HUP");
     let log = svc.wait_log("the upstream limits changed: applied");
     assert!(log.contains("the connection limits changed"), "{log}");
