@@ -89,6 +89,83 @@ pub struct FileConfig {
     /// `allow_peers`, resolved through `[peers]` (not a file key).
     #[serde(skip)]
     pub allow_list: AllowList,
+    /// `[[service]]` tables as written, each with its span (for its line).
+    /// Checked by [`parse`](Self::parse); see [`ServiceConfig`].
+    #[serde(default, rename = "service")]
+    pub services: Vec<Spanned<ServiceConfig>>,
+}
+
+/// What a `[[service]]` speaks towards its clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    /// HTTP (the default): token, session or allowed peer; forwarded to an
+    /// `http://` or `unix:` upstream.
+    #[default]
+    Http,
+    /// Plain TCP, admitted by peer identity only, forwarded byte for byte.
+    Tcp,
+    /// TLS terminated here, then plain TCP to the upstream; admitted by peer
+    /// identity only.
+    Tls,
+}
+
+impl ServiceProtocol {
+    /// `http`, `tcp` or `tls`, as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+}
+
+/// One `[[service]]` table as written: a port, an upstream and who may use it.
+/// Unset keys take the top level's value (`bind`, `allow_peers`, `[tls]`,
+/// `[limits]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `name = "postgres"`: how logs, metrics and `explain` call it (unique).
+    pub name: Spanned<String>,
+    /// `port = 5432`: the port it listens on.
+    pub port: Spanned<u16>,
+    /// `protocol = "http" | "tcp" | "tls"` (default `http`).
+    #[serde(default)]
+    pub protocol: ServiceProtocol,
+    /// `upstream = "tcp://127.0.0.1:5432"`, `"http://127.0.0.1:3000"` or
+    /// `"unix:/run/app.sock"`.
+    pub upstream: Spanned<String>,
+    /// `bind = ["wireguard"]`; unset: the top-level `bind`.
+    pub bind: Option<Vec<String>>,
+    /// `allow_peers = ["laptop"]` (names, keys, logins, tags), or `["*"]` for
+    /// every peer of the mesh; unset: the top-level list.
+    pub allow_peers: Option<Vec<Spanned<String>>>,
+    /// `path = "/grafana"` (HTTP only): several HTTP services share a port,
+    /// the longest prefix wins.
+    pub path: Option<Spanned<String>>,
+    /// `proxy_protocol = true` (TCP and TLS only): a PROXY protocol v2 header
+    /// towards the upstream.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// `tls = true | false`: TLS on this service's mesh listeners (HTTP; a
+    /// `tls` service always terminates TLS); unset: as the top level.
+    pub tls: Option<bool>,
+    /// `connect_timeout = 5`: seconds to open a connection to the upstream.
+    pub connect_timeout: Option<f64>,
+    /// `idle_timeout = 3600`: seconds a TCP connection may carry nothing
+    /// either way before it is closed.
+    pub idle_timeout: Option<f64>,
+    /// `max_connections = 512`: this service's cap on open connections.
+    pub max_connections: Option<u64>,
+    /// The allow-list resolved through `[peers]`, when `allow_peers` is set
+    /// and is not `["*"]` (not a file key).
+    #[serde(skip)]
+    pub allow_list: Option<AllowList>,
+    /// `allow_peers = ["*"]`: every peer of the mesh (not a file key).
+    #[serde(skip)]
+    pub allow_any_peer: bool,
 }
 
 /// `[tls]` as written. Relative paths are relative to the config file.
@@ -238,6 +315,7 @@ impl FileConfig {
         let mut config: Self = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.into(), detail: e.to_string().trim_end().to_owned() })?;
         config.validate_peers(text, path)?;
+        config.validate_services(text, path)?;
         Ok(config)
     }
 
@@ -294,6 +372,166 @@ impl FileConfig {
         }
         self.peer_names = names;
         self.allow_list = allow;
+        Ok(())
+    }
+
+    /// Checks every `[[service]]` (names, upstreams, keys that fit the
+    /// protocol, two services on one port) and resolves its `allow_peers`.
+    fn validate_services(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let line_at = |at: usize| text.get(..at).map_or(0, |t| t.matches('\n').count() + 1);
+        let err = |at: usize, key: String, value: String, detail: String| ConfigError::ValueAt {
+            path: path.into(),
+            line: line_at(at),
+            key,
+            value,
+            detail,
+        };
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for i in 0..self.services.len() {
+            let table_at = self.services[i].span().start;
+            let s = self.services[i].get_ref().clone();
+            let name = s.name.get_ref().clone();
+            let key = |k: &str| format!("service.{name}.{k}");
+            let name_ok = !name.is_empty()
+                && name.len() <= 63
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !name_ok {
+                return Err(err(
+                    s.name.span().start,
+                    "service.name".into(),
+                    name,
+                    "expected 1 to 63 letters, digits, '.', '_' or '-' (the name is a metric label)".into(),
+                ));
+            }
+            if let Some(first) = seen.insert(name.clone(), line_at(table_at)) {
+                return Err(err(
+                    s.name.span().start,
+                    "service.name".into(),
+                    name,
+                    format!("duplicate: a service of that name is on line {first}; give each service its own name"),
+                ));
+            }
+            if *s.port.get_ref() == 0 {
+                return Err(err(
+                    s.port.span().start,
+                    key("port"),
+                    "0".into(),
+                    "expected a port from 1 to 65535".into(),
+                ));
+            }
+            let up = s.upstream.get_ref();
+            let scheme_ok = match s.protocol {
+                ServiceProtocol::Http => up.starts_with("http://") || up.starts_with("unix:"),
+                ServiceProtocol::Tcp | ServiceProtocol::Tls => up.starts_with("tcp://") || up.starts_with("unix:"),
+            };
+            if !scheme_ok {
+                let want = match s.protocol {
+                    ServiceProtocol::Http => "http://HOST:PORT or unix:/PATH",
+                    _ => "tcp://HOST:PORT or unix:/PATH",
+                };
+                return Err(err(
+                    s.upstream.span().start,
+                    key("upstream"),
+                    up.clone(),
+                    format!("{} {} service forwards to {want}", if s.protocol == ServiceProtocol::Http { "an" } else { "a" }, s.protocol.as_str()),
+                ));
+            }
+            if let Some(p) = &s.path {
+                if s.protocol != ServiceProtocol::Http {
+                    return Err(err(
+                        p.span().start,
+                        key("path"),
+                        p.get_ref().clone(),
+                        format!("path is for HTTP services; a {} service has a port of its own", s.protocol.as_str()),
+                    ));
+                }
+                if !p.get_ref().starts_with('/') || p.get_ref().contains(['?', '#', ' ']) {
+                    return Err(err(
+                        p.span().start,
+                        key("path"),
+                        p.get_ref().clone(),
+                        "expected a path prefix such as /grafana".into(),
+                    ));
+                }
+            }
+            if s.proxy_protocol && s.protocol == ServiceProtocol::Http {
+                return Err(err(
+                    table_at,
+                    key("proxy_protocol"),
+                    "true".into(),
+                    "proxy_protocol is for tcp and tls services; an HTTP upstream gets X-Forwarded-For and Meshgate-Peer-* headers".into(),
+                ));
+            }
+            for (k, v) in [("connect_timeout", s.connect_timeout), ("idle_timeout", s.idle_timeout)] {
+                if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= 31_536_000.0)) {
+                    return Err(err(table_at, key(k), v.to_string(), "expected seconds, more than 0 (e.g. 5 or 0.5)".into()));
+                }
+            }
+            if s.max_connections == Some(0) {
+                return Err(err(table_at, key("max_connections"), "0".into(), "expected at least 1".into()));
+            }
+            let mut allow_list = None;
+            let mut allow_any = false;
+            if let Some(entries) = &s.allow_peers {
+                if entries.iter().any(|e| e.get_ref() == "*") {
+                    if entries.len() > 1 {
+                        let e = entries.iter().find(|e| e.get_ref() != "*").unwrap_or(&entries[0]);
+                        return Err(err(
+                            e.span().start,
+                            key("allow_peers"),
+                            e.get_ref().clone(),
+                            "\"*\" admits every peer of the mesh and stands alone; list peers or write [\"*\"]".into(),
+                        ));
+                    }
+                    allow_any = true;
+                } else {
+                    let mut list = AllowList::default();
+                    for e in entries {
+                        let one = AllowList::resolve(&self.peer_names, [e.get_ref().as_str()]).map_err(|x| {
+                            let detail = match x {
+                                crate::wgpeer::PeerNameError::UnknownPeer { known, .. } => format!(
+                                    "not a [peers] name, a 44-character base64 WireGuard key, a tailnet login (user@example.com), a tag (tag:NAME) nor \"*\"; {known}"
+                                ),
+                                other => other.to_string(),
+                            };
+                            err(e.span().start, key("allow_peers"), e.get_ref().clone(), detail)
+                        })?;
+                        list.extend(&one);
+                    }
+                    allow_list = Some(list);
+                }
+            }
+            let slot = self.services[i].get_mut();
+            slot.allow_list = allow_list;
+            slot.allow_any_peer = allow_any;
+        }
+        // Two services on one port and the same bind: one socket cannot be both,
+        // unless both are HTTP with different paths.
+        for (i, a) in self.services.iter().enumerate() {
+            for b in &self.services[..i] {
+                let (a, b) = (a.get_ref(), b.get_ref());
+                if a.port.get_ref() != b.port.get_ref() || a.bind.as_ref().unwrap_or(&Vec::new()) != b.bind.as_ref().unwrap_or(&Vec::new()) {
+                    continue;
+                }
+                let paths = (a.path.as_ref().map(|p| p.get_ref()), b.path.as_ref().map(|p| p.get_ref()));
+                let shareable = a.protocol == ServiceProtocol::Http
+                    && b.protocol == ServiceProtocol::Http
+                    && paths.0 != paths.1;
+                if !shareable {
+                    return Err(err(
+                        a.port.span().start,
+                        format!("service.{}.port", a.name.get_ref()),
+                        a.port.get_ref().to_string(),
+                        format!(
+                            "services {:?} and {:?} both listen on port {} on the same bind; give one another port (only HTTP services with different paths share one)",
+                            b.name.get_ref(),
+                            a.name.get_ref(),
+                            a.port.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -498,5 +736,56 @@ mod tests {
         assert!(e.contains("keep_underscore") && e.contains("line 2"), "{e}");
         let e = FileConfig::parse("[headers]\nkeep_underscores = \"yes\"\n", Path::new("c")).unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn services_parse_with_their_defaults_and_allow_lists() {
+        let text = format!(
+            "bind = [\"wireguard\"]\n[peers]\nlaptop = \"{LAPTOP}\"\n\n[[service]]\nname = \"postgres\"\nport = 5432\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:5432\"\nallow_peers = [\"laptop\"]\nproxy_protocol = true\n\n[[service]]\nname = \"mqtt\"\nport = 8883\nprotocol = \"tls\"\nupstream = \"tcp://127.0.0.1:1883\"\nallow_peers = [\"*\"]\n\n[[service]]\nname = \"grafana\"\nport = 80\npath = \"/grafana\"\nupstream = \"http://127.0.0.1:3000\"\n\n[[service]]\nname = \"dash\"\nport = 80\nupstream = \"unix:/run/dash.sock\"\n"
+        );
+        let c = FileConfig::parse(&text, Path::new("c")).unwrap();
+        assert_eq!(c.services.len(), 4);
+        let pg = c.services[0].get_ref();
+        assert_eq!((pg.name.get_ref().as_str(), *pg.port.get_ref(), pg.protocol), ("postgres", 5432, ServiceProtocol::Tcp));
+        assert!(pg.proxy_protocol && !pg.allow_any_peer);
+        assert!(pg.allow_list.as_ref().unwrap().allows(&LAPTOP.parse().unwrap()));
+        let mqtt = c.services[1].get_ref();
+        assert!(mqtt.allow_any_peer && mqtt.allow_list.is_none() && mqtt.protocol == ServiceProtocol::Tls);
+        let grafana = c.services[2].get_ref();
+        assert_eq!(grafana.protocol, ServiceProtocol::Http);
+        assert!(grafana.allow_peers.is_none() && grafana.bind.is_none());
+    }
+
+    /// Every service error names the file, the line and the service's key.
+    #[test]
+    fn service_errors_name_file_line_and_key() {
+        let svc = |body: &str| format!("port = 1\n\n[[service]]\n{body}");
+        let cases = [
+            (svc("name = \"pg\"\nport = 5432\nprotocol = \"tcp\"\nupstream = \"http://127.0.0.1:5432\"\n"), 7, "service.pg.upstream", "a tcp service forwards to tcp://HOST:PORT"),
+            (svc("name = \"web\"\nport = 80\nupstream = \"tcp://127.0.0.1:3000\"\n"), 6, "service.web.upstream", "an http"),
+            (svc("name = \"pg\"\nport = 5432\nprotocol = \"tcp\"\npath = \"/x\"\nupstream = \"tcp://h:1\"\n"), 7, "service.pg.path", "path is for HTTP services"),
+            (svc("name = \"pg sql\"\nport = 5432\nupstream = \"http://h:1\"\n"), 4, "service.name", "letters, digits"),
+            (svc("name = \"pg\"\nport = 0\nupstream = \"http://h:1\"\n"), 5, "service.pg.port", "from 1 to 65535"),
+            (svc("name = \"pg\"\nport = 5432\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\nallow_peers = [\"lapotp\"]\n"), 8, "service.pg.allow_peers", "nor \"*\""),
+            (svc("name = \"pg\"\nport = 5432\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\nallow_peers = [\"*\", \"tag:x\"]\n"), 8, "service.pg.allow_peers", "stands alone"),
+            (svc("name = \"a\"\nport = 22\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\n[[service]]\nname = \"a\"\nport = 23\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\n"), 9, "service.name", "duplicate: a service of that name is on line 3"),
+            (svc("name = \"ssh\"\nport = 22\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\n[[service]]\nname = \"web\"\nport = 22\nupstream = \"http://h:1\"\n"), 10, "service.web.port", "services \"ssh\" and \"web\" both listen on port 22"),
+            (svc("name = \"a\"\nport = 80\nupstream = \"http://h:1\"\n[[service]]\nname = \"b\"\nport = 80\nupstream = \"http://h:2\"\n"), 9, "service.b.port", "only HTTP services with different paths"),
+        ];
+        for (text, line, key, detail) in cases {
+            let e = FileConfig::parse(&text, Path::new("/etc/m.toml")).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(&e, ConfigError::ValueAt { line: l, .. } if *l == line), "{text:?}: {msg}");
+            assert!(msg.starts_with(&format!("config file /etc/m.toml, line {line}: {key} = ")), "{msg}");
+            assert!(msg.contains(detail), "{msg}");
+        }
+        // Two HTTP services on one port with different paths share it.
+        let ok = svc("name = \"a\"\nport = 80\nupstream = \"http://h:1\"\n[[service]]\nname = \"b\"\nport = 80\npath = \"/b\"\nupstream = \"http://h:2\"\n");
+        FileConfig::parse(&ok, Path::new("c")).unwrap();
+        // Typos and unknown protocols are toml's errors, with their line.
+        let e = FileConfig::parse(&svc("name = \"a\"\nport = 1\nupstream = \"http://h:1\"\nallow_peer = []\n"), Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("allow_peer") && e.contains("line 7"), "{e}");
+        let e = FileConfig::parse(&svc("name = \"a\"\nport = 1\nprotocol = \"udp\"\nupstream = \"tcp://h:1\"\n"), Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("udp") && e.contains("line 6"), "{e}");
     }
 }

@@ -20,6 +20,7 @@ use super::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
 use super::limits::ServerLimits;
 use super::metrics::IdleCount;
 use super::proxy::Proxy;
+use super::tcp::{tcp_accept_loop, TcpHandler, TcpListen};
 use super::token::Token;
 use super::workers::Workers;
 use crate::tls::{SelfSigned, TlsAcceptor};
@@ -138,6 +139,9 @@ pub struct ListenerSet {
     fallback: (bool, Option<String>),
     direct: Option<Direct>,
     workers: Option<Workers>,
+    /// A TCP or TLS service's forwarder: its listeners run the TCP accept
+    /// loop instead of the HTTP one.
+    tcp: Option<Arc<TcpHandler>>,
 }
 
 impl std::fmt::Debug for ListenerSet {
@@ -158,7 +162,20 @@ impl ListenerSet {
             direct: None,
             tls: None,
             workers: None,
+            tcp: None,
         }
+    }
+
+    /// Serves listeners attached from now on with the TCP forwarder
+    /// `handler` (a `tcp` or `tls` service) instead of the HTTP stack. A
+    /// `tls` service's acceptor is the set's TLS, on every listener.
+    pub fn set_tcp(&mut self, handler: Arc<TcpHandler>) {
+        self.tcp = Some(handler);
+    }
+
+    /// The TCP forwarder, when the set serves a TCP or TLS service.
+    pub fn tcp(&self) -> Option<&Arc<TcpHandler>> {
+        self.tcp.as_ref()
     }
 
     /// Puts `limits` in force on every listener of the set, open or to come,
@@ -257,6 +274,9 @@ impl ListenerSet {
             move |listener| Listen { listener, app, ctx, interface, state, admission, direct, tls, workers }
         };
         let socket = bound.socket;
+        if let Some(handler) = self.tcp.clone() {
+            return self.attach_tcp(bound.listener, socket, ctx, handler, local, stop, stopped);
+        }
         let task = match self.workers.as_ref().filter(|w| w.here().is_none()) {
             // No workers, or called on one of them (an embedder's handler):
             // the loop runs right here, registered now (waiting for a worker
@@ -281,6 +301,48 @@ impl ListenerSet {
         };
         self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
         // Published before the caller announces it, so /status and /ws never lag the log.
+        self.publish();
+        Ok(local)
+    }
+
+    /// `attach` for a TCP or TLS service's listener: the same hand-off to a
+    /// worker, the TCP accept loop.
+    #[allow(clippy::too_many_arguments)]
+    fn attach_tcp(
+        &mut self,
+        listener: Listener,
+        socket: std::net::TcpListener,
+        ctx: ListenerCtx,
+        handler: Arc<TcpHandler>,
+        local: SocketAddr,
+        stop: oneshot::Sender<()>,
+        stopped: oneshot::Receiver<()>,
+    ) -> io::Result<SocketAddr> {
+        let (interface, state, admission, workers) = (
+            listener.interface.as_deref().map(Arc::from),
+            self.state.clone(),
+            self.admission.clone(),
+            self.workers.clone(),
+        );
+        let listen = move |listener| TcpListen { listener, ctx, interface, state, admission, handler, workers };
+        let task = match self.workers.as_ref().filter(|w| w.here().is_none()) {
+            None => tokio::spawn(tcp_accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped)),
+            Some(workers) => {
+                let (ready, registered) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+                let task = workers.spawn_on(workers.pick_for_listener(), async move {
+                    match tokio::net::TcpListener::from_std(socket) {
+                        Ok(l) => {
+                            let _ = ready.send(Ok(()));
+                            tcp_accept_loop(listen(l), stopped).await;
+                        }
+                        Err(e) => drop(ready.send(Err(e))),
+                    }
+                });
+                registered.recv().map_err(|_| io::Error::other("the connection thread is gone"))??;
+                task
+            }
+        };
+        self.live.insert(listener.socket_addr(), Live { listener, since: unix_now(), local, stop, task });
         self.publish();
         Ok(local)
     }
