@@ -166,6 +166,10 @@ pub struct ServiceConfig {
     /// `allow_peers = ["*"]`: every peer of the mesh (not a file key).
     #[serde(skip)]
     pub allow_any_peer: bool,
+    /// The line its `[[service]]` table starts on (not a file key), for
+    /// errors found after parsing.
+    #[serde(skip)]
+    pub line: usize,
 }
 
 /// `[tls]` as written. Relative paths are relative to the config file.
@@ -433,7 +437,11 @@ impl FileConfig {
                     s.upstream.span().start,
                     key("upstream"),
                     up.clone(),
-                    format!("{} {} service forwards to {want}", if s.protocol == ServiceProtocol::Http { "an" } else { "a" }, s.protocol.as_str()),
+                    format!(
+                        "{} {} service forwards to {want}",
+                        if s.protocol == ServiceProtocol::Http { "an" } else { "a" },
+                        s.protocol.as_str()
+                    ),
                 ));
             }
             if let Some(p) = &s.path {
@@ -464,7 +472,12 @@ impl FileConfig {
             }
             for (k, v) in [("connect_timeout", s.connect_timeout), ("idle_timeout", s.idle_timeout)] {
                 if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= 31_536_000.0)) {
-                    return Err(err(table_at, key(k), v.to_string(), "expected seconds, more than 0 (e.g. 5 or 0.5)".into()));
+                    return Err(err(
+                        table_at,
+                        key(k),
+                        v.to_string(),
+                        "expected seconds, more than 0 (e.g. 5 or 0.5)".into(),
+                    ));
                 }
             }
             if s.max_connections == Some(0) {
@@ -504,19 +517,21 @@ impl FileConfig {
             let slot = self.services[i].get_mut();
             slot.allow_list = allow_list;
             slot.allow_any_peer = allow_any;
+            slot.line = line_at(table_at);
         }
         // Two services on one port and the same bind: one socket cannot be both,
         // unless both are HTTP with different paths.
         for (i, a) in self.services.iter().enumerate() {
             for b in &self.services[..i] {
                 let (a, b) = (a.get_ref(), b.get_ref());
-                if a.port.get_ref() != b.port.get_ref() || a.bind.as_ref().unwrap_or(&Vec::new()) != b.bind.as_ref().unwrap_or(&Vec::new()) {
+                if a.port.get_ref() != b.port.get_ref()
+                    || a.bind.as_ref().unwrap_or(&Vec::new()) != b.bind.as_ref().unwrap_or(&Vec::new())
+                {
                     continue;
                 }
                 let paths = (a.path.as_ref().map(|p| p.get_ref()), b.path.as_ref().map(|p| p.get_ref()));
-                let shareable = a.protocol == ServiceProtocol::Http
-                    && b.protocol == ServiceProtocol::Http
-                    && paths.0 != paths.1;
+                let shareable =
+                    a.protocol == ServiceProtocol::Http && b.protocol == ServiceProtocol::Http && paths.0 != paths.1;
                 if !shareable {
                     return Err(err(
                         a.port.span().start,
@@ -746,7 +761,10 @@ mod tests {
         let c = FileConfig::parse(&text, Path::new("c")).unwrap();
         assert_eq!(c.services.len(), 4);
         let pg = c.services[0].get_ref();
-        assert_eq!((pg.name.get_ref().as_str(), *pg.port.get_ref(), pg.protocol), ("postgres", 5432, ServiceProtocol::Tcp));
+        assert_eq!(
+            (pg.name.get_ref().as_str(), *pg.port.get_ref(), pg.protocol),
+            ("postgres", 5432, ServiceProtocol::Tcp)
+        );
         assert!(pg.proxy_protocol && !pg.allow_any_peer);
         assert!(pg.allow_list.as_ref().unwrap().allows(&LAPTOP.parse().unwrap()));
         let mqtt = c.services[1].get_ref();
@@ -783,9 +801,19 @@ mod tests {
         let ok = svc("name = \"a\"\nport = 80\nupstream = \"http://h:1\"\n[[service]]\nname = \"b\"\nport = 80\npath = \"/b\"\nupstream = \"http://h:2\"\n");
         FileConfig::parse(&ok, Path::new("c")).unwrap();
         // Typos and unknown protocols are toml's errors, with their line.
-        let e = FileConfig::parse(&svc("name = \"a\"\nport = 1\nupstream = \"http://h:1\"\nallow_peer = []\n"), Path::new("c")).unwrap_err().to_string();
+        let e = FileConfig::parse(
+            &svc("name = \"a\"\nport = 1\nupstream = \"http://h:1\"\nallow_peer = []\n"),
+            Path::new("c"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("allow_peer") && e.contains("line 7"), "{e}");
-        let e = FileConfig::parse(&svc("name = \"a\"\nport = 1\nprotocol = \"udp\"\nupstream = \"tcp://h:1\"\n"), Path::new("c")).unwrap_err().to_string();
+        let e = FileConfig::parse(
+            &svc("name = \"a\"\nport = 1\nprotocol = \"udp\"\nupstream = \"tcp://h:1\"\n"),
+            Path::new("c"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("udp") && e.contains("line 6"), "{e}");
     }
 }

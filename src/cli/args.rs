@@ -196,12 +196,39 @@ pub struct ServeArgs {
     /// token, a session or an allowed peer identity [default: 16].
     #[arg(help_heading = "Limits", long, value_name = "N", value_parser = values::parse_connections)]
     pub max_unauthenticated_per_address: Option<usize>,
+    /// Forward TCP port PORT on the bind's addresses to UPSTREAM
+    /// (tcp://HOST:PORT, HOST:PORT or unix:/PATH), admitting only the peers
+    /// of the allow-list (--allow-peer); named tcp-PORT. Repeatable. More
+    /// services: [[service]] tables in the config file.
+    #[arg(help_heading = "Services", long = "tcp", value_name = "PORT=UPSTREAM", value_parser = parse_tcp)]
+    pub tcp: Vec<(u16, String)>,
     /// HTTPS.
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `--tcp PORT=UPSTREAM`: the port and the upstream as `tcp://HOST:PORT` or
+/// `unix:/PATH` (a bare `HOST:PORT` is TCP).
+pub(crate) fn parse_tcp(value: &str) -> Result<(u16, String), String> {
+    let hint = "expected PORT=UPSTREAM, e.g. 5432=tcp://127.0.0.1:5432, 5432=127.0.0.1:5432 or 5432=unix:/run/postgresql/.s.PGSQL.5432";
+    let (port, upstream) = value.split_once('=').ok_or_else(|| format!("{value:?}: {hint}"))?;
+    let port: u16 = port
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{value:?}: the port {port:?} is not 1 to 65535; {hint}"))?;
+    let upstream = upstream.trim();
+    let upstream = if upstream.starts_with("tcp://") || upstream.starts_with("unix:") {
+        upstream.to_owned()
+    } else {
+        format!("tcp://{upstream}")
+    };
+    crate::gateway::Target::parse(&upstream).map_err(|e| format!("{value:?}: {e}"))?;
+    Ok((port, upstream))
 }
 
 /// Logging (`serve`'s options).

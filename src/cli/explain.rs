@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::args::{ExplainArgs, TlsArgs};
 use super::error::CliError;
-use super::settings::{load_token, peer_rules, registry, settings};
-use crate::gateway::check_auth;
+use super::settings::{load_token, peer_rules, registry, services, settings, ServiceTls};
+use crate::gateway::{check_auth, PeerAccess, Service, UpstreamLimits};
 
 /// Runs `explain`: resolve on this host and print why. Returns the text to
 /// print; with nothing to bind (exit 69) the answer still goes to stdout
@@ -36,8 +36,36 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
             None => e.to_string(),
         });
     let tls = Tls::of(&args.serve.tls, file.map(|(_, f)| f));
+    // Each service: where it would listen, who may use it, why it would be refused.
+    let mut seen = Vec::new();
+    let mut refused_service = None;
+    for svc in services(&args.serve, file, UpstreamLimits::default(), ServiceTls::Explain)? {
+        let selectors = match svc.bind_selectors() {
+            Some(raw) => meshgate_core::parse_selectors(
+                raw,
+                &registry.names(),
+                s.file.as_ref().and_then(|(_, f)| f.host.as_deref()),
+            )?,
+            None => s.selectors.clone(),
+        };
+        let mut options = s.resolve.clone();
+        options.port = svc.port();
+        let r = resolve(registry, &selectors, &snapshot, &options);
+        let refused = svc.check_exposure(&selectors, !peers.allow.is_empty()).err();
+        if refused_service.is_none() {
+            refused_service = refused.clone();
+        }
+        seen.push(ServiceView { service: svc, res: r, refused });
+    }
     let text = if args.json {
-        explain_json_with(&res, needs_token.as_deref(), tls)
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&explain_json_with(&res, needs_token.as_deref(), tls)).unwrap_or_default();
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("services".into(), seen.iter().map(ServiceView::json).collect());
+        }
+        let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        out.push('\n');
+        out
     } else {
         let mut t = explain_text(&res);
         for l in res.listeners.iter().filter(|l| tls.covers(l)) {
@@ -46,13 +74,84 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
         if let Some(why) = &needs_token {
             let _ = writeln!(t, "token: needed; serve would stop here: {why}");
         }
+        for v in &seen {
+            v.text(&mut t);
+        }
         t
     };
+    if let Some(why) = refused_service {
+        return Err(CliError::WithAnswer { answer: text, error: Box::new(CliError::Refused(why)) });
+    }
     if res.nothing_to_bind() {
         let error = CliError::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing to bind".into()));
         return Err(CliError::WithAnswer { answer: text, error: Box::new(error) });
     }
     Ok(text)
+}
+
+/// One service as `explain` shows it.
+struct ServiceView {
+    service: Service,
+    res: Resolution,
+    refused: Option<String>,
+}
+
+impl ServiceView {
+    fn access(&self) -> String {
+        match self.service.peer_access() {
+            PeerAccess::Inherit => "the top-level allow-list".into(),
+            PeerAccess::AnyPeer => {
+                "every peer of the mesh (allow_peers = [\"*\"]: no per-peer identity is checked)".into()
+            }
+            PeerAccess::Peers(list) => {
+                format!("its own allow-list ({} WireGuard key(s), and tailnet logins/tags)", list.len())
+            }
+        }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.res
+            .listeners
+            .iter()
+            .map(|l| {
+                let addr = if l.address.addr.is_ipv6() { format!("[{}]", l.address) } else { l.address.to_string() };
+                format!("{}://{addr}:{}", self.service.protocol(), l.port)
+            })
+            .collect()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let s = &self.service;
+        json!({
+            "name": s.name(),
+            "protocol": s.protocol().as_str(),
+            "port": s.port(),
+            "upstream": s.upstream_text(),
+            "path": s.path_prefix(),
+            "proxy_protocol": s.sends_proxy_protocol(),
+            "bind": self.res.selectors,
+            "access": self.access(),
+            "any_peer": *s.peer_access() == PeerAccess::AnyPeer,
+            "listeners": self.urls(),
+            "fallback": self.res.fallback_reason,
+            "refused": self.refused,
+        })
+    }
+
+    fn text(&self, out: &mut String) {
+        let s = &self.service;
+        let _ = writeln!(out, "service {} ({}, port {}) -> {}:", s.name(), s.protocol(), s.port(), s.upstream_text());
+        let _ = writeln!(out, "  bind {}; who: {}", self.res.selectors.join(" + "), self.access());
+        for (u, l) in self.urls().iter().zip(&self.res.listeners) {
+            let _ = writeln!(out, "  {u}  ({}): {}", l.provider, l.reason);
+        }
+        if let Some(r) = &self.res.fallback_reason {
+            let _ = writeln!(out, "  fallback: {r}");
+        }
+        if let Some(why) = &self.refused {
+            let _ = writeln!(out, "  refused; serve would stop here: {why}");
+        }
+    }
 }
 
 /// The `explain --json` document (one object and a newline).

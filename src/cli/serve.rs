@@ -15,7 +15,7 @@ use super::logging;
 use super::notify;
 use super::print::{event_line, say};
 use super::reload::{Live, Loaded};
-use super::settings::{browser_policy, registry, settings, tls_setup};
+use super::settings::{browser_policy, registry, services, settings, tls_setup, ServiceTls};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
     app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
@@ -92,6 +92,14 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let tailnet = TailnetPeers::with_rules(rules.clone());
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
     let tls = tls_setup(&args.tls, file)?;
+    let services = services(args, file, options.upstream_limits, ServiceTls::Serve(tls.as_ref().map(|t| &t.https)))?;
+    for s in services.iter().filter(|s| *s.peer_access() == crate::gateway::PeerAccess::AnyPeer) {
+        tracing::warn!(
+            service = %s.name(),
+            "allow_peers = [\"*\"]: every peer of the mesh may use service {:?}, identified or not",
+            s.name()
+        );
+    }
     #[cfg(unix)]
     if let Some((before, now)) = raise_open_files_limit() {
         tracing::debug!(before, now, "open files limit (soft)");
@@ -112,6 +120,23 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         move |event: &Event| {
             if let Some(line) = event_line(event) {
                 say(&line);
+            }
+            match event {
+                Event::ServiceListening { service, protocol, listener, .. } => {
+                    say(&format!(
+                        "service {service}: listening on {protocol}://{} ({})",
+                        display_addr(listener),
+                        listener.provider
+                    ));
+                }
+                Event::ServiceStopped { service, protocol, listener } => {
+                    say(&format!(
+                        "service {service}: stopped listening on {protocol}://{} ({}: no longer matched)",
+                        display_addr(listener),
+                        listener.provider
+                    ));
+                }
+                _ => {}
             }
             let mut open = listeners.lock().unwrap_or_else(|e| e.into_inner());
             match event {
@@ -143,6 +168,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .source(source)
         .peer_lookup(peers, allows_any)
         .workers(workers)
+        .services(services)
         .on_event(on_event);
     let mut tls_stats = None;
     let mut reloader = None;

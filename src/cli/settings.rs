@@ -489,3 +489,135 @@ mod tests {
         assert_eq!(default_config_path(false, none), None);
     }
 }
+
+/// Where `tls` services get their acceptor: `serve` passes the top level's
+/// TLS (none: a `tls` service is refused), `explain` opens no key.
+pub(crate) enum ServiceTls<'a> {
+    /// `serve`: the top level's HTTPS, if configured.
+    Serve(Option<&'a Https>),
+    /// `explain`: no acceptor is made.
+    Explain,
+}
+
+/// The services `serve` runs besides the top-level one: `--tcp PORT=UPSTREAM`
+/// flags (named `tcp-PORT`, the top level's bind and allow-list) and the
+/// config file's `[[service]]` tables. A bad value is exit 78 naming the
+/// file, line and key.
+pub(crate) fn services(
+    args: &ServeArgs,
+    file: Option<(&Path, &FileConfig)>,
+    upstream_limits: UpstreamLimits,
+    tls: ServiceTls<'_>,
+) -> Result<Vec<crate::gateway::Service>, CliError> {
+    use crate::gateway::{PeerAccess, Protocol, Service};
+    use meshgate_core::config::ServiceProtocol;
+    let mut out = Vec::new();
+    for (port, upstream) in &args.tcp {
+        let name = format!("tcp-{port}");
+        let s = Service::tcp(&name, *port, upstream)
+            .map_err(|e| CliError::BadFlag(format!("--tcp {port}={upstream}: {e}")))?;
+        out.push(s);
+    }
+    let Some((path, f)) = file else { return Ok(out) };
+    let no_alpn = |https: &Https| {
+        // A TLS-terminated TCP service speaks whatever the client speaks
+        // inside: no HTTP ALPN, or a client offering its own (mqtt) is refused.
+        let mut config = (**https.acceptor.config()).clone();
+        config.alpn_protocols.clear();
+        Arc::new(TlsAcceptor::from_config(Arc::new(config)))
+    };
+    let registry = registry()?;
+    let names = registry.names();
+    for spanned in &f.services {
+        let c = spanned.get_ref();
+        let name = c.name.get_ref().as_str();
+        let bad = |key: &str, value: String, detail: String| -> CliError {
+            ConfigError::ValueAt {
+                path: path.into(),
+                line: c.line,
+                key: format!("service.{name}.{key}"),
+                value,
+                detail,
+            }
+            .into()
+        };
+        let upstream = c.upstream.get_ref().as_str();
+        let mut s = match c.protocol {
+            ServiceProtocol::Http => {
+                let u = Upstream::parse(upstream).map_err(|e| bad("upstream", upstream.into(), e.detail))?;
+                let mut limits = upstream_limits;
+                if let Some(t) = c.connect_timeout {
+                    limits = limits.with_connect_timeout(Duration::from_secs_f64(t));
+                }
+                Service::http(name, *c.port.get_ref(), u).map(|s| s.upstream_limits(limits))
+            }
+            ServiceProtocol::Tcp | ServiceProtocol::Tls => Service::tcp(name, *c.port.get_ref(), upstream),
+        }
+        .map_err(|e| bad("upstream", upstream.into(), e.to_string()))?;
+        if c.protocol == ServiceProtocol::Tls {
+            match &tls {
+                ServiceTls::Serve(Some(https)) => s = s.with_tls(no_alpn(https)),
+                ServiceTls::Serve(None) => {
+                    return Err(bad(
+                        "protocol",
+                        "tls".into(),
+                        "a tls service terminates TLS with the top level's certificate: set [tls] cert and key (or self_signed = true), or --tls-cert/--tls-key".into(),
+                    ))
+                }
+                ServiceTls::Explain => {}
+            }
+            s.protocol = Protocol::Tls;
+        }
+        if c.protocol == ServiceProtocol::Http && c.tls == Some(true) {
+            match &tls {
+                ServiceTls::Serve(Some(https)) => s = s.with_tls(https.acceptor.clone()),
+                ServiceTls::Serve(None) => {
+                    return Err(bad(
+                        "tls",
+                        "true".into(),
+                        "set [tls] cert and key (or self_signed = true) for the certificate it serves".into(),
+                    ))
+                }
+                ServiceTls::Explain => {}
+            }
+        }
+        if let Some(raw) = &c.bind {
+            let host = f.host.as_deref();
+            parse_selectors(raw, &names, host).map_err(|e| bad("bind", raw.join(","), e.to_string()))?;
+            s = s.bind(raw.iter().cloned());
+        }
+        if c.allow_any_peer {
+            s = s.access(PeerAccess::AnyPeer);
+        } else if let Some(list) = &c.allow_list {
+            s = s.access(PeerAccess::Peers(list.clone()));
+        }
+        if let Some(p) = &c.path {
+            s = s.path(p.get_ref().clone());
+        }
+        s = s.proxy_protocol(c.proxy_protocol);
+        if let Some(t) = c.connect_timeout {
+            s = s.connect_timeout(Duration::from_secs_f64(t));
+        }
+        if let Some(t) = c.idle_timeout {
+            s = s.idle_timeout(Duration::from_secs_f64(t));
+        }
+        if let Some(n) = c.max_connections {
+            s = s.max_connections(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(clash) =
+            out.iter().find(|o: &&Service| o.port() == s.port() && o.bind_selectors().is_none() && c.bind.is_none())
+        {
+            return Err(bad(
+                "port",
+                s.port().to_string(),
+                format!(
+                    "services {:?} (--tcp) and {name:?} both listen on port {}; give one another port",
+                    clash.name(),
+                    s.port()
+                ),
+            ));
+        }
+        out.push(s);
+    }
+    Ok(out)
+}

@@ -67,7 +67,9 @@ use super::limits::ServerLimits;
 use super::listeners::{Https, ListenerSet};
 use super::proxy::Proxy;
 use super::routes::{meshgate_routes_at, upstream_app};
+use super::service::{loopback_only, PeerAccess, Protocol, Service, ServicePeers};
 use super::signal::shutdown_signal;
+use super::tcp::TcpHandler;
 use super::token::Token;
 use super::workers::Workers;
 
@@ -104,6 +106,7 @@ impl Gateway {
             watcher: None,
             events: None,
             workers: None,
+            services: Vec::new(),
         }
     }
 }
@@ -146,6 +149,7 @@ pub struct GatewayBuilder<'a> {
     watcher: Option<Box<dyn Watcher>>,
     events: Option<EventSink>,
     workers: Option<Workers>,
+    services: Vec<Service>,
 }
 
 impl std::fmt::Debug for GatewayBuilder<'_> {
@@ -158,6 +162,7 @@ impl std::fmt::Debug for GatewayBuilder<'_> {
             .field("follow", &self.follow)
             .field("limits", &self.limits)
             .field("open_paths", &self.open_paths)
+            .field("services", &self.services)
             .finish_non_exhaustive()
     }
 }
@@ -319,6 +324,24 @@ impl<'a> GatewayBuilder<'a> {
         self
     }
 
+    /// Also runs `service` ([`Service::tcp`], [`Service::http`], ...) on
+    /// its own port, with its own listeners (its bind, or this builder's),
+    /// next to the top-level one. Everything the top level has (workers,
+    /// follow, the peer lookup, limits) serves it too. Checked at start: a
+    /// TCP or TLS service off loopback with no allow-list is refused
+    /// ([`Error::Refused`], naming it), as are two services on one address
+    /// and port.
+    pub fn service(mut self, service: Service) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// [`service`](Self::service) for each.
+    pub fn services(mut self, services: impl IntoIterator<Item = Service>) -> Self {
+        self.services.extend(services);
+        self
+    }
+
     /// Learn of interface changes from this watcher instead of the host's.
     pub fn watcher(mut self, watcher: Box<dyn Watcher>) -> Self {
         self.watcher = Some(watcher);
@@ -434,8 +457,18 @@ impl<'a> GatewayBuilder<'a> {
             return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
         }
         check_auth(&selectors, &res, self.token.as_ref(), self.peers.is_some() && self.peers_allow)?;
+        let planned = self.plan_services(registry, &selectors, &snapshot, &res)?;
 
         let bound = bind_all(&res.listeners)?;
+        // All or nothing across the services too: a failure drops every
+        // socket bound so far.
+        let mut service_bound = Vec::with_capacity(planned.len());
+        for p in &planned {
+            service_bound.push(
+                bind_all(&p.res.listeners).map_err(|e| Error::Refused(format!("service {:?}: {e}", p.service.name)))?,
+            );
+        }
+        let service_workers = self.workers.clone();
         let mut state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone())
             .with_browser_policy(self.browser.clone())
             .with_max_body_bytes(self.limits.max_body_bytes);
@@ -482,8 +515,170 @@ impl<'a> GatewayBuilder<'a> {
             follow::emit(events.as_ref(), Event::Listening { listener, tls });
         }
         set.publish();
+        let mut services = Vec::with_capacity(planned.len());
+        for (p, bound) in planned.into_iter().zip(service_bound) {
+            services.push(self.start_service(p, bound, service_workers.clone(), events.as_ref())?);
+        }
         let follow = if self.follow { watcher.map(|w| (w, resolver)) } else { None };
-        Ok(Running { set, follow, source, events })
+        Ok(Running { set, follow, source, events, services })
+    }
+
+    /// Resolves every service's bind on `snapshot`, checks it (fail closed;
+    /// HTTP ones need auth as the top level does) and refuses two services
+    /// on one address and port. Nothing is bound yet.
+    fn plan_services(
+        &self,
+        registry: &Registry,
+        top: &[Selector],
+        snapshot: &Snapshot,
+        top_res: &Resolution,
+    ) -> Result<Vec<Planned>, Error> {
+        let allows = self.peers.is_some() && self.peers_allow;
+        let mut out: Vec<Planned> = Vec::with_capacity(self.services.len());
+        for service in &self.services {
+            let selectors = match &service.bind {
+                Some(raw) => parse_selectors(raw, &registry.names(), self.host.as_deref())?,
+                None => top.to_vec(),
+            };
+            service.check_exposure(&selectors, allows).map_err(Error::Refused)?;
+            let mut options = self.options.clone();
+            options.port = service.port;
+            let res = resolve(registry, &selectors, snapshot, &options);
+            if res.nothing_to_bind() {
+                return Err(Error::NothingMatched(format!(
+                    "service {:?}: {}",
+                    service.name,
+                    res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())
+                )));
+            }
+            if service.protocol == Protocol::Http {
+                let own = match &service.access {
+                    PeerAccess::Inherit => allows,
+                    PeerAccess::AnyPeer => true,
+                    PeerAccess::Peers(l) => !l.is_empty(),
+                };
+                check_auth(&selectors, &res, self.token.as_ref(), self.peers.is_some() && own)
+                    .map_err(|e| Error::Refused(format!("service {:?}: {e}", service.name)))?;
+            }
+            out.push(Planned { service: service.clone(), selectors, options, res });
+        }
+        // Two services on one socket address: one socket cannot be both.
+        let mut taken: std::collections::BTreeMap<SocketAddr, String> = top_res
+            .listeners
+            .iter()
+            .filter(|l| l.port != 0)
+            .map(|l| (l.socket_addr(), "the top-level service".to_owned()))
+            .collect();
+        for p in &out {
+            for l in p.res.listeners.iter().filter(|l| l.port != 0) {
+                if let Some(other) = taken.insert(l.socket_addr(), format!("service {:?}", p.service.name)) {
+                    return Err(Error::Refused(format!(
+                        "{other} and service {:?} both listen on {}; give one of them another port or bind",
+                        p.service.name,
+                        super::bind::display_addr(l)
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds the listener set of one planned service and starts its bound sockets.
+    fn start_service(
+        &self,
+        p: Planned,
+        bound: Vec<super::bind::Bound>,
+        workers: Option<Workers>,
+        events: Option<&EventSink>,
+    ) -> Result<ServiceRun, Error> {
+        let Planned { service, selectors, options, res } = p;
+        let lookup: Option<Arc<dyn PeerLookup>> = match (&self.peers, &service.access, service.protocol) {
+            (Some(inner), access, Protocol::Http) if *access != PeerAccess::Inherit => Some(Arc::new(ServicePeers {
+                inner: inner.clone(),
+                access: arc_swap::ArcSwap::from_pointee(access.clone()),
+            })),
+            (peers, _, _) => peers.clone(),
+        };
+        let mut limits = self.limits;
+        if let Some(n) = service.max_connections {
+            limits = limits.with_max_connections(n);
+        }
+        let mut set = match service.protocol {
+            Protocol::Http => {
+                let mut state = AppState::with_open_paths(self.token.clone(), [UPSTREAM_HEALTHZ])
+                    .with_browser_policy(self.browser.clone())
+                    .with_max_body_bytes(self.limits.max_body_bytes)
+                    .with_signin(MESHGATE_PREFIX);
+                if let Some(l) = lookup {
+                    state = state.with_peer_lookup(l);
+                }
+                let upstream = service.http.clone().ok_or_else(|| {
+                    Error::Refused(format!(
+                        "service {:?}: an HTTP service needs an http:// or unix: upstream",
+                        service.name
+                    ))
+                })?;
+                let proxy = Proxy::new(upstream, service.upstream_limits, self.token.clone());
+                let mut set = ListenerSet::new(upstream_app(state.clone(), proxy.clone()), state);
+                match (&service.tls, &self.tls) {
+                    (Some(acceptor), _) => {
+                        set.set_tls(Https { acceptor: acceptor.clone(), self_signed: None, loopback: false })
+                    }
+                    (None, Some(tls)) => set.set_tls(tls.clone()),
+                    (None, None) => {}
+                }
+                set.set_upstream(proxy);
+                set
+            }
+            Protocol::Tcp | Protocol::Tls => {
+                let mut state = AppState::new(self.token.clone());
+                if let Some(l) = lookup {
+                    state = state.with_peer_lookup(l);
+                }
+                let mut set = ListenerSet::new(Router::new(), state);
+                let handler = TcpHandler::new(&service).ok_or_else(|| {
+                    Error::Refused(format!(
+                        "service {:?}: a {} service needs a tcp:// or unix: upstream",
+                        service.name, service.protocol
+                    ))
+                })?;
+                if let Some(acceptor) = &service.tls {
+                    // A tls service speaks TLS on every listener, loopback too.
+                    let self_signed = self.tls.as_ref().and_then(|t| t.self_signed.clone());
+                    set.set_tls(Https { acceptor: acceptor.clone(), self_signed, loopback: true });
+                }
+                set.set_tcp(Arc::new(handler));
+                set
+            }
+        };
+        set.set_limits(limits);
+        if let Some(w) = workers {
+            set.set_workers(w);
+        }
+        set.set_fallback(res.fallback, res.fallback_reason.clone());
+        let name = (service.name.clone(), service.protocol);
+        for b in bound {
+            let mut listener = b.listener.clone();
+            let local = set.attach(b).map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
+            listener.port = local.port();
+            let tls = set.is_tls(&listener);
+            tracing::info!(
+                service = %service.name,
+                "listening on {}://{} ({}) for {}",
+                service.protocol,
+                super::bind::display_addr(&listener),
+                listener.provider,
+                service.upstream_text()
+            );
+            follow::emit(
+                events,
+                Event::ServiceListening { service: service.name.clone(), protocol: service.protocol, listener, tls },
+            );
+        }
+        set.publish();
+        let registry = Registry::global()?;
+        let resolver: Resolver = Box::new(move |s: &Snapshot| resolve(registry, &selectors, s, &options));
+        Ok(ServiceRun { name, set, resolver })
     }
 
     /// Resolves and binds every address (or none), and hands back the listening
@@ -521,12 +716,28 @@ impl<'a> GatewayBuilder<'a> {
 
 type Resolver = Box<dyn Fn(&Snapshot) -> Resolution + Send + Sync>;
 
+/// A service resolved and checked, not bound yet.
+struct Planned {
+    service: Service,
+    selectors: Vec<Selector>,
+    options: ResolveOptions,
+    res: Resolution,
+}
+
+/// One running `[[service]]`: its listener set and how it resolves.
+struct ServiceRun {
+    name: (String, Protocol),
+    set: ListenerSet,
+    resolver: Resolver,
+}
+
 /// A started gateway: listeners open and serving.
 pub struct Running<'a> {
     set: ListenerSet,
     follow: Option<(Box<dyn Watcher>, Resolver)>,
     source: Source<'a>,
     events: Option<EventSink>,
+    services: Vec<ServiceRun>,
 }
 
 impl std::fmt::Debug for Running<'_> {
@@ -539,6 +750,16 @@ impl Running<'_> {
     /// The socket addresses served now (the real ports when 0 was asked for).
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.set.addresses()
+    }
+
+    /// The socket addresses a service serves now (`None`: no such service).
+    pub fn service_addresses(&self, name: &str) -> Option<Vec<SocketAddr>> {
+        self.services.iter().find(|s| s.name.0 == name).map(|s| s.set.addresses())
+    }
+
+    /// The TCP and TLS services' forwarders (their counters, their access).
+    pub fn tcp_handlers(&self) -> Vec<Arc<TcpHandler>> {
+        self.services.iter().filter_map(|s| s.set.tcp().cloned()).collect()
     }
 
     /// The live listeners, as `/status` shows them.
@@ -563,35 +784,33 @@ impl Running<'_> {
         match self.follow.take() {
             Some((mut watcher, resolver)) => {
                 let events = self.events.clone();
-                follow::follow_with(
-                    &mut self.set,
-                    watcher.as_mut(),
-                    self.source.get(),
-                    &resolver,
-                    stop,
-                    events.as_ref(),
-                )
-                .await
+                let mut sets = vec![follow::Followed { set: &mut self.set, resolve: &resolver, service: None }];
+                for s in &mut self.services {
+                    sets.push(follow::Followed {
+                        set: &mut s.set,
+                        resolve: &s.resolver,
+                        service: Some(s.name.clone()),
+                    });
+                }
+                follow::follow_sets(&mut sets, watcher.as_mut(), self.source.get(), stop, events.as_ref()).await
             }
             None => stop.await,
         }
         tracing::info!("shutting down: letting in-flight requests finish (up to {}s)", SHUTDOWN_GRACE.as_secs());
+        // Every set drains at once, each within the grace.
+        let services: Vec<_> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(|s| tokio::spawn(s.set.shutdown(SHUTDOWN_GRACE)))
+            .collect();
         self.set.shutdown(SHUTDOWN_GRACE).await;
+        for s in services {
+            let _ = s.await;
+        }
     }
 
     /// Stops at once (in-flight requests get up to 10 s).
     pub async fn shutdown(self) {
         self.run_until(async {}).await;
-    }
-}
-
-/// True when a selector can only ever yield loopback addresses.
-fn loopback_only(s: &Selector) -> bool {
-    match s {
-        Selector::Provider(p) => p == "loopback",
-        Selector::Ip(ip) => ip.addr.is_loopback(),
-        Selector::Cidr(net) => net.network().is_loopback() && net.broadcast().is_loopback(),
-        _ => false,
     }
 }
 

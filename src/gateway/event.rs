@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use meshgate_core::Listener;
 
+use super::service::Protocol;
+
 /// Something the gateway did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -44,6 +46,27 @@ pub enum Event {
     },
     /// The selectors match again; the fallback is over.
     FallbackOver,
+    /// A listener of a `[[service]]` opened (the top-level service reports
+    /// [`Event::Listening`]).
+    ServiceListening {
+        /// The service's name.
+        service: String,
+        /// What it speaks.
+        protocol: Protocol,
+        /// What the resolver said about the address.
+        listener: Listener,
+        /// True when it speaks TLS there.
+        tls: bool,
+    },
+    /// A listener of a `[[service]]` closed.
+    ServiceStopped {
+        /// The service's name.
+        service: String,
+        /// What it spoke.
+        protocol: Protocol,
+        /// What the resolver had said about the address.
+        listener: Listener,
+    },
 }
 
 /// Where events go: the callback given to `on_event`.

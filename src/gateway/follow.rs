@@ -12,6 +12,7 @@ use meshgate_core::{InterfaceSource, Resolution, Snapshot};
 use super::bind::display_addr;
 use super::event::{Event, EventSink};
 use super::listeners::{Applied, ListenerSet};
+use super::service::Protocol;
 
 /// The first retry delay after a failed bind; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -41,7 +42,33 @@ pub(crate) fn emit(sink: Option<&EventSink>, event: Event) {
 
 /// Reports what an [`Applied`] did, as events and log records. Returns true
 /// if some bind failed.
-pub(crate) fn report(set: &ListenerSet, applied: &Applied, retry_in: Duration, sink: Option<&EventSink>) -> bool {
+/// `service` is the set's `[[service]]` (`None`: the top-level one).
+pub(crate) fn report_for(
+    set: &ListenerSet,
+    service: Option<&(String, Protocol)>,
+    applied: &Applied,
+    retry_in: Duration,
+    sink: Option<&EventSink>,
+) -> bool {
+    if let Some((name, protocol)) = service {
+        for l in &applied.removed {
+            tracing::info!(service = %name, "stopped listening on {}://{} ({}: no longer matched)", protocol, display_addr(l), l.provider);
+            emit(sink, Event::ServiceStopped { service: name.clone(), protocol: *protocol, listener: l.clone() });
+        }
+        for l in &applied.added {
+            let tls = set.is_tls(l);
+            tracing::info!(service = %name, "listening on {}://{} ({})", protocol, display_addr(l), l.provider);
+            emit(
+                sink,
+                Event::ServiceListening { service: name.clone(), protocol: *protocol, listener: l.clone(), tls },
+            );
+        }
+        for e in &applied.failed {
+            tracing::warn!(service = %name, "{e}; retrying in {} ms", retry_in.as_millis());
+            emit(sink, Event::BindFailed { error: format!("service {name}: {e}"), retry_in });
+        }
+        return !applied.failed.is_empty();
+    }
     for l in &applied.removed {
         let tls = set.is_tls(l);
         tracing::info!(
@@ -91,9 +118,30 @@ pub(crate) async fn follow_with(
     stop: impl Future<Output = ()>,
     sink: Option<&EventSink>,
 ) {
+    follow_sets(&mut [Followed { set, resolve: &resolve, service: None }], watcher, source, stop, sink).await
+}
+
+/// One listener set as follow moves it: how it resolves, and which
+/// `[[service]]` it serves (`None`: the top-level one).
+pub(crate) struct Followed<'s> {
+    pub(crate) set: &'s mut ListenerSet,
+    pub(crate) resolve: &'s dyn Fn(&Snapshot) -> Resolution,
+    pub(crate) service: Option<(String, Protocol)>,
+}
+
+/// Follows changes for every set until `stop` resolves: one snapshot per
+/// change, each set re-resolved with its own selectors and port, so every
+/// service follows its binds as interfaces come and go.
+pub(crate) async fn follow_sets(
+    sets: &mut [Followed<'_>],
+    watcher: &mut dyn Watcher,
+    source: &dyn InterfaceSource,
+    stop: impl Future<Output = ()>,
+    sink: Option<&EventSink>,
+) {
     tokio::pin!(stop);
     let mut backoff: Option<Duration> = None;
-    let mut last_reason: Option<String> = set.fallback_reason();
+    let mut last_reason: Vec<Option<String>> = sets.iter().map(|f| f.set.fallback_reason()).collect();
     loop {
         let retry = async {
             match backoff {
@@ -123,24 +171,32 @@ pub(crate) async fn follow_with(
                 continue;
             }
         };
-        let res = resolve(&snapshot);
-        // Say it loudly once when the fallback starts (or its reason changes), not on every event.
-        if res.fallback_reason != last_reason {
-            match &res.fallback_reason {
-                Some(why) => {
-                    tracing::warn!("{why}");
-                    emit(sink, Event::Fallback { reason: why.clone() });
-                }
-                None => {
-                    tracing::info!("the selectors match again; fallback over");
-                    emit(sink, Event::FallbackOver);
-                }
-            }
-            last_reason = res.fallback_reason.clone();
-        }
-        let applied = set.apply(&res);
         let next = next_backoff(backoff);
-        backoff = report(set, &applied, next, sink).then_some(next);
+        let mut failed = false;
+        for (f, last_reason) in sets.iter_mut().zip(last_reason.iter_mut()) {
+            let res = (f.resolve)(&snapshot);
+            // Say it loudly once when the fallback starts (or its reason changes), not on every event.
+            if res.fallback_reason != *last_reason {
+                match (&res.fallback_reason, &f.service) {
+                    (Some(why), None) => {
+                        tracing::warn!("{why}");
+                        emit(sink, Event::Fallback { reason: why.clone() });
+                    }
+                    (None, None) => {
+                        tracing::info!("the selectors match again; fallback over");
+                        emit(sink, Event::FallbackOver);
+                    }
+                    (Some(why), Some((name, _))) => tracing::warn!(service = %name, "{why}"),
+                    (None, Some((name, _))) => {
+                        tracing::info!(service = %name, "the selectors match again; fallback over")
+                    }
+                }
+                *last_reason = res.fallback_reason.clone();
+            }
+            let applied = f.set.apply(&res);
+            failed |= report_for(f.set, f.service.as_ref(), &applied, next, sink);
+        }
+        backoff = failed.then_some(next);
     }
 }
 

@@ -24,7 +24,8 @@ use meshgate_core::wgpeer::{AllowList, PublicKey};
 use meshgate_core::Selector;
 
 use super::identity::PeerIdentity;
-use super::proxy::Upstream;
+use super::identity::PeerLookup;
+use super::proxy::{Upstream, UpstreamLimits};
 use crate::tls::TlsAcceptor;
 
 /// How long a TCP service waits for its upstream to accept a connection.
@@ -169,6 +170,7 @@ pub struct Service {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) upstream_limits: UpstreamLimits,
 }
 
 impl fmt::Debug for Service {
@@ -232,6 +234,7 @@ impl Service {
             connect_timeout: DEFAULT_TCP_CONNECT_TIMEOUT,
             idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
             max_connections: None,
+            upstream_limits: UpstreamLimits::default(),
         })
     }
 
@@ -313,6 +316,13 @@ impl Service {
         self
     }
 
+    /// For HTTP: the upstream's timeouts and body cap.
+    #[must_use]
+    pub fn upstream_limits(mut self, limits: UpstreamLimits) -> Self {
+        self.upstream_limits = limits;
+        self
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
@@ -390,6 +400,38 @@ impl Service {
     }
 }
 
+/// The gateway's peer lookup seen through one service's access: the same
+/// identities, but "allowed" means allowed on this service. An HTTP service
+/// with its own `allow_peers` reads its callers through one.
+#[derive(Debug)]
+pub(crate) struct ServicePeers {
+    pub(crate) inner: Arc<dyn PeerLookup>,
+    pub(crate) access: arc_swap::ArcSwap<PeerAccess>,
+}
+
+impl PeerLookup for ServicePeers {
+    fn identify<'a>(
+        &'a self,
+        interface: &'a str,
+        peer: std::net::SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<PeerIdentity>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut id = self.inner.identify(interface, peer).await?;
+            id.allowed = self.allows(&id).unwrap_or(false);
+            Some(id)
+        })
+    }
+
+    fn observe(&self, snapshot: &meshgate_core::Snapshot) {
+        self.inner.observe(snapshot);
+    }
+
+    fn allows(&self, identity: &PeerIdentity) -> Option<bool> {
+        let inner = &self.inner;
+        Some(self.access.load().admits(Some(identity), |id| inner.allows(id).unwrap_or(id.allowed)))
+    }
+}
+
 /// True when a selector can only ever yield loopback addresses.
 pub(crate) fn loopback_only(s: &Selector) -> bool {
     match s {
@@ -413,7 +455,10 @@ mod tests {
 
     #[test]
     fn targets_parse_and_bad_ones_say_what_is_expected() {
-        assert_eq!(Target::parse("tcp://127.0.0.1:5432").unwrap(), Target::Tcp { host: "127.0.0.1".into(), port: 5432 });
+        assert_eq!(
+            Target::parse("tcp://127.0.0.1:5432").unwrap(),
+            Target::Tcp { host: "127.0.0.1".into(), port: 5432 }
+        );
         assert_eq!(Target::parse("tcp://[::1]:22").unwrap(), Target::Tcp { host: "::1".into(), port: 22 });
         assert_eq!(Target::parse("tcp://db.internal:5432").unwrap().to_string(), "tcp://db.internal:5432");
         assert_eq!(Target::parse("unix:/run/pg.sock").unwrap(), Target::Unix("/run/pg.sock".into()));

@@ -52,7 +52,11 @@ impl TcpStats {
             ("tcp_admitted_total", "TCP connections admitted and forwarded", v(&self.admitted)),
             ("tcp_refused_peer_total", "TCP connections refused: peer not allowed", v(&self.refused_peer)),
             ("tcp_refused_share_total", "TCP connections refused: the address holds its share", v(&self.refused_share)),
-            ("tcp_upstream_failed_total", "TCP connections whose upstream could not be reached", v(&self.upstream_failed)),
+            (
+                "tcp_upstream_failed_total",
+                "TCP connections whose upstream could not be reached",
+                v(&self.upstream_failed),
+            ),
             ("tcp_idle_closed_total", "TCP connections closed after the idle timeout", v(&self.idle_closed)),
             ("tcp_revoked_total", "TCP connections ended when their peer lost access", v(&self.revoked)),
             ("tcp_open_connections", "TCP connections open now", v(&self.open)),

@@ -15,5 +15,5 @@ mod refusals;
 mod serve;
 
 pub use handler::{TcpHandler, TcpStats};
-pub(crate) use serve::{tcp_accept_loop, TcpListen};
 pub use serve::DRAIN_GRACE;
+pub(crate) use serve::{tcp_accept_loop, TcpListen};

@@ -87,13 +87,19 @@ mod tests {
         let t0 = Instant::now();
         let a: IpAddr = "10.8.0.9".parse().unwrap();
         let b: IpAddr = "10.8.0.7".parse().unwrap();
-        assert_eq!(r.note(a, t0).unwrap(), "refused 1 connection from 1 address not allowed on this service: 10.8.0.9 (1)");
+        assert_eq!(
+            r.note(a, t0).unwrap(),
+            "refused 1 connection from 1 address not allowed on this service: 10.8.0.9 (1)"
+        );
         for i in 0..1000 {
             assert!(r.note(if i % 4 == 0 { b } else { a }, t0 + Duration::from_millis(i)).is_none());
         }
         assert!(r.flush(t0 + Duration::from_secs(5)).is_none());
         let line = r.flush(t0 + WINDOW).unwrap();
-        assert_eq!(line, "refused 1000 connections from 2 addresses not allowed on this service: 10.8.0.9 (750), 10.8.0.7 (250)");
+        assert_eq!(
+            line,
+            "refused 1000 connections from 2 addresses not allowed on this service: 10.8.0.9 (750), 10.8.0.7 (250)"
+        );
         assert!(r.flush(t0 + WINDOW * 3).is_none(), "nothing pending");
     }
 }
