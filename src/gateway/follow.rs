@@ -118,22 +118,22 @@ pub(crate) async fn follow_with(
     stop: impl Future<Output = ()>,
     sink: Option<&EventSink>,
 ) {
-    follow_sets(&mut [Followed { set, resolve: &resolve, service: None }], watcher, source, stop, sink).await
+    follow_sets(&mut [Followed { set, resolve, service: None }], watcher, source, stop, sink).await
 }
 
 /// One listener set as follow moves it: how it resolves, and which
 /// `[[service]]` it serves (`None`: the top-level one).
-pub(crate) struct Followed<'s> {
+pub(crate) struct Followed<'s, R: Fn(&Snapshot) -> Resolution> {
     pub(crate) set: &'s mut ListenerSet,
-    pub(crate) resolve: &'s dyn Fn(&Snapshot) -> Resolution,
+    pub(crate) resolve: R,
     pub(crate) service: Option<(String, Protocol)>,
 }
 
 /// Follows changes for every set until `stop` resolves: one snapshot per
 /// change, each set re-resolved with its own selectors and port, so every
 /// service follows its binds as interfaces come and go.
-pub(crate) async fn follow_sets(
-    sets: &mut [Followed<'_>],
+pub(crate) async fn follow_sets<R: Fn(&Snapshot) -> Resolution>(
+    sets: &mut [Followed<'_, R>],
     watcher: &mut dyn Watcher,
     source: &dyn InterfaceSource,
     stop: impl Future<Output = ()>,

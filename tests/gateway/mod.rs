@@ -9,6 +9,7 @@ mod follow_mock;
 mod limits;
 mod process;
 mod service;
+mod services;
 mod signals;
 mod signin;
 mod tailnet;

@@ -1,0 +1,315 @@
+//! Issue #30 without namespaces: TCP services served in-process on loopback
+//! (which admits as it does for HTTP) against a real upstream socket in the
+//! test: half-close both ways, resets passed on, the idle timeout, an
+//! upstream that is down (the client is closed, not left hanging), the
+//! PROXY protocol v2 header; and, through the binary, the start-up rules: a
+//! TCP service off loopback with no allow-list is refused (78) by `serve` and
+//! `explain`, naming the service, and `allow_peers = ["*"]` is named as
+//! admitting every peer of the mesh.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use meshgate::gateway::{Gateway, Running, Service};
+
+use super::{meshgate, run};
+
+/// A gateway on loopback with `service` (port 0: a free port) and nothing else.
+async fn start(service: Service) -> (Running<'static>, SocketAddr) {
+    let name = service.name().to_owned();
+    let running = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .service(service.bind(["127.0.0.1"]))
+        .start(axum::Router::new())
+        .await
+        .expect("start");
+    let addrs = running.service_addresses(&name).expect("the service runs");
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    (running, addrs[0])
+}
+
+fn upstream() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("tcp://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// The client's FIN reaches the upstream and the reply still flows back;
+/// then the upstream's FIN reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_passes_through_both_ways() {
+    let (up, url) = upstream();
+    let (running, addr) = start(Service::tcp("echo", 0, &url).unwrap()).await;
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        // Read to EOF: only the client's FIN passed on ends this.
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(format!("got {} bytes", got.len()).as_bytes()).unwrap();
+        got
+    });
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        c.write_all(&vec![7u8; 100_000]).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.join().unwrap().len(), 100_000);
+    assert_eq!(answer, "got 100000 bytes");
+    running.shutdown().await;
+}
+
+/// An upstream that resets its connection: the client's is reset too (not a
+/// clean close that would read as a complete answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_reset_reaches_the_client_as_a_reset() {
+    let (up, url) = upstream();
+    let (running, addr) = start(Service::tcp("rst", 0, &url).unwrap()).await;
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).unwrap();
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    });
+    let got = tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        c.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 16];
+        c.read(&mut buf)
+    })
+    .await
+    .unwrap();
+    server.join().unwrap();
+    match got {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!("the client read {n} bytes (a clean close), not a reset"),
+    }
+    running.shutdown().await;
+}
+
+/// A client that resets: the upstream sees a reset too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_reaches_the_upstream_as_a_reset() {
+    let (up, url) = upstream();
+    let (running, addr) = start(Service::tcp("rst2", 0, &url).unwrap()).await;
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).unwrap();
+        let mut rest = [0u8; 16];
+        s.read(&mut rest)
+    });
+    tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        c.write_all(b"hello").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(c);
+    })
+    .await
+    .unwrap();
+    match server.join().unwrap() {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!("the upstream read {n} bytes (a clean close), not a reset"),
+    }
+    running.shutdown().await;
+}
+
+/// Nothing either way for the idle timeout: both connections are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let (up, url) = upstream();
+    let service = Service::tcp("idle", 0, &url).unwrap().idle_timeout(Duration::from_millis(400));
+    let (running, addr) = start(service).await;
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(b"pong").unwrap();
+        let t = Instant::now();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        t.elapsed()
+    });
+    let (answer, closed_after) = tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        c.write_all(b"ping").unwrap();
+        let mut b = [0u8; 4];
+        c.read_exact(&mut b).unwrap();
+        let t = Instant::now();
+        let mut rest = Vec::new();
+        let n = c.read_to_end(&mut rest).expect("a clean close, not a timeout of the test's read");
+        assert_eq!(n, 0);
+        (b, t.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(&answer, b"pong");
+    assert!(closed_after >= Duration::from_millis(350) && closed_after < Duration::from_secs(2), "{closed_after:?}");
+    let upstream_closed_after = server.join().unwrap();
+    assert!(upstream_closed_after < Duration::from_secs(2), "{upstream_closed_after:?}");
+    running.shutdown().await;
+}
+
+/// Nothing listens at the upstream: the client's connection is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_is_down_closes_the_client_instead_of_hanging() {
+    let (up, url) = upstream();
+    drop(up);
+    let (running, addr) = start(Service::tcp("down", 0, &url).unwrap()).await;
+    let (n, took) = tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        let t = Instant::now();
+        let mut rest = Vec::new();
+        let n = c.read_to_end(&mut rest).map(|_| rest.len());
+        (n, t.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(n.expect("closed, not timed out"), 0);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let stats = running.tcp_handlers()[0].stats().values();
+    assert!(stats.iter().any(|(k, _, v)| *k == "tcp_upstream_failed_total" && *v == 1), "{stats:?}");
+    running.shutdown().await;
+}
+
+/// `proxy_protocol = true`: the upstream first reads a v2 header naming the
+/// client's address and port and the address it connected to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_reads_a_proxy_v2_header_first() {
+    let (up, url) = upstream();
+    let (running, addr) = start(Service::tcp("pp", 0, &url).unwrap().proxy_protocol(true)).await;
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).unwrap();
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        let mut hello = [0u8; 5];
+        s.read_exact(&mut hello).unwrap();
+        (head, body, hello)
+    });
+    let client = tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        c.write_all(b"hello").unwrap();
+        let local = c.local_addr().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        local
+    })
+    .await
+    .unwrap();
+    let (head, body, hello) = server.join().unwrap();
+    assert_eq!(&head[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!((head[12], head[13]), (0x21, 0x11), "v2 PROXY, TCP over IPv4");
+    assert_eq!(&body[..4], &[127, 0, 0, 1]);
+    assert_eq!(u16::from_be_bytes([body[8], body[9]]), client.port(), "the client's port");
+    assert_eq!(u16::from_be_bytes([body[10], body[11]]), addr.port(), "the service's port");
+    assert_eq!(body.len(), 12, "loopback: no peer, no TLVs");
+    assert_eq!(&hello, b"hello");
+    running.shutdown().await;
+}
+
+/// Two services on one address and port: refused at start, naming both.
+#[tokio::test]
+async fn two_services_on_one_port_are_refused_naming_both() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .service(Service::tcp("ssh", port, "tcp://127.0.0.1:22").unwrap().bind(["127.0.0.1"]))
+        .service(Service::tcp("pg", port, "tcp://127.0.0.1:5432").unwrap().bind(["127.0.0.1"]))
+        .start(axum::Router::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"ssh\"") && e.contains("\"pg\"") && e.contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+fn config(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+/// A TCP service that could listen off loopback with no allow-list: `serve`
+/// and `explain` refuse (78), naming the service and the fix, from the flag
+/// and from a `[[service]]` table alike; bound to loopback it starts.
+#[test]
+fn a_tcp_service_off_loopback_without_an_allow_list_is_refused_naming_it() {
+    let token = config("a-token-of-enough-length-0123456789\n");
+    let token = token.path().to_str().unwrap().to_owned();
+    let out =
+        run(&mut meshgate(&["serve", "--bind", "wireguard", "--token-file", &token, "--tcp", "15432=127.0.0.1:5432"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("\"tcp-15432\"") && err.contains("allow_peers"), "{err}");
+    let out = run(&mut meshgate(&[
+        "explain",
+        "--bind",
+        "wireguard",
+        "--token-file",
+        &token,
+        "--tcp",
+        "15432=127.0.0.1:5432",
+    ]));
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused; serve would stop here"));
+
+    let file = config(
+        "[[service]]\nname = \"postgres\"\nport = 15433\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:5432\"\nbind = [\"wireguard\"]\n",
+    );
+    let path = file.path().to_str().unwrap();
+    let out = run(&mut meshgate(&["serve", "--config", path]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("\"postgres\"") && err.contains("port 15433"), "{err}");
+
+    // ["*"] is the explicit opt-in, named as such by explain.
+    let file = config(
+        "[[service]]\nname = \"mqtt\"\nport = 15434\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:1883\"\nbind = [\"wireguard\"]\nallow_peers = [\"*\"]\n",
+    );
+    let out = run(&mut meshgate(&["explain", "--json", "--config", file.path().to_str().unwrap()]));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mqtt = &doc["services"][0];
+    assert_eq!(mqtt["name"], "mqtt");
+    assert_eq!(mqtt["any_peer"], true);
+    assert!(mqtt["access"].as_str().unwrap().contains("every peer of the mesh"), "{mqtt}");
+    assert!(mqtt["refused"].is_null(), "{mqtt}");
+}
+
+/// A bad `--tcp` is a usage error naming the value; a `[[service]]` typo is
+/// 78 naming the file and line.
+#[test]
+fn bad_tcp_flags_and_service_tables_name_the_value() {
+    let out = run(&mut meshgate(&["serve", "--tcp", "5432"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PORT=UPSTREAM"));
+    let out = run(&mut meshgate(&["serve", "--tcp", "5432=http://127.0.0.1:1"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcp://HOST:PORT"));
+    let file = config("[[service]]\nname = \"pg\"\nport = 5432\nprotocl = \"tcp\"\nupstream = \"tcp://h:1\"\n");
+    let out = run(&mut meshgate(&["serve", "--config", file.path().to_str().unwrap()]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("protocl") && err.contains("line 4"), "{err}");
+}
