@@ -95,7 +95,7 @@
 mod selftest;
 mod wg;
 
-pub(crate) use wg::WgPair;
+pub(crate) use wg::{WgPair, WgPeer};
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};

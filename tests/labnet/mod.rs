@@ -12,6 +12,7 @@ mod live;
 mod peers;
 mod reload;
 mod serve;
+mod services;
 mod starvation;
 mod tls;
 mod wireguard;

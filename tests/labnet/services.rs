@@ -1,0 +1,277 @@
+//! Issue #30 in the namespace lab, with real wireguard-go and real software
+//! from Debian behind meshgate's TCP services: a gateway with two WireGuard
+//! peers, `laptop` (named in `[peers]` and on the service's allow-list) and a
+//! stranger (a peer of the same interface, on no list).
+//!
+//! - PostgreSQL (a throwaway cluster made with `initdb`, run as an
+//!   unprivileged uid): the laptop's `psql` runs a query through meshgate; the
+//!   stranger's fails, and the server logs no connection from it.
+//! - OpenSSH (`sshd -D` on 127.0.0.1 with a test host key, as that uid): the
+//!   laptop's `ssh` runs `echo ok`; the stranger's does not get in.
+//! - Redis behind a `tls` service: `redis-cli --tls --cacert` from the laptop
+//!   answers `PONG`.
+//!
+//! PostgreSQL and sshd refuse to run as root, and the lab's user namespace
+//! maps root only: each runs in a nested user namespace that maps uid 1000
+//! onto the lab's root (`unshare --user --map-user=1000`), with a `mgtest`
+//! user of that uid in a passwd file bind-mounted over the gateway lab's
+//! `/etc/passwd` (its own mount namespace: the host's file is untouched).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use super::BIN;
+use crate::lab::{run_bounded, wait_until, Lab, Proc, WgPair, WgPeer};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const UID: &str = "1000";
+
+/// A gateway lab with its laptop and stranger, a scratch directory every lab
+/// can read, and meshgate serving `services` (TOML `[[service]]` tables).
+struct Host {
+    pair: WgPair,
+    stranger: WgPeer,
+    dir: tempfile::TempDir,
+    meshgate: Option<(Proc, Receiver<String>)>,
+}
+
+impl Host {
+    fn new(test: &str) -> Option<Host> {
+        let pair = WgPair::or_skip(test, "wg0")?;
+        let stranger = pair.add_peer();
+        let dir = tempfile::Builder::new().prefix("mg-services-").tempdir().expect("a scratch directory");
+        // Readable (and, for the nested uid's data, writable) from every lab.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        // The unprivileged user the daemons run as, in the gateway lab only.
+        let passwd = dir.path().join("passwd");
+        let mut text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        text.push_str(&format!("mgtest:x:{UID}:{UID}:meshgate test:{}:/bin/sh\n", dir.path().display()));
+        std::fs::write(&passwd, text).unwrap();
+        pair.gateway.sh_ok(&format!("mount --bind {} /etc/passwd", passwd.display()));
+        Some(Host { pair, stranger, dir, meshgate: None })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `program args` in the gateway lab as the unprivileged uid.
+    fn as_user(&self, program: &str) -> Command {
+        let mut cmd = self.pair.gateway.command("unshare");
+        cmd.args(["--user", &format!("--map-user={UID}"), &format!("--map-group={UID}"), "--", program]);
+        cmd
+    }
+
+    /// Starts meshgate with `[peers] laptop` and these service tables; waits
+    /// for `service NAME: listening on tcp://10.77.0.1:` for each name.
+    fn serve(&mut self, services: &str, top_level: &str, names: &[&str]) {
+        let config = self.path("meshgate.toml");
+        let laptop = self.pair.peer_public_key().to_owned();
+        std::fs::write(&config, format!("{top_level}\n[peers]\nlaptop = \"{laptop}\"\n\n{services}")).unwrap();
+        let log = std::fs::File::create(self.path("meshgate.log")).unwrap();
+        let mut cmd = self.pair.gateway.command(BIN);
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env_remove("MESHGATE_BIND")
+            .env_remove("MESHGATE_PORT")
+            .env_remove("MESHGATE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut proc = Proc::spawn(&mut cmd);
+        let rx = crate::lines(proc.child().stdout.take().expect("stdout"));
+        let mut waiting: Vec<String> = names.iter().map(|n| format!("service {n}: listening on ")).collect();
+        let mut seen = Vec::new();
+        while !waiting.is_empty() {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) => {
+                    waiting.retain(|w| !(line.starts_with(w.as_str()) && line.contains("10.77.0.1:")));
+                    seen.push(line);
+                }
+                Err(_) => panic!("meshgate did not open {waiting:?}; printed {seen:?}; log: {}", self.log()),
+            }
+        }
+        self.meshgate = Some((proc, rx));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("meshgate.log")).unwrap_or_default()
+    }
+
+    fn laptop(&self, program: &str) -> Command {
+        self.pair.peer_command(program)
+    }
+
+    fn stranger(&self, program: &str) -> Command {
+        self.stranger.command(program)
+    }
+}
+
+fn output(cmd: Command) -> (bool, String) {
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn wait_port(lab: &Lab, port: u16) -> bool {
+    wait_until(Duration::from_secs(15), || {
+        let mut c = lab.command("python3");
+        c.args(["-c", &format!("import socket; socket.create_connection(('127.0.0.1', {port}), 1)")]);
+        run_bounded(c, Duration::from_secs(3)).status.success()
+    })
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+/// PostgreSQL for one peer: the laptop's `psql` answers; the stranger's fails
+/// to connect and the server logs no connection from it (meshgate closed it
+/// before connecting anywhere), and meshgate logs the refusal once.
+#[test]
+fn postgres_answers_the_allowed_peer_and_never_sees_the_stranger() {
+    let test = "postgres_answers_the_allowed_peer_and_never_sees_the_stranger";
+    let Some(mut host) = Host::new(test) else { return };
+    let data = host.path("pgdata");
+    let mut initdb = host.as_user(&format!("{PG_BIN}/initdb"));
+    initdb.args(["-A", "trust", "-U", "meshgate", "-D", data.to_str().unwrap()]);
+    let (ok, text) = output(initdb);
+    assert!(ok, "initdb failed: {text}");
+    let pg_log = host.path("postgres.log");
+    let mut pg = host.as_user(&format!("{PG_BIN}/postgres"));
+    pg.args(["-D", data.to_str().unwrap(), "-k", host.dir.path().to_str().unwrap(), "-p", "25432"])
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "log_connections=on", "-c", "fsync=off"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&pg_log).unwrap());
+    let _postgres = Proc::spawn(&mut pg);
+    assert!(
+        wait_port(&host.pair.gateway, 25432),
+        "postgres did not start: {}",
+        std::fs::read_to_string(&pg_log).unwrap_or_default()
+    );
+
+    host.serve(
+        "[[service]]\nname = \"postgres\"\nport = 15432\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:25432\"\nbind = [\"wireguard\"]\nallow_peers = [\"laptop\"]\n",
+        "",
+        &["postgres"],
+    );
+    let psql = |mut cmd: Command| {
+        cmd.args(["-h", "10.77.0.1", "-p", "15432", "-U", "meshgate", "-d", "postgres", "-Atc", "select 40 + 2"])
+            .env("PGCONNECT_TIMEOUT", "5");
+        output(cmd)
+    };
+    let (ok, text) = psql(host.laptop("psql"));
+    assert!(ok && text.trim() == "42", "the laptop's psql: {text}\nmeshgate: {}", host.log());
+    let before = count(&std::fs::read_to_string(&pg_log).unwrap(), "connection received");
+    assert!(before >= 1, "postgres logged no connection for the laptop");
+
+    let (ok, text) = psql(host.stranger("psql"));
+    assert!(!ok, "the stranger's psql got in: {text}");
+    assert!(text.contains("server closed the connection") || text.contains("Connection reset"), "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = count(&std::fs::read_to_string(&pg_log).unwrap(), "connection received");
+    assert_eq!(after, before, "postgres saw a connection for the stranger");
+    assert!(
+        wait_until(Duration::from_secs(5), || host.log().contains("refused 1 connection from 1 address")),
+        "meshgate did not log the refusal: {}",
+        host.log()
+    );
+    // The laptop still gets in after the stranger's attempt.
+    let (ok, text) = psql(host.laptop("psql"));
+    assert!(ok && text.trim() == "42", "{text}");
+}
+
+/// SSH for the laptop: `ssh ... echo ok` through meshgate; the stranger's
+/// ssh is cut off before the server's banner.
+#[test]
+fn ssh_runs_a_command_for_the_allowed_peer() {
+    let test = "ssh_runs_a_command_for_the_allowed_peer";
+    let Some(mut host) = Host::new(test) else { return };
+    for key in ["host_key", "client_key"] {
+        let path = host.path(key);
+        let out = run_bounded(
+            {
+                let mut c = Command::new("ssh-keygen");
+                c.args(["-q", "-t", "ed25519", "-N", "", "-f", path.to_str().unwrap()]);
+                c
+            },
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::copy(host.path("client_key.pub"), host.path("authorized_keys")).unwrap();
+    let sshd_log = host.path("sshd.log");
+    let mut sshd = host.as_user("/usr/sbin/sshd");
+    sshd.args(["-D", "-e", "-f", "/dev/null"])
+        .args(["-o", &format!("HostKey={}", host.path("host_key").display())])
+        .args(["-o", "ListenAddress=127.0.0.1:22022"])
+        .args(["-o", &format!("AuthorizedKeysFile={}", host.path("authorized_keys").display())])
+        .args(["-o", "StrictModes=no", "-o", "UsePAM=no", "-o", "PidFile=none"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&sshd_log).unwrap());
+    let _sshd = Proc::spawn(&mut sshd);
+    assert!(
+        wait_port(&host.pair.gateway, 22022),
+        "sshd did not start: {}",
+        std::fs::read_to_string(&sshd_log).unwrap_or_default()
+    );
+
+    host.serve(
+        "[[service]]\nname = \"ssh\"\nport = 2222\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:22022\"\nbind = [\"wireguard\"]\nallow_peers = [\"laptop\"]\n",
+        "",
+        &["ssh"],
+    );
+    let key = host.path("client_key");
+    let ssh = |mut cmd: Command| {
+        cmd.args(["-i", key.to_str().unwrap(), "-p", "2222"])
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"])
+            .args(["mgtest@10.77.0.1", "echo", "ok"]);
+        output(cmd)
+    };
+    let (ok, text) = ssh(host.laptop("ssh"));
+    assert!(
+        ok && text.trim() == "ok",
+        "the laptop's ssh: {text}\nsshd: {}\nmeshgate: {}",
+        std::fs::read_to_string(&sshd_log).unwrap_or_default(),
+        host.log()
+    );
+    let (ok, text) = ssh(host.stranger("ssh"));
+    assert!(!ok && !text.contains("ok\n"), "the stranger's ssh: {text}");
+    let sshd_seen = std::fs::read_to_string(&sshd_log).unwrap_or_default();
+    assert_eq!(count(&sshd_seen, "Accepted publickey"), 1, "{sshd_seen}");
+    assert!(!sshd_seen.contains("10.77.0.3"), "{sshd_seen}");
+}
+
+/// Redis behind a `tls` service: TLS terminated by meshgate with the
+/// top-level certificate, plain TCP to redis; `redis-cli --tls` answers
+/// PONG for the laptop, and the stranger gets no TLS handshake at all.
+#[test]
+fn redis_behind_a_tls_service_answers_pong() {
+    let test = "redis_behind_a_tls_service_answers_pong";
+    let Some(mut host) = Host::new(test) else { return };
+    let _redis = host.pair.gateway.spawn(
+        "redis-server",
+        &["--port", "26379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+    );
+    assert!(wait_port(&host.pair.gateway, 26379), "redis did not start");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["10.77.0.1".to_owned()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(host.path("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(host.path("key.pem"), key.serialize_pem()).unwrap();
+    let (cert, key) = (host.path("cert.pem"), host.path("key.pem"));
+    host.serve(
+        "[[service]]\nname = \"redis\"\nport = 16379\nprotocol = \"tls\"\nupstream = \"tcp://127.0.0.1:26379\"\nbind = [\"wireguard\"]\nallow_peers = [\"laptop\"]\n",
+        &format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display()),
+        &["redis"],
+    );
+    let cli = |mut cmd: Command| {
+        cmd.args(["--tls", "--cacert", cert.to_str().unwrap(), "-h", "10.77.0.1", "-p", "16379", "PING"]);
+        output(cmd)
+    };
+    let (ok, text) = cli(host.laptop("redis-cli"));
+    assert!(ok && text.trim() == "PONG", "the laptop's redis-cli: {text}\nmeshgate: {}", host.log());
+    let (_, text) = cli(host.stranger("redis-cli"));
+    assert!(!text.contains("PONG"), "the stranger got an answer: {text}");
+}
