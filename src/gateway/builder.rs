@@ -560,7 +560,21 @@ impl<'a> GatewayBuilder<'a> {
                 check_auth(&selectors, &res, self.token.as_ref(), self.peers.is_some() && own)
                     .map_err(|e| Error::Refused(format!("service {:?}: {e}", service.name)))?;
             }
-            out.push(Planned { service: service.clone(), selectors, options, res });
+            // HTTP services on the same port and bind with different paths
+            // share one listener set.
+            let key = |sel: &[Selector]| sel.iter().map(ToString::to_string).collect::<Vec<_>>();
+            let joins = out.iter_mut().find(|q| {
+                q.service.protocol == Protocol::Http
+                    && service.protocol == Protocol::Http
+                    && q.service.port == service.port
+                    && service.port != 0
+                    && key(&q.selectors) == key(&selectors)
+                    && std::iter::once(&q.service).chain(&q.mounts).all(|m| m.path != service.path)
+            });
+            match joins {
+                Some(q) => q.mounts.push(service.clone()),
+                None => out.push(Planned { service: service.clone(), mounts: Vec::new(), selectors, options, res }),
+            }
         }
         // Two services on one socket address: one socket cannot be both.
         let mut taken: std::collections::BTreeMap<SocketAddr, String> = top_res
@@ -591,7 +605,7 @@ impl<'a> GatewayBuilder<'a> {
         workers: Option<Workers>,
         events: Option<&EventSink>,
     ) -> Result<ServiceRun, Error> {
-        let Planned { service, selectors, options, res } = p;
+        let Planned { service, mounts, selectors, options, res } = p;
         let lookup: Option<Arc<dyn PeerLookup>> = match (&self.peers, &service.access, service.protocol) {
             (Some(inner), access, Protocol::Http) if *access != PeerAccess::Inherit => Some(Arc::new(ServicePeers {
                 inner: inner.clone(),
@@ -619,7 +633,44 @@ impl<'a> GatewayBuilder<'a> {
                     ))
                 })?;
                 let proxy = Proxy::new(upstream, service.upstream_limits, self.token.clone());
-                let mut set = ListenerSet::new(upstream_app(state.clone(), proxy.clone()), state);
+                let shared = !mounts.is_empty() || service.path.is_some();
+                let app = if shared {
+                    // Each service on the port keeps its own state (its
+                    // allow-list) and upstream; the set's state identifies.
+                    let mut apps = vec![(service.path.clone(), upstream_app(state.clone(), proxy.clone()))];
+                    for m in &mounts {
+                        let mut own = AppState::with_open_paths(self.token.clone(), [UPSTREAM_HEALTHZ])
+                            .with_browser_policy(self.browser.clone())
+                            .with_max_body_bytes(self.limits.max_body_bytes)
+                            .with_signin(MESHGATE_PREFIX);
+                        let lookup: Option<Arc<dyn PeerLookup>> = match (&self.peers, &m.access) {
+                            (Some(inner), access) if *access != PeerAccess::Inherit => Some(Arc::new(ServicePeers {
+                                inner: inner.clone(),
+                                access: arc_swap::ArcSwap::from_pointee(access.clone()),
+                            })),
+                            (peers, _) => peers.clone(),
+                        };
+                        if let Some(l) = lookup {
+                            own = own.with_peer_lookup(l);
+                        }
+                        let upstream = m.http.clone().ok_or_else(|| {
+                            Error::Refused(format!(
+                                "service {:?}: an HTTP service needs an http:// or unix: upstream",
+                                m.name
+                            ))
+                        })?;
+                        let p = Proxy::new(upstream, m.upstream_limits, self.token.clone());
+                        apps.push((m.path.clone(), upstream_app(own, p)));
+                    }
+                    super::service_paths::path_router(apps)
+                } else {
+                    upstream_app(state.clone(), proxy.clone())
+                };
+                let state = match (&self.peers, shared) {
+                    (Some(inner), true) => state.with_peer_lookup(inner.clone()),
+                    _ => state,
+                };
+                let mut set = ListenerSet::new(app, state);
                 match (&service.tls, &self.tls) {
                     (Some(acceptor), _) => {
                         set.set_tls(Https { acceptor: acceptor.clone(), self_signed: None, loopback: false })
@@ -627,7 +678,9 @@ impl<'a> GatewayBuilder<'a> {
                     (None, Some(tls)) => set.set_tls(tls.clone()),
                     (None, None) => {}
                 }
-                set.set_upstream(proxy);
+                if !shared {
+                    set.set_upstream(proxy);
+                }
                 set
             }
             Protocol::Tcp | Protocol::Tls => {
@@ -656,7 +709,9 @@ impl<'a> GatewayBuilder<'a> {
             set.set_workers(w);
         }
         set.set_fallback(res.fallback, res.fallback_reason.clone());
-        let name = (service.name.clone(), service.protocol);
+        let names: Vec<&str> =
+            std::iter::once(service.name.as_str()).chain(mounts.iter().map(|m| m.name.as_str())).collect();
+        let name = (names.join(","), service.protocol);
         for b in bound {
             let mut listener = b.listener.clone();
             let local = set.attach(b).map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
@@ -672,7 +727,7 @@ impl<'a> GatewayBuilder<'a> {
             );
             follow::emit(
                 events,
-                Event::ServiceListening { service: service.name.clone(), protocol: service.protocol, listener, tls },
+                Event::ServiceListening { service: name.0.clone(), protocol: service.protocol, listener, tls },
             );
         }
         set.publish();
@@ -719,6 +774,8 @@ type Resolver = Box<dyn Fn(&Snapshot) -> Resolution + Send + Sync>;
 /// A service resolved and checked, not bound yet.
 struct Planned {
     service: Service,
+    /// HTTP services sharing its port and bind, told apart by path.
+    mounts: Vec<Service>,
     selectors: Vec<Selector>,
     options: ResolveOptions,
     res: Resolution,
@@ -754,7 +811,7 @@ impl Running<'_> {
 
     /// The socket addresses a service serves now (`None`: no such service).
     pub fn service_addresses(&self, name: &str) -> Option<Vec<SocketAddr>> {
-        self.services.iter().find(|s| s.name.0 == name).map(|s| s.set.addresses())
+        self.services.iter().find(|s| s.name.0.split(',').any(|n| n == name)).map(|s| s.set.addresses())
     }
 
     /// The TCP and TLS services' forwarders (their counters, their access).

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod service;
+mod service_paths;
 pub mod session;
 pub mod signal;
 pub mod signin;

@@ -313,3 +313,66 @@ fn bad_tcp_flags_and_service_tables_name_the_value() {
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("protocl") && err.contains("line 4"), "{err}");
 }
+
+/// An HTTP upstream answering every request with `NAME PATH`, on a thread.
+fn named_upstream(name: &'static str) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("?");
+                let body = format!("{name} {path}");
+                let _ = s.write_all(
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                        .as_bytes(),
+                );
+            });
+        }
+    });
+    url
+}
+
+/// Two HTTP services on one port: the longest path prefix wins, on a segment
+/// boundary, and the upstream sees the path unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_http_services_share_a_port_by_path() {
+    use meshgate::gateway::Upstream;
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dash = Service::http("dash", port, Upstream::parse(&named_upstream("dash")).unwrap()).unwrap();
+    let grafana =
+        Service::http("grafana", port, Upstream::parse(&named_upstream("grafana")).unwrap()).unwrap().path("/grafana");
+    let running = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .service(dash.bind(["127.0.0.1"]))
+        .service(grafana.bind(["127.0.0.1"]))
+        .start(axum::Router::new())
+        .await
+        .expect("start");
+    let addr = running.service_addresses("grafana").expect("grafana runs")[0];
+    assert_eq!(running.service_addresses("dash").unwrap(), [addr], "one listener set for both");
+    for (path, want) in [
+        ("/grafana/d/home", "grafana /grafana/d/home"),
+        ("/grafana", "grafana /grafana"),
+        ("/grafanax", "dash /grafanax"),
+        ("/", "dash /"),
+        ("/api/x", "dash /api/x"),
+    ] {
+        let got = tokio::task::spawn_blocking(move || super::http_get(addr, path, None)).await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 200") && got.ends_with(want), "{path}: {got}");
+    }
+    running.shutdown().await;
+}
