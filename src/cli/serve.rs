@@ -18,8 +18,8 @@ use super::reload::{Live, Loaded};
 use super::settings::{browser_policy, registry, services, settings, tls_setup, ServiceTls};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
-    app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
-    Workers,
+    app, display_addr, shutdown_signal, Event, Gateway, Https, MeshPeers, PeerRules, Proxy, ServiceControls,
+    TailnetPeers, WireGuardPeers, Workers,
 };
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
 
@@ -93,6 +93,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
     let tls = tls_setup(&args.tls, file)?;
     let services = services(args, file, options.upstream_limits, ServiceTls::Serve(tls.as_ref().map(|t| &t.https)))?;
+    let service_tls = tls.as_ref().map(|t| t.https.clone());
     for s in services.iter().filter(|s| *s.peer_access() == crate::gateway::PeerAccess::AnyPeer) {
         tracing::warn!(
             service = %s.name(),
@@ -202,7 +203,8 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let _ = meter.set(m);
     notify::ready(&listeners.lock().unwrap_or_else(|e| e.into_inner()));
     let live = Live { controls: running.controls(), rules };
-    reload_on_sighup(hangup, args.clone(), loaded, live, reloader);
+    let service_controls = running.service_controls();
+    reload_on_sighup(hangup, args.clone(), loaded, live, reloader, (service_controls, service_tls));
     running.run_until(stop).await;
     notify::stopping();
     Ok(())
@@ -221,6 +223,7 @@ fn reload_on_sighup(
     loaded: Loaded,
     live: Live,
     reloader: Option<Arc<Reloader>>,
+    services: (ServiceControls, Option<Https>),
 ) {
     #[cfg(unix)]
     {
@@ -246,6 +249,18 @@ fn reload_on_sighup(
                                 tracing::info!("SIGHUP: {change}");
                             }
                             current = now;
+                            // The services: added, removed, changed; the
+                            // allow-lists (new rules) checked on open connections.
+                            match reload_services(&args, services.1.as_ref(), &services.0).await {
+                                Ok(lines) => {
+                                    for line in lines {
+                                        tracing::info!("SIGHUP: {line}");
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::error!("SIGHUP: the new services are refused, the running ones kept: {e}")
+                                }
+                            }
                         }
                     }
                     notify::ready_again();
@@ -254,7 +269,21 @@ fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (hangup, args, loaded, live, reloader);
+    let _ = (hangup, args, loaded, live, reloader, services);
+}
+
+/// Reads the services again (flags and config file, checked as at start)
+/// and puts them in force.
+async fn reload_services(
+    args: &ServeArgs,
+    tls: Option<&Https>,
+    controls: &ServiceControls,
+) -> Result<Vec<String>, CliError> {
+    let s = settings(&args.bind, registry()?)?;
+    let file = s.file.as_ref().map(|(p, f)| (p.as_path(), f));
+    let options = super::settings::serve_options(args, file)?;
+    let list = services(args, file, options.upstream_limits, ServiceTls::Serve(tls))?;
+    Ok(controls.replace(list).await?)
 }
 
 #[cfg(unix)]

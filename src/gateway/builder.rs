@@ -457,7 +457,21 @@ impl<'a> GatewayBuilder<'a> {
             return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
         }
         check_auth(&selectors, &res, self.token.as_ref(), self.peers.is_some() && self.peers_allow)?;
-        let planned = self.plan_services(registry, &selectors, &snapshot, &res)?;
+        let ctx = ServiceCtx {
+            registry,
+            top: selectors.clone(),
+            host: self.host.clone(),
+            options: self.options.clone(),
+            token: self.token.clone(),
+            peers: self.peers.clone(),
+            peers_allow: self.peers_allow,
+            limits: self.limits,
+            browser: self.browser.clone(),
+            tls: self.tls.clone(),
+            workers: self.workers.clone(),
+            events: self.events.clone(),
+        };
+        let planned = ctx.plan_services(&self.services, &snapshot, taken_by(&res, "the top-level service"))?;
 
         let bound = bind_all(&res.listeners)?;
         // All or nothing across the services too: a failure drops every
@@ -468,7 +482,7 @@ impl<'a> GatewayBuilder<'a> {
                 bind_all(&p.res.listeners).map_err(|e| Error::Refused(format!("service {:?}: {e}", p.service.name)))?,
             );
         }
-        let service_workers = self.workers.clone();
+
         let mut state = AppState::with_open_paths(self.token.clone(), self.open_paths.clone())
             .with_browser_policy(self.browser.clone())
             .with_max_body_bytes(self.limits.max_body_bytes);
@@ -517,10 +531,75 @@ impl<'a> GatewayBuilder<'a> {
         set.publish();
         let mut services = Vec::with_capacity(planned.len());
         for (p, bound) in planned.into_iter().zip(service_bound) {
-            services.push(self.start_service(p, bound, service_workers.clone(), events.as_ref())?);
+            services.push(ctx.start_service(p, bound)?);
         }
         let follow = if self.follow { watcher.map(|w| (w, resolver)) } else { None };
-        Ok(Running { set, follow, source, events, services })
+        let (commands, rx) = tokio::sync::mpsc::channel(4);
+        Ok(Running { set, follow, source, events, services, ctx, commands, rx: Some(rx) })
+    }
+
+    /// Resolves and binds every address (or none), and hands back the listening
+    /// sockets with what the resolver said about each. No serving, no follow, no
+    /// token check: the caller serves them (the non-loopback-needs-a-token rule
+    /// is still checked against the token given here).
+    pub async fn listeners(mut self) -> Result<Vec<(Listener, tokio::net::TcpListener)>, Error> {
+        self.follow = false;
+        self.wait = None;
+        crate::builtin::link();
+        let registry = Registry::global()?;
+        let selectors = match self.selectors.take() {
+            Some(s) => s,
+            None => {
+                let raw = if self.bind.is_empty() { vec!["loopback".to_owned()] } else { self.bind.clone() };
+                parse_selectors(&raw, &registry.names(), self.host.as_deref())?
+            }
+        };
+        let source = self.source.take().unwrap_or_else(|| Source::Owned(meshgate_core::source::system()));
+        let res = resolve(registry, &selectors, &source.get().snapshot().await?, &self.options);
+        if res.nothing_to_bind() {
+            return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
+        }
+        check_auth(&selectors, &res, self.token.as_ref(), false)?;
+        let mut out = Vec::new();
+        for b in bind_all(&res.listeners)? {
+            let listener = b.listener.clone();
+            let socket = tokio::net::TcpListener::from_std(b.into_std())
+                .map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
+            out.push((listener, socket));
+        }
+        Ok(out)
+    }
+}
+
+type Resolver = Box<dyn Fn(&Snapshot) -> Resolution + Send + Sync>;
+
+/// What starting a service needs from the gateway, kept for a reload.
+#[derive(Clone)]
+struct ServiceCtx {
+    registry: &'static Registry,
+    top: Vec<Selector>,
+    host: Option<String>,
+    options: ResolveOptions,
+    token: Option<Token>,
+    peers: Option<Arc<dyn PeerLookup>>,
+    peers_allow: bool,
+    limits: ServerLimits,
+    browser: BrowserPolicy,
+    tls: Option<Https>,
+    workers: Option<Workers>,
+    events: Option<EventSink>,
+}
+
+/// The socket addresses `res` holds, each named `who` (ports 0 left out:
+/// each of those gets its own).
+fn taken_by(res: &Resolution, who: &str) -> std::collections::BTreeMap<SocketAddr, String> {
+    res.listeners.iter().filter(|l| l.port != 0).map(|l| (l.socket_addr(), who.to_owned())).collect()
+}
+
+impl ServiceCtx {
+    /// The top-level service's resolution on `snapshot` (what it holds).
+    fn resolve_top(&self, snapshot: &Snapshot) -> Resolution {
+        resolve(self.registry, &self.top, snapshot, &self.options)
     }
 
     /// Resolves every service's bind on `snapshot`, checks it (fail closed;
@@ -528,14 +607,14 @@ impl<'a> GatewayBuilder<'a> {
     /// on one address and port. Nothing is bound yet.
     fn plan_services(
         &self,
-        registry: &Registry,
-        top: &[Selector],
+        services: &[Service],
         snapshot: &Snapshot,
-        top_res: &Resolution,
+        mut taken: std::collections::BTreeMap<SocketAddr, String>,
     ) -> Result<Vec<Planned>, Error> {
+        let (registry, top) = (self.registry, &self.top);
         let allows = self.peers.is_some() && self.peers_allow;
-        let mut out: Vec<Planned> = Vec::with_capacity(self.services.len());
-        for service in &self.services {
+        let mut out: Vec<Planned> = Vec::with_capacity(services.len());
+        for service in services {
             let selectors = match &service.bind {
                 Some(raw) => parse_selectors(raw, &registry.names(), self.host.as_deref())?,
                 None => top.to_vec(),
@@ -577,12 +656,6 @@ impl<'a> GatewayBuilder<'a> {
             }
         }
         // Two services on one socket address: one socket cannot be both.
-        let mut taken: std::collections::BTreeMap<SocketAddr, String> = top_res
-            .listeners
-            .iter()
-            .filter(|l| l.port != 0)
-            .map(|l| (l.socket_addr(), "the top-level service".to_owned()))
-            .collect();
         for p in &out {
             for l in p.res.listeners.iter().filter(|l| l.port != 0) {
                 if let Some(other) = taken.insert(l.socket_addr(), format!("service {:?}", p.service.name)) {
@@ -598,20 +671,22 @@ impl<'a> GatewayBuilder<'a> {
     }
 
     /// Builds the listener set of one planned service and starts its bound sockets.
-    fn start_service(
-        &self,
-        p: Planned,
-        bound: Vec<super::bind::Bound>,
-        workers: Option<Workers>,
-        events: Option<&EventSink>,
-    ) -> Result<ServiceRun, Error> {
+    fn start_service(&self, p: Planned, bound: Vec<super::bind::Bound>) -> Result<ServiceRun, Error> {
+        let (workers, events) = (self.workers.clone(), self.events.as_ref());
         let Planned { service, mounts, selectors, options, res } = p;
-        let lookup: Option<Arc<dyn PeerLookup>> = match (&self.peers, &service.access, service.protocol) {
-            (Some(inner), access, Protocol::Http) if *access != PeerAccess::Inherit => Some(Arc::new(ServicePeers {
+        let fingerprint = group_fingerprint(&service, &mounts);
+        // An HTTP service always reads its callers through its own access
+        // (Inherit: the top level's answer), so a reload can change it in place.
+        let http_access = match (&self.peers, service.protocol) {
+            (Some(inner), Protocol::Http) => Some(Arc::new(ServicePeers {
                 inner: inner.clone(),
-                access: arc_swap::ArcSwap::from_pointee(access.clone()),
+                access: arc_swap::ArcSwap::from_pointee(service.access.clone()),
             })),
-            (peers, _, _) => peers.clone(),
+            _ => None,
+        };
+        let lookup: Option<Arc<dyn PeerLookup>> = match &http_access {
+            Some(p) => Some(p.clone()),
+            None => self.peers.clone(),
         };
         let mut limits = self.limits;
         if let Some(n) = service.max_connections {
@@ -731,45 +806,32 @@ impl<'a> GatewayBuilder<'a> {
             );
         }
         set.publish();
-        let registry = Registry::global()?;
+        let registry = self.registry;
         let resolver: Resolver = Box::new(move |s: &Snapshot| resolve(registry, &selectors, s, &options));
-        Ok(ServiceRun { name, set, resolver })
-    }
-
-    /// Resolves and binds every address (or none), and hands back the listening
-    /// sockets with what the resolver said about each. No serving, no follow, no
-    /// token check: the caller serves them (the non-loopback-needs-a-token rule
-    /// is still checked against the token given here).
-    pub async fn listeners(mut self) -> Result<Vec<(Listener, tokio::net::TcpListener)>, Error> {
-        self.follow = false;
-        self.wait = None;
-        crate::builtin::link();
-        let registry = Registry::global()?;
-        let selectors = match self.selectors.take() {
-            Some(s) => s,
-            None => {
-                let raw = if self.bind.is_empty() { vec!["loopback".to_owned()] } else { self.bind.clone() };
-                parse_selectors(&raw, &registry.names(), self.host.as_deref())?
-            }
-        };
-        let source = self.source.take().unwrap_or_else(|| Source::Owned(meshgate_core::source::system()));
-        let res = resolve(registry, &selectors, &source.get().snapshot().await?, &self.options);
-        if res.nothing_to_bind() {
-            return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
-        }
-        check_auth(&selectors, &res, self.token.as_ref(), false)?;
-        let mut out = Vec::new();
-        for b in bind_all(&res.listeners)? {
-            let listener = b.listener.clone();
-            let socket = tokio::net::TcpListener::from_std(b.into_std())
-                .map_err(|source| Error::Bind(BindError::new(&listener, source)))?;
-            out.push((listener, socket));
-        }
-        Ok(out)
+        Ok(ServiceRun { name, set, resolver, fingerprint, access: service.access.clone(), http_access })
     }
 }
 
-type Resolver = Box<dyn Fn(&Snapshot) -> Resolution + Send + Sync>;
+/// The settings of a service and the services sharing its port, but the
+/// first one's access (which a reload changes in place); the others' access
+/// counts (a change there restarts the set).
+fn group_fingerprint(first: &Service, mounts: &[Service]) -> String {
+    let mut out = first.fingerprint();
+    for m in mounts {
+        out.push_str(&format!("|{} {:?}", m.fingerprint(), m.access));
+    }
+    out
+}
+
+async fn next_command(rx: &mut Option<tokio::sync::mpsc::Receiver<Command>>) -> Command {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
 
 /// A service resolved and checked, not bound yet.
 struct Planned {
@@ -786,6 +848,24 @@ struct ServiceRun {
     name: (String, Protocol),
     set: ListenerSet,
     resolver: Resolver,
+    /// The members' settings but their access (a reload compares them).
+    fingerprint: String,
+    /// The access it runs with (a single service; a path-shared set's first).
+    access: PeerAccess,
+    /// An HTTP service's own allow-list, replaceable in place.
+    http_access: Option<Arc<ServicePeers>>,
+}
+
+impl ServiceRun {
+    /// Puts `access` in force for new and open connections.
+    fn set_access(&self, access: PeerAccess) {
+        if let Some(tcp) = self.set.tcp() {
+            tcp.set_access(access);
+        } else if let Some(peers) = &self.http_access {
+            peers.access.store(Arc::new(access));
+            self.set.state().revoke_connections();
+        }
+    }
 }
 
 /// A started gateway: listeners open and serving.
@@ -795,6 +875,43 @@ pub struct Running<'a> {
     source: Source<'a>,
     events: Option<EventSink>,
     services: Vec<ServiceRun>,
+    ctx: ServiceCtx,
+    commands: tokio::sync::mpsc::Sender<Command>,
+    rx: Option<tokio::sync::mpsc::Receiver<Command>>,
+}
+
+/// A change to the running services, from [`ServiceControls`].
+enum Command {
+    Replace(Vec<Service>, tokio::sync::oneshot::Sender<Result<Vec<String>, Error>>),
+}
+
+/// Changes the services of a running gateway (a reload): see
+/// [`replace`](Self::replace). Cheap to clone.
+#[derive(Clone)]
+pub struct ServiceControls(tokio::sync::mpsc::Sender<Command>);
+
+impl std::fmt::Debug for ServiceControls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceControls")
+    }
+}
+
+impl ServiceControls {
+    /// Puts `services` in force: a service whose settings are unchanged keeps
+    /// its listeners and connections (a new allow-list applies to its open
+    /// connections too: a peer taken off loses them); a removed one stops
+    /// listening and its connections close after the grace; a new or
+    /// changed one is resolved, checked and bound. A list that fails the
+    /// checks is refused whole, and the running services stay. Returns one
+    /// line per change. Needs [`Running::run_until`] to be running.
+    pub async fn replace(&self, services: Vec<Service>) -> Result<Vec<String>, Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0
+            .send(Command::Replace(services, reply))
+            .await
+            .map_err(|_| Error::Refused("the gateway is not running".into()))?;
+        answer.await.map_err(|_| Error::Refused("the gateway stopped".into()))?
+    }
 }
 
 impl std::fmt::Debug for Running<'_> {
@@ -838,20 +955,48 @@ impl Running<'_> {
     /// Follows interface changes (unless follow is off) until `stop` resolves,
     /// then stops every listener and lets in-flight requests finish (up to 10 s).
     pub async fn run_until(mut self, stop: impl Future<Output = ()>) {
-        match self.follow.take() {
-            Some((mut watcher, resolver)) => {
-                let events = self.events.clone();
-                let mut sets = vec![follow::Followed { set: &mut self.set, resolve: &resolver, service: None }];
-                for s in &mut self.services {
-                    sets.push(follow::Followed {
-                        set: &mut s.set,
-                        resolve: &s.resolver,
-                        service: Some(s.name.clone()),
-                    });
+        tokio::pin!(stop);
+        let mut rx = self.rx.take();
+        let events = self.events.clone();
+        loop {
+            let mut command = None;
+            {
+                let interrupted = async {
+                    tokio::select! {
+                        () = &mut stop => {}
+                        c = next_command(&mut rx) => command = Some(c),
+                    }
+                };
+                match self.follow.as_mut() {
+                    Some((watcher, resolver)) => {
+                        let mut sets =
+                            vec![follow::Followed { set: &mut self.set, resolve: &**resolver, service: None }];
+                        for s in &mut self.services {
+                            sets.push(follow::Followed {
+                                set: &mut s.set,
+                                resolve: &*s.resolver,
+                                service: Some(s.name.clone()),
+                            });
+                        }
+                        follow::follow_sets(
+                            &mut sets,
+                            watcher.as_mut(),
+                            self.source.get(),
+                            interrupted,
+                            events.as_ref(),
+                        )
+                        .await
+                    }
+                    None => interrupted.await,
                 }
-                follow::follow_sets(&mut sets, watcher.as_mut(), self.source.get(), stop, events.as_ref()).await
             }
-            None => stop.await,
+            match command {
+                None => break,
+                Some(Command::Replace(services, reply)) => {
+                    let result = self.replace_services(services).await;
+                    let _ = reply.send(result);
+                }
+            }
         }
         tracing::info!("shutting down: letting in-flight requests finish (up to {}s)", SHUTDOWN_GRACE.as_secs());
         // Every set drains at once, each within the grace.
@@ -863,6 +1008,73 @@ impl Running<'_> {
         for s in services {
             let _ = s.await;
         }
+    }
+
+    /// A handle that changes the services while [`run_until`](Self::run_until) runs.
+    pub fn service_controls(&self) -> ServiceControls {
+        ServiceControls(self.commands.clone())
+    }
+
+    async fn replace_services(&mut self, new: Vec<Service>) -> Result<Vec<String>, Error> {
+        let snapshot = self.source.get().snapshot().await?;
+        let top = taken_by(&self.ctx.resolve_top(&snapshot), "the top-level service");
+        // Checked whole first: a bad list changes nothing.
+        let planned = self.ctx.plan_services(&new, &snapshot, top)?;
+        let key = |p: &Planned| -> (String, String) {
+            let members: Vec<&Service> = std::iter::once(&p.service).chain(&p.mounts).collect();
+            (
+                members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(","),
+                group_fingerprint(&p.service, &p.mounts),
+            )
+        };
+        let mut out = Vec::new();
+        let mut keep: Vec<ServiceRun> = Vec::new();
+        let mut start: Vec<Planned> = Vec::new();
+        let mut old: Vec<ServiceRun> = std::mem::take(&mut self.services);
+        for p in planned {
+            let (name, fingerprint) = key(&p);
+            match old.iter().position(|r| r.name.0 == name && r.fingerprint == fingerprint) {
+                Some(i) => {
+                    let run = old.remove(i);
+                    // Same settings: listeners and connections stay; a new
+                    // allow-list applies to the open connections at once.
+                    if run.access != p.service.access {
+                        out.push(format!(
+                            "service {name}: allow-list changed: applied (open connections checked again)"
+                        ));
+                    }
+                    run.set_access(p.service.access.clone());
+                    keep.push(run);
+                }
+                None => start.push(p),
+            }
+        }
+        // What is gone or changed stops first (a changed one may keep its port).
+        for run in old {
+            let changed = start.iter().any(|p| key(p).0 == run.name.0);
+            out.push(format!(
+                "service {}: {}; its connections close within {} s",
+                run.name.0,
+                if changed { "changed, restarted" } else { "removed" },
+                super::tcp::DRAIN_GRACE.as_secs()
+            ));
+            drop(tokio::spawn(run.set.shutdown(SHUTDOWN_GRACE)));
+        }
+        for p in start {
+            let name = key(&p).0;
+            match bind_all(&p.res.listeners) {
+                Ok(bound) => match self.ctx.start_service(p, bound) {
+                    Ok(run) => {
+                        out.push(format!("service {name}: started"));
+                        keep.push(run);
+                    }
+                    Err(e) => out.push(format!("service {name}: not started: {e}")),
+                },
+                Err(e) => out.push(format!("service {name}: not started: {e}")),
+            }
+        }
+        self.services = keep;
+        Ok(out)
     }
 
     /// Stops at once (in-flight requests get up to 10 s).

@@ -54,7 +54,7 @@ pub mod workers;
 
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
 pub use browser::BrowserPolicy;
-pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SHUTDOWN_GRACE};
+pub use builder::{check_auth, Gateway, GatewayBuilder, Running, ServiceControls, DEFAULT_PORT, SHUTDOWN_GRACE};
 pub use context::{
     AppState, CredentialCell, Credentials, ListenerCtx, LiveListener, LiveView, Revocation, MESHGATE_PREFIX,
     UPSTREAM_HEALTHZ,

@@ -372,6 +372,26 @@ impl Service {
         }
     }
 
+    /// Everything but its access, as text: two services with the same
+    /// fingerprint run the same way (a reload keeps such a one running).
+    pub(crate) fn fingerprint(&self) -> String {
+        format!(
+            "{} {} {} {} {:?} {:?} {} {} {:?} {:?} {:?} {:?}",
+            self.name,
+            self.port,
+            self.protocol,
+            self.upstream_text(),
+            self.bind,
+            self.path,
+            self.proxy_protocol,
+            self.tls.is_some(),
+            self.connect_timeout,
+            self.idle_timeout,
+            self.max_connections,
+            self.upstream_limits,
+        )
+    }
+
     /// Fail closed: a TCP or TLS service that can listen off loopback (its
     /// `selectors`) admits only by peer identity, so it needs an allow-list,
     /// its own or the top level's (`top_level_allows`), or the explicit

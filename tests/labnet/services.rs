@@ -275,3 +275,98 @@ fn redis_behind_a_tls_service_answers_pong() {
     let (_, text) = cli(host.stranger("redis-cli"));
     assert!(!text.contains("PONG"), "the stranger got an answer: {text}");
 }
+
+/// A client in the laptop's lab holding one connection to `port` open: it
+/// sends a line every 100 ms and prints each echo as `echo N`, then
+/// `closed` when the connection ends.
+const HOLDER: &str = r#"
+import socket, sys, time
+s = socket.create_connection(("10.77.0.1", int(sys.argv[1])), 5)
+s.settimeout(5)
+n = 0
+try:
+    while True:
+        n += 1
+        s.sendall(b"%d\n" % n)
+        got = s.recv(64)
+        if not got:
+            break
+        print("echo", n, flush=True)
+        time.sleep(0.1)
+except OSError:
+    pass
+print("closed", flush=True)
+"#;
+
+/// One TCP exchange from `cmd`'s lab: true when the echo came back.
+fn echoes(mut cmd: Command, port: u16) -> bool {
+    cmd.args([
+        "-c",
+        &format!(
+            "import socket\ns = socket.create_connection(('10.77.0.1', {port}), 3)\ns.settimeout(3)\ns.sendall(b'hi')\nassert s.recv(8) == b'hi'"
+        ),
+    ]);
+    run_bounded(cmd, Duration::from_secs(10)).status.success()
+}
+
+/// SIGHUP adds and removes services while another service's connection
+/// stays up; then the laptop, taken off that service's allow-list, loses
+/// its open connection.
+#[test]
+fn reload_adds_and_removes_services_and_a_peer_taken_off_loses_its_connection() {
+    let test = "reload_adds_and_removes_services_and_a_peer_taken_off_loses_its_connection";
+    let Some(mut host) = Host::new(test) else { return };
+    let _echo = host.pair.gateway.spawn("socat", &["TCP-LISTEN:27000,bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"]);
+    assert!(wait_port(&host.pair.gateway, 27000), "socat did not start");
+    let table = |name: &str, port: u16, allow: &str| {
+        format!("[[service]]\nname = \"{name}\"\nport = {port}\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:27000\"\nbind = [\"wireguard\"]\nallow_peers = [{allow}]\n\n")
+    };
+    let stranger_key = format!("\"{}\"", host.stranger.public_key());
+    host.serve(
+        &format!("{}{}", table("keep", 15001, "\"laptop\""), table("gone", 15002, "\"laptop\"")),
+        "",
+        &["keep", "gone"],
+    );
+    assert!(echoes(host.laptop("python3"), 15002), "gone does not answer before the reload");
+
+    let mut holder = host.laptop("python3");
+    holder.args(["-c", HOLDER, "15001"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut holder = Proc::spawn(&mut holder);
+    let held = crate::lines(holder.child().stdout.take().unwrap());
+    let next = |want: &str| held.recv_timeout(Duration::from_secs(5)).map(|l| l.starts_with(want)).unwrap_or(false);
+    assert!(next("echo"), "the held connection does not echo");
+
+    // Reload: `gone` removed, `new` added, `keep` unchanged.
+    let laptop = host.pair.peer_public_key().to_owned();
+    let config = host.path("meshgate.toml");
+    let write = |services: String| {
+        std::fs::write(&config, format!("[peers]\nlaptop = \"{laptop}\"\n\n{services}")).unwrap();
+    };
+    write(format!("{}{}", table("keep", 15001, "\"laptop\""), table("new", 15003, "\"laptop\"")));
+    let pid = host.meshgate.as_mut().unwrap().0.pid().to_string();
+    let hup = || assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    hup();
+    assert!(
+        wait_until(Duration::from_secs(10), || echoes(host.laptop("python3"), 15003)),
+        "the new service does not answer: {}",
+        host.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !echoes(host.laptop("python3"), 15002)),
+        "the removed service still answers: {}",
+        host.log()
+    );
+    // The held connection to `keep` went on through all of it.
+    while let Ok(line) = held.try_recv() {
+        assert!(line.starts_with("echo"), "the held connection ended: {line}\n{}", host.log());
+    }
+    assert!(next("echo"), "the held connection stopped echoing after the reload");
+
+    // Reload: the laptop taken off `keep`'s list: its open connection ends.
+    write(table("keep", 15001, &stranger_key));
+    hup();
+    let ended = wait_until(Duration::from_secs(10), || matches!(held.try_recv(), Ok(l) if l == "closed"));
+    assert!(ended, "the laptop kept its connection after losing access: {}", host.log());
+    assert!(!echoes(host.laptop("python3"), 15001), "the laptop still gets in");
+    assert!(echoes(host.stranger("python3"), 15001), "the stranger, now allowed, does not get in");
+}
