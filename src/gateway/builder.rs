@@ -457,7 +457,7 @@ impl<'a> GatewayBuilder<'a> {
             return Err(Error::NothingMatched(res.fallback_reason.clone().unwrap_or_else(|| "nothing matched".into())));
         }
         check_auth(&selectors, &res, self.token.as_ref(), self.peers.is_some() && self.peers_allow)?;
-        let ctx = ServiceCtx {
+        let mut ctx = ServiceCtx {
             registry,
             top: selectors.clone(),
             host: self.host.clone(),
@@ -470,6 +470,7 @@ impl<'a> GatewayBuilder<'a> {
             tls: self.tls.clone(),
             workers: self.workers.clone(),
             events: self.events.clone(),
+            meter: None,
         };
         let planned = ctx.plan_services(&self.services, &snapshot, taken_by(&res, "the top-level service"))?;
 
@@ -495,6 +496,7 @@ impl<'a> GatewayBuilder<'a> {
         if let Some(tls) = &self.tls {
             state = state.with_tls_stats(tls.acceptor.stats().clone());
         }
+        ctx.meter = Some(state.stats().meter.clone());
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
         if let Some(tls) = self.tls.take() {
@@ -588,6 +590,8 @@ struct ServiceCtx {
     tls: Option<Https>,
     workers: Option<Workers>,
     events: Option<EventSink>,
+    /// The top-level `/metrics`, where TCP services' counters show.
+    meter: Option<Arc<super::metrics::Meter>>,
 }
 
 /// The socket addresses `res` holds, each named `who` (ports 0 left out:
@@ -775,7 +779,15 @@ impl ServiceCtx {
                     let self_signed = self.tls.as_ref().and_then(|t| t.self_signed.clone());
                     set.set_tls(Https { acceptor: acceptor.clone(), self_signed, loopback: true });
                 }
-                set.set_tcp(Arc::new(handler));
+                let handler = Arc::new(handler);
+                if let Some(meter) = &self.meter {
+                    let stats = handler.stats().clone();
+                    meter.add_service(
+                        &service.name,
+                        super::metrics::ServiceCounters(Box::new(move || stats.values().to_vec())),
+                    );
+                }
+                set.set_tcp(handler);
                 set
             }
         };
@@ -1058,6 +1070,9 @@ impl Running<'_> {
                 if changed { "changed, restarted" } else { "removed" },
                 super::tcp::DRAIN_GRACE.as_secs()
             ));
+            if let (Some(meter), Some(_)) = (&self.ctx.meter, run.set.tcp()) {
+                meter.remove_service(&run.name.0);
+            }
             drop(tokio::spawn(run.set.shutdown(SHUTDOWN_GRACE)));
         }
         for p in start {

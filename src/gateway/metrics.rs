@@ -65,6 +65,18 @@ pub struct Meter {
     pub detached: AtomicU64,
     tls: OnceLock<Arc<TlsStats>>,
     upstream_idle: OnceLock<IdleCount>,
+    /// The TCP services' counters, shown with a `service` label.
+    services: Mutex<BTreeMap<String, ServiceCounters>>,
+}
+
+/// Reads one service's counters at scrape time: `(name, help, value)`, each
+/// name ending in `_total` for a counter.
+pub struct ServiceCounters(pub Box<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>);
+
+impl std::fmt::Debug for ServiceCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceCounters")
+    }
 }
 
 /// Reads the upstream pool's idle connections at scrape time.
@@ -98,6 +110,17 @@ impl Meter {
     /// scrape time (the first call wins).
     pub fn set_upstream_idle(&self, count: IdleCount) {
         let _ = self.upstream_idle.set(count);
+    }
+
+    /// Shows a service's counters (replacing any of that name) until
+    /// [`remove_service`](Self::remove_service).
+    pub fn add_service(&self, name: &str, counters: ServiceCounters) {
+        self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), counters);
+    }
+
+    /// Stops showing a service's counters.
+    pub fn remove_service(&self, name: &str) {
+        self.services.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
     fn count(&self, counters: &ListenerCounters, status: u16) {
@@ -320,6 +343,31 @@ impl Collector for Scrape {
         counter(&mut e, "listener_attaches", "Listeners opened since start.", get(&m.detached) + g.listeners)?;
         counter(&mut e, "listener_detaches", "Listeners closed since start.", get(&m.detached))?;
         gauge(&mut e, "fallback", "1 while loopback stands in because nothing matched.", i64::from(g.fallback))?;
+        {
+            // One family per service counter, the service as a label.
+            let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
+            let read: Vec<(String, Vec<(&'static str, &'static str, u64)>)> =
+                services.iter().map(|(n, c)| (n.clone(), (c.0)())).collect();
+            drop(services);
+            if let Some((_, first)) = read.first() {
+                for (i, (name, help, _)) in first.iter().enumerate() {
+                    let (name, kind) = match name.strip_suffix("_total") {
+                        Some(n) => (n, MetricType::Counter),
+                        None => (*name, MetricType::Gauge),
+                    };
+                    let mut family = e.encode_descriptor(name, help, None, kind)?;
+                    for (service, values) in &read {
+                        let labels = [("service", service.as_str())];
+                        let v = values.get(i).map_or(0, |v| v.2);
+                        match kind {
+                            MetricType::Counter => ConstCounter::new(v).encode(family.encode_family(&labels)?)?,
+                            _ => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+                                .encode(family.encode_family(&labels)?)?,
+                        }
+                    }
+                }
+            }
+        }
         if let Some(idle) = m.upstream_idle.get() {
             let n = i64::try_from((idle.0)()).unwrap_or(i64::MAX);
             gauge(

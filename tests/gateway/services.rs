@@ -376,3 +376,39 @@ async fn two_http_services_share_a_port_by_path() {
     }
     running.shutdown().await;
 }
+
+/// `/metrics` carries each TCP service's counters with a `service` label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_a_service_label() {
+    let (up, url) = upstream();
+    let running = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .status_routes("/_meshgate")
+        .service(Service::tcp("pg", 0, &url).unwrap().bind(["127.0.0.1"]))
+        .start(axum::Router::new())
+        .await
+        .expect("start");
+    let (main, addr) = (running.addresses()[0], running.service_addresses("pg").unwrap()[0]);
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(&b).unwrap();
+    });
+    tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        c.write_all(b"hi").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+    })
+    .await
+    .unwrap();
+    server.join().unwrap();
+    let text = tokio::task::spawn_blocking(move || super::http_get(main, "/_meshgate/metrics", None)).await.unwrap();
+    assert!(text.contains("meshgate_tcp_admitted_total{service=\"pg\"} 1"), "{text}");
+    assert!(text.contains("meshgate_tcp_refused_peer_total{service=\"pg\"} 0"), "{text}");
+    assert!(text.contains("# TYPE meshgate_tcp_open_connections gauge"), "{text}");
+    running.shutdown().await;
+}
