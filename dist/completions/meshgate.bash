@@ -65,7 +65,7 @@ _meshgate() {
 
     case "${cmd}" in
         meshgate)
-            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers peers completions man help"
+            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tcp --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers peers completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -151,6 +151,10 @@ _meshgate() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tcp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --tls-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -201,7 +205,7 @@ _meshgate() {
             return 0
             ;;
         meshgate__subcmd__explain)
-            opts="-h --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --json --help"
+            opts="-h --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tcp --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -284,6 +288,10 @@ _meshgate() {
                     return 0
                     ;;
                 --max-unauthenticated-per-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -501,7 +509,7 @@ _meshgate() {
             return 0
             ;;
         meshgate__subcmd__serve)
-            opts="-h --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help"
+            opts="-h --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tcp --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -584,6 +592,10 @@ _meshgate() {
                     return 0
                     ;;
                 --max-unauthenticated-per-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

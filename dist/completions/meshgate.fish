@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_meshgate_global_optspecs
-    string join \n bind= host= port= config= fallback= no-loopback token-file= no-follow wait= upstream= upstream-connect-timeout= upstream-timeout= max-header-bytes= idle-timeout= max-connections= max-body-bytes= upstream-max-body-bytes= allow-host= allow-origin= allow-peer= max-connections-per-address= max-unauthenticated-per-address= tls-cert= tls-key= tls= tls-name= state-dir= tls-loopback log-format= log-level= access-log h/help V/version
+    string join \n bind= host= port= config= fallback= no-loopback token-file= no-follow wait= upstream= upstream-connect-timeout= upstream-timeout= max-header-bytes= idle-timeout= max-connections= max-body-bytes= upstream-max-body-bytes= allow-host= allow-origin= allow-peer= max-connections-per-address= max-unauthenticated-per-address= tcp= tls-cert= tls-key= tls= tls-name= state-dir= tls-loopback log-format= log-level= access-log h/help V/version
 end
 
 function __fish_meshgate_needs_command
@@ -45,6 +45,7 @@ complete -c meshgate -n "__fish_meshgate_needs_command" -l allow-origin -d 'An e
 complete -c meshgate -n "__fish_meshgate_needs_command" -l allow-peer -d 'Let this WireGuard peer in without a token: a name from the config file\'s `[peers]` or a base64 public key. Repeatable; replaces the config file\'s allow_peers' -r
 complete -c meshgate -n "__fish_meshgate_needs_command" -l max-connections-per-address -d 'The most connections one address may hold open on non-loopback listeners [default: 64]' -r
 complete -c meshgate -n "__fish_meshgate_needs_command" -l max-unauthenticated-per-address -d 'The most connections one address may hold open before presenting a token, a session or an allowed peer identity [default: 16]' -r
+complete -c meshgate -n "__fish_meshgate_needs_command" -l tcp -d 'Forward TCP port PORT on the bind\'s addresses to UPSTREAM (tcp://HOST:PORT, HOST:PORT or unix:/PATH), admitting only the peers of the allow-list (--allow-peer); named tcp-PORT. Repeatable. More services: [[service]] tables in the config file' -r
 complete -c meshgate -n "__fish_meshgate_needs_command" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when the files change or on SIGHUP' -r -F
 complete -c meshgate -n "__fish_meshgate_needs_command" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
 complete -c meshgate -n "__fish_meshgate_needs_command" -l tls -d 'Serve HTTPS with a self-signed certificate over a key kept in --state-dir (its SHA-256 is printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'"
@@ -87,6 +88,7 @@ complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l allow-origin
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l allow-peer -d 'Let this WireGuard peer in without a token: a name from the config file\'s `[peers]` or a base64 public key. Repeatable; replaces the config file\'s allow_peers' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l max-connections-per-address -d 'The most connections one address may hold open on non-loopback listeners [default: 64]' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l max-unauthenticated-per-address -d 'The most connections one address may hold open before presenting a token, a session or an allowed peer identity [default: 16]' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tcp -d 'Forward TCP port PORT on the bind\'s addresses to UPSTREAM (tcp://HOST:PORT, HOST:PORT or unix:/PATH), admitting only the peers of the allow-list (--allow-peer); named tcp-PORT. Repeatable. More services: [[service]] tables in the config file' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when the files change or on SIGHUP' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls -d 'Serve HTTPS with a self-signed certificate over a key kept in --state-dir (its SHA-256 is printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'"
@@ -121,6 +123,7 @@ complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l allow-orig
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l allow-peer -d 'Let this WireGuard peer in without a token: a name from the config file\'s `[peers]` or a base64 public key. Repeatable; replaces the config file\'s allow_peers' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l max-connections-per-address -d 'The most connections one address may hold open on non-loopback listeners [default: 64]' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l max-unauthenticated-per-address -d 'The most connections one address may hold open before presenting a token, a session or an allowed peer identity [default: 16]' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tcp -d 'Forward TCP port PORT on the bind\'s addresses to UPSTREAM (tcp://HOST:PORT, HOST:PORT or unix:/PATH), admitting only the peers of the allow-list (--allow-peer); named tcp-PORT. Repeatable. More services: [[service]] tables in the config file' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when the files change or on SIGHUP' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls -d 'Serve HTTPS with a self-signed certificate over a key kept in --state-dir (its SHA-256 is printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'"
