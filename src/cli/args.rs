@@ -199,7 +199,7 @@ pub struct ServeArgs {
     /// Forward TCP port PORT on the bind's addresses to UPSTREAM
     /// (tcp://HOST:PORT, HOST:PORT or unix:/PATH), admitting only the peers
     /// of the allow-list (--allow-peer); named tcp-PORT. Repeatable. More
-    /// services: [[service]] tables in the config file.
+    /// services: `[[service]]` tables in the config file.
     #[arg(help_heading = "Services", long = "tcp", value_name = "PORT=UPSTREAM", value_parser = parse_tcp)]
     pub tcp: Vec<(u16, String)>,
     /// HTTPS.

@@ -472,24 +472,6 @@ pub fn browser_policy(args: &ServeArgs, file: Option<&meshgate_core::config::Fil
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::ffi::OsString;
-
-    use super::*;
-
-    #[test]
-    fn the_default_config_file_depends_on_who_runs() {
-        let none = |_: &str| None::<OsString>;
-        assert_eq!(default_config_path(true, none), Some("/etc/meshgate/meshgate.toml".into()));
-        let xdg = |k: &str| (k == "XDG_CONFIG_HOME").then(|| OsString::from("/home/ana/.cfg"));
-        assert_eq!(default_config_path(false, xdg), Some("/home/ana/.cfg/meshgate/meshgate.toml".into()));
-        let home = |k: &str| (k == "HOME").then(|| OsString::from("/home/ana"));
-        assert_eq!(default_config_path(false, home), Some("/home/ana/.config/meshgate/meshgate.toml".into()));
-        assert_eq!(default_config_path(false, none), None);
-    }
-}
-
 /// Where `tls` services get their acceptor: `serve` passes the top level's
 /// TLS (none: a `tls` service is refused), `explain` opens no key.
 pub(crate) enum ServiceTls<'a> {
@@ -620,4 +602,22 @@ pub(crate) fn services(
         out.push(s);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    #[test]
+    fn the_default_config_file_depends_on_who_runs() {
+        let none = |_: &str| None::<OsString>;
+        assert_eq!(default_config_path(true, none), Some("/etc/meshgate/meshgate.toml".into()));
+        let xdg = |k: &str| (k == "XDG_CONFIG_HOME").then(|| OsString::from("/home/ana/.cfg"));
+        assert_eq!(default_config_path(false, xdg), Some("/home/ana/.cfg/meshgate/meshgate.toml".into()));
+        let home = |k: &str| (k == "HOME").then(|| OsString::from("/home/ana"));
+        assert_eq!(default_config_path(false, home), Some("/home/ana/.config/meshgate/meshgate.toml".into()));
+        assert_eq!(default_config_path(false, none), None);
+    }
 }

@@ -71,7 +71,10 @@ pub struct Meter {
 
 /// Reads one service's counters at scrape time: `(name, help, value)`, each
 /// name ending in `_total` for a counter.
-pub struct ServiceCounters(pub Box<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>);
+pub struct ServiceCounters(pub Box<dyn Fn() -> CounterValues + Send + Sync>);
+
+/// `(name, help, value)` of each counter of a service.
+pub type CounterValues = Vec<(&'static str, &'static str, u64)>;
 
 impl std::fmt::Debug for ServiceCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -346,8 +349,7 @@ impl Collector for Scrape {
         {
             // One family per service counter, the service as a label.
             let services = m.services.lock().unwrap_or_else(|e| e.into_inner());
-            let read: Vec<(String, Vec<(&'static str, &'static str, u64)>)> =
-                services.iter().map(|(n, c)| (n.clone(), (c.0)())).collect();
+            let read: Vec<(String, CounterValues)> = services.iter().map(|(n, c)| (n.clone(), (c.0)())).collect();
             drop(services);
             if let Some((_, first)) = read.first() {
                 for (i, (name, help, _)) in first.iter().enumerate() {
