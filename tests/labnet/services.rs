@@ -370,3 +370,34 @@ fn reload_adds_and_removes_services_and_a_peer_taken_off_loses_its_connection() 
     assert!(!echoes(host.laptop("python3"), 15001), "the laptop still gets in");
     assert!(echoes(host.stranger("python3"), 15001), "the stranger, now allowed, does not get in");
 }
+
+/// Reads `rx` until a line starts with `want` (bounded); returns what was read.
+fn until(rx: &Receiver<String>, want: &str) -> Result<String, Vec<String>> {
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        if line.starts_with(want) {
+            return Ok(line);
+        }
+        seen.push(line);
+    }
+    Err(seen)
+}
+
+/// A service follows its own bind as interfaces come and go: its WireGuard
+/// address is attached when `wg0` comes up and detached when it goes, next to
+/// the top-level service's listeners, which stay on loopback.
+#[test]
+fn a_service_follows_its_bind_as_interfaces_come_and_go() {
+    let Some(lab) = crate::lab::lab_or_skip("a_service_follows_its_bind_as_interfaces_come_and_go") else {
+        return;
+    };
+    lab.sh_ok(
+        "printf '[[service]]\\nname = \"db\"\\nport = 15500\\nprotocol = \"tcp\"\\nupstream = \"tcp://127.0.0.1:1\"\\nbind = [\"wireguard\"]\\nallow_peers = [\"*\"]\\n' > /var/run/wireguard/services.toml",
+    );
+    let (_gw, rx) = super::serve(&lab, &["--port", "18789", "--config", "/var/run/wireguard/services.toml"], 0);
+    lab.tun("wg0", &["10.8.0.1/24"]);
+    let line = until(&rx, "service db: listening on tcp://10.8.0.1:15500").unwrap_or_else(|seen| panic!("{seen:?}"));
+    assert_eq!(line, "service db: listening on tcp://10.8.0.1:15500 (wireguard)");
+    lab.addr_del("wg0", "10.8.0.1/24");
+    until(&rx, "service db: stopped listening on tcp://10.8.0.1:15500").unwrap_or_else(|seen| panic!("{seen:?}"));
+}
