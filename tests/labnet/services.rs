@@ -153,7 +153,7 @@ fn postgres_answers_the_allowed_peer_and_never_sees_the_stranger() {
 
     host.serve(
         "[[service]]\nname = \"postgres\"\nport = 15432\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:25432\"\nbind = [\"wireguard\"]\nallow_peers = [\"laptop\"]\n",
-        "",
+        "access_log = true\n",
         &["postgres"],
     );
     let psql = |mut cmd: Command| {
@@ -180,6 +180,19 @@ fn postgres_answers_the_allowed_peer_and_never_sees_the_stranger() {
     // The laptop still gets in after the stranger's attempt.
     let (ok, text) = psql(host.laptop("psql"));
     assert!(ok && text.trim() == "42", "{text}");
+    // The access log names the service and the peer, once per connection.
+    assert!(
+        wait_until(Duration::from_secs(5), || host
+            .log()
+            .lines()
+            .filter(|l| l.contains("tcp connection")
+                && l.contains("service=postgres")
+                && l.contains("identity=\"laptop\""))
+            .count()
+            == 2),
+        "{}",
+        host.log()
+    );
 }
 
 /// SSH for the laptop: `ssh ... echo ok` through meshgate; the stranger's

@@ -60,6 +60,20 @@ pub(crate) enum Ended {
     Failed(io::ErrorKind),
 }
 
+impl Ended {
+    /// One word or two for a log line.
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            Self::Closed { .. } => "closed",
+            Self::ClientReset => "client reset",
+            Self::UpstreamReset => "upstream reset",
+            Self::Idle => "idle timeout",
+            Self::Stopped => "stopped",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
 /// Reads counted (for the idle watch) and resets noted.
 struct Watched<'a, S> {
     inner: &'a mut S,

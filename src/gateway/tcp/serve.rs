@@ -25,6 +25,7 @@ use super::refusals::WINDOW;
 use crate::gateway::admission::Admission;
 use crate::gateway::context::{AppState, ListenerCtx, Stats};
 use crate::gateway::identity::PeerIdentity;
+use crate::gateway::metrics::ACCESS_TARGET;
 use crate::gateway::service::Target;
 use crate::gateway::workers::{Handoff, Workers};
 
@@ -233,6 +234,7 @@ async fn to_upstream<C: Socket>(
     };
     TcpStats::bump(&stats.admitted);
     stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
     let ended = match upstream {
         Upstream::Tcp(mut u) => {
             let _ = u.set_nodelay(true);
@@ -242,6 +244,27 @@ async fn to_upstream<C: Socket>(
     };
     stats.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let name = identity.and_then(|id| id.name.clone().or_else(|| id.login.clone()).or_else(|| id.key.clone()));
+    // The access log (when on): one line per forwarded connection, naming the
+    // service; refused ones are counted and logged aggregated instead.
+    if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        let (up, down) = match ended {
+            Ended::Closed { up, down } => (up.to_string(), down.to_string()),
+            _ => ("-".to_owned(), "-".to_owned()),
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: ACCESS_TARGET,
+            service = %handler.name(),
+            listener = %ctx.local,
+            peer = %peer,
+            identity = name.as_deref().unwrap_or("-"),
+            ended = ended.as_str(),
+            bytes_up = %up,
+            bytes_down = %down,
+            duration_ms = format_args!("{ms:.3}"),
+            "tcp connection"
+        );
+    }
     match ended {
         Ended::Closed { up, down } => {
             stats.bytes_up.fetch_add(up, std::sync::atomic::Ordering::Relaxed);
