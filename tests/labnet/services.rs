@@ -414,3 +414,40 @@ fn a_service_follows_its_bind_as_interfaces_come_and_go() {
     lab.addr_del("wg0", "10.8.0.1/24");
     until(&rx, "service db: stopped listening on tcp://10.8.0.1:15500").unwrap_or_else(|seen| panic!("{seen:?}"));
 }
+
+/// An HTTP service with its own allow-list: the laptop on it gets through
+/// with no token; the stranger (not on it) is asked for one (401), and the
+/// upstream never sees its request.
+#[test]
+fn an_http_service_admits_the_peers_of_its_own_allow_list() {
+    let test = "an_http_service_admits_the_peers_of_its_own_allow_list";
+    let Some(mut host) = Host::new(test) else { return };
+    let served = host.path("served");
+    let _web = host.pair.gateway.spawn(
+        "python3",
+        &[
+            "-c",
+            "import http.server, sys\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        open(sys.argv[2], 'a').write(self.path + '\\n')\n        self.send_response(200)\n        self.send_header('Content-Length', '5')\n        self.end_headers()\n        self.wfile.write(b'hello')\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()",
+            "28080",
+            served.to_str().unwrap(),
+        ],
+    );
+    assert!(wait_port(&host.pair.gateway, 28080), "the web upstream did not start");
+    let token = host.path("token");
+    std::fs::write(&token, "a-token-of-enough-length-0123456789\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    host.serve(
+        "[[service]]\nname = \"web\"\nport = 18080\nupstream = \"http://127.0.0.1:28080\"\nbind = [\"wireguard\"]\nallow_peers = [\"laptop\"]\n",
+        &format!("token_file = \"{}\"\n", token.display()),
+        &["web"],
+    );
+    let get = |mut cmd: Command, path: &str| {
+        cmd.args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://10.77.0.1:18080{path}"));
+        output(cmd).1
+    };
+    assert_eq!(get(host.laptop("curl"), "/from-laptop"), "200", "{}", host.log());
+    assert_eq!(get(host.stranger("curl"), "/from-stranger"), "401");
+    let seen = std::fs::read_to_string(&served).unwrap_or_default();
+    assert_eq!(seen, "/from-laptop\n", "what reached the upstream");
+}
