@@ -471,6 +471,7 @@ impl<'a> GatewayBuilder<'a> {
             workers: self.workers.clone(),
             events: self.events.clone(),
             meter: None,
+            board: None,
         };
         let planned = ctx.plan_services(&self.services, &snapshot, taken_by(&res, "the top-level service"))?;
 
@@ -497,7 +498,12 @@ impl<'a> GatewayBuilder<'a> {
             state = state.with_tls_stats(tls.acceptor.stats().clone());
         }
         ctx.meter = Some(state.stats().meter.clone());
+        let board = super::listeners::StatusBoard::new(state.clone());
+        ctx.board = Some(board.clone());
         let mut set = ListenerSet::new(make_app(&state), state);
+        if !self.services.is_empty() {
+            set.set_status_board(board, "");
+        }
         set.set_limits(self.limits);
         if let Some(tls) = self.tls.take() {
             set.set_tls(tls);
@@ -592,6 +598,8 @@ struct ServiceCtx {
     events: Option<EventSink>,
     /// The top-level `/metrics`, where TCP services' counters show.
     meter: Option<Arc<super::metrics::Meter>>,
+    /// The top-level `/status`, where every service's listeners show.
+    board: Option<super::listeners::StatusBoard>,
 }
 
 /// The socket addresses `res` holds, each named `who` (ports 0 left out:
@@ -799,6 +807,9 @@ impl ServiceCtx {
         let names: Vec<&str> =
             std::iter::once(service.name.as_str()).chain(mounts.iter().map(|m| m.name.as_str())).collect();
         let name = (names.join(","), service.protocol);
+        if let Some(board) = &self.board {
+            set.set_status_board(board.clone(), &name.0);
+        }
         for b in bound {
             let mut listener = b.listener.clone();
             let local = set.attach(b).map_err(|source| Error::Bind(BindError::new(&listener, source)))?;

@@ -53,6 +53,9 @@ pub struct LiveListener {
     pub tls: bool,
     /// Where to reach it: `https://10.8.0.1:18789`, `http://127.0.0.1:18789`.
     pub url: String,
+    /// The `[[service]]` it serves (none: the top-level service).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// The live set.

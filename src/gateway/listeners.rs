@@ -142,6 +142,44 @@ pub struct ListenerSet {
     /// A TCP or TLS service's forwarder: its listeners run the TCP accept
     /// loop instead of the HTTP one.
     tcp: Option<Arc<TcpHandler>>,
+    /// Where every set of the gateway shows its listeners in the top-level
+    /// `/status`, and this set's name there (empty: the top-level set).
+    board: Option<(StatusBoard, String)>,
+}
+
+/// The listeners of every set of one gateway (the top-level service and
+/// each `[[service]]`), published together as the top-level state's
+/// [`LiveView`], each service's listeners named by a `service` member.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusBoard {
+    main: AppState,
+    sets: Arc<std::sync::Mutex<Board>>,
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    sets: BTreeMap<String, Vec<LiveListener>>,
+    fallback: (bool, Option<String>),
+}
+
+impl StatusBoard {
+    /// A board publishing into `main` (the top-level service's state).
+    pub(crate) fn new(main: AppState) -> Self {
+        Self { main, sets: Arc::default() }
+    }
+
+    fn put(&self, key: &str, listeners: Option<Vec<LiveListener>>, fallback: Option<(bool, Option<String>)>) {
+        let mut b = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        match listeners {
+            Some(l) => drop(b.sets.insert(key.to_owned(), l)),
+            None => drop(b.sets.remove(key)),
+        }
+        if let Some(f) = fallback {
+            b.fallback = f;
+        }
+        let listeners = b.sets.values().flatten().cloned().collect();
+        self.main.publish(LiveView { listeners, fallback: b.fallback.0, fallback_reason: b.fallback.1.clone() });
+    }
 }
 
 impl std::fmt::Debug for ListenerSet {
@@ -163,7 +201,14 @@ impl ListenerSet {
             tls: None,
             workers: None,
             tcp: None,
+            board: None,
         }
+    }
+
+    /// Shows this set's listeners in the top-level `/status` through
+    /// `board`, as service `name` (empty: the top-level set itself).
+    pub(crate) fn set_status_board(&mut self, board: StatusBoard, name: &str) {
+        self.board = Some((board, name.to_owned()));
     }
 
     /// Serves listeners attached from now on with the TCP forwarder
@@ -224,7 +269,12 @@ impl ListenerSet {
     fn live_listener(&self, l: &Listener, since: u64) -> LiveListener {
         let tls = self.is_tls(l);
         let url = format!("{}://{}", if tls { "https" } else { "http" }, display_addr(l));
-        LiveListener { listener: l.clone(), since, tls, url }
+        let url = match &self.tcp {
+            Some(t) => format!("{}://{}", if t.tls.is_some() { "tls" } else { "tcp" }, display_addr(l)),
+            None => url,
+        };
+        let service = self.board.as_ref().map(|(_, name)| name.clone()).filter(|n| !n.is_empty());
+        LiveListener { listener: l.clone(), since, tls, url, service }
     }
 
     /// True when `listener` is (or would be) served over TLS.
@@ -401,12 +451,34 @@ impl ListenerSet {
 
     /// Publishes the live set to `/status` and `/ws`.
     pub fn publish(&self) {
-        let listeners = self.live.values().map(|l| self.live_listener(&l.listener, l.since)).collect();
-        self.state.publish(LiveView { listeners, fallback: self.fallback.0, fallback_reason: self.fallback.1.clone() });
+        let listeners: Vec<LiveListener> =
+            self.live.values().map(|l| self.live_listener(&l.listener, l.since)).collect();
+        match &self.board {
+            Some((board, name)) => {
+                let top = name.is_empty();
+                board.put(name, Some(listeners.clone()), top.then(|| self.fallback.clone()));
+                if !top {
+                    // The service's own state too (its `/_meshgate/status`).
+                    self.state.publish(LiveView {
+                        listeners,
+                        fallback: self.fallback.0,
+                        fallback_reason: self.fallback.1.clone(),
+                    });
+                }
+            }
+            None => self.state.publish(LiveView {
+                listeners,
+                fallback: self.fallback.0,
+                fallback_reason: self.fallback.1.clone(),
+            }),
+        }
     }
 
     /// Stops every listener and waits up to `grace` for in-flight requests.
     pub async fn shutdown(mut self, grace: Duration) {
+        if let Some((board, name)) = self.board.take().filter(|(_, n)| !n.is_empty()) {
+            board.put(&name, None, None);
+        }
         let lives: Vec<Live> = std::mem::take(&mut self.live).into_values().collect();
         let mut tasks = Vec::with_capacity(lives.len());
         for l in lives {

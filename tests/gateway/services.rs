@@ -410,5 +410,17 @@ async fn metrics_carry_a_service_label() {
     assert!(text.contains("meshgate_tcp_admitted_total{service=\"pg\"} 1"), "{text}");
     assert!(text.contains("meshgate_tcp_refused_peer_total{service=\"pg\"} 0"), "{text}");
     assert!(text.contains("# TYPE meshgate_tcp_open_connections gauge"), "{text}");
+    // /status lists the service's listener beside the top-level one, named.
+    let status = tokio::task::spawn_blocking(move || super::http_get(main, "/_meshgate/status", None)).await.unwrap();
+    let body = status.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {status}"));
+    let listeners = doc["listeners"].as_array().expect("listeners");
+    let pg: Vec<_> = listeners.iter().filter(|l| l["service"] == "pg").collect();
+    assert_eq!(pg.len(), 1, "{doc}");
+    // (Asked for port 0, each listener shows the port as asked.)
+    assert!(pg[0]["url"].as_str().unwrap().starts_with("tcp://127.0.0.1:"), "{doc}");
+    let top = |l: &&serde_json::Value| l.get("service").is_none() && l["url"].as_str().unwrap().starts_with("http://");
+    assert_eq!(listeners.iter().filter(top).count(), 1, "{doc}");
+    let _ = addr;
     running.shutdown().await;
 }
