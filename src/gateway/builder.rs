@@ -1088,7 +1088,19 @@ impl Running<'_> {
         }
         for p in start {
             let name = key(&p).0;
-            match bind_all(&p.res.listeners) {
+            // A restarted service's old sockets close as their accept loops
+            // see the stop: give them a moment before calling a port taken.
+            let mut bound = bind_all(&p.res.listeners);
+            for _ in 0..40 {
+                match &bound {
+                    Err(e) if e.kind == super::bind::BindErrorKind::PortInUse => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        bound = bind_all(&p.res.listeners);
+                    }
+                    _ => break,
+                }
+            }
+            match bound {
                 Ok(bound) => match self.ctx.start_service(p, bound) {
                     Ok(run) => {
                         out.push(format!("service {name}: started"));

@@ -382,6 +382,21 @@ fn reload_adds_and_removes_services_and_a_peer_taken_off_loses_its_connection() 
     assert!(ended, "the laptop kept its connection after losing access: {}", host.log());
     assert!(!echoes(host.laptop("python3"), 15001), "the laptop still gets in");
     assert!(echoes(host.stranger("python3"), 15001), "the stranger, now allowed, does not get in");
+
+    // Reload: `keep` changed (its idle timeout): restarted on the same port.
+    write(format!("{}idle_timeout = 30\n", table("keep", 15001, &stranger_key)));
+    hup();
+    assert!(
+        wait_until(Duration::from_secs(10), || host.log().contains("service keep: changed, restarted")),
+        "{}",
+        host.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || echoes(host.stranger("python3"), 15001)),
+        "the restarted service does not answer: {}",
+        host.log()
+    );
+    assert!(host.log().contains("service keep: started"), "{}", host.log());
 }
 
 /// Reads `rx` until a line starts with `want` (bounded); returns what was read.
