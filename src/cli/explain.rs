@@ -39,7 +39,7 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
     // Each service: where it would listen, who may use it, why it would be refused.
     let mut seen = Vec::new();
     let mut refused_service = None;
-    for svc in services(&args.serve, file, UpstreamLimits::default(), ServiceTls::Explain)? {
+    for svc in services(&args.serve, file, UpstreamLimits::default(), ServiceTls::Explain(tls.on))? {
         let selectors = match svc.bind_selectors() {
             Some(raw) => meshgate_core::parse_selectors(
                 raw,

@@ -477,8 +477,9 @@ pub fn browser_policy(args: &ServeArgs, file: Option<&meshgate_core::config::Fil
 pub(crate) enum ServiceTls<'a> {
     /// `serve`: the top level's HTTPS, if configured.
     Serve(Option<&'a Https>),
-    /// `explain`: no acceptor is made.
-    Explain,
+    /// `explain`: no acceptor is made; true when the flags or the file
+    /// configure TLS (a `tls` service needs it).
+    Explain(bool),
 }
 
 /// The services `serve` runs besides the top-level one: `--tcp PORT=UPSTREAM`
@@ -539,28 +540,38 @@ pub(crate) fn services(
         if c.protocol == ServiceProtocol::Tls {
             match &tls {
                 ServiceTls::Serve(Some(https)) => s = s.with_tls(no_alpn(https)),
-                ServiceTls::Serve(None) => {
+                ServiceTls::Serve(None) | ServiceTls::Explain(false) => {
                     return Err(bad(
                         "protocol",
                         "tls".into(),
                         "a tls service terminates TLS with the top level's certificate: set [tls] cert and key (or self_signed = true), or --tls-cert/--tls-key".into(),
                     ))
                 }
-                ServiceTls::Explain => {}
+                ServiceTls::Explain(true) => {}
             }
             s.protocol = Protocol::Tls;
+        }
+        if c.protocol == ServiceProtocol::Http && c.tls == Some(false) {
+            s = s.without_tls();
+        }
+        if c.protocol != ServiceProtocol::Http && c.tls.is_some() {
+            return Err(bad(
+                "tls",
+                format!("{:?}", c.tls),
+                "tls is for HTTP services; a tcp service is plain TCP and a tls service always speaks TLS".into(),
+            ));
         }
         if c.protocol == ServiceProtocol::Http && c.tls == Some(true) {
             match &tls {
                 ServiceTls::Serve(Some(https)) => s = s.with_tls(https.acceptor.clone()),
-                ServiceTls::Serve(None) => {
+                ServiceTls::Serve(None) | ServiceTls::Explain(false) => {
                     return Err(bad(
                         "tls",
                         "true".into(),
                         "set [tls] cert and key (or self_signed = true) for the certificate it serves".into(),
                     ))
                 }
-                ServiceTls::Explain => {}
+                ServiceTls::Explain(true) => {}
             }
         }
         if let Some(raw) = &c.bind {

@@ -759,6 +759,7 @@ impl ServiceCtx {
                 };
                 let mut set = ListenerSet::new(app, state);
                 match (&service.tls, &self.tls) {
+                    _ if service.plain => {}
                     (Some(acceptor), _) => {
                         set.set_tls(Https { acceptor: acceptor.clone(), self_signed: None, loopback: false })
                     }

@@ -167,6 +167,8 @@ pub struct Service {
     pub(crate) path: Option<String>,
     pub(crate) proxy_protocol: bool,
     pub(crate) tls: Option<Arc<TlsAcceptor>>,
+    /// HTTP: plain HTTP even when the gateway serves HTTPS (`tls = false`).
+    pub(crate) plain: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: Option<usize>,
@@ -231,6 +233,7 @@ impl Service {
             path: None,
             proxy_protocol: false,
             tls: None,
+            plain: false,
             connect_timeout: DEFAULT_TCP_CONNECT_TIMEOUT,
             idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
             max_connections: None,
@@ -292,6 +295,15 @@ impl Service {
     #[must_use]
     pub fn with_tls(mut self, acceptor: Arc<TlsAcceptor>) -> Self {
         self.tls = Some(acceptor);
+        self
+    }
+
+    /// For HTTP: plain HTTP on every listener, even when the gateway serves
+    /// HTTPS (`tls = false`).
+    #[must_use]
+    pub fn without_tls(mut self) -> Self {
+        self.plain = true;
+        self.tls = None;
         self
     }
 
@@ -384,7 +396,7 @@ impl Service {
             self.bind,
             self.path,
             self.proxy_protocol,
-            self.tls.is_some(),
+            self.tls.is_some() || self.plain,
             self.connect_timeout,
             self.idle_timeout,
             self.max_connections,

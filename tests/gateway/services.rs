@@ -312,6 +312,21 @@ fn bad_tcp_flags_and_service_tables_name_the_value() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("protocl") && err.contains("line 4"), "{err}");
+    // A tls service needs the top level's certificate: serve and explain say so.
+    let file = config("[[service]]\nname = \"mqtt\"\nport = 8883\nprotocol = \"tls\"\nupstream = \"tcp://h:1\"\n");
+    for cmd in ["serve", "explain"] {
+        let out = run(&mut meshgate(&[cmd, "--config", file.path().to_str().unwrap()]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {err}");
+        assert!(err.contains("line 1: service.mqtt.protocol") && err.contains("[tls]"), "{cmd}: {err}");
+    }
+    // `tls` is an HTTP service's key.
+    let file =
+        config("[[service]]\nname = \"pg\"\nport = 5432\nprotocol = \"tcp\"\ntls = true\nupstream = \"tcp://h:1\"\n");
+    let out = run(&mut meshgate(&["serve", "--config", file.path().to_str().unwrap()]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("service.pg.tls") && err.contains("for HTTP services"), "{err}");
 }
 
 /// An HTTP upstream answering every request with `NAME PATH`, on a thread.
