@@ -48,9 +48,8 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
             )?,
             None => s.selectors.clone(),
         };
-        let mut options = s.resolve.clone();
-        options.port = svc.port();
-        let r = resolve(registry, &selectors, &snapshot, &options);
+        let options = svc.resolve_options(&s.resolve);
+        let r = svc.settle(resolve(registry, &selectors, &snapshot, &options));
         let refused = svc.check_exposure(&selectors, !peers.allow.is_empty()).err();
         if refused_service.is_none() {
             refused_service = refused.clone();

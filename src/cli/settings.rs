@@ -597,8 +597,9 @@ pub(crate) fn services(
         if let Some(n) = c.max_connections {
             s = s.max_connections(usize::try_from(n).unwrap_or(usize::MAX));
         }
-        if let Some(clash) =
-            out.iter().find(|o: &&Service| o.port() == s.port() && o.bind_selectors().is_none() && c.bind.is_none())
+        if let Some(clash) = out[..args.tcp.len()]
+            .iter()
+            .find(|o: &&Service| o.port() == s.port() && o.bind_selectors().is_none() && c.bind.is_none())
         {
             return Err(bad(
                 "port",

@@ -632,10 +632,10 @@ impl ServiceCtx {
                 None => top.to_vec(),
             };
             service.check_exposure(&selectors, allows).map_err(Error::Refused)?;
-            let mut options = self.options.clone();
-            options.port = service.port;
-            let res = resolve(registry, &selectors, snapshot, &options);
-            if res.nothing_to_bind() {
+            let options = service.resolve_options(&self.options);
+            let res = service.settle(resolve(registry, &selectors, snapshot, &options));
+            // A TCP service that matches nothing yet waits (no fallback).
+            if res.nothing_to_bind() && !service.protocol.is_stream() {
                 return Err(Error::NothingMatched(format!(
                     "service {:?}: {}",
                     service.name,
@@ -831,7 +831,9 @@ impl ServiceCtx {
         }
         set.publish();
         let registry = self.registry;
-        let resolver: Resolver = Box::new(move |s: &Snapshot| resolve(registry, &selectors, s, &options));
+        let settle = service.clone();
+        let resolver: Resolver =
+            Box::new(move |s: &Snapshot| settle.settle(resolve(registry, &selectors, s, &options)));
         Ok(ServiceRun { name, set, resolver, fingerprint, access: service.access.clone(), http_access })
     }
 }

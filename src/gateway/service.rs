@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshgate_core::wgpeer::{AllowList, PublicKey};
-use meshgate_core::Selector;
+use meshgate_core::{Resolution, ResolveOptions, Selector};
 
 use super::identity::PeerIdentity;
 use super::identity::PeerLookup;
@@ -402,6 +402,37 @@ impl Service {
             self.max_connections,
             self.upstream_limits,
         )
+    }
+
+    /// The resolver options this service listens with: the gateway's, on its
+    /// own port. A TCP or TLS service gets no loopback companion: whoever is
+    /// on the host reaches its upstream directly, and the companion would
+    /// take the very loopback port an upstream such as PostgreSQL listens on.
+    pub fn resolve_options(&self, base: &ResolveOptions) -> ResolveOptions {
+        let mut options = base.clone();
+        options.port = self.port;
+        if self.protocol.is_stream() {
+            options.loopback_companion = false;
+        }
+        options
+    }
+
+    /// What it listens on for `res`: a TCP or TLS service has no loopback
+    /// fallback either (for the same reason as [`resolve_options`](Self::resolve_options)):
+    /// while its bind matches nothing it listens nowhere and waits, and
+    /// follow attaches its addresses when they come.
+    pub fn settle(&self, mut res: Resolution) -> Resolution {
+        if self.protocol.is_stream() && res.fallback {
+            res.listeners.clear();
+            if let Some(why) = &mut res.fallback_reason {
+                *why = format!(
+                    "{}; a {} service has no loopback fallback: it listens nowhere until its bind matches",
+                    why.replace("; serving on loopback only", ""),
+                    self.protocol
+                );
+            }
+        }
+        res
     }
 
     /// Fail closed: a TCP or TLS service that can listen off loopback (its

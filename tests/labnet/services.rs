@@ -413,16 +413,24 @@ fn until(rx: &Receiver<String>, want: &str) -> Result<String, Vec<String>> {
 
 /// A service follows its own bind as interfaces come and go: its WireGuard
 /// address is attached when `wg0` comes up and detached when it goes, next to
-/// the top-level service's listeners, which stay on loopback.
+/// the top-level service's listeners, which stay on loopback. A TCP service
+/// has no loopback companion nor fallback: its upstream listens on
+/// 127.0.0.1 at the same port (as PostgreSQL on 5432 would), and meshgate
+/// starts anyway, listening nowhere for it until `wg0` is there.
 #[test]
 fn a_service_follows_its_bind_as_interfaces_come_and_go() {
     let Some(lab) = crate::lab::lab_or_skip("a_service_follows_its_bind_as_interfaces_come_and_go") else {
         return;
     };
+    let _upstream = lab.spawn("socat", &["TCP-LISTEN:15500,bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"]);
+    assert!(wait_port(&lab, 15500), "socat did not start");
     lab.sh_ok(
-        "printf '[[service]]\\nname = \"db\"\\nport = 15500\\nprotocol = \"tcp\"\\nupstream = \"tcp://127.0.0.1:1\"\\nbind = [\"wireguard\"]\\nallow_peers = [\"*\"]\\n' > /var/run/wireguard/services.toml",
+        "printf '[[service]]\\nname = \"db\"\\nport = 15500\\nprotocol = \"tcp\"\\nupstream = \"tcp://127.0.0.1:15500\"\\nbind = [\"wireguard\"]\\nallow_peers = [\"*\"]\\n' > /var/run/wireguard/services.toml",
     );
-    let (_gw, rx) = super::serve(&lab, &["--port", "18789", "--config", "/var/run/wireguard/services.toml"], 0);
+    let (mut gw, rx) = super::serve(&lab, &["--port", "18789", "--config", "/var/run/wireguard/services.toml"], 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(gw.is_running(), "meshgate did not start beside its upstream's loopback port");
+    assert!(rx.try_recv().is_err(), "the TCP service listens somewhere before wg0 is up");
     lab.tun("wg0", &["10.8.0.1/24"]);
     let line = until(&rx, "service db: listening on tcp://10.8.0.1:15500").unwrap_or_else(|seen| panic!("{seen:?}"));
     assert_eq!(line, "service db: listening on tcp://10.8.0.1:15500 (wireguard)");
