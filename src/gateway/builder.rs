@@ -331,6 +331,21 @@ impl<'a> GatewayBuilder<'a> {
     /// TCP or TLS service off loopback with no allow-list is refused
     /// ([`Error::Refused`], naming it), as are two services on one address
     /// and port.
+    ///
+    /// ```no_run
+    /// use meshgate::gateway::{Gateway, Service, Upstream};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let grafana = Service::http("grafana", 8080, Upstream::parse("http://127.0.0.1:3000")?)?.path("/grafana");
+    /// let postgres = Service::tcp("postgres", 5432, "tcp://127.0.0.1:5432")?.bind(["wireguard"]);
+    /// Gateway::builder()
+    ///     .service(grafana)
+    ///     .service(postgres) // refused at start without an allow-list: see `peer_lookup`
+    ///     .serve(axum::Router::new())
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn service(mut self, service: Service) -> Self {
         self.services.push(service);
         self
