@@ -45,6 +45,7 @@ fn main() -> ExitCode {
                 }
                 cli::peers(&args, source.as_ref()).await
             }
+            Some(Command::Status(args)) => cli::status(args).await,
             Some(Command::Completions(args)) => Ok(cli::completions(args.shell)),
             Some(Command::Man(_)) => cli::man_page(),
             Some(Command::Serve(args)) => cli::serve(args, source.as_ref()).await.map(|()| String::new()),

@@ -65,6 +65,9 @@ pub enum Command {
     /// List the WireGuard peers of the interfaces a bind resolves to: name,
     /// key, allowed-ips, last handshake, and whether each needs the token.
     Peers(PeersArgs),
+    /// Ask the gateway running on this host (through its loopback door) where
+    /// it listens, its services and peers; exit 3 when none answers.
+    Status(StatusArgs),
     /// Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`.
     Completions(CompletionsArgs),
     /// Print the man page (roff): `meshgate man | man -l -`.
@@ -288,6 +291,20 @@ pub struct PeersArgs {
     #[arg(long = "allow-peer", value_name = "NAME|KEY")]
     pub allow_peer: Vec<String>,
     /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `status`' options: the port as `serve` takes it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatusArgs {
+    /// The gateway's port [default: 18789].
+    #[arg(long, env = "MESHGATE_PORT")]
+    pub port: Option<u16>,
+    /// The config file the gateway was started with (for its port).
+    #[arg(long, env = "MESHGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the gateway's status document as JSON.
     #[arg(long)]
     pub json: bool,
 }

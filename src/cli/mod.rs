@@ -16,11 +16,12 @@ mod providers;
 mod reload;
 mod serve;
 mod settings;
+mod status;
 mod values;
 
 pub use args::{
     BindArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
-    ProvidersArgs, ServeArgs, TlsArgs, TlsMode,
+    ProvidersArgs, ServeArgs, StatusArgs, TlsArgs, TlsMode,
 };
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
@@ -30,6 +31,7 @@ pub use peers::peers;
 pub use print::{event_line, listening_line, stopped_line};
 pub use providers::providers;
 pub use serve::run as serve;
+pub use status::status;
 pub use settings::{
     browser_policy, load_token, load_token_warned, peer_rules, registry, serve_options, settings, tls_setup,
     ServeOptions, Settings, TlsSetup,

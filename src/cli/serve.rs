@@ -146,6 +146,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .on_event(on_event);
     let mut tls_stats = None;
     let mut reloader = None;
+    let page_tls = tls.as_ref().map(super::status::page_tls);
     if let Some(tls) = tls {
         say(&tls.summary);
         tls_stats = Some(tls.https.acceptor.stats().clone());
@@ -157,6 +158,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         }
     }
     notify::starting(args.wait);
+    let upstream_text = options.upstream.as_ref().map(ToString::to_string);
     let running = match options.upstream {
         Some(upstream) => {
             let proxy = Proxy::new(upstream, options.upstream_limits, token);
@@ -169,6 +171,11 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
     };
     let state = running.state().clone();
+    state.status_board().describe(crate::gateway::status_page::PageInfo {
+        services: vec![crate::gateway::status_page::ServiceInfo::single(upstream_text)],
+        tls: page_tls,
+        rules: Some(rules.clone()),
+    });
     let m = state.stats().meter.clone();
     if let Some(s) = tls_stats {
         m.set_tls(s);
@@ -176,7 +183,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let _ = meter.set(m);
     notify::ready(&listeners.lock().unwrap_or_else(|e| e.into_inner()));
     let live = Live { controls: running.controls(), rules };
-    reload_on_sighup(hangup, args.clone(), loaded, live, reloader);
+    reload_on_sighup(hangup, args.clone(), loaded, live, reloader, state.clone());
     running.run_until(stop).await;
     notify::stopping();
     Ok(())
@@ -195,6 +202,7 @@ fn reload_on_sighup(
     loaded: Loaded,
     live: Live,
     reloader: Option<Arc<Reloader>>,
+    state: crate::gateway::AppState,
 ) {
     #[cfg(unix)]
     {
@@ -209,15 +217,24 @@ fn reload_on_sighup(
                     }
                     match Loaded::read(&args) {
                         Err(e) => {
-                            tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}")
+                            tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}");
+                            state.status_board().note(
+                                crate::gateway::status_page::EventKind::Reload,
+                                format!("the new configuration is refused, the running one kept: {e}"),
+                            );
                         }
                         Ok(new) => {
                             let (changes, now) = current.apply(&new, &live);
                             if logging::set_filter(now.filter()) {
                                 tracing::debug!("SIGHUP: log filter is now {}", now.filter_text);
                             }
+                            let board = state.status_board();
+                            if changes.is_empty() {
+                                board.note(crate::gateway::status_page::EventKind::Reload, "configuration read again: nothing changed");
+                            }
                             for change in changes {
                                 tracing::info!("SIGHUP: {change}");
+                                board.note(crate::gateway::status_page::EventKind::Reload, change.to_string());
                             }
                             current = now;
                         }
@@ -228,7 +245,7 @@ fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (hangup, args, loaded, live, reloader);
+    let _ = (hangup, args, loaded, live, reloader, state);
 }
 
 #[cfg(unix)]

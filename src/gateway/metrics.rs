@@ -100,12 +100,36 @@ impl Meter {
         let _ = self.upstream_idle.set(count);
     }
 
+    /// Responses sent on every listener, open connections, and the refusals
+    /// by status ([`REFUSAL_CODES`] order): what the status page samples.
+    pub fn totals(&self) -> MeterTotals {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let responses = listeners.values().map(|c| c.classes.iter().map(get).sum::<u64>()).sum();
+        MeterTotals {
+            responses,
+            open: self.open.load(Ordering::Relaxed),
+            refusals: std::array::from_fn(|i| get(&self.refusals[i])),
+        }
+    }
+
     fn count(&self, counters: &ListenerCounters, status: u16) {
         counters.count(status);
         if let Some(i) = REFUSAL_CODES.iter().position(|&c| c == status) {
             self.refusals[i].fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The [`Meter`]'s sums at one moment ([`Meter::totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeterTotals {
+    /// Responses sent, every listener and status.
+    pub responses: u64,
+    /// Client connections open now.
+    pub open: i64,
+    /// Refusals by status, in [`REFUSAL_CODES`] order.
+    pub refusals: [u64; REFUSAL_CODES.len()],
 }
 
 /// An open connection, counted while it lives.

@@ -26,6 +26,7 @@ use super::signin;
 /// can add `.layer(Extension(ctx))`).
 pub fn app(state: AppState) -> Router {
     meshgate_routes()
+        .route("/", get(super::status_page::page::page))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()))
         .layer(RequireTokenLayer::new(state.clone()))
         .with_state(state)
@@ -42,8 +43,7 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
         // The prefix is reserved: a typo there (or the bare prefix) is
         // meshgate's 404, never the upstream's.
         .route(&format!("{MESHGATE_PREFIX}/{{*rest}}"), axum::routing::any(no_such_route))
-        .route(&format!("{MESHGATE_PREFIX}/"), axum::routing::any(no_such_route))
-        .route(MESHGATE_PREFIX, axum::routing::any(no_such_route))
+        .route(MESHGATE_PREFIX, get(|| async { axum::response::Redirect::to("/_meshgate/") }))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()));
     // The token that is checked is the token that is removed.
     let proxy = proxy.with_credentials(state.credential_cell().cloned());
@@ -71,7 +71,7 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
 async fn no_such_route() -> (axum::http::StatusCode, &'static str) {
     (
         axum::http::StatusCode::NOT_FOUND,
-        "no such meshgate route; meshgate has /_meshgate/healthz, /_meshgate/status, /_meshgate/metrics, /_meshgate/ws, /_meshgate/whoami, /_meshgate/login and /_meshgate/logout\n",
+        "no such meshgate route; meshgate has /_meshgate/ (the status page), /_meshgate/healthz, /_meshgate/status, /_meshgate/metrics, /_meshgate/ws, /_meshgate/whoami, /_meshgate/login and /_meshgate/logout\n",
     )
 }
 
@@ -83,7 +83,12 @@ pub fn meshgate_routes() -> Router<AppState> {
 
 /// The same routes under `prefix` (`"/_meshgate"`: `/_meshgate/healthz`, ...).
 pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
-    Router::new()
+    let router = Router::new();
+    // The status page at PREFIX/; at `/` only in meshgate's own app (`app`),
+    // so a program mounting these beside its own `/` keeps it.
+    let router =
+        if prefix.is_empty() { router } else { router.route(&format!("{prefix}/"), get(super::status_page::page::page)) };
+    router
         .route(&format!("{prefix}/healthz"), get(|| async { "ok\n" }))
         .route(&format!("{prefix}/status"), get(status))
         .route(&format!("{prefix}/metrics"), get(metrics))
@@ -108,9 +113,24 @@ async fn whoami(State(state): State<AppState>, caller: Option<axum::Extension<Ca
     }
 }
 
-async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn status(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    ctx: Option<axum::Extension<super::context::ListenerCtx>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+) -> Json<serde_json::Value> {
     let view = state.view();
-    Json(json!({
+    let caller = caller.and_then(|c| c.0 .0);
+    let page = super::status_page::page::status_fields(
+        &state,
+        caller.as_deref(),
+        ctx.map(|c| c.0),
+        peer.map(|p| p.0 .0),
+        &headers,
+    )
+    .await;
+    let mut doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.uptime().as_secs(),
         "listeners": view.listeners,
@@ -133,7 +153,14 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
                 "timed_out": t.timeout,
             })
         }),
-    }))
+    });
+    // The status page's document beside (never over) the fields above.
+    if let Some(fields) = doc.as_object_mut() {
+        for (k, v) in page {
+            fields.entry(k).or_insert(v);
+        }
+    }
+    Json(doc)
 }
 
 /// The Prometheus text format, behind the token like `/status`.
