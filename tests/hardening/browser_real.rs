@@ -57,7 +57,7 @@ const CHROMIUM_FLAGS: &[&str] = &[
 ];
 
 /// Fails the test (a skip outside CI) when chromium is not installed.
-fn chromium_or_skip(test: &str) -> bool {
+pub(crate) fn chromium_or_skip(test: &str) -> bool {
     let found =
         ["/usr/bin", "/usr/local/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join("chromium").is_file());
     if found {
@@ -72,7 +72,7 @@ fn chromium_or_skip(test: &str) -> bool {
 }
 
 /// A headless chromium inside a lab, attached to one page.
-struct Chromium {
+pub(crate) struct Chromium {
     proc: Proc,
     commands: ChildStdin,
     answers: mpsc::Receiver<Value>,
@@ -85,7 +85,7 @@ struct Chromium {
 
 impl Chromium {
     /// Starts chromium in `lab` with `extra` flags and opens a blank page.
-    fn start(lab: &Lab, extra: &[String]) -> Chromium {
+    pub(crate) fn start(lab: &Lab, extra: &[String]) -> Chromium {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let profile = dir.path().join("profile");
         let log = dir.path().join("stderr.log");
@@ -179,13 +179,13 @@ impl Chromium {
         self.send(method, params, false).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, method: &str, params: Value) -> Value {
         self.send(method, params, true).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs `js` in the page (a promise is awaited) and returns its value
     /// (`null` for `undefined`), or the exception it threw.
-    fn try_eval(&mut self, js: &str) -> Result<Value, String> {
+    pub(crate) fn try_eval(&mut self, js: &str) -> Result<Value, String> {
         let r = self.send(
             "Runtime.evaluate",
             json!({"expression": js, "awaitPromise": true, "returnByValue": true}),
@@ -198,13 +198,13 @@ impl Chromium {
         Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
     }
 
-    fn eval(&mut self, js: &str) -> Value {
+    pub(crate) fn eval(&mut self, js: &str) -> Value {
         self.try_eval(js).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Polls `js` until it is truthy (errors, e.g. during a navigation,
     /// count as not yet) and returns that value; panics after [`PAGE_TIMEOUT`].
-    fn wait_for(&mut self, js: &str, what: &str) -> Value {
+    pub(crate) fn wait_for(&mut self, js: &str, what: &str) -> Value {
         let mut last = Err(String::from("not evaluated"));
         let done = wait_until(PAGE_TIMEOUT, || {
             last = self.try_eval(js);
@@ -218,7 +218,7 @@ impl Chromium {
     }
 
     /// Navigates the page to `url`; panics when the load fails outright.
-    fn navigate(&mut self, url: &str) {
+    pub(crate) fn navigate(&mut self, url: &str) {
         let r = self.call("Page.navigate", json!({ "url": url }));
         if let Some(e) = r.get("errorText").and_then(Value::as_str) {
             panic!("the browser could not load {url}: {e}");
@@ -226,7 +226,7 @@ impl Chromium {
     }
 
     /// Saves a PNG of the page to `path`.
-    fn screenshot(&mut self, path: &std::path::Path) {
+    pub(crate) fn screenshot(&mut self, path: &std::path::Path) {
         use base64::Engine as _;
         let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
         let png = base64::engine::general_purpose::STANDARD
@@ -236,7 +236,7 @@ impl Chromium {
     }
 
     /// The cookies the browser holds for `url`, as DevTools reports them.
-    fn cookies(&mut self, url: &str) -> Vec<Value> {
+    pub(crate) fn cookies(&mut self, url: &str) -> Vec<Value> {
         let r = self.call("Network.getCookies", json!({ "urls": [url] }));
         r["cookies"].as_array().cloned().unwrap_or_default()
     }
@@ -314,7 +314,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
 
 /// Starts `meshgate serve ARGS` in `lab` and waits (bounded) until it printed a
 /// line containing `until`; returns the guard and every line up to it.
-fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
+pub(crate) fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
     let mut cmd = lab.command(BIN);
     cmd.arg("serve")
         .args(args)
@@ -339,7 +339,7 @@ fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
 }
 
 /// The `meshgate_session` cookie among `cookies`, if any.
-fn session_cookie(cookies: &[Value]) -> Option<&Value> {
+pub(crate) fn session_cookie(cookies: &[Value]) -> Option<&Value> {
     cookies.iter().find(|c| c["name"] == "meshgate_session")
 }
 

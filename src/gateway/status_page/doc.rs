@@ -450,7 +450,7 @@ mod tests {
             .iter()
             .map(|(a, provider)| LiveListener {
                 listener: meshgate_core::Listener {
-                    address: a.parse().unwrap(),
+                    address: meshgate_core::resolver::ScopedAddr { addr: a.parse().unwrap(), scope_id: None, scope_name: None },
                     port: 18789,
                     provider: (*provider).into(),
                     interface: None,

@@ -39,6 +39,10 @@ main{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:14px;padding
 .state{margin:0 0 10px;padding:8px 12px;border-radius:8px;font-weight:600}
 .state.ok{background:var(--okbg);color:var(--ok)}
 .state.warn{background:var(--warnbg);color:var(--warn)}
+.state.info{background:var(--bg);color:var(--fg)}
+.nowrap{white-space:nowrap}
+table.kv th{width:110px;border-bottom:1px solid var(--line);vertical-align:top;padding-top:7px}
+h3 .muted{font-weight:400;font-size:14px}
 .tag{font-size:12px;font-weight:600;padding:1px 7px;border-radius:6px;border:1px solid var(--line);color:var(--muted)}
 .tag.ok{color:var(--ok);border-color:var(--ok)}
 .tag.no{color:var(--bad);border-color:var(--bad)}
@@ -71,8 +75,10 @@ table,tbody,tr,td{display:block;width:100%}
 thead{display:none}
 tr{padding:6px 0;border-bottom:1px solid var(--line)}
 tr:last-child{border-bottom:0}
-td{border:0;padding:1px 0;display:grid;grid-template-columns:96px minmax(0,1fr);gap:8px}
+td{border:0;padding:1px 0;display:grid;grid-template-columns:88px minmax(0,1fr);gap:8px}
 td::before{content:attr(data-label);color:var(--muted);font-size:12px;padding-top:2px}
+table.kv th{display:none}
+.nowrap{white-space:normal}
 }
 "#;
 
@@ -92,9 +98,11 @@ const JS: &str = r#"
     fetch(location.pathname, { cache: "no-store", credentials: "same-origin", redirect: "error", headers: { Accept: "text/html" } })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
       .then(function (text) {
-        var fresh = new DOMParser().parseFromString(text, "text/html").getElementById("status");
-        var main = document.getElementById("status");
+        var page = new DOMParser().parseFromString(text, "text/html");
+        var fresh = page.getElementById("status"), main = document.getElementById("status");
         if (fresh && main) main.replaceWith(document.adoptNode(fresh));
+        var up = page.getElementById("up");
+        if (up) document.getElementById("up").textContent = up.textContent;
         say(true);
       })
       .catch(function () { say(false); })
@@ -228,6 +236,12 @@ fn graph(out: &mut String, doc: &StatusDoc) {
     );
 }
 
+/// One table cell: its label (shown beside the value on a phone, where rows
+/// become blocks) and its content, already escaped.
+fn cell(label: &str, class: &str, content: &str) -> String {
+    format!(r#"<td data-label="{label}" class="{class}"><div>{content}</div></td>"#)
+}
+
 fn event_line(out: &mut String, now: u64, e: &BoardEvent) {
     let kind = match e.kind {
         EventKind::Attach => "attach",
@@ -257,16 +271,22 @@ fn peer_row(out: &mut String, now: u64, p: &PeerDoc) {
         r#"<span class="tag">needs sign-in</span>"#
     };
     let handshake = p.last_handshake.map_or_else(|| "never".to_owned(), |t| ago(now, t));
+    let ips = if p.allowed_ips.is_empty() { "no allowed-ips".to_owned() } else { p.allowed_ips.join(", ") };
+    let who = format!(
+        r#"{name}<div class="why mono" title="{}">{}… · {}</div>"#,
+        esc(&p.key),
+        esc(&p.short_key),
+        esc(&ips)
+    );
+    let traffic = format!("↓ {} · ↑ {}", esc(&bytes(p.rx_bytes)), esc(&bytes(p.tx_bytes)));
     let _ = write!(
         out,
-        r#"<tr><td data-label="Peer">{name}<div class="why mono" title="{key}">{short}… · {ips}</div></td><td data-label="Access">{allowed}</td><td data-label="Handshake">{}</td><td data-label="Bytes">↓ {} · ↑ {}</td><td data-label="Endpoint" class="mono">{}</td></tr>"#,
-        esc(&handshake),
-        esc(&bytes(p.rx_bytes)),
-        esc(&bytes(p.tx_bytes)),
-        esc(p.endpoint.as_deref().unwrap_or("—")),
-        key = esc(&p.key),
-        short = esc(&p.short_key),
-        ips = esc(&if p.allowed_ips.is_empty() { "no allowed-ips".to_owned() } else { p.allowed_ips.join(", ") }),
+        "<tr>{}{}{}{}{}</tr>",
+        cell("Peer", "", &who),
+        cell("Access", "", allowed),
+        cell("Handshake", "nowrap", &esc(&handshake)),
+        cell("Bytes", "nowrap", &traffic),
+        cell("Endpoint", "mono", &esc(p.endpoint.as_deref().unwrap_or("—"))),
     );
 }
 
@@ -302,7 +322,13 @@ pub fn main(doc: &StatusDoc) -> String {
     let _ = write!(
         o,
         r#"<section class="card wide" id="services"><h2>Services</h2><p class="state {}" id="state">{}</p>"#,
-        if doc.loopback_only { "warn" } else { "ok" },
+        if doc.fallback || doc.services.iter().all(|s| s.listeners.is_empty()) {
+            "warn"
+        } else if doc.loopback_only {
+            "info"
+        } else {
+            "ok"
+        },
         esc(&doc.state)
     );
     for s in &doc.services {
@@ -319,17 +345,20 @@ pub fn main(doc: &StatusDoc) -> String {
         if s.listeners.is_empty() {
             o.push_str(r#"<tr><td colspan="5" class="muted">no listener</td></tr>"#);
         }
-        for l in &s.listeners {
-            let iface = l.listener.interface.as_deref().map(|i| format!(" <span class=\"muted\">on {}</span>", esc(i)));
+        // The mesh first, then the loopback door.
+        let mut listeners: Vec<_> = s.listeners.iter().collect();
+        listeners.sort_by_key(|l| (l.listener.is_loopback(), l.listener.address.addr.is_ipv6(), l.url.clone()));
+        for l in listeners {
+            let iface = l.listener.interface.as_deref().map(|i| format!(r#" <span class="muted">on {}</span>"#, esc(i)));
+            let tls = if l.tls { r#"<span class="tag ok">TLS</span>"# } else { r#"<span class="tag">plain</span>"# };
             let _ = write!(
                 o,
-                r#"<tr><td data-label="Listener"><span class="mono">{}</span>{}</td><td data-label="Provider"><b>{}</b></td><td data-label="Why" class="why">{}</td><td data-label="Since">{}</td><td data-label="TLS">{}</td></tr>"#,
-                esc(&l.url),
-                iface.unwrap_or_default(),
-                esc(&l.listener.provider),
-                esc(&l.listener.reason),
-                esc(&ago(now, l.since)),
-                if l.tls { r#"<span class="tag ok">TLS</span>"# } else { r#"<span class="tag">plain</span>"# },
+                "<tr>{}{}{}{}{}</tr>",
+                cell("Listener", "", &format!(r#"<span class="mono">{}</span>{}"#, esc(&l.url), iface.unwrap_or_default())),
+                cell("Provider", "", &format!("<b>{}</b>", esc(&l.listener.provider))),
+                cell("Why", "why", &esc(&l.listener.reason)),
+                cell("Since", "nowrap", &esc(&ago(now, l.since))),
+                cell("TLS", "", tls),
             );
         }
         o.push_str("</tbody></table></div>");
@@ -417,23 +446,30 @@ pub fn main(doc: &StatusDoc) -> String {
             let names = if cert.info.names.is_empty() { "—".to_owned() } else { cert.info.names.join(", ") };
             let _ = write!(
                 o,
-                r#"<table><tbody><tr><td data-label="Certificate">{}</td></tr><tr><td data-label="Names" class="mono">{}</td></tr><tr><td data-label="Expires">{}</td></tr>"#,
-                esc(&cert.mode),
-                esc(&names),
-                esc(&expiry)
+                r#"<table class="kv"><tbody><tr><th>Certificate</th>{}</tr><tr><th>Names</th>{}</tr><tr><th>Expires</th>{}</tr>"#,
+                cell("Certificate", "", &esc(&cert.mode)),
+                cell("Names", "mono", &esc(&names)),
+                cell("Expires", "", &esc(&expiry))
             );
             if let Some(pin) = &cert.info.pin {
                 let _ = write!(
                     o,
-                    r#"<tr><td data-label="Pin" class="mono">sha256//{}</td></tr>"#,
-                    esc(pin)
+                    r#"<tr><th>Pin</th>{}</tr>"#,
+                    cell("Pin", "mono", &format!("sha256//{}", esc(pin)))
                 );
             }
             if let Some(url) = &cert.ca_url {
                 let _ = write!(
                     o,
-                    r#"<tr><td data-label="CA"><a href="{}" download>download the CA certificate</a> <span class="muted">and trust it once on each device</span></td></tr>"#,
-                    esc(url)
+                    r#"<tr><th>CA</th>{}</tr>"#,
+                    cell(
+                        "CA",
+                        "",
+                        &format!(
+                            r#"<a href="{}" download>download the CA certificate</a> <span class="muted">and trust it once on each device</span>"#,
+                            esc(url)
+                        )
+                    )
                 );
             }
             o.push_str("</tbody></table>");
@@ -448,7 +484,7 @@ pub fn page(doc: &StatusDoc, own: &str) -> String {
     let mut o = String::with_capacity(24 * 1024);
     let _ = write!(
         o,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="color-scheme" content="light dark"><meta name="referrer" content="no-referrer"><title>meshgate status</title><noscript><meta http-equiv="refresh" content="5"></noscript><style>{CSS}</style></head><body><header><h1>mesh<span>gate</span></h1><span class="sub">v{} · up {}</span><span id="live" class="live">updated</span></header>"#,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="color-scheme" content="light dark"><meta name="referrer" content="no-referrer"><title>meshgate status</title><noscript><meta http-equiv="refresh" content="5"></noscript><style>{CSS}</style></head><body><header><h1>mesh<span>gate</span></h1><span class="sub" id="up">v{} · up {}</span><span id="live" class="live">updated</span></header>"#,
         esc(doc.version),
         esc(&span(doc.uptime_seconds))
     );
@@ -468,6 +504,56 @@ mod tests {
     #[test]
     fn text_is_escaped() {
         assert_eq!(esc(r#"<script>"a'&"#), "&lt;script&gt;&quot;a&#39;&amp;");
+    }
+
+    #[test]
+    fn names_from_configs_and_the_os_cannot_inject_markup() {
+        use super::super::doc::{CountersDoc, InterfaceDoc, RateDoc, You};
+        let evil = r#"<img src=x onerror=alert(1)>"#;
+        let doc = StatusDoc {
+            version: "0",
+            uptime_seconds: 1,
+            now: 100,
+            you: You { door: "peer", words: evil.into(), identity: None, allowed: true, address: None },
+            services: Vec::new(),
+            fallback: true,
+            fallback_reason: Some(evil.into()),
+            state: evil.into(),
+            loopback_only: true,
+            interfaces: vec![InterfaceDoc {
+                interface: evil.into(),
+                wireguard: "kernel",
+                error: None,
+                peers: vec![PeerDoc {
+                    name: Some(evil.into()),
+                    key: evil.into(),
+                    short_key: evil.into(),
+                    allowed: false,
+                    allowed_ips: vec![evil.into()],
+                    endpoint: Some(evil.into()),
+                    last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                }],
+            }],
+            login_meshes: vec![evil.into()],
+            certificate: None,
+            events: vec![BoardEvent { at: 1, last: 1, kind: EventKind::Attach, text: evil.into(), count: 1 }],
+            counters: CountersDoc {
+                responses: 0,
+                open_connections: 0,
+                listener_attaches: 0,
+                listener_detaches: 0,
+                refusals: Vec::new(),
+            },
+            rate: RateDoc { bucket_seconds: 10, buckets: vec![None; 60] },
+        };
+        let html = page(&doc, "/_meshgate\"><script>");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("\"><script>"), "{html}");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        // The one script is the page's own.
+        assert_eq!(html.matches("<script>").count(), 1);
     }
 
     #[test]
