@@ -1,0 +1,78 @@
+//! `meshgate status` against a real gateway on this host's loopback, and
+//! against none (exit 3); the page and `/status` as a process serves them.
+
+use std::net::{SocketAddr, TcpListener};
+
+use super::{http_get, meshgate, run, Server};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn status_asks_the_running_gateway_and_prints_its_listeners() {
+    let port = free_port();
+    let p = port.to_string();
+    let server = Server::start(&mut meshgate(&["serve", "--port", &p]));
+    server.wait_lines(1);
+
+    // The table.
+    let o = run(&mut meshgate(&["status", "--port", &p]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("serving on loopback only, as the bind asks"), "{out}");
+    assert!(out.contains("service meshgate (http) meshgate's own routes"), "{out}");
+    assert!(out.contains(&format!("http://127.0.0.1:{port}")) && out.contains("loopback"), "{out}");
+    assert!(out.contains("no WireGuard interface served"), "{out}");
+
+    // The same port from the environment, and JSON for scripts.
+    let o = run(meshgate(&["status", "--json"]).env("MESHGATE_PORT", &p));
+    assert_eq!(o.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let listeners = doc["services"][0]["listeners"].as_array().expect("a service with listeners");
+    assert!(listeners.iter().any(|l| l["url"] == format!("http://127.0.0.1:{port}")), "{doc}");
+    assert_eq!(doc["you"]["door"], "loopback");
+    assert!(doc["events"].as_array().is_some_and(|e| e.iter().any(|e| e["kind"] == "attach")), "{doc}");
+
+    // The page itself: HTML with a strict CSP.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = http_get(addr, "/", None);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let lower = r.to_ascii_lowercase();
+    assert!(lower.contains("content-type: text/html"), "{r}");
+    let csp = lower.lines().find(|l| l.starts_with("content-security-policy:")).expect("a CSP");
+    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(r.contains("serving on loopback only, as the bind asks"), "{r}");
+}
+
+#[test]
+fn status_without_a_gateway_exits_3_and_says_where_it_looked() {
+    let port = free_port().to_string();
+    let o = run(&mut meshgate(&["status", "--port", &port]));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(o.stdout.is_empty());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains(&format!("no meshgate answers on this host's loopback door at port {port}")), "{e}");
+    assert!(e.contains("meshgate serve") && e.contains("--port"), "{e}");
+}
+
+#[test]
+fn a_service_that_is_not_meshgate_is_not_taken_for_one() {
+    // Something else answers on the port: still exit 3, naming what answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let answer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for _ in 0..2 {
+            let Ok((mut s, _)) = listener.accept() else { return };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+        }
+    });
+    let o = run(&mut meshgate(&["status", "--port", &port]));
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stdout));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("not meshgate's status"), "{e}");
+    let _ = answer.join();
+}
