@@ -31,9 +31,9 @@ pub use peers::peers;
 pub use print::{event_line, listening_line, stopped_line};
 pub use providers::providers;
 pub use serve::run as serve;
-pub use status::status;
 pub use settings::{
     browser_policy, load_token, load_token_warned, peer_rules, registry, serve_options, settings, tls_setup,
     ServeOptions, Settings, TlsSetup,
 };
+pub use status::status;
 pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_seconds};

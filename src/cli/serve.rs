@@ -230,7 +230,10 @@ fn reload_on_sighup(
                             }
                             let board = state.status_board();
                             if changes.is_empty() {
-                                board.note(crate::gateway::status_page::EventKind::Reload, "configuration read again: nothing changed");
+                                board.note(
+                                    crate::gateway::status_page::EventKind::Reload,
+                                    "configuration read again: nothing changed",
+                                );
                             }
                             for change in changes {
                                 tracing::info!("SIGHUP: {change}");

@@ -61,11 +61,8 @@ async fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
             .map_err(|e| e.to_string())?;
         let response = send.send_request(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_STATUS_BYTES)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body =
+            Limited::new(response.into_body(), MAX_STATUS_BYTES).collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, body.to_vec()))
     };
     tokio::time::timeout(ASK_TIMEOUT, exchange).await.unwrap_or_else(|_| Err("no answer within 3 s".into()))
@@ -170,8 +167,10 @@ pub(crate) fn text(doc: &Value) -> String {
         }
         for p in peers {
             let name = p.get("name").and_then(Value::as_str).unwrap_or("-");
-            let handshake = p.get("last_handshake").and_then(Value::as_u64).map_or_else(|| "never".into(), |t| ago(now, t));
-            let allowed = if p.get("allowed").and_then(Value::as_bool) == Some(true) { "allowed" } else { "needs sign-in" };
+            let handshake =
+                p.get("last_handshake").and_then(Value::as_u64).map_or_else(|| "never".into(), |t| ago(now, t));
+            let allowed =
+                if p.get("allowed").and_then(Value::as_bool) == Some(true) { "allowed" } else { "needs sign-in" };
             let _ = writeln!(
                 out,
                 "  {name:<16} {}…  {allowed:<13}  handshake {handshake:<12}  rx {} tx {}  {}",

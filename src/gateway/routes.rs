@@ -86,8 +86,11 @@ pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
     let router = Router::new();
     // The status page at PREFIX/; at `/` only in meshgate's own app (`app`),
     // so a program mounting these beside its own `/` keeps it.
-    let router =
-        if prefix.is_empty() { router } else { router.route(&format!("{prefix}/"), get(super::status_page::page::page)) };
+    let router = if prefix.is_empty() {
+        router
+    } else {
+        router.route(&format!("{prefix}/"), get(super::status_page::page::page))
+    };
     router
         .route(&format!("{prefix}/healthz"), get(|| async { "ok\n" }))
         .route(&format!("{prefix}/status"), get(status))

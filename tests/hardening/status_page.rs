@@ -45,10 +45,8 @@ fn screenshots(browser: &mut Chromium, dir: &Path, stem: &str) {
         let png = std::fs::read(&path).expect("the screenshot");
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", path.display());
         // IHDR: width and height, big-endian, at bytes 16..24.
-        let (pw, ph) = (
-            u32::from_be_bytes(png[16..20].try_into().unwrap()),
-            u32::from_be_bytes(png[20..24].try_into().unwrap()),
-        );
+        let (pw, ph) =
+            (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
         assert_eq!((pw, ph), (w, h), "{} has the wrong size", path.display());
         // A blank or single-colour page compresses to a few kB; the page has text, tables and a graph.
         assert!(png.len() > 20_000, "{} is only {} bytes: an empty page?", path.display(), png.len());
@@ -75,7 +73,8 @@ fn until_text(browser: &mut Chromium, needle: &str, within: Duration) -> Duratio
 
 #[test]
 fn the_status_page_shows_listeners_peers_and_state_to_the_door_an_allowed_peer_and_a_signed_in_stranger() {
-    const TEST: &str = "the_status_page_shows_listeners_peers_and_state_to_the_door_an_allowed_peer_and_a_signed_in_stranger";
+    const TEST: &str =
+        "the_status_page_shows_listeners_peers_and_state_to_the_door_an_allowed_peer_and_a_signed_in_stranger";
     if !chromium_or_skip(TEST) {
         return;
     }
@@ -148,6 +147,13 @@ fn the_status_page_shows_listeners_peers_and_state_to_the_door_an_allowed_peer_a
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     screenshots(&mut browser, shots.path(), "status-door");
+    // Dark mode follows the system's preference.
+    browser
+        .call("Emulation.setEmulatedMedia", json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}));
+    let background = browser.eval("getComputedStyle(document.body).backgroundColor");
+    assert_eq!(background, "rgb(13, 17, 23)", "no dark background under prefers-color-scheme: dark");
+    screenshots(&mut browser, shots.path(), "status-door-dark");
+    browser.call("Emulation.setEmulatedMedia", json!({"features": []}));
 
     // The interface goes down, and comes back: the page follows within 2 s each way.
     pair.gateway.link_set("wg0", false);

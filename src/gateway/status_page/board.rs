@@ -311,7 +311,10 @@ mod tests {
         board.sample_at(t0 + 5.0, &counters(0, 5));
         let events = board.events();
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!((events[0].kind, events[0].count, events[0].text.as_str()), (EventKind::Refused, 5, "no credentials (401)"));
+        assert_eq!(
+            (events[0].kind, events[0].count, events[0].text.as_str()),
+            (EventKind::Refused, 5, "no credentials (401)")
+        );
         // A minute on, it is a new line.
         board.sample_at(t0 + 100.0, &counters(0, 6));
         let events = board.events();

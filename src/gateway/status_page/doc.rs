@@ -204,7 +204,8 @@ pub fn counters(state: &AppState) -> (Counters, CountersDoc) {
     }
     let listeners = state.view().listeners.len() as u64;
     let detached = get(&stats.meter.detached);
-    let sample = Counters { responses: totals.responses, refusals: refusals.iter().map(|r| (r.reason, r.count)).collect() };
+    let sample =
+        Counters { responses: totals.responses, refusals: refusals.iter().map(|r| (r.reason, r.count)).collect() };
     let doc = CountersDoc {
         responses: totals.responses,
         open_connections: totals.open,
@@ -273,9 +274,8 @@ pub fn state_words(view: &LiveView) -> (String, bool) {
 fn you(state: &AppState, asker: &Asker<'_>) -> You {
     let allowed = allowed_now(state.peer_lookup(), asker.caller);
     let token = state.credentials().is_some_and(|c| token_matches(asker.headers, c.token()));
-    let session = state
-        .credentials()
-        .is_some_and(|c| cookie_values(asker.headers).any(|v| c.sessions().check(v).is_ok()));
+    let session =
+        state.credentials().is_some_and(|c| cookie_values(asker.headers).any(|v| c.sessions().check(v).is_ok()));
     let who = asker.caller.map(|c| {
         c.name
             .clone()
@@ -450,7 +450,11 @@ mod tests {
             .iter()
             .map(|(a, provider)| LiveListener {
                 listener: meshgate_core::Listener {
-                    address: meshgate_core::resolver::ScopedAddr { addr: a.parse().unwrap(), scope_id: None, scope_name: None },
+                    address: meshgate_core::resolver::ScopedAddr {
+                        addr: a.parse().unwrap(),
+                        scope_id: None,
+                        scope_name: None,
+                    },
                     port: 18789,
                     provider: (*provider).into(),
                     interface: None,
@@ -467,7 +471,10 @@ mod tests {
 
     #[test]
     fn the_state_is_said_in_words() {
-        let v = view(Some("wireguard matched nothing on this host; serving on loopback only"), &[("127.0.0.1", "loopback")]);
+        let v = view(
+            Some("wireguard matched nothing on this host; serving on loopback only"),
+            &[("127.0.0.1", "loopback")],
+        );
         assert_eq!(state_words(&v), ("no WireGuard address: serving on loopback only".to_owned(), true));
         let v = view(Some("wireguard, tailnet matched nothing on this host; serving on loopback only"), &[]);
         assert_eq!(state_words(&v).0, "no WireGuard or tailnet address: serving on loopback only");

@@ -265,19 +265,13 @@ fn peer_row(out: &mut String, now: u64, p: &PeerDoc) {
         Some(n) => format!("<b>{}</b>", esc(n)),
         None => format!(r#"<span class="mono">{}…</span>"#, esc(&p.short_key)),
     };
-    let allowed = if p.allowed {
-        r#"<span class="tag ok">allowed</span>"#
-    } else {
-        r#"<span class="tag">needs sign-in</span>"#
-    };
+    let allowed =
+        if p.allowed { r#"<span class="tag ok">allowed</span>"# } else { r#"<span class="tag">needs sign-in</span>"# };
     let handshake = p.last_handshake.map_or_else(|| "never".to_owned(), |t| ago(now, t));
     let ips = if p.allowed_ips.is_empty() { "no allowed-ips".to_owned() } else { p.allowed_ips.join(", ") };
-    let who = format!(
-        r#"{name}<div class="why mono" title="{}">{}… · {}</div>"#,
-        esc(&p.key),
-        esc(&p.short_key),
-        esc(&ips)
-    );
+    // A named peer shows its key below; an unnamed one is known by it already.
+    let key = if p.name.is_some() { format!("{}… · ", esc(&p.short_key)) } else { String::new() };
+    let who = format!(r#"{name}<div class="why mono" title="{}">{key}{}</div>"#, esc(&p.key), esc(&ips));
     let traffic = format!("↓ {} · ↑ {}", esc(&bytes(p.rx_bytes)), esc(&bytes(p.tx_bytes)));
     let _ = write!(
         out,
@@ -315,7 +309,11 @@ pub fn main(doc: &StatusDoc) -> String {
         r#"<section class="card wide you" id="you"><h2>You are</h2><b>{}</b>{}{}</section>"#,
         esc(&doc.you.words),
         who.map(|w| format!(r#"<span class="muted mono">{}</span>"#, esc(&w))).unwrap_or_default(),
-        doc.you.address.as_ref().map(|a| format!(r#"<span class="muted">from <span class="mono">{}</span></span>"#, esc(a))).unwrap_or_default(),
+        doc.you
+            .address
+            .as_ref()
+            .map(|a| format!(r#"<span class="muted">from <span class="mono">{}</span></span>"#, esc(a)))
+            .unwrap_or_default(),
     );
 
     // Services and listeners.
@@ -349,12 +347,17 @@ pub fn main(doc: &StatusDoc) -> String {
         let mut listeners: Vec<_> = s.listeners.iter().collect();
         listeners.sort_by_key(|l| (l.listener.is_loopback(), l.listener.address.addr.is_ipv6(), l.url.clone()));
         for l in listeners {
-            let iface = l.listener.interface.as_deref().map(|i| format!(r#" <span class="muted">on {}</span>"#, esc(i)));
+            let iface =
+                l.listener.interface.as_deref().map(|i| format!(r#" <span class="muted">on {}</span>"#, esc(i)));
             let tls = if l.tls { r#"<span class="tag ok">TLS</span>"# } else { r#"<span class="tag">plain</span>"# };
             let _ = write!(
                 o,
                 "<tr>{}{}{}{}{}</tr>",
-                cell("Listener", "", &format!(r#"<span class="mono">{}</span>{}"#, esc(&l.url), iface.unwrap_or_default())),
+                cell(
+                    "Listener",
+                    "",
+                    &format!(r#"<span class="mono">{}</span>{}"#, esc(&l.url), iface.unwrap_or_default())
+                ),
                 cell("Provider", "", &format!("<b>{}</b>", esc(&l.listener.provider))),
                 cell("Why", "why", &esc(&l.listener.reason)),
                 cell("Since", "nowrap", &esc(&ago(now, l.since))),
@@ -452,11 +455,7 @@ pub fn main(doc: &StatusDoc) -> String {
                 cell("Expires", "", &esc(&expiry))
             );
             if let Some(pin) = &cert.info.pin {
-                let _ = write!(
-                    o,
-                    r#"<tr><th>Pin</th>{}</tr>"#,
-                    cell("Pin", "mono", &format!("sha256//{}", esc(pin)))
-                );
+                let _ = write!(o, r#"<tr><th>Pin</th>{}</tr>"#, cell("Pin", "mono", &format!("sha256//{}", esc(pin))));
             }
             if let Some(url) = &cert.ca_url {
                 let _ = write!(

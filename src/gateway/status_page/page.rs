@@ -24,7 +24,8 @@ pub async fn page(
     headers: HeaderMap,
 ) -> Response {
     let caller = caller.and_then(|c| c.0 .0);
-    let asker = Asker { ctx: ctx.map(|c| c.0), caller: caller.as_deref(), headers: &headers, peer: peer.map(|p| p.0 .0) };
+    let asker =
+        Asker { ctx: ctx.map(|c| c.0), caller: caller.as_deref(), headers: &headers, peer: peer.map(|p| p.0 .0) };
     let doc = gather(&state, asker).await;
     let html = render(&doc, state.signin_prefix().unwrap_or(""));
     let mut response = html.into_response();
