@@ -76,3 +76,26 @@ fn a_service_that_is_not_meshgate_is_not_taken_for_one() {
     assert!(e.contains("not meshgate's status"), "{e}");
     let _ = answer.join();
 }
+
+#[test]
+fn a_reload_is_a_recent_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("m.toml");
+    std::fs::write(&config, "log_level = \"info\"\n").unwrap();
+    let port = free_port().to_string();
+    let server = Server::start(&mut meshgate(&["serve", "--port", &port, "--config", config.to_str().unwrap()]));
+    server.wait_lines(1);
+    std::fs::write(&config, "log_level = \"debug\"\n").unwrap();
+    let pid = server.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut last = serde_json::Value::Null;
+    let seen = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let o = run(&mut meshgate(&["status", "--json", "--port", &port]));
+        last = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        last["events"].as_array().is_some_and(|e| {
+            e.iter().any(|e| e["kind"] == "reload" && e["text"].as_str().is_some_and(|t| t.contains("log filter")))
+        })
+    });
+    assert!(seen, "no reload event naming the log filter: {}", last["events"]);
+}

@@ -165,7 +165,8 @@ pub fn span(secs: u64) -> String {
         0..=119 => format!("{secs} s"),
         120..=7199 => format!("{} min", secs / 60),
         7200..=172_799 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
-        _ => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
+        172_800..=2_591_999 => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
+        _ => format!("{} days", secs / 86_400),
     }
 }
 
@@ -564,6 +565,7 @@ mod tests {
         assert_eq!(date(1_925_078_400), "2031-01-02");
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(span(3 * 3600 + 12 * 60), "3 h 12 min");
+        assert_eq!(span(396 * 86_400 + 5), "396 days");
     }
 
     #[test]
