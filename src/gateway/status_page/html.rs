@@ -42,6 +42,8 @@ main{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:14px;padding
 .state.info{background:var(--bg);color:var(--fg)}
 .nowrap{white-space:nowrap}
 table.kv th{width:110px;border-bottom:1px solid var(--line);vertical-align:top;padding-top:7px}
+table.kv tr:last-child th{border-bottom:0}
+dd.bad{color:var(--bad);font-weight:600}
 h3 .muted{font-weight:400;font-size:14px}
 .tag{font-size:12px;font-weight:600;padding:1px 7px;border-radius:6px;border:1px solid var(--line);color:var(--muted)}
 .tag.ok{color:var(--ok);border-color:var(--ok)}
@@ -89,7 +91,7 @@ const JS: &str = r#"
   var live = document.getElementById("live");
   var busy = false;
   function say(ok) {
-    live.textContent = ok ? "live" : "not answering";
+    live.textContent = ok ? "live" : "no answer (gateway gone, or signed out)";
     live.className = ok ? "live" : "live off";
   }
   function tick() {
@@ -411,8 +413,13 @@ pub fn main(doc: &StatusDoc) -> String {
         "<dl><dt>responses</dt><dd>{}</dd><dt>open connections</dt><dd>{}</dd><dt>listeners opened / closed</dt><dd>{} / {}</dd>",
         c.responses, c.open_connections, c.listener_attaches, c.listener_detaches
     );
-    for r in &c.refusals {
-        let _ = write!(o, "<dt>refused: {}</dt><dd>{}</dd>", esc(r.reason), r.count);
+    // Only the reasons that refused something; all of them are in /metrics and /status.
+    let refused: Vec<_> = c.refusals.iter().filter(|r| r.count > 0).collect();
+    if refused.is_empty() {
+        o.push_str("<dt>refused</dt><dd>none</dd>");
+    }
+    for r in refused {
+        let _ = write!(o, r#"<dt>refused: {}</dt><dd class="bad">{}</dd>"#, esc(r.reason), r.count);
     }
     o.push_str("</dl></section>");
 
