@@ -382,6 +382,7 @@ mod tests {
         assert_eq!(p.allowed_ips, ["0.0.0.0/0".parse::<IpNet>().unwrap()]);
         assert_eq!(p.endpoint, Some("1.1.1.1:1111".parse().unwrap()));
         assert_eq!(p.last_handshake, Some(SystemTime::UNIX_EPOCH + Duration::new(1769415834, 262671874)));
+        assert_eq!((p.rx_bytes, p.tx_bytes), (30_426_264, 1_917_056));
     }
 
     #[test]
