@@ -99,3 +99,76 @@ fn a_reload_is_a_recent_event() {
     });
     assert!(seen, "no reload event naming the log filter: {}", last["events"]);
 }
+
+/// The page through the router alone: a tailnet caller let in by login is
+/// named by it, the logins let in are listed, a stranger's browser is sent to
+/// sign in and a stranger's script gets 401.
+#[tokio::test]
+async fn the_page_names_a_tailnet_caller_by_login_and_refuses_strangers() {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use axum::Extension;
+    use meshgate::core::wgpeer::{AllowList, PeerNames};
+    use meshgate::gateway::identity::Caller;
+    use meshgate::gateway::status_page::PageInfo;
+    use meshgate::gateway::{app, AppState, ListenerCtx, LiveListener, LiveView, PeerIdentity, PeerRules, Token};
+    use tower::ServiceExt;
+
+    let state = AppState::new(Some(Token::new("correct-horse-battery-staple", "test").unwrap())).with_signin("");
+    let allow = AllowList::resolve(&PeerNames::default(), ["alice@example.com", "tag:ops"]).unwrap();
+    state
+        .status_board()
+        .describe(PageInfo { rules: Some(PeerRules::shared(PeerNames::default(), allow)), ..PageInfo::default() });
+    let listener = meshgate::core::Listener {
+        address: meshgate::core::resolver::ScopedAddr {
+            addr: "100.64.1.2".parse().unwrap(),
+            scope_id: None,
+            scope_name: None,
+        },
+        port: 18789,
+        provider: "tailnet".into(),
+        interface: Some("tailscale0".into()),
+        reason: "tailscaled says tailscale0 is its interface".into(),
+        role: meshgate::core::ListenerRole::Selected,
+    };
+    state.publish(LiveView {
+        listeners: vec![LiveListener { listener, since: 0, tls: false, url: "http://100.64.1.2:18789".into() }],
+        fallback: false,
+        fallback_reason: None,
+    });
+    let ctx = ListenerCtx { local: "100.64.1.2:18789".parse().unwrap(), loopback: false, tls: false };
+    let alice = PeerIdentity {
+        mesh: "tailscale".into(),
+        interface: "tailscale0".into(),
+        key: None,
+        name: None,
+        login: Some("alice@example.com".into()),
+        node: Some("alice-laptop".into()),
+        tags: Vec::new(),
+        allowed: true,
+    };
+    let get = |caller: Option<PeerIdentity>, accept: &str| {
+        let router = app(state.clone()).layer(Extension(ctx)).layer(Extension(Caller(caller.map(std::sync::Arc::new))));
+        let request = Request::get("/").header(header::HOST, "100.64.1.2:18789").header(header::ACCEPT, accept);
+        async move {
+            let resp = router.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let location = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+            (status, location, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, _, page) = get(Some(alice.clone()), "text/html").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("alice@example.com, an allowed peer of tailscale on tailscale0"), "{page}");
+    assert!(page.contains("let in by login or tag: alice@example.com, tag:ops"), "{page}");
+    assert!(page.contains("serving on tailnet (1 address)"), "{page}");
+
+    let stranger = PeerIdentity { login: Some("mallory@example.com".into()), allowed: false, ..alice };
+    let (status, location, _) = get(Some(stranger.clone()), "text/html,*/*").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.as_deref(), Some("/login?next=%2F"));
+    let (status, _, body) = get(Some(stranger), "*/*").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!body.contains("alice"), "{body}");
+}

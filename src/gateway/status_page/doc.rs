@@ -44,6 +44,8 @@ pub struct StatusDoc {
     pub interfaces: Vec<InterfaceDoc>,
     /// Interfaces of meshes that name callers by login (tailnet).
     pub login_meshes: Vec<String>,
+    /// The tailnet logins and tags let in without a token.
+    pub allowed_logins: Vec<String>,
     /// The certificate served, when listeners speak TLS.
     pub certificate: Option<CertDoc>,
     /// Recent events, newest first.
@@ -409,6 +411,8 @@ pub async fn gather(state: &AppState, asker: Asker<'_>) -> StatusDoc {
         v.dedup();
         v
     };
+    let allowed_logins =
+        info.rules.as_ref().map(|r| r.load().allow.tailnet().iter().cloned().collect()).unwrap_or_default();
     let certificate = info.tls.as_ref().map(|t| CertDoc {
         mode: t.mode.clone(),
         info: t.resolver.as_deref().map_or(CertInfo { names: Vec::new(), not_after: None, pin: None }, cert_info),
@@ -426,6 +430,7 @@ pub async fn gather(state: &AppState, asker: Asker<'_>) -> StatusDoc {
         loopback_only,
         interfaces: interfaces(state, &view).await,
         login_meshes,
+        allowed_logins,
         certificate,
         events: board.events(),
         counters,

@@ -396,10 +396,16 @@ pub fn main(doc: &StatusDoc) -> String {
         o.push_str("</tbody></table>");
     }
     for m in &doc.login_meshes {
+        let allowed = if doc.allowed_logins.is_empty() {
+            "no login or tag is let in without signing in".to_owned()
+        } else {
+            format!("let in by login or tag: {}", doc.allowed_logins.join(", "))
+        };
         let _ = write!(
             o,
-            r#"<p><span class="mono">{}</span> <span class="tag">tailnet</span> <span class="muted">callers are named by their login (tailscaled's whois); see “You are” for yours.</span></p>"#,
-            esc(m)
+            r#"<h3><span class="mono">{}</span> <span class="tag">tailnet</span></h3><p class="muted">Callers are named by their login (tailscaled's whois; see “You are” for yours); {}.</p>"#,
+            esc(m),
+            esc(&allowed)
         );
     }
     o.push_str("</section>");
@@ -544,6 +550,7 @@ mod tests {
                 }],
             }],
             login_meshes: vec![evil.into()],
+            allowed_logins: vec![evil.into()],
             certificate: None,
             events: vec![BoardEvent { at: 1, last: 1, kind: EventKind::Attach, text: evil.into(), count: 1 }],
             counters: CountersDoc {
