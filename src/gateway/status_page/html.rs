@@ -350,8 +350,7 @@ pub fn main(doc: &StatusDoc) -> String {
         let mut listeners: Vec<_> = s.listeners.iter().collect();
         listeners.sort_by_key(|l| (l.listener.is_loopback(), l.listener.address.addr.is_ipv6(), l.url.clone()));
         for l in listeners {
-            let iface =
-                l.listener.interface.as_deref().map(|i| format!(r#" <span class="muted">on {}</span>"#, esc(i)));
+            let iface = l.listener.interface.as_deref().map(|i| format!(r#"<div class="why">on {}</div>"#, esc(i)));
             let tls = if l.tls { r#"<span class="tag ok">TLS</span>"# } else { r#"<span class="tag">plain</span>"# };
             let _ = write!(
                 o,
@@ -359,7 +358,7 @@ pub fn main(doc: &StatusDoc) -> String {
                 cell(
                     "Listener",
                     "",
-                    &format!(r#"<span class="mono">{}</span>{}"#, esc(&l.url), iface.unwrap_or_default())
+                    &format!(r#"<span class="mono nowrap">{}</span>{}"#, esc(&l.url), iface.unwrap_or_default())
                 ),
                 cell("Provider", "", &format!("<b>{}</b>", esc(&l.listener.provider))),
                 cell("Why", "why", &esc(&l.listener.reason)),
