@@ -1,4 +1,4 @@
-//! The `meshgate` program: its commands (`serve`, `explain`, `providers`,
+//! The `meshgate` program: its commands (`serve`, `explain`, `providers`, `status`,
 //! `completions`, `man`), the log setup, flag
 //! parsing and settings precedence, the text and JSON printers, and the map
 //! from errors to exit codes. Only `main.rs` uses this module; it uses the
