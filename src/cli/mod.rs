@@ -5,6 +5,7 @@
 //! library ([`crate::gateway`]) and never the reverse.
 
 mod args;
+mod env;
 mod error;
 mod explain;
 mod generate;
@@ -22,6 +23,7 @@ pub use args::{
     BindArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
     ProvidersArgs, ServeArgs, TlsArgs, TlsMode,
 };
+pub use env::apply as apply_env;
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
 pub use generate::{completions, man_page};
@@ -34,4 +36,4 @@ pub use settings::{
     browser_policy, load_token, load_token_warned, peer_rules, registry, serve_options, settings, tls_setup,
     ServeOptions, Settings, TlsSetup,
 };
-pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_seconds};
+pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_log_level, parse_seconds};

@@ -25,7 +25,7 @@ use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
 
 /// The variable that sets how many connection threads serve (tokio's own name
 /// for its worker count, which the benches and containers already set).
-const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
+pub(super) const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
 
 /// Each thread is a runtime with three file descriptors of its own; more
 /// threads than this is a typo, not a plan.
@@ -33,7 +33,7 @@ const MAX_WORKERS: usize = 1024;
 
 /// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
 /// CPU this process may run on (its affinity and cgroup quota counted).
-fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
+pub(super) fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
     let Some(raw) = set else {
         return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
     };
@@ -78,6 +78,9 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let registry = registry()?;
     let settings = settings(&args.bind, registry)?;
     let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
+    // First, which file: after `dpkg -i` /etc/meshgate/meshgate.toml is read
+    // without any --config.
+    tracing::info!("{}", super::explain::config_line(file.map(|(p, _)| p)));
     // The config file's log_level and access_log apply now that it is read;
     // the token is read here, once.
     let loaded = Loaded::read(args)?;

@@ -72,7 +72,7 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
     };
     let f = file.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
     let names = registry.names();
-    let env_bind = std::env::var("MESHGATE_BIND").ok().filter(|v| !v.trim().is_empty());
+    let env_bind = super::env::var("MESHGATE_BIND").filter(|v| !v.trim().is_empty());
     let host = args.host.clone().or(f.host.clone());
     let parse = |raw: &[String]| parse_selectors(raw, &names, host.as_deref()).map_err(|e| with_case_hint(e, &names));
     let selectors = if !args.bind.is_empty() {
@@ -81,7 +81,7 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
         let raw: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
         parse(&raw).map_err(|e| CliError::BadFlag(format!("MESHGATE_BIND={v:?}: {e}")))?
     } else if let (Some(raw), Some((path, _))) = (&f.bind, &file) {
-        parse(raw).map_err(|e| config_bind_error(path, raw, &e))?
+        parse(raw).map_err(|e| config_bind_error(path, &f, raw, &e))?
     } else {
         parse(&["loopback".to_owned()])?
     };
@@ -99,13 +99,14 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
                         .filter(|e| e.info().role == Role::Mesh)
                         .map(|e| e.info().name)
                         .collect();
-                    return Err(ConfigError::Value {
-                        path: path.clone(),
-                        key: "auto".into(),
-                        value: n.clone(),
-                        detail: format!("not a mesh provider; auto can walk: {}", meshes.join(", ")),
-                    }
-                    .into());
+                    return Err(f
+                        .value_error(
+                            path,
+                            "auto",
+                            n.clone(),
+                            format!("not a mesh provider; auto can walk: {}", meshes.join(", ")),
+                        )
+                        .into());
                 }
             }
             auto_order = Some(order.clone());
@@ -140,26 +141,9 @@ fn with_case_hint(mut e: SelectorError, names: &[&str]) -> SelectorError {
 }
 
 /// A bad selector in the config file's `bind`: exit 78, naming the file and
-/// the line (the config model keeps no spans for `bind`: the line is found
-/// in the text, the first `bind =` before any table).
-fn config_bind_error(path: &Path, raw: &[String], e: &SelectorError) -> CliError {
-    let line = std::fs::read_to_string(path).ok().and_then(|text| {
-        text.lines()
-            .take_while(|l| !l.trim_start().starts_with('['))
-            .position(|l| {
-                let l = l.trim_start();
-                l.strip_prefix("bind").is_some_and(|rest| rest.trim_start().starts_with('='))
-            })
-            .map(|i| i + 1)
-    });
-    let value = raw.join(",");
-    match line {
-        Some(line) => {
-            ConfigError::ValueAt { path: path.into(), line, key: "bind".into(), value, detail: e.to_string() }
-        }
-        None => ConfigError::Value { path: path.into(), key: "bind".into(), value, detail: e.to_string() },
-    }
-    .into()
+/// the line.
+fn config_bind_error(path: &Path, f: &FileConfig, raw: &[String], e: &SelectorError) -> CliError {
+    f.value_error(path, "bind", raw.join(","), e.to_string()).into()
 }
 
 /// Tokens shorter than this are accepted with a warning: guessable.
@@ -267,13 +251,16 @@ pub struct ServeOptions {
 /// Applies precedence to the upstream and the limits; a bad config value is
 /// exit 78 naming the file and the key.
 pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Result<ServeOptions, CliError> {
-    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
-        ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into()
-    };
     let mut out = ServeOptions::default();
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
         None => (None, None),
+    };
+    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
+        match f {
+            Some(f) => f.value_error(path, key, value, detail).into(),
+            None => ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into(),
+        }
     };
     out.upstream = match (&args.upstream, f.and_then(|f| f.upstream.as_deref()), path) {
         (Some(u), _, _) => Some(u.clone()),
@@ -389,9 +376,19 @@ pub struct TlsSetup {
     pub reloader: Option<Arc<Reloader>>,
 }
 
+/// What HTTPS the flags and `[tls]` ask for, before any file is opened.
+enum TlsPlan {
+    /// Plain HTTP.
+    Off,
+    /// Own files; `from` is the config file they were named in, if any.
+    Own { cert: PathBuf, key: PathBuf, from: Option<(PathBuf, FileConfig)> },
+    /// A self-signed certificate over a key kept in `dir`.
+    SelfSigned { dir: PathBuf, names: Vec<String> },
+}
+
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
-/// paths there are relative to the file).
-pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+/// paths there are relative to the file). Opens nothing.
+fn tls_plan(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(TlsPlan, bool), CliError> {
     let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
@@ -404,37 +401,26 @@ pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<O
             _ => p.to_path_buf(),
         }
     };
+    let loopback = args.tls_loopback || cfg.loopback;
     let own = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (Some(c), Some(k)) => Some((c.clone(), k.clone(), None)),
         _ if args.tls.is_some() => None,
-        _ => match (&cfg.cert, &cfg.key, path) {
-            (Some(c), Some(k), _) => Some((near(c), near(k))),
-            (Some(_), None, Some(p)) | (None, Some(_), Some(p)) => {
-                return Err(ConfigError::Value {
-                    path: p.into(),
-                    key: "tls".into(),
-                    value: "cert/key".into(),
-                    detail: "set both cert and key, or self_signed = true".into(),
-                }
-                .into())
+        _ => match (&cfg.cert, &cfg.key, file) {
+            (Some(c), Some(k), Some((p, f))) => Some((near(c), near(k), Some((p.to_path_buf(), f.clone())))),
+            (Some(_), None, Some((p, f))) | (None, Some(_), Some((p, f))) => {
+                let key = if cfg.cert.is_some() { "tls.cert" } else { "tls.key" };
+                return Err(f
+                    .value_error(p, key, "cert/key", "set both tls.cert and tls.key, or self_signed = true")
+                    .into());
             }
             _ => None,
         },
     };
-    let self_signed = args.tls == Some(TlsMode::SelfSigned) || (own.is_none() && cfg.self_signed);
-    let loopback = args.tls_loopback || cfg.loopback;
-    if let Some((cert, key)) = own {
-        let reloader = Arc::new(Reloader::new(&cert, &key).map_err(refused)?);
-        let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
-        let pin = reloader.spki_sha256_base64();
-        return Ok(Some(TlsSetup {
-            https: Https { acceptor: Arc::new(acceptor), self_signed: None, loopback },
-            summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
-            reloader: Some(reloader),
-        }));
+    if let Some((cert, key, from)) = own {
+        return Ok((TlsPlan::Own { cert, key, from }, loopback));
     }
-    if !self_signed {
-        return Ok(None);
+    if !(args.tls == Some(TlsMode::SelfSigned) || cfg.self_signed) {
+        return Ok((TlsPlan::Off, loopback));
     }
     let dir = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
         (Some(d), _) => d.clone(),
@@ -442,19 +428,71 @@ pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<O
         (None, None) => default_state_dir().map_err(refused)?,
     };
     let names = if args.tls_name.is_empty() { cfg.names.clone() } else { args.tls_name.clone() };
-    let loopback_addrs: Vec<std::net::IpAddr> =
-        if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
-    let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
-    let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
-    let pin = cert.spki_sha256_base64().to_owned();
-    Ok(Some(TlsSetup {
-        https: Https { acceptor: Arc::new(acceptor), self_signed: Some(cert), loopback },
-        summary: format!(
-            "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
-            dir.display()
-        ),
-        reloader: None,
-    }))
+    Ok((TlsPlan::SelfSigned { dir, names }, loopback))
+}
+
+/// Reads an own certificate pair; a pair named in the config file that
+/// cannot be used names the file and the line of `tls.cert`.
+fn own_pair(cert: &Path, key: &Path, from: Option<&(PathBuf, FileConfig)>) -> Result<Reloader, CliError> {
+    Reloader::new(cert, key).map_err(|e| match from {
+        Some((path, f)) => f.value_error(path, "tls.cert", cert.display().to_string(), e.to_string()).into(),
+        None => CliError::Refused(e.to_string()),
+    })
+}
+
+/// Checks what [`tls_setup`] would use without writing anything (for
+/// `explain`): an own pair is read and checked; a self-signed key's
+/// directory is resolved, and the names checked, but no key is made.
+pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(), CliError> {
+    match tls_plan(args, file)?.0 {
+        TlsPlan::Off => Ok(()),
+        TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from.as_ref()).map(drop),
+        // The names as SelfSigned::open checks them; the key is not made.
+        TlsPlan::SelfSigned { names, .. } => {
+            names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).try_for_each(|n| {
+                rcgen::CertificateParams::new(vec![n.clone()]).map(drop).map_err(|e| {
+                    CliError::Refused(
+                        crate::tls::TlsError::BadName { name: n.clone(), detail: e.to_string() }.to_string(),
+                    )
+                })
+            })
+        }
+    }
+}
+
+/// Applies precedence to the TLS flags and the config's `[tls]` (relative
+/// paths there are relative to the file), and opens what they name.
+pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+    let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
+    let (plan, loopback) = tls_plan(args, file)?;
+    match plan {
+        TlsPlan::Off => Ok(None),
+        TlsPlan::Own { cert, key, from } => {
+            let reloader = Arc::new(own_pair(&cert, &key, from.as_ref())?);
+            let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
+            let pin = reloader.spki_sha256_base64();
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), self_signed: None, loopback },
+                summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
+                reloader: Some(reloader),
+            }))
+        }
+        TlsPlan::SelfSigned { dir, names } => {
+            let loopback_addrs: Vec<std::net::IpAddr> =
+                if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
+            let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
+            let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+            let pin = cert.spki_sha256_base64().to_owned();
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), self_signed: Some(cert), loopback },
+                summary: format!(
+                    "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
+                    dir.display()
+                ),
+                reloader: None,
+            }))
+        }
+    }
 }
 
 /// `--allow-host`/`--allow-origin` if given, else the config file's lists.
