@@ -202,13 +202,18 @@ pub fn load_token_warned(
     let token = load_token(args, env_token, file)?;
     if let Some(t) = &token {
         if t.expose().len() < SHORT_TOKEN {
-            tracing::warn!(
-                "the token is {} characters long, short enough to guess; use at least {SHORT_TOKEN} random ones (e.g. `head -c 32 /dev/urandom | base64`)",
-                t.expose().len()
-            );
+            tracing::warn!("{}", short_token_warning(t.expose().len()));
         }
     }
     Ok(token)
+}
+
+/// The warning for a token of `len` characters (fewer than [`SHORT_TOKEN`]).
+fn short_token_warning(len: usize) -> String {
+    let unit = if len == 1 { "character" } else { "characters" };
+    format!(
+        "the token is {len} {unit} long, short enough to guess; use at least {SHORT_TOKEN} random ones (e.g. `head -c 32 /dev/urandom | base64`)"
+    )
 }
 
 /// `p` as read from the config file at `config`: a relative path is relative
@@ -515,6 +520,12 @@ mod tests {
     use std::ffi::OsString;
 
     use super::*;
+
+    #[test]
+    fn one_character_is_singular() {
+        assert!(short_token_warning(1).starts_with("the token is 1 character long,"), "{}", short_token_warning(1));
+        assert!(short_token_warning(5).starts_with("the token is 5 characters long,"));
+    }
 
     #[test]
     fn the_default_config_file_depends_on_who_runs() {
