@@ -72,7 +72,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -208,7 +208,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -456,7 +456,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -508,7 +508,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)

@@ -35,7 +35,7 @@ pub(super) const VERSION: &str = match option_env!("MESHGATE_VERSION_LONG") {
 };
 
 /// Every environment variable meshgate reads, for `--help` and the man page.
-pub(super) const ENVIRONMENT: &str = "\
+pub(crate) const ENVIRONMENT: &str = "\
 Environment (an empty MESHGATE_* variable counts as unset):
   MESHGATE_BIND        --bind (comma-separated)
   MESHGATE_PORT        --port
@@ -91,7 +91,16 @@ pub struct BindArgs {
     /// [env: MESHGATE_BIND, comma-separated; empty is unset]
     // Read in settings.rs rather than by clap, so that a bad selector can say
     // it came from the variable and an empty variable counts as unset.
-    #[arg(help_heading = "Binding", long = "bind", value_delimiter = ',', value_name = "SELECTOR")]
+    // The names are offered to shell completion only (SelectorNames accepts
+    // any text): `hide_possible_values` keeps them out of --help.
+    #[arg(
+        help_heading = "Binding",
+        long = "bind",
+        value_delimiter = ',',
+        value_name = "SELECTOR",
+        value_parser = values::SelectorNames,
+        hide_possible_values = true
+    )]
     pub bind: Vec<String>,
     /// The address for `--bind custom`.
     #[arg(help_heading = "Binding", long, value_name = "IP")]

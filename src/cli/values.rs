@@ -145,3 +145,27 @@ mod tests {
         assert!(parse_log_level("meshgate").is_err(), "a bare target silences everything else");
     }
 }
+
+/// `--bind`'s values: any text (the selectors are parsed in settings.rs,
+/// where a bad one can say where it came from), offered to shell completion
+/// as the built-in provider names and the other selector forms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SelectorNames;
+
+impl clap::builder::TypedValueParser for SelectorNames {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        value.to_str().map(str::to_owned).ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidUtf8))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        const FORMS: [&str; 4] = ["auto", "custom", "iface:", "cidr:"];
+        Some(Box::new(crate::builtin::NAMES.iter().chain(FORMS.iter()).map(|n| clap::builder::PossibleValue::new(*n))))
+    }
+}

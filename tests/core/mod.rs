@@ -3,6 +3,7 @@
 //! source, and the built binary's command-line contract.
 
 mod cli;
+mod dist;
 mod kit;
 mod providers;
 mod registry;
