@@ -2,6 +2,7 @@
 //! heuristics over hand-built snapshots, the resolver behind a mocked interface
 //! source, and the built binary's command-line contract.
 
+mod build_script;
 mod cli;
 mod dist;
 mod kit;
