@@ -5,6 +5,7 @@
 mod build_script;
 mod cli;
 mod dist;
+mod docs;
 mod kit;
 mod providers;
 mod registry;
