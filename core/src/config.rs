@@ -465,6 +465,37 @@ mod tests {
     }
 
     #[test]
+    fn every_key_has_its_line_however_it_is_written() {
+        let text = "port = 1\n\n[limits]\n# comment\nmax_connections = 0\n[tls]\ncert = \"c\"\n";
+        let c = FileConfig::parse(text, Path::new("c")).unwrap();
+        assert_eq!(c.line_of("limits.max_connections"), Some(5));
+        assert_eq!(c.line_of("tls.cert"), Some(7));
+        assert_eq!(c.line_of("tls.key"), Some(6), "a key not written falls back to its table");
+        assert_eq!(c.line_of("upstream"), None);
+        let c = FileConfig::parse("port = 1\nlimits.max_connections = 0\n", Path::new("c")).unwrap();
+        assert_eq!(c.line_of("limits.max_connections"), Some(2));
+        let c = FileConfig::parse("\nlimits = { idle_timeout = 1, max_connections = 0 }\n", Path::new("c")).unwrap();
+        assert_eq!(c.line_of("limits.max_connections"), Some(2));
+        let e = c.value_error(Path::new("/m.toml"), "limits.max_connections", "0", "expected 1 or more").to_string();
+        assert_eq!(e, "config file /m.toml, line 2: limits.max_connections = \"0\": expected 1 or more");
+    }
+
+    #[test]
+    fn bind_is_a_list_or_a_string() {
+        let c = FileConfig::parse("bind = \"lan\"\n", Path::new("c")).unwrap();
+        assert_eq!(c.bind, Some(vec!["lan".to_owned()]));
+        let c = FileConfig::parse("bind = \"wireguard, lan\"\n", Path::new("c")).unwrap();
+        assert_eq!(c.bind, Some(vec!["wireguard".to_owned(), "lan".to_owned()]));
+        let c = FileConfig::parse("bind = [\"wireguard\", \"lan\"]\n", Path::new("c")).unwrap();
+        assert_eq!(c.bind, Some(vec!["wireguard".to_owned(), "lan".to_owned()]));
+        assert_eq!(FileConfig::parse("", Path::new("c")).unwrap().bind, None);
+        let e = FileConfig::parse("port = 1\nbind = 7\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("a selector such as \"lan\""), "{e}");
+        let e = FileConfig::parse("bind = [7]\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
     fn provider_tables_are_validated() {
         let c =
             FileConfig::parse("[providers.wireguard]\nnames=[\"office\"]\ncidrs=[\"10.8.0.7/24\"]\n", Path::new("c"))

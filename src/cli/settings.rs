@@ -171,12 +171,19 @@ pub fn load_token(
     if let Some(v) = env_token {
         return Token::new(&v, "MESHGATE_TOKEN").map(Some).map_err(refused);
     }
-    if let Some((path, p)) = file.and_then(|(path, f)| f.token_file.as_deref().map(|p| (path, p))) {
-        // Relative to the config file, like every path in it.
-        return from_file(&relative_to(path, p));
-    }
-    if let Some(v) = file.and_then(|(_, f)| f.token.as_deref()) {
-        return Token::new(v, "the config file's `token`").map(Some).map_err(refused);
+    // From the config file: the error names the file and the line too.
+    if let Some((path, f)) = file {
+        if let Some(p) = f.token_file.as_deref() {
+            // Relative to the config file, like every path in it.
+            let p = relative_to(path, p);
+            return from_file(&p)
+                .map_err(|e| f.value_error(path, "token_file", p.display().to_string(), e.to_string()).into());
+        }
+        if let Some(v) = f.token.as_deref() {
+            return Token::new(v, "the config file's `token`")
+                .map(Some)
+                .map_err(|e| f.value_error(path, "token", "(hidden)", e.to_string()).into());
+        }
     }
     Ok(None)
 }
@@ -382,18 +389,18 @@ pub struct TlsSetup {
 }
 
 /// What HTTPS the flags and `[tls]` ask for, before any file is opened.
-enum TlsPlan {
+enum TlsPlan<'a> {
     /// Plain HTTP.
     Off,
     /// Own files; `from` is the config file they were named in, if any.
-    Own { cert: PathBuf, key: PathBuf, from: Option<(PathBuf, FileConfig)> },
+    Own { cert: PathBuf, key: PathBuf, from: Option<(&'a Path, &'a FileConfig)> },
     /// A self-signed certificate over a key kept in `dir`.
     SelfSigned { dir: PathBuf, names: Vec<String> },
 }
 
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
 /// paths there are relative to the file). Opens nothing.
-fn tls_plan(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(TlsPlan, bool), CliError> {
+fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Result<(TlsPlan<'a>, bool), CliError> {
     let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
@@ -411,7 +418,7 @@ fn tls_plan(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(TlsPl
         (Some(c), Some(k)) => Some((c.clone(), k.clone(), None)),
         _ if args.tls.is_some() => None,
         _ => match (&cfg.cert, &cfg.key, file) {
-            (Some(c), Some(k), Some((p, f))) => Some((near(c), near(k), Some((p.to_path_buf(), f.clone())))),
+            (Some(c), Some(k), Some((p, f))) => Some((near(c), near(k), Some((p, f)))),
             (Some(_), None, Some((p, f))) | (None, Some(_), Some((p, f))) => {
                 let key = if cfg.cert.is_some() { "tls.cert" } else { "tls.key" };
                 return Err(f
@@ -438,7 +445,7 @@ fn tls_plan(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(TlsPl
 
 /// Reads an own certificate pair; a pair named in the config file that
 /// cannot be used names the file and the line of `tls.cert`.
-fn own_pair(cert: &Path, key: &Path, from: Option<&(PathBuf, FileConfig)>) -> Result<Reloader, CliError> {
+fn own_pair(cert: &Path, key: &Path, from: Option<(&Path, &FileConfig)>) -> Result<Reloader, CliError> {
     Reloader::new(cert, key).map_err(|e| match from {
         Some((path, f)) => f.value_error(path, "tls.cert", cert.display().to_string(), e.to_string()).into(),
         None => CliError::Refused(e.to_string()),
@@ -451,7 +458,7 @@ fn own_pair(cert: &Path, key: &Path, from: Option<&(PathBuf, FileConfig)>) -> Re
 pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(), CliError> {
     match tls_plan(args, file)?.0 {
         TlsPlan::Off => Ok(()),
-        TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from.as_ref()).map(drop),
+        TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from).map(drop),
         // The names as SelfSigned::open checks them; the key is not made.
         TlsPlan::SelfSigned { names, .. } => {
             names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).try_for_each(|n| {
@@ -473,7 +480,7 @@ pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<O
     match plan {
         TlsPlan::Off => Ok(None),
         TlsPlan::Own { cert, key, from } => {
-            let reloader = Arc::new(own_pair(&cert, &key, from.as_ref())?);
+            let reloader = Arc::new(own_pair(&cert, &key, from)?);
             let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
             let pin = reloader.spki_sha256_base64();
             Ok(Some(TlsSetup {
