@@ -17,8 +17,7 @@ use serde_json::json;
 use super::args::{ExplainArgs, TlsArgs};
 use super::error::CliError;
 use super::reload::Loaded;
-use super::serve::{worker_threads, WORKERS_ENV};
-use super::settings::{peer_rules, registry, settings, tls_check};
+use super::settings::{config_line, peer_rules, registry, settings, tls_check, worker_threads, WORKERS_ENV};
 use crate::gateway::check_auth;
 
 /// Runs `explain`: resolve on this host and print why. Returns the text to
@@ -60,16 +59,6 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
         return Err(CliError::WithAnswer { answer: text, error: Box::new(error) });
     }
     Ok(text)
-}
-
-/// The line that says which config file was read (`serve` logs it first,
-/// `explain` prints it first): after `dpkg -i`, /etc/meshgate/meshgate.toml
-/// is read without a `--config`.
-pub(crate) fn config_line(config: Option<&Path>) -> String {
-    match config {
-        Some(p) => format!("config file: {}", p.display()),
-        None => "config file: none".to_owned(),
-    }
 }
 
 /// The `explain --json` document (one object and a newline).

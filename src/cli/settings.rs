@@ -4,6 +4,7 @@
 //! the file and key it came from.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,6 +48,41 @@ pub(crate) fn default_config_path(root: bool, env: impl Fn(&str) -> Option<std::
         .map(PathBuf::from)
         .or_else(|| env("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
     Some(base.join("meshgate").join("meshgate.toml"))
+}
+
+/// The line that says which config file was read (`serve` logs it first,
+/// `explain` prints it first): after `dpkg -i`, /etc/meshgate/meshgate.toml
+/// is read without a `--config`.
+pub(crate) fn config_line(config: Option<&Path>) -> String {
+    match config {
+        Some(p) => format!("config file: {}", p.display()),
+        None => "config file: none".to_owned(),
+    }
+}
+
+/// The variable that sets how many connection threads serve (tokio's own name
+/// for its worker count, which the benches and containers already set).
+pub(super) const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// Each thread is a runtime with three file descriptors of its own; more
+/// threads than this is a typo, not a plan.
+const MAX_WORKERS: usize = 1024;
+
+/// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
+/// CPU this process may run on (its affinity and cgroup quota counted).
+pub(super) fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
+    let Some(raw) = set else {
+        return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+    };
+    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).filter(|n| n.get() <= MAX_WORKERS).ok_or_else(
+        || {
+            CliError::BadFlag(format!(
+                "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 to {MAX_WORKERS}, or unset it \
+                 for one per CPU",
+                raw.to_string_lossy()
+            ))
+        },
+    )
 }
 
 /// Bind settings after precedence (flag > env > file > default) is applied.
@@ -524,9 +560,25 @@ pub fn browser_policy(args: &ServeArgs, file: Option<&meshgate_core::config::Fil
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
+    use std::ffi::{OsStr, OsString};
 
     use super::*;
+
+    #[test]
+    fn worker_threads_takes_a_whole_number_or_one_per_cpu() {
+        assert_eq!(worker_threads(Some(OsStr::new("3"))).unwrap().get(), 3);
+        assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
+        let cpus = std::thread::available_parallelism().unwrap();
+        assert_eq!(worker_threads(None).unwrap(), cpus);
+        assert_eq!(worker_threads(Some(OsStr::new("1024"))).unwrap().get(), 1024);
+        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
+            let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
+            assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
+            assert!(text.contains("whole number from 1 to 1024"), "{text}");
+        }
+    }
 
     #[test]
     fn one_character_is_singular() {
