@@ -311,9 +311,14 @@ fn a_fatal_error_is_a_json_record_with_json_logs() {
     let out = super::run(&mut serve(&["--log-format", "json", "--token-file", "/nonexistent/meshgate-token"]));
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
+    // Every line is JSON (the first says which config file was read); the
+    // last is the error.
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert!(lines.len() <= 2, "{err}");
+    for l in &lines {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    }
+    let v: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
     assert_eq!(v["level"], "ERROR");
     assert_eq!(v["exit_code"], 78);
     assert!(v["message"].as_str().unwrap().contains("/nonexistent/meshgate-token"), "{v}");
@@ -331,7 +336,8 @@ fn a_fatal_error_is_a_json_record_with_json_logs() {
     assert_eq!(v["exit_code"], 78, "{v}");
     // Text logs keep the plain line.
     let out = super::run(&mut serve(&["--token-file", "/nonexistent/meshgate-token"]));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("meshgate: read token file"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().last().is_some_and(|l| l.starts_with("meshgate: read token file")), "{err}");
 }
 
 /// What a reload cannot apply is named, and none of it is half-applied: a new
