@@ -431,7 +431,14 @@ enum TlsPlan<'a> {
     /// Own files; `from` is the config file they were named in, if any.
     Own { cert: PathBuf, key: PathBuf, from: Option<(&'a Path, &'a FileConfig)> },
     /// A self-signed certificate over a key kept in `dir`.
-    SelfSigned { dir: PathBuf, names: Vec<String> },
+    SelfSigned {
+        dir: PathBuf,
+        names: Vec<String>,
+        /// The config file the directory came from (`state_dir`), if it did.
+        dir_from: Option<(&'a Path, &'a FileConfig)>,
+        /// The config file the names came from (`[tls] names`), if they did.
+        names_from: Option<(&'a Path, &'a FileConfig)>,
+    },
 }
 
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
@@ -470,13 +477,14 @@ fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Res
     if !(args.tls == Some(TlsMode::SelfSigned) || cfg.self_signed) {
         return Ok((TlsPlan::Off, loopback));
     }
-    let dir = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) => near(d),
-        (None, None) => default_state_dir().map_err(refused)?,
+    let (dir, dir_from) = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
+        (Some(d), _) => (d.clone(), None),
+        (None, Some(d)) => (near(d), file),
+        (None, None) => (default_state_dir().map_err(refused)?, None),
     };
-    let names = if args.tls_name.is_empty() { cfg.names.clone() } else { args.tls_name.clone() };
-    Ok((TlsPlan::SelfSigned { dir, names }, loopback))
+    let (names, names_from) =
+        if args.tls_name.is_empty() { (cfg.names.clone(), file) } else { (args.tls_name.clone(), None) };
+    Ok((TlsPlan::SelfSigned { dir, names, dir_from, names_from }, loopback))
 }
 
 /// Reads an own certificate pair; a pair named in the config file that
@@ -488,6 +496,28 @@ fn own_pair(cert: &Path, key: &Path, from: Option<(&Path, &FileConfig)>) -> Resu
     })
 }
 
+/// A self-signed certificate that cannot be made: a bad name is blamed on
+/// `[tls] names`, anything else on `state_dir`, with the line, when the
+/// config file gave them.
+fn self_signed_error(
+    e: crate::tls::TlsError,
+    dir_from: Option<(&Path, &FileConfig)>,
+    names_from: Option<(&Path, &FileConfig)>,
+) -> CliError {
+    let (from, key, value) = match &e {
+        crate::tls::TlsError::BadName { name, .. } => (names_from, "tls.names", name.clone()),
+        _ => (
+            dir_from,
+            "state_dir",
+            dir_from.and_then(|(_, f)| f.state_dir.as_ref()).map(|d| d.display().to_string()).unwrap_or_default(),
+        ),
+    };
+    match from {
+        Some((path, f)) => f.value_error(path, key, value, e.to_string()).into(),
+        None => CliError::Refused(e.to_string()),
+    }
+}
+
 /// Checks what [`tls_setup`] would use without writing anything (for
 /// `explain`): an own pair is read and checked; a self-signed key's
 /// directory is resolved, and the names checked, but no key is made.
@@ -496,16 +526,52 @@ pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> R
         TlsPlan::Off => Ok(()),
         TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from).map(drop),
         // The names as SelfSigned::open checks them; the key is not made.
-        TlsPlan::SelfSigned { names, .. } => {
+        TlsPlan::SelfSigned { dir, names, dir_from, names_from } => {
             names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).try_for_each(|n| {
                 rcgen::CertificateParams::new(vec![n.clone()]).map(drop).map_err(|e| {
-                    CliError::Refused(
-                        crate::tls::TlsError::BadName { name: n.clone(), detail: e.to_string() }.to_string(),
-                    )
+                    let e = crate::tls::TlsError::BadName { name: n.clone(), detail: e.to_string() };
+                    self_signed_error(e, dir_from, names_from)
                 })
-            })
+            })?;
+            state_dir_usable(&dir).map_err(|e| self_signed_error(e, dir_from, names_from))
         }
     }
+}
+
+/// Whether the self-signed key could be kept in `dir`, judged without
+/// writing: the directory (or, when it does not exist yet, the nearest
+/// existing parent that would hold it) is a writable directory, and a key
+/// already there can be read. The errors are those `SelfSigned::open` gives.
+fn state_dir_usable(dir: &Path) -> Result<(), crate::tls::TlsError> {
+    use std::io::Error;
+    let write = |source: Error| crate::tls::TlsError::Write { path: dir.to_path_buf(), source };
+    let mut at = dir;
+    while !at.exists() {
+        at = at.parent().ok_or_else(|| write(Error::from_raw_os_error(libc::ENOENT)))?;
+    }
+    if !at.is_dir() {
+        // The OS's own words, as the write serve attempts would get them.
+        return Err(write(Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let c = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(|e| write(Error::other(e)))?;
+        // SAFETY: access only reads the NUL-terminated path it is given.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            return Err(write(Error::last_os_error()));
+        }
+    }
+    let key = dir.join(crate::tls::KEY_FILE);
+    if key.exists() {
+        std::fs::File::open(&key).map_err(|source| crate::tls::TlsError::Read {
+            what: "key",
+            flag: "--state-dir",
+            path: key.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
@@ -525,10 +591,13 @@ pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<O
                 reloader: Some(reloader),
             }))
         }
-        TlsPlan::SelfSigned { dir, names } => {
+        TlsPlan::SelfSigned { dir, names, dir_from, names_from } => {
             let loopback_addrs: Vec<std::net::IpAddr> =
                 if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
-            let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
+            let cert = Arc::new(
+                SelfSigned::open(&dir, &names, &loopback_addrs)
+                    .map_err(|e| self_signed_error(e, dir_from, names_from))?,
+            );
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             let pin = cert.spki_sha256_base64().to_owned();
             Ok(Some(TlsSetup {

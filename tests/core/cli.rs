@@ -226,6 +226,7 @@ fn explain_refuses_what_serve_refuses_with_the_same_message() {
         ("idle", "[limits]\nidle_timeout = -1\n", 2, "limits.idle_timeout"),
         ("provider", "[providers.wiregard]\n", 1, "providers.wiregard"),
         ("auto", "auto = [\"lan\"]\n", 1, "auto"),
+        ("state-dir", "state_dir = \"/dev/null/meshgate\"\n[tls]\nself_signed = true\n", 1, "state_dir"),
     ];
     for (tag, text, line, key) in cases {
         let cfg = TempConfig::new(&format!("preflight-{tag}"), text);
