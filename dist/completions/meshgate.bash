@@ -78,7 +78,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -214,7 +214,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -476,7 +476,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -528,7 +528,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)

@@ -5,6 +5,7 @@
 //! library ([`crate::gateway`]) and never the reverse.
 
 mod args;
+mod env;
 mod error;
 mod explain;
 mod generate;
@@ -23,6 +24,7 @@ pub use args::{
     BindArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
     ProvidersArgs, ServeArgs, StatusArgs, TlsArgs, TlsMode,
 };
+pub use env::apply as apply_env;
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
 pub use generate::{completions, man_page};
@@ -36,4 +38,4 @@ pub use settings::{
     ServeOptions, Settings, TlsSetup,
 };
 pub use status::status;
-pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_seconds};
+pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_log_level, parse_seconds};

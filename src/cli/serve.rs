@@ -4,7 +4,6 @@
 //! telling systemd when it is ready (`READY=1`, `STATUS=`), counting attaches
 //! for `/metrics`, and re-reading its configuration on SIGHUP.
 
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use meshgate_core::source::InterfaceSource;
@@ -15,38 +14,13 @@ use super::logging;
 use super::notify;
 use super::print::{event_line, say};
 use super::reload::{Live, Loaded};
-use super::settings::{browser_policy, registry, settings, tls_setup};
+use super::settings::{browser_policy, config_line, registry, settings, tls_setup, worker_threads, WORKERS_ENV};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
     app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
     Workers,
 };
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
-
-/// The variable that sets how many connection threads serve (tokio's own name
-/// for its worker count, which the benches and containers already set).
-const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
-
-/// Each thread is a runtime with three file descriptors of its own; more
-/// threads than this is a typo, not a plan.
-const MAX_WORKERS: usize = 1024;
-
-/// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
-/// CPU this process may run on (its affinity and cgroup quota counted).
-fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
-    let Some(raw) = set else {
-        return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
-    };
-    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).filter(|n| n.get() <= MAX_WORKERS).ok_or_else(
-        || {
-            CliError::BadFlag(format!(
-                "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 to {MAX_WORKERS}, or unset it \
-                 for one per CPU",
-                raw.to_string_lossy()
-            ))
-        },
-    )
-}
 
 /// Raises the soft limit on open files to the hard one, as servers do (Go's
 /// runtime does it for every program): each proxied connection holds two
@@ -78,6 +52,9 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let registry = registry()?;
     let settings = settings(&args.bind, registry)?;
     let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
+    // First, which file: after `dpkg -i` /etc/meshgate/meshgate.toml is read
+    // without any --config.
+    tracing::info!("{}", config_line(file.map(|(p, _)| p)));
     // The config file's log_level and access_log apply now that it is read;
     // the token is read here, once.
     let loaded = Loaded::read(args)?;
@@ -266,27 +243,5 @@ fn hangup_signal() -> Option<Hangup> {
     #[cfg(not(unix))]
     {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn worker_threads_takes_a_whole_number_or_one_per_cpu() {
-        assert_eq!(worker_threads(Some(OsStr::new("3"))).unwrap().get(), 3);
-        assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
-        let cpus = std::thread::available_parallelism().unwrap();
-        assert_eq!(worker_threads(None).unwrap(), cpus);
-        assert_eq!(worker_threads(Some(OsStr::new("1024"))).unwrap().get(), 1024);
-        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
-            let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
-            assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
-            let text = e.to_string();
-            assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
-            assert!(text.contains("whole number from 1 to 1024"), "{text}");
-        }
     }
 }

@@ -621,7 +621,8 @@ pub fn check_auth(
     } else {
         exposed.join(", ")
     };
+    let advice = super::token::create_advice(std::path::Path::new("/etc/meshgate/token"));
     Err(Error::Refused(format!(
-        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token`), or let in WireGuard peers with --allow-peer NAME|KEY; --bind loopback needs none"
+        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `{advice}`), or let in mesh peers with --allow-peer NAME|KEY|LOGIN|tag:T; --bind loopback needs none"
     )))
 }

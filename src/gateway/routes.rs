@@ -166,8 +166,8 @@ async fn status(
     Json(doc)
 }
 
-/// The Prometheus text format, behind the token like `/status`.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// The Prometheus text format (or OpenMetrics when asked), behind the token like `/status`.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let view = state.view();
     let stats = state.stats();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -179,7 +179,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         listeners: view.listeners.len() as u64,
         fallback: view.fallback,
     };
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&stats.meter, gauges))
+    // The Prometheus text format unless the scraper asks for OpenMetrics.
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::gateway::metrics::Format::negotiate(accept);
+    ([(axum::http::header::CONTENT_TYPE, format.content_type())], render(&stats.meter, gauges, format))
 }
 
 async fn ws(

@@ -19,7 +19,7 @@ impl std::fmt::Debug for Token {
 #[non_exhaustive]
 pub enum TokenError {
     /// Missing or unreadable file.
-    #[error("read token file {path}: {source}; create it with e.g. `head -c 32 /dev/urandom | base64 > {path} && chmod 600 {path}`")]
+    #[error("read token file {path}: {source}; create it with e.g. `{}`", create_advice(.path))]
     Read {
         /// The file.
         path: PathBuf,
@@ -32,6 +32,17 @@ pub enum TokenError {
     /// Characters that cannot appear in an HTTP header.
     #[error("the token from {0} has characters that cannot be sent in an Authorization header (control characters or spaces); use printable ASCII such as base64")]
     Invalid(String),
+}
+
+/// A shell line that makes a token file at `path`, its directory included
+/// (a host without `/etc/meshgate` has none to write into).
+pub fn create_advice(path: &std::path::Path) -> String {
+    let p = path.display();
+    let mkdir = match path.parent().filter(|d| !d.as_os_str().is_empty() && *d != std::path::Path::new("/")) {
+        Some(dir) => format!("mkdir -p {} && ", dir.display()),
+        None => String::new(),
+    };
+    format!("{mkdir}head -c 32 /dev/urandom | base64 > {p} && chmod 600 {p}")
 }
 
 impl Token {

@@ -153,3 +153,32 @@ async fn ws_sends_the_listener_set_on_connect() {
     assert!(addrs.contains(&"127.0.0.1"), "{v}");
     drop(server);
 }
+
+/// The first-run advice works as written on a host without the token's
+/// directory: it creates the directory too.
+#[test]
+fn the_token_advice_creates_the_directory_it_writes_into() {
+    let root = tempfile_path::TempPath::new("advice");
+    let o = run(&mut meshgate(&["serve", "--bind", "all", "--port", "1"]));
+    assert_eq!(o.status.code(), Some(78));
+    let e = stderr(&o);
+    let advice = e.split('`').find(|s| s.contains("/dev/urandom")).unwrap_or_else(|| panic!("no advice: {e}"));
+    assert!(advice.contains("/etc/meshgate/token"), "{advice}");
+    // Run it with /etc/meshgate moved under a directory of ours.
+    let dir = root.0.join("etc/meshgate");
+    let advice = advice.replace("/etc/meshgate", dir.to_str().unwrap());
+    let sh = std::process::Command::new("sh").args(["-c", &advice]).output().unwrap();
+    assert!(sh.status.success(), "{advice}: {}", String::from_utf8_lossy(&sh.stderr));
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+    assert!(token.trim().len() >= 40, "{token}");
+    let _ = std::fs::remove_dir_all(&root.0);
+    // The same for a --token-file that does not exist yet.
+    let missing = root.0.join("deeper/token");
+    let o = run(&mut meshgate(&["serve", "--bind", "all", "--token-file", missing.to_str().unwrap()]));
+    assert_eq!(o.status.code(), Some(78));
+    let e = stderr(&o);
+    let advice = e.split('`').find(|s| s.contains("/dev/urandom")).unwrap_or_else(|| panic!("no advice: {e}"));
+    let sh = std::process::Command::new("sh").args(["-c", advice]).output().unwrap();
+    assert!(sh.status.success() && missing.is_file(), "{advice}: {}", String::from_utf8_lossy(&sh.stderr));
+    let _ = std::fs::remove_dir_all(&root.0);
+}
