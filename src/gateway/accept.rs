@@ -220,6 +220,9 @@ enum Stop {
     Drain,
     /// The idle timeout ran out.
     Timeout,
+    /// A request was refused for want of credentials (or a stream was not to
+    /// be served): send what is in flight, for a second at most.
+    Refused,
 }
 
 /// Everything one accept loop needs.
@@ -279,6 +282,13 @@ where
 }
 
 /// Drives one connection next to its drain signal and timers.
+///
+/// A connection told to go ends within a bound, over HTTP/2 too (whose
+/// graceful close waits for the client to acknowledge a PING, which a client
+/// may never do): after a refusal it gets [`idle::REFUSED_GRACE`] to send
+/// what is in flight, and after a drain or a revocation its requests in
+/// flight finish under the idle watch; either way a stream it is not to serve
+/// (one more refusal, a stream after a revocation) closes it hard at once.
 async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Error> {
     tokio::pin!(conn);
     // Held until the connection ends: the accept loop's drain waits for every
@@ -297,7 +307,7 @@ async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Er
             () = revoked => Stop::Drain,
             () = timers() => Stop::Timeout,
             // A refused request ends its connection: no second guess on it.
-            () = activity.refused() => Stop::Drain,
+            () = activity.refused() => Stop::Refused,
         }
     })
     .await;
@@ -306,12 +316,26 @@ async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Er
         // Quiet for the whole idle timeout (nothing in flight, or a response
         // stuck on a client that stopped reading): close.
         Ended::Supervisor(Stop::Timeout) => Ok(()),
-        Ended::Supervisor(Stop::Drain) => {
+        Ended::Supervisor(stop) => {
             conn.as_mut().graceful();
             // The request in flight finishes, with its response deadline still
             // kept; a half-sent head keeps hyper from closing at once, and the
-            // idle watch still bounds it.
-            match Supervised::new(conn.as_mut(), timers()).await {
+            // idle watch still bounds it. A refused connection gets a second
+            // at most; a stream turned away ends it at once.
+            let grace = async {
+                match stop {
+                    Stop::Refused => tokio::time::sleep(idle::REFUSED_GRACE).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let bound = async {
+                tokio::select! {
+                    () = timers() => {}
+                    () = activity.refused() => {}
+                    () = grace => {}
+                }
+            };
+            match Supervised::new(conn.as_mut(), bound).await {
                 Ended::Conn(r) => r,
                 Ended::Supervisor(()) => Ok(()),
             }
@@ -393,13 +417,36 @@ impl ConnService {
         }
         // Identity comes from the mesh, never from the client.
         self.peer_headers.apply(request.headers_mut());
-        if let Some(r) = self.revocation.as_ref().filter(|_| request.headers().contains_key(header::UPGRADE)) {
-            request.extensions_mut().insert(r.clone());
+        // What let this connection in has changed (a new token, new peer
+        // rules): it serves no further request, not even one already read.
+        if let Some(r) = &self.revocation {
+            if r.is_revoked() {
+                self.activity.turned_away();
+                return ConnFuture::Held { guard };
+            }
+            if request.headers().contains_key(header::UPGRADE) {
+                request.extensions_mut().insert(r.clone());
+            }
         }
+        let caller = self.caller.0.as_deref();
+        let mut vouched = None;
         if let Some(slot) = self.slot.as_deref().filter(|s| !s.is_authenticated()) {
-            if auth::vouched_for(&self.state, request.headers(), self.caller.0.as_deref()) {
+            let v = auth::vouched_for(&self.state, request.headers(), caller);
+            vouched = Some(v);
+            if v {
                 slot.authenticated();
             }
+        }
+        // A flight of HTTP/2 streams is read before the first refusal is out:
+        // past a handful without credentials, no more answers on this
+        // connection, which is closed.
+        if request.version() == Version::HTTP_2
+            && !self.ctx.loopback
+            && !self.state.is_open_path(request.uri().path())
+            && !vouched.unwrap_or_else(|| auth::vouched_for(&self.state, request.headers(), caller))
+            && !self.activity.unvouched_stream()
+        {
+            return ConnFuture::Held { guard };
         }
         if let Some((direct, forwarded)) = &self.direct {
             if !is_own_path(request.uri().path()) {
@@ -463,6 +510,8 @@ pin_project_lite::pin_project! {
         Route { #[pin] future: axum::routing::future::RouteFuture<Infallible>, guard: Option<Guard> },
         Forward { future: Pin<Box<dyn Future<Output = hyper::Response<GatewayBody>> + Send>>, guard: Option<Guard> },
         Ready { response: Option<hyper::Response<GatewayBody>>, guard: Option<Guard> },
+        // A stream the connection will not answer: it waits for the close.
+        Held { guard: Option<Guard> },
     }
 }
 
@@ -483,6 +532,7 @@ impl Future for ConnFuture {
             ConnFutureProj::Ready { response, guard } => {
                 (response.take().expect("ConnFuture polled after completion"), guard)
             }
+            ConnFutureProj::Held { .. } => return Poll::Pending,
         };
         // The request stays in flight until its response body is sent or dropped.
         let guard = guard.take().expect("ConnFuture polled after completion");
@@ -552,3 +602,7 @@ async fn accept_error(e: io::Error) {
     tracing::error!(error = %e, "accept failed; pausing for 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
+
+#[cfg(test)]
+#[path = "accept_tests.rs"]
+mod tests;

@@ -28,7 +28,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,7 +54,21 @@ pub(crate) struct Activity {
     /// Set when a request was refused for want of credentials: the connection
     /// is to end after what is in flight (HTTP/2 ignores `Connection: close`).
     refused: tokio::sync::Notify,
+    /// HTTP/2 streams without credentials seen so far (a flight of them is
+    /// answered only up to [`MAX_UNVOUCHED_STREAMS`]).
+    unvouched: AtomicU32,
 }
+
+/// The most HTTP/2 streams without credentials one connection gets answers
+/// to; past it a stream gets none and the connection is closed hard. A flight
+/// of streams is read before the first refusal is out, so the refusal alone
+/// cannot stop them.
+pub(crate) const MAX_UNVOUCHED_STREAMS: u32 = 4;
+
+/// How long a connection told to go (a GOAWAY after a refusal) may take to
+/// finish before it is closed hard: a client that never acknowledges the
+/// GOAWAY's PING would otherwise keep it open.
+pub(crate) const REFUSED_GRACE: Duration = Duration::from_secs(1);
 
 impl Default for Activity {
     fn default() -> Self {
@@ -66,6 +80,7 @@ impl Default for Activity {
             writes: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
             refused: tokio::sync::Notify::new(),
+            unvouched: AtomicU32::new(0),
         }
     }
 }
@@ -75,6 +90,24 @@ impl Activity {
     /// credentials.
     pub(crate) async fn refused(&self) {
         self.refused.notified().await;
+    }
+
+    /// Records an HTTP/2 stream without credentials; false once the
+    /// connection has had its share of them (the stream is then not answered
+    /// and the connection is told to end).
+    pub(crate) fn unvouched_stream(&self) -> bool {
+        let n = self.unvouched.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if n > MAX_UNVOUCHED_STREAMS {
+            self.refused.notify_one();
+            return false;
+        }
+        true
+    }
+
+    /// A stream this connection will not serve (past its refusals, or after
+    /// a revocation): the connection ends at once, not after a grace.
+    pub(crate) fn turned_away(&self) {
+        self.refused.notify_one();
     }
 
     /// Records a request head; the returned guard marks the request in flight
