@@ -39,7 +39,7 @@ use super::auth::{self, Verdict};
 use super::body::GatewayBody;
 use super::context::{AppState, ListenerCtx, Revocation, Stats, MESHGATE_PREFIX};
 use super::identity::{Caller, PeerHeaders};
-use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
+use super::idle::{self, Activity, ClientBody, Ended, Guard, InFlight, Supervised};
 use super::metrics::{AccessRecord, ListenerCounters, Metered};
 use super::proxy::headers::Peer;
 use super::proxy::pool::Affinity;
@@ -401,8 +401,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
 }
 
 impl ConnService {
-    fn serve(&self, mut request: hyper::Request<Incoming>) -> ConnFuture {
+    fn serve(&self, request: hyper::Request<Incoming>) -> ConnFuture {
         let guard = Some(self.activity.request());
+        // The body's progress is watched: one that stops ends the connection.
+        let mut request = request.map(|b| ClientBody::new(b, self.activity.clone()));
         if request.method() == Method::CONNECT {
             // meshgate is no forward proxy: say so rather than leave it hanging.
             let refused =

@@ -312,3 +312,99 @@ async fn a_revoked_http2_connection_serves_no_further_stream() {
     assert!(closed.is_some(), "the revoked connection stays open");
     served.stop().await;
 }
+
+/// Issue #25 part 3: an HTTP/2 client that opens with a window of 0 gets the
+/// response headers and never a byte of the body; the connection is closed
+/// after the idle timeout, although a request is in flight and the client
+/// keeps answering nothing (no write ever blocks to tell).
+#[tokio::test]
+async fn an_http2_client_with_a_shut_window_is_closed_after_the_idle_timeout() {
+    let limits = ServerLimits::default().with_idle_timeout(Duration::from_secs(2));
+    let served = Served::start(limits, true, None).await;
+    let mut c = H2::connect(served.addr, 0).await;
+    let auth = bearer();
+    let r = c.request(1, "GET", "/status", &[("authorization", &auth)], true);
+    c.send(&r).await.unwrap();
+    let t0 = Instant::now();
+    let (frames, closed) = c.until_closed(Duration::from_secs(8)).await;
+    assert_eq!(answers(&frames), (1, 1), "the head is sent: {frames:?}");
+    assert!(!frames.iter().any(|f| f.kind == DATA), "no body through a shut window");
+    let closed = closed.unwrap_or_else(|| panic!("the stalled connection is closed: {frames:?}"));
+    assert!(closed - t0 >= Duration::from_secs(2) && closed - t0 < Duration::from_secs(4), "{:?}", closed - t0);
+    served.stop().await;
+}
+
+/// An upstream that answers every request with `size` bytes and counts the
+/// connections it has open.
+async fn counting_upstream(size: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let count = count.clone();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                loop {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            break;
+                        }
+                        let _ = s.write_all(&vec![b'x'; size]).await;
+                        head.clear();
+                    }
+                }
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// Issue #25 part 3: many zero-window streams of an allowed client pin one
+/// upstream connection each while they last, and no longer than the idle
+/// timeout: then the client connection is closed and the upstream sees every
+/// one of them close.
+#[tokio::test]
+async fn zero_window_streams_do_not_pin_upstream_connections_past_the_idle_timeout() {
+    use crate::gateway::proxy::{Proxy, Upstream, UpstreamLimits};
+    use std::sync::atomic::Ordering;
+    let (upstream, open) = counting_upstream(256 * 1024).await;
+    let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap()));
+    let proxy = Proxy::new(Upstream::parse(&format!("http://{upstream}")).unwrap(), UpstreamLimits::default(), None)
+        .with_credentials(state.credential_cell().cloned());
+    let limits = ServerLimits::default().with_idle_timeout(Duration::from_secs(2));
+    let served = Served::start(limits, true, Some(Direct { proxy, state })).await;
+    let mut c = H2::connect(served.addr, 0).await;
+    let auth = bearer();
+    let mut flight = Vec::new();
+    for i in 0..32u32 {
+        flight.extend(c.request(1 + 2 * i, "GET", &format!("/big/{i}"), &[("authorization", &auth)], true));
+    }
+    c.send(&flight).await.unwrap();
+    let t0 = Instant::now();
+    let (frames, closed) = c.until_closed(Duration::from_secs(8)).await;
+    assert!(answers(&frames).1 >= 16, "the streams were answered: {frames:?}");
+    let closed = closed.expect("the stalled connection is closed");
+    assert!(closed - t0 < Duration::from_secs(4), "{:?}", closed - t0);
+    let mut left = open.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = open.load(Ordering::SeqCst);
+    }
+    assert_eq!(left, 0, "upstream connections still open after the client's was closed");
+    served.stop().await;
+}

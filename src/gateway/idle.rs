@@ -57,6 +57,15 @@ pub(crate) struct Activity {
     /// HTTP/2 streams without credentials seen so far (a flight of them is
     /// answered only up to [`MAX_UNVOUCHED_STREAMS`]).
     unvouched: AtomicU32,
+    /// Request bodies waiting for the client to send more ([`ClientBody`]).
+    reading: AtomicUsize,
+    /// Request body frames received.
+    received: AtomicU64,
+    /// Response bodies waiting for the client to take more ([`InFlight`]):
+    /// over HTTP/2, a flow-control window the client holds shut.
+    unsent: AtomicUsize,
+    /// Response body frames taken by the connection.
+    sent: AtomicU64,
 }
 
 /// The most HTTP/2 streams without credentials one connection gets answers
@@ -81,6 +90,10 @@ impl Default for Activity {
             blocked: AtomicBool::new(false),
             refused: tokio::sync::Notify::new(),
             unvouched: AtomicU32::new(0),
+            reading: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            unsent: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
         }
     }
 }
@@ -153,6 +166,10 @@ impl Activity {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
             blocked: self.blocked.load(Ordering::Relaxed),
+            reading: self.reading.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            unsent: self.unsent.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
         }
     }
 }
@@ -164,17 +181,28 @@ struct Snapshot {
     in_flight: usize,
     writes: u64,
     blocked: bool,
+    reading: usize,
+    received: u64,
+    unsent: usize,
+    sent: u64,
 }
 
 impl Snapshot {
     /// Nothing happened between `earlier` and this, and nothing is going on:
     /// no request in flight, or one whose response is stuck on a client that
     /// does not read (the slow-read attack; nginx's `send_timeout`).
+    ///
+    /// A request in flight counts as stuck on its client, too, when a request
+    /// body waits for bytes that do not come (nginx's `client_body_timeout`:
+    /// the time between two reads), or when a response body waits for the
+    /// client to take more and none was taken (an HTTP/2 window held shut).
     fn quiet_since(&self, earlier: &Snapshot) -> bool {
         let unchanged = self.events == earlier.events;
         let idle = self.in_flight == 0;
         let stalled = self.blocked && self.writes == earlier.writes;
-        unchanged && (idle || stalled)
+        let body_stalled = self.reading > 0 && self.received == earlier.received;
+        let window_stalled = self.unsent > 0 && self.sent == earlier.sent;
+        unchanged && (idle || stalled || body_stalled || window_stalled)
     }
 }
 
@@ -268,16 +296,47 @@ pub(crate) async fn expired(timeout: Duration, activity: &Activity) {
 }
 
 /// A response body that keeps its request's [`Guard`] until it is sent or
-/// dropped.
+/// dropped, and tells the connection's [`Activity`] while it waits for the
+/// client to take its next frame (from the moment it is handed over, and
+/// after each frame until it is polled again or dropped): a client that
+/// holds an HTTP/2 window shut never lets it be polled, nor its last frame
+/// go, and no write blocks to say so.
 #[derive(Debug)]
 pub(crate) struct InFlight<B> {
     body: B,
-    _guard: Guard,
+    /// Counted in [`Activity::unsent`].
+    unsent: bool,
+    guard: Guard,
+}
+
+impl<B: Body> InFlight<B> {
+    pub(crate) fn new(body: B, guard: Guard) -> Self {
+        let mut f = Self { body, unsent: false, guard };
+        if !f.body.is_end_stream() {
+            f.set_unsent(true);
+        }
+        f
+    }
 }
 
 impl<B> InFlight<B> {
-    pub(crate) fn new(body: B, guard: Guard) -> Self {
-        Self { body, _guard: guard }
+    fn set_unsent(&mut self, on: bool) {
+        if self.unsent == on {
+            return;
+        }
+        self.unsent = on;
+        let unsent = &self.guard.0.unsent;
+        if on {
+            unsent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            unsent.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B> Drop for InFlight<B> {
+    fn drop(&mut self) {
+        self.set_unsent(false);
     }
 }
 
@@ -286,7 +345,17 @@ impl<B: Body + Unpin> Body for InFlight<B> {
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        this.set_unsent(false);
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            // Taken, not yet delivered: the connection polls again, or drops
+            // the body once its last frame is out (HTTP/2 keeps it until the
+            // window lets the frame go).
+            this.guard.0.sent.fetch_add(1, Ordering::Relaxed);
+            this.set_unsent(true);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -295,6 +364,70 @@ impl<B: Body + Unpin> Body for InFlight<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// A request body as the client sends it, telling the connection's
+/// [`Activity`] while it waits for more (polled, nothing there), so that a
+/// body that stops (`Content-Length: 100` and no byte) ends its connection
+/// after the idle timeout, on meshgate's own routes and forwarded ones alike.
+#[derive(Debug)]
+pub(crate) struct ClientBody {
+    inner: hyper::body::Incoming,
+    activity: Arc<Activity>,
+    /// Counted in [`Activity::reading`].
+    reading: bool,
+}
+
+impl ClientBody {
+    pub(crate) fn new(inner: hyper::body::Incoming, activity: Arc<Activity>) -> Self {
+        Self { inner, activity, reading: false }
+    }
+
+    fn set_reading(&mut self, on: bool) {
+        if self.reading == on {
+            return;
+        }
+        self.reading = on;
+        if on {
+            self.activity.reading.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.activity.reading.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.set_reading(false);
+    }
+}
+
+impl Body for ClientBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Pending => this.set_reading(true),
+            Poll::Ready(got) => {
+                this.set_reading(false);
+                if matches!(got, Some(Ok(_))) {
+                    this.activity.received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
