@@ -37,13 +37,14 @@ use axum::response::IntoResponse;
 use super::admission::Admission;
 use super::auth::{self, Verdict};
 use super::body::GatewayBody;
-use super::context::{AppState, ListenerCtx, Revocation, Stats, MESHGATE_PREFIX};
+use super::context::{AppState, ListenerCtx, Revocation, Stats};
 use super::identity::{Caller, PeerHeaders};
 use super::idle::{self, Activity, ClientBody, Ended, Guard, InFlight, Supervised};
 use super::metrics::{AccessRecord, ListenerCounters, Metered};
 use super::proxy::headers::Peer;
 use super::proxy::pool::Affinity;
 use super::proxy::Proxy;
+use super::routes::{self, OwnPath};
 use super::session;
 use super::slots::Slot;
 use super::workers::{Handoff, Workers};
@@ -451,7 +452,12 @@ impl ConnService {
             return ConnFuture::Held { guard };
         }
         if let Some((direct, forwarded)) = &self.direct {
-            if !is_own_path(request.uri().path()) {
+            let own = routes::own_path(request.uri().path());
+            if own == OwnPath::Alias {
+                // meshgate's namespace spelled another way: never forwarded.
+                return ConnFuture::Ready { response: Some(routes::alias_refused().map(GatewayBody::Axum)), guard };
+            }
+            if own == OwnPath::No {
                 let caller = self.caller.0.as_deref();
                 if let Verdict::Refuse(refused) =
                     auth::check(&direct.state, &request, Some(self.ctx), Some(self.peer), caller)
@@ -496,12 +502,6 @@ fn closes_after<B>(request: &hyper::Request<B>) -> bool {
 fn is_meshgates_401<B>(response: &hyper::Response<B>) -> bool {
     response.status() == StatusCode::UNAUTHORIZED
         && response.headers().get(header::WWW_AUTHENTICATE).is_some_and(|v| v == auth::WWW_AUTHENTICATE)
-}
-
-/// True for meshgate's own routes in front of an upstream: `/_meshgate`
-/// and everything under it, which is never forwarded.
-fn is_own_path(path: &str) -> bool {
-    path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 pin_project_lite::pin_project! {

@@ -77,17 +77,14 @@ impl Served {
 pub(super) struct Frame {
     pub(super) kind: u8,
     pub(super) flags: u8,
+    #[allow(dead_code)] // shown by Debug in failure messages
     pub(super) stream: u32,
     pub(super) payload: Vec<u8>,
 }
 
 pub(super) const DATA: u8 = 0;
 pub(super) const HEADERS: u8 = 1;
-pub(super) const RST_STREAM: u8 = 3;
 pub(super) const SETTINGS: u8 = 4;
-pub(super) const PING: u8 = 6;
-pub(super) const GOAWAY: u8 = 7;
-pub(super) const WINDOW_UPDATE: u8 = 8;
 
 /// A raw HTTP/2 client over TLS. It acknowledges SETTINGS, never a PING.
 pub(super) struct H2 {
@@ -156,10 +153,6 @@ impl H2 {
         }
         let flags = 0x4 | if end { 0x1 } else { 0 };
         frame(HEADERS, flags, stream, &block)
-    }
-
-    pub(super) fn data(stream: u32, bytes: &[u8], end: bool) -> Vec<u8> {
-        frame(DATA, u8::from(end), stream, bytes)
     }
 
     pub(super) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -179,6 +179,15 @@ fn is_ours(kv: &[u8]) -> bool {
     kv.strip_prefix(COOKIE_NAME.as_bytes()).is_some_and(|rest| rest.first() == Some(&b'='))
 }
 
+/// The session cookie's name in any case (`Meshgate_Session`): never ours to
+/// read (meshgate sets it in lower case), but a service that reads cookie
+/// names without regard to case would take it for one, so it never reaches
+/// the upstream either.
+fn is_ours_any_case(kv: &[u8]) -> bool {
+    let n = COOKIE_NAME.len();
+    kv.len() > n && kv[..n].eq_ignore_ascii_case(COOKIE_NAME.as_bytes()) && kv[n] == b'='
+}
+
 /// The most `meshgate_session` values looked at in one request (another
 /// service on the same host may set a cookie of the same name: browsers send
 /// every one, the most specific path first).
@@ -198,14 +207,15 @@ pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<&str> {
     cookie_values(headers).next()
 }
 
-/// Removes every session cookie from a request's `Cookie` headers, keeping
-/// the others byte for byte (the service behind has its own cookies).
+/// Removes every session cookie from a request's `Cookie` headers, its name
+/// in any case, keeping the others byte for byte (the service behind has its
+/// own cookies).
 pub fn strip_cookie(headers: &mut axum::http::HeaderMap) {
     use axum::http::{header, HeaderValue};
-    if !cookie_pairs(headers).any(is_ours) {
+    if !cookie_pairs(headers).any(is_ours_any_case) {
         return;
     }
-    let kept: Vec<&[u8]> = cookie_pairs(headers).filter(|kv| !is_ours(kv)).collect();
+    let kept: Vec<&[u8]> = cookie_pairs(headers).filter(|kv| !is_ours_any_case(kv)).collect();
     let joined = kept.join(&b"; "[..]);
     headers.remove(header::COOKIE);
     if !joined.is_empty() {
@@ -306,6 +316,22 @@ mod tests {
         assert_eq!(cookie_value(&h), None);
         strip_cookie(&mut h);
         assert_eq!(h[header::COOKIE], "meshgate_sessionx=1; xmeshgate_session=2");
+    }
+
+    /// Issue #25 part 5: a case variant of the name (`Meshgate_Session`)
+    /// is not read as a session, and never reaches the upstream.
+    #[test]
+    fn every_case_form_of_the_name_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "Meshgate_Session=v1.2.n.m; a=1; MESHGATE_SESSION=x; meshGate_session=y; meshgate_sessions=keep"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie_value(&h), None);
+        strip_cookie(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1; meshgate_sessions=keep");
     }
 
     #[test]
