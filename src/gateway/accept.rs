@@ -160,6 +160,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 state,
                 peer_headers: PeerHeaders::new(caller.as_deref()),
                 caller: Caller(caller),
+                interface: interface.clone(),
                 slot: slot.clone(),
                 // The peer as `X-Forwarded-For` names it, made only with an upstream.
                 direct: direct.map(|d| (d, Peer::new(peer, ctx.tls))),
@@ -367,6 +368,8 @@ struct ConnService {
     state: AppState,
     /// The caller as the mesh identifies it, and the headers that say so.
     caller: Caller,
+    /// The interface the listener is on (to re-check the caller).
+    interface: Option<Arc<str>>,
     peer_headers: PeerHeaders,
     slot: Option<Arc<Slot>>,
     /// The upstream, with the peer as `X-Forwarded-For` names it (made once
@@ -402,7 +405,33 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
 }
 
 impl ConnService {
+    /// [`Self::serve_now`], after checking, for a caller with an identity,
+    /// that its address still belongs to it (the peer table may have changed
+    /// since the connection opened): if not, 421 (a client may retry on a
+    /// new connection, identified afresh) and the connection ends.
     fn serve(&self, request: hyper::Request<Incoming>) -> ConnFuture {
+        let recheck = match (&self.caller.0, self.state.peer_lookup(), &self.interface) {
+            (Some(id), Some(lookup), Some(iface)) => {
+                let (id, lookup, iface, peer) = (id.clone(), lookup.clone(), iface.clone(), self.peer);
+                Some(Box::pin(async move {
+                    match lookup.same_peer(&iface, peer, &id) {
+                        Some(check) => check.await,
+                        None => true,
+                    }
+                }) as Pin<Box<dyn Future<Output = bool> + Send>>)
+            }
+            _ => None,
+        };
+        let inner = self.serve_now(request);
+        match recheck {
+            None => inner,
+            Some(check) => {
+                ConnFuture::Recheck { check: Some(check), inner: Some(Box::pin(inner)), activity: self.activity.clone() }
+            }
+        }
+    }
+
+    fn serve_now(&self, request: hyper::Request<Incoming>) -> ConnFuture {
         let guard = Some(self.activity.request());
         // The body's progress is watched: one that stops ends the connection.
         let mut request = request.map(|b| ClientBody::new(b, self.activity.clone()));
@@ -485,6 +514,17 @@ impl ConnService {
     }
 }
 
+/// The answer to a request whose connection's caller has changed: 421, so
+/// that a client may send it again on a new connection.
+fn misdirected() -> axum::response::Response {
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        [(header::CONNECTION, "close")],
+        "this connection's address now belongs to another peer (or none); send the request again on a new connection\n",
+    )
+        .into_response()
+}
+
 /// True when the client closes its connection after this request
 /// (`Connection: close`, or HTTP/1.0).
 fn closes_after<B>(request: &hyper::Request<B>) -> bool {
@@ -514,6 +554,12 @@ pin_project_lite::pin_project! {
         Ready { response: Option<hyper::Response<GatewayBody>>, guard: Option<Guard> },
         // A stream the connection will not answer: it waits for the close.
         Held { guard: Option<Guard> },
+        // The caller's identity re-checked first, then the request.
+        Recheck {
+            check: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+            inner: Option<Pin<Box<ConnFuture>>>,
+            activity: Arc<Activity>,
+        },
     }
 }
 
@@ -535,6 +581,25 @@ impl Future for ConnFuture {
                 (response.take().expect("ConnFuture polled after completion"), guard)
             }
             ConnFutureProj::Held { .. } => return Poll::Pending,
+            ConnFutureProj::Recheck { check, inner, activity } => {
+                if let Some(c) = check.as_mut() {
+                    match c.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(true) => *check = None,
+                        Poll::Ready(false) => {
+                            *check = None;
+                            *inner = None;
+                            tracing::info!("a connection's address no longer belongs to the peer it was opened by; closed");
+                            let guard = activity.request();
+                            guard.refused();
+                            let body = GatewayBody::Axum(misdirected().into_body());
+                            let response = misdirected().map(|_| InFlight::new(body, guard));
+                            return Poll::Ready(Ok(response));
+                        }
+                    }
+                }
+                return inner.as_mut().expect("ConnFuture polled after completion").as_mut().poll(cx);
+            }
         };
         // The request stays in flight until its response body is sent or dropped.
         let guard = guard.take().expect("ConnFuture polled after completion");

@@ -41,6 +41,17 @@ impl Served {
             Some(d) => d.state.clone(),
             None => AppState::new(Some(Token::new(TOKEN, "test").unwrap())).with_signin("/_meshgate"),
         };
+        Self::start_with(state, limits, tls, direct, None).await
+    }
+
+    /// The same with this state, on a listener on `interface`.
+    pub(super) async fn start_with(
+        state: AppState,
+        limits: ServerLimits,
+        tls: bool,
+        direct: Option<Direct>,
+        interface: Option<&str>,
+    ) -> Served {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tls.then(|| {
@@ -52,7 +63,7 @@ impl Served {
             listener,
             app: routes::app(state.clone()),
             ctx,
-            interface: None,
+            interface: interface.map(Arc::from),
             state: state.clone(),
             admission: Arc::new(Admission::new(limits)),
             direct,
@@ -399,5 +410,97 @@ async fn zero_window_streams_do_not_pin_upstream_connections_past_the_idle_timeo
         left = open.load(Ordering::SeqCst);
     }
     assert_eq!(left, 0, "upstream connections still open after the client's was closed");
+    served.stop().await;
+}
+
+/// A mesh that says the caller is `laptop`, allowed, until told its address
+/// has gone to another key.
+#[derive(Debug, Default)]
+struct Moving(std::sync::atomic::AtomicBool);
+
+impl crate::gateway::identity::PeerLookup for Moving {
+    fn identify<'a>(
+        &'a self,
+        interface: &'a str,
+        _peer: SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::gateway::identity::PeerIdentity>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            Some(crate::gateway::identity::PeerIdentity {
+                mesh: "wireguard".into(),
+                interface: interface.into(),
+                key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+                name: Some("laptop".into()),
+                login: None,
+                node: None,
+                tags: Vec::new(),
+                allowed: true,
+            })
+        })
+    }
+
+    fn allows(&self, _identity: &crate::gateway::identity::PeerIdentity) -> Option<bool> {
+        Some(true)
+    }
+
+    fn same_peer<'a>(
+        &'a self,
+        _interface: &'a str,
+        _peer: SocketAddr,
+        _identity: &'a crate::gateway::identity::PeerIdentity,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>> {
+        Some(Box::pin(async move { !self.0.load(std::sync::atomic::Ordering::SeqCst) }))
+    }
+}
+
+/// One keep-alive HTTP/1.1 request; the status (0: the connection closed).
+async fn keep_alive(s: &mut TcpStream, path: &str) -> u16 {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Issue #25 part 5: a keep-alive connection of an allowed peer whose
+/// address no longer maps to its key (removed from the interface, or moved to
+/// another) is not served as that peer: the next request gets 421 and the
+/// connection ends, so the client comes back on a new one, identified anew.
+#[tokio::test]
+async fn a_keep_alive_connection_is_rechecked_against_the_peer_table_per_request() {
+    let moving = Arc::new(Moving::default());
+    let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap())).with_peer_lookup(moving.clone());
+    let served = Served::start_with(state, ServerLimits::default(), false, None, Some("wg0")).await;
+    let mut s = TcpStream::connect(served.addr).await.unwrap();
+    assert_eq!(keep_alive(&mut s, "/status").await, 200, "the allowed peer is served");
+    assert_eq!(keep_alive(&mut s, "/status").await, 200, "and again on the same connection");
+    moving.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(keep_alive(&mut s, "/status").await, 421, "served as a peer its address left");
+    let mut b = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the connection stays open: {closed:?}");
     served.stop().await;
 }
