@@ -15,7 +15,7 @@ use super::logging;
 use super::notify;
 use super::print::{event_line, say};
 use super::reload::{Live, Loaded};
-use super::settings::{browser_policy, registry, settings, tls_setup};
+use super::settings::{browser_policy, registry, settings, state_dir, tls_setup};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
     app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
@@ -169,6 +169,12 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
     };
     let state = running.state().clone();
+    // A logout outlives a restart: revoked sessions are kept in the state directory.
+    if let (Some(dir), Some(c)) = (state_dir(&args.tls, file), state.credentials()) {
+        if let Err(e) = c.sessions().persist_in(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not read the logged-out sessions; logouts hold until a restart");
+        }
+    }
     let m = state.stats().meter.clone();
     if let Some(s) = tls_stats {
         m.set_tls(s);
