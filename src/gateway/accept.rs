@@ -38,7 +38,7 @@ use super::admission::Admission;
 use super::auth::{self, Verdict};
 use super::body::GatewayBody;
 use super::context::{AppState, ListenerCtx, Revocation, Stats};
-use super::identity::{Caller, PeerHeaders};
+use super::identity::{allowed_now, Caller, PeerHeaders};
 use super::idle::{self, Activity, ClientBody, Ended, Guard, InFlight, Supervised};
 use super::metrics::{AccessRecord, ListenerCounters, Metered};
 use super::proxy::headers::Peer;
@@ -46,7 +46,7 @@ use super::proxy::pool::Affinity;
 use super::proxy::Proxy;
 use super::routes::{self, OwnPath};
 use super::session;
-use super::slots::Slot;
+use super::slots::{ShareKey, Slot};
 use super::workers::{Handoff, Workers};
 use crate::tls::{Alpn, TlsAcceptor};
 
@@ -59,7 +59,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     // The loopback door has a cap of its own and no per-address shares: no
     // mesh traffic can make it wait.
     let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
-    let slots = (!ctx.loopback).then_some(&admission.slots);
+    let slots = (!ctx.loopback).then(|| admission.slots.clone());
     // The HTTP/1 builder, remade only when a reload changed the limits.
     let mut limits = admission.limits().clone();
     let mut builder = limits.http1();
@@ -76,19 +76,6 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 Ok(a) => a,
                 Err(e) => {
                     accept_error(e).await;
-                    continue;
-                }
-            },
-        };
-        // Each source address gets its share of a mesh listener's connections;
-        // one past it is closed without waiting for the cap.
-        let slot = match &slots {
-            None => None,
-            Some(slots) => match slots.admit(peer.ip()) {
-                Some(slot) => Some(Arc::new(slot)),
-                None => {
-                    Stats::bump(&state.stats().per_address_refused);
-                    tracing::debug!(%peer, "closed a connection at once: its address holds its share");
                     continue;
                 }
             },
@@ -122,6 +109,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
             limits.clone(),
         );
         let draining = draining.clone();
+        let slots = slots.clone();
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         let meter = state.stats().meter.clone();
@@ -152,6 +140,24 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
             let caller = match (state.peer_lookup(), interface.as_deref()) {
                 (Some(lookup), Some(iface)) if !ctx.loopback => lookup.identify(iface, peer).await.map(Arc::new),
                 _ => None,
+            };
+            // Each caller (a peer's key over all its addresses; without an
+            // identity, an IPv4 address or an IPv6 /64) gets its share of a
+            // mesh listener's connections; one past it is closed at once.
+            let slot = match &slots {
+                None => None,
+                Some(slots) => {
+                    let key = ShareKey::of(peer.ip(), caller.as_deref());
+                    let vouched = allowed_now(state.peer_lookup(), caller.as_deref());
+                    match slots.admit(key, vouched) {
+                        Some(slot) => Some(Arc::new(slot)),
+                        None => {
+                            Stats::bump(&state.stats().per_address_refused);
+                            tracing::debug!(%peer, "closed a connection at once: its caller holds its share");
+                            return;
+                        }
+                    }
+                }
             };
             let service = ConnService {
                 app,
@@ -467,6 +473,17 @@ impl ConnService {
             vouched = Some(v);
             if v {
                 slot.authenticated();
+            } else if slot.is_provisional() {
+                // A place kept for credentials, taken without them.
+                let busy = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONNECTION, "close")],
+                    "busy: the last connections are kept for callers with credentials\n",
+                );
+                if let Some(g) = &guard {
+                    g.refused();
+                }
+                return ConnFuture::Ready { response: Some(busy.into_response().map(GatewayBody::Axum)), guard };
             }
         }
         // A flight of HTTP/2 streams is read before the first refusal is out:

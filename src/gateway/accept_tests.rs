@@ -504,3 +504,30 @@ async fn a_keep_alive_connection_is_rechecked_against_the_peer_table_per_request
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the connection stays open: {closed:?}");
     served.stop().await;
 }
+
+/// Issue #25 part 4: the last eighth of the mesh door's cap is kept for
+/// credentials. With a cap of 8 (one place kept), seven connections without
+/// credentials are held open; an eighth is served only with the token.
+#[tokio::test]
+async fn the_last_connections_of_the_cap_are_kept_for_credentials() {
+    let limits = ServerLimits::default().with_max_connections(8).with_per_address(64, 64);
+    let served = Served::start(limits, false, None).await;
+    let mut held = Vec::new();
+    for _ in 0..7 {
+        let mut s = TcpStream::connect(served.addr).await.unwrap();
+        // An open path: served without credentials outside the reserve.
+        assert_eq!(keep_alive(&mut s, "/healthz").await, 200);
+        held.push(s);
+    }
+    let mut eighth = TcpStream::connect(served.addr).await.unwrap();
+    assert_eq!(keep_alive(&mut eighth, "/healthz").await, 503, "the reserve went to a caller without credentials");
+    drop(eighth);
+    let mut with_token = TcpStream::connect(served.addr).await.unwrap();
+    let req = format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n");
+    with_token.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), with_token.read_to_end(&mut buf)).await.unwrap().unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
+    drop(held);
+    served.stop().await;
+}
