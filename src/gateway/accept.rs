@@ -431,9 +431,11 @@ impl ConnService {
         let inner = self.serve_now(request);
         match recheck {
             None => inner,
-            Some(check) => {
-                ConnFuture::Recheck { check: Some(check), inner: Some(Box::pin(inner)), activity: self.activity.clone() }
-            }
+            Some(check) => ConnFuture::Recheck {
+                check: Some(check),
+                inner: Some(Box::pin(inner)),
+                activity: self.activity.clone(),
+            },
         }
     }
 
@@ -606,7 +608,9 @@ impl Future for ConnFuture {
                         Poll::Ready(false) => {
                             *check = None;
                             *inner = None;
-                            tracing::info!("a connection's address no longer belongs to the peer it was opened by; closed");
+                            tracing::info!(
+                                "a connection's address no longer belongs to the peer it was opened by; closed"
+                            );
                             let guard = activity.request();
                             guard.refused();
                             let body = GatewayBody::Axum(misdirected().into_body());

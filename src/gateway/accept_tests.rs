@@ -151,7 +151,14 @@ impl H2 {
     }
 
     /// The HEADERS frame of a request on `stream`.
-    pub(super) fn request(&self, stream: u32, method: &str, path: &str, headers: &[(&str, &str)], end: bool) -> Vec<u8> {
+    pub(super) fn request(
+        &self,
+        stream: u32,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        end: bool,
+    ) -> Vec<u8> {
         let mut block = Vec::new();
         for (index, value) in [(2, method), (6, "https"), (4, path), (1, self.authority.as_str())] {
             hpack_int(&mut block, 0, 4, index);
@@ -523,7 +530,9 @@ async fn the_last_connections_of_the_cap_are_kept_for_credentials() {
     assert_eq!(keep_alive(&mut eighth, "/healthz").await, 503, "the reserve went to a caller without credentials");
     drop(eighth);
     let mut with_token = TcpStream::connect(served.addr).await.unwrap();
-    let req = format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
     with_token.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), with_token.read_to_end(&mut buf)).await.unwrap().unwrap();

@@ -95,8 +95,7 @@ pub(crate) enum OwnPath {
 /// compared without regard to ASCII case. A path whose normal form is
 /// `/_meshgate` or starts with `/_meshgate/` is meshgate's.
 pub(crate) fn own_path(path: &str) -> OwnPath {
-    let canonical =
-        path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let canonical = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     if canonical {
         return OwnPath::Canonical;
     }
@@ -304,8 +303,7 @@ mod tests {
         ] {
             assert_eq!(own_path(p), OwnPath::Alias, "{p}");
         }
-        for p in ["/", "/app", "/_meshgatex/status", "/x/_meshgate/status", "/meshgate/status", "/%41pp", "/_meshgat"]
-        {
+        for p in ["/", "/app", "/_meshgatex/status", "/x/_meshgate/status", "/meshgate/status", "/%41pp", "/_meshgat"] {
             assert_eq!(own_path(p), OwnPath::No, "{p}");
         }
     }

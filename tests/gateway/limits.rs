@@ -231,7 +231,10 @@ async fn a_request_body_that_stops_is_closed_after_the_idle_timeout() {
         .await
         .expect("gateway starts");
     let gw = running.addresses()[0];
-    for (path, extra) in [("/_meshgate/login", format!("Origin: http://{gw}\r\n")), ("/upload", "Authorization: Bearer s3cret-token-for-body-tests\r\n".to_owned())] {
+    for (path, extra) in [
+        ("/_meshgate/login", format!("Origin: http://{gw}\r\n")),
+        ("/upload", "Authorization: Bearer s3cret-token-for-body-tests\r\n".to_owned()),
+    ] {
         let mut s = TcpStream::connect(gw).await.unwrap();
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {gw}\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"

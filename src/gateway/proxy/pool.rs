@@ -518,12 +518,8 @@ mod tests {
         use tokio::io::AsyncReadExt as _;
         let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = upstream.local_addr().unwrap().to_string().parse().unwrap();
-        let pool = Arc::new(Pool::new(
-            &Upstream::Http { authority },
-            Duration::from_secs(5),
-            8,
-            Duration::from_millis(300),
-        ));
+        let pool =
+            Arc::new(Pool::new(&Upstream::Http { authority }, Duration::from_secs(5), 8, Duration::from_millis(300)));
         let mut sender = pool.connect().await.map_err(|_| "connect").unwrap();
         let (mut held, _) = upstream.accept().await.unwrap();
         std::future::poll_fn(|cx| sender.poll_ready(cx)).await.unwrap();
