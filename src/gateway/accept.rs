@@ -14,6 +14,13 @@
 //! the socket, WebSocket and other upgraded connections included. (tower's `ConcurrencyLimit` counts requests in
 //! flight, not connections: an idle keep-alive connection, which is what a
 //! slowloris-style client holds, would not count.)
+//!
+//! Once a connection is identified it takes its caller's share (`slots.rs`;
+//! past it, it is closed at once). Each request is then checked against the
+//! caller's identity (still the same key?), the revocation signal (a new
+//! token or new peer rules: no further request is served) and, over HTTP/2,
+//! the count of streams without credentials; a refusal ends the connection
+//! within a bound whatever the client does (see `supervise`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,8 +59,8 @@ use crate::tls::{Alpn, TlsAcceptor};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
 /// then lets every open connection finish its in-flight request. Each
-/// accepted connection takes its address's slot, then a permit from
-/// `connections`, before it is served.
+/// accepted connection takes a permit from `connections`, then, once
+/// identified, its caller's slot, before it is served.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     let Listen { listener, app, ctx, interface, state, admission, direct, tls, workers } = listen;
     // The loopback door has a cap of its own and no per-address shares: no
