@@ -206,7 +206,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                         let alpn = Alpn::of(&stream);
                         let io = TokioIo::new(Counted { stream, activity, _permit: permit, _slot: slot });
                         match alpn {
-                            Alpn::H2 => supervise(limits.http2().serve_connection(io, service), supervision).await,
+                            Alpn::H2 => {
+                                supervision.activity.set_h2();
+                                supervise(limits.http2().serve_connection(io, service), supervision).await
+                            }
                             Alpn::Http11 => {
                                 supervise(builder.serve_connection(io, service).with_upgrades(), supervision).await
                             }

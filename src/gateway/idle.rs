@@ -66,6 +66,9 @@ pub(crate) struct Activity {
     unsent: AtomicUsize,
     /// Response body frames taken by the connection.
     sent: AtomicU64,
+    /// The connection speaks HTTP/2: its writes (PING acknowledgements,
+    /// other streams' frames) say nothing about a stream's progress.
+    h2: AtomicBool,
 }
 
 /// The most HTTP/2 streams without credentials one connection gets answers
@@ -94,6 +97,7 @@ impl Default for Activity {
             received: AtomicU64::new(0),
             unsent: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
         }
     }
 }
@@ -103,6 +107,11 @@ impl Activity {
     /// credentials.
     pub(crate) async fn refused(&self) {
         self.refused.notified().await;
+    }
+
+    /// Marks the connection as HTTP/2 (see [`Activity::h2`]).
+    pub(crate) fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
     }
 
     /// Records an HTTP/2 stream without credentials; false once the
@@ -170,6 +179,7 @@ impl Activity {
             received: self.received.load(Ordering::Relaxed),
             unsent: self.unsent.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
+            h2: self.h2.load(Ordering::Relaxed),
         }
     }
 }
@@ -185,6 +195,7 @@ struct Snapshot {
     received: u64,
     unsent: usize,
     sent: u64,
+    h2: bool,
 }
 
 impl Snapshot {
@@ -201,7 +212,10 @@ impl Snapshot {
         let idle = self.in_flight == 0;
         let stalled = self.blocked && self.writes == earlier.writes;
         let body_stalled = self.reading > 0 && self.received == earlier.received;
-        let window_stalled = self.unsent > 0 && self.sent == earlier.sent;
+        // Over HTTP/1.1 a large frame goes out in many writes: those are
+        // progress. Over HTTP/2 only a frame taken is (a client that holds
+        // a window shut can still make the connection write PING answers).
+        let window_stalled = self.unsent > 0 && self.sent == earlier.sent && (self.h2 || self.writes == earlier.writes);
         unchanged && (idle || stalled || body_stalled || window_stalled)
     }
 }
@@ -492,6 +506,36 @@ mod tests {
         // Stops reading.
         a.wrote::<usize>(&Poll::Pending);
         ends_within(watch, 3, 5).await;
+    }
+
+    /// A slow reader of one large frame over HTTP/1.1 makes progress with
+    /// every write and is not closed; over HTTP/2, a frame that is not taken
+    /// for the whole timeout closes the connection whatever else it writes.
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_not_taken_counts_only_over_http2() {
+        for h2 in [false, true] {
+            let a = Arc::new(Activity::default());
+            if h2 {
+                a.set_h2();
+            }
+            let body = InFlight::new(http_body_util::Full::new(hyper::body::Bytes::from_static(b"x")), a.request());
+            let watch = expired(Duration::from_secs(4), &a);
+            tokio::pin!(watch);
+            let writing = async {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    a.wrote(&Poll::Ready(Ok(1usize)));
+                }
+            };
+            tokio::pin!(writing);
+            let closed = tokio::select! {
+                () = watch.as_mut() => true,
+                () = writing.as_mut() => false,
+                () = tokio::time::sleep(Duration::from_secs(40)) => false,
+            };
+            assert_eq!(closed, h2, "h2 = {h2}");
+            drop(body);
+        }
     }
 
     #[tokio::test(start_paused = true)]
