@@ -173,6 +173,11 @@ impl H2 {
         frame(HEADERS, flags, stream, &block)
     }
 
+    /// A DATA frame on `stream`.
+    pub(super) fn data(stream: u32, bytes: &[u8], end: bool) -> Vec<u8> {
+        frame(DATA, u8::from(end), stream, bytes)
+    }
+
     pub(super) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.io.write_all(bytes).await?;
         self.io.flush().await
@@ -538,5 +543,29 @@ async fn the_last_connections_of_the_cap_are_kept_for_credentials() {
     tokio::time::timeout(Duration::from_secs(5), with_token.read_to_end(&mut buf)).await.unwrap().unwrap();
     assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
     drop(held);
+    served.stop().await;
+}
+
+/// Issue #25 part 3 over HTTP/2: a request body that stops (9 of 100 bytes
+/// sent, the stream left open) closes the connection after the idle
+/// timeout, although the client keeps the connection itself alive.
+#[tokio::test]
+async fn an_http2_request_body_that_stops_is_closed_after_the_idle_timeout() {
+    let limits = ServerLimits::default().with_idle_timeout(Duration::from_secs(2));
+    let served = Served::start(limits, true, None).await;
+    let mut c = H2::connect(served.addr, 65_535).await;
+    let auth = bearer();
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("content-length", "100"),
+    ];
+    let mut out = c.request(1, "POST", "/login", &headers, false);
+    out.extend(H2::data(1, b"token=abc", false));
+    c.send(&out).await.unwrap();
+    let t0 = Instant::now();
+    let (frames, closed) = c.until_closed(Duration::from_secs(8)).await;
+    let closed = closed.unwrap_or_else(|| panic!("a stopped body held the connection open: {frames:?}"));
+    assert!(closed - t0 >= Duration::from_secs(2) && closed - t0 < Duration::from_secs(4), "{:?}", closed - t0);
     served.stop().await;
 }
