@@ -144,6 +144,10 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .peer_lookup(peers, allows_any)
         .workers(workers)
         .on_event(on_event);
+    // A logout outlives a restart: revoked sessions are kept in the state directory.
+    if let Some(dir) = state_dir(&args.tls, file) {
+        builder = builder.session_dir(dir);
+    }
     let mut tls_stats = None;
     let mut reloader = None;
     if let Some(tls) = tls {
@@ -169,12 +173,6 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
     };
     let state = running.state().clone();
-    // A logout outlives a restart: revoked sessions are kept in the state directory.
-    if let (Some(dir), Some(c)) = (state_dir(&args.tls, file), state.credentials()) {
-        if let Err(e) = c.sessions().persist_in(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not read the logged-out sessions; logouts hold until a restart");
-        }
-    }
     let m = state.stats().meter.clone();
     if let Some(s) = tls_stats {
         m.set_tls(s);
