@@ -12,7 +12,11 @@
 //! connection open however long it takes: uploads, downloads and event streams
 //! are not cut off, unless the response has been stuck for the whole timeout
 //! on a client that stopped reading (the slow-read attack; nginx's
-//! `send_timeout`), which the connection's writes tell. As with nginx, a
+//! `send_timeout`), which the connection's writes tell, or its request body
+//! waits for bytes the client does not send (nginx's `client_body_timeout`,
+//! told by [`ClientBody`]), or its response waits for the client to take a
+//! frame it does not take (an HTTP/2 window held shut, told by [`InFlight`]).
+//! As with nginx, a
 //! client reading so slowly that the kernel finds no room for more within a
 //! whole timeout (Linux reports a socket writable again once about a third of
 //! its send buffer has drained) counts as stopped.

@@ -10,7 +10,9 @@
 //! that opened it, and one for connections returned off the workers. A connection that errored, was
 //! closed by the upstream, was upgraded, or whose response body was dropped
 //! half-read is never reused. This does per request what hyper-util's legacy
-//! client did with a spawned task and a timer wheel, with neither.
+//! client did with a spawned task and a timer wheel, with neither; one task
+//! per pool sweeps the stacks while they hold anything, so an idle connection
+//! is closed when it expires even if no request comes to take one.
 //!
 //! In front of the stacks, each client connection keeps the upstream
 //! connection its last exchange used ([`Affinity`]) and takes it again for
