@@ -14,7 +14,9 @@ use super::logging;
 use super::notify;
 use super::print::{event_line, say};
 use super::reload::{Live, Loaded};
-use super::settings::{browser_policy, config_line, registry, settings, tls_setup, worker_threads, WORKERS_ENV};
+use super::settings::{
+    browser_policy, config_line, registry, settings, state_dir, tls_setup, worker_threads, WORKERS_ENV,
+};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
     app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
@@ -121,6 +123,10 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .peer_lookup(peers, allows_any)
         .workers(workers)
         .on_event(on_event);
+    // A logout outlives a restart: revoked sessions are kept in the state directory.
+    if let Some(dir) = state_dir(&args.tls, file) {
+        builder = builder.session_dir(dir);
+    }
     let mut tls_stats = None;
     let mut reloader = None;
     let page_tls = tls.as_ref().map(super::status::page_tls);

@@ -441,6 +441,19 @@ enum TlsPlan<'a> {
     },
 }
 
+/// The state directory: `--state-dir`, else the config file's `state_dir`
+/// (relative to the file), else the default (`None` when there is none).
+pub(super) fn state_dir(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Option<PathBuf> {
+    if let Some(d) = &args.state_dir {
+        return Some(d.clone());
+    }
+    match file.and_then(|(p, f)| f.state_dir.as_deref().map(|d| (p, d))) {
+        Some((p, d)) if d.is_relative() => Some(p.parent().map_or_else(|| d.to_path_buf(), |dir| dir.join(d))),
+        Some((_, d)) => Some(d.to_path_buf()),
+        None => default_state_dir().ok(),
+    }
+}
+
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
 /// paths there are relative to the file). Opens nothing.
 fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Result<(TlsPlan<'a>, bool), CliError> {

@@ -208,6 +208,12 @@ impl Revocation {
             std::future::pending::<()>().await;
         }
     }
+
+    /// True once a revocation came after this one was made (and not yet
+    /// awaited through it).
+    pub fn is_revoked(&self) -> bool {
+        self.0.has_changed().unwrap_or(false)
+    }
 }
 
 #[derive(Debug)]

@@ -51,6 +51,8 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
     // against Content-Length up front and counted as the body streams.
     let limit = proxy.limits().max_body_bytes;
     let forward = move |mut request: axum::extract::Request| {
+        // Another spelling of meshgate's own namespace is never forwarded.
+        let alias = own_path(request.uri().path()) != OwnPath::No;
         // Identity comes from the mesh, never from the client, whoever serves
         // this router: forged `Meshgate-Peer-*` headers go, the caller's own
         // (if the accept loop found one) are set.
@@ -59,13 +61,75 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
         // The session cookie is meshgate's: the service never sees it.
         super::session::strip_cookie(request.headers_mut());
         let proxy = proxy.clone();
-        async move { proxy.forward(request).await }
+        async move {
+            if alias {
+                return alias_refused();
+            }
+            proxy.forward(request).await
+        }
     };
     let with_fallback = match limit.and_then(|n| usize::try_from(n).ok()) {
         Some(n) => own.fallback(axum::handler::Handler::layer(forward, RequestBodyLimitLayer::new(n))),
         None => own.fallback(forward),
     };
     with_fallback.layer(RequireTokenLayer::new(state.clone())).with_state(state)
+}
+
+/// Whether a request path is meshgate's own, in front of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnPath {
+    /// Not meshgate's: forwarded.
+    No,
+    /// `/_meshgate` or under it, as written: meshgate's router serves it.
+    Canonical,
+    /// A spelling that some server would read as `/_meshgate...`
+    /// (`//_meshgate/status`, `/_MESHGATE/status`, `/%5Fmeshgate/status`,
+    /// `/x/../_meshgate`): meshgate's too, answered 404, never forwarded.
+    Alias,
+}
+
+/// The one normal form of paths this gateway decides by, so that nothing an
+/// upstream could read as meshgate's namespace is forwarded: every `%XX`
+/// decoded (`%2F` too), `\` read as `/`, `;params` dropped from each segment,
+/// empty and `.` segments dropped, `..` taken back, and the first segment
+/// compared without regard to ASCII case. A path whose normal form is
+/// `/_meshgate` or starts with `/_meshgate/` is meshgate's.
+pub(crate) fn own_path(path: &str) -> OwnPath {
+    let canonical = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if canonical {
+        return OwnPath::Canonical;
+    }
+    // Most paths cannot spell the prefix another way: without "meshgate" in
+    // some case, and without a `%` that could encode it, a path is not ours.
+    let b = path.as_bytes();
+    if !path.contains('%') && !b.windows(8).any(|w| w.eq_ignore_ascii_case(b"meshgate")) {
+        return OwnPath::No;
+    }
+    let decoded: std::borrow::Cow<'_, [u8]> = percent_encoding::percent_decode(b).into();
+    // `..` can bring a later segment to the front: keep them all.
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|c| *c == b'/' || *c == b'\\') {
+        match seg.split(|c| *c == b';').next().unwrap_or_default() {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    match segments.first() {
+        Some(f) if f.eq_ignore_ascii_case(&MESHGATE_PREFIX.as_bytes()[1..]) => OwnPath::Alias,
+        _ => OwnPath::No,
+    }
+}
+
+/// meshgate's answer to a path that only normalises into its namespace.
+pub(crate) fn alias_refused() -> Response {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "this path is meshgate's namespace written another way; meshgate answers only /_meshgate/... as written\n",
+    )
+        .into_response()
 }
 
 async fn no_such_route() -> (axum::http::StatusCode, &'static str) {
@@ -240,6 +304,40 @@ async fn stream_changes(mut socket: WebSocket, mut rx: watch::Receiver<LiveView>
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #25 part 5: every spelling that normalises into `/_meshgate` is
+    /// meshgate's (never forwarded); look-alikes that do not are not.
+    #[test]
+    fn the_normal_form_of_meshgates_namespace() {
+        for p in ["/_meshgate", "/_meshgate/status", "/_meshgate/"] {
+            assert_eq!(own_path(p), OwnPath::Canonical, "{p}");
+        }
+        for p in [
+            "//_meshgate/status",
+            "/_MESHGATE/status",
+            "/_Meshgate",
+            "/%5Fmeshgate/status",
+            "/%5fMeshGate/metrics",
+            "/_%6Deshgate/status",
+            "/./_meshgate/status",
+            "/x/../_meshgate/status",
+            "/x/..%2F_meshgate/status",
+            "/%2F_meshgate/status",
+            "\\_meshgate/status",
+            "/_meshgate;x=1/status",
+            "/_meshgate%2Fstatus",
+        ] {
+            assert_eq!(own_path(p), OwnPath::Alias, "{p}");
+        }
+        for p in ["/", "/app", "/_meshgatex/status", "/x/_meshgate/status", "/meshgate/status", "/%41pp", "/_meshgat"] {
+            assert_eq!(own_path(p), OwnPath::No, "{p}");
         }
     }
 }

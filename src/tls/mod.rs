@@ -22,7 +22,7 @@ mod resolver;
 mod selfsigned;
 mod statedir;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use accept::{
     server_config, Alpn, HandshakeError, HandshakeErrorKind, TlsAcceptor, TlsStats, TlsStatsSnapshot,
