@@ -189,6 +189,27 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     Ok(())
 }
 
+/// What the status page says about a reload refused for `e`: the file and
+/// the place, never the text. The page (and `/status`) is seen by allowed
+/// peers that may not hold the token, and toml's message quotes the line it
+/// stumbled on, which may be `token = ...` (as may other messages quote a
+/// value); the log, which only this host's administrator reads, has it whole.
+fn refused_reload_text(e: &CliError) -> String {
+    use meshgate_core::config::ConfigError;
+    let place = match e {
+        CliError::Config(ConfigError::Parse { path, detail }) => {
+            // toml's first line is its position ("TOML parse error at line 2, column 9").
+            format!(" ({}: {})", path.display(), detail.lines().next().unwrap_or("not TOML"))
+        }
+        CliError::Config(ConfigError::Value { path, key, .. }) => format!(" ({}: {key})", path.display()),
+        CliError::Config(ConfigError::ValueAt { path, line, key, .. }) => {
+            format!(" ({}, line {line}: {key})", path.display())
+        }
+        _ => String::new(),
+    };
+    format!("the new configuration is refused{place}, the running one kept; the log says why")
+}
+
 /// SIGHUP: re-read the certificate files (a bad new pair is logged and the
 /// old one kept), the config file and the token, and apply what can change
 /// without re-binding: the log filter, the token, the peer names and
@@ -218,10 +239,9 @@ fn reload_on_sighup(
                     match Loaded::read(&args) {
                         Err(e) => {
                             tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}");
-                            state.status_board().note(
-                                crate::gateway::status_page::EventKind::Reload,
-                                format!("the new configuration is refused, the running one kept: {e}"),
-                            );
+                            state
+                                .status_board()
+                                .note(crate::gateway::status_page::EventKind::Reload, refused_reload_text(&e));
                         }
                         Ok(new) => {
                             let (changes, now) = current.apply(&new, &live);
