@@ -176,6 +176,20 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         tls: page_tls,
         rules: Some(rules.clone()),
     });
+    // The counters sampled while nobody looks: a refusal is a recent event
+    // at about the time it happened, not at the next view of the page.
+    let sampler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::gateway::status_page::board::SAMPLE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let (sample, _) = crate::gateway::status_page::doc::counters(&state);
+                state.status_board().sample(&sample);
+            }
+        })
+    };
     let m = state.stats().meter.clone();
     if let Some(s) = tls_stats {
         m.set_tls(s);
@@ -185,6 +199,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let live = Live { controls: running.controls(), rules };
     reload_on_sighup(hangup, args.clone(), loaded, live, reloader, state.clone());
     running.run_until(stop).await;
+    sampler.abort();
     notify::stopping();
     Ok(())
 }

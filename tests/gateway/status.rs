@@ -208,3 +208,35 @@ fn a_refused_reload_never_shows_the_config_file_s_text() {
     assert!(page.contains("refused"), "{page}");
     assert!(!page.contains(SECRET), "the token's line is on the page: {page}");
 }
+
+/// A refusal is a recent event at about the time it happened, not at the
+/// next time someone looks: the counters are sampled while nobody does.
+#[test]
+fn a_refusal_is_an_event_when_it_happened_not_when_the_page_is_next_read() {
+    use std::io::{Read, Write};
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let port = free_port();
+    let p = port.to_string();
+    let server = Server::start(&mut meshgate(&["serve", "--port", &p]));
+    server.wait_lines(1);
+    // A name this host does not serve: the Host guard's 421, on the loopback door too.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(s, "GET /status HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    let refused_at = now();
+    // Nobody looks for a while.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let o = run(&mut meshgate(&["status", "--json", "--port", &p]));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let event = doc["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == "refused"))
+        .unwrap_or_else(|| panic!("no refusal among the events: {}", doc["events"]))
+        .clone();
+    assert!(event["text"].as_str().is_some_and(|t| t.contains("421")), "{event}");
+    let at = event["at"].as_u64().unwrap();
+    assert!(at <= refused_at + 3, "refused at {refused_at}, the event says {at} (read at {})", doc["now"]);
+}

@@ -7,7 +7,8 @@
 //! [`PEERS_FRESH`]).
 //!
 //! Nothing here runs on its own: the counters are sampled whenever the page
-//! or `/status` is read, and the count between two samples is spread evenly
+//! or `/status` is read, and every [`SAMPLE_EVERY`] by a program that asks
+//! (`meshgate serve` does), and the count between two samples is spread evenly
 //! over the time between them (the graph shows an average where nobody
 //! looked, never a made-up peak). The
 //! counters start at zero with the state, and so does the first sample, so
@@ -38,6 +39,10 @@ pub const BUCKET_SECONDS: u64 = 10;
 pub const BUCKETS: usize = 60;
 /// Samples closer together than this are one (a page polled by several browsers).
 const MIN_SAMPLE_GAP: f64 = 0.5;
+/// How often a program samples the counters while nobody looks ([`StatusBoard::sample`];
+/// `meshgate serve` does), so that a refusal is an event at about the time it
+/// happened rather than at the next view.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// How long one read of the WireGuard peers answers every view and `/status`
 /// (each open page polls once a second; ten pages cost one read, not ten).
 pub const PEERS_FRESH: Duration = Duration::from_secs(1);
