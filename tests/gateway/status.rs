@@ -227,8 +227,8 @@ fn a_refusal_is_an_event_when_it_happened_not_when_the_page_is_next_read() {
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
     let refused_at = now();
-    // Nobody looks for a while.
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    // Nobody looks for a while (the sampler's 2 s, with room for a loaded machine, is well inside it).
+    std::thread::sleep(std::time::Duration::from_secs(7));
     let o = run(&mut meshgate(&["status", "--json", "--port", &p]));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     let event = doc["events"]
@@ -238,5 +238,5 @@ fn a_refusal_is_an_event_when_it_happened_not_when_the_page_is_next_read() {
         .clone();
     assert!(event["text"].as_str().is_some_and(|t| t.contains("421")), "{event}");
     let at = event["at"].as_u64().unwrap();
-    assert!(at <= refused_at + 3, "refused at {refused_at}, the event says {at} (read at {})", doc["now"]);
+    assert!(at <= refused_at + 4, "refused at {refused_at}, the event says {at} (read at {})", doc["now"]);
 }
