@@ -159,6 +159,20 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         tls: page_tls,
         rules: Some(rules.clone()),
     });
+    // The counters sampled while nobody looks: a refusal is a recent event
+    // at about the time it happened, not at the next view of the page.
+    let sampler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::gateway::status_page::board::SAMPLE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let (sample, _) = crate::gateway::status_page::doc::counters(&state);
+                state.status_board().sample(&sample);
+            }
+        })
+    };
     let m = state.stats().meter.clone();
     if let Some(s) = tls_stats {
         m.set_tls(s);
@@ -168,8 +182,30 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let live = Live { controls: running.controls(), rules };
     reload_on_sighup(hangup, args.clone(), loaded, live, reloader, state.clone());
     running.run_until(stop).await;
+    sampler.abort();
     notify::stopping();
     Ok(())
+}
+
+/// What the status page says about a reload refused for `e`: the file and
+/// the place, never the text. The page (and `/status`) is seen by allowed
+/// peers that may not hold the token, and toml's message quotes the line it
+/// stumbled on, which may be `token = ...` (as may other messages quote a
+/// value); the log, which only this host's administrator reads, has it whole.
+fn refused_reload_text(e: &CliError) -> String {
+    use meshgate_core::config::ConfigError;
+    let place = match e {
+        CliError::Config(ConfigError::Parse { path, detail }) => {
+            // toml's first line is its position ("TOML parse error at line 2, column 9").
+            format!(" ({}: {})", path.display(), detail.lines().next().unwrap_or("not TOML"))
+        }
+        CliError::Config(ConfigError::Value { path, key, .. }) => format!(" ({}: {key})", path.display()),
+        CliError::Config(ConfigError::ValueAt { path, line, key, .. }) => {
+            format!(" ({}, line {line}: {key})", path.display())
+        }
+        _ => String::new(),
+    };
+    format!("the new configuration is refused{place}, the running one kept; the log says why")
 }
 
 /// SIGHUP: re-read the certificate files (a bad new pair is logged and the
@@ -201,10 +237,9 @@ fn reload_on_sighup(
                     match Loaded::read(&args) {
                         Err(e) => {
                             tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}");
-                            state.status_board().note(
-                                crate::gateway::status_page::EventKind::Reload,
-                                format!("the new configuration is refused, the running one kept: {e}"),
-                            );
+                            state
+                                .status_board()
+                                .note(crate::gateway::status_page::EventKind::Reload, refused_reload_text(&e));
                         }
                         Ok(new) => {
                             let (changes, now) = current.apply(&new, &live);

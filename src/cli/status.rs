@@ -111,8 +111,24 @@ pub async fn status(args: &StatusArgs) -> Result<String, CliError> {
     Ok(text(&doc))
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
+/// The string at `key` (empty when absent), fit for a terminal: the answer
+/// comes from whatever listens on the port, and names from the OS may hold
+/// any byte, so control characters are printed escaped (`\u{1b}`), never sent.
+fn s(v: &Value, key: &str) -> String {
+    opt(v, key).unwrap_or_default()
+}
+
+/// [`s`], `None` when absent.
+fn opt(v: &Value, key: &str) -> Option<String> {
+    let text = v.get(key).and_then(Value::as_str)?;
+    Some(text.chars().fold(String::with_capacity(text.len()), |mut out, c| {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        out
+    }))
 }
 
 /// The table, from a `/status` document.
@@ -129,7 +145,7 @@ pub(crate) fn text(doc: &Value) -> String {
     let empty = Vec::new();
     let arr = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).cloned().unwrap_or_else(|| empty.clone());
     for svc in arr(doc, "services") {
-        let target = match svc.get("upstream").and_then(Value::as_str) {
+        let target = match opt(&svc, "upstream") {
             Some(u) => format!("-> {u}"),
             None => "meshgate's own routes".to_owned(),
         };
@@ -162,11 +178,11 @@ pub(crate) fn text(doc: &Value) -> String {
             peers.len(),
             if peers.len() == 1 { "" } else { "s" }
         );
-        if let Some(e) = i.get("error").and_then(Value::as_str) {
+        if let Some(e) = opt(i, "error") {
             let _ = writeln!(out, "  peers unreadable: {e}");
         }
         for p in peers {
-            let name = p.get("name").and_then(Value::as_str).unwrap_or("-");
+            let name = opt(&p, "name").unwrap_or_else(|| "-".to_owned());
             let handshake =
                 p.get("last_handshake").and_then(Value::as_u64).map_or_else(|| "never".into(), |t| ago(now, t));
             let allowed =
@@ -177,7 +193,7 @@ pub(crate) fn text(doc: &Value) -> String {
                 s(&p, "short_key"),
                 bytes(p.get("rx_bytes").and_then(Value::as_u64).unwrap_or(0)),
                 bytes(p.get("tx_bytes").and_then(Value::as_u64).unwrap_or(0)),
-                p.get("endpoint").and_then(Value::as_str).unwrap_or("-"),
+                opt(&p, "endpoint").unwrap_or_else(|| "-".to_owned()),
             );
         }
     }
@@ -227,5 +243,27 @@ mod tests {
         assert!(t.contains("laptop") && t.contains("allowed") && t.contains("handshake 42 s ago"), "{t}");
         assert!(t.contains("2.0 KiB") && t.contains("192.0.2.7:51820"), "{t}");
         assert!(t.contains("refused: 2 no token"), "{t}");
+    }
+
+    /// Whatever answers on the port (any local user can listen there when no
+    /// gateway does) and the OS (an interface name may hold any byte but `/`,
+    /// `:` and blanks) must not drive the terminal: control characters are
+    /// printed escaped.
+    #[test]
+    fn the_table_never_sends_control_characters_to_the_terminal() {
+        let evil = "x\u{1b}]0;owned\u{7}\u{1b}[2J\r\u{9b}31m";
+        let doc = json!({
+            "version": evil, "uptime_seconds": 5, "now": 1000, "state": evil, "listeners": [],
+            "services": [{"name": evil, "protocol": evil, "upstream": evil, "listeners": [
+                {"url": evil, "provider": evil, "tls": false, "since": 990, "reason": evil}
+            ]}],
+            "interfaces": [{"interface": evil, "wireguard": evil, "error": evil, "peers": [
+                {"name": evil, "short_key": evil, "allowed": true, "last_handshake": 958, "endpoint": evil}
+            ]}],
+            "counters": {"responses": 7, "open_connections": 1, "refusals": [{"reason": evil, "count": 2}]}
+        });
+        let t = text(&doc);
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(t.contains("x\\u{1b}]0;owned"), "{t}");
     }
 }

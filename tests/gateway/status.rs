@@ -172,3 +172,71 @@ async fn the_page_names_a_tailnet_caller_by_login_and_refuses_strangers() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(!body.contains("alice"), "{body}");
 }
+
+/// A config file that no longer parses is refused at SIGHUP, and the page
+/// says so; but the page (and `/status`) is seen by allowed peers who may not
+/// hold the token, and toml's message quotes the offending line, which may be
+/// `token = ...`. The event names the file and the line, never its text.
+#[test]
+fn a_refused_reload_never_shows_the_config_file_s_text() {
+    const SECRET: &str = "s3cret-token-from-the-config-file";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("m.toml");
+    std::fs::write(&config, "log_level = \"info\"\n").unwrap();
+    let port = free_port().to_string();
+    let server = Server::start(&mut meshgate(&["serve", "--port", &port, "--config", config.to_str().unwrap()]));
+    server.wait_lines(1);
+    // The quotes forgotten: not TOML.
+    std::fs::write(&config, format!("log_level = \"info\"\ntoken = {SECRET}\n")).unwrap();
+    let pid = server.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut last = String::new();
+    let seen = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let o = run(&mut meshgate(&["status", "--json", "--port", &port]));
+        last = String::from_utf8_lossy(&o.stdout).into_owned();
+        let doc: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        doc["events"].as_array().is_some_and(|e| {
+            e.iter().any(|e| e["kind"] == "reload" && e["text"].as_str().is_some_and(|t| t.contains("refused")))
+        })
+    });
+    assert!(seen, "no refused reload among the events: {last}");
+    assert!(!last.contains(SECRET), "the token's line is in /status: {last}");
+    assert!(last.contains("line 2"), "the event does not say where the file is wrong: {last}");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let page = http_get(addr, "/", None);
+    assert!(page.contains("refused"), "{page}");
+    assert!(!page.contains(SECRET), "the token's line is on the page: {page}");
+}
+
+/// A refusal is a recent event at about the time it happened, not at the
+/// next time someone looks: the counters are sampled while nobody does.
+#[test]
+fn a_refusal_is_an_event_when_it_happened_not_when_the_page_is_next_read() {
+    use std::io::{Read, Write};
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let port = free_port();
+    let p = port.to_string();
+    let server = Server::start(&mut meshgate(&["serve", "--port", &p]));
+    server.wait_lines(1);
+    // A name this host does not serve: the Host guard's 421, on the loopback door too.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(s, "GET /status HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    let refused_at = now();
+    // Nobody looks for a while (the sampler's 2 s, with room for a loaded machine, is well inside it).
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let o = run(&mut meshgate(&["status", "--json", "--port", &p]));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let event = doc["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == "refused"))
+        .unwrap_or_else(|| panic!("no refusal among the events: {}", doc["events"]))
+        .clone();
+    assert!(event["text"].as_str().is_some_and(|t| t.contains("421")), "{event}");
+    let at = event["at"].as_u64().unwrap();
+    assert!(at <= refused_at + 4, "refused at {refused_at}, the event says {at} (read at {})", doc["now"]);
+}

@@ -345,6 +345,8 @@ async fn the_meshgate_prefix_is_never_forwarded() {
             exchange(gw, "GET /_meshgate/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
         assert_eq!(status, 200, "router={router}: {text}");
         assert!(text.contains("meshgate status"), "router={router}: {text}");
+        // Its links to the JSON are meshgate's, never the upstream's `/status`.
+        assert!(text.contains(r#"<a href="/_meshgate/status">"#), "router={router}: {text}");
         let (status, text) =
             exchange(gw, "GET /_meshgate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
         assert_eq!(status, 303, "router={router}: {text}");

@@ -40,6 +40,9 @@ fn screenshots(browser: &mut Chromium, dir: &Path, stem: &str) {
             json!({"width": w, "height": h, "deviceScaleFactor": 1, "mobile": w < 500}),
         );
         browser.eval("window.scrollTo(0, 0); new Promise(r => setTimeout(r, 300))");
+        // Reads on a phone: nothing wider than the screen (no sideways scrolling).
+        let wide = browser.eval("document.documentElement.scrollWidth");
+        assert!(wide.as_u64().is_some_and(|sw| sw <= u64::from(w)), "{stem} at {w} px is {wide} px wide");
         let path = dir.join(format!("{stem}-{what}.png"));
         browser.screenshot(&path);
         let png = std::fs::read(&path).expect("the screenshot");

@@ -1,13 +1,16 @@
 //! The status page's memory, kept in [`AppState`](crate::gateway::AppState):
 //! what the running program says about itself ([`PageInfo`]: its services,
 //! its certificate, its peer rules), a bounded ring of recent events
-//! (attach, detach, fallback, reload, refusals counted by reason) and samples
-//! of the request counter, from which the request-rate graph is drawn.
+//! (attach, detach, fallback, reload, refusals counted by reason), samples
+//! of the request counter, from which the request-rate graph is drawn, and
+//! the last read of the WireGuard peers (one read answers every view for
+//! [`PEERS_FRESH`]).
 //!
-//! Nothing here runs on its own: the counters are sampled whenever the
-//! listener set changes and whenever the page or `/status` is read, and the
-//! count between two samples is spread evenly over the time between them (the
-//! graph shows an average where nobody looked, never a made-up peak). The
+//! Nothing here runs on its own: the counters are sampled whenever the page
+//! or `/status` is read, and every [`SAMPLE_EVERY`] by a program that asks
+//! (`meshgate serve` does), and the count between two samples is spread evenly
+//! over the time between them (the graph shows an average where nobody
+//! looked, never a made-up peak). The
 //! counters start at zero with the state, and so does the first sample, so
 //! the history is exact from start at the resolution of the reads.
 //!
@@ -15,10 +18,12 @@
 //! certificate resolver's, so the request context can hold it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use meshgate_core::wgpeer::Peer;
 use serde::Serialize;
 
 use crate::gateway::identity::SharedPeerRules;
@@ -34,6 +39,20 @@ pub const BUCKET_SECONDS: u64 = 10;
 pub const BUCKETS: usize = 60;
 /// Samples closer together than this are one (a page polled by several browsers).
 const MIN_SAMPLE_GAP: f64 = 0.5;
+/// How often a program samples the counters while nobody looks ([`StatusBoard::sample`];
+/// `meshgate serve` does), so that a refusal is an event at about the time it
+/// happened rather than at the next view.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// How long one read of the WireGuard peers answers every view and `/status`
+/// (each open page polls once a second; ten pages cost one read, not ten).
+pub const PEERS_FRESH: Duration = Duration::from_secs(1);
+
+/// The WireGuard peers of the interfaces served, as read from the OS: per
+/// interface its name, `kernel` or `userspace`, and its peers or why not.
+pub type PeerRead = Vec<(String, &'static str, Result<Vec<Peer>, String>)>;
+
+/// The last [`PeerRead`], for which interfaces, and when.
+type PeerSlot = Option<(Instant, Vec<String>, Arc<PeerRead>)>;
 
 /// One service as the page shows it: today's gateway is one (the upstream it
 /// fronts, or meshgate's own routes); a program serving several describes
@@ -136,6 +155,9 @@ pub struct StatusBoard {
     info: ArcSwap<PageInfo>,
     events: Mutex<VecDeque<BoardEvent>>,
     samples: Mutex<Samples>,
+    /// One read at a time; the views that come meanwhile wait and share it.
+    peers: tokio::sync::Mutex<PeerSlot>,
+    peer_reads: AtomicU64,
 }
 
 impl Default for StatusBoard {
@@ -157,7 +179,38 @@ impl StatusBoard {
             info: ArcSwap::from_pointee(PageInfo::default()),
             events: Mutex::default(),
             samples: Mutex::new(Samples { points, refusals: Vec::new() }),
+            peers: tokio::sync::Mutex::new(None),
+            peer_reads: AtomicU64::new(0),
         }
+    }
+
+    /// The peers of the interfaces `names`: the last read if it is for the
+    /// same interfaces and younger than [`PEERS_FRESH`], else `read()`'s
+    /// (awaited by one caller while the others wait for it).
+    pub async fn peers<F, Fut>(&self, names: &[String], read: F) -> Arc<PeerRead>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = PeerRead>,
+    {
+        let mut slot = self.peers.lock().await;
+        if let Some((at, of, last)) = &*slot {
+            if of == names && at.elapsed() < PEERS_FRESH {
+                return last.clone();
+            }
+        }
+        let fresh = Arc::new(read().await);
+        *slot = Some((Instant::now(), names.to_vec(), fresh.clone()));
+        fresh
+    }
+
+    /// Counts a read of the peers from the OS.
+    pub fn count_peer_read(&self) {
+        self.peer_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the peers were read from the OS.
+    pub fn peer_reads(&self) -> u64 {
+        self.peer_reads.load(Ordering::Relaxed)
     }
 
     /// Tells the page about the program's services, certificate and peer rules.

@@ -11,7 +11,7 @@ use meshgate_core::wgpeer::{read_peers, ReadLimits, WgKind};
 use meshgate_core::PublicKey;
 use serde::Serialize;
 
-use super::board::{BoardEvent, Counters, ServiceInfo, BUCKET_SECONDS};
+use super::board::{BoardEvent, Counters, PeerRead, ServiceInfo, BUCKET_SECONDS};
 use super::certinfo::{cert_info, CertInfo};
 use crate::gateway::auth::token_matches;
 use crate::gateway::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
@@ -304,7 +304,8 @@ fn mesh_of(caller: Option<&PeerIdentity>) -> String {
 }
 
 /// The WireGuard peers of the interfaces `view` serves (read from the OS,
-/// bounded by [`ReadLimits`]'s default, off the async threads).
+/// bounded by [`ReadLimits`]'s default, off the async threads; one read
+/// answers every view for [`PEERS_FRESH`](super::board::PEERS_FRESH)).
 async fn interfaces(state: &AppState, view: &LiveView) -> Vec<InterfaceDoc> {
     let mut names: Vec<String> = view
         .listeners
@@ -317,22 +318,29 @@ async fn interfaces(state: &AppState, view: &LiveView) -> Vec<InterfaceDoc> {
     if names.is_empty() {
         return Vec::new();
     }
-    let Ok(snapshot) = meshgate_core::source::os().snapshot().await else { return Vec::new() };
-    let wanted: Vec<_> = snapshot.interfaces.into_iter().filter(|i| names.contains(&i.name)).collect();
-    let read = tokio::task::spawn_blocking(move || {
-        wanted
-            .into_iter()
-            .filter_map(|iface| {
-                let how = match WgKind::of(&iface)? {
-                    WgKind::Kernel { .. } => "kernel",
-                    WgKind::Userspace { .. } => "userspace",
-                };
-                Some((iface.name.clone(), how, read_peers(&iface, ReadLimits::default())))
+    let board = state.status_board();
+    let read = board
+        .peers(&names, || async {
+            board.count_peer_read();
+            let Ok(snapshot) = meshgate_core::source::os().snapshot().await else { return Vec::new() };
+            let wanted: Vec<_> = snapshot.interfaces.into_iter().filter(|i| names.contains(&i.name)).collect();
+            tokio::task::spawn_blocking(move || {
+                wanted
+                    .into_iter()
+                    .filter_map(|iface| {
+                        let how = match WgKind::of(&iface)? {
+                            WgKind::Kernel { .. } => "kernel",
+                            WgKind::Userspace { .. } => "userspace",
+                        };
+                        let peers = read_peers(&iface, ReadLimits::default()).map_err(|e| e.to_string());
+                        Some((iface.name.clone(), how, peers))
+                    })
+                    .collect::<PeerRead>()
             })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+            .await
+            .unwrap_or_default()
+        })
+        .await;
     let info = state.status_board().info();
     let rules = info.rules.as_ref().map(|r| r.load_full());
     let allowed = |key: &PublicKey| match &rules {
@@ -351,12 +359,13 @@ async fn interfaces(state: &AppState, view: &LiveView) -> Vec<InterfaceDoc> {
             allowed_now(state.peer_lookup(), Some(&id))
         }
     };
-    read.into_iter()
+    read.iter()
+        .map(|(interface, wireguard, peers)| (interface.clone(), *wireguard, peers))
         .map(|(interface, wireguard, peers)| match peers {
-            Err(e) => InterfaceDoc { interface, wireguard, error: Some(e.to_string()), peers: Vec::new() },
+            Err(e) => InterfaceDoc { interface, wireguard, error: Some(e.clone()), peers: Vec::new() },
             Ok(peers) => {
                 let mut peers: Vec<PeerDoc> = peers
-                    .into_iter()
+                    .iter()
                     .map(|p| {
                         let key = p.public_key.to_base64();
                         PeerDoc {
@@ -472,6 +481,35 @@ mod tests {
             })
             .collect();
         LiveView { listeners, fallback: fallback.is_some(), fallback_reason: fallback.map(Into::into) }
+    }
+
+    /// Each open page polls once a second and `/status` may be polled too:
+    /// however many views come at once, the OS is read once per
+    /// [`PEERS_FRESH`](super::super::board::PEERS_FRESH), and again at once
+    /// when the interfaces served change.
+    #[tokio::test]
+    async fn views_share_one_read_of_the_peers() {
+        let state = AppState::new(None);
+        let mut v = view(None, &[("10.8.0.1", "wireguard"), ("127.0.0.1", "loopback")]);
+        v.listeners[0].listener.interface = Some("wg-nowhere0".into());
+        state.publish(v.clone());
+        let headers = HeaderMap::new();
+        let asker = Asker { ctx: None, caller: None, headers: &headers, peer: None };
+        let views = (0..20).map(|_| gather(&state, asker));
+        futures_util::future::join_all(views).await;
+        for _ in 0..5 {
+            gather(&state, asker).await;
+        }
+        assert_eq!(state.status_board().peer_reads(), 1, "25 views within a second");
+        // Another interface served: read at once.
+        v.listeners[0].listener.interface = Some("wg-nowhere1".into());
+        state.publish(v);
+        gather(&state, asker).await;
+        assert_eq!(state.status_board().peer_reads(), 2);
+        // And again once the last read is a second old.
+        tokio::time::sleep(super::super::board::PEERS_FRESH).await;
+        gather(&state, asker).await;
+        assert_eq!(state.status_board().peer_reads(), 3);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
@@ -21,13 +21,17 @@ pub async fn page(
     caller: Option<Extension<Caller>>,
     ctx: Option<Extension<ListenerCtx>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let caller = caller.and_then(|c| c.0 .0);
     let asker =
         Asker { ctx: ctx.map(|c| c.0), caller: caller.as_deref(), headers: &headers, peer: peer.map(|p| p.0 .0) };
     let doc = gather(&state, asker).await;
-    let html = render(&doc, state.signin_prefix().unwrap_or(""));
+    // The page is PREFIX/, beside PREFIX/status (sign-in may be off, so its
+    // prefix cannot tell).
+    let own = uri.path().strip_suffix('/').unwrap_or("");
+    let html = render(&doc, own);
     let mut response = html.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
