@@ -554,7 +554,7 @@ pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> R
 /// Whether the self-signed key could be kept in `dir`, judged without
 /// writing: the directory (or, when it does not exist yet, the nearest
 /// existing parent that would hold it) is a writable directory, and a key
-/// already there can be read. The errors are those `SelfSigned::open` gives.
+/// already there can be used. The errors are those `SelfSigned::open` gives.
 fn state_dir_usable(dir: &Path) -> Result<(), crate::tls::TlsError> {
     use std::io::Error;
     let write = |source: Error| crate::tls::TlsError::Write { path: dir.to_path_buf(), source };
@@ -575,16 +575,9 @@ fn state_dir_usable(dir: &Path) -> Result<(), crate::tls::TlsError> {
             return Err(write(Error::last_os_error()));
         }
     }
-    let key = dir.join(crate::tls::KEY_FILE);
-    if key.exists() {
-        std::fs::File::open(&key).map_err(|source| crate::tls::TlsError::Read {
-            what: "key",
-            flag: "--state-dir",
-            path: key.clone(),
-            source,
-        })?;
-    }
-    Ok(())
+    // A key already there is read and loaded, as serve would: a corrupt
+    // one is refused here too.
+    crate::tls::check_key(dir).map(drop)
 }
 
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative

@@ -84,6 +84,11 @@ pub fn parse_log_level(value: &str) -> Result<String, String> {
         Some(s) => format!("did you mean `{s}`? "),
         None => String::new(),
     };
+    if !value.trim().is_empty() && value.split(',').all(|d| d.trim().is_empty()) {
+        return Err(format!(
+            "{value:?} names no log level; use error, warn, info, debug, trace or off, or TARGET=LEVEL such as meshgate=debug"
+        ));
+    }
     for d in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let level = d.rsplit_once('=').map_or(d, |(_, l)| l.trim());
         if !is_level(level) {
@@ -143,6 +148,13 @@ mod tests {
         let e = parse_log_level("bogus").unwrap_err();
         assert!(!e.contains("did you mean") && e.contains("use error, warn, info"), "{e}");
         assert!(parse_log_level("meshgate").is_err(), "a bare target silences everything else");
+        // Commas and no level: tracing would take it as a filter that lets
+        // nothing but errors through. (Empty is unset: the default level.)
+        for empty in [",", " , ", ",,"] {
+            let e = parse_log_level(empty).unwrap_err();
+            assert!(e.contains("no log level"), "{empty:?}: {e}");
+        }
+        assert_eq!(parse_log_level("").as_deref(), Ok(""));
     }
 }
 

@@ -361,3 +361,34 @@ fn help_names_every_kind_of_peer_allow_peer_takes() {
     let help = String::from_utf8_lossy(&o.stdout);
     assert!(help.contains("--allow-peer <NAME|KEY|LOGIN|tag:T>"), "{help}");
 }
+
+/// explain checks the self-signed key serve would use as serve checks it: a
+/// key file serve cannot use is refused with serve's exit code and message;
+/// and explain makes nothing (no state directory, no key, no certificate).
+#[test]
+fn explain_checks_the_self_signed_key_and_makes_none() {
+    let root = std::env::temp_dir().join(format!("meshgate-test-{}-selfsigned", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let bad = root.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join(meshgate::tls::KEY_FILE), "not a key\n").unwrap();
+    let flags = ["--tls", "self-signed", "--state-dir", bad.to_str().unwrap()];
+    let served = serve_refused(&flags, &[]);
+    let explained = run(meshgate(&["explain"]).args(flags));
+    assert_eq!(served.status.code(), Some(78), "serve: {}", stderr(&served));
+    assert_eq!(explained.status.code(), Some(78), "explain: {}", stderr(&explained));
+    assert_eq!(stderr(&explained).lines().last(), stderr(&served).lines().last());
+    assert!(stderr(&explained).contains("no usable private key"), "{}", stderr(&explained));
+    assert!(explained.stdout.is_empty(), "explain answered a key serve refuses");
+    // A directory that does not exist yet, and an empty one: nothing is made.
+    let new = root.join("new/meshgate");
+    let o = run(&mut meshgate(&["explain", "--tls", "self-signed", "--state-dir", new.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!root.join("new").exists(), "explain made the state directory");
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(&mut meshgate(&["explain", "--tls", "self-signed", "--state-dir", empty.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "explain wrote into the state directory");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -26,7 +26,10 @@
 //!   until stopped. Say why in a comment in the block or the text around it
 //!   if it is not obvious.
 //!
-//! Other blocks (`toml`, `json`, `ini`, `rust`, plain text) are not commands.
+//! An untagged block with a line that starts with `$ ` or a command
+//! (`meshgate ...`, `sudo ...`, `cargo ...`) is a command example too, and must
+//! be tagged. Other blocks (`toml`, `json`, `ini`, `rust`, `text`, an untagged
+//! block of output) are not commands.
 //! A systemd unit shown in an `ini` block must be the shipped one: its
 //! `ExecStart=` lines are those of dist/meshgate.service.
 
@@ -80,8 +83,25 @@ fn words(info: &str) -> Vec<&str> {
     info.split([' ', ',']).filter(|w| !w.is_empty()).collect()
 }
 
+/// The programs whose lines make an untagged block a command example.
+const PROGRAMS: [&str; 5] = ["meshgate", "sudo", "cargo", "curl", "systemctl"];
+
 fn is_command(b: &Block) -> bool {
-    words(&b.info).first().is_some_and(|w| COMMAND_LANGS.contains(w))
+    match words(&b.info).first() {
+        Some(w) => COMMAND_LANGS.contains(w),
+        // An untagged block of commands must be marked too: it would
+        // otherwise be neither run nor said not to be.
+        None => b.body.iter().map(|l| l.trim_start()).any(|l| {
+            l.starts_with("$ ") || PROGRAMS.iter().any(|p| l.strip_prefix(p).is_some_and(|r| r.starts_with(' ')))
+        }),
+    }
+}
+
+#[test]
+fn an_untagged_block_of_commands_is_a_command_example() {
+    let text = "```\nmeshgate --bind lan   # the LAN\n```\n```\n$ meshgate explain\n```\n```\nlistening on http://[::1]:1\n```\n```text\nmeshgate [serve] [--bind SELECTOR]\n```\n";
+    let found: Vec<bool> = blocks(text).iter().map(is_command).collect();
+    assert_eq!(found, [true, true, false, false]);
 }
 
 fn is_no_run(b: &Block) -> bool {
