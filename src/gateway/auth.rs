@@ -19,9 +19,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::browser::request_is_same_origin;
+use super::browser::{request_is_same_origin, AmbientRefusal};
 use super::context::{AppState, ListenerCtx, Stats};
 use super::identity::{allowed_now, Caller, PeerIdentity};
+use super::refusals::Reason;
 use super::session;
 use super::token::Token;
 
@@ -136,37 +137,49 @@ pub(crate) fn check<B>(
     if state.credentials().is_some_and(|c| token_matches(headers, c.token())) {
         return Verdict::Pass;
     }
-    if valid_session(state, headers) {
+    let session = valid_session(state, headers);
+    if session || allowed_now(state.peer_lookup(), caller) {
+        // Ambient credentials: a browser attaches them whichever page asked.
+        let (local, tls) = (ctx.map(|c| c.local), ctx.is_some_and(|c| c.tls));
+        let names = state.host_names();
+        if let Err(why) = state.browser_policy().check_ambient(request.method(), headers, local, tls, &names) {
+            let reason = match why {
+                AmbientRefusal::ForeignHost => Reason::ForeignHost,
+                AmbientRefusal::CrossOriginUpgrade => Reason::CrossOriginUpgrade,
+                _ => Reason::CrossSite,
+            };
+            refused(state, peer, reason, path);
+            return Verdict::Refuse(why.response());
+        }
         // SameSite is per site, not per origin: another port of this host (or
         // another name under the same site) could make a browser post here
         // with the cookie. A request that can change something must come from
-        // this very origin when the cookie is all it has.
+        // this very origin when the cookie is all it has (a browser sends
+        // Origin on every such request; the peer identity, unlike a cookie,
+        // is also what curl on the peer has, hence the difference).
         let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        if safe || request_is_same_origin(headers, ctx.is_some_and(|c| c.tls)) {
+        if !session || safe || request_is_same_origin(headers, tls) || allowed_now(state.peer_lookup(), caller) {
             return Verdict::Pass;
         }
-        Stats::bump(&state.stats().unauthorized);
-        tracing::warn!(path, "refused a cross-origin request that had only a session cookie");
+        refused(state, peer, Reason::SessionCrossOrigin, path);
         return Verdict::Refuse(
             (StatusCode::FORBIDDEN, "forbidden: a request from another origin needs the token, not a session\n")
                 .into_response(),
         );
     }
-    if allowed_now(state.peer_lookup(), caller) {
-        return Verdict::Pass;
-    }
     if let Some(to) = signin_redirect(state, request) {
         Stats::bump(&state.stats().signin_redirects);
         return Verdict::Refuse(to);
     }
-    Stats::bump(&state.stats().unauthorized);
-    tracing::warn!(
-        peer = peer.map(|p| p.to_string()).as_deref().unwrap_or("unknown"),
-        listener = ctx.map(|c| c.local.to_string()).as_deref().unwrap_or("unknown"),
-        path,
-        "refused a request without a valid bearer token"
-    );
+    refused(state, peer, Reason::Unauthorized, path);
     Verdict::Refuse(unauthorized())
+}
+
+/// Counts a refusal and hands it to the refusal log (which writes a few
+/// lines, not one per request).
+fn refused(state: &AppState, peer: Option<SocketAddr>, reason: Reason, path: &str) {
+    Stats::bump(&state.stats().unauthorized);
+    state.refusals().record(peer.map(|p| p.ip()), reason, path);
 }
 
 /// True when the request carries a valid token or session, or its caller is

@@ -448,6 +448,7 @@ impl<'a> GatewayBuilder<'a> {
         if let Some(tls) = &self.tls {
             state = state.with_tls_stats(tls.acceptor.stats().clone());
         }
+        state.set_mesh_names(res.daemons.iter().filter_map(|f| f.dns_name.as_deref()));
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
         if let Some(tls) = self.tls.take() {
