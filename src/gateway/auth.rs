@@ -4,6 +4,12 @@
 //! TOKEN` or `Proxy-Authorization: Bearer TOKEN`, compared in constant time. A
 //! missing and a wrong token get the same 401.
 //!
+//! An allowed peer's identity and a session cookie also let a request in,
+//! but they are ambient (a browser attaches them whichever page asked), so
+//! such a request must also pass [`BrowserPolicy::check_ambient`](super::browser::BrowserPolicy::check_ambient).
+//! Refusals go to the refusal log ([`super::refusals`]), which counts them
+//! rather than writing a line each.
+//!
 //! `Proxy-Authorization` is there for upstreams with an `Authorization` scheme of
 //! their own: the client sends meshgate's token in the one and the service's
 //! credentials in the other (see `docs/upstream.md`).

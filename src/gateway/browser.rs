@@ -1,4 +1,4 @@
-//! Browser attacks on the loopback door.
+//! Browser attacks on the loopback door, and on ambient credentials.
 //!
 //! A loopback listener asks for no token, and any web page the user visits can
 //! make their browser talk to 127.0.0.1: through DNS rebinding (a name the
@@ -25,7 +25,11 @@
 //!   the allow-list is refused with 403.
 //!
 //! Mesh listeners accept any single `Host` (people reach them by MagicDNS or
-//! similar names): the token guards them.
+//! similar names) from a request with the token. A request that only ambient
+//! credentials let in (an allowed peer's identity, a session cookie: what a
+//! browser attaches by itself, whichever page asked) gets
+//! [`BrowserPolicy::check_ambient`]: `Host` must name the listener (421), and
+//! the request must not be cross-site by `Origin` or Fetch Metadata (403).
 //!
 //! [`BrowserPolicy::check`] runs on every request to the loopback door: it
 //! borrows from the headers and allocates nothing unless it refuses.

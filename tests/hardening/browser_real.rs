@@ -19,6 +19,12 @@
 //! inside the namespace and no WebSocket client: the test process, outside the
 //! namespaces, holds both ends through `nsenter`, which execs chromium itself.
 //!
+//! Chromium fails requests in flight with `ERR_NETWORK_CHANGED` when a link or
+//! address of its namespace changes, so [`Chromium`] records them when it
+//! starts and the test fails, naming the difference, if they changed before it
+//! ends (the lab must not change a browser's namespace; see `crate::lab`).
+//! Nothing is retried.
+//!
 //! `MESHGATE_BROWSER_SCREENSHOT=FILE.png` saves a screenshot of the sign-in
 //! page (to look at its markup in a real browser).
 

@@ -79,6 +79,14 @@
 //!   `WG_PROCESS_FOREGROUND=1`; it does not refuse to run. Use `-f` so the pid
 //!   we hold is the daemon itself.
 //! * IPv6 addresses are added with `nodad` so they are usable at once.
+//! * The kernel changes a namespace by itself seconds after setup: a veth's
+//!   carrier and state UP arrive up to 1 s late (link watch), and its
+//!   automatic IPv6 link-local address ~1.3 s after the link came up (DAD).
+//!   Chromium watches netlink in its namespace and fails requests in flight
+//!   with `ERR_NETWORK_CHANGED` on such a change (issue #26.2). [`WgPair`]'s
+//!   namespaces therefore turn automatic link-local addresses and DAD off
+//!   ([`Lab::quiet_ipv6`]) and wait for the veths' state UP: after setup,
+//!   nothing in them changes unless a test changes it.
 //! * Normal users often lack `/usr/sbin` in `PATH` (where `ip` lives); lab
 //!   commands get `/usr/local/sbin:/usr/sbin:/sbin` appended.
 //! * nsenter resets the working directory when entering the mount namespace;
