@@ -613,7 +613,8 @@ mod tests {
         let site = |v| ("sec-fetch-site", v);
         let mode = |v| ("sec-fetch-mode", v);
         let dest = |v| ("sec-fetch-dest", v);
-        let rows: &[(&str, &[(&str, &str)], Result<(), AmbientRefusal>)] = &[
+        type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], Result<(), AmbientRefusal>);
+        let rows: &[Row<'_>] = &[
             // curl and scripts: neither header.
             ("GET", &[host], Ok(())),
             ("POST", &[host], Ok(())),
