@@ -137,7 +137,20 @@ pub(crate) fn check<B>(
     if let Some(refused) = state.browser_policy().check(headers, loopback, ctx.is_some_and(|c| c.tls)) {
         return Verdict::Refuse(refused);
     }
-    if loopback || state.is_open_path(path) {
+    if loopback {
+        return Verdict::Pass;
+    }
+    if state.is_open_path(path) {
+        // `whoami` answers from ambient credentials (any known peer's identity,
+        // a session): a rebound page must not read them. The other open paths
+        // say nothing of the caller.
+        let whoami = state.signin_prefix().is_some_and(|p| path.strip_prefix(p) == Some("/whoami"));
+        if whoami && (caller.is_some() || session::cookie_values(headers).next().is_some()) {
+            if let Err(why) = ambient(state, request, ctx) {
+                refused(state, peer, reason_of(why), path);
+                return Verdict::Refuse(why.response());
+            }
+        }
         return Verdict::Pass;
     }
     if state.credentials().is_some_and(|c| token_matches(headers, c.token())) {
@@ -146,17 +159,11 @@ pub(crate) fn check<B>(
     let session = valid_session(state, headers);
     if session || allowed_now(state.peer_lookup(), caller) {
         // Ambient credentials: a browser attaches them whichever page asked.
-        let (local, tls) = (ctx.map(|c| c.local), ctx.is_some_and(|c| c.tls));
-        let names = state.host_names();
-        if let Err(why) = state.browser_policy().check_ambient(request.method(), headers, local, tls, &names) {
-            let reason = match why {
-                AmbientRefusal::ForeignHost => Reason::ForeignHost,
-                AmbientRefusal::CrossOriginUpgrade => Reason::CrossOriginUpgrade,
-                _ => Reason::CrossSite,
-            };
-            refused(state, peer, reason, path);
+        if let Err(why) = ambient(state, request, ctx) {
+            refused(state, peer, reason_of(why), path);
             return Verdict::Refuse(why.response());
         }
+        let tls = ctx.is_some_and(|c| c.tls);
         // SameSite is per site, not per origin: another port of this host (or
         // another name under the same site) could make a browser post here
         // with the cookie. A request that can change something must come from
@@ -179,6 +186,27 @@ pub(crate) fn check<B>(
     }
     refused(state, peer, Reason::Unauthorized, path);
     Verdict::Refuse(unauthorized())
+}
+
+/// [`BrowserPolicy::check_ambient`](super::browser::BrowserPolicy::check_ambient)
+/// on a request that came in on `ctx`.
+fn ambient<B>(
+    state: &AppState,
+    request: &axum::http::Request<B>,
+    ctx: Option<ListenerCtx>,
+) -> Result<(), AmbientRefusal> {
+    let (local, tls) = (ctx.map(|c| c.local), ctx.is_some_and(|c| c.tls));
+    let names = state.host_names();
+    state.browser_policy().check_ambient(request.method(), request.headers(), local, tls, &names)
+}
+
+/// The refusal log's reason for an ambient refusal.
+fn reason_of(why: AmbientRefusal) -> Reason {
+    match why {
+        AmbientRefusal::ForeignHost => Reason::ForeignHost,
+        AmbientRefusal::CrossOriginUpgrade => Reason::CrossOriginUpgrade,
+        _ => Reason::CrossSite,
+    }
 }
 
 /// Counts a refusal and hands it to the refusal log (which writes a few

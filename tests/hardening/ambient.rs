@@ -306,8 +306,13 @@ fn a_rebound_name_cannot_read_the_service_as_the_peer() {
     // The attacker's script in the rebound origin: a same-origin read.
     let read = browser.eval("fetch('/secret').then(async (r) => r.status + ' ' + (await r.text()).slice(0, 40))");
     assert!(read.as_str().unwrap_or("").starts_with("421 misdirected"), "the script read {read}");
+    // Nor who the peer is (meshgate's own route, open to callers without credentials).
+    let who =
+        browser.eval("fetch('/_meshgate/whoami').then(async (r) => r.status + ' ' + (await r.text()).slice(0, 60))");
+    assert!(who.as_str().unwrap_or("").starts_with("421 misdirected"), "the script read {who}");
     scene.assert_refused("/", 421);
     scene.assert_refused("/secret", 421);
+    scene.assert_refused("/_meshgate/whoami", 421);
     assert!(scene.upstream_saw().is_empty(), "the upstream saw {:?}", scene.upstream_saw());
 }
 
