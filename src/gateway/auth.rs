@@ -367,4 +367,74 @@ mod tests {
         h.insert(header::PROXY_AUTHORIZATION, "Bearer nope".parse().unwrap());
         assert!(!token_matches(&h, &t));
     }
+
+    /// One request through [`check`] on the mesh listener 10.77.0.1:18789:
+    /// the status it is refused with, or `None` when it passes.
+    fn verdict(
+        state: &AppState,
+        method: &str,
+        path: &str,
+        h: &[(&str, &str)],
+        peer: Option<&PeerIdentity>,
+    ) -> Option<u16> {
+        let mut request = axum::http::Request::builder().method(method).uri(path);
+        for (k, v) in h {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(()).unwrap();
+        let ctx = ListenerCtx { local: "10.77.0.1:18789".parse().unwrap(), loopback: false, tls: false };
+        match check(state, &request, Some(ctx), Some("10.77.0.2:40000".parse().unwrap()), peer) {
+            Verdict::Pass => None,
+            Verdict::Refuse(r) => Some(r.status().as_u16()),
+        }
+    }
+
+    #[test]
+    fn ambient_credentials_get_the_browser_checks_and_the_token_does_not() {
+        let state = AppState::new(Some(Token::new("abc123abc123abc123", "test").unwrap())).with_signin("/_meshgate");
+        let cookie = format!("meshgate_session={}", state.credentials().unwrap().sessions().issue());
+        let laptop = PeerIdentity {
+            mesh: "wireguard".into(),
+            interface: "wg0".into(),
+            key: Some("key".into()),
+            name: Some("laptop".into()),
+            login: None,
+            node: None,
+            tags: Vec::new(),
+            allowed: true,
+        };
+        let host = ("host", "10.77.0.1:18789");
+        let rebound = ("host", "attacker.example:18789");
+        let cross = [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "empty")];
+        let form = [
+            host,
+            ("origin", "http://attacker.example"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+        ];
+        let bearer = ("authorization", "Bearer abc123abc123abc123");
+        fn with<'a>(a: &[(&'a str, &'a str)], b: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+            a.iter().chain(b).copied().collect()
+        }
+        let jar = ("cookie", cookie.as_str());
+        // The allowed peer: curl passes, its own page passes, a rebound Host
+        // and cross-site requests are refused, the token passes anything.
+        assert_eq!(verdict(&state, "POST", "/api", &[host], Some(&laptop)), None);
+        assert_eq!(verdict(&state, "GET", "/", &[rebound], Some(&laptop)), Some(421));
+        assert_eq!(verdict(&state, "POST", "/api", &form, Some(&laptop)), Some(403));
+        assert_eq!(verdict(&state, "POST", "/api", &with(&[host], &cross), Some(&laptop)), Some(403));
+        assert_eq!(verdict(&state, "GET", "/_meshgate/whoami", &[rebound], Some(&laptop)), Some(421));
+        assert_eq!(verdict(&state, "GET", "/", &with(&[rebound, bearer], &cross), Some(&laptop)), None);
+        assert_eq!(verdict(&state, "POST", "/api", &with(&form, &[bearer]), None), None);
+        // A session: the same, and an unsafe method needs its own Origin.
+        assert_eq!(verdict(&state, "GET", "/", &[host, jar], None), None);
+        assert_eq!(verdict(&state, "GET", "/", &[rebound, jar], None), Some(421));
+        assert_eq!(verdict(&state, "POST", "/api", &with(&form, &[jar]), None), Some(403));
+        assert_eq!(verdict(&state, "POST", "/api", &[host, jar], None), Some(403));
+        assert_eq!(verdict(&state, "POST", "/api", &[host, jar, ("origin", "http://10.77.0.1:18789")], None), None);
+        // Without credentials: 401; whoami and healthz stay open.
+        assert_eq!(verdict(&state, "GET", "/", &[rebound], None), Some(401));
+        assert_eq!(verdict(&state, "GET", "/_meshgate/whoami", &[rebound], None), None);
+        assert_eq!(verdict(&state, "GET", "/healthz", &[rebound], Some(&laptop)), None);
+    }
 }
