@@ -212,7 +212,11 @@ fn reason_of(why: AmbientRefusal) -> Reason {
 /// Counts a refusal and hands it to the refusal log (which writes a few
 /// lines, not one per request).
 fn refused(state: &AppState, peer: Option<SocketAddr>, reason: Reason, path: &str) {
-    Stats::bump(&state.stats().unauthorized);
+    // `unauthorized` keeps its meaning (no credentials that count); the
+    // ambient refusals are counted by status (403, 421) with every response.
+    if matches!(reason, Reason::Unauthorized | Reason::SessionCrossOrigin) {
+        Stats::bump(&state.stats().unauthorized);
+    }
     state.refusals().record(peer.map(|p| p.ip()), reason, path);
 }
 
