@@ -25,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::browser::{request_is_same_origin, AmbientRefusal};
+use super::browser::{request_is_same_origin, AmbientRefusal, GuardRefusal};
 use super::context::{AppState, ListenerCtx, Stats};
 use super::identity::{allowed_now, Caller, PeerIdentity};
 use super::refusals::Reason;
@@ -134,8 +134,15 @@ pub(crate) fn check<B>(
     let loopback = ctx.is_some_and(|c| c.loopback);
     // Browser attacks first: a rebound Host or a cross-site WebSocket is refused
     // even where no token is needed.
-    if let Some(refused) = state.browser_policy().check(headers, loopback, ctx.is_some_and(|c| c.tls)) {
-        return Verdict::Refuse(refused);
+    if let Some(why) = state.browser_policy().guard(headers, loopback, ctx.is_some_and(|c| c.tls)) {
+        let reason = match why {
+            GuardRefusal::RepeatedHost => Reason::RepeatedHost,
+            GuardRefusal::LoopbackHost => Reason::LoopbackHost,
+            GuardRefusal::CrossOriginUpgrade => Reason::CrossOriginUpgrade,
+            _ => Reason::MalformedHost,
+        };
+        state.refusals().record(peer.map(|p| p.ip()), reason, path);
+        return Verdict::Refuse(why.response());
     }
     if loopback {
         return Verdict::Pass;

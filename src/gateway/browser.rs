@@ -109,8 +109,45 @@ fn same_origin(origin: &str, scheme: &str, host: &str) -> bool {
         && origin.get(scheme.len()..).is_some_and(|h| h.eq_ignore_ascii_case(host))
 }
 
-fn refuse(status: StatusCode, text: &'static str) -> Option<Response> {
-    Some((status, text).into_response())
+/// Why [`BrowserPolicy::guard`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum GuardRefusal {
+    /// More than one `Host` line (400, any listener).
+    RepeatedHost,
+    /// A well-formed `Host` the loopback door does not answer to (421).
+    LoopbackHost,
+    /// A `Host` that is not `host[:port]` (400, loopback door).
+    MalformedHost,
+    /// A `Host` that is not text (400, loopback door).
+    HostNotText,
+    /// An upgrade whose `Origin` is neither the listener's nor allowed (403).
+    CrossOriginUpgrade,
+}
+
+impl GuardRefusal {
+    /// The answer.
+    pub fn response(self) -> Response {
+        let (status, text) = match self {
+            Self::RepeatedHost => {
+                (StatusCode::BAD_REQUEST, "bad request: more than one Host header; send exactly one\n")
+            }
+            Self::LoopbackHost => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected request: this loopback listener only answers to localhost, 127.0.0.1 or [::1]; add the name to allowed_hosts to accept it\n",
+            ),
+            Self::MalformedHost => (
+                StatusCode::BAD_REQUEST,
+                "bad request: the Host header is not a valid host[:port] (such as localhost:18789 or [::1]:18789)\n",
+            ),
+            Self::HostNotText => (StatusCode::BAD_REQUEST, "bad request: the Host header is not text\n"),
+            Self::CrossOriginUpgrade => (
+                StatusCode::FORBIDDEN,
+                "forbidden: cross-origin WebSocket; add the origin to allowed_origins to accept it\n",
+            ),
+        };
+        (status, text).into_response()
+    }
 }
 
 impl BrowserPolicy {
@@ -118,11 +155,16 @@ impl BrowserPolicy {
     /// the request came in on a loopback listener (no token there); `tls`: the
     /// listener speaks TLS, so its origin is `https://` + `Host`.
     pub fn check(&self, headers: &HeaderMap, loopback_listener: bool, tls: bool) -> Option<Response> {
+        self.guard(headers, loopback_listener, tls).map(GuardRefusal::response)
+    }
+
+    /// [`check`](Self::check), saying why rather than answering (the caller
+    /// logs it, through the refusal log: a flood writes a few lines).
+    pub fn guard(&self, headers: &HeaderMap, loopback_listener: bool, tls: bool) -> Option<GuardRefusal> {
         let mut hosts = headers.get_all(header::HOST).iter();
         let host = hosts.next();
         if hosts.next().is_some() {
-            tracing::warn!("refused a request with more than one Host header");
-            return refuse(StatusCode::BAD_REQUEST, "bad request: more than one Host header; send exactly one\n");
+            return Some(GuardRefusal::RepeatedHost);
         }
         let host = host.map(|h| h.to_str().map_err(|_| h));
         if loopback_listener {
@@ -130,25 +172,10 @@ impl BrowserPolicy {
                 None => {}
                 Some(Ok(h)) => match parse_authority(h) {
                     Some(a) if a.loopback || self.allowed_hosts.iter().any(|n| n.eq_ignore_ascii_case(a.host)) => {}
-                    Some(_) => {
-                        tracing::warn!(host = %h, "refused a request to the loopback door with a foreign Host (DNS rebinding?)");
-                        return refuse(
-                            StatusCode::MISDIRECTED_REQUEST,
-                            "misdirected request: this loopback listener only answers to localhost, 127.0.0.1 or [::1]; add the name to allowed_hosts to accept it\n",
-                        );
-                    }
-                    None => {
-                        tracing::warn!(host = %h, "refused a request to the loopback door with a malformed Host");
-                        return refuse(
-                            StatusCode::BAD_REQUEST,
-                            "bad request: the Host header is not a valid host[:port] (such as localhost:18789 or [::1]:18789)\n",
-                        );
-                    }
+                    Some(_) => return Some(GuardRefusal::LoopbackHost),
+                    None => return Some(GuardRefusal::MalformedHost),
                 },
-                Some(Err(_)) => {
-                    tracing::warn!("refused a request to the loopback door with a Host that is not text");
-                    return refuse(StatusCode::BAD_REQUEST, "bad request: the Host header is not text\n");
-                }
+                Some(Err(_)) => return Some(GuardRefusal::HostNotText),
             }
         }
         // Any Upgrade, whatever its tokens or lines: hyper and the upstream may
@@ -160,11 +187,7 @@ impl BrowserPolicy {
                 let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
                 let same = host.is_some_and(|h| same_origin(origin, scheme, h));
                 if !same && !self.allowed_origins.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
-                    tracing::warn!(origin, "refused a cross-origin upgrade (WebSocket hijacking?)");
-                    return refuse(
-                        StatusCode::FORBIDDEN,
-                        "forbidden: cross-origin WebSocket; add the origin to allowed_origins to accept it\n",
-                    );
+                    return Some(GuardRefusal::CrossOriginUpgrade);
                 }
             }
         }
@@ -240,15 +263,6 @@ pub enum AmbientRefusal {
 }
 
 impl AmbientRefusal {
-    /// A short phrase for the log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ForeignHost => "a Host that does not name the listener, under a peer identity or session",
-            Self::CrossSite => "a cross-site request under a peer identity or session",
-            Self::CrossOriginUpgrade => "a cross-origin upgrade under a peer identity or session",
-        }
-    }
-
     /// The answer: nothing is forwarded, and the connection closes.
     pub fn response(self) -> Response {
         let (status, text) = match self {

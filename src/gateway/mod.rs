@@ -53,7 +53,7 @@ pub mod wgpeers;
 pub mod workers;
 
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
-pub use browser::{AmbientRefusal, BrowserPolicy, HostNames};
+pub use browser::{AmbientRefusal, BrowserPolicy, GuardRefusal, HostNames};
 pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SHUTDOWN_GRACE};
 pub use context::{
     AppState, CredentialCell, Credentials, ListenerCtx, LiveListener, LiveView, Revocation, MESHGATE_PREFIX,

@@ -38,8 +38,15 @@ pub enum Reason {
     ForeignHost,
     /// Ambient credentials on a cross-site request (403).
     CrossSite,
-    /// Ambient credentials on a cross-origin upgrade (403).
+    /// A cross-origin upgrade (403): with ambient credentials, or on any
+    /// listener when the origin is not allowed.
     CrossOriginUpgrade,
+    /// More than one `Host` line (400).
+    RepeatedHost,
+    /// A `Host` the loopback door does not answer to (421).
+    LoopbackHost,
+    /// A malformed `Host` on the loopback door (400).
+    MalformedHost,
 }
 
 impl Reason {
@@ -50,7 +57,10 @@ impl Reason {
             Self::SessionCrossOrigin => "a session cookie alone on a request from another origin",
             Self::ForeignHost => "a Host that does not name the listener, under a peer identity or session",
             Self::CrossSite => "a cross-site request under a peer identity or session",
-            Self::CrossOriginUpgrade => "a cross-origin upgrade under a peer identity or session",
+            Self::CrossOriginUpgrade => "a cross-origin upgrade (WebSocket hijacking?)",
+            Self::RepeatedHost => "more than one Host header",
+            Self::LoopbackHost => "a foreign Host on the loopback door (DNS rebinding?)",
+            Self::MalformedHost => "a malformed Host on the loopback door",
         }
     }
 }
