@@ -47,6 +47,10 @@ pub enum Reason {
     LoopbackHost,
     /// A malformed `Host` on the loopback door (400).
     MalformedHost,
+    /// A sign-in posted from another origin (403).
+    SigninCrossOrigin,
+    /// Sign-in attempts past the limit of an address (429).
+    SigninTooMany,
 }
 
 impl Reason {
@@ -61,6 +65,8 @@ impl Reason {
             Self::RepeatedHost => "more than one Host header",
             Self::LoopbackHost => "a foreign Host on the loopback door (DNS rebinding?)",
             Self::MalformedHost => "a malformed Host on the loopback door",
+            Self::SigninCrossOrigin => "a sign-in posted from another origin",
+            Self::SigninTooMany => "too many sign-in attempts (429 for a minute)",
         }
     }
 }
