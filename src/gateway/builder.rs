@@ -463,6 +463,7 @@ impl<'a> GatewayBuilder<'a> {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not read the logged-out sessions; logouts hold until a restart");
             }
         }
+        state.set_mesh_names(res.daemons.iter().filter_map(|f| f.dns_name.as_deref()));
         let mut set = ListenerSet::new(make_app(&state), state);
         set.set_limits(self.limits);
         if let Some(tls) = self.tls.take() {
