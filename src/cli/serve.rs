@@ -4,7 +4,6 @@
 //! telling systemd when it is ready (`READY=1`, `STATUS=`), counting attaches
 //! for `/metrics`, and re-reading its configuration on SIGHUP.
 
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use meshgate_core::source::InterfaceSource;
@@ -15,38 +14,16 @@ use super::logging;
 use super::notify;
 use super::print::{event_line, say};
 use super::reload::{Live, Loaded};
-use super::settings::{browser_policy, registry, services, settings, tls_setup, ServiceTls};
+use super::settings::{
+    browser_policy, config_line, registry, services, settings, state_dir, tls_setup, worker_threads, ServiceTls,
+    WORKERS_ENV,
+};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
     app, display_addr, shutdown_signal, Event, Gateway, Https, MeshPeers, PeerRules, Proxy, ServiceControls,
     TailnetPeers, WireGuardPeers, Workers,
 };
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
-
-/// The variable that sets how many connection threads serve (tokio's own name
-/// for its worker count, which the benches and containers already set).
-const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
-
-/// Each thread is a runtime with three file descriptors of its own; more
-/// threads than this is a typo, not a plan.
-const MAX_WORKERS: usize = 1024;
-
-/// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
-/// CPU this process may run on (its affinity and cgroup quota counted).
-fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
-    let Some(raw) = set else {
-        return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
-    };
-    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).filter(|n| n.get() <= MAX_WORKERS).ok_or_else(
-        || {
-            CliError::BadFlag(format!(
-                "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 to {MAX_WORKERS}, or unset it \
-                 for one per CPU",
-                raw.to_string_lossy()
-            ))
-        },
-    )
-}
 
 /// Raises the soft limit on open files to the hard one, as servers do (Go's
 /// runtime does it for every program): each proxied connection holds two
@@ -78,6 +55,9 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let registry = registry()?;
     let settings = settings(&args.bind, registry)?;
     let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
+    // First, which file: after `dpkg -i` /etc/meshgate/meshgate.toml is read
+    // without any --config.
+    tracing::info!("{}", config_line(file.map(|(p, _)| p)));
     // The config file's log_level and access_log apply now that it is read;
     // the token is read here, once.
     let loaded = Loaded::read(args)?;
@@ -94,6 +74,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let tls = tls_setup(&args.tls, file)?;
     let services = services(args, file, options.upstream_limits, ServiceTls::Serve(tls.as_ref().map(|t| &t.https)))?;
     let service_tls = tls.as_ref().map(|t| t.https.clone());
+    let described = page_services(options.upstream.as_ref().map(ToString::to_string), &services);
     for s in services.iter().filter(|s| *s.peer_access() == crate::gateway::PeerAccess::AnyPeer) {
         tracing::warn!(
             service = %s.name(),
@@ -171,8 +152,13 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .workers(workers)
         .services(services)
         .on_event(on_event);
+    // A logout outlives a restart: revoked sessions are kept in the state directory.
+    if let Some(dir) = state_dir(&args.tls, file) {
+        builder = builder.session_dir(dir);
+    }
     let mut tls_stats = None;
     let mut reloader = None;
+    let page_tls = tls.as_ref().map(super::status::page_tls);
     if let Some(tls) = tls {
         say(&tls.summary);
         tls_stats = Some(tls.https.acceptor.stats().clone());
@@ -196,6 +182,25 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
     };
     let state = running.state().clone();
+    state.status_board().describe(crate::gateway::status_page::PageInfo {
+        services: described,
+        tls: page_tls,
+        rules: Some(rules.clone()),
+    });
+    // The counters sampled while nobody looks: a refusal is a recent event
+    // at about the time it happened, not at the next view of the page.
+    let sampler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::gateway::status_page::board::SAMPLE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let (sample, _) = crate::gateway::status_page::doc::counters(&state);
+                state.status_board().sample(&sample);
+            }
+        })
+    };
     let m = state.stats().meter.clone();
     if let Some(s) = tls_stats {
         m.set_tls(s);
@@ -204,10 +209,32 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     notify::ready(&listeners.lock().unwrap_or_else(|e| e.into_inner()));
     let live = Live { controls: running.controls(), rules };
     let service_controls = running.service_controls();
-    reload_on_sighup(hangup, args.clone(), loaded, live, reloader, (service_controls, service_tls));
+    reload_on_sighup(hangup, args.clone(), loaded, live, reloader, (service_controls, service_tls), state.clone());
     running.run_until(stop).await;
+    sampler.abort();
     notify::stopping();
     Ok(())
+}
+
+/// What the status page says about a reload refused for `e`: the file and
+/// the place, never the text. The page (and `/status`) is seen by allowed
+/// peers that may not hold the token, and toml's message quotes the line it
+/// stumbled on, which may be `token = ...` (as may other messages quote a
+/// value); the log, which only this host's administrator reads, has it whole.
+fn refused_reload_text(e: &CliError) -> String {
+    use meshgate_core::config::ConfigError;
+    let place = match e {
+        CliError::Config(ConfigError::Parse { path, detail }) => {
+            // toml's first line is its position ("TOML parse error at line 2, column 9").
+            format!(" ({}: {})", path.display(), detail.lines().next().unwrap_or("not TOML"))
+        }
+        CliError::Config(ConfigError::Value { path, key, .. }) => format!(" ({}: {key})", path.display()),
+        CliError::Config(ConfigError::ValueAt { path, line, key, .. }) => {
+            format!(" ({}, line {line}: {key})", path.display())
+        }
+        _ => String::new(),
+    };
+    format!("the new configuration is refused{place}, the running one kept; the log says why")
 }
 
 /// SIGHUP: re-read the certificate files (a bad new pair is logged and the
@@ -224,6 +251,7 @@ fn reload_on_sighup(
     live: Live,
     reloader: Option<Arc<Reloader>>,
     services: (ServiceControls, Option<Https>),
+    state: crate::gateway::AppState,
 ) {
     #[cfg(unix)]
     {
@@ -238,20 +266,31 @@ fn reload_on_sighup(
                     }
                     match Loaded::read(&args) {
                         Err(e) => {
-                            tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}")
+                            tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}");
+                            state
+                                .status_board()
+                                .note(crate::gateway::status_page::EventKind::Reload, refused_reload_text(&e));
                         }
                         Ok(new) => {
                             let (changes, now) = current.apply(&new, &live);
                             if logging::set_filter(now.filter()) {
                                 tracing::debug!("SIGHUP: log filter is now {}", now.filter_text);
                             }
+                            let board = state.status_board();
+                            if changes.is_empty() {
+                                board.note(
+                                    crate::gateway::status_page::EventKind::Reload,
+                                    "configuration read again: nothing changed",
+                                );
+                            }
                             for change in changes {
                                 tracing::info!("SIGHUP: {change}");
+                                board.note(crate::gateway::status_page::EventKind::Reload, change.to_string());
                             }
                             current = now;
                             // The services: added, removed, changed; the
                             // allow-lists (new rules) checked on open connections.
-                            match reload_services(&args, services.1.as_ref(), &services.0).await {
+                            match reload_services(&args, services.1.as_ref(), &services.0, &state).await {
                                 Ok(lines) => {
                                     for line in lines {
                                         tracing::info!("SIGHUP: {line}");
@@ -269,7 +308,7 @@ fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (hangup, args, loaded, live, reloader, services);
+    let _ = (hangup, args, loaded, live, reloader, services, state);
 }
 
 /// Reads the services again (flags and config file, checked as at start)
@@ -278,12 +317,37 @@ async fn reload_services(
     args: &ServeArgs,
     tls: Option<&Https>,
     controls: &ServiceControls,
+    state: &crate::gateway::AppState,
 ) -> Result<Vec<String>, CliError> {
     let s = settings(&args.bind, registry()?)?;
     let file = s.file.as_ref().map(|(p, f)| (p.as_path(), f));
     let options = super::settings::serve_options(args, file)?;
     let list = services(args, file, options.upstream_limits, ServiceTls::Serve(tls))?;
-    Ok(controls.replace(list).await?)
+    let described = page_services(options.upstream.as_ref().map(ToString::to_string), &list);
+    let lines = controls.replace(list).await?;
+    // The status page (and `meshgate status`) shows the services now in force.
+    let mut info = (*state.status_board().info()).clone();
+    info.services = described;
+    state.status_board().describe(info);
+    Ok(lines)
+}
+
+/// The services the status page shows: the top-level one (meshgate's own
+/// routes, or the upstream it fronts) on the listeners of no `[[service]]`,
+/// then each `[[service]]` (and `--tcp`) on its own.
+fn page_services(
+    upstream: Option<String>,
+    list: &[crate::gateway::Service],
+) -> Vec<crate::gateway::status_page::ServiceInfo> {
+    use crate::gateway::status_page::ServiceInfo;
+    std::iter::once(ServiceInfo::single(upstream))
+        .chain(list.iter().map(|s| ServiceInfo {
+            name: s.name().to_owned(),
+            protocol: s.protocol().as_str().to_owned(),
+            upstream: Some(s.upstream_text()),
+            port: Some(s.port()),
+        }))
+        .collect()
 }
 
 #[cfg(unix)]
@@ -301,27 +365,5 @@ fn hangup_signal() -> Option<Hangup> {
     #[cfg(not(unix))]
     {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn worker_threads_takes_a_whole_number_or_one_per_cpu() {
-        assert_eq!(worker_threads(Some(OsStr::new("3"))).unwrap().get(), 3);
-        assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
-        let cpus = std::thread::available_parallelism().unwrap();
-        assert_eq!(worker_threads(None).unwrap(), cpus);
-        assert_eq!(worker_threads(Some(OsStr::new("1024"))).unwrap().get(), 1024);
-        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
-            let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
-            assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
-            let text = e.to_string();
-            assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
-            assert!(text.contains("whole number from 1 to 1024"), "{text}");
-        }
     }
 }

@@ -4,6 +4,7 @@
 //! the file and key it came from.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,6 +50,41 @@ pub(crate) fn default_config_path(root: bool, env: impl Fn(&str) -> Option<std::
     Some(base.join("meshgate").join("meshgate.toml"))
 }
 
+/// The line that says which config file was read (`serve` logs it first,
+/// `explain` prints it first): after `dpkg -i`, /etc/meshgate/meshgate.toml
+/// is read without a `--config`.
+pub(crate) fn config_line(config: Option<&Path>) -> String {
+    match config {
+        Some(p) => format!("config file: {}", p.display()),
+        None => "config file: none".to_owned(),
+    }
+}
+
+/// The variable that sets how many connection threads serve (tokio's own name
+/// for its worker count, which the benches and containers already set).
+pub(super) const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// Each thread is a runtime with three file descriptors of its own; more
+/// threads than this is a typo, not a plan.
+const MAX_WORKERS: usize = 1024;
+
+/// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
+/// CPU this process may run on (its affinity and cgroup quota counted).
+pub(super) fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
+    let Some(raw) = set else {
+        return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+    };
+    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).filter(|n| n.get() <= MAX_WORKERS).ok_or_else(
+        || {
+            CliError::BadFlag(format!(
+                "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 to {MAX_WORKERS}, or unset it \
+                 for one per CPU",
+                raw.to_string_lossy()
+            ))
+        },
+    )
+}
+
 /// Bind settings after precedence (flag > env > file > default) is applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -72,7 +108,7 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
     };
     let f = file.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
     let names = registry.names();
-    let env_bind = std::env::var("MESHGATE_BIND").ok().filter(|v| !v.trim().is_empty());
+    let env_bind = super::env::var("MESHGATE_BIND").filter(|v| !v.trim().is_empty());
     let host = args.host.clone().or(f.host.clone());
     let parse = |raw: &[String]| parse_selectors(raw, &names, host.as_deref()).map_err(|e| with_case_hint(e, &names));
     let selectors = if !args.bind.is_empty() {
@@ -81,7 +117,7 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
         let raw: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
         parse(&raw).map_err(|e| CliError::BadFlag(format!("MESHGATE_BIND={v:?}: {e}")))?
     } else if let (Some(raw), Some((path, _))) = (&f.bind, &file) {
-        parse(raw).map_err(|e| config_bind_error(path, raw, &e))?
+        parse(raw).map_err(|e| config_bind_error(path, &f, raw, &e))?
     } else {
         parse(&["loopback".to_owned()])?
     };
@@ -99,13 +135,14 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
                         .filter(|e| e.info().role == Role::Mesh)
                         .map(|e| e.info().name)
                         .collect();
-                    return Err(ConfigError::Value {
-                        path: path.clone(),
-                        key: "auto".into(),
-                        value: n.clone(),
-                        detail: format!("not a mesh provider; auto can walk: {}", meshes.join(", ")),
-                    }
-                    .into());
+                    return Err(f
+                        .value_error(
+                            path,
+                            "auto",
+                            n.clone(),
+                            format!("not a mesh provider; auto can walk: {}", meshes.join(", ")),
+                        )
+                        .into());
                 }
             }
             auto_order = Some(order.clone());
@@ -140,26 +177,9 @@ fn with_case_hint(mut e: SelectorError, names: &[&str]) -> SelectorError {
 }
 
 /// A bad selector in the config file's `bind`: exit 78, naming the file and
-/// the line (the config model keeps no spans for `bind`: the line is found
-/// in the text, the first `bind =` before any table).
-fn config_bind_error(path: &Path, raw: &[String], e: &SelectorError) -> CliError {
-    let line = std::fs::read_to_string(path).ok().and_then(|text| {
-        text.lines()
-            .take_while(|l| !l.trim_start().starts_with('['))
-            .position(|l| {
-                let l = l.trim_start();
-                l.strip_prefix("bind").is_some_and(|rest| rest.trim_start().starts_with('='))
-            })
-            .map(|i| i + 1)
-    });
-    let value = raw.join(",");
-    match line {
-        Some(line) => {
-            ConfigError::ValueAt { path: path.into(), line, key: "bind".into(), value, detail: e.to_string() }
-        }
-        None => ConfigError::Value { path: path.into(), key: "bind".into(), value, detail: e.to_string() },
-    }
-    .into()
+/// the line.
+fn config_bind_error(path: &Path, f: &FileConfig, raw: &[String], e: &SelectorError) -> CliError {
+    f.value_error(path, "bind", raw.join(","), e.to_string()).into()
 }
 
 /// Tokens shorter than this are accepted with a warning: guessable.
@@ -187,12 +207,19 @@ pub fn load_token(
     if let Some(v) = env_token {
         return Token::new(&v, "MESHGATE_TOKEN").map(Some).map_err(refused);
     }
-    if let Some((path, p)) = file.and_then(|(path, f)| f.token_file.as_deref().map(|p| (path, p))) {
-        // Relative to the config file, like every path in it.
-        return from_file(&relative_to(path, p));
-    }
-    if let Some(v) = file.and_then(|(_, f)| f.token.as_deref()) {
-        return Token::new(v, "the config file's `token`").map(Some).map_err(refused);
+    // From the config file: the error names the file and the line too.
+    if let Some((path, f)) = file {
+        if let Some(p) = f.token_file.as_deref() {
+            // Relative to the config file, like every path in it.
+            let p = relative_to(path, p);
+            return from_file(&p)
+                .map_err(|e| f.value_error(path, "token_file", p.display().to_string(), e.to_string()).into());
+        }
+        if let Some(v) = f.token.as_deref() {
+            return Token::new(v, "the config file's `token`")
+                .map(Some)
+                .map_err(|e| f.value_error(path, "token", "(hidden)", e.to_string()).into());
+        }
     }
     Ok(None)
 }
@@ -218,13 +245,18 @@ pub fn load_token_warned(
     let token = load_token(args, env_token, file)?;
     if let Some(t) = &token {
         if t.expose().len() < SHORT_TOKEN {
-            tracing::warn!(
-                "the token is {} characters long, short enough to guess; use at least {SHORT_TOKEN} random ones (e.g. `head -c 32 /dev/urandom | base64`)",
-                t.expose().len()
-            );
+            tracing::warn!("{}", short_token_warning(t.expose().len()));
         }
     }
     Ok(token)
+}
+
+/// The warning for a token of `len` characters (fewer than [`SHORT_TOKEN`]).
+fn short_token_warning(len: usize) -> String {
+    let unit = if len == 1 { "character" } else { "characters" };
+    format!(
+        "the token is {len} {unit} long, short enough to guess; use at least {SHORT_TOKEN} random ones (e.g. `head -c 32 /dev/urandom | base64`)"
+    )
 }
 
 /// `p` as read from the config file at `config`: a relative path is relative
@@ -267,13 +299,16 @@ pub struct ServeOptions {
 /// Applies precedence to the upstream and the limits; a bad config value is
 /// exit 78 naming the file and the key.
 pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Result<ServeOptions, CliError> {
-    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
-        ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into()
-    };
     let mut out = ServeOptions::default();
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
         None => (None, None),
+    };
+    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
+        match f {
+            Some(f) => f.value_error(path, key, value, detail).into(),
+            None => ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into(),
+        }
     };
     out.upstream = match (&args.upstream, f.and_then(|f| f.upstream.as_deref()), path) {
         (Some(u), _, _) => Some(u.clone()),
@@ -389,9 +424,39 @@ pub struct TlsSetup {
     pub reloader: Option<Arc<Reloader>>,
 }
 
+/// What HTTPS the flags and `[tls]` ask for, before any file is opened.
+enum TlsPlan<'a> {
+    /// Plain HTTP.
+    Off,
+    /// Own files; `from` is the config file they were named in, if any.
+    Own { cert: PathBuf, key: PathBuf, from: Option<(&'a Path, &'a FileConfig)> },
+    /// A self-signed certificate over a key kept in `dir`.
+    SelfSigned {
+        dir: PathBuf,
+        names: Vec<String>,
+        /// The config file the directory came from (`state_dir`), if it did.
+        dir_from: Option<(&'a Path, &'a FileConfig)>,
+        /// The config file the names came from (`[tls] names`), if they did.
+        names_from: Option<(&'a Path, &'a FileConfig)>,
+    },
+}
+
+/// The state directory: `--state-dir`, else the config file's `state_dir`
+/// (relative to the file), else the default (`None` when there is none).
+pub(super) fn state_dir(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Option<PathBuf> {
+    if let Some(d) = &args.state_dir {
+        return Some(d.clone());
+    }
+    match file.and_then(|(p, f)| f.state_dir.as_deref().map(|d| (p, d))) {
+        Some((p, d)) if d.is_relative() => Some(p.parent().map_or_else(|| d.to_path_buf(), |dir| dir.join(d))),
+        Some((_, d)) => Some(d.to_path_buf()),
+        None => default_state_dir().ok(),
+    }
+}
+
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
-/// paths there are relative to the file).
-pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+/// paths there are relative to the file). Opens nothing.
+fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Result<(TlsPlan<'a>, bool), CliError> {
     let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
@@ -404,57 +469,153 @@ pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<O
             _ => p.to_path_buf(),
         }
     };
+    let loopback = args.tls_loopback || cfg.loopback;
     let own = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (Some(c), Some(k)) => Some((c.clone(), k.clone(), None)),
         _ if args.tls.is_some() => None,
-        _ => match (&cfg.cert, &cfg.key, path) {
-            (Some(c), Some(k), _) => Some((near(c), near(k))),
-            (Some(_), None, Some(p)) | (None, Some(_), Some(p)) => {
-                return Err(ConfigError::Value {
-                    path: p.into(),
-                    key: "tls".into(),
-                    value: "cert/key".into(),
-                    detail: "set both cert and key, or self_signed = true".into(),
-                }
-                .into())
+        _ => match (&cfg.cert, &cfg.key, file) {
+            (Some(c), Some(k), Some((p, f))) => Some((near(c), near(k), Some((p, f)))),
+            (Some(_), None, Some((p, f))) | (None, Some(_), Some((p, f))) => {
+                let key = if cfg.cert.is_some() { "tls.cert" } else { "tls.key" };
+                return Err(f
+                    .value_error(p, key, "cert/key", "set both tls.cert and tls.key, or self_signed = true")
+                    .into());
             }
             _ => None,
         },
     };
-    let self_signed = args.tls == Some(TlsMode::SelfSigned) || (own.is_none() && cfg.self_signed);
-    let loopback = args.tls_loopback || cfg.loopback;
-    if let Some((cert, key)) = own {
-        let reloader = Arc::new(Reloader::new(&cert, &key).map_err(refused)?);
-        let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
-        let pin = reloader.spki_sha256_base64();
-        return Ok(Some(TlsSetup {
-            https: Https { acceptor: Arc::new(acceptor), self_signed: None, loopback },
-            summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
-            reloader: Some(reloader),
-        }));
+    if let Some((cert, key, from)) = own {
+        return Ok((TlsPlan::Own { cert, key, from }, loopback));
     }
-    if !self_signed {
-        return Ok(None);
+    if !(args.tls == Some(TlsMode::SelfSigned) || cfg.self_signed) {
+        return Ok((TlsPlan::Off, loopback));
     }
-    let dir = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) => near(d),
-        (None, None) => default_state_dir().map_err(refused)?,
+    let (dir, dir_from) = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
+        (Some(d), _) => (d.clone(), None),
+        (None, Some(d)) => (near(d), file),
+        (None, None) => (default_state_dir().map_err(refused)?, None),
     };
-    let names = if args.tls_name.is_empty() { cfg.names.clone() } else { args.tls_name.clone() };
-    let loopback_addrs: Vec<std::net::IpAddr> =
-        if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
-    let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
-    let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
-    let pin = cert.spki_sha256_base64().to_owned();
-    Ok(Some(TlsSetup {
-        https: Https { acceptor: Arc::new(acceptor), self_signed: Some(cert), loopback },
-        summary: format!(
-            "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
-            dir.display()
+    let (names, names_from) =
+        if args.tls_name.is_empty() { (cfg.names.clone(), file) } else { (args.tls_name.clone(), None) };
+    Ok((TlsPlan::SelfSigned { dir, names, dir_from, names_from }, loopback))
+}
+
+/// Reads an own certificate pair; a pair named in the config file that
+/// cannot be used names the file and the line of `tls.cert`.
+fn own_pair(cert: &Path, key: &Path, from: Option<(&Path, &FileConfig)>) -> Result<Reloader, CliError> {
+    Reloader::new(cert, key).map_err(|e| match from {
+        Some((path, f)) => f.value_error(path, "tls.cert", cert.display().to_string(), e.to_string()).into(),
+        None => CliError::Refused(e.to_string()),
+    })
+}
+
+/// A self-signed certificate that cannot be made: a bad name is blamed on
+/// `[tls] names`, anything else on `state_dir`, with the line, when the
+/// config file gave them.
+fn self_signed_error(
+    e: crate::tls::TlsError,
+    dir_from: Option<(&Path, &FileConfig)>,
+    names_from: Option<(&Path, &FileConfig)>,
+) -> CliError {
+    let (from, key, value) = match &e {
+        crate::tls::TlsError::BadName { name, .. } => (names_from, "tls.names", name.clone()),
+        _ => (
+            dir_from,
+            "state_dir",
+            dir_from.and_then(|(_, f)| f.state_dir.as_ref()).map(|d| d.display().to_string()).unwrap_or_default(),
         ),
-        reloader: None,
-    }))
+    };
+    match from {
+        Some((path, f)) => f.value_error(path, key, value, e.to_string()).into(),
+        None => CliError::Refused(e.to_string()),
+    }
+}
+
+/// Checks what [`tls_setup`] would use without writing anything (for
+/// `explain`): an own pair is read and checked; a self-signed key's
+/// directory is resolved, and the names checked, but no key is made.
+pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(), CliError> {
+    match tls_plan(args, file)?.0 {
+        TlsPlan::Off => Ok(()),
+        TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from).map(drop),
+        // The names as SelfSigned::open checks them; the key is not made.
+        TlsPlan::SelfSigned { dir, names, dir_from, names_from } => {
+            names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).try_for_each(|n| {
+                rcgen::CertificateParams::new(vec![n.clone()]).map(drop).map_err(|e| {
+                    let e = crate::tls::TlsError::BadName { name: n.clone(), detail: e.to_string() };
+                    self_signed_error(e, dir_from, names_from)
+                })
+            })?;
+            state_dir_usable(&dir).map_err(|e| self_signed_error(e, dir_from, names_from))
+        }
+    }
+}
+
+/// Whether the self-signed key could be kept in `dir`, judged without
+/// writing: the directory (or, when it does not exist yet, the nearest
+/// existing parent that would hold it) is a writable directory, and a key
+/// already there can be used. The errors are those `SelfSigned::open` gives.
+fn state_dir_usable(dir: &Path) -> Result<(), crate::tls::TlsError> {
+    use std::io::Error;
+    let write = |source: Error| crate::tls::TlsError::Write { path: dir.to_path_buf(), source };
+    let mut at = dir;
+    while !at.exists() {
+        at = at.parent().ok_or_else(|| write(Error::from_raw_os_error(libc::ENOENT)))?;
+    }
+    if !at.is_dir() {
+        // The OS's own words, as the write serve attempts would get them.
+        return Err(write(Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let c = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(|e| write(Error::other(e)))?;
+        // SAFETY: access only reads the NUL-terminated path it is given.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            return Err(write(Error::last_os_error()));
+        }
+    }
+    // A key already there is read and loaded, as serve would: a corrupt
+    // one is refused here too.
+    crate::tls::check_key(dir).map(drop)
+}
+
+/// Applies precedence to the TLS flags and the config's `[tls]` (relative
+/// paths there are relative to the file), and opens what they name.
+pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+    let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
+    let (plan, loopback) = tls_plan(args, file)?;
+    match plan {
+        TlsPlan::Off => Ok(None),
+        TlsPlan::Own { cert, key, from } => {
+            let reloader = Arc::new(own_pair(&cert, &key, from)?);
+            let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
+            let pin = reloader.spki_sha256_base64();
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), self_signed: None, loopback },
+                summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
+                reloader: Some(reloader),
+            }))
+        }
+        TlsPlan::SelfSigned { dir, names, dir_from, names_from } => {
+            let loopback_addrs: Vec<std::net::IpAddr> =
+                if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
+            let cert = Arc::new(
+                SelfSigned::open(&dir, &names, &loopback_addrs)
+                    .map_err(|e| self_signed_error(e, dir_from, names_from))?,
+            );
+            let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+            let pin = cert.spki_sha256_base64().to_owned();
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), self_signed: Some(cert), loopback },
+                summary: format!(
+                    "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
+                    dir.display()
+                ),
+                reloader: None,
+            }))
+        }
+    }
 }
 
 /// `--allow-host`/`--allow-origin` if given, else the config file's lists.
@@ -618,9 +779,31 @@ pub(crate) fn services(
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
+    use std::ffi::{OsStr, OsString};
 
     use super::*;
+
+    #[test]
+    fn worker_threads_takes_a_whole_number_or_one_per_cpu() {
+        assert_eq!(worker_threads(Some(OsStr::new("3"))).unwrap().get(), 3);
+        assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
+        let cpus = std::thread::available_parallelism().unwrap();
+        assert_eq!(worker_threads(None).unwrap(), cpus);
+        assert_eq!(worker_threads(Some(OsStr::new("1024"))).unwrap().get(), 1024);
+        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
+            let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
+            assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
+            assert!(text.contains("whole number from 1 to 1024"), "{text}");
+        }
+    }
+
+    #[test]
+    fn one_character_is_singular() {
+        assert!(short_token_warning(1).starts_with("the token is 1 character long,"), "{}", short_token_warning(1));
+        assert!(short_token_warning(5).starts_with("the token is 5 characters long,"));
+    }
 
     #[test]
     fn the_default_config_file_depends_on_who_runs() {

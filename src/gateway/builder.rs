@@ -107,6 +107,7 @@ impl Gateway {
             events: None,
             workers: None,
             services: Vec::new(),
+            session_dir: None,
         }
     }
 }
@@ -150,6 +151,8 @@ pub struct GatewayBuilder<'a> {
     events: Option<EventSink>,
     workers: Option<Workers>,
     services: Vec<Service>,
+    /// Where logged-out sessions are kept across restarts.
+    session_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for GatewayBuilder<'_> {
@@ -285,6 +288,13 @@ impl<'a> GatewayBuilder<'a> {
     pub fn peer_lookup(mut self, lookup: Arc<dyn PeerLookup>, allow_without_token: bool) -> Self {
         self.peers = Some(lookup);
         self.peers_allow = allow_without_token;
+        self
+    }
+
+    /// Keep logged-out sessions in `dir` (`revoked-sessions`), so that a
+    /// logout outlives a restart; read before the first connection is served.
+    pub fn session_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.session_dir = Some(dir.into());
         self
     }
 
@@ -512,6 +522,12 @@ impl<'a> GatewayBuilder<'a> {
         if let Some(tls) = &self.tls {
             state = state.with_tls_stats(tls.acceptor.stats().clone());
         }
+        if let (Some(dir), Some(c)) = (&self.session_dir, state.credentials()) {
+            if let Err(e) = c.sessions().persist_in(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not read the logged-out sessions; logouts hold until a restart");
+            }
+        }
+        state.set_mesh_names(res.daemons.iter().filter_map(|f| f.dns_name.as_deref()));
         ctx.meter = Some(state.stats().meter.clone());
         let board = super::listeners::StatusBoard::new(state.clone());
         ctx.board = Some(board.clone());
@@ -1165,7 +1181,8 @@ pub fn check_auth(
     } else {
         exposed.join(", ")
     };
+    let advice = super::token::create_advice(std::path::Path::new("/etc/meshgate/token"));
     Err(Error::Refused(format!(
-        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token`), or let in WireGuard peers with --allow-peer NAME|KEY; --bind loopback needs none"
+        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `{advice}`), or let in mesh peers with --allow-peer NAME|KEY|LOGIN|tag:T; --bind loopback needs none"
     )))
 }

@@ -17,10 +17,12 @@ use meshgate_core::Listener;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::browser::BrowserPolicy;
+use super::browser::{BrowserPolicy, HostNames};
 use super::identity::PeerLookup;
 use super::limits::DEFAULT_MAX_BODY_BYTES;
+use super::refusals::RefusalLog;
 use super::session::Sessions;
+use super::status_page::board::{EventKind, StatusBoard};
 use super::token::Token;
 use crate::tls::TlsStats;
 
@@ -81,6 +83,8 @@ pub struct AppState {
     login_attempts: Arc<LoginAttempts>,
     stats: Arc<Stats>,
     tls_stats: Option<Arc<TlsStats>>,
+    names: Arc<ArcSwap<HostNames>>,
+    refusals: Arc<RefusalLog>,
 }
 
 /// Counters of what the gateway refused and why (read by `/status` and, where
@@ -210,6 +214,12 @@ impl Revocation {
             std::future::pending::<()>().await;
         }
     }
+
+    /// True once a revocation came after this one was made (and not yet
+    /// awaited through it).
+    pub fn is_revoked(&self) -> bool {
+        self.0.has_changed().unwrap_or(false)
+    }
 }
 
 #[derive(Debug)]
@@ -218,6 +228,7 @@ struct Inner {
     revoke: watch::Sender<u64>,
     open_paths: Vec<String>,
     live: watch::Sender<LiveView>,
+    board: StatusBoard,
 }
 
 impl AppState {
@@ -236,6 +247,7 @@ impl AppState {
                 revoke: watch::Sender::new(0),
                 open_paths: open.into_iter().map(Into::into).collect(),
                 live: watch::Sender::new(LiveView::default()),
+                board: StatusBoard::default(),
             }),
             browser: Arc::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -245,7 +257,35 @@ impl AppState {
             login_attempts: Arc::default(),
             stats: Arc::default(),
             tls_stats: None,
+            names: Arc::default(),
+            refusals: Arc::default(),
         }
+    }
+
+    /// The names the listeners answer to besides their addresses (see
+    /// [`BrowserPolicy::check_ambient`]); cheap, no lock.
+    pub fn host_names(&self) -> Guard<Arc<HostNames>> {
+        self.names.load()
+    }
+
+    /// Sets the names the TLS certificate carries (`--tls-name`).
+    pub fn set_tls_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let tls = HostNames::normalize(names);
+        self.names.rcu(|n| HostNames { tls: tls.clone(), mesh: n.mesh.clone() });
+    }
+
+    /// Sets the DNS names the mesh daemons report for this node (tailscaled's
+    /// `DNSName`), replacing the last ones (after every resolution).
+    pub fn set_mesh_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mesh = HostNames::mesh_names(names);
+        if self.names.load().mesh != mesh {
+            self.names.rcu(|n| HostNames { tls: n.tls.clone(), mesh: mesh.clone() });
+        }
+    }
+
+    /// The refusal log (counts by address and reason, a lines/s cap).
+    pub fn refusals(&self) -> &Arc<RefusalLog> {
+        &self.refusals
     }
 
     /// The same state with browser sign-in at `PREFIX/login` (`""`: `/login`;
@@ -348,13 +388,36 @@ impl AppState {
         Revocation(self.inner.revoke.subscribe())
     }
 
-    /// Replaces the live view (wakes `/ws` clients when it changed).
+    /// Replaces the live view (wakes `/ws` clients when it changed), and
+    /// notes each listener opened or closed, and the fallback's coming and
+    /// going, among the status page's recent events.
     pub fn publish(&self, view: LiveView) {
+        let board = &self.inner.board;
         self.inner.live.send_if_modified(|v| {
             let changed = *v != view;
+            let key = |l: &LiveListener| l.listener.socket_addr();
+            for (from, to, kind) in [(&*v, &view, EventKind::Attach), (&view, &*v, EventKind::Detach)] {
+                for l in to.listeners.iter().filter(|l| !from.listeners.iter().any(|o| key(o) == key(l))) {
+                    board.note(kind, format!("{} ({})", l.url, l.listener.provider));
+                }
+            }
+            if v.fallback != view.fallback {
+                let text = match (&view.fallback_reason, view.fallback) {
+                    (Some(why), true) => format!("loopback stands in: {why}"),
+                    (None, true) => "loopback stands in: nothing matched".to_owned(),
+                    (_, false) => "the bind matches again; the fallback is over".to_owned(),
+                };
+                board.note(EventKind::Fallback, text);
+            }
             *v = view;
             changed
         });
+    }
+
+    /// The status page's memory: the program's own description, recent
+    /// events, the request-rate history.
+    pub fn status_board(&self) -> &StatusBoard {
+        &self.inner.board
     }
 
     /// How long since this state was made (the gateway started).

@@ -263,6 +263,10 @@ impl ListenerSet {
 
     /// Serves HTTPS on listeners attached from now on (see [`Https`]).
     pub fn set_tls(&mut self, tls: Https) {
+        // The certificate's names are names of the listeners (the ambient-credential Host check).
+        if let Some(cert) = &tls.self_signed {
+            self.state.set_tls_names(cert.names().0.iter().map(String::as_str));
+        }
         self.tls = Some(tls);
     }
 
@@ -435,6 +439,7 @@ impl ListenerSet {
             }
         }
         self.fallback = (res.fallback, res.fallback_reason.clone());
+        self.state.set_mesh_names(res.daemons.iter().filter_map(|f| f.dns_name.as_deref()));
         self.publish();
         out
     }

@@ -13,11 +13,15 @@
 //!   caller's mesh identity and the `Meshgate-Peer-*` headers);
 //! - [`metrics`]: response counters (atomics), the access log and the
 //!   Prometheus text of `/metrics`; a leaf too;
+//! - [`refusals`]: the refusal log (counts by address and reason, a lines/s
+//!   cap); a leaf too;
 //! - [`context`]: the state every request reads ([`AppState`], [`ListenerCtx`]);
 //! - [`auth`]: the check (token, session, allowed peer; sign-in redirect);
 //! - [`signin`]: the sign-in page and its `POST`s;
 //! - [`proxy`]: the reverse proxy (upstream, pool, header rules, forwarding),
 //!   and `body`, the response body both paths send;
+//! - [`status_page`]: the status page (its memory, `board`, sits below
+//!   [`context`]; the rest above [`auth`]);
 //! - [`routes`]: meshgate's own routes and the router in front of an upstream;
 //! - [`bind`], `accept`, [`listeners`]: sockets, accept loops, the live set;
 //! - [`event`], [`follow`], [`signal`], `error`, `builder`: the [`Gateway`] API.
@@ -39,6 +43,7 @@ pub mod limits;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
+pub mod refusals;
 pub mod routes;
 pub mod service;
 mod service_paths;
@@ -46,6 +51,7 @@ pub mod session;
 pub mod signal;
 pub mod signin;
 mod slots;
+pub mod status_page;
 pub mod tailnet;
 pub mod tcp;
 pub mod token;
@@ -53,7 +59,7 @@ pub mod wgpeers;
 pub mod workers;
 
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
-pub use browser::BrowserPolicy;
+pub use browser::{AmbientRefusal, BrowserPolicy, GuardRefusal, HostNames};
 pub use builder::{check_auth, Gateway, GatewayBuilder, Running, ServiceControls, DEFAULT_PORT, SHUTDOWN_GRACE};
 pub use context::{
     AppState, CredentialCell, Credentials, ListenerCtx, LiveListener, LiveView, Revocation, MESHGATE_PREFIX,

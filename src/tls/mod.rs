@@ -22,7 +22,7 @@ mod resolver;
 mod selfsigned;
 mod statedir;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use accept::{
     server_config, Alpn, HandshakeError, HandshakeErrorKind, TlsAcceptor, TlsStats, TlsStatsSnapshot,
@@ -32,6 +32,6 @@ pub use certs::{load_pair, spki_sha256_base64, LoadedPair};
 pub use error::TlsError;
 pub use reload::{ReloadOutcome, Reloader, DEFAULT_POLL_INTERVAL};
 pub use resolver::CertResolver;
-pub use selfsigned::{SelfSigned, CERT_FILE, KEY_FILE};
+pub use selfsigned::{check_key, SelfSigned, CERT_FILE, KEY_FILE};
 pub use statedir::{default_state_dir, running_as_root, state_dir_from};
 pub use tokio_rustls::server::TlsStream;

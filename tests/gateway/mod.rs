@@ -12,6 +12,7 @@ mod service;
 mod services;
 mod signals;
 mod signin;
+mod status;
 mod tailnet;
 mod upstream;
 

@@ -19,6 +19,12 @@
 //! inside the namespace and no WebSocket client: the test process, outside the
 //! namespaces, holds both ends through `nsenter`, which execs chromium itself.
 //!
+//! Chromium fails requests in flight with `ERR_NETWORK_CHANGED` when a link or
+//! address of its namespace changes, so [`Chromium`] records them when it
+//! starts and the test fails, naming the difference, if they changed before it
+//! ends (the lab must not change a browser's namespace; see `crate::lab`).
+//! Nothing is retried.
+//!
 //! `MESHGATE_BROWSER_SCREENSHOT=FILE.png` saves a screenshot of the sign-in
 //! page (to look at its markup in a real browser).
 
@@ -57,7 +63,7 @@ const CHROMIUM_FLAGS: &[&str] = &[
 ];
 
 /// Fails the test (a skip outside CI) when chromium is not installed.
-fn chromium_or_skip(test: &str) -> bool {
+pub(crate) fn chromium_or_skip(test: &str) -> bool {
     let found =
         ["/usr/bin", "/usr/local/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join("chromium").is_file());
     if found {
@@ -72,7 +78,12 @@ fn chromium_or_skip(test: &str) -> bool {
 }
 
 /// A headless chromium inside a lab, attached to one page.
-struct Chromium {
+pub(crate) struct Chromium<'l> {
+    /// The lab it runs in, and its links and addresses when it started: a
+    /// change while it runs would fail its requests (`ERR_NETWORK_CHANGED`),
+    /// so the lab must not make one, and a test fails saying so if it does.
+    lab: &'l Lab,
+    network: String,
     proc: Proc,
     commands: ChildStdin,
     answers: mpsc::Receiver<Value>,
@@ -83,9 +94,10 @@ struct Chromium {
     dir: tempfile::TempDir,
 }
 
-impl Chromium {
+impl<'l> Chromium<'l> {
     /// Starts chromium in `lab` with `extra` flags and opens a blank page.
-    fn start(lab: &Lab, extra: &[String]) -> Chromium {
+    pub(crate) fn start(lab: &'l Lab, extra: &[String]) -> Chromium<'l> {
+        let network = lab.links_and_addresses();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let profile = dir.path().join("profile");
         let log = dir.path().join("stderr.log");
@@ -125,7 +137,7 @@ impl Chromium {
                 }
             }
         });
-        let mut browser = Chromium { proc, commands, answers, next_id: 0, session: String::new(), dir };
+        let mut browser = Chromium { lab, network, proc, commands, answers, next_id: 0, session: String::new(), dir };
         let target = browser.browser_call("Target.createTarget", json!({"url": "about:blank"}));
         let attached = browser
             .browser_call("Target.attachToTarget", json!({"targetId": target["targetId"].clone(), "flatten": true}));
@@ -133,11 +145,35 @@ impl Chromium {
         browser
     }
 
-    /// The end of chromium's stderr, for failure messages.
+    /// The end of chromium's stderr, for failure messages, and what changed
+    /// in the lab's network since it started, if anything did.
     fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.contains("dbus")).collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        lines[lines.len().saturating_sub(15)..].join("\n") + &self.network_change()
+    }
+
+    /// Takes the lab's links and addresses as they are now as the ones the
+    /// browser started with: for a test that changes the network on purpose
+    /// while the browser runs (and whose page tolerates a request failing
+    /// with `ERR_NETWORK_CHANGED` then), so that only changes nobody meant
+    /// still fail it.
+    pub(crate) fn network_changed_on_purpose(&mut self) {
+        self.network = self.lab.links_and_addresses();
+    }
+
+    /// Empty while the lab's links and addresses are as they were when
+    /// chromium started; else what they were and are.
+    fn network_change(&self) -> String {
+        let now = self.lab.links_and_addresses();
+        if now == self.network {
+            return String::new();
+        }
+        format!(
+            "\nthe lab's links or addresses changed while chromium ran (it fails requests in flight with \
+             ERR_NETWORK_CHANGED then); at its start:\n{}\nnow:\n{now}",
+            self.network
+        )
     }
 
     /// Sends one command (to the page's session when `page`) and waits for
@@ -179,13 +215,13 @@ impl Chromium {
         self.send(method, params, false).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, method: &str, params: Value) -> Value {
         self.send(method, params, true).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs `js` in the page (a promise is awaited) and returns its value
     /// (`null` for `undefined`), or the exception it threw.
-    fn try_eval(&mut self, js: &str) -> Result<Value, String> {
+    pub(crate) fn try_eval(&mut self, js: &str) -> Result<Value, String> {
         let r = self.send(
             "Runtime.evaluate",
             json!({"expression": js, "awaitPromise": true, "returnByValue": true}),
@@ -198,13 +234,13 @@ impl Chromium {
         Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
     }
 
-    fn eval(&mut self, js: &str) -> Value {
+    pub(crate) fn eval(&mut self, js: &str) -> Value {
         self.try_eval(js).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Polls `js` until it is truthy (errors, e.g. during a navigation,
     /// count as not yet) and returns that value; panics after [`PAGE_TIMEOUT`].
-    fn wait_for(&mut self, js: &str, what: &str) -> Value {
+    pub(crate) fn wait_for(&mut self, js: &str, what: &str) -> Value {
         let mut last = Err(String::from("not evaluated"));
         let done = wait_until(PAGE_TIMEOUT, || {
             last = self.try_eval(js);
@@ -214,19 +250,19 @@ impl Chromium {
             return last.expect("truthy");
         }
         let at = self.try_eval("location.href + ' :: ' + document.body.innerText.slice(0, 300)");
-        panic!("the browser never got to {what} (`{js}` is {last:?}); the page: {at:?}")
+        panic!("the browser never got to {what} (`{js}` is {last:?}); the page: {at:?}{}", self.network_change())
     }
 
     /// Navigates the page to `url`; panics when the load fails outright.
-    fn navigate(&mut self, url: &str) {
+    pub(crate) fn navigate(&mut self, url: &str) {
         let r = self.call("Page.navigate", json!({ "url": url }));
         if let Some(e) = r.get("errorText").and_then(Value::as_str) {
-            panic!("the browser could not load {url}: {e}");
+            panic!("the browser could not load {url}: {e}{}", self.network_change());
         }
     }
 
     /// Saves a PNG of the page to `path`.
-    fn screenshot(&mut self, path: &std::path::Path) {
+    pub(crate) fn screenshot(&mut self, path: &std::path::Path) {
         use base64::Engine as _;
         let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
         let png = base64::engine::general_purpose::STANDARD
@@ -236,14 +272,18 @@ impl Chromium {
     }
 
     /// The cookies the browser holds for `url`, as DevTools reports them.
-    fn cookies(&mut self, url: &str) -> Vec<Value> {
+    pub(crate) fn cookies(&mut self, url: &str) -> Vec<Value> {
         let r = self.call("Network.getCookies", json!({ "urls": [url] }));
         r["cookies"].as_array().cloned().unwrap_or_default()
     }
 }
 
-impl Drop for Chromium {
+impl Drop for Chromium<'_> {
     fn drop(&mut self) {
+        let changed = self.network_change();
+        if !changed.is_empty() && !std::thread::panicking() {
+            panic!("{changed}");
+        }
         // A clean exit first (so the profile is not written while removed);
         // the Proc guard kills it if that does not work, and the lab's drop
         // kills any renderer left in the namespace.
@@ -256,8 +296,8 @@ impl Drop for Chromium {
 /// The upstream service: an HTML dashboard at every path but `/ws`, a
 /// WebSocket echo at `/ws` (RFC 6455 by hand: the stdlib has no WebSocket),
 /// and a log of every request's method, path and headers (one JSON per line)
-/// in the file named by its second argument.
-const UPSTREAM: &str = r#"
+/// in the file named by its second argument. A `POST` gets the same page.
+pub(super) const UPSTREAM: &str = r#"
 import base64, hashlib, http.server, json, sys
 PORT, LOG = int(sys.argv[1]), sys.argv[2]
 PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Lab dashboard</title></head>
@@ -267,6 +307,9 @@ class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *args):
         pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
     def do_GET(self):
         with open(LOG, "a") as f:
             seen = [[k.lower(), v] for k, v in self.headers.items()]
@@ -314,7 +357,12 @@ http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
 
 /// Starts `meshgate serve ARGS` in `lab` and waits (bounded) until it printed a
 /// line containing `until`; returns the guard and every line up to it.
-fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
+pub(crate) fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
+    serve_logged(lab, args, until, Stdio::null())
+}
+
+/// [`serve_until`] with its log (stderr) going to `log`.
+pub(crate) fn serve_logged(lab: &Lab, args: &[&str], until: &str, log: Stdio) -> (Proc, Vec<String>) {
     let mut cmd = lab.command(BIN);
     cmd.arg("serve")
         .args(args)
@@ -323,7 +371,7 @@ fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
         .env_remove("MESHGATE_TOKEN")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(log);
     let mut proc = Proc::spawn(&mut cmd);
     let out = proc.child().stdout.take().expect("stdout");
     let rx = crate::lines(out);
@@ -339,13 +387,13 @@ fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
 }
 
 /// The `meshgate_session` cookie among `cookies`, if any.
-fn session_cookie(cookies: &[Value]) -> Option<&Value> {
+pub(crate) fn session_cookie(cookies: &[Value]) -> Option<&Value> {
     cookies.iter().find(|c| c["name"] == "meshgate_session")
 }
 
 /// A page's own script opens a WebSocket to `/ws` on its origin, sends a text
 /// and resolves with the first message back (or rejects, bounded in time).
-const WS_ROUND_TRIP: &str = r#"new Promise((ok, fail) => {
+pub(super) const WS_ROUND_TRIP: &str = r#"new Promise((ok, fail) => {
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
   setTimeout(() => fail(new Error("no echo within 5 s")), 5000);
   ws.onopen = () => ws.send("ping from the page");

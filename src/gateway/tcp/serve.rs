@@ -1,10 +1,12 @@
 //! The accept loop of one TCP or TLS service's listener, and the life of
-//! each connection: the address's share and the cap (the connection layer's
-//! [`Admission`], as for HTTP), the hand-off to a worker, the peer's identity
-//! (the same [`PeerLookup`](crate::gateway::PeerLookup) as HTTP), admission by
-//! that identity before a single byte goes anywhere, TLS when the service
-//! terminates it, the upstream connect under its timeout, the optional PROXY
-//! v2 header, then [`pipe`](super::pipe::pipe) until the connection ends.
+//! each connection: the cap (the connection layer's [`Admission`], as for
+//! HTTP), the hand-off to a worker, the peer's identity (the same
+//! [`PeerLookup`](crate::gateway::PeerLookup) as HTTP), admission by that
+//! identity before a single byte goes anywhere, the caller's share (a peer's
+//! key or node over all its addresses, else its IPv4 address or IPv6 /64, as
+//! for HTTP), TLS when the service terminates it, the upstream connect under
+//! its timeout, the optional PROXY v2 header, then [`pipe`](super::pipe::pipe)
+//! until the connection ends.
 //!
 //! A refused connection is closed at once: nothing is read from it, nothing
 //! is connected on its behalf. It is counted and logged aggregated
@@ -27,6 +29,7 @@ use crate::gateway::context::{AppState, ListenerCtx, Stats};
 use crate::gateway::identity::PeerIdentity;
 use crate::gateway::metrics::ACCESS_TARGET;
 use crate::gateway::service::Target;
+use crate::gateway::slots::ShareKey;
 use crate::gateway::workers::{Handoff, Workers};
 
 /// How long open TCP connections may go on once their listener stops (the
@@ -72,17 +75,6 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
             },
         };
         TcpStats::bump(&handler.stats().accepted);
-        let slot = match &slots {
-            None => None,
-            Some(slots) => match slots.admit(peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    Stats::bump(&state.stats().per_address_refused);
-                    TcpStats::bump(&handler.stats().refused_share);
-                    continue;
-                }
-            },
-        };
         let permit = tokio::select! {
             _ = &mut stop => break,
             permit = connections.clone().acquire_owned() => match permit {
@@ -99,11 +91,10 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
                 continue;
             }
         };
-        let (handler, state, interface, mut draining) =
-            (handler.clone(), state.clone(), interface.clone(), draining.clone());
+        let (handler, state, interface, slots, mut draining) =
+            (handler.clone(), state.clone(), interface.clone(), slots.cloned(), draining.clone());
         let task = async move {
             let Ok(stream) = handoff.arrive() else { return };
-            let _held = (permit, &slot);
             let lookup = state.peer_lookup().cloned();
             let identity = match (&lookup, interface.as_deref()) {
                 (Some(l), Some(iface)) if !ctx.loopback => l.identify(iface, peer).await,
@@ -119,9 +110,24 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
                 drop(stream);
                 return;
             }
-            if let Some(s) = &slot {
-                s.authenticated();
-            }
+            // Each caller (a peer's key or tailnet node over all its
+            // addresses; without an identity, an IPv4 address or an IPv6
+            // /64) gets its share of the listener's connections, as for
+            // HTTP; one past it is closed at once. Admitted by the mesh
+            // above, it is vouched for.
+            let slot = match &slots {
+                None => None,
+                Some(slots) => match slots.admit(ShareKey::of(peer.ip(), identity.as_ref()), true) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        Stats::bump(&state.stats().per_address_refused);
+                        TcpStats::bump(&handler.stats().refused_share);
+                        tracing::debug!(%peer, service = %handler.name(), "closed a connection at once: its caller holds its share");
+                        return;
+                    }
+                },
+            };
+            let _held = (permit, &slot);
             let stop = async {
                 if *draining.borrow() {
                     tokio::time::sleep(DRAIN_GRACE).await;
