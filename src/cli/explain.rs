@@ -64,14 +64,8 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
     }
     let config = file.map(|(p, _)| p);
     let text = if args.json {
-        let mut doc: serde_json::Value =
-            serde_json::from_str(&explain_json_with(&res, config, needs_token.as_deref(), tls)).unwrap_or_default();
-        if let Some(map) = doc.as_object_mut() {
-            map.insert("services".into(), seen.iter().map(ServiceView::json).collect());
-        }
-        let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        out.push('\n');
-        out
+        let services = seen.iter().map(ServiceView::json).collect();
+        explain_json_with(&res, config, needs_token.as_deref(), tls, services)
     } else {
         let mut t = format!("{}\n", config_line(config));
         t.push_str(&explain_text(&res));
@@ -163,7 +157,7 @@ impl ServiceView {
 
 /// The `explain --json` document (one object and a newline).
 pub fn explain_json(res: &Resolution) -> String {
-    explain_json_with(res, None, None, Tls { on: false, loopback: false })
+    explain_json_with(res, None, None, Tls { on: false, loopback: false }, Vec::new())
 }
 
 /// The document with its `token_needed` member: the refusal `serve` would
@@ -206,6 +200,9 @@ struct Doc<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     daemons: &'a [DaemonFact],
     token_needed: Option<&'a str>,
+    /// Each `[[service]]` and `--tcp` (absent when there is none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    services: Vec<serde_json::Value>,
 }
 
 /// A listener and the URL `serve` would answer on.
@@ -216,7 +213,13 @@ struct ListenerDoc<'a> {
     url: String,
 }
 
-fn explain_json_with(res: &Resolution, config: Option<&Path>, needs_token: Option<&str>, tls: Tls) -> String {
+fn explain_json_with(
+    res: &Resolution,
+    config: Option<&Path>,
+    needs_token: Option<&str>,
+    tls: Tls,
+    services: Vec<serde_json::Value>,
+) -> String {
     let doc = Doc {
         config,
         selectors: &res.selectors,
@@ -227,6 +230,7 @@ fn explain_json_with(res: &Resolution, config: Option<&Path>, needs_token: Optio
         providers: &res.providers,
         daemons: &res.daemons,
         token_needed: needs_token,
+        services,
     };
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
     out.push('\n');
