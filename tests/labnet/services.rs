@@ -474,3 +474,51 @@ fn an_http_service_admits_the_peers_of_its_own_allow_list() {
     let seen = std::fs::read_to_string(&served).unwrap_or_default();
     assert_eq!(seen, "/from-laptop\n", "what reached the upstream");
 }
+
+/// Issue #25's per-caller shares on a TCP service: the laptop, allowed on
+/// it, with allowed-ips grown to a /27 and eight of its addresses in use,
+/// holds one share of the service's mesh listener over all of them (4 here),
+/// not one per address (32 when shares were per address). A refused
+/// connection past the share is closed at once, before the upstream.
+#[test]
+fn a_peer_with_many_addresses_holds_one_share_of_a_tcp_service() {
+    let test = "a_peer_with_many_addresses_holds_one_share_of_a_tcp_service";
+    let Some(mut host) = Host::new(test) else { return };
+    host.pair.gateway.sh_ok(&format!(
+        "wg set wg0 peer '{}' allowed-ips 10.77.0.2/32,10.77.0.32/27,fd77::2/128",
+        host.pair.peer_public_key()
+    ));
+    let srcs: Vec<String> = (33..41).map(|i| format!("10.77.0.{i}")).collect();
+    for s in &srcs {
+        host.pair.peer_sh(&format!("ip addr add {s}/32 dev {}", host.pair.peer_iface()));
+    }
+    // An upstream that holds every connection open.
+    let _echo = host.pair.gateway.spawn("socat", &["TCP-LISTEN:27010,bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"]);
+    assert!(wait_port(&host.pair.gateway, 27010), "socat did not start");
+    host.serve(
+        "[[service]]\nname = \"held\"\nport = 15010\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:27010\"\nbind = [\"wireguard\"]\nallow_peers = [\"laptop\"]\n",
+        "[limits]\nmax_connections_per_address = 4\nmax_unauthenticated_per_address = 4\n",
+        &["held"],
+    );
+    assert!(echoes(host.laptop("python3"), 15010), "the laptop cannot use the service: {}", host.log());
+
+    let mut cmd = host.laptop("python3");
+    cmd.args(["-c", super::starvation::SPREAD, "10.77.0.1", "15010", &srcs.join(",")]).stdin(Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text} {}", String::from_utf8_lossy(&out.stderr)));
+    eprintln!("{test}: {seen}");
+    let opened = seen["opened"].as_u64().unwrap_or(0);
+    let total = seen["total"].as_u64().unwrap_or(u64::MAX);
+    // It really came from several addresses, and most were closed at once.
+    assert!(opened >= 40, "{seen}");
+    assert!(seen["held"].as_object().is_some_and(|h| !h.is_empty()), "{seen}");
+    assert!((1..=4).contains(&total), "one share over all its addresses: {seen}\n{}", host.log());
+    // Its share given back, the laptop gets in again.
+    assert!(
+        wait_until(Duration::from_secs(10), || echoes(host.laptop("python3"), 15010)),
+        "the laptop cannot use the service after letting go: {}",
+        host.log()
+    );
+}

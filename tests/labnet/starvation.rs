@@ -465,7 +465,7 @@ fn each_address_gets_its_share_and_the_loopback_door_its_own_cap() {
 /// source address without sending anything, waits, and counts those the
 /// gateway left open; prints `{"opened": N, "held": {SRC: N}, "total": N}`,
 /// then holds them until a line arrives on stdin.
-const SPREAD: &str = r#"
+pub(crate) const SPREAD: &str = r#"
 import json, socket, sys, time
 host, port, srcs = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 signal = __import__("signal"); signal.alarm(90)
