@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use meshgate::gateway::{Gateway, Running, Service};
 
-use super::{meshgate, run};
+use super::{meshgate, run, Server};
 
 /// A gateway on loopback with `service` (port 0: a free port) and nothing else.
 async fn start(service: Service) -> (Running<'static>, SocketAddr) {
@@ -438,4 +438,81 @@ async fn metrics_carry_a_service_label() {
     assert_eq!(listeners.iter().filter(top).count(), 1, "{doc}");
     let _ = addr;
     running.shutdown().await;
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `meshgate status --json` from a running gateway: its services by name.
+fn status_services(port: &str) -> Vec<serde_json::Value> {
+    let o = run(&mut meshgate(&["status", "--json", "--port", port]));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    doc["services"].as_array().cloned().unwrap_or_default()
+}
+
+fn listener_urls(service: &serde_json::Value) -> Vec<String> {
+    let urls = service["listeners"].as_array().cloned().unwrap_or_default();
+    urls.iter().filter_map(|l| l["url"].as_str().map(str::to_owned)).collect()
+}
+
+/// The status page (and `meshgate status`) shows each `[[service]]` and
+/// `--tcp` service with its own listeners, and the top-level service with
+/// only its own; a SIGHUP that adds a service shows it.
+#[test]
+fn status_shows_each_service_with_its_listeners() {
+    let (port, db, cache) = (free_port().to_string(), free_port(), free_port());
+    let table = |name: &str, port: u16| {
+        format!(
+            "[[service]]\nname = \"{name}\"\nport = {port}\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:9\"\n\n"
+        )
+    };
+    let cfg = config(&table("db", db));
+    let cfg_path = cfg.path().to_str().unwrap().to_owned();
+    let tcp = free_port();
+    let flag = format!("{tcp}=127.0.0.1:9");
+    let server = Server::start(&mut meshgate(&["serve", "--port", &port, "--config", &cfg_path, "--tcp", &flag]));
+    server.wait_lines(1);
+    let listening = |services: &[serde_json::Value], name: &str, url: &str| {
+        services.iter().any(|s| s["name"] == name && listener_urls(s).iter().any(|u| u == url))
+    };
+    let db_url = format!("tcp://127.0.0.1:{db}");
+    let ready = wait(|| listening(&status_services(&port), "db", &db_url));
+    let services = status_services(&port);
+    assert!(ready, "{services:?}");
+    let names: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["meshgate", &format!("tcp-{tcp}"), "db"], "{services:?}");
+    assert!(listening(&services, &format!("tcp-{tcp}"), &format!("tcp://127.0.0.1:{tcp}")), "{services:?}");
+    let db_doc = services.iter().find(|s| s["name"] == "db").unwrap();
+    assert_eq!((db_doc["protocol"].as_str(), db_doc["upstream"].as_str()), (Some("tcp"), Some("tcp://127.0.0.1:9")));
+    // The top-level service has its own listeners only.
+    let top = listener_urls(&services[0]);
+    assert!(
+        !top.is_empty() && top.iter().all(|u| u.starts_with("http://") && u.ends_with(&format!(":{port}"))),
+        "{top:?}"
+    );
+    // The table says the same.
+    let o = run(&mut meshgate(&["status", "--port", &port]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("service db (tcp) -> tcp://127.0.0.1:9") && text.contains(&db_url), "{text}");
+
+    // A reload adds `cache`: the page shows it.
+    std::fs::write(cfg.path(), format!("{}{}", table("db", db), table("cache", cache))).unwrap();
+    let hup = std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let cache_url = format!("tcp://127.0.0.1:{cache}");
+    assert!(wait(|| listening(&status_services(&port), "cache", &cache_url)), "{:?}", status_services(&port));
+}
+
+/// Polls `f` for up to 10 s.
+fn wait(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
