@@ -178,6 +178,34 @@ pub struct ServiceConfig {
     /// errors found after parsing.
     #[serde(skip)]
     pub line: usize,
+    /// The line of each key written in the table (not a file key).
+    #[serde(skip)]
+    pub key_lines: BTreeMap<String, usize>,
+}
+
+impl ServiceConfig {
+    /// The line `key` is written on in this table, else the table's own line:
+    /// what an error about that key names.
+    pub fn line_of(&self, key: &str) -> usize {
+        self.key_lines.get(key).copied().unwrap_or(self.line)
+    }
+}
+
+/// The keys of a table written between byte `start` and `end` of `text`,
+/// each with its 1-based line (`key = ...` at the start of a line).
+fn table_key_lines(text: &str, start: usize, end: usize) -> BTreeMap<String, usize> {
+    let first = line_at(text, start);
+    let body = text.get(start..end.min(text.len())).unwrap_or("");
+    let mut out = BTreeMap::new();
+    for (i, l) in body.lines().enumerate() {
+        if let Some((k, _)) = l.split_once('=') {
+            let k = k.trim().trim_matches('"');
+            if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                out.entry(k.to_owned()).or_insert(first + i);
+            }
+        }
+    }
+    out
 }
 
 /// Reads a list of selectors: a TOML array of strings, or one string holding
@@ -485,7 +513,17 @@ impl FileConfig {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for i in 0..self.services.len() {
             let table_at = self.services[i].span().start;
+            let keys = table_key_lines(text, table_at, self.services[i].span().end);
             let s = self.services[i].get_ref().clone();
+            // A key's own line, else the table's.
+            let at_key = |k: &str| keys.get(k).copied().unwrap_or_else(|| line_at(table_at));
+            let err_at = |k: &str, key: String, value: String, detail: String| ConfigError::ValueAt {
+                path: path.into(),
+                line: at_key(k),
+                key,
+                value,
+                detail,
+            };
             let name = s.name.get_ref().clone();
             let key = |k: &str| format!("service.{name}.{k}");
             let name_ok = !name.is_empty()
@@ -555,8 +593,8 @@ impl FileConfig {
                 }
             }
             if s.proxy_protocol && s.protocol == ServiceProtocol::Http {
-                return Err(err(
-                    table_at,
+                return Err(err_at(
+                    "proxy_protocol",
                     key("proxy_protocol"),
                     "true".into(),
                     "proxy_protocol is for tcp and tls services; an HTTP upstream gets X-Forwarded-For and Meshgate-Peer-* headers".into(),
@@ -564,8 +602,8 @@ impl FileConfig {
             }
             for (k, v) in [("connect_timeout", s.connect_timeout), ("idle_timeout", s.idle_timeout)] {
                 if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= 31_536_000.0)) {
-                    return Err(err(
-                        table_at,
+                    return Err(err_at(
+                        k,
                         key(k),
                         v.to_string(),
                         "expected seconds, more than 0 (e.g. 5 or 0.5)".into(),
@@ -573,7 +611,12 @@ impl FileConfig {
                 }
             }
             if s.max_connections == Some(0) {
-                return Err(err(table_at, key("max_connections"), "0".into(), "expected at least 1".into()));
+                return Err(err_at(
+                    "max_connections",
+                    key("max_connections"),
+                    "0".into(),
+                    "expected at least 1".into(),
+                ));
             }
             let mut allow_list = None;
             let mut allow_any = false;
@@ -610,6 +653,7 @@ impl FileConfig {
             slot.allow_list = allow_list;
             slot.allow_any_peer = allow_any;
             slot.line = line_at(table_at);
+            slot.key_lines = keys;
         }
         // Two services on one port and the same bind: one socket cannot be both,
         // unless both are HTTP with different paths.
@@ -909,6 +953,10 @@ mod tests {
             (svc("name = \"a\"\nport = 22\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\n[[service]]\nname = \"a\"\nport = 23\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\n"), 9, "service.name", "duplicate: a service of that name is on line 3"),
             (svc("name = \"ssh\"\nport = 22\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\n[[service]]\nname = \"web\"\nport = 22\nupstream = \"http://h:1\"\n"), 10, "service.web.port", "services \"ssh\" and \"web\" both listen on port 22"),
             (svc("name = \"a\"\nport = 80\nupstream = \"http://h:1\"\n[[service]]\nname = \"b\"\nport = 80\nupstream = \"http://h:2\"\n"), 9, "service.b.port", "only HTTP services with different paths"),
+            // Keys checked as a whole: the key's own line, in a later table too.
+            (svc("name = \"a\"\nport = 80\nupstream = \"http://h:1\"\n\n[[service]]\nname = \"b\"\nport = 81\nprotocol = \"tcp\"\nupstream = \"tcp://h:2\"\nconnect_timeout = -1\n"), 13, "service.b.connect_timeout", "more than 0"),
+            (svc("name = \"pg\"\nport = 5432\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\nmax_connections = 0\n"), 8, "service.pg.max_connections", "at least 1"),
+            (svc("name = \"web\"\nport = 80\nupstream = \"http://h:1\"\n\nproxy_protocol = true\n"), 8, "service.web.proxy_protocol", "for tcp and tls"),
         ];
         for (text, line, key, detail) in cases {
             let e = FileConfig::parse(&text, Path::new("/etc/m.toml")).unwrap_err();

@@ -678,7 +678,7 @@ pub(crate) fn services(
         let bad = |key: &str, value: String, detail: String| -> CliError {
             ConfigError::ValueAt {
                 path: path.into(),
-                line: c.line,
+                line: c.line_of(key),
                 key: format!("service.{name}.{key}"),
                 value,
                 detail,
