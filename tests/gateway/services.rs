@@ -318,8 +318,24 @@ fn bad_tcp_flags_and_service_tables_name_the_value() {
         let out = run(&mut meshgate(&[cmd, "--config", file.path().to_str().unwrap()]));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{cmd}: {err}");
-        assert!(err.contains("line 1: service.mqtt.protocol") && err.contains("[tls]"), "{cmd}: {err}");
+        assert!(err.contains("line 4: service.mqtt.protocol") && err.contains("[tls]"), "{cmd}: {err}");
     }
+    // A service's bind is read as the top level's (a string of selectors
+    // too); a typo names its own line and the selector meant.
+    let file = config(
+        "[[service]]\nname = \"pg\"\nport = 5432\nprotocol = \"tcp\"\nbind = \"loopback, wiregaurd\"\nupstream = \"tcp://h:1\"\n",
+    );
+    let out = run(&mut meshgate(&["explain", "--config", file.path().to_str().unwrap()]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("line 5: service.pg.bind") && err.contains("did you mean `wireguard`"), "{err}");
+    let file = config(
+        "[[service]]\nname = \"pg\"\nport = 5432\nprotocol = \"tcp\"\nbind = \"loopback,127.0.0.1\"\nupstream = \"tcp://h:1\"\n",
+    );
+    let out = run(&mut meshgate(&["explain", "--json", "--config", file.path().to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["services"][0]["bind"], serde_json::json!(["loopback", "127.0.0.1"]), "{doc}");
     // `tls` is an HTTP service's key.
     let file =
         config("[[service]]\nname = \"pg\"\nport = 5432\nprotocol = \"tcp\"\ntls = true\nupstream = \"tcp://h:1\"\n");
