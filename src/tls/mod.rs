@@ -13,14 +13,18 @@
 mod accept;
 #[cfg(test)]
 mod accept_tests;
+mod ca;
 mod certs;
 #[cfg(test)]
 mod certs_tests;
 mod error;
+mod internal;
+mod redirect;
 mod reload;
 mod resolver;
 mod selfsigned;
 mod statedir;
+mod tailnet;
 #[cfg(test)]
 mod testutil;
 
@@ -28,10 +32,13 @@ pub use accept::{
     server_config, Alpn, HandshakeError, HandshakeErrorKind, TlsAcceptor, TlsStats, TlsStatsSnapshot,
     DEFAULT_HANDSHAKE_TIMEOUT,
 };
+pub use ca::{Constraints, LocalCa, CA_CERT_FILE, CA_KEY_FILE};
 pub use certs::{load_pair, spki_sha256_base64, LoadedPair};
 pub use error::TlsError;
+pub use internal::{leaf_lifetime_from, Internal, LEAF_LIFETIME, LEAF_LIFETIME_ENV};
 pub use reload::{ReloadOutcome, Reloader, DEFAULT_POLL_INTERVAL};
-pub use resolver::CertResolver;
+pub use resolver::{AddressNames, CertResolver};
 pub use selfsigned::{SelfSigned, CERT_FILE, KEY_FILE};
 pub use statedir::{default_state_dir, running_as_root, state_dir_from};
+pub use tailnet::TailnetCert;
 pub use tokio_rustls::server::TlsStream;
