@@ -1,10 +1,11 @@
 //! The `meshgate` program: its commands (`serve`, `explain`, `providers`,
-//! `completions`, `man`), the log setup, flag
+//! `completions`, `man`, `ca`), the log setup, flag
 //! parsing and settings precedence, the text and JSON printers, and the map
 //! from errors to exit codes. Only `main.rs` uses this module; it uses the
 //! library ([`crate::gateway`]) and never the reverse.
 
 mod args;
+mod ca;
 mod error;
 mod explain;
 mod generate;
@@ -19,9 +20,10 @@ mod settings;
 mod values;
 
 pub use args::{
-    BindArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
+    BindArgs, CaArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
     ProvidersArgs, ServeArgs, TlsArgs, TlsMode,
 };
+pub use ca::ca;
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
 pub use generate::{completions, man_page};

@@ -91,7 +91,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let wireguard = WireGuardPeers::with_rules(rules.clone());
     let tailnet = TailnetPeers::with_rules(rules.clone());
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
-    let tls = tls_setup(&args.tls, file)?;
+    let tls = tls_setup(&args.tls, file).await?;
     #[cfg(unix)]
     if let Some((before, now)) = raise_open_files_limit() {
         tracing::debug!(before, now, "open files limit (soft)");

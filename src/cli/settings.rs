@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meshgate_core::config::{ConfigError, FileConfig, ProviderConfig};
+use meshgate_core::config::{ConfigError, FileConfig, ProviderConfig, TlsModeConfig};
 use meshgate_core::provider::Role;
 use meshgate_core::registry::Registry;
 use meshgate_core::resolver::{Fallback, ResolveOptions};
@@ -15,7 +15,10 @@ use meshgate_core::selector::{parse_selectors, Selector, SelectorError};
 use meshgate_core::wgpeer::AllowList;
 use std::sync::Arc;
 
-use crate::tls::{default_state_dir, running_as_root, Reloader, SelfSigned, TlsAcceptor};
+use crate::tls::{
+    default_state_dir, leaf_lifetime_from, running_as_root, Internal, LocalCa, Reloader, SelfSigned, TailnetCert,
+    TlsAcceptor, LEAF_LIFETIME_ENV,
+};
 
 use super::args::{BindArgs, ServeArgs, TlsArgs, TlsMode};
 use super::error::CliError;
@@ -383,15 +386,58 @@ pub struct TlsSetup {
     /// For the gateway builder.
     pub https: Https,
     /// The line printed at start: where the certificate comes from and the
-    /// public key's SHA-256 for pinning.
+    /// public key's SHA-256 for pinning (or the local CA's fingerprint).
     pub summary: String,
-    /// The own certificate's reloader (none for self-signed).
+    /// The own certificate's reloader (none for the other modes).
     pub reloader: Option<Arc<Reloader>>,
 }
 
+/// Where the certificate comes from, after precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    SelfSigned,
+    Internal,
+    Tailscale,
+}
+
+impl From<TlsModeConfig> for Mode {
+    fn from(m: TlsModeConfig) -> Self {
+        match m {
+            TlsModeConfig::SelfSigned => Mode::SelfSigned,
+            TlsModeConfig::Internal => Mode::Internal,
+            TlsModeConfig::Tailscale => Mode::Tailscale,
+        }
+    }
+}
+
+impl From<TlsMode> for Mode {
+    fn from(m: TlsMode) -> Self {
+        match m {
+            TlsMode::SelfSigned => Mode::SelfSigned,
+            TlsMode::Internal => Mode::Internal,
+            TlsMode::Tailscale => Mode::Tailscale,
+        }
+    }
+}
+
+/// The state directory: `--state-dir`/`MESHGATE_STATE_DIR`, else the config
+/// file's `state_dir` (relative to the file), else the default.
+pub(crate) fn state_dir(flag: Option<&PathBuf>, file: Option<(&Path, &FileConfig)>) -> Result<PathBuf, CliError> {
+    let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
+    match (flag, file.and_then(|(p, f)| f.state_dir.as_deref().map(|d| (p, d)))) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Some((path, d))) => Ok(match path.parent() {
+            Some(dir) if d.is_relative() => dir.join(d),
+            _ => d.to_path_buf(),
+        }),
+        (None, None) => default_state_dir().map_err(refused),
+    }
+}
+
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
-/// paths there are relative to the file).
-pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+/// paths there are relative to the file). Starts what keeps a certificate
+/// current (the local CA's renewals, tailscaled polls): call it in a runtime.
+pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
     let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
@@ -404,57 +450,143 @@ pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<O
             _ => p.to_path_buf(),
         }
     };
+    let cfg_mode = match (cfg.mode, cfg.self_signed) {
+        (Some(m), false) => Some(Mode::from(m)),
+        (None, true) | (Some(TlsModeConfig::SelfSigned), true) => Some(Mode::SelfSigned),
+        (Some(_), true) => {
+            return Err(ConfigError::Value {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                key: "tls".into(),
+                value: "mode/self_signed".into(),
+                detail: "set either mode or self_signed = true, not both".into(),
+            }
+            .into())
+        }
+        (None, false) => None,
+    };
     let own = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         _ if args.tls.is_some() => None,
         _ => match (&cfg.cert, &cfg.key, path) {
+            (Some(_), _, Some(p)) | (_, Some(_), Some(p)) if cfg_mode.is_some() => {
+                return Err(ConfigError::Value {
+                    path: p.into(),
+                    key: "tls".into(),
+                    value: "cert/key".into(),
+                    detail: "set either cert and key, or a mode (internal, tailscale, self-signed), not both".into(),
+                }
+                .into())
+            }
             (Some(c), Some(k), _) => Some((near(c), near(k))),
             (Some(_), None, Some(p)) | (None, Some(_), Some(p)) => {
                 return Err(ConfigError::Value {
                     path: p.into(),
                     key: "tls".into(),
                     value: "cert/key".into(),
-                    detail: "set both cert and key, or self_signed = true".into(),
+                    detail: "set both cert and key, or mode = \"internal\"".into(),
                 }
                 .into())
             }
             _ => None,
         },
     };
-    let self_signed = args.tls == Some(TlsMode::SelfSigned) || (own.is_none() && cfg.self_signed);
     let loopback = args.tls_loopback || cfg.loopback;
     if let Some((cert, key)) = own {
         let reloader = Arc::new(Reloader::new(&cert, &key).map_err(refused)?);
         let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
         let pin = reloader.spki_sha256_base64();
         return Ok(Some(TlsSetup {
-            https: Https { acceptor: Arc::new(acceptor), self_signed: None, loopback },
+            https: Https { acceptor: Arc::new(acceptor), address_names: None, ca_pem: None, loopback },
             summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
             reloader: Some(reloader),
         }));
     }
-    if !self_signed {
+    let Some(mode) = args.tls.map(Mode::from).or(cfg_mode) else {
         return Ok(None);
-    }
-    let dir = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) => near(d),
-        (None, None) => default_state_dir().map_err(refused)?,
     };
     let names = if args.tls_name.is_empty() { cfg.names.clone() } else { args.tls_name.clone() };
     let loopback_addrs: Vec<std::net::IpAddr> =
         if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
-    let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
-    let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
-    let pin = cert.spki_sha256_base64().to_owned();
-    Ok(Some(TlsSetup {
-        https: Https { acceptor: Arc::new(acceptor), self_signed: Some(cert), loopback },
-        summary: format!(
-            "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
-            dir.display()
-        ),
-        reloader: None,
-    }))
+    match mode {
+        Mode::SelfSigned => {
+            let dir = state_dir(args.state_dir.as_ref(), file)?;
+            let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
+            let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+            let pin = cert.spki_sha256_base64().to_owned();
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), address_names: Some(cert), ca_pem: None, loopback },
+                summary: format!(
+                    "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
+                    dir.display()
+                ),
+                reloader: None,
+            }))
+        }
+        Mode::Internal => {
+            let dir = state_dir(args.state_dir.as_ref(), file)?;
+            let lifetime = leaf_lifetime_from(std::env::var_os(LEAF_LIFETIME_ENV)).map_err(CliError::BadFlag)?;
+            let mut names = names;
+            if let Some(tailnet) = tailnet_name(&dir, &names).await {
+                names.push(tailnet);
+            }
+            let cert = Arc::new(
+                Internal::open(&dir, &names, &loopback_addrs, &cfg.ca_ranges, lifetime).map_err(refused)?,
+            );
+            cert.spawn_renewal();
+            let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+            let ca = cert.ca();
+            let made = if cert.made_now() { "a local CA made now" } else { "the local CA" };
+            let summary = format!(
+                "tls: certificates from {made}, {} (SHA-256 {}); trust it once on each device: `meshgate ca` prints it",
+                ca.cert_path().display(),
+                ca.fingerprint_sha256()
+            );
+            let ca_pem: Arc<str> = ca.cert_pem().into();
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), address_names: Some(cert), ca_pem: Some(ca_pem), loopback },
+                summary,
+                reloader: None,
+            }))
+        }
+        Mode::Tailscale => {
+            let socket = meshgate_core::probe::tailscale::socket_path();
+            let cert = Arc::new(TailnetCert::open(&socket).await.map_err(refused)?);
+            cert.spawn_refresh();
+            let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), address_names: None, ca_pem: None, loopback },
+                summary: format!(
+                    "tls: tailscaled's certificate for {} (renewed by tailscaled, picked up while serving); open https://{}:PORT/",
+                    cert.domain(),
+                    cert.domain()
+                ),
+                reloader: None,
+            }))
+        }
+    }
+}
+
+/// This node's tailnet DNS name, when tailscaled reports one and the local
+/// CA in `dir` may sign for it (or is yet to be made): the leaf names it too.
+async fn tailnet_name(dir: &Path, names: &[String]) -> Option<String> {
+    use meshgate_core::probe::tailscale::{cert_domains_at, socket_path};
+    let socket = socket_path();
+    std::fs::symlink_metadata(&socket).ok()?;
+    let info = cert_domains_at(&socket, std::time::Duration::from_secs(1)).await.ok()?;
+    let name = info.dns_name?;
+    if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+        return None;
+    }
+    match LocalCa::load(dir) {
+        Ok(ca) if !ca.constraints().permits_dns(&name) => {
+            tracing::info!(
+                name = %name,
+                "the local CA was made without the tailnet name; its certificates name the addresses only"
+            );
+            None
+        }
+        _ => Some(name),
+    }
 }
 
 /// `--allow-host`/`--allow-origin` if given, else the config file's lists.

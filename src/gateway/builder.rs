@@ -448,7 +448,11 @@ impl<'a> GatewayBuilder<'a> {
         if let Some(tls) = &self.tls {
             state = state.with_tls_stats(tls.acceptor.stats().clone());
         }
-        let mut set = ListenerSet::new(make_app(&state), state);
+        let mut app = make_app(&state);
+        if let Some(pem) = self.tls.as_ref().and_then(|t| t.ca_pem.clone()) {
+            app = app.merge(super::routes::ca_routes(pem));
+        }
+        let mut set = ListenerSet::new(app, state);
         set.set_limits(self.limits);
         if let Some(tls) = self.tls.take() {
             set.set_tls(tls);

@@ -22,19 +22,22 @@ use super::metrics::IdleCount;
 use super::proxy::Proxy;
 use super::token::Token;
 use super::workers::Workers;
-use crate::tls::{SelfSigned, TlsAcceptor};
+use crate::tls::{AddressNames, TlsAcceptor};
 
 /// HTTPS for a listener set: every non-loopback listener (and the loopback
 /// ones when `loopback` is set) speaks TLS with `acceptor`, HTTP/2 or
-/// HTTP/1.1 by ALPN. With `self_signed`, each address attached is added to the
-/// certificate (reissued with the same key) before it serves.
+/// HTTP/1.1 by ALPN. With `address_names` (self-signed, local CA), each
+/// address attached is added to the certificate (reissued) before it serves.
 #[derive(Debug, Clone)]
 pub struct Https {
     /// The acceptor (its certificate resolver may be swapped while serving).
     pub acceptor: Arc<TlsAcceptor>,
-    /// The self-signed certificate to extend with new addresses, if that is
-    /// where the certificate comes from.
-    pub self_signed: Option<Arc<SelfSigned>>,
+    /// The certificate to extend with new addresses, if it names them
+    /// (self-signed, or leaves of the local CA).
+    pub address_names: Option<Arc<dyn AddressNames>>,
+    /// The local CA's certificate (PEM), served on loopback at
+    /// `/_meshgate/ca.crt` (`--tls internal`).
+    pub ca_pem: Option<Arc<str>>,
     /// Serve TLS on loopback listeners too (`--tls-loopback`).
     pub loopback: bool,
 }
@@ -234,10 +237,10 @@ impl ListenerSet {
         let key = bound.listener.socket_addr();
         let loopback = local.ip().is_loopback();
         let tls = self.tls.as_ref().filter(|t| !loopback || t.loopback);
-        if let Some(names) = tls.and_then(|t| t.self_signed.as_ref()) {
-            // A self-signed certificate names every address it is served on.
+        if let Some(names) = tls.and_then(|t| t.address_names.as_ref()) {
+            // A certificate meshgate makes names every address it is served on.
             match names.ensure_names(&[local.ip()]) {
-                Ok(true) => tracing::info!(address = %local.ip(), "the self-signed certificate now names this address"),
+                Ok(true) => tracing::info!(address = %local.ip(), "the certificate now names this address"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("{e}; the certificate does not name {}", local.ip()),
             }

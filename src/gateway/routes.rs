@@ -68,6 +68,30 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
     with_fallback.layer(RequireTokenLayer::new(state.clone())).with_state(state)
 }
 
+/// `/_meshgate/ca.crt`: the local CA's certificate (`--tls internal`), on
+/// the loopback door only (a 404 on every other listener, as if it did not
+/// exist): a person on this host downloads it there to trust it. Public data,
+/// so no token; outside the token layer.
+pub fn ca_routes(pem: std::sync::Arc<str>) -> Router {
+    let handler = move |ctx: Option<axum::Extension<super::context::ListenerCtx>>| {
+        let pem = pem.clone();
+        async move {
+            if !ctx.is_some_and(|c| c.loopback) {
+                return no_such_route().await.into_response();
+            }
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, "application/x-x509-ca-cert"),
+                    (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"meshgate-ca.crt\""),
+                ],
+                pem.to_string(),
+            )
+                .into_response()
+        }
+    };
+    Router::new().route(&format!("{MESHGATE_PREFIX}/ca.crt"), get(handler))
+}
+
 async fn no_such_route() -> (axum::http::StatusCode, &'static str) {
     (
         axum::http::StatusCode::NOT_FOUND,
@@ -131,6 +155,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
                 "not_tls": t.garbage,
                 "closed_before_hello": t.closed,
                 "timed_out": t.timeout,
+                "http_redirected": t.redirected,
             })
         }),
     }))

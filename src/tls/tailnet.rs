@@ -102,15 +102,13 @@ impl TailnetCert {
         Duration::from_secs(u64::try_from(left / 8).unwrap_or(0)).clamp(MIN_POLL, MAX_POLL)
     }
 
-    /// Polls tailscaled for a renewed certificate while the returned task
-    /// runs and this value lives (held weakly).
+    /// Polls tailscaled for a renewed certificate until the returned task
+    /// is aborted (or the runtime ends); the task keeps this value alive.
     pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(self);
+        let this = self.clone();
         tokio::spawn(async move {
             loop {
-                let Some(wait) = weak.upgrade().map(|t| t.next_poll()) else { return };
-                tokio::time::sleep(wait).await;
-                let Some(this) = weak.upgrade() else { return };
+                tokio::time::sleep(this.next_poll()).await;
                 if let Err(e) = this.refresh().await {
                     tracing::warn!(domain = %this.domain, error = %e, "kept the tailnet certificate: asking for a renewed one failed");
                 }

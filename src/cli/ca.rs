@@ -1,0 +1,42 @@
+//! `meshgate ca`: the local CA's certificate (`--tls internal`), to import
+//! into browsers and devices. PEM on stdout (DER with `--der`, what phones
+//! take); on stderr its SHA-256 fingerprint (to compare with what a device
+//! shows before trusting it), its name constraints and where it lives. It
+//! reads the same state directory as `serve` (`--state-dir`,
+//! `MESHGATE_STATE_DIR`, the config file's `state_dir`, the default) and
+//! never makes a CA nor prints its key.
+
+use std::io::Write as _;
+
+use meshgate_core::config::FileConfig;
+
+use super::args::CaArgs;
+use super::error::CliError;
+use super::settings::{default_config_path, state_dir};
+use crate::tls::{running_as_root, LocalCa};
+
+/// Runs `meshgate ca`: the PEM to print (empty with `--der`: the DER is
+/// written here, being bytes).
+pub fn ca(args: &CaArgs) -> Result<String, CliError> {
+    let path = args
+        .config
+        .clone()
+        .or_else(|| default_config_path(running_as_root(), |k| std::env::var_os(k)).filter(|p| p.is_file()));
+    let file = match &path {
+        Some(p) => Some((p.clone(), FileConfig::load(p)?)),
+        None => None,
+    };
+    let dir = state_dir(args.state_dir.as_ref(), file.as_ref().map(|(p, f)| (p.as_path(), f)))?;
+    let ca = LocalCa::load(&dir).map_err(|e| CliError::Refused(e.to_string()))?;
+    eprintln!("SHA-256 fingerprint: {}", ca.fingerprint_sha256());
+    eprintln!("name constraints: {}", ca.constraints().describe());
+    eprintln!("certificate: {}", ca.cert_path().display());
+    if args.der {
+        let mut out = std::io::stdout().lock();
+        match out.write_all(ca.cert_der()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(CliError::Output(e)),
+            _ => return Ok(String::new()),
+        }
+    }
+    Ok(ca.cert_pem())
+}
