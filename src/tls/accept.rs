@@ -221,9 +221,14 @@ impl TlsAcceptor {
                 let source = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a ClientHello");
                 return Err(HandshakeError { kind: HandshakeErrorKind::Closed, source });
             }
-            if first[0] == TLS_HANDSHAKE_RECORD || !super::redirect::may_be_http(first[0]) {
-                // Not HTTP: rustls tells a ClientHello from garbage.
+            if first[0] == TLS_HANDSHAKE_RECORD {
+                // rustls tells a ClientHello from garbage that happens to start so.
                 return handshake(stream, config).await;
+            }
+            if !super::redirect::may_be_http(first[0]) {
+                // Neither TLS nor HTTP: closed without a word (not even a TLS alert).
+                let source = io::Error::new(io::ErrorKind::InvalidData, "neither a TLS record nor HTTP");
+                return Err(HandshakeError { kind: HandshakeErrorKind::Garbage, source });
             }
             match super::redirect::answer(stream).await {
                 Ok(()) => Err(HandshakeError {
