@@ -73,7 +73,11 @@ struct Tls {
 impl Tls {
     fn of(args: &TlsArgs, file: Option<&FileConfig>) -> Self {
         let cfg = file.map(|f| f.tls.clone()).unwrap_or_default();
-        let on = args.tls_cert.is_some() || args.tls.is_some() || cfg.cert.is_some() || cfg.self_signed || cfg.mode.is_some();
+        let on = args.tls_cert.is_some()
+            || args.tls.is_some()
+            || cfg.cert.is_some()
+            || cfg.self_signed
+            || cfg.mode.is_some();
         Self { on, loopback: on && (args.tls_loopback || cfg.loopback) }
     }
 

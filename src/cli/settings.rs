@@ -529,9 +529,8 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             if let Some(tailnet) = tailnet_name(&dir, &names).await {
                 names.push(tailnet);
             }
-            let cert = Arc::new(
-                Internal::open(&dir, &names, &loopback_addrs, &cfg.ca_ranges, lifetime).map_err(refused)?,
-            );
+            let cert =
+                Arc::new(Internal::open(&dir, &names, &loopback_addrs, &cfg.ca_ranges, lifetime).map_err(refused)?);
             cert.spawn_renewal();
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             let ca = cert.ca();
@@ -543,7 +542,12 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             );
             let ca_pem: Arc<str> = ca.cert_pem().into();
             Ok(Some(TlsSetup {
-                https: Https { acceptor: Arc::new(acceptor), address_names: Some(cert), ca_pem: Some(ca_pem), loopback },
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: Some(cert),
+                    ca_pem: Some(ca_pem),
+                    loopback,
+                },
                 summary,
                 reloader: None,
             }))

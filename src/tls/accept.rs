@@ -212,11 +212,17 @@ impl TlsAcceptor {
     /// URL over https ([`HandshakeErrorKind::Redirected`]); anything else is
     /// [`HandshakeErrorKind::Garbage`], dropped and counted. One time limit
     /// covers it all.
-    pub async fn accept_tcp(&self, stream: tokio::net::TcpStream) -> Result<TlsStream<tokio::net::TcpStream>, HandshakeError> {
+    pub async fn accept_tcp(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Result<TlsStream<tokio::net::TcpStream>, HandshakeError> {
         let config = self.config.clone();
         let sniffed = async move {
             let mut first = [0u8; 1];
-            let n = stream.peek(&mut first).await.map_err(|source| HandshakeError { kind: HandshakeErrorKind::Failed, source })?;
+            let n = stream
+                .peek(&mut first)
+                .await
+                .map_err(|source| HandshakeError { kind: HandshakeErrorKind::Failed, source })?;
             if n == 0 {
                 let source = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a ClientHello");
                 return Err(HandshakeError { kind: HandshakeErrorKind::Closed, source });

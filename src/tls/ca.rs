@@ -108,7 +108,8 @@ impl Constraints {
             .iter()
             .map(|n| rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_addr_prefix(n.network(), n.prefix_len())))
             .collect();
-        let dns: Vec<&str> = if self.dns.is_empty() { vec![NO_NAME] } else { self.dns.iter().map(String::as_str).collect() };
+        let dns: Vec<&str> =
+            if self.dns.is_empty() { vec![NO_NAME] } else { self.dns.iter().map(String::as_str).collect() };
         permitted.extend(dns.into_iter().map(|d| rcgen::GeneralSubtree::DnsName(d.to_owned())));
         // No e-mail address either: the CA is for servers on the mesh.
         permitted.push(rcgen::GeneralSubtree::Rfc822Name(NO_NAME.to_owned()));
@@ -171,7 +172,8 @@ impl LocalCa {
             f.sync_all()
         };
         write(&tmp_cert, 0o644, &cert.pem()).map_err(|source| TlsError::Write { path: cert_path.clone(), source })?;
-        let linked = write(&tmp_key, 0o600, &key.serialize_pem()).and_then(|()| std::fs::hard_link(&tmp_key, &key_path));
+        let linked =
+            write(&tmp_key, 0o600, &key.serialize_pem()).and_then(|()| std::fs::hard_link(&tmp_key, &key_path));
         let _ = std::fs::remove_file(&tmp_key);
         match linked {
             Ok(()) => {
@@ -195,7 +197,9 @@ impl LocalCa {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_pem = match std::fs::read_to_string(&key_path) {
             Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(TlsError::NoCa { dir: dir.to_path_buf() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TlsError::NoCa { dir: dir.to_path_buf() })
+            }
             Err(source) => return Err(TlsError::Read { what: "key", flag: "--state-dir", path: key_path, source }),
         };
         if let Ok(meta) = std::fs::metadata(&key_path) {

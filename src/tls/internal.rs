@@ -39,7 +39,9 @@ pub fn leaf_lifetime_from(env: Option<std::ffi::OsString>) -> Result<Duration, S
     let text = v.to_string_lossy();
     match text.trim().parse::<u64>() {
         Ok(s) if s >= 10 => Ok(Duration::from_secs(s)),
-        _ => Err(format!("{LEAF_LIFETIME_ENV}={text}: expected whole seconds, at least 10 (a knob for tests; unset it)")),
+        _ => {
+            Err(format!("{LEAF_LIFETIME_ENV}={text}: expected whole seconds, at least 10 (a knob for tests; unset it)"))
+        }
     }
 }
 
@@ -194,7 +196,10 @@ impl Internal {
             loop {
                 let Some(this) = weak.upgrade() else { return };
                 let due = this.due_at(this.not_after());
-                let nap = due.duration_since(SystemTime::now()).unwrap_or_default().clamp(Duration::from_millis(200), MAX_NAP);
+                let nap = due
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .clamp(Duration::from_millis(200), MAX_NAP);
                 drop(this);
                 tokio::time::sleep(nap).await;
                 let Some(this) = weak.upgrade() else { return };
@@ -273,9 +278,7 @@ mod tests {
     async fn the_renewal_task_reissues_before_the_end() {
         let tmp = tempfile::tempdir().unwrap();
         // 12 s: due after 8 s.
-        let int = Arc::new(
-            Internal::open(tmp.path(), &[], &[ip("10.8.0.1")], &[], Duration::from_secs(12)).unwrap(),
-        );
+        let int = Arc::new(Internal::open(tmp.path(), &[], &[ip("10.8.0.1")], &[], Duration::from_secs(12)).unwrap());
         let first = int.not_after();
         assert!(!int.renew_if_due().unwrap());
         let task = int.spawn_renewal();

@@ -94,13 +94,13 @@ mod tests {
     fn the_location_keeps_host_path_and_query_and_takes_the_listeners_port() {
         let local: SocketAddr = "10.8.0.1:8443".parse().unwrap();
         let at = |head: &str| location(head.as_bytes(), local);
-        assert_eq!(at("GET /x?a=1 HTTP/1.1\r\nHost: 10.8.0.1:8443\r\n\r\n").as_deref(), Some("https://10.8.0.1:8443/x?a=1"));
+        assert_eq!(
+            at("GET /x?a=1 HTTP/1.1\r\nHost: 10.8.0.1:8443\r\n\r\n").as_deref(),
+            Some("https://10.8.0.1:8443/x?a=1")
+        );
         assert_eq!(at("GET / HTTP/1.1\r\nHost: gw.example\r\n\r\n").as_deref(), Some("https://gw.example:8443/"));
         assert_eq!(at("HEAD /y HTTP/1.0\r\n\r\n").as_deref(), Some("https://10.8.0.1:8443/y"), "no Host: the address");
-        assert_eq!(
-            at("GET / HTTP/1.1\r\nHost: [fd00::1]:1\r\n\r\n").as_deref(),
-            Some("https://[fd00::1]:8443/"),
-        );
+        assert_eq!(at("GET / HTTP/1.1\r\nHost: [fd00::1]:1\r\n\r\n").as_deref(), Some("https://[fd00::1]:8443/"),);
         // Not answered: not a request, not origin form, a Host that is not one.
         assert_eq!(at("SSH-2.0-OpenSSH_9.2\r\n\r\n"), None);
         assert_eq!(at("GET http://elsewhere/ HTTP/1.1\r\nHost: x\r\n\r\n"), None);

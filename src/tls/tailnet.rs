@@ -160,7 +160,8 @@ mod tests {
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = ca.self_signed(&ca_key).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec![domain.to_owned()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec![domain.to_owned()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
         (key.serialize_pem(), format!("{}{}", leaf.pem(), ca.pem()), leaf.der().to_vec())
     }
 

@@ -34,14 +34,14 @@ use crate::lab::{in_ci, wait_until, Lab, Proc, WgPair};
 use crate::labnet::{token_file, wait_connect, BIN, TOKEN};
 
 /// How long one DevTools command may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a page may take to reach an expected state.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The flags every run needs: headless, and nothing that reaches for the
 /// (closed) network on its own. `--no-sandbox`: the lab makes us root in a
 /// user namespace, where chromium's sandbox cannot start.
-const CHROMIUM_FLAGS: &[&str] = &[
+pub(crate) const CHROMIUM_FLAGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
@@ -57,7 +57,7 @@ const CHROMIUM_FLAGS: &[&str] = &[
 ];
 
 /// Fails the test (a skip outside CI) when chromium is not installed.
-fn chromium_or_skip(test: &str) -> bool {
+pub(crate) fn chromium_or_skip(test: &str) -> bool {
     let found =
         ["/usr/bin", "/usr/local/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join("chromium").is_file());
     if found {
@@ -72,20 +72,20 @@ fn chromium_or_skip(test: &str) -> bool {
 }
 
 /// A headless chromium inside a lab, attached to one page.
-struct Chromium {
-    proc: Proc,
-    commands: ChildStdin,
-    answers: mpsc::Receiver<Value>,
-    next_id: u64,
+pub(crate) struct Chromium {
+    pub(crate) proc: Proc,
+    pub(crate) commands: ChildStdin,
+    pub(crate) answers: mpsc::Receiver<Value>,
+    pub(crate) next_id: u64,
     /// The DevTools session of the page every page-level command goes to.
-    session: String,
+    pub(crate) session: String,
     /// Profile, HOME and chromium's stderr; removed on drop.
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Chromium {
     /// Starts chromium in `lab` with `extra` flags and opens a blank page.
-    fn start(lab: &Lab, extra: &[String]) -> Chromium {
+    pub(crate) fn start(lab: &Lab, extra: &[String]) -> Chromium {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let profile = dir.path().join("profile");
         let log = dir.path().join("stderr.log");
@@ -134,7 +134,7 @@ impl Chromium {
     }
 
     /// The end of chromium's stderr, for failure messages.
-    fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.contains("dbus")).collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
@@ -142,7 +142,7 @@ impl Chromium {
 
     /// Sends one command (to the page's session when `page`) and waits for
     /// its answer; events in between are dropped.
-    fn send(&mut self, method: &str, params: Value, page: bool) -> Result<Value, String> {
+    pub(crate) fn send(&mut self, method: &str, params: Value, page: bool) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -175,17 +175,17 @@ impl Chromium {
         }
     }
 
-    fn browser_call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn browser_call(&mut self, method: &str, params: Value) -> Value {
         self.send(method, params, false).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, method: &str, params: Value) -> Value {
         self.send(method, params, true).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs `js` in the page (a promise is awaited) and returns its value
     /// (`null` for `undefined`), or the exception it threw.
-    fn try_eval(&mut self, js: &str) -> Result<Value, String> {
+    pub(crate) fn try_eval(&mut self, js: &str) -> Result<Value, String> {
         let r = self.send(
             "Runtime.evaluate",
             json!({"expression": js, "awaitPromise": true, "returnByValue": true}),
@@ -198,13 +198,13 @@ impl Chromium {
         Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
     }
 
-    fn eval(&mut self, js: &str) -> Value {
+    pub(crate) fn eval(&mut self, js: &str) -> Value {
         self.try_eval(js).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Polls `js` until it is truthy (errors, e.g. during a navigation,
     /// count as not yet) and returns that value; panics after [`PAGE_TIMEOUT`].
-    fn wait_for(&mut self, js: &str, what: &str) -> Value {
+    pub(crate) fn wait_for(&mut self, js: &str, what: &str) -> Value {
         let mut last = Err(String::from("not evaluated"));
         let done = wait_until(PAGE_TIMEOUT, || {
             last = self.try_eval(js);
@@ -218,7 +218,7 @@ impl Chromium {
     }
 
     /// Navigates the page to `url`; panics when the load fails outright.
-    fn navigate(&mut self, url: &str) {
+    pub(crate) fn navigate(&mut self, url: &str) {
         let r = self.call("Page.navigate", json!({ "url": url }));
         if let Some(e) = r.get("errorText").and_then(Value::as_str) {
             panic!("the browser could not load {url}: {e}");
@@ -314,7 +314,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
 
 /// Starts `meshgate serve ARGS` in `lab` and waits (bounded) until it printed a
 /// line containing `until`; returns the guard and every line up to it.
-fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
+pub(crate) fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
     let mut cmd = lab.command(BIN);
     cmd.arg("serve")
         .args(args)

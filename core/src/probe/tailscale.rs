@@ -242,7 +242,12 @@ pub async fn cert_domains_at(socket: &Path, limit: Duration) -> Result<CertDomai
     Ok(CertDomains {
         backend_state: status.backend_state,
         dns_name: status.self_.map(|s| s.dns_name.trim_end_matches('.').to_owned()).filter(|n| !n.is_empty()),
-        domains: status.cert_domains.unwrap_or_default().into_iter().map(|d| d.trim_end_matches('.').to_owned()).collect(),
+        domains: status
+            .cert_domains
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_owned())
+            .collect(),
     })
 }
 
@@ -256,7 +261,10 @@ pub async fn cert_pair_at(socket: &Path, domain: &str, limit: Duration) -> Resul
         && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
         && !domain.starts_with('.');
     if !name_ok {
-        return Err(ProbeError::Protocol { what, detail: format!("{domain:?} is not a DNS name to ask a certificate for") });
+        return Err(ProbeError::Protocol {
+            what,
+            detail: format!("{domain:?} is not a DNS name to ask a certificate for"),
+        });
     }
     bounded(limit, &what, get(socket, &format!("/localapi/v0/cert/{domain}?type=pair"))).await
 }
