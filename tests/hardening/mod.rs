@@ -2,6 +2,7 @@
 //! hosts, replay of the fuzz seeds and regressions, start-up faults.
 
 mod browser;
+mod browser_ca;
 mod browser_real;
 mod faults;
 mod fuzz_replay;

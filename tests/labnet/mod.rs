@@ -13,7 +13,7 @@ mod peers;
 mod reload;
 mod serve;
 mod starvation;
-mod tls;
+pub(crate) mod tls;
 mod wireguard;
 
 use std::process::{Command, Output, Stdio};
