@@ -47,9 +47,11 @@ complete -c meshgate -n "__fish_meshgate_needs_command" -l max-connections-per-a
 complete -c meshgate -n "__fish_meshgate_needs_command" -l max-unauthenticated-per-address -d 'The most connections one address may hold open before presenting a token, a session or an allowed peer identity [default: 16]' -r
 complete -c meshgate -n "__fish_meshgate_needs_command" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when the files change or on SIGHUP' -r -F
 complete -c meshgate -n "__fish_meshgate_needs_command" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
-complete -c meshgate -n "__fish_meshgate_needs_command" -l tls -d 'Serve HTTPS with a self-signed certificate over a key kept in --state-dir (its SHA-256 is printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'"
-complete -c meshgate -n "__fish_meshgate_needs_command" -l tls-name -d 'A DNS name the self-signed certificate also names (a MagicDNS name, say). Repeatable' -r
-complete -c meshgate -n "__fish_meshgate_needs_command" -l state-dir -d 'Where the self-signed key lives [default: $STATE_DIRECTORY, else /var/lib/meshgate for root, else ~/.local/share/meshgate]' -r -F
+complete -c meshgate -n "__fish_meshgate_needs_command" -l tls -d 'Serve HTTPS with a certificate meshgate gets itself: `internal` (from a local CA in --state-dir that devices trust once: `meshgate ca`), `tailscale` (this node\'s *.ts.net certificate from tailscaled) or `self-signed` (its key\'s SHA-256 printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'
+internal\t'Short-lived certificates from a local CA kept in the state directory, limited by name constraints to the mesh\'s addresses and your names'
+tailscale\t'This node\'s *.ts.net certificate from tailscaled (HTTPS certificates must be on in the tailnet)'"
+complete -c meshgate -n "__fish_meshgate_needs_command" -l tls-name -d 'A DNS name the self-signed or internal certificate also names (a MagicDNS name, say); a new local CA permits exactly these. Repeatable' -r
+complete -c meshgate -n "__fish_meshgate_needs_command" -l state-dir -d 'Where the self-signed key and the local CA live [default: $STATE_DIRECTORY, else /var/lib/meshgate for root, else ~/.local/share/meshgate]' -r -F
 complete -c meshgate -n "__fish_meshgate_needs_command" -l log-format -d 'The log\'s format on stderr: text for a person, json for a collector (one object a line) [default: text]' -r -f -a "text\t'Lines for a person; coloured only on a terminal and without NO_COLOR'
 json\t'One JSON object per line'"
 complete -c meshgate -n "__fish_meshgate_needs_command" -l log-level -d 'The log level or filter (error, warn, info, debug, trace, or a tracing filter such as `meshgate=debug`); above RUST_LOG [default: info]' -r
@@ -65,6 +67,7 @@ complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "providers" -d 'Li
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "peers" -d 'List the WireGuard peers of the interfaces a bind resolves to: name, key, allowed-ips, last handshake, and whether each needs the token'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "completions" -d 'Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "man" -d 'Print the man page (roff): `meshgate man | man -l -`'
+complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "ca" -d 'Print the local CA\'s certificate (`--tls internal`) to import into browsers and devices; its fingerprint, constraints and path on stderr'
 complete -c meshgate -n "__fish_meshgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l bind -d 'Where to listen: a mode (loopback, lan, all, tailnet, wireguard, ...), auto, iface:NAME, cidr:NETWORK, an IP, or custom with --host. Repeat for a union. [env: MESHGATE_BIND, comma-separated; empty is unset]' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l host -d 'The address for `--bind custom`' -r
@@ -89,9 +92,11 @@ complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l max-connecti
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l max-unauthenticated-per-address -d 'The most connections one address may hold open before presenting a token, a session or an allowed peer identity [default: 16]' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when the files change or on SIGHUP' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
-complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls -d 'Serve HTTPS with a self-signed certificate over a key kept in --state-dir (its SHA-256 is printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'"
-complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls-name -d 'A DNS name the self-signed certificate also names (a MagicDNS name, say). Repeatable' -r
-complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l state-dir -d 'Where the self-signed key lives [default: $STATE_DIRECTORY, else /var/lib/meshgate for root, else ~/.local/share/meshgate]' -r -F
+complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls -d 'Serve HTTPS with a certificate meshgate gets itself: `internal` (from a local CA in --state-dir that devices trust once: `meshgate ca`), `tailscale` (this node\'s *.ts.net certificate from tailscaled) or `self-signed` (its key\'s SHA-256 printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'
+internal\t'Short-lived certificates from a local CA kept in the state directory, limited by name constraints to the mesh\'s addresses and your names'
+tailscale\t'This node\'s *.ts.net certificate from tailscaled (HTTPS certificates must be on in the tailnet)'"
+complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l tls-name -d 'A DNS name the self-signed or internal certificate also names (a MagicDNS name, say); a new local CA permits exactly these. Repeatable' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l state-dir -d 'Where the self-signed key and the local CA live [default: $STATE_DIRECTORY, else /var/lib/meshgate for root, else ~/.local/share/meshgate]' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l log-format -d 'The log\'s format on stderr: text for a person, json for a collector (one object a line) [default: text]' -r -f -a "text\t'Lines for a person; coloured only on a terminal and without NO_COLOR'
 json\t'One JSON object per line'"
 complete -c meshgate -n "__fish_meshgate_using_subcommand serve" -l log-level -d 'The log level or filter (error, warn, info, debug, trace, or a tracing filter such as `meshgate=debug`); above RUST_LOG [default: info]' -r
@@ -123,9 +128,11 @@ complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l max-connec
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l max-unauthenticated-per-address -d 'The most connections one address may hold open before presenting a token, a session or an allowed peer identity [default: 16]' -r
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls-cert -d 'Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when the files change or on SIGHUP' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls-key -d 'The PEM private key of --tls-cert' -r -F
-complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls -d 'Serve HTTPS with a self-signed certificate over a key kept in --state-dir (its SHA-256 is printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'"
-complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls-name -d 'A DNS name the self-signed certificate also names (a MagicDNS name, say). Repeatable' -r
-complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l state-dir -d 'Where the self-signed key lives [default: $STATE_DIRECTORY, else /var/lib/meshgate for root, else ~/.local/share/meshgate]' -r -F
+complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls -d 'Serve HTTPS with a certificate meshgate gets itself: `internal` (from a local CA in --state-dir that devices trust once: `meshgate ca`), `tailscale` (this node\'s *.ts.net certificate from tailscaled) or `self-signed` (its key\'s SHA-256 printed at start, for pinning)' -r -f -a "self-signed\t'A self-signed certificate over a key kept in the state directory'
+internal\t'Short-lived certificates from a local CA kept in the state directory, limited by name constraints to the mesh\'s addresses and your names'
+tailscale\t'This node\'s *.ts.net certificate from tailscaled (HTTPS certificates must be on in the tailnet)'"
+complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l tls-name -d 'A DNS name the self-signed or internal certificate also names (a MagicDNS name, say); a new local CA permits exactly these. Repeatable' -r
+complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l state-dir -d 'Where the self-signed key and the local CA live [default: $STATE_DIRECTORY, else /var/lib/meshgate for root, else ~/.local/share/meshgate]' -r -F
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l log-format -d 'The log\'s format on stderr: text for a person, json for a collector (one object a line) [default: text]' -r -f -a "text\t'Lines for a person; coloured only on a terminal and without NO_COLOR'
 json\t'One JSON object per line'"
 complete -c meshgate -n "__fish_meshgate_using_subcommand explain" -l log-level -d 'The log level or filter (error, warn, info, debug, trace, or a tracing filter such as `meshgate=debug`); above RUST_LOG [default: info]' -r
@@ -149,10 +156,15 @@ complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -l json -d 'Pri
 complete -c meshgate -n "__fish_meshgate_using_subcommand peers" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c meshgate -n "__fish_meshgate_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c meshgate -n "__fish_meshgate_using_subcommand man" -s h -l help -d 'Print help'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "serve" -d 'Serve on the resolved addresses (the default)'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "explain" -d 'Show which addresses a bind would use, and why; binds nothing'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "providers" -d 'List the bind modes linked into this program'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "peers" -d 'List the WireGuard peers of the interfaces a bind resolves to: name, key, allowed-ips, last handshake, and whether each needs the token'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "completions" -d 'Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "man" -d 'Print the man page (roff): `meshgate man | man -l -`'
-complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c meshgate -n "__fish_meshgate_using_subcommand ca" -l state-dir -d 'Where the local CA lives [default: as serve: $STATE_DIRECTORY, else /var/lib/meshgate for root, else ~/.local/share/meshgate]' -r -F
+complete -c meshgate -n "__fish_meshgate_using_subcommand ca" -l config -d 'A TOML config file (its state_dir is used when --state-dir is not given)' -r -F
+complete -c meshgate -n "__fish_meshgate_using_subcommand ca" -l der -d 'Print the certificate as DER (for phones) instead of PEM'
+complete -c meshgate -n "__fish_meshgate_using_subcommand ca" -s h -l help -d 'Print help'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "serve" -d 'Serve on the resolved addresses (the default)'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "explain" -d 'Show which addresses a bind would use, and why; binds nothing'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "providers" -d 'List the bind modes linked into this program'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "peers" -d 'List the WireGuard peers of the interfaces a bind resolves to: name, key, allowed-ips, last handshake, and whether each needs the token'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "completions" -d 'Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "man" -d 'Print the man page (roff): `meshgate man | man -l -`'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "ca" -d 'Print the local CA\'s certificate (`--tls internal`) to import into browsers and devices; its fingerprint, constraints and path on stderr'
+complete -c meshgate -n "__fish_meshgate_using_subcommand help; and not __fish_seen_subcommand_from serve explain providers peers completions man ca help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
