@@ -614,6 +614,43 @@ mod tests {
 
     use super::*;
 
+    fn file(text: &str) -> (PathBuf, FileConfig) {
+        let path = PathBuf::from("/etc/meshgate/meshgate.toml");
+        let f = FileConfig::parse(text, &path).unwrap_or_else(|e| panic!("{text}: {e}"));
+        (path, f)
+    }
+
+    #[tokio::test]
+    async fn tls_mode_from_the_config_file_and_its_conflicts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().display().to_string();
+        // `mode = "internal"` makes the local CA in the state dir; the flag's
+        // state dir wins over the file's.
+        let (p, f) = file(&format!("state_dir = \"{dir}/from-file\"\n[tls]\nmode = \"internal\"\n"));
+        let args = TlsArgs { state_dir: Some(tmp.path().join("from-flag")), ..TlsArgs::default() };
+        let setup = tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
+        assert!(setup.https.ca_pem.is_some() && setup.https.address_names.is_some());
+        assert!(setup.summary.contains("from-flag/ca.crt") && setup.summary.contains("SHA-256 "), "{}", setup.summary);
+        assert!(tmp.path().join("from-flag/ca-key.pem").is_file() && !tmp.path().join("from-file").exists());
+        // A typo in the mode is the file's error, naming the choices.
+        let err = FileConfig::parse("[tls]\nmode = \"interal\"\n", &p).unwrap_err().to_string();
+        assert!(err.contains("interal") && err.contains("internal"), "{err}");
+        // Two sources of a certificate in one file: refused, naming both.
+        let (p, f) = file("[tls]\nmode = \"internal\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+        let err = tls_setup(&TlsArgs::default(), Some((&p, &f))).await.err().expect("refused").to_string();
+        assert!(err.contains("cert and key, or a mode"), "{err}");
+        let (p, f) = file("[tls]\nmode = \"tailscale\"\nself_signed = true\n");
+        let err = tls_setup(&TlsArgs::default(), Some((&p, &f))).await.err().expect("refused").to_string();
+        assert!(err.contains("either mode or self_signed"), "{err}");
+        // The flag beats the file's mode.
+        let (p, f) = file("[tls]\nmode = \"tailscale\"\n");
+        let args =
+            TlsArgs { tls: Some(TlsMode::SelfSigned), state_dir: Some(tmp.path().join("ss")), ..TlsArgs::default() };
+        let setup = tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
+        assert!(setup.summary.starts_with("tls: self-signed certificate"), "{}", setup.summary);
+        assert!(setup.https.ca_pem.is_none());
+    }
+
     #[test]
     fn the_default_config_file_depends_on_who_runs() {
         let none = |_: &str| None::<OsString>;
