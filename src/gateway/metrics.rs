@@ -339,6 +339,7 @@ impl Collector for Scrape {
                 ("not_tls", s.garbage),
                 ("closed", s.closed),
                 ("timeout", s.timeout),
+                ("http_redirected", s.redirected),
             ] {
                 let labels = [("outcome", outcome)];
                 ConstCounter::new(v).encode(family.encode_family(&labels)?)?;

@@ -915,6 +915,13 @@ fn the_local_ca_is_trusted_once_and_only_for_the_mesh() {
     let got =
         curl(pair.peer_command("curl"), &["-L", "--cacert", ca.to_str().unwrap()], "http://10.77.0.1:18821/healthz");
     assert_eq!((got.exit, got.status, got.body.as_str()), (0, 200, "ok\n"), "followed to https: {got:?}");
+    let auth = bearer();
+    let got = curl(
+        pair.peer_command("curl"),
+        &["--cacert", ca.to_str().unwrap(), "-H", &auth],
+        "https://10.77.0.1:18821/metrics",
+    );
+    assert!(got.body.contains("meshgate_tls_handshakes_total{outcome=\"http_redirected\"} 2\n"), "{}", got.body);
 
     // A new address (follow) gets a leaf at once, trusted the same way.
     pair.gateway.addr_add("wg0", "10.77.0.9/24");
@@ -954,7 +961,6 @@ fn the_local_ca_is_trusted_once_and_only_for_the_mesh() {
     // The loopback door serves ca.crt; the mesh listener does not.
     let door = pair.gateway.sh_ok("curl -sS --max-time 5 http://127.0.0.1:18821/_meshgate/ca.crt");
     assert_eq!(door.as_bytes(), pem.as_slice());
-    let auth = bearer();
     let got = curl(
         pair.peer_command("curl"),
         &["--cacert", ca.to_str().unwrap(), "-H", &auth],
