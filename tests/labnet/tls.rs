@@ -1013,7 +1013,8 @@ fn tailnet_leaf(ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair, domain: &str, 
 ///    served is the stand-in's (a test CA's leaf for the node's name, which
 ///    curl trusts with that CA), and when the stand-in hands out another,
 ///    new connections get it without a restart. With HTTPS certificates off
-///    in the tailnet, start-up stops with the fix (78).
+///    in the tailnet, start-up stops with the fix (78). And `--tls internal`
+///    on that node names (and its new CA permits) the tailnet name.
 #[test]
 fn tls_tailscale_serves_tailscaleds_certificate_and_its_renewal() {
     let test = "tls_tailscale_serves_tailscaleds_certificate_and_its_renewal";
@@ -1088,5 +1089,22 @@ fn tls_tailscale_serves_tailscaleds_certificate_and_its_renewal() {
     );
     assert!(gw.log().contains("serving the renewed tailnet certificate"), "{}", gw.log());
     let got = curl(pair.peer_command("curl"), &by_name, "https://gw.tail1234.ts.net:18823/healthz");
+    assert_eq!((got.exit, got.status), (0, 200), "{got:?}");
+    drop(gw);
+
+    // `--tls internal` beside the same tailscaled: the new CA permits the
+    // node's tailnet name and the leaf names it, so it works by name too.
+    let state = work.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let args =
+        ["--bind", "wireguard", "--port", "18824", "--token-file", &token, "--tls", "internal", "--state-dir", state_s];
+    let mut gw = Served::start_env(&pair.gateway, &args, &[("MESHGATE_TAILSCALED_SOCKET", sock_s)], "info");
+    gw.wait_line("listening on https://10.77.0.1:18824 (wireguard via wg0)");
+    let (code, _, err) = meshgate_ca(&["--state-dir", state_s], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("permitted DNS names {domain}")), "{err}");
+    let ca = state.join("ca.crt");
+    let by_name = ["--cacert", ca.to_str().unwrap(), "--resolve", "gw.tail1234.ts.net:18824:10.77.0.1"];
+    let got = curl(pair.peer_command("curl"), &by_name, "https://gw.tail1234.ts.net:18824/healthz");
     assert_eq!((got.exit, got.status), (0, 200), "{got:?}");
 }
