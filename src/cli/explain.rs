@@ -189,5 +189,8 @@ mod tests {
             None,
         );
         assert_eq!(both.url(&lo), "https://127.0.0.1:18789");
+        // `[tls] mode = "internal"` in the config file alone turns it on.
+        let f = FileConfig::parse("[tls]\nmode = \"internal\"\n", std::path::Path::new("m.toml")).unwrap();
+        assert_eq!(Tls::of(&TlsArgs::default(), Some(&f)).url(&mesh), "https://10.8.0.1:18789");
     }
 }
