@@ -320,9 +320,13 @@ impl LocalCa {
     }
 
     /// A leaf for names the CA does not permit, signed all the same: for
-    /// tests that show clients refuse it. Not public API.
-    #[doc(hidden)]
-    pub fn issue_unchecked_for_tests(&self, dns: &[String], ips: &[IpAddr]) -> Result<(String, String), TlsError> {
+    /// tests that show clients refuse it.
+    #[cfg(test)]
+    pub(crate) fn issue_unchecked_for_tests(
+        &self,
+        dns: &[String],
+        ips: &[IpAddr],
+    ) -> Result<(String, String), TlsError> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = rcgen::CertificateParams::new(dns.to_vec())?;
         params.subject_alt_names.extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
@@ -402,7 +406,8 @@ fn tbs_parts(der: &[u8]) -> Result<TbsParts, String> {
                         break;
                     }
                 }
-                Ok(TbsParts { subject, spki: spki_bits(&spki), name_constraints })
+                // The whole SubjectPublicKeyInfo, as rcgen's `public_key_der` gives it.
+                Ok(TbsParts { subject, spki, name_constraints })
             })?;
             r.next().read_der()?;
             r.next().read_der()?;
@@ -410,11 +415,6 @@ fn tbs_parts(der: &[u8]) -> Result<TbsParts, String> {
         })
     })
     .map_err(|e| format!("cannot read it as an X.509 certificate ({e})"))
-}
-
-/// rcgen's `public_key_der` is the whole SubjectPublicKeyInfo: keep it whole.
-fn spki_bits(spki: &[u8]) -> Vec<u8> {
-    spki.to_vec()
 }
 
 /// NameConstraints ::= SEQUENCE { permittedSubtrees [0] IMPLICIT SEQUENCE OF

@@ -178,11 +178,10 @@ impl Internal {
         self.resolver.store(leaf);
         named.ips = new_ips;
         named.not_after = not_after;
-        let until = humantime_secs(not_after);
         tracing::info!(
             names = ?dns,
             addresses = ?ips,
-            not_after_unix = until,
+            not_after_unix = super::certs::unix(not_after),
             "issued a new certificate from the local CA"
         );
         Ok(true)
@@ -217,10 +216,6 @@ impl AddressNames for Internal {
     fn ensure_names(&self, addrs: &[IpAddr]) -> Result<bool, TlsError> {
         self.reissue(addrs, false)
     }
-}
-
-fn humantime_secs(t: SystemTime) -> i64 {
-    super::certs::unix(t)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,14 +1,18 @@
-//! TLS for mesh listeners: certificates, reload, self-signed keys, the acceptor.
+//! TLS for mesh listeners: certificates, reload, self-signed keys, the local
+//! CA, tailscaled's certificate, the acceptor.
 //!
-//! This module sits below the gateway and imports nothing else from the crate:
-//! the accept loop and the command line call into it, never the reverse. What
-//! comes in is either a PEM certificate + key pair ([`Reloader`]) or a state
-//! directory ([`SelfSigned`]); what goes out is a [`CertResolver`] whose
-//! certificate can be swapped while the listener runs, and a [`TlsAcceptor`] that
-//! turns an accepted socket into a TLS stream and says which HTTP version the
-//! client picked ([`Alpn`]). The one rule: a certificate that is served has been
-//! checked first (parsed, key matches, dates valid); a bad replacement never
-//! displaces a good one.
+//! This module sits below the gateway and imports nothing else from the crate
+//! (the core's tailscaled client aside): the accept loop and the command line
+//! call into it, never the reverse. What comes in is a PEM certificate + key
+//! pair ([`Reloader`]), a state directory ([`SelfSigned`]; [`Internal`] with its
+//! [`LocalCa`], whose name constraints limit it to the mesh), or tailscaled's
+//! local API ([`TailnetCert`]); what goes out is a [`CertResolver`] whose
+//! certificate can be swapped while the listener runs, and a [`TlsAcceptor`]
+//! that turns an accepted socket into a TLS stream and says which HTTP version
+//! the client picked ([`Alpn`]), or answers plain HTTP with a redirect to
+//! https. The one rule: a certificate that is served has been checked first
+//! (parsed, key matches, dates valid); a bad replacement never displaces a
+//! good one.
 
 mod accept;
 #[cfg(test)]
