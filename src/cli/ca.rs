@@ -3,8 +3,8 @@
 //! take); on stderr its SHA-256 fingerprint (to compare with what a device
 //! shows before trusting it), its name constraints and where it lives. It
 //! reads the same state directory as `serve` (`--state-dir`,
-//! `MESHGATE_STATE_DIR`, the config file's `state_dir`, the default) and
-//! never makes a CA nor prints its key.
+//! `MESHGATE_STATE_DIR`, the config file's `state_dir`, the default), never
+//! makes a CA, and never reads (let alone prints) its key.
 
 use std::io::Write as _;
 
@@ -13,7 +13,7 @@ use meshgate_core::config::FileConfig;
 use super::args::CaArgs;
 use super::error::CliError;
 use super::settings::{default_config_path, state_dir};
-use crate::tls::{running_as_root, LocalCa};
+use crate::tls::{running_as_root, CaCertificate};
 
 /// Runs `meshgate ca`: the PEM to print (empty with `--der`: the DER is
 /// written here, being bytes).
@@ -27,16 +27,17 @@ pub fn ca(args: &CaArgs) -> Result<String, CliError> {
         None => None,
     };
     let dir = state_dir(args.state_dir.as_ref(), file.as_ref().map(|(p, f)| (p.as_path(), f)))?;
-    let ca = LocalCa::load(&dir).map_err(|e| CliError::Refused(e.to_string()))?;
+    // The certificate alone: this command never reads the key.
+    let ca = CaCertificate::read(&dir).map_err(|e| CliError::Refused(e.to_string()))?;
     eprintln!("SHA-256 fingerprint: {}", ca.fingerprint_sha256());
     eprintln!("name constraints: {}", ca.constraints().describe());
-    eprintln!("certificate: {}", ca.cert_path().display());
+    eprintln!("certificate: {}", ca.path().display());
     if args.der {
         let mut out = std::io::stdout().lock();
-        match out.write_all(ca.cert_der()).and_then(|()| out.flush()) {
+        match out.write_all(ca.der()).and_then(|()| out.flush()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(CliError::Output(e)),
             _ => return Ok(String::new()),
         }
     }
-    Ok(ca.cert_pem())
+    Ok(ca.pem())
 }

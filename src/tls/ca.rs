@@ -123,8 +123,72 @@ pub struct LocalCa {
     dir: PathBuf,
     key: rcgen::KeyPair,
     issuer: rcgen::Certificate,
-    cert: CertificateDer<'static>,
+    cert: CaCertificate,
+}
+
+/// The CA's certificate alone, read without its key (what `meshgate ca`
+/// needs: it never touches the key).
+#[derive(Debug, Clone)]
+pub struct CaCertificate {
+    path: PathBuf,
+    der: CertificateDer<'static>,
+    subject: Vec<u8>,
+    spki: Vec<u8>,
     constraints: Constraints,
+}
+
+impl CaCertificate {
+    /// Reads and checks [`CA_CERT_FILE`] in `dir` (a CA certificate with
+    /// name constraints, not expired); [`TlsError::NoCa`] when there is none.
+    pub fn read(dir: &Path) -> Result<Self, TlsError> {
+        let path = dir.join(CA_CERT_FILE);
+        let pem = match std::fs::read(&path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TlsError::NoCa { dir: dir.to_path_buf() })
+            }
+            Err(source) => return Err(TlsError::Read { what: "certificate", flag: "--state-dir", path, source }),
+        };
+        let bad = |detail: String| TlsError::BadCa { path: path.clone(), detail };
+        let der = super::certs::parse_chain(&pem, &path)?.remove(0);
+        let parts = tbs_parts(der.as_ref()).map_err(bad)?;
+        let ((_, _), (not_after, not_after_text)) = validity(der.as_ref()).map_err(bad)?;
+        if not_after < super::certs::unix(SystemTime::now()) {
+            return Err(bad(format!("it expired at {not_after_text}")));
+        }
+        let constraints = match parts.name_constraints {
+            Some(nc) => parse_constraints(&nc).map_err(bad)?,
+            None => return Err(bad("it carries no name constraints".into())),
+        };
+        Ok(CaCertificate { path, der, subject: parts.subject, spki: parts.spki, constraints })
+    }
+
+    /// The certificate, PEM.
+    pub fn pem(&self) -> String {
+        pem_encode("CERTIFICATE", self.der.as_ref())
+    }
+
+    /// The certificate, DER (what phones import).
+    pub fn der(&self) -> &[u8] {
+        self.der.as_ref()
+    }
+
+    /// SHA-256 of the certificate, colon-separated hex (as browsers and
+    /// `openssl x509 -fingerprint -sha256` show it).
+    pub fn fingerprint_sha256(&self) -> String {
+        let d = ring::digest::digest(&ring::digest::SHA256, self.der.as_ref());
+        d.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    }
+
+    /// What the CA permits (read from the certificate).
+    pub fn constraints(&self) -> &Constraints {
+        &self.constraints
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -133,7 +197,7 @@ impl std::fmt::Debug for LocalCa {
         f.debug_struct("LocalCa")
             .field("dir", &self.dir)
             .field("fingerprint", &self.fingerprint_sha256())
-            .field("constraints", &self.constraints)
+            .field("constraints", &self.cert.constraints)
             .finish_non_exhaustive()
     }
 }
@@ -213,57 +277,49 @@ impl LocalCa {
                 );
             }
         }
-        let bad = |path: &Path, detail: String| TlsError::BadCa { path: path.to_path_buf(), detail };
-        let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| bad(&key_path, e.to_string()))?;
-        let cert_pem = std::fs::read(&cert_path).map_err(|source| TlsError::Read {
-            what: "certificate",
-            flag: "--state-dir",
-            path: cert_path.clone(),
-            source,
-        })?;
-        let cert = super::certs::parse_chain(&cert_pem, &cert_path)?.remove(0);
-        let parts = tbs_parts(cert.as_ref()).map_err(|e| bad(&cert_path, e))?;
-        if parts.spki != key.public_key_der() {
-            return Err(bad(&cert_path, format!("it is not the certificate of the key in {}", key_path.display())));
-        }
-        let ((_, _), (not_after, not_after_text)) = validity(cert.as_ref()).map_err(|e| bad(&cert_path, e))?;
-        if not_after < super::certs::unix(SystemTime::now()) {
-            return Err(bad(&cert_path, format!("it expired at {not_after_text}")));
-        }
-        let constraints = match parts.name_constraints {
-            Some(nc) => parse_constraints(&nc).map_err(|e| bad(&cert_path, e))?,
-            None => return Err(bad(&cert_path, "it carries no name constraints".into())),
+        let key = rcgen::KeyPair::from_pem(&key_pem)
+            .map_err(|e| TlsError::BadCa { path: key_path.clone(), detail: e.to_string() })?;
+        let cert = match CaCertificate::read(dir) {
+            Err(TlsError::NoCa { .. }) => {
+                return Err(TlsError::BadCa {
+                    path: cert_path,
+                    detail: format!("it is missing, though its key {} is there", key_path.display()),
+                })
+            }
+            other => other?,
         };
+        let bad = |detail: String| TlsError::BadCa { path: cert_path.clone(), detail };
+        if cert.spki != key.public_key_der() {
+            return Err(bad(format!("it is not the certificate of the key in {}", key_path.display())));
+        }
         // rcgen signs with an issuer made from the same name and key: the
         // leaves' issuer and key identifier are then those of the stored
         // certificate (checked, in case the stored one came from elsewhere).
         let issuer = ca_params(&key).self_signed(&key)?;
-        if tbs_parts(issuer.der().as_ref()).map(|p| p.subject).ok() != Some(parts.subject) {
-            return Err(bad(&cert_path, "its subject is not the one meshgate gives its CA".into()));
+        if tbs_parts(issuer.der().as_ref()).map(|p| p.subject).ok().as_ref() != Some(&cert.subject) {
+            return Err(bad("its subject is not the one meshgate gives its CA".into()));
         }
-        Ok(LocalCa { dir: dir.to_path_buf(), key, issuer, cert, constraints })
+        Ok(LocalCa { dir: dir.to_path_buf(), key, issuer, cert })
+    }
+
+    /// The certificate (without the key).
+    pub fn certificate(&self) -> &CaCertificate {
+        &self.cert
     }
 
     /// The certificate, PEM.
     pub fn cert_pem(&self) -> String {
-        pem_encode("CERTIFICATE", self.cert.as_ref())
+        self.cert.pem()
     }
 
-    /// The certificate, DER (what phones import).
-    pub fn cert_der(&self) -> &[u8] {
-        self.cert.as_ref()
-    }
-
-    /// SHA-256 of the certificate, colon-separated hex (as browsers and
-    /// `openssl x509 -fingerprint -sha256` show it).
+    /// SHA-256 of the certificate, colon-separated hex.
     pub fn fingerprint_sha256(&self) -> String {
-        let d = ring::digest::digest(&ring::digest::SHA256, self.cert.as_ref());
-        d.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+        self.cert.fingerprint_sha256()
     }
 
     /// What the CA permits (read from its certificate).
     pub fn constraints(&self) -> &Constraints {
-        &self.constraints
+        &self.cert.constraints
     }
 
     /// The certificate file.
@@ -514,6 +570,23 @@ mod tests {
     }
 
     #[test]
+    fn the_certificate_alone_is_read_without_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, _) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["gw.example".into()])).unwrap();
+        let only = tempfile::tempdir().unwrap();
+        std::fs::copy(ca.cert_path(), only.path().join(CA_CERT_FILE)).unwrap();
+        let cert = CaCertificate::read(only.path()).unwrap();
+        assert_eq!(cert.fingerprint_sha256(), ca.fingerprint_sha256());
+        assert_eq!(cert.pem(), ca.cert_pem());
+        assert_eq!(cert.constraints(), ca.constraints());
+        // The key without its certificate is a damaged CA, not a missing one.
+        std::fs::remove_file(ca.cert_path()).unwrap();
+        let err = LocalCa::load(tmp.path()).unwrap_err();
+        assert!(matches!(err, TlsError::BadCa { .. }) && err.to_string().contains("missing"), "{err}");
+        assert!(matches!(CaCertificate::read(tmp.path()), Err(TlsError::NoCa { .. })));
+    }
+
+    #[test]
     fn configured_ranges_replace_the_default_ones_and_loopback_stays() {
         let c = Constraints::new(&["10.8.0.0/24".parse().unwrap()], &[]);
         assert!(c.permits_ip(ip("10.8.0.9")));
@@ -547,7 +620,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (ca, _) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["gw.example".into()])).unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.cert.clone()).unwrap();
+        roots.add(ca.cert.der.clone()).unwrap();
         let verifier =
             rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
         let (leaf, _) = ca.issue(&["gw.example".into()], &[ip("10.8.0.1")], Duration::from_secs(120)).unwrap();

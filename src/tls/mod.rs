@@ -36,7 +36,7 @@ pub use accept::{
     server_config, Alpn, HandshakeError, HandshakeErrorKind, TlsAcceptor, TlsStats, TlsStatsSnapshot,
     DEFAULT_HANDSHAKE_TIMEOUT,
 };
-pub use ca::{Constraints, LocalCa, CA_CERT_FILE, CA_KEY_FILE};
+pub use ca::{CaCertificate, Constraints, LocalCa, CA_CERT_FILE, CA_KEY_FILE};
 pub use certs::{load_pair, spki_sha256_base64, LoadedPair};
 pub use error::TlsError;
 pub use internal::{leaf_lifetime_from, Internal, LEAF_LIFETIME, LEAF_LIFETIME_ENV};
