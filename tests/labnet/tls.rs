@@ -1083,7 +1083,10 @@ fn tls_tailscale_serves_tailscaleds_certificate_and_its_renewal() {
     let (k2, c2, h2) = tailnet_leaf(&ca, &ca_key, domain, 120);
     standin.serve_cert(domain, &k2, &c2);
     assert!(
-        wait_until(Duration::from_secs(40), || seen() == h2),
+        wait_until(Duration::from_secs(40), || {
+            std::thread::sleep(Duration::from_millis(500));
+            seen() == h2
+        }),
         "the renewed certificate was never served; log:\n{}",
         gw.log()
     );
