@@ -115,6 +115,10 @@ pub struct TlsConfig {
     /// for, instead of the private, CGNAT and ULA ranges (loopback always).
     #[serde(default)]
     pub ca_ranges: Vec<ipnet::IpNet>,
+    /// `ca_names = ["home.arpa"]`: DNS names (each with every name below it)
+    /// a new local CA may sign for besides the `names`, without naming them.
+    #[serde(default)]
+    pub ca_names: Vec<String>,
 }
 
 /// `[tls] mode` as written.

@@ -525,12 +525,15 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
         Mode::Internal => {
             let dir = state_dir(args.state_dir.as_ref(), file)?;
             let lifetime = leaf_lifetime_from(std::env::var_os(LEAF_LIFETIME_ENV)).map_err(CliError::BadFlag)?;
+            let suffixes = ca_names(&cfg.ca_names, path)?;
             let mut names = names;
             if let Some(tailnet) = tailnet_name(&dir, &names).await {
                 names.push(tailnet);
             }
-            let cert =
-                Arc::new(Internal::open(&dir, &names, &loopback_addrs, &cfg.ca_ranges, lifetime).map_err(refused)?);
+            let cert = Arc::new(
+                Internal::open(&dir, &names, &loopback_addrs, (&cfg.ca_ranges, &suffixes), lifetime)
+                    .map_err(refused)?,
+            );
             cert.spawn_renewal();
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             let ca = cert.ca();
@@ -568,6 +571,32 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             }))
         }
     }
+}
+
+/// `[tls] ca_names`, checked: DNS names (a leading dot is dropped), not IP
+/// addresses, not wildcards.
+fn ca_names(raw: &[String], path: Option<&Path>) -> Result<Vec<String>, CliError> {
+    raw.iter()
+        .map(|n| {
+            let name = n.trim().trim_start_matches('.').to_ascii_lowercase();
+            let ok = !name.is_empty()
+                && name.parse::<std::net::IpAddr>().is_err()
+                && name.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if ok {
+                Ok(name)
+            } else {
+                Err(ConfigError::Value {
+                    path: path.map(Path::to_path_buf).unwrap_or_default(),
+                    key: "tls.ca_names".into(),
+                    value: n.clone(),
+                    detail: "expected a DNS name such as \"home.arpa\" (it permits the names below it); IP ranges go in ca_ranges".into(),
+                }
+                .into())
+            }
+        })
+        .collect()
 }
 
 /// This node's tailnet DNS name, when tailscaled reports one and the local
@@ -632,6 +661,24 @@ mod tests {
         assert!(setup.https.ca_pem.is_some() && setup.https.address_names.is_some());
         assert!(setup.summary.contains("from-flag/ca.crt") && setup.summary.contains("SHA-256 "), "{}", setup.summary);
         assert!(tmp.path().join("from-flag/ca-key.pem").is_file() && !tmp.path().join("from-file").exists());
+        // The configured mesh ranges and suffixes make the new CA's constraints.
+        let (p, f) = file(
+            "[tls]\nmode = \"internal\"\nca_ranges = [\"10.8.0.0/24\"]\nca_names = [\".home.arpa\"]\nnames = [\"gw.example\"]\n",
+        );
+        let args = TlsArgs { state_dir: Some(tmp.path().join("ranges")), ..TlsArgs::default() };
+        tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
+        let ca = LocalCa::load(&tmp.path().join("ranges")).unwrap();
+        let c = ca.constraints();
+        assert!(c.permits_dns("nas.home.arpa") && c.permits_dns("gw.example") && !c.permits_dns("example.com"));
+        assert!(c.permits_ip("10.8.0.7".parse().unwrap()) && !c.permits_ip("10.9.0.1".parse().unwrap()));
+        assert!(!c.permits_ip("192.168.1.1".parse().unwrap()), "the configured ranges replace the default ones");
+        for bad in ["10.0.0.0/8", "*.home.arpa", ""] {
+            let (p, f) = file(&format!("[tls]\nmode = \"internal\"\nca_names = [\"{bad}\"]\n"));
+            let args = TlsArgs { state_dir: Some(tmp.path().join("bad")), ..TlsArgs::default() };
+            let err = tls_setup(&args, Some((&p, &f))).await.err().expect("refused").to_string();
+            assert!(err.contains("ca_names") && err.contains("ca_ranges"), "{bad}: {err}");
+        }
+        assert!(!tmp.path().join("bad").exists(), "no CA made from a bad config");
         // A typo in the mode is the file's error, naming the choices.
         let err = FileConfig::parse("[tls]\nmode = \"interal\"\n", &p).unwrap_err().to_string();
         assert!(err.contains("interal") && err.contains("internal"), "{err}");

@@ -67,20 +67,23 @@ pub struct Internal {
 impl Internal {
     /// Opens (or makes) the CA in `state_dir` and issues a leaf naming `names`
     /// (`--tls-name`: DNS names, or IP literals) and `addrs`. A new CA permits
-    /// `ranges` (the default private ranges when empty) and the DNS names in
-    /// `names`; a name the existing CA does not permit is an error.
+    /// `permit.0` (ranges; the default private ranges when empty), the DNS
+    /// names in `names` and those in `permit.1` (suffixes: permitted, not
+    /// named); a name the existing CA does not permit is an error.
     pub fn open(
         state_dir: &Path,
         names: &[String],
         addrs: &[IpAddr],
-        ranges: &[IpNet],
+        permit: (&[IpNet], &[String]),
         lifetime: Duration,
     ) -> Result<Self, TlsError> {
         for name in names.iter().filter(|n| n.parse::<IpAddr>().is_err()) {
             rcgen::CertificateParams::new(vec![name.clone()])
                 .map_err(|e| TlsError::BadName { name: name.clone(), detail: e.to_string() })?;
         }
-        let (ca, made_now) = LocalCa::open(state_dir, &Constraints::new(ranges, names))?;
+        let (ranges, suffixes) = permit;
+        let wanted: Vec<String> = names.iter().chain(suffixes).cloned().collect();
+        let (ca, made_now) = LocalCa::open(state_dir, &Constraints::new(ranges, &wanted))?;
         let outside = |name: String| TlsError::OutsideConstraints {
             name,
             permitted: ca.constraints().describe(),
@@ -245,19 +248,19 @@ mod tests {
     #[test]
     fn a_name_outside_an_existing_ca_is_refused_at_start() {
         let tmp = tempfile::tempdir().unwrap();
-        Internal::open(tmp.path(), &["gw.example".into()], &[], &[], LEAF_LIFETIME).unwrap();
-        let err = Internal::open(tmp.path(), &["other.example".into()], &[], &[], LEAF_LIFETIME).unwrap_err();
+        Internal::open(tmp.path(), &["gw.example".into()], &[], (&[], &[]), LEAF_LIFETIME).unwrap();
+        let err = Internal::open(tmp.path(), &["other.example".into()], &[], (&[], &[]), LEAF_LIFETIME).unwrap_err();
         assert!(matches!(err, TlsError::OutsideConstraints { .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.contains("other.example") && text.contains("gw.example") && text.contains("ca-key.pem"), "{text}");
-        let err = Internal::open(tmp.path(), &["8.8.8.8".into()], &[], &[], LEAF_LIFETIME).unwrap_err();
+        let err = Internal::open(tmp.path(), &["8.8.8.8".into()], &[], (&[], &[]), LEAF_LIFETIME).unwrap_err();
         assert!(err.to_string().contains("8.8.8.8"), "{err}");
     }
 
     #[tokio::test]
     async fn new_addresses_are_added_at_once_and_outside_ones_left_out() {
         let tmp = tempfile::tempdir().unwrap();
-        let int = Internal::open(tmp.path(), &[], &[ip("10.8.0.1")], &[], LEAF_LIFETIME).unwrap();
+        let int = Internal::open(tmp.path(), &[], &[ip("10.8.0.1")], (&[], &[]), LEAF_LIFETIME).unwrap();
         assert!(int.made_now());
         let acc = TlsAcceptor::new(int.resolver()).unwrap();
         let before = client_handshake(&acc, &[b"h2"], None).await.unwrap();
@@ -273,7 +276,8 @@ mod tests {
     async fn the_renewal_task_reissues_before_the_end() {
         let tmp = tempfile::tempdir().unwrap();
         // 12 s: due after 8 s.
-        let int = Arc::new(Internal::open(tmp.path(), &[], &[ip("10.8.0.1")], &[], Duration::from_secs(12)).unwrap());
+        let int =
+            Arc::new(Internal::open(tmp.path(), &[], &[ip("10.8.0.1")], (&[], &[]), Duration::from_secs(12)).unwrap());
         let first = int.not_after();
         assert!(!int.renew_if_due().unwrap());
         let task = int.spawn_renewal();
