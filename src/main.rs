@@ -4,11 +4,26 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use meshgate::cli::{self, Cli, CliError, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are answers: one that cannot be written
+        // (`--help > /dev/full`) is a failure, as for every other answer.
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            return match write_stdout(&e.render().to_string()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
+        }
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = cli::apply_env(&mut cli) {
+        return fail(&e);
+    }
     let serve_args = match &cli.command {
         Some(Command::Serve(args)) => Some(args),
         None => Some(&cli.serve),
@@ -45,6 +60,7 @@ fn main() -> ExitCode {
                 }
                 cli::peers(&args, source.as_ref()).await
             }
+            Some(Command::Status(args)) => cli::status(args).await,
             Some(Command::Completions(args)) => Ok(cli::completions(args.shell)),
             Some(Command::Man(_)) => cli::man_page(),
             Some(Command::Ca(args)) => cli::ca(args),

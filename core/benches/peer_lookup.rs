@@ -36,7 +36,14 @@ fn peers() -> Vec<Peer> {
             if i % 100 == 0 {
                 allowed_ips.push(format!("10.{}.0.0/16", 100 + i / 100).parse().unwrap());
             }
-            Peer { public_key: PublicKey::from_bytes(key), allowed_ips, endpoint: None, last_handshake: None }
+            Peer {
+                public_key: PublicKey::from_bytes(key),
+                allowed_ips,
+                endpoint: None,
+                last_handshake: None,
+                rx_bytes: 0,
+                tx_bytes: 0,
+            }
         })
         .collect()
 }

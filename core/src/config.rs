@@ -26,7 +26,9 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// `bind = ["wireguard", "cidr:10.8.0.0/24"]`.
+    /// `bind = ["wireguard", "cidr:10.8.0.0/24"]`, or one string: `bind = "lan"`
+    /// or `bind = "wireguard,lan"` (as `MESHGATE_BIND` is written).
+    #[serde(default, deserialize_with = "selectors")]
     pub bind: Option<Vec<String>>,
     /// `host = "10.8.0.1"` (with `bind = ["custom"]`).
     pub host: Option<String>,
@@ -89,6 +91,65 @@ pub struct FileConfig {
     /// `allow_peers`, resolved through `[peers]` (not a file key).
     #[serde(skip)]
     pub allow_list: AllowList,
+    /// The line of every key written, by dotted name (`limits.max_connections`),
+    /// so that a value refused after parsing is blamed on its line.
+    #[serde(skip)]
+    pub key_lines: BTreeMap<String, usize>,
+}
+
+/// Reads a list of selectors: a TOML array of strings, or one string holding
+/// one selector or several separated by commas (`"wireguard,lan"`), as the
+/// `MESHGATE_BIND` variable is written. Public so that every table with a
+/// `bind` reads it the same way (`#[serde(default, deserialize_with = ...)]`).
+pub fn selectors<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a selector such as \"lan\", several separated by commas, or a list of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.split(',').map(|s| s.trim().to_owned()).collect()))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_any(Visit)
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count() + 1)
+}
+
+/// Every key of `text` with the line it is written on, by dotted name; the
+/// first of an array of tables names the array. Empty when the text does not
+/// parse (serde's error, which names its line, is reported instead).
+fn key_lines(text: &str) -> BTreeMap<String, usize> {
+    fn walk(t: &dyn toml_edit::TableLike, prefix: &str, text: &str, out: &mut BTreeMap<String, usize>) {
+        for (k, item) in t.iter() {
+            let name = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+            let span = t.get_key_value(k).and_then(|(key, _)| key.span()).or_else(|| item.span());
+            if let Some(s) = span {
+                out.entry(name.clone()).or_insert_with(|| line_at(text, s.start));
+            }
+            if let Some(sub) = item.as_table_like() {
+                walk(sub, &name, text, out);
+            } else if let Some(first) = item.as_array_of_tables().and_then(|a| a.iter().next()) {
+                walk(first, &name, text, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(doc) = toml_edit::ImDocument::parse(text) {
+        walk(doc.as_table(), "", text, &mut out);
+    }
+    out
 }
 
 /// `[tls]` as written. Relative paths are relative to the config file.
@@ -260,14 +321,43 @@ impl FileConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.into(), detail: e.to_string().trim_end().to_owned() })?;
+        config.key_lines = key_lines(text);
         config.validate_peers(text, path)?;
         Ok(config)
+    }
+
+    /// The line `key` (dotted: `limits.max_connections`) is written on, if
+    /// it is in the file; a key not written there falls back to its table's.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        let mut k = key;
+        loop {
+            if let Some(l) = self.key_lines.get(k) {
+                return Some(*l);
+            }
+            k = k.rsplit_once('.')?.0;
+        }
+    }
+
+    /// A value of this file that cannot be used (exit 78), naming the file
+    /// and, when the key is written in it, the line.
+    pub fn value_error(
+        &self,
+        path: &Path,
+        key: &str,
+        value: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> ConfigError {
+        let (path, key, value, detail) = (path.into(), key.to_owned(), value.into(), detail.into());
+        match self.line_of(&key) {
+            Some(line) => ConfigError::ValueAt { path, line, key, value, detail },
+            None => ConfigError::Value { path, key, value, detail },
+        }
     }
 
     /// Fills [`peer_names`](Self::peer_names) and [`allow_list`](Self::allow_list)
     /// from `peers` and `allow_peers`, whose spans point into `text`.
     fn validate_peers(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let line = |v: &Spanned<String>| text.get(..v.span().start).map_or(0, |t| t.matches('\n').count() + 1);
+        let line = |v: &Spanned<String>| line_at(text, v.span().start);
         let err = |key: String, v: &Spanned<String>, detail: String| ConfigError::ValueAt {
             path: path.into(),
             line: line(v),
@@ -329,18 +419,15 @@ impl FileConfig {
         let mut out = BTreeMap::new();
         for (name, raw) in &self.providers {
             if !known.contains(&name.as_str()) {
-                return Err(ConfigError::Value {
-                    path: path.into(),
-                    key: format!("providers.{name}"),
-                    value: name.clone(),
-                    detail: format!("no such provider; known: {}", known.join(", ")),
-                });
+                return Err(self.value_error(
+                    path,
+                    &format!("providers.{name}"),
+                    name.clone(),
+                    format!("no such provider; known: {}", known.join(", ")),
+                ));
             }
-            let bad = |key: &str, value: &str, detail: String| ConfigError::Value {
-                path: path.into(),
-                key: format!("providers.{name}.{key}"),
-                value: value.into(),
-                detail,
+            let bad = |key: &str, value: &str, detail: String| {
+                self.value_error(path, &format!("providers.{name}.{key}"), value, detail)
             };
             let names = raw
                 .names
@@ -398,6 +485,37 @@ mod tests {
         assert!(msg.contains("/etc/m.toml"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
         assert!(msg.contains("bnid"), "{msg}");
+    }
+
+    #[test]
+    fn every_key_has_its_line_however_it_is_written() {
+        let text = "port = 1\n\n[limits]\n# comment\nmax_connections = 0\n[tls]\ncert = \"c\"\n";
+        let c = FileConfig::parse(text, Path::new("c")).unwrap();
+        assert_eq!(c.line_of("limits.max_connections"), Some(5));
+        assert_eq!(c.line_of("tls.cert"), Some(7));
+        assert_eq!(c.line_of("tls.key"), Some(6), "a key not written falls back to its table");
+        assert_eq!(c.line_of("upstream"), None);
+        let c = FileConfig::parse("port = 1\nlimits.max_connections = 0\n", Path::new("c")).unwrap();
+        assert_eq!(c.line_of("limits.max_connections"), Some(2));
+        let c = FileConfig::parse("\nlimits = { idle_timeout = 1, max_connections = 0 }\n", Path::new("c")).unwrap();
+        assert_eq!(c.line_of("limits.max_connections"), Some(2));
+        let e = c.value_error(Path::new("/m.toml"), "limits.max_connections", "0", "expected 1 or more").to_string();
+        assert_eq!(e, "config file /m.toml, line 2: limits.max_connections = \"0\": expected 1 or more");
+    }
+
+    #[test]
+    fn bind_is_a_list_or_a_string() {
+        let c = FileConfig::parse("bind = \"lan\"\n", Path::new("c")).unwrap();
+        assert_eq!(c.bind, Some(vec!["lan".to_owned()]));
+        let c = FileConfig::parse("bind = \"wireguard, lan\"\n", Path::new("c")).unwrap();
+        assert_eq!(c.bind, Some(vec!["wireguard".to_owned(), "lan".to_owned()]));
+        let c = FileConfig::parse("bind = [\"wireguard\", \"lan\"]\n", Path::new("c")).unwrap();
+        assert_eq!(c.bind, Some(vec!["wireguard".to_owned(), "lan".to_owned()]));
+        assert_eq!(FileConfig::parse("", Path::new("c")).unwrap().bind, None);
+        let e = FileConfig::parse("port = 1\nbind = 7\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("a selector such as \"lan\""), "{e}");
+        let e = FileConfig::parse("bind = [7]\n", Path::new("c")).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
     }
 
     #[test]

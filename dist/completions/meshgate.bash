@@ -40,6 +40,9 @@ _meshgate() {
             meshgate,serve)
                 cmd="meshgate__subcmd__serve"
                 ;;
+            meshgate,status)
+                cmd="meshgate__subcmd__status"
+                ;;
             meshgate__subcmd__help,ca)
                 cmd="meshgate__subcmd__help__subcmd__ca"
                 ;;
@@ -64,6 +67,9 @@ _meshgate() {
             meshgate__subcmd__help,serve)
                 cmd="meshgate__subcmd__help__subcmd__serve"
                 ;;
+            meshgate__subcmd__help,status)
+                cmd="meshgate__subcmd__help__subcmd__status"
+                ;;
             *)
                 ;;
         esac
@@ -71,14 +77,14 @@ _meshgate() {
 
     case "${cmd}" in
         meshgate)
-            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers peers completions man ca help"
+            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers peers status completions man ca help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -236,7 +242,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -351,7 +357,7 @@ _meshgate() {
             return 0
             ;;
         meshgate__subcmd__help)
-            opts="serve explain providers peers completions man ca help"
+            opts="serve explain providers peers status completions man ca help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -476,6 +482,20 @@ _meshgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        meshgate__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         meshgate__subcmd__man)
             opts="-h --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -498,7 +518,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -550,7 +570,7 @@ _meshgate() {
             fi
             case "${prev}" in
                 --bind)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "loopback tailnet netbird firezone zerotier nebula netmaker husarnet tinc openvpn wireguard cloudflare-warp yggdrasil lan all auto custom iface: cidr:" -- "${cur}"))
                     return 0
                     ;;
                 --host)
@@ -654,6 +674,28 @@ _meshgate() {
                     return 0
                     ;;
                 --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        meshgate__subcmd__status)
+            opts="-h --port --config --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

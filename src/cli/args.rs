@@ -35,9 +35,9 @@ pub(super) const VERSION: &str = match option_env!("MESHGATE_VERSION_LONG") {
 };
 
 /// Every environment variable meshgate reads, for `--help` and the man page.
-pub(super) const ENVIRONMENT: &str = "\
-Environment:
-  MESHGATE_BIND        --bind (comma-separated; empty is unset)
+pub(crate) const ENVIRONMENT: &str = "\
+Environment (an empty MESHGATE_* variable counts as unset):
+  MESHGATE_BIND        --bind (comma-separated)
   MESHGATE_PORT        --port
   MESHGATE_CONFIG      --config
   MESHGATE_TOKEN       the bearer token itself (below --token-file, above the config file)
@@ -65,6 +65,9 @@ pub enum Command {
     /// List the WireGuard peers of the interfaces a bind resolves to: name,
     /// key, allowed-ips, last handshake, and whether each needs the token.
     Peers(PeersArgs),
+    /// Ask the gateway running on this host (through its loopback door) where
+    /// it listens, its services and peers; exit 3 when none answers.
+    Status(StatusArgs),
     /// Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`.
     Completions(CompletionsArgs),
     /// Print the man page (roff): `meshgate man | man -l -`.
@@ -95,16 +98,28 @@ pub struct BindArgs {
     /// [env: MESHGATE_BIND, comma-separated; empty is unset]
     // Read in settings.rs rather than by clap, so that a bad selector can say
     // it came from the variable and an empty variable counts as unset.
-    #[arg(help_heading = "Binding", long = "bind", value_delimiter = ',', value_name = "SELECTOR")]
+    // The names are offered to shell completion only (SelectorNames accepts
+    // any text): `hide_possible_values` keeps them out of --help.
+    #[arg(
+        help_heading = "Binding",
+        long = "bind",
+        value_delimiter = ',',
+        value_name = "SELECTOR",
+        value_parser = values::SelectorNames,
+        hide_possible_values = true
+    )]
     pub bind: Vec<String>,
     /// The address for `--bind custom`.
     #[arg(help_heading = "Binding", long, value_name = "IP")]
     pub host: Option<String>,
-    /// The port [default: 18789].
-    #[arg(help_heading = "Binding", long, env = "MESHGATE_PORT")]
+    /// The port [default: 18789] [env: MESHGATE_PORT]
+    // The MESHGATE_* variables are read in env.rs, not by clap, so that a bad
+    // value names its variable and an empty one counts as unset.
+    #[arg(help_heading = "Binding", long)]
     pub port: Option<u16>,
-    /// A TOML config file.
-    #[arg(help_heading = "Binding", long, env = "MESHGATE_CONFIG", value_name = "PATH")]
+    /// A TOML config file [default: /etc/meshgate/meshgate.toml for root, else
+    /// ~/.config/meshgate/meshgate.toml, when it exists] [env: MESHGATE_CONFIG]
+    #[arg(help_heading = "Binding", long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// When nothing matches: serve on loopback, or fail (exit 69) [default: loopback].
     #[arg(help_heading = "Binding", long, value_enum)]
@@ -149,8 +164,8 @@ pub struct ServeArgs {
     #[arg(help_heading = "Binding", long, value_name = "SECONDS", value_parser = values::parse_seconds)]
     pub wait: Option<std::time::Duration>,
     /// Forward every authorized request to this service: http://HOST:PORT or
-    /// unix:/PATH. meshgate's own routes move under /_meshgate/.
-    #[arg(help_heading = "Upstream", long, env = "MESHGATE_UPSTREAM", value_name = "URL", value_parser = Upstream::parse)]
+    /// unix:/PATH. meshgate's own routes move under /_meshgate/. [env: MESHGATE_UPSTREAM]
+    #[arg(help_heading = "Upstream", long, value_name = "URL", value_parser = Upstream::parse)]
     pub upstream: Option<Upstream>,
     /// Seconds to open a connection to the upstream before answering 504 [default: 5].
     #[arg(help_heading = "Upstream", long, value_name = "SECONDS", value_parser = values::parse_seconds)]
@@ -187,10 +202,11 @@ pub struct ServeArgs {
     /// is sent to); others get 403. Repeatable.
     #[arg(help_heading = "Browser guard", long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
-    /// Let this WireGuard peer in without a token: a name from the config
-    /// file's `[peers]` or a base64 public key. Repeatable; replaces the config
-    /// file's allow_peers.
-    #[arg(help_heading = "Auth", long = "allow-peer", value_name = "NAME|KEY")]
+    /// Let this mesh peer in without a token: a name from the config file's
+    /// `[peers]`, a base64 WireGuard public key, a tailnet login
+    /// (user@example.com) or a tailnet tag (tag:NAME). Repeatable; replaces the
+    /// config file's allow_peers.
+    #[arg(help_heading = "Auth", long = "allow-peer", value_name = "NAME|KEY|LOGIN|tag:T")]
     pub allow_peer: Vec<String>,
     /// The most connections one address may hold open on non-loopback
     /// listeners [default: 64].
@@ -212,12 +228,12 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct LogArgs {
     /// The log's format on stderr: text for a person, json for a collector
-    /// (one object a line) [default: text].
-    #[arg(help_heading = "Logging", long, value_enum, value_name = "FORMAT", env = "MESHGATE_LOG_FORMAT")]
+    /// (one object a line) [default: text] [env: MESHGATE_LOG_FORMAT]
+    #[arg(help_heading = "Logging", long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// The log level or filter (error, warn, info, debug, trace, or a
     /// tracing filter such as `meshgate=debug`); above RUST_LOG [default: info].
-    #[arg(help_heading = "Logging", long, value_name = "LEVEL")]
+    #[arg(help_heading = "Logging", long, value_name = "LEVEL", value_parser = values::parse_log_level)]
     pub log_level: Option<String>,
     /// Log one line per request (listener, peer, identity, method, path
     /// without the query, status, bytes, duration); never a token or cookie.
@@ -256,8 +272,8 @@ pub struct TlsArgs {
     #[arg(help_heading = "HTTPS", long = "tls-name", value_name = "NAME")]
     pub tls_name: Vec<String>,
     /// Where the self-signed key and the local CA live [default: $STATE_DIRECTORY, else
-    /// /var/lib/meshgate for root, else ~/.local/share/meshgate].
-    #[arg(help_heading = "HTTPS", long, env = "MESHGATE_STATE_DIR", value_name = "DIR")]
+    /// /var/lib/meshgate for root, else ~/.local/share/meshgate] [env: MESHGATE_STATE_DIR]
+    #[arg(help_heading = "HTTPS", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Serve HTTPS on the loopback listeners too (they stay plain HTTP otherwise).
     #[arg(help_heading = "HTTPS", long)]
@@ -284,11 +300,12 @@ pub struct CaArgs {
     #[arg(long)]
     pub der: bool,
     /// Where the local CA lives [default: as serve: $STATE_DIRECTORY, else
-    /// /var/lib/meshgate for root, else ~/.local/share/meshgate].
-    #[arg(long, env = "MESHGATE_STATE_DIR", value_name = "DIR")]
+    /// /var/lib/meshgate for root, else ~/.local/share/meshgate] [env: MESHGATE_STATE_DIR]
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// A TOML config file (its state_dir is used when --state-dir is not given).
-    #[arg(long, env = "MESHGATE_CONFIG", value_name = "PATH")]
+    /// A TOML config file (its state_dir is used when --state-dir is not given)
+    /// [env: MESHGATE_CONFIG]
+    #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 }
 
@@ -312,9 +329,23 @@ pub struct PeersArgs {
     #[command(flatten)]
     pub bind: BindArgs,
     /// Judge "allowed" by these instead of the config file's allow_peers.
-    #[arg(long = "allow-peer", value_name = "NAME|KEY")]
+    #[arg(long = "allow-peer", value_name = "NAME|KEY|LOGIN|tag:T")]
     pub allow_peer: Vec<String>,
     /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `status`' options: the port as `serve` takes it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatusArgs {
+    /// The gateway's port [default: 18789].
+    #[arg(long, env = "MESHGATE_PORT")]
+    pub port: Option<u16>,
+    /// The config file the gateway was started with (for its port).
+    #[arg(long, env = "MESHGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the gateway's status document as JSON.
     #[arg(long)]
     pub json: bool,
 }

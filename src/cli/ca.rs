@@ -12,7 +12,7 @@ use meshgate_core::config::FileConfig;
 
 use super::args::CaArgs;
 use super::error::CliError;
-use super::settings::{default_config_path, state_dir};
+use super::settings::{default_config_path, state_dir_of};
 use crate::tls::{running_as_root, CaCertificate};
 
 /// Runs `meshgate ca`: the PEM to print (empty with `--der`: the DER is
@@ -26,7 +26,7 @@ pub fn ca(args: &CaArgs) -> Result<String, CliError> {
         Some(p) => Some((p.clone(), FileConfig::load(p)?)),
         None => None,
     };
-    let dir = state_dir(args.state_dir.as_ref(), file.as_ref().map(|(p, f)| (p.as_path(), f)))?;
+    let dir = state_dir_of(args.state_dir.as_ref(), file.as_ref().map(|(p, f)| (p.as_path(), f)))?;
     // The certificate alone: this command never reads the key.
     let ca = CaCertificate::read(&dir).map_err(|e| CliError::Refused(e.to_string()))?;
     eprintln!("SHA-256 fingerprint: {}", ca.fingerprint_sha256());

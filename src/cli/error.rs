@@ -32,6 +32,9 @@ pub enum CliError {
     /// Reading interfaces failed (exit 71).
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// `status`: no gateway answers on this host's loopback door (exit 3).
+    #[error("{0}")]
+    NoGateway(String),
     /// Anything else at run time (exit 1).
     #[error("{0}")]
     Runtime(String),
@@ -59,6 +62,7 @@ impl CliError {
             Self::Source(_) => 71,
             Self::Config(_) | Self::Refused(_) => 78,
             Self::Runtime(_) => 1,
+            Self::NoGateway(_) => 3,
             Self::Output(_) => 74,
             Self::WithAnswer { error, .. } => error.exit_code(),
         }

@@ -5,14 +5,19 @@
 
 use std::fmt::Write as _;
 
+use std::path::Path;
+
 use meshgate_core::config::FileConfig;
-use meshgate_core::resolver::{resolve, Listener, ListenerRole, Resolution};
+use meshgate_core::fact::DaemonFact;
+use meshgate_core::resolver::{resolve, Listener, ListenerRole, ProviderReport, Resolution};
 use meshgate_core::source::InterfaceSource;
+use serde::Serialize;
 use serde_json::json;
 
 use super::args::{ExplainArgs, TlsArgs};
 use super::error::CliError;
-use super::settings::{load_token, peer_rules, registry, settings};
+use super::reload::Loaded;
+use super::settings::{config_line, peer_rules, registry, settings, tls_check, worker_threads, WORKERS_ENV};
 use crate::gateway::check_auth;
 
 /// Runs `explain`: resolve on this host and print why. Returns the text to
@@ -22,26 +27,30 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
     let registry = registry()?;
     let s = settings(&args.serve.bind, registry)?;
     let file = s.file.as_ref().map(|(p, f)| (p.as_path(), f));
-    // A token that cannot be read is part of the answer, not a failure of it.
-    let (token, token_error) = match load_token(&args.serve, std::env::var("MESHGATE_TOKEN").ok(), file) {
-        Ok(t) => (t, None),
-        Err(e) => (None, Some(e.to_string())),
-    };
+    // Everything serve checks before it binds, in the same order and with
+    // the same errors: the config's values, the token, the limits, the
+    // upstream, the log level, the TLS files, the thread count. Nothing is
+    // bound and no key is made.
+    let loaded = Loaded::read(&args.serve)?;
+    let tls_note = tls_check(&args.serve.tls, file)?;
+    worker_threads(std::env::var_os(WORKERS_ENV).as_deref())?;
+    let token = loaded.token();
     let peers = peer_rules(&args.serve.allow_peer, file.map(|(_, f)| f))?;
     let snapshot = source.snapshot().await?;
     let res = resolve(registry, &s.selectors, &snapshot, &s.resolve);
-    let needs_token =
-        check_auth(&s.selectors, &res, token.as_ref(), !peers.allow.is_empty()).err().map(|e| match &token_error {
-            Some(t) => format!("{e} (the token given cannot be used: {t})"),
-            None => e.to_string(),
-        });
+    let needs_token = check_auth(&s.selectors, &res, token, !peers.allow.is_empty()).err().map(|e| e.to_string());
     let tls = Tls::of(&args.serve.tls, file.map(|(_, f)| f));
+    let config = file.map(|(p, _)| p);
     let text = if args.json {
-        explain_json_with(&res, needs_token.as_deref(), tls)
+        explain_json_with(&res, config, needs_token.as_deref(), tls)
     } else {
-        let mut t = explain_text(&res);
+        let mut t = format!("{}\n", config_line(config));
+        t.push_str(&explain_text(&res));
         for l in res.listeners.iter().filter(|l| tls.covers(l)) {
             let _ = writeln!(t, "https: {} speaks TLS (HTTP/2 or HTTP/1.1)", tls.url(l));
+        }
+        if let Some(note) = &tls_note {
+            let _ = writeln!(t, "{note}");
         }
         if let Some(why) = &needs_token {
             let _ = writeln!(t, "token: needed; serve would stop here: {why}");
@@ -57,7 +66,7 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
 
 /// The `explain --json` document (one object and a newline).
 pub fn explain_json(res: &Resolution) -> String {
-    explain_json_with(res, None, Tls { on: false, loopback: false })
+    explain_json_with(res, None, None, Tls { on: false, loopback: false })
 }
 
 /// The document with its `token_needed` member: the refusal `serve` would
@@ -91,19 +100,42 @@ impl Tls {
     }
 }
 
-fn explain_json_with(res: &Resolution, needs_token: Option<&str>, tls: Tls) -> String {
-    let mut doc = serde_json::to_value(res).unwrap_or_else(|e| json!({ "error": e.to_string() }));
-    if let Some(map) = doc.as_object_mut() {
-        map.insert("token_needed".into(), json!(needs_token));
-        if let Some(list) = map.get_mut("listeners").and_then(|v| v.as_array_mut()) {
-            for (v, l) in list.iter_mut().zip(&res.listeners) {
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("url".into(), json!(tls.url(l)));
-                }
-            }
-        }
-    }
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+/// The `explain --json` document, members in the order docs/cli.md shows.
+#[derive(Serialize)]
+struct Doc<'a> {
+    config: Option<&'a Path>,
+    selectors: &'a [String],
+    listeners: Vec<ListenerDoc<'a>>,
+    fallback: bool,
+    fallback_reason: Option<&'a str>,
+    notes: &'a [String],
+    providers: &'a [ProviderReport],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    daemons: &'a [DaemonFact],
+    token_needed: Option<&'a str>,
+}
+
+/// A listener and the URL `serve` would answer on.
+#[derive(Serialize)]
+struct ListenerDoc<'a> {
+    #[serde(flatten)]
+    listener: &'a Listener,
+    url: String,
+}
+
+fn explain_json_with(res: &Resolution, config: Option<&Path>, needs_token: Option<&str>, tls: Tls) -> String {
+    let doc = Doc {
+        config,
+        selectors: &res.selectors,
+        listeners: res.listeners.iter().map(|l| ListenerDoc { listener: l, url: tls.url(l) }).collect(),
+        fallback: res.fallback,
+        fallback_reason: res.fallback_reason.as_deref(),
+        notes: &res.notes,
+        providers: &res.providers,
+        daemons: &res.daemons,
+        token_needed: needs_token,
+    };
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string());
     out.push('\n');
     out
 }

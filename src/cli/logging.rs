@@ -12,6 +12,7 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use super::args::{LogArgs, LogFormat};
 use super::error::CliError;
+use super::values::parse_log_level;
 use crate::gateway::metrics::ACCESS_TARGET;
 
 /// The handle that swaps the filter of the installed subscriber.
@@ -47,9 +48,22 @@ pub(super) fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// `RUST_LOG` when it holds a usable filter; a bad one (`bogus`, which
+/// tracing would read as a target and so log nothing else) is ignored, with
+/// the reason.
+pub(super) fn rust_log() -> (Option<String>, Option<String>) {
+    match std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()) {
+        None => (None, None),
+        Some(v) => match parse_log_level(&v) {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(format!("RUST_LOG={v:?} is ignored: {e}"))),
+        },
+    }
+}
+
 /// Installs the subscriber for `serve`.
 pub fn init(args: &LogArgs) -> Result<(), CliError> {
-    let rust_log = std::env::var("RUST_LOG").ok();
+    let (rust_log, bad_rust_log) = rust_log();
     let filter = parse_filter(&filter_text(args.log_level.as_deref(), rust_log.as_deref(), None, args.access_log))?;
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
@@ -61,6 +75,15 @@ pub fn init(args: &LogArgs) -> Result<(), CliError> {
     };
     if installed.is_ok() {
         let _ = FILTER.set(handle);
+    }
+    // Said once, at start, where the log goes; only when RUST_LOG would have
+    // been used (no --log-level).
+    if let (None, Some(why)) = (&args.log_level, bad_rust_log) {
+        if installed.is_ok() {
+            tracing::warn!("{why}; the default level is used");
+        } else {
+            eprintln!("meshgate: warning: {why}; the default level is used");
+        }
     }
     Ok(())
 }

@@ -123,6 +123,8 @@ mod tests {
             allowed_ips: vec![ip.parse().unwrap()],
             endpoint: None,
             last_handshake: h,
+            rx_bytes: 0,
+            tx_bytes: 0,
         };
         let found = vec![(
             "wg0".to_owned(),

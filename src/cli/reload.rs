@@ -12,10 +12,11 @@ use tracing_subscriber::EnvFilter;
 
 use super::args::ServeArgs;
 use super::error::CliError;
-use super::logging::{filter_text, parse_filter};
+use super::logging::{filter_text, parse_filter, rust_log};
 use super::settings::{
     browser_policy, load_token_warned, peer_rules, registry, serve_options, settings, token_path, ServeOptions,
 };
+use super::values::parse_log_level;
 use crate::gateway::auth::token_value_matches;
 use crate::gateway::{Controls, PeerRules, SharedPeerRules, Token};
 
@@ -55,15 +56,20 @@ impl Loaded {
         let registry = registry()?;
         let s = settings(&args.bind, registry)?;
         let file = s.file.as_ref().map(|(p, f)| (p.as_path(), f));
-        let env_token = std::env::var("MESHGATE_TOKEN").ok();
+        let env_token = super::env::var("MESHGATE_TOKEN");
         let token_is_credential = is_credential(token_path(args, env_token.is_some(), file).as_deref());
         let token = load_token_warned(args, env_token, file)?;
         let options = serve_options(args, file)?;
         let f = file.map(|(_, f)| f);
         let peers = peer_rules(&args.allow_peer, f)?;
+        // A bad log_level is refused with its line: tracing would read it as
+        // a target name and log nothing else.
+        if let (Some((path, f)), Some(level)) = (file, f.and_then(|f| f.log_level.as_deref())) {
+            parse_log_level(level).map_err(|e| CliError::from(f.value_error(path, "log_level", level, e)))?;
+        }
         let filter_text = filter_text(
             args.log.log_level.as_deref(),
-            std::env::var("RUST_LOG").ok().as_deref(),
+            rust_log().0.as_deref(),
             f.and_then(|f| f.log_level.as_deref()),
             args.log.access_log || f.and_then(|f| f.access_log).unwrap_or(false),
         );

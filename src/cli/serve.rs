@@ -4,7 +4,6 @@
 //! telling systemd when it is ready (`READY=1`, `STATUS=`), counting attaches
 //! for `/metrics`, and re-reading its configuration on SIGHUP.
 
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use meshgate_core::source::InterfaceSource;
@@ -15,38 +14,15 @@ use super::logging;
 use super::notify;
 use super::print::{event_line, say};
 use super::reload::{Live, Loaded};
-use super::settings::{browser_policy, registry, settings, tls_setup};
+use super::settings::{
+    browser_policy, config_line, registry, settings, state_dir, tls_setup, worker_threads, WORKERS_ENV,
+};
 use crate::gateway::metrics::Meter;
 use crate::gateway::{
     app, display_addr, shutdown_signal, Event, Gateway, MeshPeers, PeerRules, Proxy, TailnetPeers, WireGuardPeers,
     Workers,
 };
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
-
-/// The variable that sets how many connection threads serve (tokio's own name
-/// for its worker count, which the benches and containers already set).
-const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
-
-/// Each thread is a runtime with three file descriptors of its own; more
-/// threads than this is a typo, not a plan.
-const MAX_WORKERS: usize = 1024;
-
-/// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
-/// CPU this process may run on (its affinity and cgroup quota counted).
-fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
-    let Some(raw) = set else {
-        return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
-    };
-    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).filter(|n| n.get() <= MAX_WORKERS).ok_or_else(
-        || {
-            CliError::BadFlag(format!(
-                "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 to {MAX_WORKERS}, or unset it \
-                 for one per CPU",
-                raw.to_string_lossy()
-            ))
-        },
-    )
-}
 
 /// Raises the soft limit on open files to the hard one, as servers do (Go's
 /// runtime does it for every program): each proxied connection holds two
@@ -78,6 +54,9 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let registry = registry()?;
     let settings = settings(&args.bind, registry)?;
     let file = settings.file.as_ref().map(|(p, f)| (p.as_path(), f));
+    // First, which file: after `dpkg -i` /etc/meshgate/meshgate.toml is read
+    // without any --config.
+    tracing::info!("{}", config_line(file.map(|(p, _)| p)));
     // The config file's log_level and access_log apply now that it is read;
     // the token is read here, once.
     let loaded = Loaded::read(args)?;
@@ -144,8 +123,13 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         .peer_lookup(peers, allows_any)
         .workers(workers)
         .on_event(on_event);
+    // A logout outlives a restart: revoked sessions are kept in the state directory.
+    if let Some(dir) = state_dir(&args.tls, file) {
+        builder = builder.session_dir(dir);
+    }
     let mut tls_stats = None;
     let mut reloader = None;
+    let page_tls = tls.as_ref().map(super::status::page_tls);
     if let Some(tls) = tls {
         say(&tls.summary);
         tls_stats = Some(tls.https.acceptor.stats().clone());
@@ -157,6 +141,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         }
     }
     notify::starting(args.wait);
+    let upstream_text = options.upstream.as_ref().map(ToString::to_string);
     let running = match options.upstream {
         Some(upstream) => {
             let proxy = Proxy::new(upstream, options.upstream_limits, token);
@@ -169,6 +154,25 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
         None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
     };
     let state = running.state().clone();
+    state.status_board().describe(crate::gateway::status_page::PageInfo {
+        services: vec![crate::gateway::status_page::ServiceInfo::single(upstream_text)],
+        tls: page_tls,
+        rules: Some(rules.clone()),
+    });
+    // The counters sampled while nobody looks: a refusal is a recent event
+    // at about the time it happened, not at the next view of the page.
+    let sampler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::gateway::status_page::board::SAMPLE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let (sample, _) = crate::gateway::status_page::doc::counters(&state);
+                state.status_board().sample(&sample);
+            }
+        })
+    };
     let m = state.stats().meter.clone();
     if let Some(s) = tls_stats {
         m.set_tls(s);
@@ -176,10 +180,32 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let _ = meter.set(m);
     notify::ready(&listeners.lock().unwrap_or_else(|e| e.into_inner()));
     let live = Live { controls: running.controls(), rules };
-    reload_on_sighup(hangup, args.clone(), loaded, live, reloader);
+    reload_on_sighup(hangup, args.clone(), loaded, live, reloader, state.clone());
     running.run_until(stop).await;
+    sampler.abort();
     notify::stopping();
     Ok(())
+}
+
+/// What the status page says about a reload refused for `e`: the file and
+/// the place, never the text. The page (and `/status`) is seen by allowed
+/// peers that may not hold the token, and toml's message quotes the line it
+/// stumbled on, which may be `token = ...` (as may other messages quote a
+/// value); the log, which only this host's administrator reads, has it whole.
+fn refused_reload_text(e: &CliError) -> String {
+    use meshgate_core::config::ConfigError;
+    let place = match e {
+        CliError::Config(ConfigError::Parse { path, detail }) => {
+            // toml's first line is its position ("TOML parse error at line 2, column 9").
+            format!(" ({}: {})", path.display(), detail.lines().next().unwrap_or("not TOML"))
+        }
+        CliError::Config(ConfigError::Value { path, key, .. }) => format!(" ({}: {key})", path.display()),
+        CliError::Config(ConfigError::ValueAt { path, line, key, .. }) => {
+            format!(" ({}, line {line}: {key})", path.display())
+        }
+        _ => String::new(),
+    };
+    format!("the new configuration is refused{place}, the running one kept; the log says why")
 }
 
 /// SIGHUP: re-read the certificate files (a bad new pair is logged and the
@@ -195,6 +221,7 @@ fn reload_on_sighup(
     loaded: Loaded,
     live: Live,
     reloader: Option<Arc<Reloader>>,
+    state: crate::gateway::AppState,
 ) {
     #[cfg(unix)]
     {
@@ -209,15 +236,26 @@ fn reload_on_sighup(
                     }
                     match Loaded::read(&args) {
                         Err(e) => {
-                            tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}")
+                            tracing::error!("SIGHUP: the new configuration is refused, the running one kept: {e}");
+                            state
+                                .status_board()
+                                .note(crate::gateway::status_page::EventKind::Reload, refused_reload_text(&e));
                         }
                         Ok(new) => {
                             let (changes, now) = current.apply(&new, &live);
                             if logging::set_filter(now.filter()) {
                                 tracing::debug!("SIGHUP: log filter is now {}", now.filter_text);
                             }
+                            let board = state.status_board();
+                            if changes.is_empty() {
+                                board.note(
+                                    crate::gateway::status_page::EventKind::Reload,
+                                    "configuration read again: nothing changed",
+                                );
+                            }
                             for change in changes {
                                 tracing::info!("SIGHUP: {change}");
+                                board.note(crate::gateway::status_page::EventKind::Reload, change.to_string());
                             }
                             current = now;
                         }
@@ -228,7 +266,7 @@ fn reload_on_sighup(
         }
     }
     #[cfg(not(unix))]
-    let _ = (hangup, args, loaded, live, reloader);
+    let _ = (hangup, args, loaded, live, reloader, state);
 }
 
 #[cfg(unix)]
@@ -246,27 +284,5 @@ fn hangup_signal() -> Option<Hangup> {
     #[cfg(not(unix))]
     {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn worker_threads_takes_a_whole_number_or_one_per_cpu() {
-        assert_eq!(worker_threads(Some(OsStr::new("3"))).unwrap().get(), 3);
-        assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
-        let cpus = std::thread::available_parallelism().unwrap();
-        assert_eq!(worker_threads(None).unwrap(), cpus);
-        assert_eq!(worker_threads(Some(OsStr::new("1024"))).unwrap().get(), 1024);
-        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
-            let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
-            assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
-            let text = e.to_string();
-            assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
-            assert!(text.contains("whole number from 1 to 1024"), "{text}");
-        }
     }
 }

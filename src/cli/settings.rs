@@ -4,6 +4,7 @@
 //! the file and key it came from.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use meshgate_core::wgpeer::AllowList;
 use std::sync::Arc;
 
 use crate::tls::{
-    default_state_dir, leaf_lifetime_from, running_as_root, Internal, LocalCa, Reloader, SelfSigned, TailnetCert,
-    TlsAcceptor, LEAF_LIFETIME_ENV,
+    default_state_dir, leaf_lifetime_from, running_as_root, CertResolver, Internal, LocalCa, Reloader, SelfSigned,
+    TailnetCert, TlsAcceptor, LEAF_LIFETIME_ENV,
 };
 
 use super::args::{BindArgs, ServeArgs, TlsArgs, TlsMode};
@@ -52,6 +53,41 @@ pub(crate) fn default_config_path(root: bool, env: impl Fn(&str) -> Option<std::
     Some(base.join("meshgate").join("meshgate.toml"))
 }
 
+/// The line that says which config file was read (`serve` logs it first,
+/// `explain` prints it first): after `dpkg -i`, /etc/meshgate/meshgate.toml
+/// is read without a `--config`.
+pub(crate) fn config_line(config: Option<&Path>) -> String {
+    match config {
+        Some(p) => format!("config file: {}", p.display()),
+        None => "config file: none".to_owned(),
+    }
+}
+
+/// The variable that sets how many connection threads serve (tokio's own name
+/// for its worker count, which the benches and containers already set).
+pub(super) const WORKERS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// Each thread is a runtime with three file descriptors of its own; more
+/// threads than this is a typo, not a plan.
+const MAX_WORKERS: usize = 1024;
+
+/// How many connection threads: `TOKIO_WORKER_THREADS` when set, else one per
+/// CPU this process may run on (its affinity and cgroup quota counted).
+pub(super) fn worker_threads(set: Option<&std::ffi::OsStr>) -> Result<NonZeroUsize, CliError> {
+    let Some(raw) = set else {
+        return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+    };
+    raw.to_str().and_then(|s| s.trim().parse::<NonZeroUsize>().ok()).filter(|n| n.get() <= MAX_WORKERS).ok_or_else(
+        || {
+            CliError::BadFlag(format!(
+                "{WORKERS_ENV}={}: not a number of threads; set a whole number from 1 to {MAX_WORKERS}, or unset it \
+                 for one per CPU",
+                raw.to_string_lossy()
+            ))
+        },
+    )
+}
+
 /// Bind settings after precedence (flag > env > file > default) is applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -75,7 +111,7 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
     };
     let f = file.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
     let names = registry.names();
-    let env_bind = std::env::var("MESHGATE_BIND").ok().filter(|v| !v.trim().is_empty());
+    let env_bind = super::env::var("MESHGATE_BIND").filter(|v| !v.trim().is_empty());
     let host = args.host.clone().or(f.host.clone());
     let parse = |raw: &[String]| parse_selectors(raw, &names, host.as_deref()).map_err(|e| with_case_hint(e, &names));
     let selectors = if !args.bind.is_empty() {
@@ -84,7 +120,7 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
         let raw: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
         parse(&raw).map_err(|e| CliError::BadFlag(format!("MESHGATE_BIND={v:?}: {e}")))?
     } else if let (Some(raw), Some((path, _))) = (&f.bind, &file) {
-        parse(raw).map_err(|e| config_bind_error(path, raw, &e))?
+        parse(raw).map_err(|e| config_bind_error(path, &f, raw, &e))?
     } else {
         parse(&["loopback".to_owned()])?
     };
@@ -102,13 +138,14 @@ pub fn settings(args: &BindArgs, registry: &Registry) -> Result<Settings, CliErr
                         .filter(|e| e.info().role == Role::Mesh)
                         .map(|e| e.info().name)
                         .collect();
-                    return Err(ConfigError::Value {
-                        path: path.clone(),
-                        key: "auto".into(),
-                        value: n.clone(),
-                        detail: format!("not a mesh provider; auto can walk: {}", meshes.join(", ")),
-                    }
-                    .into());
+                    return Err(f
+                        .value_error(
+                            path,
+                            "auto",
+                            n.clone(),
+                            format!("not a mesh provider; auto can walk: {}", meshes.join(", ")),
+                        )
+                        .into());
                 }
             }
             auto_order = Some(order.clone());
@@ -143,26 +180,9 @@ fn with_case_hint(mut e: SelectorError, names: &[&str]) -> SelectorError {
 }
 
 /// A bad selector in the config file's `bind`: exit 78, naming the file and
-/// the line (the config model keeps no spans for `bind`: the line is found
-/// in the text, the first `bind =` before any table).
-fn config_bind_error(path: &Path, raw: &[String], e: &SelectorError) -> CliError {
-    let line = std::fs::read_to_string(path).ok().and_then(|text| {
-        text.lines()
-            .take_while(|l| !l.trim_start().starts_with('['))
-            .position(|l| {
-                let l = l.trim_start();
-                l.strip_prefix("bind").is_some_and(|rest| rest.trim_start().starts_with('='))
-            })
-            .map(|i| i + 1)
-    });
-    let value = raw.join(",");
-    match line {
-        Some(line) => {
-            ConfigError::ValueAt { path: path.into(), line, key: "bind".into(), value, detail: e.to_string() }
-        }
-        None => ConfigError::Value { path: path.into(), key: "bind".into(), value, detail: e.to_string() },
-    }
-    .into()
+/// the line.
+fn config_bind_error(path: &Path, f: &FileConfig, raw: &[String], e: &SelectorError) -> CliError {
+    f.value_error(path, "bind", raw.join(","), e.to_string()).into()
 }
 
 /// Tokens shorter than this are accepted with a warning: guessable.
@@ -190,12 +210,19 @@ pub fn load_token(
     if let Some(v) = env_token {
         return Token::new(&v, "MESHGATE_TOKEN").map(Some).map_err(refused);
     }
-    if let Some((path, p)) = file.and_then(|(path, f)| f.token_file.as_deref().map(|p| (path, p))) {
-        // Relative to the config file, like every path in it.
-        return from_file(&relative_to(path, p));
-    }
-    if let Some(v) = file.and_then(|(_, f)| f.token.as_deref()) {
-        return Token::new(v, "the config file's `token`").map(Some).map_err(refused);
+    // From the config file: the error names the file and the line too.
+    if let Some((path, f)) = file {
+        if let Some(p) = f.token_file.as_deref() {
+            // Relative to the config file, like every path in it.
+            let p = relative_to(path, p);
+            return from_file(&p)
+                .map_err(|e| f.value_error(path, "token_file", p.display().to_string(), e.to_string()).into());
+        }
+        if let Some(v) = f.token.as_deref() {
+            return Token::new(v, "the config file's `token`")
+                .map(Some)
+                .map_err(|e| f.value_error(path, "token", "(hidden)", e.to_string()).into());
+        }
     }
     Ok(None)
 }
@@ -221,13 +248,18 @@ pub fn load_token_warned(
     let token = load_token(args, env_token, file)?;
     if let Some(t) = &token {
         if t.expose().len() < SHORT_TOKEN {
-            tracing::warn!(
-                "the token is {} characters long, short enough to guess; use at least {SHORT_TOKEN} random ones (e.g. `head -c 32 /dev/urandom | base64`)",
-                t.expose().len()
-            );
+            tracing::warn!("{}", short_token_warning(t.expose().len()));
         }
     }
     Ok(token)
+}
+
+/// The warning for a token of `len` characters (fewer than [`SHORT_TOKEN`]).
+fn short_token_warning(len: usize) -> String {
+    let unit = if len == 1 { "character" } else { "characters" };
+    format!(
+        "the token is {len} {unit} long, short enough to guess; use at least {SHORT_TOKEN} random ones (e.g. `head -c 32 /dev/urandom | base64`)"
+    )
 }
 
 /// `p` as read from the config file at `config`: a relative path is relative
@@ -270,13 +302,16 @@ pub struct ServeOptions {
 /// Applies precedence to the upstream and the limits; a bad config value is
 /// exit 78 naming the file and the key.
 pub fn serve_options(args: &ServeArgs, file: Option<(&Path, &FileConfig)>) -> Result<ServeOptions, CliError> {
-    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
-        ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into()
-    };
     let mut out = ServeOptions::default();
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
         None => (None, None),
+    };
+    let bad = |path: &Path, key: &str, value: String, detail: String| -> CliError {
+        match f {
+            Some(f) => f.value_error(path, key, value, detail).into(),
+            None => ConfigError::Value { path: path.into(), key: key.into(), value, detail }.into(),
+        }
     };
     out.upstream = match (&args.upstream, f.and_then(|f| f.upstream.as_deref()), path) {
         (Some(u), _, _) => Some(u.clone()),
@@ -390,6 +425,55 @@ pub struct TlsSetup {
     pub summary: String,
     /// The own certificate's reloader (none for the other modes).
     pub reloader: Option<Arc<Reloader>>,
+    /// Where the certificate comes from (for the status page).
+    pub kind: TlsKind,
+    /// The certificate served now (a reload or renewal shows through it).
+    pub resolver: Arc<CertResolver>,
+}
+
+/// Which kind of certificate is served, after precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsKind {
+    /// Own certificate files (`--tls-cert`, `[tls] cert`).
+    Own,
+    /// Self-signed over a key in the state directory.
+    SelfSigned,
+    /// From the local CA whose certificate is at `ca_cert`.
+    Internal {
+        /// The CA's certificate file.
+        ca_cert: PathBuf,
+    },
+    /// tailscaled's certificate for `domain`.
+    Tailscale {
+        /// This node's tailnet name.
+        domain: String,
+    },
+}
+
+/// What HTTPS the flags and `[tls]` ask for, before any file is opened.
+enum TlsPlan<'a> {
+    /// Plain HTTP.
+    Off,
+    /// Own files; `from` is the config file they were named in, if any.
+    Own { cert: PathBuf, key: PathBuf, from: Option<(&'a Path, &'a FileConfig)> },
+    /// A self-signed certificate over a key kept in `dir`.
+    SelfSigned { dir: PathBuf, names: Vec<String>, from: Sources<'a> },
+    /// Short-lived certificates from the local CA kept in `dir`; a new CA
+    /// permits `ranges` (the default private ranges when empty), the DNS
+    /// names in `names` and the suffixes in `suffixes`.
+    Internal { dir: PathBuf, names: Vec<String>, ranges: Vec<ipnet::IpNet>, suffixes: Vec<String>, from: Sources<'a> },
+    /// tailscaled's certificate for this node (asked at start).
+    Tailscale,
+}
+
+/// The config file a state directory and a list of names came from, when
+/// they did (for errors naming the file and the line).
+#[derive(Clone, Copy, Default)]
+struct Sources<'a> {
+    /// `state_dir`.
+    dir: Option<(&'a Path, &'a FileConfig)>,
+    /// `[tls] names`.
+    names: Option<(&'a Path, &'a FileConfig)>,
 }
 
 /// Where the certificate comes from, after precedence.
@@ -421,23 +505,28 @@ impl From<TlsMode> for Mode {
 }
 
 /// The state directory: `--state-dir`/`MESHGATE_STATE_DIR`, else the config
-/// file's `state_dir` (relative to the file), else the default.
-pub(crate) fn state_dir(flag: Option<&PathBuf>, file: Option<(&Path, &FileConfig)>) -> Result<PathBuf, CliError> {
-    let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
-    match (flag, file.and_then(|(p, f)| f.state_dir.as_deref().map(|d| (p, d)))) {
-        (Some(d), _) => Ok(d.clone()),
-        (None, Some((path, d))) => Ok(match path.parent() {
-            Some(dir) if d.is_relative() => dir.join(d),
-            _ => d.to_path_buf(),
-        }),
-        (None, None) => default_state_dir().map_err(refused),
+/// file's `state_dir` (relative to the file), else the default (`None` when
+/// there is none).
+pub(super) fn state_dir(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Option<PathBuf> {
+    state_dir_of(args.state_dir.as_ref(), file).ok()
+}
+
+/// The state directory as [`state_dir`] finds it, from the flag alone (for
+/// `meshgate ca`); no default is an error saying why.
+pub(crate) fn state_dir_of(flag: Option<&PathBuf>, file: Option<(&Path, &FileConfig)>) -> Result<PathBuf, CliError> {
+    if let Some(d) = flag {
+        return Ok(d.clone());
+    }
+    match file.and_then(|(p, f)| f.state_dir.as_deref().map(|d| (p, d))) {
+        Some((p, d)) if d.is_relative() => Ok(p.parent().map_or_else(|| d.to_path_buf(), |dir| dir.join(d))),
+        Some((_, d)) => Ok(d.to_path_buf()),
+        None => default_state_dir().map_err(|e| CliError::Refused(e.to_string())),
     }
 }
 
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
-/// paths there are relative to the file). Starts what keeps a certificate
-/// current (the local CA's renewals, tailscaled polls): call it in a runtime.
-pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+/// paths there are relative to the file). Opens nothing.
+fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Result<(TlsPlan<'a>, bool), CliError> {
     let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
     let (path, f) = match file {
         Some((p, f)) => (Some(p), Some(f)),
@@ -450,89 +539,250 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             _ => p.to_path_buf(),
         }
     };
-    let cfg_mode = match (cfg.mode, cfg.self_signed) {
-        (Some(m), false) => Some(Mode::from(m)),
-        (None, true) | (Some(TlsModeConfig::SelfSigned), true) => Some(Mode::SelfSigned),
-        (Some(_), true) => {
-            return Err(ConfigError::Value {
-                path: path.map(Path::to_path_buf).unwrap_or_default(),
-                key: "tls".into(),
-                value: "mode/self_signed".into(),
-                detail: "set either mode or self_signed = true, not both".into(),
-            }
-            .into())
+    let loopback = args.tls_loopback || cfg.loopback;
+    let cfg_mode = match (cfg.mode, cfg.self_signed, file) {
+        (Some(m), false, _) => Some(Mode::from(m)),
+        (None, true, _) | (Some(TlsModeConfig::SelfSigned), true, _) => Some(Mode::SelfSigned),
+        (Some(m), true, Some((p, f))) => {
+            return Err(f
+                .value_error(p, "tls.mode", format!("{m:?}"), "set either mode or self_signed = true, not both")
+                .into())
         }
-        (None, false) => None,
+        (Some(m), true, None) => Some(Mode::from(m)),
+        (None, false, _) => None,
     };
     let own = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (Some(c), Some(k)) => Some((c.clone(), k.clone(), None)),
         _ if args.tls.is_some() => None,
-        _ => match (&cfg.cert, &cfg.key, path) {
-            (Some(_), _, Some(p)) | (_, Some(_), Some(p)) if cfg_mode.is_some() => {
-                return Err(ConfigError::Value {
-                    path: p.into(),
-                    key: "tls".into(),
-                    value: "cert/key".into(),
-                    detail: "set either cert and key, or a mode (internal, tailscale, self-signed), not both".into(),
-                }
-                .into())
+        _ => match (&cfg.cert, &cfg.key, file) {
+            (Some(c), _, Some((p, f))) | (_, Some(c), Some((p, f))) if cfg_mode.is_some() => {
+                return Err(f
+                    .value_error(
+                        p,
+                        if cfg.cert.is_some() { "tls.cert" } else { "tls.key" },
+                        c.display().to_string(),
+                        "set either cert and key, or a mode (internal, tailscale, self-signed), not both",
+                    )
+                    .into())
             }
-            (Some(c), Some(k), _) => Some((near(c), near(k))),
-            (Some(_), None, Some(p)) | (None, Some(_), Some(p)) => {
-                return Err(ConfigError::Value {
-                    path: p.into(),
-                    key: "tls".into(),
-                    value: "cert/key".into(),
-                    detail: "set both cert and key, or mode = \"internal\"".into(),
-                }
-                .into())
+            (Some(c), Some(k), Some((p, f))) => Some((near(c), near(k), Some((p, f)))),
+            (Some(_), None, Some((p, f))) | (None, Some(_), Some((p, f))) => {
+                let key = if cfg.cert.is_some() { "tls.cert" } else { "tls.key" };
+                return Err(f
+                    .value_error(p, key, "cert/key", "set both tls.cert and tls.key, or mode = \"internal\"")
+                    .into());
             }
             _ => None,
         },
     };
-    let loopback = args.tls_loopback || cfg.loopback;
-    if let Some((cert, key)) = own {
-        let reloader = Arc::new(Reloader::new(&cert, &key).map_err(refused)?);
-        let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
-        let pin = reloader.spki_sha256_base64();
-        return Ok(Some(TlsSetup {
-            https: Https { acceptor: Arc::new(acceptor), address_names: None, ca_pem: None, loopback },
-            summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
-            reloader: Some(reloader),
-        }));
+    if let Some((cert, key, from)) = own {
+        return Ok((TlsPlan::Own { cert, key, from }, loopback));
     }
     let Some(mode) = args.tls.map(Mode::from).or(cfg_mode) else {
-        return Ok(None);
+        return Ok((TlsPlan::Off, loopback));
     };
-    let names = if args.tls_name.is_empty() { cfg.names.clone() } else { args.tls_name.clone() };
+    if mode == Mode::Tailscale {
+        return Ok((TlsPlan::Tailscale, loopback));
+    }
+    let (dir, dir_from) = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
+        (Some(d), _) => (d.clone(), None),
+        (None, Some(d)) => (near(d), file),
+        (None, None) => (default_state_dir().map_err(refused)?, None),
+    };
+    let (names, names_from) =
+        if args.tls_name.is_empty() { (cfg.names.clone(), file) } else { (args.tls_name.clone(), None) };
+    let from = Sources { dir: dir_from, names: names_from };
+    Ok((
+        match mode {
+            Mode::SelfSigned => TlsPlan::SelfSigned { dir, names, from },
+            _ => TlsPlan::Internal {
+                dir,
+                names,
+                ranges: cfg.ca_ranges.clone(),
+                suffixes: ca_names(&cfg.ca_names, file)?,
+                from,
+            },
+        },
+        loopback,
+    ))
+}
+
+/// Reads an own certificate pair; a pair named in the config file that
+/// cannot be used names the file and the line of `tls.cert`.
+fn own_pair(cert: &Path, key: &Path, from: Option<(&Path, &FileConfig)>) -> Result<Reloader, CliError> {
+    Reloader::new(cert, key).map_err(|e| match from {
+        Some((path, f)) => f.value_error(path, "tls.cert", cert.display().to_string(), e.to_string()).into(),
+        None => CliError::Refused(e.to_string()),
+    })
+}
+
+/// A self-signed certificate or local CA that cannot be used: a bad name
+/// (or one the CA may not sign) is blamed on `[tls] names`, anything else on
+/// `state_dir`, with the line, when the config file gave them.
+fn state_error(e: crate::tls::TlsError, from: Sources<'_>) -> CliError {
+    use crate::tls::TlsError;
+    let (source, key, value) = match &e {
+        TlsError::BadName { name, .. } | TlsError::OutsideConstraints { name, .. } => {
+            (from.names, "tls.names", name.trim_start_matches("--tls-name ").to_owned())
+        }
+        _ => (
+            from.dir,
+            "state_dir",
+            from.dir.and_then(|(_, f)| f.state_dir.as_ref()).map(|d| d.display().to_string()).unwrap_or_default(),
+        ),
+    };
+    match source {
+        Some((path, f)) => f.value_error(path, key, value, e.to_string()).into(),
+        None => CliError::Refused(e.to_string()),
+    }
+}
+
+/// The DNS names in `names` as a certificate may carry them (IP literals
+/// pass): the check `SelfSigned::open` and `Internal::open` make first.
+fn check_names(names: &[String]) -> Result<(), crate::tls::TlsError> {
+    names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).try_for_each(|n| {
+        rcgen::CertificateParams::new(vec![n.clone()])
+            .map(drop)
+            .map_err(|e| crate::tls::TlsError::BadName { name: n.clone(), detail: e.to_string() })
+    })
+}
+
+/// Checks what [`tls_setup`] would use without writing anything (for
+/// `explain`): an own pair is read and checked; a self-signed key's
+/// directory is resolved, and the names checked, but no key is made; the
+/// local CA's directory is checked, an existing CA read (never made) and
+/// the names checked against its constraints; tailscaled is not asked
+/// (`serve` asks it at start). Returns a line for `explain` to print about
+/// the local CA or tailscaled, if there is one to say.
+pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<String>, CliError> {
+    match tls_plan(args, file)?.0 {
+        TlsPlan::Off => Ok(None),
+        TlsPlan::Tailscale => Ok(Some(
+            "tls: tailscale: serve asks tailscaled for this node's certificate at start (explain does not ask it)"
+                .into(),
+        )),
+        TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from).map(|_| None),
+        TlsPlan::SelfSigned { dir, names, from } => {
+            check_names(&names).map_err(|e| state_error(e, from))?;
+            dir_writable(&dir).map_err(|e| state_error(e, from))?;
+            // A key already there is read and loaded, as serve would: a
+            // corrupt one is refused here too.
+            crate::tls::check_key(&dir).map_err(|e| state_error(e, from))?;
+            Ok(None)
+        }
+        TlsPlan::Internal { dir, names, from, .. } => {
+            leaf_lifetime_from(std::env::var_os(LEAF_LIFETIME_ENV)).map_err(CliError::BadFlag)?;
+            check_names(&names).map_err(|e| state_error(e, from))?;
+            dir_writable(&dir).map_err(|e| state_error(e, from))?;
+            let ca = match LocalCa::load(&dir) {
+                Ok(ca) => ca,
+                Err(crate::tls::TlsError::NoCa { .. }) => {
+                    return Ok(Some(format!(
+                        "tls: internal: serve would make a local CA in {} (permitting the mesh's ranges and these names)",
+                        dir.display()
+                    )))
+                }
+                Err(e) => return Err(state_error(e, from)),
+            };
+            let c = ca.constraints();
+            for name in &names {
+                let permitted = match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) => c.permits_ip(ip),
+                    Err(_) => c.permits_dns(name),
+                };
+                if !permitted {
+                    let e = crate::tls::TlsError::OutsideConstraints {
+                        name: format!("--tls-name {name}"),
+                        permitted: c.describe(),
+                        dir: dir.clone(),
+                    };
+                    return Err(state_error(e, from));
+                }
+            }
+            Ok(Some(format!(
+                "tls: internal: certificates from the local CA {} (SHA-256 {})",
+                ca.cert_path().display(),
+                ca.fingerprint_sha256()
+            )))
+        }
+    }
+}
+
+/// Whether a key or a CA could be kept in `dir`, judged without writing:
+/// the directory (or, when it does not exist yet, the nearest existing
+/// parent that would hold it) is a writable directory. The errors are those
+/// a write at start would give.
+fn dir_writable(dir: &Path) -> Result<(), crate::tls::TlsError> {
+    use std::io::Error;
+    let write = |source: Error| crate::tls::TlsError::Write { path: dir.to_path_buf(), source };
+    let mut at = dir;
+    while !at.exists() {
+        at = at.parent().ok_or_else(|| write(Error::from_raw_os_error(libc::ENOENT)))?;
+    }
+    if !at.is_dir() {
+        // The OS's own words, as the write serve attempts would get them.
+        return Err(write(Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let c = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(|e| write(Error::other(e)))?;
+        // SAFETY: access only reads the NUL-terminated path it is given.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            return Err(write(Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Applies precedence to the TLS flags and the config's `[tls]` (relative
+/// paths there are relative to the file), and opens what they name. Starts
+/// what keeps a certificate current (the local CA's renewals, tailscaled
+/// polls): call it in a runtime.
+pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+    let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
+    let (plan, loopback) = tls_plan(args, file)?;
     let loopback_addrs: Vec<std::net::IpAddr> =
         if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
-    match mode {
-        Mode::SelfSigned => {
-            let dir = state_dir(args.state_dir.as_ref(), file)?;
-            let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(refused)?);
+    match plan {
+        TlsPlan::Off => Ok(None),
+        TlsPlan::Own { cert, key, from } => {
+            let reloader = Arc::new(own_pair(&cert, &key, from)?);
+            let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
+            let pin = reloader.spki_sha256_base64();
+            Ok(Some(TlsSetup {
+                https: Https { acceptor: Arc::new(acceptor), address_names: None, ca_pem: None, loopback },
+                summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
+                kind: TlsKind::Own,
+                resolver: reloader.resolver(),
+                reloader: Some(reloader),
+            }))
+        }
+        TlsPlan::SelfSigned { dir, names, from } => {
+            let cert =
+                Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(|e| state_error(e, from))?);
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             let pin = cert.spki_sha256_base64().to_owned();
             Ok(Some(TlsSetup {
-                https: Https { acceptor: Arc::new(acceptor), address_names: Some(cert), ca_pem: None, loopback },
+                https: Https { acceptor: Arc::new(acceptor), address_names: Some(cert.clone()), ca_pem: None, loopback },
                 summary: format!(
                     "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
                     dir.display()
                 ),
+                kind: TlsKind::SelfSigned,
+                resolver: cert.resolver(),
                 reloader: None,
             }))
         }
-        Mode::Internal => {
-            let dir = state_dir(args.state_dir.as_ref(), file)?;
+        TlsPlan::Internal { dir, names, ranges, suffixes, from } => {
             let lifetime = leaf_lifetime_from(std::env::var_os(LEAF_LIFETIME_ENV)).map_err(CliError::BadFlag)?;
-            let suffixes = ca_names(&cfg.ca_names, path)?;
             let mut names = names;
             if let Some(tailnet) = tailnet_name(&dir, &names).await {
                 names.push(tailnet);
             }
             let cert = Arc::new(
-                Internal::open(&dir, &names, &loopback_addrs, (&cfg.ca_ranges, &suffixes), lifetime)
-                    .map_err(refused)?,
+                Internal::open(&dir, &names, &loopback_addrs, (&ranges, &suffixes), lifetime)
+                    .map_err(|e| state_error(e, from))?,
             );
             cert.spawn_renewal();
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
@@ -547,15 +797,17 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             Ok(Some(TlsSetup {
                 https: Https {
                     acceptor: Arc::new(acceptor),
-                    address_names: Some(cert),
+                    address_names: Some(cert.clone()),
                     ca_pem: Some(ca_pem),
                     loopback,
                 },
                 summary,
+                kind: TlsKind::Internal { ca_cert: ca.cert_path() },
+                resolver: cert.resolver(),
                 reloader: None,
             }))
         }
-        Mode::Tailscale => {
+        TlsPlan::Tailscale => {
             let socket = meshgate_core::probe::tailscale::socket_path();
             let cert = Arc::new(TailnetCert::open(&socket).await.map_err(refused)?);
             cert.spawn_refresh();
@@ -567,6 +819,8 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
                     cert.domain(),
                     cert.domain()
                 ),
+                kind: TlsKind::Tailscale { domain: cert.domain().to_owned() },
+                resolver: cert.resolver(),
                 reloader: None,
             }))
         }
@@ -574,8 +828,8 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
 }
 
 /// `[tls] ca_names`, checked: DNS names (a leading dot is dropped), not IP
-/// addresses, not wildcards.
-fn ca_names(raw: &[String], path: Option<&Path>) -> Result<Vec<String>, CliError> {
+/// addresses, not wildcards. A bad one names the file and its line.
+fn ca_names(raw: &[String], file: Option<(&Path, &FileConfig)>) -> Result<Vec<String>, CliError> {
     raw.iter()
         .map(|n| {
             let name = n.trim().trim_start_matches('.').to_ascii_lowercase();
@@ -585,16 +839,19 @@ fn ca_names(raw: &[String], path: Option<&Path>) -> Result<Vec<String>, CliError
                     !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 });
             if ok {
-                Ok(name)
-            } else {
-                Err(ConfigError::Value {
-                    path: path.map(Path::to_path_buf).unwrap_or_default(),
+                return Ok(name);
+            }
+            let detail = "expected a DNS name such as \"home.arpa\" (it permits the names below it); IP ranges go in ca_ranges";
+            Err(match file {
+                Some((p, f)) => f.value_error(p, "tls.ca_names", n.clone(), detail),
+                None => ConfigError::Value {
+                    path: PathBuf::new(),
                     key: "tls.ca_names".into(),
                     value: n.clone(),
-                    detail: "expected a DNS name such as \"home.arpa\" (it permits the names below it); IP ranges go in ca_ranges".into(),
-                }
-                .into())
+                    detail: detail.into(),
+                },
             }
+            .into())
         })
         .collect()
 }
@@ -639,7 +896,7 @@ pub fn browser_policy(args: &ServeArgs, file: Option<&meshgate_core::config::Fil
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
+    use std::ffi::{OsStr, OsString};
 
     use super::*;
 
@@ -696,6 +953,28 @@ mod tests {
         let setup = tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
         assert!(setup.summary.starts_with("tls: self-signed certificate"), "{}", setup.summary);
         assert!(setup.https.ca_pem.is_none());
+    }
+
+    #[test]
+    fn worker_threads_takes_a_whole_number_or_one_per_cpu() {
+        assert_eq!(worker_threads(Some(OsStr::new("3"))).unwrap().get(), 3);
+        assert_eq!(worker_threads(Some(OsStr::new(" 1 "))).unwrap().get(), 1);
+        let cpus = std::thread::available_parallelism().unwrap();
+        assert_eq!(worker_threads(None).unwrap(), cpus);
+        assert_eq!(worker_threads(Some(OsStr::new("1024"))).unwrap().get(), 1024);
+        for bad in ["0", "-1", "two", "", "1.5", "1025"] {
+            let e = worker_threads(Some(OsStr::new(bad))).unwrap_err();
+            assert!(matches!(e, CliError::BadFlag(_)), "{bad}: {e:?}");
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("TOKIO_WORKER_THREADS={bad}:")), "{text}");
+            assert!(text.contains("whole number from 1 to 1024"), "{text}");
+        }
+    }
+
+    #[test]
+    fn one_character_is_singular() {
+        assert!(short_token_warning(1).starts_with("the token is 1 character long,"), "{}", short_token_warning(1));
+        assert!(short_token_warning(5).starts_with("the token is 5 characters long,"));
     }
 
     #[test]

@@ -14,6 +14,13 @@
 //! the socket, WebSocket and other upgraded connections included. (tower's `ConcurrencyLimit` counts requests in
 //! flight, not connections: an idle keep-alive connection, which is what a
 //! slowloris-style client holds, would not count.)
+//!
+//! Once a connection is identified it takes its caller's share (`slots.rs`;
+//! past it, it is closed at once). Each request is then checked against the
+//! caller's identity (still the same key?), the revocation signal (a new
+//! token or new peer rules: no further request is served) and, over HTTP/2,
+//! the count of streams without credentials; a refusal ends the connection
+//! within a bound whatever the client does (see `supervise`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,28 +44,29 @@ use axum::response::IntoResponse;
 use super::admission::Admission;
 use super::auth::{self, Verdict};
 use super::body::GatewayBody;
-use super::context::{AppState, ListenerCtx, Revocation, Stats, MESHGATE_PREFIX};
-use super::identity::{Caller, PeerHeaders};
-use super::idle::{self, Activity, Ended, Guard, InFlight, Supervised};
+use super::context::{AppState, ListenerCtx, Revocation, Stats};
+use super::identity::{allowed_now, Caller, PeerHeaders};
+use super::idle::{self, Activity, ClientBody, Ended, Guard, InFlight, Supervised};
 use super::metrics::{AccessRecord, ListenerCounters, Metered};
 use super::proxy::headers::Peer;
 use super::proxy::pool::Affinity;
 use super::proxy::Proxy;
+use super::routes::{self, OwnPath};
 use super::session;
-use super::slots::Slot;
+use super::slots::{ShareKey, Slot};
 use super::workers::{Handoff, Workers};
 use crate::tls::{Alpn, TlsAcceptor};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
 /// then lets every open connection finish its in-flight request. Each
-/// accepted connection takes its address's slot, then a permit from
-/// `connections`, before it is served.
+/// accepted connection takes a permit from `connections`, then, once
+/// identified, its caller's slot, before it is served.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     let Listen { listener, app, ctx, interface, state, admission, direct, tls, workers } = listen;
     // The loopback door has a cap of its own and no per-address shares: no
     // mesh traffic can make it wait.
     let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
-    let slots = (!ctx.loopback).then_some(&admission.slots);
+    let slots = (!ctx.loopback).then(|| admission.slots.clone());
     // The HTTP/1 builder, remade only when a reload changed the limits.
     let mut limits = admission.limits().clone();
     let mut builder = limits.http1();
@@ -75,19 +83,6 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 Ok(a) => a,
                 Err(e) => {
                     accept_error(e).await;
-                    continue;
-                }
-            },
-        };
-        // Each source address gets its share of a mesh listener's connections;
-        // one past it is closed without waiting for the cap.
-        let slot = match &slots {
-            None => None,
-            Some(slots) => match slots.admit(peer.ip()) {
-                Some(slot) => Some(Arc::new(slot)),
-                None => {
-                    Stats::bump(&state.stats().per_address_refused);
-                    tracing::debug!(%peer, "closed a connection at once: its address holds its share");
                     continue;
                 }
             },
@@ -121,6 +116,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
             limits.clone(),
         );
         let draining = draining.clone();
+        let slots = slots.clone();
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         let meter = state.stats().meter.clone();
@@ -152,6 +148,24 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 (Some(lookup), Some(iface)) if !ctx.loopback => lookup.identify(iface, peer).await.map(Arc::new),
                 _ => None,
             };
+            // Each caller (a peer's key over all its addresses; without an
+            // identity, an IPv4 address or an IPv6 /64) gets its share of a
+            // mesh listener's connections; one past it is closed at once.
+            let slot = match &slots {
+                None => None,
+                Some(slots) => {
+                    let key = ShareKey::of(peer.ip(), caller.as_deref());
+                    let vouched = allowed_now(state.peer_lookup(), caller.as_deref());
+                    match slots.admit(key, vouched) {
+                        Some(slot) => Some(Arc::new(slot)),
+                        None => {
+                            Stats::bump(&state.stats().per_address_refused);
+                            tracing::debug!(%peer, "closed a connection at once: its caller holds its share");
+                            return;
+                        }
+                    }
+                }
+            };
             let service = ConnService {
                 app,
                 ctx,
@@ -159,6 +173,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 state,
                 peer_headers: PeerHeaders::new(caller.as_deref()),
                 caller: Caller(caller),
+                interface: interface.clone(),
                 slot: slot.clone(),
                 // The peer as `X-Forwarded-For` names it, made only with an upstream.
                 direct: direct.map(|d| (d, Peer::new(peer, ctx.tls))),
@@ -191,7 +206,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                         let alpn = Alpn::of(&stream);
                         let io = TokioIo::new(Counted { stream, activity, _permit: permit, _slot: slot });
                         match alpn {
-                            Alpn::H2 => supervise(limits.http2().serve_connection(io, service), supervision).await,
+                            Alpn::H2 => {
+                                supervision.activity.set_h2();
+                                supervise(limits.http2().serve_connection(io, service), supervision).await
+                            }
                             Alpn::Http11 => {
                                 supervise(builder.serve_connection(io, service).with_upgrades(), supervision).await
                             }
@@ -220,6 +238,9 @@ enum Stop {
     Drain,
     /// The idle timeout ran out.
     Timeout,
+    /// A request was refused for want of credentials (or a stream was not to
+    /// be served): send what is in flight, for a second at most.
+    Refused,
 }
 
 /// Everything one accept loop needs.
@@ -279,6 +300,13 @@ where
 }
 
 /// Drives one connection next to its drain signal and timers.
+///
+/// A connection told to go ends within a bound, over HTTP/2 too (whose
+/// graceful close waits for the client to acknowledge a PING, which a client
+/// may never do): after a refusal it gets [`idle::REFUSED_GRACE`] to send
+/// what is in flight, and after a drain or a revocation its requests in
+/// flight finish under the idle watch; either way a stream it is not to serve
+/// (one more refusal, a stream after a revocation) closes it hard at once.
 async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Error> {
     tokio::pin!(conn);
     // Held until the connection ends: the accept loop's drain waits for every
@@ -297,7 +325,7 @@ async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Er
             () = revoked => Stop::Drain,
             () = timers() => Stop::Timeout,
             // A refused request ends its connection: no second guess on it.
-            () = activity.refused() => Stop::Drain,
+            () = activity.refused() => Stop::Refused,
         }
     })
     .await;
@@ -306,12 +334,26 @@ async fn supervise<C: Graceful>(conn: C, s: Supervision) -> Result<(), hyper::Er
         // Quiet for the whole idle timeout (nothing in flight, or a response
         // stuck on a client that stopped reading): close.
         Ended::Supervisor(Stop::Timeout) => Ok(()),
-        Ended::Supervisor(Stop::Drain) => {
+        Ended::Supervisor(stop) => {
             conn.as_mut().graceful();
             // The request in flight finishes, with its response deadline still
             // kept; a half-sent head keeps hyper from closing at once, and the
-            // idle watch still bounds it.
-            match Supervised::new(conn.as_mut(), timers()).await {
+            // idle watch still bounds it. A refused connection gets a second
+            // at most; a stream turned away ends it at once.
+            let grace = async {
+                match stop {
+                    Stop::Refused => tokio::time::sleep(idle::REFUSED_GRACE).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let bound = async {
+                tokio::select! {
+                    () = timers() => {}
+                    () = activity.refused() => {}
+                    () = grace => {}
+                }
+            };
+            match Supervised::new(conn.as_mut(), bound).await {
                 Ended::Conn(r) => r,
                 Ended::Supervisor(()) => Ok(()),
             }
@@ -342,6 +384,8 @@ struct ConnService {
     state: AppState,
     /// The caller as the mesh identifies it, and the headers that say so.
     caller: Caller,
+    /// The interface the listener is on (to re-check the caller).
+    interface: Option<Arc<str>>,
     peer_headers: PeerHeaders,
     slot: Option<Arc<Slot>>,
     /// The upstream, with the peer as `X-Forwarded-For` names it (made once
@@ -377,8 +421,38 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
 }
 
 impl ConnService {
-    fn serve(&self, mut request: hyper::Request<Incoming>) -> ConnFuture {
+    /// [`Self::serve_now`], after checking, for a caller with an identity,
+    /// that its address still belongs to it (the peer table may have changed
+    /// since the connection opened): if not, 421 (a client may retry on a
+    /// new connection, identified afresh) and the connection ends.
+    fn serve(&self, request: hyper::Request<Incoming>) -> ConnFuture {
+        let recheck = match (&self.caller.0, self.state.peer_lookup(), &self.interface) {
+            (Some(id), Some(lookup), Some(iface)) => {
+                let (id, lookup, iface, peer) = (id.clone(), lookup.clone(), iface.clone(), self.peer);
+                Some(Box::pin(async move {
+                    match lookup.same_peer(&iface, peer, &id) {
+                        Some(check) => check.await,
+                        None => true,
+                    }
+                }) as Pin<Box<dyn Future<Output = bool> + Send>>)
+            }
+            _ => None,
+        };
+        let inner = self.serve_now(request);
+        match recheck {
+            None => inner,
+            Some(check) => ConnFuture::Recheck {
+                check: Some(check),
+                inner: Some(Box::pin(inner)),
+                activity: self.activity.clone(),
+            },
+        }
+    }
+
+    fn serve_now(&self, request: hyper::Request<Incoming>) -> ConnFuture {
         let guard = Some(self.activity.request());
+        // The body's progress is watched: one that stops ends the connection.
+        let mut request = request.map(|b| ClientBody::new(b, self.activity.clone()));
         if request.method() == Method::CONNECT {
             // meshgate is no forward proxy: say so rather than leave it hanging.
             let refused =
@@ -393,16 +467,55 @@ impl ConnService {
         }
         // Identity comes from the mesh, never from the client.
         self.peer_headers.apply(request.headers_mut());
-        if let Some(r) = self.revocation.as_ref().filter(|_| request.headers().contains_key(header::UPGRADE)) {
-            request.extensions_mut().insert(r.clone());
-        }
-        if let Some(slot) = self.slot.as_deref().filter(|s| !s.is_authenticated()) {
-            if auth::vouched_for(&self.state, request.headers(), self.caller.0.as_deref()) {
-                slot.authenticated();
+        // What let this connection in has changed (a new token, new peer
+        // rules): it serves no further request, not even one already read.
+        if let Some(r) = &self.revocation {
+            if r.is_revoked() {
+                self.activity.turned_away();
+                return ConnFuture::Held { guard };
+            }
+            if request.headers().contains_key(header::UPGRADE) {
+                request.extensions_mut().insert(r.clone());
             }
         }
+        let caller = self.caller.0.as_deref();
+        let mut vouched = None;
+        if let Some(slot) = self.slot.as_deref().filter(|s| !s.is_authenticated()) {
+            let v = auth::vouched_for(&self.state, request.headers(), caller);
+            vouched = Some(v);
+            if v {
+                slot.authenticated();
+            } else if slot.is_provisional() {
+                // A place kept for credentials, taken without them.
+                let busy = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONNECTION, "close")],
+                    "busy: the last connections are kept for callers with credentials\n",
+                );
+                if let Some(g) = &guard {
+                    g.refused();
+                }
+                return ConnFuture::Ready { response: Some(busy.into_response().map(GatewayBody::Axum)), guard };
+            }
+        }
+        // A flight of HTTP/2 streams is read before the first refusal is out:
+        // past a handful without credentials, no more answers on this
+        // connection, which is closed.
+        if request.version() == Version::HTTP_2
+            && !self.ctx.loopback
+            && !self.state.is_open_path(request.uri().path())
+            && !vouched.unwrap_or_else(|| auth::vouched_for(&self.state, request.headers(), caller))
+            && !self.activity.unvouched_stream()
+        {
+            return ConnFuture::Held { guard };
+        }
         if let Some((direct, forwarded)) = &self.direct {
-            if !is_own_path(request.uri().path()) {
+            let own = routes::own_path(request.uri().path());
+            if own == OwnPath::Alias {
+                // meshgate's namespace spelled another way: never forwarded.
+                return ConnFuture::Ready { response: Some(routes::alias_refused().map(GatewayBody::Axum)), guard };
+            }
+            if own == OwnPath::No {
                 let caller = self.caller.0.as_deref();
                 if let Verdict::Refuse(refused) =
                     auth::check(&direct.state, &request, Some(self.ctx), Some(self.peer), caller)
@@ -430,6 +543,17 @@ impl ConnService {
     }
 }
 
+/// The answer to a request whose connection's caller has changed: 421, so
+/// that a client may send it again on a new connection.
+fn misdirected() -> axum::response::Response {
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        [(header::CONNECTION, "close")],
+        "this connection's address now belongs to another peer (or none); send the request again on a new connection\n",
+    )
+        .into_response()
+}
+
 /// True when the client closes its connection after this request
 /// (`Connection: close`, or HTTP/1.0).
 fn closes_after<B>(request: &hyper::Request<B>) -> bool {
@@ -449,12 +573,6 @@ fn is_meshgates_401<B>(response: &hyper::Response<B>) -> bool {
         && response.headers().get(header::WWW_AUTHENTICATE).is_some_and(|v| v == auth::WWW_AUTHENTICATE)
 }
 
-/// True for meshgate's own routes in front of an upstream: `/_meshgate`
-/// and everything under it, which is never forwarded.
-fn is_own_path(path: &str) -> bool {
-    path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
 pin_project_lite::pin_project! {
     /// The future of [`ConnService`]: the router's, a forwarded exchange, or a
     /// refusal ready at once.
@@ -463,6 +581,14 @@ pin_project_lite::pin_project! {
         Route { #[pin] future: axum::routing::future::RouteFuture<Infallible>, guard: Option<Guard> },
         Forward { future: Pin<Box<dyn Future<Output = hyper::Response<GatewayBody>> + Send>>, guard: Option<Guard> },
         Ready { response: Option<hyper::Response<GatewayBody>>, guard: Option<Guard> },
+        // A stream the connection will not answer: it waits for the close.
+        Held { guard: Option<Guard> },
+        // The caller's identity re-checked first, then the request.
+        Recheck {
+            check: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+            inner: Option<Pin<Box<ConnFuture>>>,
+            activity: Arc<Activity>,
+        },
     }
 }
 
@@ -482,6 +608,28 @@ impl Future for ConnFuture {
             },
             ConnFutureProj::Ready { response, guard } => {
                 (response.take().expect("ConnFuture polled after completion"), guard)
+            }
+            ConnFutureProj::Held { .. } => return Poll::Pending,
+            ConnFutureProj::Recheck { check, inner, activity } => {
+                if let Some(c) = check.as_mut() {
+                    match c.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(true) => *check = None,
+                        Poll::Ready(false) => {
+                            *check = None;
+                            *inner = None;
+                            tracing::info!(
+                                "a connection's address no longer belongs to the peer it was opened by; closed"
+                            );
+                            let guard = activity.request();
+                            guard.refused();
+                            let body = GatewayBody::Axum(misdirected().into_body());
+                            let response = misdirected().map(|_| InFlight::new(body, guard));
+                            return Poll::Ready(Ok(response));
+                        }
+                    }
+                }
+                return inner.as_mut().expect("ConnFuture polled after completion").as_mut().poll(cx);
             }
         };
         // The request stays in flight until its response body is sent or dropped.
@@ -552,3 +700,7 @@ async fn accept_error(e: io::Error) {
     tracing::error!(error = %e, "accept failed; pausing for 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
+
+#[cfg(test)]
+#[path = "accept_tests.rs"]
+mod tests;

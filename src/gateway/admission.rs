@@ -1,7 +1,7 @@
 //! [`Admission`]: what lets a client connection in, shared by every accept
 //! loop of a listener set and changeable while they run (a reload): the
 //! connection cap of the mesh listeners and the loopback door's own, the
-//! per-address shares, and the [`ServerLimits`] each new connection is served
+//! callers' shares and the reserve for credentials, and the [`ServerLimits`] each new connection is served
 //! with.
 //!
 //! A cap that shrinks takes effect as connections close: the surplus permits
@@ -33,13 +33,12 @@ pub(crate) struct Admission {
 impl Admission {
     pub(crate) fn new(limits: ServerLimits) -> Self {
         let cap = limits.max_connections.max(1);
+        let slots = AddressSlots::new(limits.max_connections_per_address, limits.max_unauthenticated_per_address);
+        slots.set_cap(cap);
         Self {
             connections: Arc::new(Semaphore::new(cap)),
             loopback_connections: Arc::new(Semaphore::new(cap)),
-            slots: Arc::new(AddressSlots::new(
-                limits.max_connections_per_address,
-                limits.max_unauthenticated_per_address,
-            )),
+            slots: Arc::new(slots),
             limits: ArcSwap::from_pointee(limits),
         }
     }
@@ -66,6 +65,7 @@ impl Admission {
             resize(cap, from, to);
         }
         self.slots.set_shares(new.max_connections_per_address, new.max_unauthenticated_per_address);
+        self.slots.set_cap(to);
     }
 }
 

@@ -104,6 +104,7 @@ impl Gateway {
             watcher: None,
             events: None,
             workers: None,
+            session_dir: None,
         }
     }
 }
@@ -146,6 +147,8 @@ pub struct GatewayBuilder<'a> {
     watcher: Option<Box<dyn Watcher>>,
     events: Option<EventSink>,
     workers: Option<Workers>,
+    /// Where logged-out sessions are kept across restarts.
+    session_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for GatewayBuilder<'_> {
@@ -280,6 +283,13 @@ impl<'a> GatewayBuilder<'a> {
     pub fn peer_lookup(mut self, lookup: Arc<dyn PeerLookup>, allow_without_token: bool) -> Self {
         self.peers = Some(lookup);
         self.peers_allow = allow_without_token;
+        self
+    }
+
+    /// Keep logged-out sessions in `dir` (`revoked-sessions`), so that a
+    /// logout outlives a restart; read before the first connection is served.
+    pub fn session_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.session_dir = Some(dir.into());
         self
     }
 
@@ -447,6 +457,11 @@ impl<'a> GatewayBuilder<'a> {
         }
         if let Some(tls) = &self.tls {
             state = state.with_tls_stats(tls.acceptor.stats().clone());
+        }
+        if let (Some(dir), Some(c)) = (&self.session_dir, state.credentials()) {
+            if let Err(e) = c.sessions().persist_in(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not read the logged-out sessions; logouts hold until a restart");
+            }
         }
         let mut app = make_app(&state);
         if let Some(pem) = self.tls.as_ref().and_then(|t| t.ca_pem.clone()) {
@@ -625,7 +640,8 @@ pub fn check_auth(
     } else {
         exposed.join(", ")
     };
+    let advice = super::token::create_advice(std::path::Path::new("/etc/meshgate/token"));
     Err(Error::Refused(format!(
-        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token`), or let in WireGuard peers with --allow-peer NAME|KEY; --bind loopback needs none"
+        "refusing to serve on {what} without a token: set one with --token-file PATH, the MESHGATE_TOKEN environment variable, or token_file in the config file (e.g. `{advice}`), or let in mesh peers with --allow-peer NAME|KEY|LOGIN|tag:T; --bind loopback needs none"
     )))
 }

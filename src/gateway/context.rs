@@ -21,6 +21,7 @@ use super::browser::BrowserPolicy;
 use super::identity::PeerLookup;
 use super::limits::DEFAULT_MAX_BODY_BYTES;
 use super::session::Sessions;
+use super::status_page::board::{EventKind, StatusBoard};
 use super::token::Token;
 use crate::tls::TlsStats;
 
@@ -207,6 +208,12 @@ impl Revocation {
             std::future::pending::<()>().await;
         }
     }
+
+    /// True once a revocation came after this one was made (and not yet
+    /// awaited through it).
+    pub fn is_revoked(&self) -> bool {
+        self.0.has_changed().unwrap_or(false)
+    }
 }
 
 #[derive(Debug)]
@@ -215,6 +222,7 @@ struct Inner {
     revoke: watch::Sender<u64>,
     open_paths: Vec<String>,
     live: watch::Sender<LiveView>,
+    board: StatusBoard,
 }
 
 impl AppState {
@@ -233,6 +241,7 @@ impl AppState {
                 revoke: watch::Sender::new(0),
                 open_paths: open.into_iter().map(Into::into).collect(),
                 live: watch::Sender::new(LiveView::default()),
+                board: StatusBoard::default(),
             }),
             browser: Arc::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -345,13 +354,36 @@ impl AppState {
         Revocation(self.inner.revoke.subscribe())
     }
 
-    /// Replaces the live view (wakes `/ws` clients when it changed).
+    /// Replaces the live view (wakes `/ws` clients when it changed), and
+    /// notes each listener opened or closed, and the fallback's coming and
+    /// going, among the status page's recent events.
     pub fn publish(&self, view: LiveView) {
+        let board = &self.inner.board;
         self.inner.live.send_if_modified(|v| {
             let changed = *v != view;
+            let key = |l: &LiveListener| l.listener.socket_addr();
+            for (from, to, kind) in [(&*v, &view, EventKind::Attach), (&view, &*v, EventKind::Detach)] {
+                for l in to.listeners.iter().filter(|l| !from.listeners.iter().any(|o| key(o) == key(l))) {
+                    board.note(kind, format!("{} ({})", l.url, l.listener.provider));
+                }
+            }
+            if v.fallback != view.fallback {
+                let text = match (&view.fallback_reason, view.fallback) {
+                    (Some(why), true) => format!("loopback stands in: {why}"),
+                    (None, true) => "loopback stands in: nothing matched".to_owned(),
+                    (_, false) => "the bind matches again; the fallback is over".to_owned(),
+                };
+                board.note(EventKind::Fallback, text);
+            }
             *v = view;
             changed
         });
+    }
+
+    /// The status page's memory: the program's own description, recent
+    /// events, the request-rate history.
+    pub fn status_board(&self) -> &StatusBoard {
+        &self.inner.board
     }
 
     /// How long since this state was made (the gateway started).

@@ -94,6 +94,24 @@ pub trait PeerLookup: Send + Sync + std::fmt::Debug {
         let _ = identity;
         None
     }
+
+    /// Whether `peer` on `interface` is still `identity` (a WireGuard key
+    /// removed, or its allowed-ips moved to another key, since the
+    /// connection opened), or `None` when this lookup does not re-check its
+    /// mesh's identities. Asked before every request of a connection with an
+    /// identity, so a keep-alive connection is never served as a peer its
+    /// address no longer belongs to. Must be cheap (a cached table).
+    /// Default: `None`.
+    #[allow(clippy::type_complexity)]
+    fn same_peer<'a>(
+        &'a self,
+        interface: &'a str,
+        peer: SocketAddr,
+        identity: &'a PeerIdentity,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>> {
+        let _ = (interface, peer, identity);
+        None
+    }
 }
 
 /// The `[peers]` names and the allow-list, as the WireGuard and tailnet
@@ -246,5 +264,15 @@ impl PeerLookup for MeshPeers {
     /// The first lookup that answers for the identity's mesh decides.
     fn allows(&self, identity: &PeerIdentity) -> Option<bool> {
         self.0.iter().find_map(|lookup| lookup.allows(identity))
+    }
+
+    /// The first lookup that re-checks the identity's mesh decides.
+    fn same_peer<'a>(
+        &'a self,
+        interface: &'a str,
+        peer: SocketAddr,
+        identity: &'a PeerIdentity,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>> {
+        self.0.iter().find_map(|lookup| lookup.same_peer(interface, peer, identity))
     }
 }

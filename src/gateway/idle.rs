@@ -12,7 +12,11 @@
 //! connection open however long it takes: uploads, downloads and event streams
 //! are not cut off, unless the response has been stuck for the whole timeout
 //! on a client that stopped reading (the slow-read attack; nginx's
-//! `send_timeout`), which the connection's writes tell. As with nginx, a
+//! `send_timeout`), which the connection's writes tell, or its request body
+//! waits for bytes the client does not send (nginx's `client_body_timeout`,
+//! told by [`ClientBody`]), or its response waits for the client to take a
+//! frame it does not take (an HTTP/2 window held shut, told by [`InFlight`]).
+//! As with nginx, a
 //! client reading so slowly that the kernel finds no room for more within a
 //! whole timeout (Linux reports a socket writable again once about a third of
 //! its send buffer has drained) counts as stopped.
@@ -28,7 +32,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,7 +58,33 @@ pub(crate) struct Activity {
     /// Set when a request was refused for want of credentials: the connection
     /// is to end after what is in flight (HTTP/2 ignores `Connection: close`).
     refused: tokio::sync::Notify,
+    /// HTTP/2 streams without credentials seen so far (a flight of them is
+    /// answered only up to [`MAX_UNVOUCHED_STREAMS`]).
+    unvouched: AtomicU32,
+    /// Request bodies waiting for the client to send more ([`ClientBody`]).
+    reading: AtomicUsize,
+    /// Request body frames received.
+    received: AtomicU64,
+    /// Response bodies waiting for the client to take more ([`InFlight`]):
+    /// over HTTP/2, a flow-control window the client holds shut.
+    unsent: AtomicUsize,
+    /// Response body frames taken by the connection.
+    sent: AtomicU64,
+    /// The connection speaks HTTP/2: its writes (PING acknowledgements,
+    /// other streams' frames) say nothing about a stream's progress.
+    h2: AtomicBool,
 }
+
+/// The most HTTP/2 streams without credentials one connection gets answers
+/// to; past it a stream gets none and the connection is closed hard. A flight
+/// of streams is read before the first refusal is out, so the refusal alone
+/// cannot stop them.
+pub(crate) const MAX_UNVOUCHED_STREAMS: u32 = 4;
+
+/// How long a connection told to go (a GOAWAY after a refusal) may take to
+/// finish before it is closed hard: a client that never acknowledges the
+/// GOAWAY's PING would otherwise keep it open.
+pub(crate) const REFUSED_GRACE: Duration = Duration::from_secs(1);
 
 impl Default for Activity {
     fn default() -> Self {
@@ -66,6 +96,12 @@ impl Default for Activity {
             writes: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
             refused: tokio::sync::Notify::new(),
+            unvouched: AtomicU32::new(0),
+            reading: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            unsent: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
         }
     }
 }
@@ -75,6 +111,29 @@ impl Activity {
     /// credentials.
     pub(crate) async fn refused(&self) {
         self.refused.notified().await;
+    }
+
+    /// Marks the connection as HTTP/2 (see [`Activity::h2`]).
+    pub(crate) fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+    }
+
+    /// Records an HTTP/2 stream without credentials; false once the
+    /// connection has had its share of them (the stream is then not answered
+    /// and the connection is told to end).
+    pub(crate) fn unvouched_stream(&self) -> bool {
+        let n = self.unvouched.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if n > MAX_UNVOUCHED_STREAMS {
+            self.refused.notify_one();
+            return false;
+        }
+        true
+    }
+
+    /// A stream this connection will not serve (past its refusals, or after
+    /// a revocation): the connection ends at once, not after a grace.
+    pub(crate) fn turned_away(&self) {
+        self.refused.notify_one();
     }
 
     /// Records a request head; the returned guard marks the request in flight
@@ -120,6 +179,11 @@ impl Activity {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
             blocked: self.blocked.load(Ordering::Relaxed),
+            reading: self.reading.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            unsent: self.unsent.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            h2: self.h2.load(Ordering::Relaxed),
         }
     }
 }
@@ -131,17 +195,32 @@ struct Snapshot {
     in_flight: usize,
     writes: u64,
     blocked: bool,
+    reading: usize,
+    received: u64,
+    unsent: usize,
+    sent: u64,
+    h2: bool,
 }
 
 impl Snapshot {
     /// Nothing happened between `earlier` and this, and nothing is going on:
     /// no request in flight, or one whose response is stuck on a client that
     /// does not read (the slow-read attack; nginx's `send_timeout`).
+    ///
+    /// A request in flight counts as stuck on its client, too, when a request
+    /// body waits for bytes that do not come (nginx's `client_body_timeout`:
+    /// the time between two reads), or when a response body waits for the
+    /// client to take more and none was taken (an HTTP/2 window held shut).
     fn quiet_since(&self, earlier: &Snapshot) -> bool {
         let unchanged = self.events == earlier.events;
         let idle = self.in_flight == 0;
         let stalled = self.blocked && self.writes == earlier.writes;
-        unchanged && (idle || stalled)
+        let body_stalled = self.reading > 0 && self.received == earlier.received;
+        // Over HTTP/1.1 a large frame goes out in many writes: those are
+        // progress. Over HTTP/2 only a frame taken is (a client that holds
+        // a window shut can still make the connection write PING answers).
+        let window_stalled = self.unsent > 0 && self.sent == earlier.sent && (self.h2 || self.writes == earlier.writes);
+        unchanged && (idle || stalled || body_stalled || window_stalled)
     }
 }
 
@@ -235,16 +314,47 @@ pub(crate) async fn expired(timeout: Duration, activity: &Activity) {
 }
 
 /// A response body that keeps its request's [`Guard`] until it is sent or
-/// dropped.
+/// dropped, and tells the connection's [`Activity`] while it waits for the
+/// client to take its next frame (from the moment it is handed over, and
+/// after each frame until it is polled again or dropped): a client that
+/// holds an HTTP/2 window shut never lets it be polled, nor its last frame
+/// go, and no write blocks to say so.
 #[derive(Debug)]
 pub(crate) struct InFlight<B> {
     body: B,
-    _guard: Guard,
+    /// Counted in [`Activity::unsent`].
+    unsent: bool,
+    guard: Guard,
+}
+
+impl<B: Body> InFlight<B> {
+    pub(crate) fn new(body: B, guard: Guard) -> Self {
+        let mut f = Self { body, unsent: false, guard };
+        if !f.body.is_end_stream() {
+            f.set_unsent(true);
+        }
+        f
+    }
 }
 
 impl<B> InFlight<B> {
-    pub(crate) fn new(body: B, guard: Guard) -> Self {
-        Self { body, _guard: guard }
+    fn set_unsent(&mut self, on: bool) {
+        if self.unsent == on {
+            return;
+        }
+        self.unsent = on;
+        let unsent = &self.guard.0.unsent;
+        if on {
+            unsent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            unsent.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B> Drop for InFlight<B> {
+    fn drop(&mut self) {
+        self.set_unsent(false);
     }
 }
 
@@ -253,7 +363,17 @@ impl<B: Body + Unpin> Body for InFlight<B> {
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        this.set_unsent(false);
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            // Taken, not yet delivered: the connection polls again, or drops
+            // the body once its last frame is out (HTTP/2 keeps it until the
+            // window lets the frame go).
+            this.guard.0.sent.fetch_add(1, Ordering::Relaxed);
+            this.set_unsent(true);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -262,6 +382,70 @@ impl<B: Body + Unpin> Body for InFlight<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// A request body as the client sends it, telling the connection's
+/// [`Activity`] while it waits for more (polled, nothing there), so that a
+/// body that stops (`Content-Length: 100` and no byte) ends its connection
+/// after the idle timeout, on meshgate's own routes and forwarded ones alike.
+#[derive(Debug)]
+pub(crate) struct ClientBody {
+    inner: hyper::body::Incoming,
+    activity: Arc<Activity>,
+    /// Counted in [`Activity::reading`].
+    reading: bool,
+}
+
+impl ClientBody {
+    pub(crate) fn new(inner: hyper::body::Incoming, activity: Arc<Activity>) -> Self {
+        Self { inner, activity, reading: false }
+    }
+
+    fn set_reading(&mut self, on: bool) {
+        if self.reading == on {
+            return;
+        }
+        self.reading = on;
+        if on {
+            self.activity.reading.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.activity.reading.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.set_reading(false);
+    }
+}
+
+impl Body for ClientBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Pending => this.set_reading(true),
+            Poll::Ready(got) => {
+                this.set_reading(false);
+                if matches!(got, Some(Ok(_))) {
+                    this.activity.received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -326,6 +510,36 @@ mod tests {
         // Stops reading.
         a.wrote::<usize>(&Poll::Pending);
         ends_within(watch, 3, 5).await;
+    }
+
+    /// A slow reader of one large frame over HTTP/1.1 makes progress with
+    /// every write and is not closed; over HTTP/2, a frame that is not taken
+    /// for the whole timeout closes the connection whatever else it writes.
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_not_taken_counts_only_over_http2() {
+        for h2 in [false, true] {
+            let a = Arc::new(Activity::default());
+            if h2 {
+                a.set_h2();
+            }
+            let body = InFlight::new(http_body_util::Full::new(hyper::body::Bytes::from_static(b"x")), a.request());
+            let watch = expired(Duration::from_secs(4), &a);
+            tokio::pin!(watch);
+            let writing = async {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    a.wrote(&Poll::Ready(Ok(1usize)));
+                }
+            };
+            tokio::pin!(writing);
+            let closed = tokio::select! {
+                () = watch.as_mut() => true,
+                () = writing.as_mut() => false,
+                () = tokio::time::sleep(Duration::from_secs(40)) => false,
+            };
+            assert_eq!(closed, h2, "h2 = {h2}");
+            drop(body);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,23 +29,27 @@ pub struct ServerLimits {
     /// The largest request head (request line and headers); larger gets 431 and
     /// the connection closes. At least [`MIN_HEADER_BYTES`].
     pub max_header_bytes: usize,
-    /// How long a connection may stay with no request in flight and no
-    /// complete new request head (so it bounds idle keep-alive time and
-    /// slowloris clients); such a connection is closed between 1 and 1.25 of
-    /// this after its last activity. A request in flight is not cut off by it,
-    /// unless its response has been stuck for the whole timeout on a client
-    /// that stopped reading.
+    /// The progress deadline of every phase of a connection: how long it may
+    /// stay with no request in flight and no complete new request head (so it
+    /// bounds idle keep-alive time and slowloris clients), with a request body
+    /// waiting for the client's next bytes (nginx's `client_body_timeout`), or
+    /// with a response stuck on a client that stopped reading or holds an
+    /// HTTP/2 window shut; such a connection is closed between 1 and 1.25 of
+    /// this after its last progress. A request in flight that makes progress
+    /// is not cut off by it.
     pub idle_timeout: Duration,
     /// The most client connections open at once over all listeners of a
     /// gateway; past it, new connections wait in the listen queue until one
     /// closes. At least 1.
     pub max_connections: usize,
-    /// The most connections one source address may hold open on the
-    /// non-loopback listeners; past it a new connection is closed at once.
+    /// The most connections one caller may hold open on the non-loopback
+    /// listeners; past it a new connection is closed as soon as its caller is
+    /// known. A caller is a WireGuard key or a tailnet node over all its
+    /// addresses; without an identity, an IPv4 address or an IPv6 /64.
     pub max_connections_per_address: usize,
-    /// The most connections one source address may hold open before a request
-    /// on them has passed with a token, a session or an allowed peer identity
-    /// (so a peer without credentials cannot take the cap). At most
+    /// The most connections one caller may hold open before a request on them
+    /// has passed with a token, a session or an allowed peer identity (so a
+    /// peer without credentials cannot take the cap). At most
     /// `max_connections_per_address`.
     pub max_unauthenticated_per_address: usize,
     /// The largest request body meshgate's own routes (and an embedding

@@ -100,12 +100,36 @@ impl Meter {
         let _ = self.upstream_idle.set(count);
     }
 
+    /// Responses sent on every listener, open connections, and the refusals
+    /// by status ([`REFUSAL_CODES`] order): what the status page samples.
+    pub fn totals(&self) -> MeterTotals {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let responses = listeners.values().map(|c| c.classes.iter().map(get).sum::<u64>()).sum();
+        MeterTotals {
+            responses,
+            open: self.open.load(Ordering::Relaxed),
+            refusals: std::array::from_fn(|i| get(&self.refusals[i])),
+        }
+    }
+
     fn count(&self, counters: &ListenerCounters, status: u16) {
         counters.count(status);
         if let Some(i) = REFUSAL_CODES.iter().position(|&c| c == status) {
             self.refusals[i].fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The [`Meter`]'s sums at one moment ([`Meter::totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeterTotals {
+    /// Responses sent, every listener and status.
+    pub responses: u64,
+    /// Client connections open now.
+    pub open: i64,
+    /// Refusals by status, in [`REFUSAL_CODES`] order.
+    pub refusals: [u64; REFUSAL_CODES.len()],
 }
 
 /// An open connection, counted while it lives.
@@ -153,19 +177,35 @@ impl AccessRecord {
     }
 
     fn log(&self, status: u16, bytes: Option<u64>) {
-        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(
-            target: ACCESS_TARGET,
-            listener = %self.listener,
-            peer = %self.peer,
-            identity = self.identity.as_deref().unwrap_or("-"),
-            method = %self.method,
-            path = %self.path,
-            status,
-            bytes = bytes.map_or_else(|| "-".to_owned(), |b| b.to_string()),
-            duration_ms = format_args!("{ms:.3}"),
-            "request"
-        );
+        // Numbers, not strings, in the JSON log: milliseconds to the microsecond.
+        let duration_ms = (self.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let identity = self.identity.as_deref().unwrap_or("-");
+        // A streamed body has no length up front: the field is left out.
+        match bytes {
+            Some(bytes) => tracing::info!(
+                target: ACCESS_TARGET,
+                listener = %self.listener,
+                peer = %self.peer,
+                identity,
+                method = %self.method,
+                path = %self.path,
+                status,
+                bytes,
+                duration_ms,
+                "request"
+            ),
+            None => tracing::info!(
+                target: ACCESS_TARGET,
+                listener = %self.listener,
+                peer = %self.peer,
+                identity,
+                method = %self.method,
+                path = %self.path,
+                status,
+                duration_ms,
+                "request"
+            ),
+        }
     }
 }
 
@@ -243,106 +283,224 @@ pub struct Gauges {
     pub fallback: bool,
 }
 
-/// The Prometheus text document.
-pub fn render(meter: &Arc<Meter>, gauges: Gauges) -> String {
-    let mut registry = Registry::with_prefix("meshgate");
-    registry.register_collector(Box::new(Scrape { meter: meter.clone(), gauges }));
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-    out
+/// The two text formats a scraper may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (`text/plain; version=0.0.4`): what
+    /// is served unless the scraper asks for OpenMetrics.
+    Prometheus,
+    /// OpenMetrics 1.0.0 (`application/openmetrics-text`), ending in `# EOF`.
+    OpenMetrics,
 }
 
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it names
+    /// `application/openmetrics-text` with a weight above that of
+    /// `text/plain` (and of `*/*`), as Prometheus itself sends; else the
+    /// Prometheus text format.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let (mut open, mut plain) = (0.0_f32, 0.0_f32);
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => open = open.max(q),
+                "text/plain" | "text/*" | "*/*" => plain = plain.max(q),
+                _ => {}
+            }
+        }
+        if open > 0.0 && open > plain {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// The `/metrics` document in `format`.
+pub fn render(meter: &Arc<Meter>, gauges: Gauges, format: Format) -> String {
+    let families = families(meter, &gauges);
+    match format {
+        Format::OpenMetrics => {
+            let mut registry = Registry::with_prefix("meshgate");
+            registry.register_collector(Box::new(Scrape(families)));
+            let mut out = String::new();
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+            out
+        }
+        Format::Prometheus => prometheus_text(&families),
+    }
+}
+
+/// One metric family: its name (without the `meshgate_` prefix and a
+/// counter's `_total`), help, type and samples.
 #[derive(Debug)]
-struct Scrape {
-    meter: Arc<Meter>,
-    gauges: Gauges,
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
+    samples: Vec<(Vec<(&'static str, String)>, i128)>,
 }
 
-fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
-    ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+impl Family {
+    fn one(name: &'static str, help: &'static str, counter: bool, v: i128) -> Self {
+        Self { name, help, counter, samples: vec![(Vec::new(), v)] }
+    }
 }
 
-fn gauge(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
-    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
-}
-
-impl Collector for Scrape {
-    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let m = &self.meter;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        {
-            let listeners = m.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let mut family = e.encode_descriptor(
-                "requests",
-                "Responses sent, by listener and status class.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (addr, c) in &listeners {
-                let addr = addr.to_string();
-                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-                    let labels = [("listener", addr.as_str()), ("class", *class)];
-                    ConstCounter::new(get(&c.classes[i])).encode(family.encode_family(&labels)?)?;
-                }
-            }
+/// Everything `/metrics` shows, read once per scrape.
+fn families(m: &Meter, g: &Gauges) -> Vec<Family> {
+    let get = |c: &AtomicU64| i128::from(c.load(Ordering::Relaxed));
+    let mut out = Vec::new();
+    let listeners = m.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut requests = Family {
+        name: "requests",
+        help: "Responses sent, by listener and status class.",
+        counter: true,
+        samples: Vec::new(),
+    };
+    for (addr, c) in &listeners {
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            requests
+                .samples
+                .push((vec![("listener", addr.to_string()), ("class", (*class).to_owned())], get(&c.classes[i])));
         }
-        {
-            let mut family = e.encode_descriptor(
-                "refusals",
-                "Requests refused, by status: 401 no credentials, 403 browser guard, 421 Host guard, 413 body cap, 502 upstream unreachable, 504 upstream too slow.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, code) in REFUSAL_CODES.iter().enumerate() {
-                let code = code.to_string();
-                let labels = [("status", code.as_str())];
-                ConstCounter::new(get(&m.refusals[i])).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let g = &self.gauges;
-        counter(
-            &mut e,
-            "unauthorized",
-            "Requests refused for want of a token, session or allowed peer.",
-            g.unauthorized,
-        )?;
-        counter(&mut e, "signin_redirects", "Browsers sent to the sign-in page.", g.signin_redirects)?;
-        counter(&mut e, "signin_refused", "Sign-ins refused.", g.signin_refused)?;
-        counter(
-            &mut e,
-            "per_address_refused",
-            "Connections closed at once because their address held its share.",
-            g.per_address_refused,
-        )?;
-        gauge(&mut e, "open_connections", "Client connections open now.", m.open.load(Ordering::Relaxed))?;
-        gauge(&mut e, "listeners", "Listeners open now.", i64::try_from(g.listeners).unwrap_or(i64::MAX))?;
-        counter(&mut e, "listener_attaches", "Listeners opened since start.", get(&m.detached) + g.listeners)?;
-        counter(&mut e, "listener_detaches", "Listeners closed since start.", get(&m.detached))?;
-        gauge(&mut e, "fallback", "1 while loopback stands in because nothing matched.", i64::from(g.fallback))?;
-        if let Some(idle) = m.upstream_idle.get() {
-            let n = i64::try_from((idle.0)()).unwrap_or(i64::MAX);
-            gauge(
-                &mut e,
-                "upstream_idle_connections",
-                "Idle keep-alive connections to the upstream, pooled for reuse.",
-                n,
-            )?;
-        }
-        if let Some(tls) = m.tls.get() {
-            let s = tls.snapshot();
-            let mut family =
-                e.encode_descriptor("tls_handshakes", "TLS handshakes by outcome.", None, MetricType::Counter)?;
-            for (outcome, v) in [
+    }
+    out.push(requests);
+    out.push(Family {
+        name: "refusals",
+        help: "Requests refused, by status: 401 no credentials, 403 browser guard, 421 Host guard, 413 body cap, 502 upstream unreachable, 504 upstream too slow.",
+        counter: true,
+        samples: REFUSAL_CODES.iter().zip(&m.refusals).map(|(code, c)| (vec![("status", code.to_string())], get(c))).collect(),
+    });
+    let u = i128::from;
+    out.push(Family::one(
+        "unauthorized",
+        "Requests refused for want of a token, session or allowed peer.",
+        true,
+        u(g.unauthorized),
+    ));
+    out.push(Family::one("signin_redirects", "Browsers sent to the sign-in page.", true, u(g.signin_redirects)));
+    out.push(Family::one("signin_refused", "Sign-ins refused.", true, u(g.signin_refused)));
+    out.push(Family::one(
+        "per_address_refused",
+        "Connections closed at once because their address held its share.",
+        true,
+        u(g.per_address_refused),
+    ));
+    out.push(Family::one(
+        "open_connections",
+        "Client connections open now.",
+        false,
+        i128::from(m.open.load(Ordering::Relaxed)),
+    ));
+    out.push(Family::one("listeners", "Listeners open now.", false, u(g.listeners)));
+    out.push(Family::one(
+        "listener_attaches",
+        "Listeners opened since start.",
+        true,
+        get(&m.detached) + u(g.listeners),
+    ));
+    out.push(Family::one("listener_detaches", "Listeners closed since start.", true, get(&m.detached)));
+    out.push(Family::one(
+        "fallback",
+        "1 while loopback stands in because nothing matched.",
+        false,
+        i128::from(g.fallback),
+    ));
+    if let Some(idle) = m.upstream_idle.get() {
+        out.push(Family::one(
+            "upstream_idle_connections",
+            "Idle keep-alive connections to the upstream, pooled for reuse.",
+            false,
+            u((idle.0)()),
+        ));
+    }
+    if let Some(tls) = m.tls.get() {
+        let s = tls.snapshot();
+        out.push(Family {
+            name: "tls_handshakes",
+            help: "TLS handshakes by outcome.",
+            counter: true,
+            samples: [
                 ("ok", s.ok),
                 ("failed", s.failed),
                 ("not_tls", s.garbage),
                 ("closed", s.closed),
                 ("timeout", s.timeout),
                 ("http_redirected", s.redirected),
-            ] {
-                let labels = [("outcome", outcome)];
-                ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+            ]
+            .into_iter()
+            .map(|(outcome, v)| (vec![("outcome", outcome.to_owned())], u(v)))
+            .collect(),
+        });
+    }
+    out
+}
+
+/// The Prometheus text format 0.0.4: `# HELP` and `# TYPE` name the samples'
+/// own name (a counter's ends in `_total`), and there is no `# EOF`.
+fn prometheus_text(families: &[Family]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for f in families {
+        let name = format!("meshgate_{}{}", f.name, if f.counter { "_total" } else { "" });
+        let help = f.help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {}", if f.counter { "counter" } else { "gauge" });
+        for (labels, v) in &f.samples {
+            out.push_str(&name);
+            if !labels.is_empty() {
+                let pairs: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| {
+                        format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+                    })
+                    .collect();
+                let _ = write!(out, "{{{}}}", pairs.join(","));
+            }
+            let _ = writeln!(out, " {v}");
+        }
+    }
+    out
+}
+
+/// The families as a `prometheus-client` collector, for OpenMetrics.
+#[derive(Debug)]
+struct Scrape(Vec<Family>);
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            let kind = if f.counter { MetricType::Counter } else { MetricType::Gauge };
+            let mut family = e.encode_descriptor(f.name, f.help, None, kind)?;
+            let encode = |encoder: prometheus_client::encoding::MetricEncoder<'_>, v: i128| {
+                if f.counter {
+                    ConstCounter::new(u64::try_from(v).unwrap_or(u64::MAX)).encode(encoder)
+                } else {
+                    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(encoder)
+                }
+            };
+            match f.samples.as_slice() {
+                [(labels, v)] if labels.is_empty() => encode(family, *v)?,
+                samples => {
+                    for (labels, v) in samples {
+                        encode(family.encode_family(labels)?, *v)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -361,7 +519,7 @@ mod tests {
             meter.count(&a, s);
         }
         let open = meter.connection();
-        let text = render(&meter, Gauges { fallback: true, ..Gauges::default() });
+        let text = render(&meter, Gauges { fallback: true, ..Gauges::default() }, Format::Prometheus);
         assert!(text.contains("meshgate_requests_total{listener=\"127.0.0.1:1\",class=\"2xx\"} 2"), "{text}");
         assert!(text.contains("meshgate_requests_total{listener=\"127.0.0.1:1\",class=\"4xx\"} 2"), "{text}");
         assert!(text.contains("meshgate_requests_total{listener=\"127.0.0.1:1\",class=\"1xx\"} 1"), "{text}");
@@ -370,6 +528,34 @@ mod tests {
         assert!(text.contains("meshgate_open_connections 1"), "{text}");
         assert!(text.contains("meshgate_fallback 1"), "{text}");
         drop(open);
-        assert!(render(&meter, Gauges::default()).contains("meshgate_open_connections 0"));
+        assert!(render(&meter, Gauges::default(), Format::Prometheus).contains("meshgate_open_connections 0"));
+    }
+
+    #[test]
+    fn prometheus_text_by_default_openmetrics_when_asked() {
+        use Format::{OpenMetrics, Prometheus};
+        for (accept, want) in [
+            (None, Prometheus),
+            (Some("*/*"), Prometheus),
+            (Some("text/plain;version=0.0.4"), Prometheus),
+            (Some("application/openmetrics-text;version=1.0.0"), OpenMetrics),
+            (
+                Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"),
+                OpenMetrics,
+            ),
+            (Some("application/openmetrics-text;q=0.2,text/plain;q=0.9"), Prometheus),
+            (Some("application/openmetrics-text;q=0"), Prometheus),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
+        let meter = Arc::new(Meter::default());
+        let _ = meter.listener("127.0.0.1:1".parse().unwrap());
+        let text = render(&meter, Gauges::default(), Prometheus);
+        assert!(text.starts_with("# HELP meshgate_requests_total "), "{text}");
+        assert!(text.contains("# TYPE meshgate_requests_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE meshgate_listeners gauge\nmeshgate_listeners 0\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        let om = render(&meter, Gauges::default(), OpenMetrics);
+        assert!(om.contains("# TYPE meshgate_requests counter\n") && om.ends_with("# EOF\n"), "{om}");
     }
 }

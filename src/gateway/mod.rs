@@ -18,6 +18,8 @@
 //! - [`signin`]: the sign-in page and its `POST`s;
 //! - [`proxy`]: the reverse proxy (upstream, pool, header rules, forwarding),
 //!   and `body`, the response body both paths send;
+//! - [`status_page`]: the status page (its memory, `board`, sits below
+//!   [`context`]; the rest above [`auth`]);
 //! - [`routes`]: meshgate's own routes and the router in front of an upstream;
 //! - [`bind`], `accept`, [`listeners`]: sockets, accept loops, the live set;
 //! - [`event`], [`follow`], [`signal`], `error`, `builder`: the [`Gateway`] API.
@@ -44,6 +46,7 @@ pub mod session;
 pub mod signal;
 pub mod signin;
 mod slots;
+pub mod status_page;
 pub mod tailnet;
 pub mod token;
 pub mod wgpeers;

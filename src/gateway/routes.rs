@@ -26,6 +26,7 @@ use super::signin;
 /// can add `.layer(Extension(ctx))`).
 pub fn app(state: AppState) -> Router {
     meshgate_routes()
+        .route("/", get(super::status_page::page::page))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()))
         .layer(RequireTokenLayer::new(state.clone()))
         .with_state(state)
@@ -42,8 +43,7 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
         // The prefix is reserved: a typo there (or the bare prefix) is
         // meshgate's 404, never the upstream's.
         .route(&format!("{MESHGATE_PREFIX}/{{*rest}}"), axum::routing::any(no_such_route))
-        .route(&format!("{MESHGATE_PREFIX}/"), axum::routing::any(no_such_route))
-        .route(MESHGATE_PREFIX, axum::routing::any(no_such_route))
+        .route(MESHGATE_PREFIX, get(|| async { axum::response::Redirect::to("/_meshgate/") }))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()));
     // The token that is checked is the token that is removed.
     let proxy = proxy.with_credentials(state.credential_cell().cloned());
@@ -51,6 +51,8 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
     // against Content-Length up front and counted as the body streams.
     let limit = proxy.limits().max_body_bytes;
     let forward = move |mut request: axum::extract::Request| {
+        // Another spelling of meshgate's own namespace is never forwarded.
+        let alias = own_path(request.uri().path()) != OwnPath::No;
         // Identity comes from the mesh, never from the client, whoever serves
         // this router: forged `Meshgate-Peer-*` headers go, the caller's own
         // (if the accept loop found one) are set.
@@ -59,7 +61,12 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
         // The session cookie is meshgate's: the service never sees it.
         super::session::strip_cookie(request.headers_mut());
         let proxy = proxy.clone();
-        async move { proxy.forward(request).await }
+        async move {
+            if alias {
+                return alias_refused();
+            }
+            proxy.forward(request).await
+        }
     };
     let with_fallback = match limit.and_then(|n| usize::try_from(n).ok()) {
         Some(n) => own.fallback(axum::handler::Handler::layer(forward, RequestBodyLimitLayer::new(n))),
@@ -92,10 +99,67 @@ pub fn ca_routes(pem: std::sync::Arc<str>) -> Router {
     Router::new().route(&format!("{MESHGATE_PREFIX}/ca.crt"), get(handler))
 }
 
+/// Whether a request path is meshgate's own, in front of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnPath {
+    /// Not meshgate's: forwarded.
+    No,
+    /// `/_meshgate` or under it, as written: meshgate's router serves it.
+    Canonical,
+    /// A spelling that some server would read as `/_meshgate...`
+    /// (`//_meshgate/status`, `/_MESHGATE/status`, `/%5Fmeshgate/status`,
+    /// `/x/../_meshgate`): meshgate's too, answered 404, never forwarded.
+    Alias,
+}
+
+/// The one normal form of paths this gateway decides by, so that nothing an
+/// upstream could read as meshgate's namespace is forwarded: every `%XX`
+/// decoded (`%2F` too), `\` read as `/`, `;params` dropped from each segment,
+/// empty and `.` segments dropped, `..` taken back, and the first segment
+/// compared without regard to ASCII case. A path whose normal form is
+/// `/_meshgate` or starts with `/_meshgate/` is meshgate's.
+pub(crate) fn own_path(path: &str) -> OwnPath {
+    let canonical = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if canonical {
+        return OwnPath::Canonical;
+    }
+    // Most paths cannot spell the prefix another way: without "meshgate" in
+    // some case, and without a `%` that could encode it, a path is not ours.
+    let b = path.as_bytes();
+    if !path.contains('%') && !b.windows(8).any(|w| w.eq_ignore_ascii_case(b"meshgate")) {
+        return OwnPath::No;
+    }
+    let decoded: std::borrow::Cow<'_, [u8]> = percent_encoding::percent_decode(b).into();
+    // `..` can bring a later segment to the front: keep them all.
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|c| *c == b'/' || *c == b'\\') {
+        match seg.split(|c| *c == b';').next().unwrap_or_default() {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    match segments.first() {
+        Some(f) if f.eq_ignore_ascii_case(&MESHGATE_PREFIX.as_bytes()[1..]) => OwnPath::Alias,
+        _ => OwnPath::No,
+    }
+}
+
+/// meshgate's answer to a path that only normalises into its namespace.
+pub(crate) fn alias_refused() -> Response {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "this path is meshgate's namespace written another way; meshgate answers only /_meshgate/... as written\n",
+    )
+        .into_response()
+}
+
 async fn no_such_route() -> (axum::http::StatusCode, &'static str) {
     (
         axum::http::StatusCode::NOT_FOUND,
-        "no such meshgate route; meshgate has /_meshgate/healthz, /_meshgate/status, /_meshgate/metrics, /_meshgate/ws, /_meshgate/whoami, /_meshgate/login and /_meshgate/logout\n",
+        "no such meshgate route; meshgate has /_meshgate/ (the status page), /_meshgate/healthz, /_meshgate/status, /_meshgate/metrics, /_meshgate/ws, /_meshgate/whoami, /_meshgate/login and /_meshgate/logout\n",
     )
 }
 
@@ -107,7 +171,15 @@ pub fn meshgate_routes() -> Router<AppState> {
 
 /// The same routes under `prefix` (`"/_meshgate"`: `/_meshgate/healthz`, ...).
 pub fn meshgate_routes_at(prefix: &str) -> Router<AppState> {
-    Router::new()
+    let router = Router::new();
+    // The status page at PREFIX/; at `/` only in meshgate's own app (`app`),
+    // so a program mounting these beside its own `/` keeps it.
+    let router = if prefix.is_empty() {
+        router
+    } else {
+        router.route(&format!("{prefix}/"), get(super::status_page::page::page))
+    };
+    router
         .route(&format!("{prefix}/healthz"), get(|| async { "ok\n" }))
         .route(&format!("{prefix}/status"), get(status))
         .route(&format!("{prefix}/metrics"), get(metrics))
@@ -132,9 +204,24 @@ async fn whoami(State(state): State<AppState>, caller: Option<axum::Extension<Ca
     }
 }
 
-async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn status(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    ctx: Option<axum::Extension<super::context::ListenerCtx>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+) -> Json<serde_json::Value> {
     let view = state.view();
-    Json(json!({
+    let caller = caller.and_then(|c| c.0 .0);
+    let page = super::status_page::page::status_fields(
+        &state,
+        caller.as_deref(),
+        ctx.map(|c| c.0),
+        peer.map(|p| p.0 .0),
+        &headers,
+    )
+    .await;
+    let mut doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.uptime().as_secs(),
         "listeners": view.listeners,
@@ -158,11 +245,18 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
                 "http_redirected": t.redirected,
             })
         }),
-    }))
+    });
+    // The status page's document beside (never over) the fields above.
+    if let Some(fields) = doc.as_object_mut() {
+        for (k, v) in page {
+            fields.entry(k).or_insert(v);
+        }
+    }
+    Json(doc)
 }
 
-/// The Prometheus text format, behind the token like `/status`.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// The Prometheus text format (or OpenMetrics when asked), behind the token like `/status`.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let view = state.view();
     let stats = state.stats();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -174,7 +268,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         listeners: view.listeners.len() as u64,
         fallback: view.fallback,
     };
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&stats.meter, gauges))
+    // The Prometheus text format unless the scraper asks for OpenMetrics.
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::gateway::metrics::Format::negotiate(accept);
+    ([(axum::http::header::CONTENT_TYPE, format.content_type())], render(&stats.meter, gauges, format))
 }
 
 async fn ws(
@@ -232,6 +329,40 @@ async fn stream_changes(mut socket: WebSocket, mut rx: watch::Receiver<LiveView>
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #25 part 5: every spelling that normalises into `/_meshgate` is
+    /// meshgate's (never forwarded); look-alikes that do not are not.
+    #[test]
+    fn the_normal_form_of_meshgates_namespace() {
+        for p in ["/_meshgate", "/_meshgate/status", "/_meshgate/"] {
+            assert_eq!(own_path(p), OwnPath::Canonical, "{p}");
+        }
+        for p in [
+            "//_meshgate/status",
+            "/_MESHGATE/status",
+            "/_Meshgate",
+            "/%5Fmeshgate/status",
+            "/%5fMeshGate/metrics",
+            "/_%6Deshgate/status",
+            "/./_meshgate/status",
+            "/x/../_meshgate/status",
+            "/x/..%2F_meshgate/status",
+            "/%2F_meshgate/status",
+            "\\_meshgate/status",
+            "/_meshgate;x=1/status",
+            "/_meshgate%2Fstatus",
+        ] {
+            assert_eq!(own_path(p), OwnPath::Alias, "{p}");
+        }
+        for p in ["/", "/app", "/_meshgatex/status", "/x/_meshgate/status", "/meshgate/status", "/%41pp", "/_meshgat"] {
+            assert_eq!(own_path(p), OwnPath::No, "{p}");
         }
     }
 }

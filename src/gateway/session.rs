@@ -6,10 +6,15 @@
 //! from the token. So a cookie cannot be made without the token, a changed
 //! expiry breaks the MAC, and rotating the token ends every session at once.
 //! Logging out records the nonce as revoked until the cookie would have
-//! expired, so a copy of a logged-out cookie is refused too.
+//! expired, so a copy of a logged-out cookie is refused too. With a state
+//! directory ([`Sessions::persist_in`]) the revoked nonces are kept in
+//! `revoked-sessions` there (one `NONCE EXPIRY` a line, written whole to a
+//! temporary file and renamed on each logout), so a logout outlives a restart
+//! and holds for every process that shares the directory and the token.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,7 +40,12 @@ pub struct Sessions {
     rng: SystemRandom,
     /// Nonces logged out, with the expiry of their cookie.
     revoked: Mutex<HashMap<String, u64>>,
+    /// Where they are kept across restarts, if anywhere.
+    store: OnceLock<PathBuf>,
 }
+
+/// The file in the state directory that holds the revoked nonces.
+pub const REVOKED_FILE: &str = "revoked-sessions";
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,6 +86,57 @@ impl Sessions {
             ttl,
             rng: SystemRandom::new(),
             revoked: Mutex::new(HashMap::new()),
+            store: OnceLock::new(),
+        }
+    }
+
+    /// Keeps the revoked nonces in `dir` (made if missing, mode 0700) from
+    /// now on, after reading the ones already there (a restart). Once per
+    /// `Sessions`; a second call changes nothing.
+    pub fn persist_in(&self, dir: &Path) -> std::io::Result<()> {
+        let path = dir.join(REVOKED_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let now = now();
+                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                for line in text.lines() {
+                    let mut parts = line.split_ascii_whitespace();
+                    if let (Some(nonce), Some(Ok(expiry))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
+                        if expiry > now {
+                            revoked.insert(nonce.to_owned(), expiry);
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let _ = self.store.set(path);
+        Ok(())
+    }
+
+    /// Writes the revoked nonces to the store, if there is one.
+    fn save(&self, revoked: &HashMap<String, u64>) {
+        let Some(path) = self.store.get() else { return };
+        let text: String = revoked.iter().map(|(n, e)| format!("{n} {e}\n")).collect();
+        let written = (|| {
+            if let Some(dir) = path.parent() {
+                let mut b = std::fs::DirBuilder::new();
+                b.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                b.create(dir)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "could not keep a logout in the state directory; it holds until a restart"
+            );
         }
     }
 
@@ -127,11 +188,15 @@ impl Sessions {
     /// Keeps refusing what `older` (the sessions of a token this one replaced)
     /// logged out: should the token go back to that one, its logged-out
     /// cookies must not come back with it.
+    /// Kept where the older ones were kept, if anywhere.
     pub fn inherit_revoked(&self, older: &Sessions) {
         let old = older.revoked.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let now = now();
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
         revoked.extend(old.into_iter().filter(|(_, exp)| *exp > now));
+        if let Some(path) = older.store.get() {
+            let _ = self.store.set(path.clone());
+        }
     }
 
     /// Ends the session of a (valid) cookie: it is refused from now on.
@@ -149,6 +214,7 @@ impl Sessions {
         // Forget what has expired anyway, so the set stays as small as the live sessions.
         revoked.retain(|_, exp| *exp > now);
         revoked.insert(nonce.to_owned(), expiry);
+        self.save(&revoked);
     }
 
     /// The `Set-Cookie` value that starts a session.
@@ -179,6 +245,15 @@ fn is_ours(kv: &[u8]) -> bool {
     kv.strip_prefix(COOKIE_NAME.as_bytes()).is_some_and(|rest| rest.first() == Some(&b'='))
 }
 
+/// The session cookie's name in any case (`Meshgate_Session`): never ours to
+/// read (meshgate sets it in lower case), but a service that reads cookie
+/// names without regard to case would take it for one, so it never reaches
+/// the upstream either.
+fn is_ours_any_case(kv: &[u8]) -> bool {
+    let n = COOKIE_NAME.len();
+    kv.len() > n && kv[..n].eq_ignore_ascii_case(COOKIE_NAME.as_bytes()) && kv[n] == b'='
+}
+
 /// The most `meshgate_session` values looked at in one request (another
 /// service on the same host may set a cookie of the same name: browsers send
 /// every one, the most specific path first).
@@ -198,14 +273,15 @@ pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<&str> {
     cookie_values(headers).next()
 }
 
-/// Removes every session cookie from a request's `Cookie` headers, keeping
-/// the others byte for byte (the service behind has its own cookies).
+/// Removes every session cookie from a request's `Cookie` headers, its name
+/// in any case, keeping the others byte for byte (the service behind has its
+/// own cookies).
 pub fn strip_cookie(headers: &mut axum::http::HeaderMap) {
     use axum::http::{header, HeaderValue};
-    if !cookie_pairs(headers).any(is_ours) {
+    if !cookie_pairs(headers).any(is_ours_any_case) {
         return;
     }
-    let kept: Vec<&[u8]> = cookie_pairs(headers).filter(|kv| !is_ours(kv)).collect();
+    let kept: Vec<&[u8]> = cookie_pairs(headers).filter(|kv| !is_ours_any_case(kv)).collect();
     let joined = kept.join(&b"; "[..]);
     headers.remove(header::COOKIE);
     if !joined.is_empty() {
@@ -279,6 +355,35 @@ mod tests {
         assert_eq!(s.check(&b), Ok(()));
     }
 
+    /// Issue #25 part 5: a logout outlives the process: the next `Sessions`
+    /// of the same token reading the same state directory refuses the cookie,
+    /// and so do the sessions of a token that replaced it.
+    #[test]
+    fn a_logout_is_kept_in_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = Sessions::new(&token("s3cret-token"));
+        first.persist_in(&state).unwrap();
+        let (out, kept) = (first.issue(), first.issue());
+        first.revoke(&out);
+        let text = std::fs::read_to_string(state.join(REVOKED_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        // A restart: new sessions of the same token, the same directory.
+        let again = Sessions::new(&token("s3cret-token"));
+        assert_eq!(again.check(&out), Ok(()), "without the directory it is forgotten");
+        again.persist_in(&state).unwrap();
+        assert_eq!(again.check(&out), Err(Refused::Revoked));
+        assert_eq!(again.check(&kept), Ok(()));
+        // A reload to a new token keeps writing there.
+        let rotated = Sessions::new(&token("another-token"));
+        rotated.inherit_revoked(&again);
+        let other = rotated.issue();
+        rotated.revoke(&other);
+        let text = std::fs::read_to_string(state.join(REVOKED_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
     #[test]
     fn the_cookie_is_found_and_stripped_among_others() {
         let mut h = HeaderMap::new();
@@ -306,6 +411,22 @@ mod tests {
         assert_eq!(cookie_value(&h), None);
         strip_cookie(&mut h);
         assert_eq!(h[header::COOKIE], "meshgate_sessionx=1; xmeshgate_session=2");
+    }
+
+    /// Issue #25 part 5: a case variant of the name (`Meshgate_Session`)
+    /// is not read as a session, and never reaches the upstream.
+    #[test]
+    fn every_case_form_of_the_name_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "Meshgate_Session=v1.2.n.m; a=1; MESHGATE_SESSION=x; meshGate_session=y; meshgate_sessions=keep"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie_value(&h), None);
+        strip_cookie(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1; meshgate_sessions=keep");
     }
 
     #[test]

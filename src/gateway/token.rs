@@ -19,7 +19,7 @@ impl std::fmt::Debug for Token {
 #[non_exhaustive]
 pub enum TokenError {
     /// Missing or unreadable file.
-    #[error("read token file {path}: {source}; create it with e.g. `head -c 32 /dev/urandom | base64 > {path} && chmod 600 {path}`")]
+    #[error("read token file {path}: {source}; create it with e.g. `{}`", create_advice(.path))]
     Read {
         /// The file.
         path: PathBuf,
@@ -32,6 +32,29 @@ pub enum TokenError {
     /// Characters that cannot appear in an HTTP header.
     #[error("the token from {0} has characters that cannot be sent in an Authorization header (control characters or spaces); use printable ASCII such as base64")]
     Invalid(String),
+}
+
+/// A shell line that makes a token file at `path`, its directory included
+/// (a host without `/etc/meshgate` has none to write into).
+/// The path is quoted for the shell when it needs it (a space, a quote, `$`).
+pub fn create_advice(path: &std::path::Path) -> String {
+    let p = sh_quote(&path.to_string_lossy());
+    let mkdir = match path.parent().filter(|d| !d.as_os_str().is_empty() && *d != std::path::Path::new("/")) {
+        Some(dir) => format!("mkdir -p {} && ", sh_quote(&dir.to_string_lossy())),
+        None => String::new(),
+    };
+    format!("{mkdir}head -c 32 /dev/urandom | base64 > {p} && chmod 600 {p}")
+}
+
+/// `s` as one shell word: as it is when every character is plain, else in
+/// single quotes (a `'` in it written `'\''`).
+fn sh_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 impl Token {
@@ -83,6 +106,24 @@ fn loose_permissions(_: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advice_runs_as_written_whatever_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["plain/token", "my dir/it's a token", "$(touch pwned)/t"] {
+            let path = tmp.path().join(name);
+            let advice = create_advice(&path);
+            let o = std::process::Command::new("sh").args(["-c", &advice]).current_dir(tmp.path()).output().unwrap();
+            assert!(o.status.success(), "{advice}: {}", String::from_utf8_lossy(&o.stderr));
+            let token = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{advice}: {e}"));
+            assert!(token.trim().len() >= 40, "{advice}: {token}");
+        }
+        assert!(!tmp.path().join("pwned").exists(), "the path ran as a command");
+        assert_eq!(
+            create_advice(std::path::Path::new("/etc/meshgate/token")),
+            "mkdir -p /etc/meshgate && head -c 32 /dev/urandom | base64 > /etc/meshgate/token && chmod 600 /etc/meshgate/token"
+        );
+    }
 
     #[test]
     fn debug_is_redacted_and_values_are_checked() {

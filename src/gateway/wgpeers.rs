@@ -131,6 +131,26 @@ impl PeerLookup for WireGuardPeers {
         self.note(snapshot);
     }
 
+    /// The cached table (re-read when older than 5 s, or on a miss at most
+    /// once a second) still gives `peer`'s address to the same key.
+    fn same_peer<'a>(
+        &'a self,
+        interface: &'a str,
+        peer: SocketAddr,
+        identity: &'a PeerIdentity,
+    ) -> Option<Pin<Box<dyn Future<Output = bool> + Send + 'a>>> {
+        if identity.mesh != MESH {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let Some(iface) = self.interfaces.read().unwrap_or_else(|e| e.into_inner()).get(interface).cloned() else {
+                return false;
+            };
+            let now = self.cache.lookup(&iface, peer.ip().to_canonical()).await;
+            now.is_some_and(|k| identity.key.as_deref() == Some(k.to_base64().as_str()))
+        }))
+    }
+
     fn allows(&self, identity: &PeerIdentity) -> Option<bool> {
         if identity.mesh != MESH {
             return None;

@@ -30,7 +30,7 @@ mod selfsigned;
 mod statedir;
 mod tailnet;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use accept::{
     server_config, Alpn, HandshakeError, HandshakeErrorKind, TlsAcceptor, TlsStats, TlsStatsSnapshot,
@@ -42,7 +42,7 @@ pub use error::TlsError;
 pub use internal::{leaf_lifetime_from, Internal, LEAF_LIFETIME, LEAF_LIFETIME_ENV};
 pub use reload::{ReloadOutcome, Reloader, DEFAULT_POLL_INTERVAL};
 pub use resolver::{AddressNames, CertResolver};
-pub use selfsigned::{SelfSigned, CERT_FILE, KEY_FILE};
+pub use selfsigned::{check_key, SelfSigned, CERT_FILE, KEY_FILE};
 pub use statedir::{default_state_dir, running_as_root, state_dir_from};
 pub use tailnet::TailnetCert;
 pub use tokio_rustls::server::TlsStream;

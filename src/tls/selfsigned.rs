@@ -220,6 +220,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Checks the key in `dir` as [`SelfSigned::open`] would use it, without
+/// making one or writing anything (for `explain`): a key file that is there
+/// must read, parse and load. `Ok(false)` when there is none yet.
+pub fn check_key(dir: &Path) -> Result<bool, TlsError> {
+    let path = dir.join(KEY_FILE);
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(TlsError::Read { what: "key", flag: "--state-dir", path, source }),
+    };
+    let key = parse_key(&path, &pem)?;
+    let der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| TlsError::NoKey { path: path.clone(), detail: e.to_string() })?;
+    provider().key_provider.load_private_key(der).map_err(|e| TlsError::NoKey { path, detail: e.to_string() })?;
+    Ok(true)
+}
+
 /// Reads the key in `dir`, or makes one (P-256) if there is none.
 fn open_key(dir: &Path) -> Result<rcgen::KeyPair, TlsError> {
     let path = dir.join(KEY_FILE);
@@ -311,6 +328,19 @@ mod tests {
         // Another directory, another key.
         let c = SelfSigned::open(&tmp.path().join("other"), &[], &[]).unwrap();
         assert_ne!(c.spki_sha256_base64(), a.spki_sha256_base64());
+    }
+
+    #[test]
+    fn check_key_reads_what_open_would_and_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        assert!(!check_key(&dir).unwrap(), "no key yet");
+        assert!(!dir.exists(), "check_key made the directory");
+        SelfSigned::open(&dir, &[], &[]).unwrap();
+        assert!(check_key(&dir).unwrap());
+        std::fs::write(dir.join(KEY_FILE), "not a key\n").unwrap();
+        assert!(matches!(check_key(&dir), Err(TlsError::NoKey { .. })));
+        assert!(SelfSigned::open(&dir, &[], &[]).is_err(), "open refuses it too");
     }
 
     #[tokio::test]

@@ -2,7 +2,10 @@
 //! heuristics over hand-built snapshots, the resolver behind a mocked interface
 //! source, and the built binary's command-line contract.
 
+mod build_script;
 mod cli;
+mod dist;
+mod docs;
 mod kit;
 mod providers;
 mod registry;

@@ -199,3 +199,57 @@ fn serve_options_apply_precedence_to_the_new_limits() {
     assert_eq!(both.server_limits.max_body_bytes, 4096);
     assert_eq!(both.upstream_limits.max_body_bytes, Some(10));
 }
+
+/// Issue #25 part 3: a request body that stops is bounded like nginx's
+/// `client_body_timeout`, by the idle timeout between two reads: `POST
+/// /_meshgate/login` with `Content-Length: 100` and no body is closed after
+/// about the idle timeout (3 s here), not held open while the sign-in handler
+/// waits for the form. The same holds for a forwarded request's body.
+#[tokio::test]
+async fn a_request_body_that_stops_is_closed_after_the_idle_timeout() {
+    use meshgate::gateway::proxy::{Proxy, Upstream, UpstreamLimits};
+    let token = meshgate::gateway::Token::new("s3cret-token-for-body-tests", "test").unwrap();
+    // An upstream that reads whatever comes and never answers.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 1024];
+                while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let proxy = Proxy::new(Upstream::parse(&format!("http://{at}")).unwrap(), UpstreamLimits::default(), None);
+    let running = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .token(token)
+        .limits(ServerLimits::default().with_idle_timeout(std::time::Duration::from_secs(3)))
+        .start_upstream(proxy)
+        .await
+        .expect("gateway starts");
+    let gw = running.addresses()[0];
+    for (path, extra) in [
+        ("/_meshgate/login", format!("Origin: http://{gw}\r\n")),
+        ("/upload", "Authorization: Bearer s3cret-token-for-body-tests\r\n".to_owned()),
+    ] {
+        let mut s = TcpStream::connect(gw).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {gw}\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(b"token=abc").await.unwrap();
+        let t0 = std::time::Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        let took = t0.elapsed();
+        assert!(read.is_ok(), "{path}: a stopped body held the connection open 10 s");
+        assert!(
+            took >= std::time::Duration::from_millis(2900) && took < std::time::Duration::from_secs(5),
+            "{path}: closed after {took:?}"
+        );
+    }
+    running.shutdown().await;
+}

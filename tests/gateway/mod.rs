@@ -11,6 +11,7 @@ mod process;
 mod service;
 mod signals;
 mod signin;
+mod status;
 mod tailnet;
 mod upstream;
 

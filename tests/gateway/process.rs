@@ -153,3 +153,84 @@ async fn ws_sends_the_listener_set_on_connect() {
     assert!(addrs.contains(&"127.0.0.1"), "{v}");
     drop(server);
 }
+
+/// The first-run advice works as written on a host without the token's
+/// directory: it creates the directory too.
+#[test]
+fn the_token_advice_creates_the_directory_it_writes_into() {
+    let root = tempfile_path::TempPath::new("advice");
+    let o = run(&mut meshgate(&["serve", "--bind", "all", "--port", "1"]));
+    assert_eq!(o.status.code(), Some(78));
+    let e = stderr(&o);
+    let advice = e.split('`').find(|s| s.contains("/dev/urandom")).unwrap_or_else(|| panic!("no advice: {e}"));
+    assert!(advice.contains("/etc/meshgate/token"), "{advice}");
+    // Run it with /etc/meshgate moved under a directory of ours.
+    let dir = root.0.join("etc/meshgate");
+    let advice = advice.replace("/etc/meshgate", dir.to_str().unwrap());
+    let sh = std::process::Command::new("sh").args(["-c", &advice]).output().unwrap();
+    assert!(sh.status.success(), "{advice}: {}", String::from_utf8_lossy(&sh.stderr));
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+    assert!(token.trim().len() >= 40, "{token}");
+    let _ = std::fs::remove_dir_all(&root.0);
+    // The same for a --token-file that does not exist yet.
+    let missing = root.0.join("deeper/token");
+    let o = run(&mut meshgate(&["serve", "--bind", "all", "--token-file", missing.to_str().unwrap()]));
+    assert_eq!(o.status.code(), Some(78));
+    let e = stderr(&o);
+    let advice = e.split('`').find(|s| s.contains("/dev/urandom")).unwrap_or_else(|| panic!("no advice: {e}"));
+    let sh = std::process::Command::new("sh").args(["-c", advice]).output().unwrap();
+    assert!(sh.status.success() && missing.is_file(), "{advice}: {}", String::from_utf8_lossy(&sh.stderr));
+    let _ = std::fs::remove_dir_all(&root.0);
+}
+
+/// Issue #25 part 5, the wiring: `meshgate serve --state-dir D` keeps a logout
+/// in `D/revoked-sessions` (what the next start reads: see the unit test
+/// `a_logout_is_kept_in_the_state_directory`), never the token or the cookie.
+#[test]
+fn a_logout_is_written_to_the_state_directory() {
+    use std::io::{Read as _, Write as _};
+    let port = free_port();
+    let token = token_file("s3cret-token-for-logout-test\n", 0o600);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let server = Server::start(&mut meshgate(&[
+        "serve",
+        "--port",
+        &port.to_string(),
+        "--no-follow",
+        "--token-file",
+        token.as_str(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]));
+    server.wait_lines(1);
+    let origin = format!("http://127.0.0.1:{port}");
+    let post = |path: &str, body: &str, cookie: Option<&str>| -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let signed_in = post("/login", "token=s3cret-token-for-logout-test&next=%2F", None);
+    let cookie = signed_in
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie: {signed_in}"))
+        .to_owned();
+    assert!(!state.join("revoked-sessions").exists(), "written before any logout");
+    let out = post("/logout", "", Some(&cookie));
+    assert!(out.starts_with("HTTP/1.1 303"), "{out}");
+    let kept = std::fs::read_to_string(state.join("revoked-sessions")).expect("the logout is kept");
+    assert_eq!(kept.lines().count(), 1, "{kept}");
+    let value = cookie.split_once('=').unwrap().1;
+    assert!(!kept.contains("s3cret") && !kept.contains(value), "{kept}");
+    drop(server);
+}

@@ -263,6 +263,9 @@ fn access_log_is_json_and_carries_no_secret() {
     assert_eq!(access["status"], 200, "{access}");
     assert_eq!(access["method"], "GET", "{access}");
     assert!(svc_addr(&access).starts_with("127.0.0.1:"), "{access}");
+    // Numbers a collector can sum, not strings.
+    assert!(access["bytes"].is_u64(), "bytes: {access}");
+    assert!(access["duration_ms"].is_f64() || access["duration_ms"].is_u64(), "duration_ms: {access}");
     for secret in ["hunter2secret", "tok3nvalue", "c00kie"] {
         assert!(!log2.contains(secret), "{secret} in the log: {log2}");
     }
@@ -308,9 +311,14 @@ fn a_fatal_error_is_a_json_record_with_json_logs() {
     let out = super::run(&mut serve(&["--log-format", "json", "--token-file", "/nonexistent/meshgate-token"]));
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
+    // Every line is JSON (the first says which config file was read); the
+    // last is the error.
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert!(lines.len() <= 2, "{err}");
+    for l in &lines {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    }
+    let v: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
     assert_eq!(v["level"], "ERROR");
     assert_eq!(v["exit_code"], 78);
     assert!(v["message"].as_str().unwrap().contains("/nonexistent/meshgate-token"), "{v}");
@@ -328,7 +336,8 @@ fn a_fatal_error_is_a_json_record_with_json_logs() {
     assert_eq!(v["exit_code"], 78, "{v}");
     // Text logs keep the plain line.
     let out = super::run(&mut serve(&["--token-file", "/nonexistent/meshgate-token"]));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("meshgate: read token file"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().last().is_some_and(|l| l.starts_with("meshgate: read token file")), "{err}");
 }
 
 /// What a reload cannot apply is named, and none of it is half-applied: a new
@@ -546,4 +555,89 @@ fn help_groups_flags_and_names_every_environment_variable() {
     }
     let o = super::run(&mut meshgate(&["--version"]));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with(concat!("meshgate ", env!("CARGO_PKG_VERSION"))));
+}
+
+/// A GET with extra header lines; the whole response.
+fn get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r
+}
+
+/// `promtool ARGS` with `input` on stdin (Debian's `prometheus` package; .ci/run
+/// installs it). `None` outside CI when it is not installed.
+fn promtool(args: &[&str], input: &str) -> Option<std::process::Output> {
+    let spawned =
+        Command::new("promtool").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) if crate::lab::in_ci() => panic!("promtool is needed in CI (apt-get install prometheus): {e}"),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: promtool: {e}");
+            return None;
+        }
+    };
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    Some(child.wait_with_output().expect("wait for promtool"))
+}
+
+/// `/metrics` passes Prometheus' own checkers: the Prometheus text format by
+/// default (`promtool check metrics`: `# HELP`/`# TYPE` name the samples,
+/// no `# EOF`), and OpenMetrics when the scraper's `Accept` asks for it
+/// (promtool's OpenMetrics parser, which insists on `# EOF`; it backfills,
+/// so each sample gets a timestamp first).
+#[test]
+fn metrics_pass_promtool_as_prometheus_text_and_as_openmetrics() {
+    let dir = TempDir::new("promtool");
+    let svc = Service::start(&mut serve(&[]), dir.file("stderr"));
+    let _ = get_with(svc.addr, "/healthz", "");
+    let body = |r: &str| r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let plain = get_with(svc.addr, "/metrics", "");
+    assert!(plain.contains("content-type: text/plain; version=0.0.4"), "{plain}");
+    let text = body(&plain);
+    assert!(text.contains("# TYPE meshgate_requests_total counter") && !text.contains("# EOF"), "{text}");
+    // Prometheus 2.x's own Accept header.
+    let accept = "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n";
+    let open = get_with(svc.addr, "/metrics", accept);
+    assert!(open.contains("content-type: application/openmetrics-text; version=1.0.0"), "{open}");
+    let om = body(&open);
+    assert!(om.ends_with("# EOF\n") && om.contains("# TYPE meshgate_requests counter"), "{om}");
+    let Some(o) = promtool(&["check", "metrics"], &text) else { return };
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stamped: String = om
+        .lines()
+        .map(|l| if l.starts_with('#') || l.is_empty() { format!("{l}\n") } else { format!("{l} 1700000000\n") })
+        .collect();
+    let input = dir.file("metrics.om");
+    std::fs::write(&input, &stamped).unwrap();
+    let blocks = dir.file("blocks");
+    let o =
+        promtool(&["tsdb", "create-blocks-from", "openmetrics", input.to_str().unwrap(), blocks.to_str().unwrap()], "")
+            .expect("promtool ran once already");
+    assert!(
+        o.status.success(),
+        "promtool's OpenMetrics parser: {}{}\n{om}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The same parser refuses the Prometheus text (no `# EOF`): it checks.
+    std::fs::write(
+        &input,
+        text.lines()
+            .map(|l| if l.starts_with('#') { format!("{l}\n") } else { format!("{l} 1700000000\n") })
+            .collect::<String>(),
+    )
+    .unwrap();
+    let o =
+        promtool(&["tsdb", "create-blocks-from", "openmetrics", input.to_str().unwrap(), blocks.to_str().unwrap()], "")
+            .unwrap();
+    assert!(!o.status.success(), "the OpenMetrics check accepts anything");
 }

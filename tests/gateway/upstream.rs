@@ -971,3 +971,33 @@ async fn upstream_connections_are_pooled_and_bad_ones_dropped() {
     assert_eq!(accepted.load(Ordering::SeqCst), 3, "upstream connections opened");
     running.shutdown().await;
 }
+
+/// Issue #25 part 5: meshgate's namespace has one normal form (see
+/// docs/security.md): every path that normalises into `/_meshgate` is
+/// meshgate's and never forwarded, on every path to the proxy; the upstream
+/// sees none of them, and a session cookie in any case form never reaches it.
+#[tokio::test]
+async fn meshgates_namespace_spelled_otherwise_is_never_forwarded() {
+    let seen = Seen::default();
+    let up = tcp_upstream(seen.clone()).await;
+    for via in PATHS {
+        let (running, gw) =
+            gateway_via(via, &format!("http://{up}"), UpstreamLimits::default(), ServerLimits::default()).await;
+        for path in ["//_meshgate/status", "/_MESHGATE/status", "/%5Fmeshgate/status", "/x/../_meshgate/metrics"] {
+            let (s, _, body) = raw(gw, &get_req(path, "")).await;
+            assert_eq!(s, 404, "{via:?} {path}: {body}");
+            assert!(!body.contains("upstream saw"), "{via:?} {path}: {body}");
+        }
+        assert_eq!(seen.0.load(Ordering::SeqCst), 0, "{via:?}: the upstream saw meshgate's namespace");
+        // A look-alike that is not meshgate's still goes through.
+        let (s, _, body) = raw(gw, &get_req("/x/_meshgate/status", "")).await;
+        assert_eq!((s, body.as_str()), (200, "upstream saw /x/_meshgate/status\n"), "{via:?}");
+        seen.0.store(0, Ordering::SeqCst);
+        // Case forms of the session cookie's name are stripped.
+        let (s, _, body) =
+            raw(gw, &get_req("/echo", "Cookie: Meshgate_Session=v1.1.n.m; app=1; MESHGATE_SESSION=x\r\n")).await;
+        assert_eq!(s, 200, "{via:?}");
+        assert!(body.contains("\"cookie\":[\"app=1\"]"), "{via:?}: {body}");
+        running.shutdown().await;
+    }
+}

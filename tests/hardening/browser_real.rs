@@ -226,7 +226,7 @@ impl Chromium {
     }
 
     /// Saves a PNG of the page to `path`.
-    fn screenshot(&mut self, path: &std::path::Path) {
+    pub(crate) fn screenshot(&mut self, path: &std::path::Path) {
         use base64::Engine as _;
         let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
         let png = base64::engine::general_purpose::STANDARD
@@ -236,7 +236,7 @@ impl Chromium {
     }
 
     /// The cookies the browser holds for `url`, as DevTools reports them.
-    fn cookies(&mut self, url: &str) -> Vec<Value> {
+    pub(crate) fn cookies(&mut self, url: &str) -> Vec<Value> {
         let r = self.call("Network.getCookies", json!({ "urls": [url] }));
         r["cookies"].as_array().cloned().unwrap_or_default()
     }
@@ -339,7 +339,7 @@ pub(crate) fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<S
 }
 
 /// The `meshgate_session` cookie among `cookies`, if any.
-fn session_cookie(cookies: &[Value]) -> Option<&Value> {
+pub(crate) fn session_cookie(cookies: &[Value]) -> Option<&Value> {
     cookies.iter().find(|c| c["name"] == "meshgate_session")
 }
 

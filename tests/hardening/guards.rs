@@ -340,7 +340,17 @@ async fn the_meshgate_prefix_is_never_forwarded() {
         let seen = Seen::default();
         let up = echo_upstream(seen.clone()).await;
         let (running, gw) = gateway_via(up, UpstreamLimits::default(), router).await;
-        for path in ["/_meshgate/", "/_meshgate", "/_meshgate/nope", "/_meshgate//x"] {
+        // `/_meshgate/` is the status page (issue 28), `/_meshgate` sends there.
+        let (status, text) =
+            exchange(gw, "GET /_meshgate/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, 200, "router={router}: {text}");
+        assert!(text.contains("meshgate status"), "router={router}: {text}");
+        // Its links to the JSON are meshgate's, never the upstream's `/status`.
+        assert!(text.contains(r#"<a href="/_meshgate/status">"#), "router={router}: {text}");
+        let (status, text) =
+            exchange(gw, "GET /_meshgate HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(status, 303, "router={router}: {text}");
+        for path in ["/_meshgate/nope", "/_meshgate//x"] {
             let (status, text) =
                 exchange(gw, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")).await;
             assert_eq!(status, 404, "router={router} {path}: {text}");

@@ -8,6 +8,7 @@ mod faults;
 mod fuzz_replay;
 mod guards;
 mod never_widen;
+mod status_page;
 
 /// The fuzz targets' entry points, compiled here too so the corpus replays on stable.
 #[path = "../../fuzz/src/entries.rs"]

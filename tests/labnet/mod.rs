@@ -8,6 +8,7 @@ mod explain;
 mod faults;
 mod follow;
 mod identity;
+mod keepalive;
 mod live;
 mod peers;
 mod reload;

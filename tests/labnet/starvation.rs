@@ -459,3 +459,110 @@ fn each_address_gets_its_share_and_the_loopback_door_its_own_cap() {
     filler.go();
     assert_eq!(filler.next("the second peer, after"), serde_json::json!({"then": 200}));
 }
+
+/// The first peer's side of [`a_peer_with_many_addresses_holds_one_share`]:
+/// `python3 -c SPREAD HOST PORT SRC,SRC,...`. Opens PER connections from each
+/// source address without sending anything, waits, and counts those the
+/// gateway left open; prints `{"opened": N, "held": {SRC: N}, "total": N}`,
+/// then holds them until a line arrives on stdin.
+const SPREAD: &str = r#"
+import json, socket, sys, time
+host, port, srcs = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+signal = __import__("signal"); signal.alarm(90)
+PER = 6
+out = {"opened": 0, "errors": 0, "held": {}}
+socks = []
+for src in srcs:
+    for _ in range(PER):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(3)
+        try:
+            s.bind((src, 0))
+            s.connect((host, port))
+        except OSError:
+            out["errors"] += 1
+            s.close()
+            continue
+        out["opened"] += 1
+        socks.append((src, s))
+time.sleep(1.0)
+keep = []
+for src, s in socks:
+    s.setblocking(False)
+    try:
+        open_ = s.recv(1) != b""
+    except BlockingIOError:
+        open_ = True
+    except OSError:
+        open_ = False
+    if open_:
+        keep.append(s)
+        out["held"][src] = out["held"].get(src, 0) + 1
+    else:
+        s.close()
+out["total"] = len(keep)
+print(json.dumps(out), flush=True)
+sys.stdin.readline()
+"#;
+
+/// Issue #25 part 4 in the namespace lab: a peer whose allowed-ips cover a
+/// /27 (eight of its addresses in use) holds one share of the mesh door over
+/// all of them: its connections without credentials are capped at one
+/// unauthenticated share (4 here), not one per address (32 before). Meanwhile
+/// an allowed peer (`--allow-peer KEY`, no token) is served at once.
+#[test]
+fn a_peer_with_many_addresses_holds_one_share() {
+    let test = "a_peer_with_many_addresses_holds_one_share";
+    let Some(pair) = WgPair::or_skip(test, "wg0") else { return };
+    let allowed = pair.add_peer();
+    // The first peer's allowed-ips grow to a /27 and it uses eight addresses of it.
+    pair.gateway.sh_ok(&format!(
+        "wg set wg0 peer '{}' allowed-ips 10.77.0.2/32,10.77.0.32/27,fd77::2/128",
+        pair.peer_public_key()
+    ));
+    let srcs: Vec<String> = (33..41).map(|i| format!("10.77.0.{i}")).collect();
+    for s in &srcs {
+        pair.peer_sh(&format!("ip addr add {s}/32 dev {}", pair.peer_iface()));
+    }
+    let (_service, upstream) = start_service(&pair);
+    let token = token_file(&pair.gateway);
+    let port = (PORT + 2).to_string();
+    let args = [
+        "--bind",
+        "wireguard",
+        "--port",
+        &port,
+        "--upstream",
+        &upstream,
+        "--token-file",
+        &token,
+        "--allow-peer",
+        allowed.public_key(),
+        "--max-connections-per-address",
+        "8",
+        "--max-unauthenticated-per-address",
+        "4",
+    ];
+    let (_gw, _lines) = serve(&pair.gateway, &args, 2);
+    let wg = pair.gateway_wg_addr().to_string();
+    let app = format!("http://{wg}:{port}/app");
+    assert!(wait_connect(|| pair.peer_command("curl"), &app, true), "the first peer cannot reach {app}");
+    assert!(wait_connect(|| allowed.command("curl"), &app, true), "the allowed peer cannot reach {app}");
+
+    let mut cmd = pair.peer_command("python3");
+    cmd.args(["-c", SPREAD, &wg, &port, &srcs.join(",")]);
+    let mut flood = Scripted::start(cmd);
+    let seen = flood.next("the peer with many addresses");
+    eprintln!("{test}: {seen}");
+    let opened = seen["opened"].as_u64().unwrap_or(0);
+    let total = seen["total"].as_u64().unwrap_or(u64::MAX);
+    // It really came from several addresses, and most were refused.
+    assert!(opened >= 40, "{seen}");
+    assert!(seen["held"].as_object().is_some_and(|h| !h.is_empty()), "{seen}");
+    assert!((1..=4).contains(&total), "one share over all its addresses: {seen}");
+    // While it holds its share, the allowed peer gets through at once, without a token.
+    let served: Vec<(u16, f64, String)> = (0..5).map(|_| timed(allowed.command("curl"), &app, None)).collect();
+    assert!(served.iter().all(|s| s.0 == 200 && s.1 < 1.0), "the allowed peer was not served: {served:?} ({seen})");
+    flood.go();
+    assert!(wait_until(Duration::from_secs(10), || !flood.proc.is_running()), "the script did not end");
+}

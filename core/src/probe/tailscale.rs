@@ -38,7 +38,11 @@ const MAX_REPLY: u64 = 16 << 20;
 
 /// The socket to ask: `MESHGATE_TAILSCALED_SOCKET`, else the default.
 pub fn socket_path() -> PathBuf {
-    std::env::var_os(SOCKET_ENV).map(PathBuf::from).unwrap_or_else(|| TAILSCALED_SOCKET.into())
+    // Empty is unset, as for every MESHGATE_* variable.
+    std::env::var_os(SOCKET_ENV)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| TAILSCALED_SOCKET.into())
 }
 
 /// True for Tailscale's addresses that are never this node's tailnet address:

@@ -84,7 +84,8 @@ impl Probe for YggdrasilProbe {
 }
 
 fn build() -> Box<dyn Probe> {
-    let sockets = match std::env::var_os(SOCKET_ENV) {
+    // Empty is unset, as for every MESHGATE_* variable.
+    let sockets = match std::env::var_os(SOCKET_ENV).filter(|s| !s.is_empty()) {
         Some(s) => vec![PathBuf::from(s)],
         None => SOCKETS.iter().map(PathBuf::from).collect(),
     };

@@ -259,6 +259,8 @@ mod tests {
             allowed_ips: vec![ip.parse().unwrap()],
             endpoint: None,
             last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
         }
     }
 

@@ -64,7 +64,8 @@ impl PublicKey {
     pub fn from_hex(s: &str) -> Result<Self, KeyError> {
         let expect = "expected 64 hex digits (32 bytes)";
         if s.len() != 2 * KEY_LEN || !s.is_ascii() {
-            return Err(KeyError::new(s, format!("{} characters; {expect}", s.chars().count())));
+            let n = s.chars().count();
+            return Err(KeyError::new(s, format!("{n} character{}; {expect}", if n == 1 { "" } else { "s" })));
         }
         let mut out = [0u8; KEY_LEN];
         for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {

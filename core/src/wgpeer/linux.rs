@@ -235,6 +235,8 @@ fn add_peer(p: WireguardPeer, peers: &mut Vec<Peer>) -> Result<(), Reply> {
         allowed_ips: Vec::new(),
         endpoint: None,
         last_handshake: None,
+        rx_bytes: 0,
+        tx_bytes: 0,
     };
     let mut has_key = false;
     for attr in p.0 {
@@ -244,6 +246,8 @@ fn add_peer(p: WireguardPeer, peers: &mut Vec<Peer>) -> Result<(), Reply> {
                 has_key = true;
             }
             WireguardPeerAttribute::Endpoint(ep) => peer.endpoint = Some(ep),
+            WireguardPeerAttribute::RxBytes(b) => peer.rx_bytes = b,
+            WireguardPeerAttribute::TxBytes(b) => peer.tx_bytes = b,
             WireguardPeerAttribute::LastHandshake(t) => {
                 peer.last_handshake = match (u64::try_from(t.seconds), u32::try_from(t.nano_seconds)) {
                     (Ok(0), Ok(0)) => None, // never
@@ -378,6 +382,7 @@ mod tests {
         assert_eq!(p.allowed_ips, ["0.0.0.0/0".parse::<IpNet>().unwrap()]);
         assert_eq!(p.endpoint, Some("1.1.1.1:1111".parse().unwrap()));
         assert_eq!(p.last_handshake, Some(SystemTime::UNIX_EPOCH + Duration::new(1769415834, 262671874)));
+        assert_eq!((p.rx_bytes, p.tx_bytes), (30_426_264, 1_917_056));
     }
 
     #[test]

@@ -185,6 +185,11 @@ impl AllowList {
         self.keys.len()
     }
 
+    /// The allowed tailnet logins and tags, sorted (for display).
+    pub fn tailnet(&self) -> &BTreeSet<String> {
+        &self.tailnet
+    }
+
     /// The allowed keys, sorted (for display).
     pub fn keys(&self) -> BTreeSet<PublicKey> {
         self.keys.iter().copied().collect()

@@ -25,6 +25,10 @@ pub struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// The last completed handshake; `None` when there has been none.
     pub last_handshake: Option<SystemTime>,
+    /// Bytes received from it (0 when the reader does not say).
+    pub rx_bytes: u64,
+    /// Bytes sent to it (0 when the reader does not say).
+    pub tx_bytes: u64,
 }
 
 /// How a WireGuard interface is run, hence how its peers are read.

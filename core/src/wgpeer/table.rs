@@ -133,6 +133,8 @@ mod tests {
             allowed_ips: ips.iter().map(|s| s.parse::<IpNet>().unwrap().trunc()).collect(),
             endpoint: None,
             last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
         }
     }
 
@@ -215,6 +217,8 @@ mod tests {
                     allowed_ips: n,
                     endpoint: None,
                     last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
                 })
                 .collect();
             let t = PeerTable::new(peers.clone());

@@ -112,7 +112,14 @@ pub fn parse_uapi_get(text: &str) -> Result<Vec<Peer>, String> {
                 finish(&mut peers, secs, nsecs);
                 (secs, nsecs) = (0, 0);
                 let public_key = PublicKey::from_hex(value).map_err(|e| format!("line {n}: {e}"))?;
-                peers.push(Peer { public_key, allowed_ips: Vec::new(), endpoint: None, last_handshake: None });
+                peers.push(Peer {
+                    public_key,
+                    allowed_ips: Vec::new(),
+                    endpoint: None,
+                    last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                });
             }
             "allowed_ip" if in_peer => {
                 let net: IpNet = value.parse().map_err(|_| bad("an address/prefix"))?;
@@ -125,6 +132,14 @@ pub fn parse_uapi_get(text: &str) -> Result<Vec<Peer>, String> {
             "last_handshake_time_sec" if in_peer => secs = value.parse().map_err(|_| bad("a number of seconds"))?,
             "last_handshake_time_nsec" if in_peer => {
                 nsecs = value.parse().ok().filter(|n| *n < 1_000_000_000).ok_or_else(|| bad("nanoseconds"))?
+            }
+            "rx_bytes" if in_peer => {
+                let b = value.parse().map_err(|_| bad("a number of bytes"))?;
+                peers.last_mut().into_iter().for_each(|p| p.rx_bytes = b);
+            }
+            "tx_bytes" if in_peer => {
+                let b = value.parse().map_err(|_| bad("a number of bytes"))?;
+                peers.last_mut().into_iter().for_each(|p| p.tx_bytes = b);
             }
             "errno" => errno = Some(value.parse::<i64>().map_err(|_| bad("a number"))?),
             _ => {} // listen_port, rx_bytes, ... and keys newer than this code.
@@ -178,7 +193,18 @@ mod tests {
         assert_eq!(peers[1].last_handshake, None, "0.0 is never");
         // Host bits are cleared, as WireGuard itself does.
         assert_eq!(peers[1].allowed_ips[1], "10.88.1.0/24".parse::<IpNet>().unwrap());
-        assert_eq!(peers[2], Peer { public_key: key(3), allowed_ips: vec![], endpoint: None, last_handshake: None });
+        assert_eq!(
+            peers[2],
+            Peer {
+                public_key: key(3),
+                allowed_ips: vec![],
+                endpoint: None,
+                last_handshake: None,
+                rx_bytes: 0,
+                tx_bytes: 0
+            }
+        );
+        assert_eq!((peers[0].rx_bytes, peers[0].tx_bytes), (180, 92));
     }
 
     #[test]

@@ -19,7 +19,6 @@ use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderValue, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::headers::{
@@ -31,7 +30,7 @@ use super::pool;
 use super::upstream::{Upstream, UpstreamLimits};
 use crate::gateway::body::GatewayBody;
 use crate::gateway::context::{CredentialCell, ListenerCtx, Revocation};
-use crate::gateway::idle::Activity;
+use crate::gateway::idle::{Activity, ClientBody};
 use crate::gateway::token::Token;
 
 /// How long an idle pooled upstream connection is kept.
@@ -149,7 +148,7 @@ impl Proxy {
     /// `activity`), not by a timer per request.
     pub(crate) async fn forward_direct(
         &self,
-        request: hyper::Request<Incoming>,
+        request: hyper::Request<ClientBody>,
         peer: &Peer,
         activity: &Activity,
     ) -> Response<GatewayBody> {

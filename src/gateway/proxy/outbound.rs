@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http_body_util::Limited;
-use hyper::body::{Body as HttpBody, Bytes, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
+
+use crate::gateway::idle::ClientBody;
 
 /// The error type the bodies report (what hyper wants from a body).
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -19,9 +21,9 @@ pub(crate) enum Outbound {
     /// A body that came through an axum router.
     Axum(Body),
     /// The client connection's body, as hyper delivered it.
-    Client(Incoming),
+    Client(ClientBody),
     /// The same, cut off past `--upstream-max-body-bytes`.
-    Capped(Limited<Incoming>),
+    Capped(Limited<ClientBody>),
 }
 
 impl HttpBody for Outbound {

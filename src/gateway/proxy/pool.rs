@@ -10,7 +10,9 @@
 //! that opened it, and one for connections returned off the workers. A connection that errored, was
 //! closed by the upstream, was upgraded, or whose response body was dropped
 //! half-read is never reused. This does per request what hyper-util's legacy
-//! client did with a spawned task and a timer wheel, with neither.
+//! client did with a spawned task and a timer wheel, with neither; one task
+//! per pool sweeps the stacks while they hold anything, so an idle connection
+//! is closed when it expires even if no request comes to take one.
 //!
 //! In front of the stacks, each client connection keeps the upstream
 //! connection its last exchange used ([`Affinity`]) and takes it again for
@@ -27,7 +29,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -143,6 +145,8 @@ pub(crate) struct Pool {
     /// own; see `checkout`).
     idle: Box<[Mutex<VecDeque<Idle>>]>,
     builder: http1::Builder,
+    /// True while a sweeper task runs (see [`Pool::sweep_later`]).
+    sweeping: AtomicBool,
 }
 
 /// Idle stacks: one off the workers, 64 for workers.
@@ -173,6 +177,7 @@ impl Pool {
                 b.writev(false);
                 b
             },
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -249,7 +254,52 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, sender: SendRequest<Outbound>) {
+    /// Drops every idle connection past the idle timeout (closing it);
+    /// returns how many are left.
+    fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut left = 0;
+        for stack in self.idle.iter() {
+            let mut idle = stack.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) <= self.idle_timeout);
+            left += idle.len();
+        }
+        left
+    }
+
+    /// Makes sure a task sweeps the idle stacks while they hold anything:
+    /// an idle connection is closed within a quarter of the idle timeout
+    /// after it expires, whether or not a request comes to take one (a
+    /// flood's worth of upstream connections must not stay open for good).
+    /// One task per pool at most, ending when the stacks are empty.
+    fn sweep_later(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let tick = (self.idle_timeout / 4).max(Duration::from_millis(50));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(pool) = pool.upgrade() else { return };
+                if pool.sweep() > 0 {
+                    continue;
+                }
+                pool.sweeping.store(false, Ordering::Release);
+                // One checked in between the sweep and the store saw a
+                // sweeper running: keep going for it.
+                if pool.idle_count() == 0 || pool.sweeping.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn checkin(self: &Arc<Self>, sender: SendRequest<Outbound>) {
         if sender.is_closed() {
             return;
         }
@@ -263,6 +313,8 @@ impl Pool {
             // Returned where its last exchange ran, which is where its
             // connection task runs on a worker (see `checkout`).
             idle.push_back(Idle { sender, since: now, home: here });
+            drop(idle);
+            self.sweep_later();
         }
     }
 
@@ -459,5 +511,29 @@ mod tests {
         assert_eq!(pool.idle_count(), 1);
         drop(workers);
         drop(held);
+    }
+
+    /// Issue #25 part 3: an idle connection is closed when it expires, not
+    /// when a later request looks at the stack: the upstream sees it close.
+    #[tokio::test]
+    async fn idle_connections_close_by_themselves_when_they_expire() {
+        use tokio::io::AsyncReadExt as _;
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = upstream.local_addr().unwrap().to_string().parse().unwrap();
+        let pool =
+            Arc::new(Pool::new(&Upstream::Http { authority }, Duration::from_secs(5), 8, Duration::from_millis(300)));
+        let mut sender = pool.connect().await.map_err(|_| "connect").unwrap();
+        let (mut held, _) = upstream.accept().await.unwrap();
+        std::future::poll_fn(|cx| sender.poll_ready(cx)).await.unwrap();
+        pool.checkin(sender);
+        assert_eq!(pool.idle_count(), 1);
+        let t0 = Instant::now();
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut b))
+            .await
+            .expect("the upstream saw the idle connection close");
+        assert_eq!(n.unwrap(), 0);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(pool.idle_count(), 0);
     }
 }
