@@ -751,7 +751,13 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
             let pin = reloader.spki_sha256_base64();
             Ok(Some(TlsSetup {
-                https: Https { acceptor: Arc::new(acceptor), address_names: None, ca_pem: None, loopback },
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: None,
+                    ca_pem: None,
+                    dns_names: Vec::new(),
+                    loopback,
+                },
                 summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
                 kind: TlsKind::Own,
                 resolver: reloader.resolver(),
@@ -764,7 +770,13 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             let pin = cert.spki_sha256_base64().to_owned();
             Ok(Some(TlsSetup {
-                https: Https { acceptor: Arc::new(acceptor), address_names: Some(cert.clone()), ca_pem: None, loopback },
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: Some(cert.clone()),
+                    ca_pem: None,
+                    dns_names: cert.names().0,
+                    loopback,
+                },
                 summary: format!(
                     "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
                     dir.display()
@@ -799,6 +811,7 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
                     acceptor: Arc::new(acceptor),
                     address_names: Some(cert.clone()),
                     ca_pem: Some(ca_pem),
+                    dns_names: cert.names().0,
                     loopback,
                 },
                 summary,
@@ -813,7 +826,13 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             cert.spawn_refresh();
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             Ok(Some(TlsSetup {
-                https: Https { acceptor: Arc::new(acceptor), address_names: None, ca_pem: None, loopback },
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: None,
+                    ca_pem: None,
+                    dns_names: vec![cert.domain().to_owned()],
+                    loopback,
+                },
                 summary: format!(
                     "tls: tailscaled's certificate for {} (renewed by tailscaled, picked up while serving); open https://{}:PORT/",
                     cert.domain(),

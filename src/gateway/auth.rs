@@ -4,6 +4,12 @@
 //! TOKEN` or `Proxy-Authorization: Bearer TOKEN`, compared in constant time. A
 //! missing and a wrong token get the same 401.
 //!
+//! An allowed peer's identity and a session cookie also let a request in,
+//! but they are ambient (a browser attaches them whichever page asked), so
+//! such a request must also pass [`BrowserPolicy::check_ambient`](super::browser::BrowserPolicy::check_ambient).
+//! Refusals go to the refusal log ([`super::refusals`]), which counts them
+//! rather than writing a line each.
+//!
 //! `Proxy-Authorization` is there for upstreams with an `Authorization` scheme of
 //! their own: the client sends meshgate's token in the one and the service's
 //! credentials in the other (see `docs/upstream.md`).
@@ -19,9 +25,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::browser::request_is_same_origin;
+use super::browser::{request_is_same_origin, AmbientRefusal, GuardRefusal};
 use super::context::{AppState, ListenerCtx, Stats};
 use super::identity::{allowed_now, Caller, PeerIdentity};
+use super::refusals::Reason;
 use super::session;
 use super::token::Token;
 
@@ -127,46 +134,97 @@ pub(crate) fn check<B>(
     let loopback = ctx.is_some_and(|c| c.loopback);
     // Browser attacks first: a rebound Host or a cross-site WebSocket is refused
     // even where no token is needed.
-    if let Some(refused) = state.browser_policy().check(headers, loopback, ctx.is_some_and(|c| c.tls)) {
-        return Verdict::Refuse(refused);
+    if let Some(why) = state.browser_policy().guard(headers, loopback, ctx.is_some_and(|c| c.tls)) {
+        let reason = match why {
+            GuardRefusal::RepeatedHost => Reason::RepeatedHost,
+            GuardRefusal::LoopbackHost => Reason::LoopbackHost,
+            GuardRefusal::CrossOriginUpgrade => Reason::CrossOriginUpgrade,
+            _ => Reason::MalformedHost,
+        };
+        state.refusals().record(peer.map(|p| p.ip()), reason, path);
+        return Verdict::Refuse(why.response());
     }
-    if loopback || state.is_open_path(path) {
+    if loopback {
+        return Verdict::Pass;
+    }
+    if state.is_open_path(path) {
+        // `whoami` answers from ambient credentials (any known peer's identity,
+        // a session): a rebound page must not read them. The other open paths
+        // say nothing of the caller.
+        let whoami = state.signin_prefix().is_some_and(|p| path.strip_prefix(p) == Some("/whoami"));
+        if whoami && (caller.is_some() || session::cookie_values(headers).next().is_some()) {
+            if let Err(why) = ambient(state, request, ctx) {
+                refused(state, peer, reason_of(why), path);
+                return Verdict::Refuse(why.response());
+            }
+        }
         return Verdict::Pass;
     }
     if state.credentials().is_some_and(|c| token_matches(headers, c.token())) {
         return Verdict::Pass;
     }
-    if valid_session(state, headers) {
+    let session = valid_session(state, headers);
+    if session || allowed_now(state.peer_lookup(), caller) {
+        // Ambient credentials: a browser attaches them whichever page asked.
+        if let Err(why) = ambient(state, request, ctx) {
+            refused(state, peer, reason_of(why), path);
+            return Verdict::Refuse(why.response());
+        }
+        let tls = ctx.is_some_and(|c| c.tls);
         // SameSite is per site, not per origin: another port of this host (or
         // another name under the same site) could make a browser post here
         // with the cookie. A request that can change something must come from
-        // this very origin when the cookie is all it has.
+        // this very origin when the cookie is all it has (a browser sends
+        // Origin on every such request; the peer identity, unlike a cookie,
+        // is also what curl on the peer has, hence the difference).
         let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        if safe || request_is_same_origin(headers, ctx.is_some_and(|c| c.tls)) {
+        if !session || safe || request_is_same_origin(headers, tls) || allowed_now(state.peer_lookup(), caller) {
             return Verdict::Pass;
         }
-        Stats::bump(&state.stats().unauthorized);
-        tracing::warn!(path, "refused a cross-origin request that had only a session cookie");
+        refused(state, peer, Reason::SessionCrossOrigin, path);
         return Verdict::Refuse(
             (StatusCode::FORBIDDEN, "forbidden: a request from another origin needs the token, not a session\n")
                 .into_response(),
         );
     }
-    if allowed_now(state.peer_lookup(), caller) {
-        return Verdict::Pass;
-    }
     if let Some(to) = signin_redirect(state, request) {
         Stats::bump(&state.stats().signin_redirects);
         return Verdict::Refuse(to);
     }
-    Stats::bump(&state.stats().unauthorized);
-    tracing::warn!(
-        peer = peer.map(|p| p.to_string()).as_deref().unwrap_or("unknown"),
-        listener = ctx.map(|c| c.local.to_string()).as_deref().unwrap_or("unknown"),
-        path,
-        "refused a request without a valid bearer token"
-    );
+    refused(state, peer, Reason::Unauthorized, path);
     Verdict::Refuse(unauthorized())
+}
+
+/// [`BrowserPolicy::check_ambient`](super::browser::BrowserPolicy::check_ambient)
+/// on a request that came in on `ctx`.
+fn ambient<B>(
+    state: &AppState,
+    request: &axum::http::Request<B>,
+    ctx: Option<ListenerCtx>,
+) -> Result<(), AmbientRefusal> {
+    let (local, tls) = (ctx.map(|c| c.local), ctx.is_some_and(|c| c.tls));
+    let names = state.host_names();
+    state.browser_policy().check_ambient(request.method(), request.headers(), local, tls, &names)
+}
+
+/// The refusal log's reason for an ambient refusal.
+fn reason_of(why: AmbientRefusal) -> Reason {
+    match why {
+        AmbientRefusal::ForeignHost => Reason::ForeignHost,
+        AmbientRefusal::CrossOriginUpgrade => Reason::CrossOriginUpgrade,
+        _ => Reason::CrossSite,
+    }
+}
+
+/// Counts a refusal and hands it to the refusal log (which writes a few
+/// lines, not one per request).
+fn refused(state: &AppState, peer: Option<SocketAddr>, reason: Reason, path: &str) {
+    // `unauthorized` keeps its meaning (no credentials that count); the
+    // ambient refusals are counted by status (403, 421) with every response.
+    if matches!(reason, Reason::Unauthorized | Reason::SessionCrossOrigin) {
+        Stats::bump(&state.stats().unauthorized);
+    }
+    state.refusals().record(peer.map(|p| p.ip()), reason, path);
 }
 
 /// True when the request carries a valid token or session, or its caller is
@@ -319,5 +377,75 @@ mod tests {
         assert!(!bearer_matches(&h, &t));
         h.insert(header::PROXY_AUTHORIZATION, "Bearer nope".parse().unwrap());
         assert!(!token_matches(&h, &t));
+    }
+
+    /// One request through [`check`] on the mesh listener 10.77.0.1:18789:
+    /// the status it is refused with, or `None` when it passes.
+    fn verdict(
+        state: &AppState,
+        method: &str,
+        path: &str,
+        h: &[(&str, &str)],
+        peer: Option<&PeerIdentity>,
+    ) -> Option<u16> {
+        let mut request = axum::http::Request::builder().method(method).uri(path);
+        for (k, v) in h {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(()).unwrap();
+        let ctx = ListenerCtx { local: "10.77.0.1:18789".parse().unwrap(), loopback: false, tls: false };
+        match check(state, &request, Some(ctx), Some("10.77.0.2:40000".parse().unwrap()), peer) {
+            Verdict::Pass => None,
+            Verdict::Refuse(r) => Some(r.status().as_u16()),
+        }
+    }
+
+    #[test]
+    fn ambient_credentials_get_the_browser_checks_and_the_token_does_not() {
+        let state = AppState::new(Some(Token::new("abc123abc123abc123", "test").unwrap())).with_signin("/_meshgate");
+        let cookie = format!("meshgate_session={}", state.credentials().unwrap().sessions().issue());
+        let laptop = PeerIdentity {
+            mesh: "wireguard".into(),
+            interface: "wg0".into(),
+            key: Some("key".into()),
+            name: Some("laptop".into()),
+            login: None,
+            node: None,
+            tags: Vec::new(),
+            allowed: true,
+        };
+        let host = ("host", "10.77.0.1:18789");
+        let rebound = ("host", "attacker.example:18789");
+        let cross = [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "empty")];
+        let form = [
+            host,
+            ("origin", "http://attacker.example"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+        ];
+        let bearer = ("authorization", "Bearer abc123abc123abc123");
+        fn with<'a>(a: &[(&'a str, &'a str)], b: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+            a.iter().chain(b).copied().collect()
+        }
+        let jar = ("cookie", cookie.as_str());
+        // The allowed peer: curl passes, its own page passes, a rebound Host
+        // and cross-site requests are refused, the token passes anything.
+        assert_eq!(verdict(&state, "POST", "/api", &[host], Some(&laptop)), None);
+        assert_eq!(verdict(&state, "GET", "/", &[rebound], Some(&laptop)), Some(421));
+        assert_eq!(verdict(&state, "POST", "/api", &form, Some(&laptop)), Some(403));
+        assert_eq!(verdict(&state, "POST", "/api", &with(&[host], &cross), Some(&laptop)), Some(403));
+        assert_eq!(verdict(&state, "GET", "/_meshgate/whoami", &[rebound], Some(&laptop)), Some(421));
+        assert_eq!(verdict(&state, "GET", "/", &with(&[rebound, bearer], &cross), Some(&laptop)), None);
+        assert_eq!(verdict(&state, "POST", "/api", &with(&form, &[bearer]), None), None);
+        // A session: the same, and an unsafe method needs its own Origin.
+        assert_eq!(verdict(&state, "GET", "/", &[host, jar], None), None);
+        assert_eq!(verdict(&state, "GET", "/", &[rebound, jar], None), Some(421));
+        assert_eq!(verdict(&state, "POST", "/api", &with(&form, &[jar]), None), Some(403));
+        assert_eq!(verdict(&state, "POST", "/api", &[host, jar], None), Some(403));
+        assert_eq!(verdict(&state, "POST", "/api", &[host, jar, ("origin", "http://10.77.0.1:18789")], None), None);
+        // Without credentials: 401; whoami and healthz stay open.
+        assert_eq!(verdict(&state, "GET", "/", &[rebound], None), Some(401));
+        assert_eq!(verdict(&state, "GET", "/_meshgate/whoami", &[rebound], None), None);
+        assert_eq!(verdict(&state, "GET", "/healthz", &[rebound], Some(&laptop)), None);
     }
 }

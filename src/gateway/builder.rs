@@ -463,6 +463,7 @@ impl<'a> GatewayBuilder<'a> {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not read the logged-out sessions; logouts hold until a restart");
             }
         }
+        state.set_mesh_names(res.daemons.iter().filter_map(|f| f.dns_name.as_deref()));
         let mut app = make_app(&state);
         if let Some(pem) = self.tls.as_ref().and_then(|t| t.ca_pem.clone()) {
             app = app.merge(super::routes::ca_routes(pem));

@@ -17,9 +17,10 @@ use meshgate_core::Listener;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::browser::BrowserPolicy;
+use super::browser::{BrowserPolicy, HostNames};
 use super::identity::PeerLookup;
 use super::limits::DEFAULT_MAX_BODY_BYTES;
+use super::refusals::RefusalLog;
 use super::session::Sessions;
 use super::status_page::board::{EventKind, StatusBoard};
 use super::token::Token;
@@ -79,6 +80,8 @@ pub struct AppState {
     login_attempts: Arc<LoginAttempts>,
     stats: Arc<Stats>,
     tls_stats: Option<Arc<TlsStats>>,
+    names: Arc<ArcSwap<HostNames>>,
+    refusals: Arc<RefusalLog>,
 }
 
 /// Counters of what the gateway refused and why (read by `/status` and, where
@@ -251,7 +254,35 @@ impl AppState {
             login_attempts: Arc::default(),
             stats: Arc::default(),
             tls_stats: None,
+            names: Arc::default(),
+            refusals: Arc::default(),
         }
+    }
+
+    /// The names the listeners answer to besides their addresses (see
+    /// [`BrowserPolicy::check_ambient`]); cheap, no lock.
+    pub fn host_names(&self) -> Guard<Arc<HostNames>> {
+        self.names.load()
+    }
+
+    /// Sets the names the TLS certificate carries (`--tls-name`).
+    pub fn set_tls_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let tls = HostNames::normalize(names);
+        self.names.rcu(|n| HostNames { tls: tls.clone(), mesh: n.mesh.clone() });
+    }
+
+    /// Sets the DNS names the mesh daemons report for this node (tailscaled's
+    /// `DNSName`), replacing the last ones (after every resolution).
+    pub fn set_mesh_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mesh = HostNames::mesh_names(names);
+        if self.names.load().mesh != mesh {
+            self.names.rcu(|n| HostNames { tls: n.tls.clone(), mesh: mesh.clone() });
+        }
+    }
+
+    /// The refusal log (counts by address and reason, a lines/s cap).
+    pub fn refusals(&self) -> &Arc<RefusalLog> {
+        &self.refusals
     }
 
     /// The same state with browser sign-in at `PREFIX/login` (`""`: `/login`;

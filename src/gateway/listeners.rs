@@ -38,6 +38,9 @@ pub struct Https {
     /// The local CA's certificate (PEM), served on loopback at
     /// `/_meshgate/ca.crt` (`--tls internal`).
     pub ca_pem: Option<Arc<str>>,
+    /// The DNS names the certificate carries (`--tls-name`, the tailnet
+    /// name): names of the listeners for the ambient-credential Host check.
+    pub dns_names: Vec<String>,
     /// Serve TLS on loopback listeners too (`--tls-loopback`).
     pub loopback: bool,
 }
@@ -204,6 +207,10 @@ impl ListenerSet {
 
     /// Serves HTTPS on listeners attached from now on (see [`Https`]).
     pub fn set_tls(&mut self, tls: Https) {
+        // The certificate's names are names of the listeners (the ambient-credential Host check).
+        if !tls.dns_names.is_empty() {
+            self.state.set_tls_names(tls.dns_names.iter().map(String::as_str));
+        }
         self.tls = Some(tls);
     }
 
@@ -326,6 +333,7 @@ impl ListenerSet {
             }
         }
         self.fallback = (res.fallback, res.fallback_reason.clone());
+        self.state.set_mesh_names(res.daemons.iter().filter_map(|f| f.dns_name.as_deref()));
         self.publish();
         out
     }

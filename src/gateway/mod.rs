@@ -13,6 +13,8 @@
 //!   caller's mesh identity and the `Meshgate-Peer-*` headers);
 //! - [`metrics`]: response counters (atomics), the access log and the
 //!   Prometheus text of `/metrics`; a leaf too;
+//! - [`refusals`]: the refusal log (counts by address and reason, a lines/s
+//!   cap); a leaf too;
 //! - [`context`]: the state every request reads ([`AppState`], [`ListenerCtx`]);
 //! - [`auth`]: the check (token, session, allowed peer; sign-in redirect);
 //! - [`signin`]: the sign-in page and its `POST`s;
@@ -41,6 +43,7 @@ pub mod limits;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
+pub mod refusals;
 pub mod routes;
 pub mod session;
 pub mod signal;
@@ -53,7 +56,7 @@ pub mod wgpeers;
 pub mod workers;
 
 pub use bind::{bind_all, display_addr, BindError, BindErrorKind, Bound};
-pub use browser::BrowserPolicy;
+pub use browser::{AmbientRefusal, BrowserPolicy, GuardRefusal, HostNames};
 pub use builder::{check_auth, Gateway, GatewayBuilder, Running, DEFAULT_PORT, SHUTDOWN_GRACE};
 pub use context::{
     AppState, CredentialCell, Credentials, ListenerCtx, LiveListener, LiveView, Revocation, MESHGATE_PREFIX,

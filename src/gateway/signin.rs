@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::auth::token_value_matches;
 use super::browser::request_is_same_origin;
 use super::context::{AppState, ListenerCtx, Stats, LOGIN_ATTEMPTS_PER_MINUTE};
+use super::refusals::Reason;
 use super::session::{self, clear_cookie};
 
 /// The query of `GET /login`.
@@ -66,7 +67,8 @@ pub(crate) async fn login(
     let next = safe_next(form.next.as_deref()).to_owned();
     if !request_is_same_origin(&headers, tls) {
         Stats::bump(&state.stats().signin_refused);
-        tracing::warn!("refused a sign-in posted from another origin");
+        let addr = peer.as_ref().map(|p| p.0 .0.ip());
+        state.refusals().record(addr, Reason::SigninCrossOrigin, &login_path(&state));
         return (StatusCode::FORBIDDEN, "forbidden: sign in from meshgate's own sign-in page\n").into_response();
     }
     let Some(credentials) = state.credentials() else {
@@ -75,7 +77,7 @@ pub(crate) async fn login(
     if let Some(Extension(ConnectInfo(peer))) = peer {
         if !state.login_attempts().allow(peer.ip()) {
             Stats::bump(&state.stats().signin_refused);
-            tracing::warn!(peer = %peer.ip(), "too many sign-in attempts; answering 429 for a minute");
+            state.refusals().record(Some(peer.ip()), Reason::SigninTooMany, &login_path(&state));
             return page(&state, StatusCode::TOO_MANY_REQUESTS, &next, Some("Too many attempts. Wait a minute."));
         }
     }
@@ -91,6 +93,11 @@ pub(crate) async fn login(
         [(header::LOCATION, next.as_str()), (header::SET_COOKIE, cookie.as_str()), (header::CACHE_CONTROL, "no-store")],
     )
         .into_response()
+}
+
+/// `PREFIX/login`, for the refusal log.
+fn login_path(state: &AppState) -> String {
+    format!("{}/login", state.signin_prefix().unwrap_or(""))
 }
 
 /// `POST PREFIX/logout`.

@@ -1,6 +1,7 @@
 //! Browser attacks on the loopback door: DNS rebinding (a foreign `Host`) gets
 //! 421 on loopback listeners; a cross-site WebSocket (a foreign `Origin`) gets
-//! 403 on every listener; mesh listeners accept any `Host`.
+//! 403 on every listener; mesh listeners accept any `Host` with the token,
+//! and ask a session (ambient) for a `Host` naming them and a same-site request.
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -101,4 +102,85 @@ async fn the_real_loopback_door_refuses_both() {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://127.0.0.1:{port}\r\n\r\n"
     ));
     assert!(r.starts_with("HTTP/1.1 101"), "same-origin upgrade: {r:?}");
+}
+
+/// The names the Host check of ambient credentials accepts follow what the
+/// mesh daemon reports: each resolution applied to the listener set puts the
+/// daemons' DNS names (and their first label) in force, and a later one
+/// without them takes them away. A session then reaches `/status` by that
+/// name, and not by a name the daemon no longer reports.
+#[tokio::test]
+async fn the_tailnet_name_the_daemon_reports_is_a_name_of_the_listeners() {
+    use meshgate::core::fact::{DaemonFact, DaemonState};
+    use meshgate::core::Resolution;
+    use meshgate::gateway::ListenerSet;
+
+    let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap()));
+    let cookie = format!("meshgate_session={}", state.credentials().unwrap().sessions().issue());
+    let mut set = ListenerSet::new(app(state.clone()), state.clone());
+    let mut fact = DaemonFact::new("tailscale", "tailscaled's local API", DaemonState::Running).on("tailscale0");
+    fact.dns_name = Some("laptop-gw.tail1234.ts.net.".into());
+    let res = |daemons: Vec<DaemonFact>| Resolution {
+        selectors: vec!["tailnet".into()],
+        listeners: Vec::new(),
+        fallback: false,
+        fallback_reason: None,
+        notes: Vec::new(),
+        providers: Vec::new(),
+        daemons,
+    };
+    let by = |state: AppState, host: &'static str| {
+        let cookie = cookie.clone();
+        async move {
+            let ctx = ListenerCtx { local: "100.101.1.2:18789".parse().unwrap(), loopback: false, tls: false };
+            let router = app(state).layer(Extension(ctx));
+            let req = Request::get("/status").header("host", host).header(header::COOKIE, cookie);
+            router.oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status()
+        }
+    };
+    assert_eq!(by(state.clone(), "laptop-gw.tail1234.ts.net:18789").await, StatusCode::MISDIRECTED_REQUEST);
+    set.apply(&res(vec![fact.clone()]));
+    for host in ["laptop-gw.tail1234.ts.net:18789", "LAPTOP-GW:18789", "100.101.1.2:18789"] {
+        assert_eq!(by(state.clone(), host).await, StatusCode::OK, "{host}");
+    }
+    assert_eq!(by(state.clone(), "tail1234.ts.net:18789").await, StatusCode::MISDIRECTED_REQUEST);
+    set.apply(&res(Vec::new()));
+    assert_eq!(by(state.clone(), "laptop-gw.tail1234.ts.net:18789").await, StatusCode::MISDIRECTED_REQUEST);
+}
+
+/// Through the router, on a mesh listener: a session is refused on a rebound
+/// `Host` (421) and from another site (403), passes from its own page and as a
+/// link from another site; the token passes all of them.
+#[tokio::test]
+async fn a_session_on_a_mesh_listener_gets_the_ambient_checks() {
+    let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap()));
+    let cookie = format!("meshgate_session={}", state.credentials().unwrap().sessions().issue());
+    let bearer = format!("Bearer {TOKEN}");
+    let run = |extra: Vec<(&'static str, String)>| {
+        let state = state.clone();
+        async move {
+            let ctx = ListenerCtx { local: "10.8.0.1:18789".parse().unwrap(), loopback: false, tls: false };
+            let router = app(state).layer(Extension(ctx));
+            let mut req = Request::get("/status");
+            for (k, v) in extra {
+                req = req.header(k, v);
+            }
+            router.oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status()
+        }
+    };
+    let c = || ("cookie", cookie.clone());
+    let s = |k: &'static str, v: &str| (k, v.to_owned());
+    assert_eq!(run(vec![s("host", "10.8.0.1:18789"), c()]).await, StatusCode::OK);
+    assert_eq!(run(vec![s("host", "evil.example:18789"), c()]).await, StatusCode::MISDIRECTED_REQUEST);
+    let cross = || vec![s("host", "10.8.0.1:18789"), s("sec-fetch-site", "cross-site"), s("sec-fetch-mode", "cors")];
+    assert_eq!(run([cross(), vec![c(), s("origin", "http://evil.example")]].concat()).await, StatusCode::FORBIDDEN);
+    let link = vec![
+        s("host", "10.8.0.1:18789"),
+        s("sec-fetch-site", "cross-site"),
+        s("sec-fetch-mode", "navigate"),
+        s("sec-fetch-dest", "document"),
+    ];
+    assert_eq!(run([link, vec![c()]].concat()).await, StatusCode::OK);
+    let token = vec![s("host", "evil.example:18789"), s("authorization", &bearer), s("origin", "http://evil.example")];
+    assert_eq!(run([token, cross()[1..].to_vec()].concat()).await, StatusCode::OK);
 }

@@ -26,7 +26,8 @@ use crate::labnet::{token_file, BIN, TOKEN};
 
 /// Chromium in `lab` with its HOME holding an NSS database that trusts `ca`
 /// to identify web sites (`certutil -A -t C,,`), as docs/tls.md tells a person.
-fn chromium_trusting(lab: &Lab, ca: &Path, extra: &[String]) -> Chromium {
+fn chromium_trusting<'l>(lab: &'l Lab, ca: &Path, extra: &[String]) -> Chromium<'l> {
+    let network = lab.links_and_addresses();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut cmd = Command::new("sh");
     cmd.args([
@@ -83,7 +84,7 @@ fn chromium_trusting(lab: &Lab, ca: &Path, extra: &[String]) -> Chromium {
             }
         }
     });
-    let mut browser = Chromium { proc, commands, answers, next_id: 0, session: String::new(), dir };
+    let mut browser = Chromium { lab, network, proc, commands, answers, next_id: 0, session: String::new(), dir };
     let target = browser.browser_call("Target.createTarget", json!({"url": "about:blank"}));
     let attached =
         browser.browser_call("Target.attachToTarget", json!({"targetId": target["targetId"].clone(), "flatten": true}));
@@ -146,7 +147,7 @@ fn leaf_of_new_connection(pair: &WgPair, addr: &str) -> String {
 }
 
 /// SHA-256 (upper-case hex) of the leaf of the connection chromium uses for `origin`.
-fn leaf_chromium_uses(browser: &mut Chromium, origin: &str) -> String {
+fn leaf_chromium_uses(browser: &mut Chromium<'_>, origin: &str) -> String {
     use base64::Engine as _;
     let r = browser.call("Network.getCertificate", json!({ "origin": origin }));
     let first = r["tableNames"][0].as_str().unwrap_or_else(|| panic!("no certificate for {origin}: {r}"));

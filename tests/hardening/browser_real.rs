@@ -19,6 +19,12 @@
 //! inside the namespace and no WebSocket client: the test process, outside the
 //! namespaces, holds both ends through `nsenter`, which execs chromium itself.
 //!
+//! Chromium fails requests in flight with `ERR_NETWORK_CHANGED` when a link or
+//! address of its namespace changes, so [`Chromium`] records them when it
+//! starts and the test fails, naming the difference, if they changed before it
+//! ends (the lab must not change a browser's namespace; see `crate::lab`).
+//! Nothing is retried.
+//!
 //! `MESHGATE_BROWSER_SCREENSHOT=FILE.png` saves a screenshot of the sign-in
 //! page (to look at its markup in a real browser).
 
@@ -72,7 +78,12 @@ pub(crate) fn chromium_or_skip(test: &str) -> bool {
 }
 
 /// A headless chromium inside a lab, attached to one page.
-pub(crate) struct Chromium {
+pub(crate) struct Chromium<'l> {
+    /// The lab it runs in, and its links and addresses when it started: a
+    /// change while it runs would fail its requests (`ERR_NETWORK_CHANGED`),
+    /// so the lab must not make one, and a test fails saying so if it does.
+    pub(crate) lab: &'l Lab,
+    pub(crate) network: String,
     pub(crate) proc: Proc,
     pub(crate) commands: ChildStdin,
     pub(crate) answers: mpsc::Receiver<Value>,
@@ -83,9 +94,10 @@ pub(crate) struct Chromium {
     pub(crate) dir: tempfile::TempDir,
 }
 
-impl Chromium {
+impl<'l> Chromium<'l> {
     /// Starts chromium in `lab` with `extra` flags and opens a blank page.
-    pub(crate) fn start(lab: &Lab, extra: &[String]) -> Chromium {
+    pub(crate) fn start(lab: &'l Lab, extra: &[String]) -> Chromium<'l> {
+        let network = lab.links_and_addresses();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let profile = dir.path().join("profile");
         let log = dir.path().join("stderr.log");
@@ -125,7 +137,7 @@ impl Chromium {
                 }
             }
         });
-        let mut browser = Chromium { proc, commands, answers, next_id: 0, session: String::new(), dir };
+        let mut browser = Chromium { lab, network, proc, commands, answers, next_id: 0, session: String::new(), dir };
         let target = browser.browser_call("Target.createTarget", json!({"url": "about:blank"}));
         let attached = browser
             .browser_call("Target.attachToTarget", json!({"targetId": target["targetId"].clone(), "flatten": true}));
@@ -133,11 +145,26 @@ impl Chromium {
         browser
     }
 
-    /// The end of chromium's stderr, for failure messages.
+    /// The end of chromium's stderr, for failure messages, and what changed
+    /// in the lab's network since it started, if anything did.
     pub(crate) fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.contains("dbus")).collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        lines[lines.len().saturating_sub(15)..].join("\n") + &self.network_change()
+    }
+
+    /// Empty while the lab's links and addresses are as they were when
+    /// chromium started; else what they were and are.
+    fn network_change(&self) -> String {
+        let now = self.lab.links_and_addresses();
+        if now == self.network {
+            return String::new();
+        }
+        format!(
+            "\nthe lab's links or addresses changed while chromium ran (it fails requests in flight with \
+             ERR_NETWORK_CHANGED then); at its start:\n{}\nnow:\n{now}",
+            self.network
+        )
     }
 
     /// Sends one command (to the page's session when `page`) and waits for
@@ -214,14 +241,14 @@ impl Chromium {
             return last.expect("truthy");
         }
         let at = self.try_eval("location.href + ' :: ' + document.body.innerText.slice(0, 300)");
-        panic!("the browser never got to {what} (`{js}` is {last:?}); the page: {at:?}")
+        panic!("the browser never got to {what} (`{js}` is {last:?}); the page: {at:?}{}", self.network_change())
     }
 
     /// Navigates the page to `url`; panics when the load fails outright.
     pub(crate) fn navigate(&mut self, url: &str) {
         let r = self.call("Page.navigate", json!({ "url": url }));
         if let Some(e) = r.get("errorText").and_then(Value::as_str) {
-            panic!("the browser could not load {url}: {e}");
+            panic!("the browser could not load {url}: {e}{}", self.network_change());
         }
     }
 
@@ -242,8 +269,12 @@ impl Chromium {
     }
 }
 
-impl Drop for Chromium {
+impl Drop for Chromium<'_> {
     fn drop(&mut self) {
+        let changed = self.network_change();
+        if !changed.is_empty() && !std::thread::panicking() {
+            panic!("{changed}");
+        }
         // A clean exit first (so the profile is not written while removed);
         // the Proc guard kills it if that does not work, and the lab's drop
         // kills any renderer left in the namespace.
@@ -256,8 +287,8 @@ impl Drop for Chromium {
 /// The upstream service: an HTML dashboard at every path but `/ws`, a
 /// WebSocket echo at `/ws` (RFC 6455 by hand: the stdlib has no WebSocket),
 /// and a log of every request's method, path and headers (one JSON per line)
-/// in the file named by its second argument.
-const UPSTREAM: &str = r#"
+/// in the file named by its second argument. A `POST` gets the same page.
+pub(super) const UPSTREAM: &str = r#"
 import base64, hashlib, http.server, json, sys
 PORT, LOG = int(sys.argv[1]), sys.argv[2]
 PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Lab dashboard</title></head>
@@ -267,6 +298,9 @@ class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *args):
         pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
     def do_GET(self):
         with open(LOG, "a") as f:
             seen = [[k.lower(), v] for k, v in self.headers.items()]
@@ -315,6 +349,11 @@ http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
 /// Starts `meshgate serve ARGS` in `lab` and waits (bounded) until it printed a
 /// line containing `until`; returns the guard and every line up to it.
 pub(crate) fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<String>) {
+    serve_logged(lab, args, until, Stdio::null())
+}
+
+/// [`serve_until`] with its log (stderr) going to `log`.
+pub(crate) fn serve_logged(lab: &Lab, args: &[&str], until: &str, log: Stdio) -> (Proc, Vec<String>) {
     let mut cmd = lab.command(BIN);
     cmd.arg("serve")
         .args(args)
@@ -323,7 +362,7 @@ pub(crate) fn serve_until(lab: &Lab, args: &[&str], until: &str) -> (Proc, Vec<S
         .env_remove("MESHGATE_TOKEN")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(log);
     let mut proc = Proc::spawn(&mut cmd);
     let out = proc.child().stdout.take().expect("stdout");
     let rx = crate::lines(out);
@@ -345,7 +384,7 @@ pub(crate) fn session_cookie(cookies: &[Value]) -> Option<&Value> {
 
 /// A page's own script opens a WebSocket to `/ws` on its origin, sends a text
 /// and resolves with the first message back (or rejects, bounded in time).
-const WS_ROUND_TRIP: &str = r#"new Promise((ok, fail) => {
+pub(super) const WS_ROUND_TRIP: &str = r#"new Promise((ok, fail) => {
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
   setTimeout(() => fail(new Error("no echo within 5 s")), 5000);
   ws.onopen = () => ws.send("ping from the page");

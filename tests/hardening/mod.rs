@@ -1,6 +1,7 @@
 //! Hardening: the promises of docs/security.md as evidence. Never-widen properties over random
 //! hosts, replay of the fuzz seeds and regressions, start-up faults.
 
+mod ambient;
 mod browser;
 mod browser_ca;
 mod browser_real;

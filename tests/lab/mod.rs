@@ -79,6 +79,14 @@
 //!   `WG_PROCESS_FOREGROUND=1`; it does not refuse to run. Use `-f` so the pid
 //!   we hold is the daemon itself.
 //! * IPv6 addresses are added with `nodad` so they are usable at once.
+//! * The kernel changes a namespace by itself seconds after setup: a veth's
+//!   carrier and state UP arrive up to 1 s late (link watch), and its
+//!   automatic IPv6 link-local address ~1.3 s after the link came up (DAD).
+//!   Chromium watches netlink in its namespace and fails requests in flight
+//!   with `ERR_NETWORK_CHANGED` on such a change (issue #26.2). [`WgPair`]'s
+//!   namespaces therefore turn automatic link-local addresses and DAD off
+//!   ([`Lab::quiet_ipv6`]) and wait for the veths' state UP: after setup,
+//!   nothing in them changes unless a test changes it.
 //! * Normal users often lack `/usr/sbin` in `PATH` (where `ip` lives); lab
 //!   commands get `/usr/local/sbin:/usr/sbin:/sbin` appended.
 //! * nsenter resets the working directory when entering the mount namespace;
@@ -325,6 +333,38 @@ impl Lab {
         let link = format!("/proc/{}/ns/net", holder.pid());
         let netns = std::fs::read_link(&link).map_err(|e| format!("{link}: {e}"))?.to_string_lossy().into_owned();
         Ok(Lab { holder, netns, held: Mutex::new(Vec::new()) })
+    }
+
+    /// Turns off what the kernel would add or change by itself, seconds
+    /// after a link comes up, in links made from now on: the automatic IPv6
+    /// link-local address (`addr_gen_mode` 1, none) and duplicate address
+    /// detection (`accept_dad` 0, so an address is final when added). Every
+    /// address in the lab is then one a test added, and nothing changes after
+    /// setup. A browser needs this: Chromium watches netlink in its namespace
+    /// and fails requests in flight with `ERR_NETWORK_CHANGED` when an address
+    /// appears or changes its flags (a veth's link-local address turned from
+    /// tentative to final about 1.3 s after the link came up, while the browser
+    /// was loading its first page).
+    pub(crate) fn quiet_ipv6(&self) -> Result<(), String> {
+        let out = self.sh("set -e
+conf=/proc/sys/net/ipv6/conf
+if [ -d $conf ]; then
+  echo 1 > $conf/default/addr_gen_mode
+  echo 0 > $conf/default/accept_dad
+  echo 0 > $conf/all/accept_dad
+fi");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("quieting IPv6 autoconfiguration: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    /// Every link and address of the lab as `ip` prints them (to tell whether
+    /// anything changed between two moments).
+    pub(crate) fn links_and_addresses(&self) -> String {
+        let out = self.sh("ip -o link; ip -o addr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Host pid of the holder: `/proc/<pid>/ns/net` is this lab's netns.

@@ -139,6 +139,9 @@ impl WgPair {
         require_tools(&["wireguard-go", "wg"])?;
         let gateway = Lab::new()?;
         let peer = gateway.sibling()?;
+        // Before any link exists: nothing in the pair changes after setup.
+        gateway.quiet_ipv6()?;
+        peer.quiet_ipv6()?;
         let out = gateway.sh(&format!(
             "set -e
 ip link add {GW_VETH} type veth peer name {PEER_VETH} netns {peer_pid}
@@ -153,6 +156,17 @@ ip addr add {PEER_UNDERLAY}/24 dev {PEER_VETH}
 ip link set {PEER_VETH} up"
         ));
         check(&out, "veth underlay (peer side)")?;
+        // The kernel marks a link's state UP a moment after its carrier comes
+        // (link watch, up to 1 s): waited for here, so it does not change
+        // later, under a browser that watches its links.
+        let up = |lab: &Lab, iface: &str| {
+            wait_until(Duration::from_secs(5), || {
+                String::from_utf8_lossy(&lab.sh(&format!("ip -o link show {iface}")).stdout).contains("state UP")
+            })
+        };
+        if !up(&gateway, GW_VETH) || !up(&peer, PEER_VETH) {
+            return Err("the veth underlay did not come up within 5 s".into());
+        }
         Ok(WgPair {
             gateway,
             peer,
