@@ -676,12 +676,10 @@ pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> R
             dir_writable(&dir).map_err(|e| state_error(e, from))?;
             let ca = match LocalCa::load(&dir) {
                 Ok(ca) => ca,
-                Err(crate::tls::TlsError::NoCa { .. }) => {
-                    return Ok(Some(format!(
-                        "tls: internal: serve would make a local CA in {} (permitting the mesh's ranges and these names)",
-                        dir.display()
-                    )))
-                }
+                Err(crate::tls::TlsError::NoCa { .. }) => return Ok(Some(format!(
+                    "tls: internal: serve would make a local CA in {} (permitting the mesh's ranges and these names)",
+                    dir.display()
+                ))),
                 Err(e) => return Err(state_error(e, from)),
             };
             let c = ca.constraints();
@@ -765,8 +763,7 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             }))
         }
         TlsPlan::SelfSigned { dir, names, from } => {
-            let cert =
-                Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(|e| state_error(e, from))?);
+            let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(|e| state_error(e, from))?);
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             let pin = cert.spki_sha256_base64().to_owned();
             Ok(Some(TlsSetup {
@@ -854,13 +851,12 @@ fn ca_names(raw: &[String], file: Option<(&Path, &FileConfig)>) -> Result<Vec<St
             let name = n.trim().trim_start_matches('.').to_ascii_lowercase();
             let ok = !name.is_empty()
                 && name.parse::<std::net::IpAddr>().is_err()
-                && name.split('.').all(|l| {
-                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
+                && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
             if ok {
                 return Ok(name);
             }
-            let detail = "expected a DNS name such as \"home.arpa\" (it permits the names below it); IP ranges go in ca_ranges";
+            let detail =
+                "expected a DNS name such as \"home.arpa\" (it permits the names below it); IP ranges go in ca_ranges";
             Err(match file {
                 Some((p, f)) => f.value_error(p, "tls.ca_names", n.clone(), detail),
                 None => ConfigError::Value {
@@ -972,6 +968,50 @@ mod tests {
         let setup = tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
         assert!(setup.summary.starts_with("tls: self-signed certificate"), "{}", setup.summary);
         assert!(setup.https.ca_pem.is_none());
+    }
+
+    #[tokio::test]
+    async fn explain_checks_internal_and_tailscale_without_writing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let internal = |names: &[&str]| TlsArgs {
+            tls: Some(TlsMode::Internal),
+            state_dir: Some(dir.clone()),
+            tls_name: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..TlsArgs::default()
+        };
+        // No CA yet: the directory could hold one; nothing is made.
+        let note = tls_check(&internal(&["gw.example"]), None).unwrap().expect("a note");
+        assert!(note.contains("would make a local CA"), "{note}");
+        assert!(!dir.exists(), "explain made the state directory");
+        // A bad name is refused before anything else.
+        let err = tls_check(&internal(&["bäd.example"]), None).unwrap_err().to_string();
+        assert!(err.contains("bäd.example"), "{err}");
+        // An existing CA: a name within its constraints passes, one outside is refused.
+        tls_setup(&internal(&["gw.example"]), None).await.unwrap().expect("TLS on");
+        let note = tls_check(&internal(&["gw.example"]), None).unwrap().expect("a note");
+        assert!(note.contains("ca.crt") && note.contains("SHA-256"), "{note}");
+        let err = tls_check(&internal(&["other.example"]), None).unwrap_err();
+        assert_eq!(err.exit_code(), 78);
+        assert!(err.to_string().contains("other.example"), "{err}");
+        // The same name from the config file names the file and its line.
+        let (p, f) = file(&format!(
+            "state_dir = \"{}\"\n[tls]\nmode = \"internal\"\nnames = [\"other.example\"]\n",
+            dir.display()
+        ));
+        let err = tls_check(&TlsArgs::default(), Some((&p, &f))).unwrap_err().to_string();
+        assert!(err.contains("meshgate.toml") && err.contains("line 4") && err.contains("other.example"), "{err}");
+        // A damaged CA is refused as serve would refuse it.
+        std::fs::write(dir.join(crate::tls::CA_KEY_FILE), "not a key").unwrap();
+        assert!(tls_check(&internal(&[]), None).is_err());
+        // A bad ca_names in the file names its line, before anything is read.
+        let (p, f) = file("[tls]\nmode = \"internal\"\nca_names = [\"10.0.0.0/8\"]\n");
+        let err = tls_check(&TlsArgs::default(), Some((&p, &f))).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("ca_ranges"), "{err}");
+        // tailscale: tailscaled is not asked; explain says serve asks at start.
+        let args = TlsArgs { tls: Some(TlsMode::Tailscale), ..TlsArgs::default() };
+        let note = tls_check(&args, None).unwrap().expect("a note");
+        assert!(note.contains("serve asks tailscaled") && note.contains("at start"), "{note}");
     }
 
     #[test]

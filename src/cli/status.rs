@@ -239,6 +239,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[tokio::test]
+    async fn the_page_links_the_local_ca_and_names_each_source() {
+        use crate::cli::{tls_setup, TlsArgs, TlsMode};
+        let tmp = tempfile::tempdir().unwrap();
+        let args = |mode| TlsArgs { tls: Some(mode), state_dir: Some(tmp.path().to_owned()), ..TlsArgs::default() };
+        let internal = tls_setup(&args(TlsMode::Internal), None).await.unwrap().expect("TLS on");
+        let page = page_tls(&internal);
+        // The route that serves the CA (loopback door only), same-origin.
+        assert_eq!(page.ca_url.as_deref(), Some("/_meshgate/ca.crt"));
+        assert!(page.mode.starts_with("internal CA (") && page.mode.contains("ca.crt"), "{}", page.mode);
+        assert!(page.mode.contains("loopback door"), "{}", page.mode);
+        assert!(page.resolver.is_some());
+        let own = tls_setup(&args(TlsMode::SelfSigned), None).await.unwrap().expect("TLS on");
+        let page = page_tls(&own);
+        assert!(page.ca_url.is_none() && page.mode.starts_with("self-signed"), "{}", page.mode);
+        let tailscale = TlsSetup { kind: TlsKind::Tailscale { domain: "gw.tail1.ts.net".into() }, ..own };
+        let page = page_tls(&tailscale);
+        assert!(page.ca_url.is_none() && page.mode.contains("gw.tail1.ts.net"), "{}", page.mode);
+    }
+
     #[test]
     fn the_table_shows_services_listeners_and_peers() {
         let doc = json!({
