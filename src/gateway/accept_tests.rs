@@ -467,7 +467,9 @@ impl crate::gateway::identity::PeerLookup for Moving {
 
 /// One keep-alive HTTP/1.1 request; the status (0: the connection closed).
 async fn keep_alive(s: &mut TcpStream, path: &str) -> u16 {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    // The listener's own address in Host: ambient credentials need it.
+    let host = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return 0;
     }

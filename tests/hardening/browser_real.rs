@@ -153,6 +153,15 @@ impl<'l> Chromium<'l> {
         lines[lines.len().saturating_sub(15)..].join("\n") + &self.network_change()
     }
 
+    /// Takes the lab's links and addresses as they are now as the ones the
+    /// browser started with: for a test that changes the network on purpose
+    /// while the browser runs (and whose page tolerates a request failing
+    /// with `ERR_NETWORK_CHANGED` then), so that only changes nobody meant
+    /// still fail it.
+    pub(crate) fn network_changed_on_purpose(&mut self) {
+        self.network = self.lab.links_and_addresses();
+    }
+
     /// Empty while the lab's links and addresses are as they were when
     /// chromium started; else what they were and are.
     fn network_change(&self) -> String {

@@ -41,7 +41,7 @@ signal = __import__("signal"); signal.alarm(60)
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
 def ask():
     try:
-        s.sendall(b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(("GET /app HTTP/1.1\r\nHost: %s:%s\r\n\r\n" % (sys.argv[1], sys.argv[2])).encode())
         buf = b""
         while b"\r\n\r\n" not in buf:
             c = s.recv(4096)
