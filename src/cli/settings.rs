@@ -676,10 +676,8 @@ pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> R
             dir_writable(&dir).map_err(|e| state_error(e, from))?;
             let ca = match LocalCa::load(&dir) {
                 Ok(ca) => ca,
-                Err(crate::tls::TlsError::NoCa { .. }) => return Ok(Some(format!(
-                    "tls: internal: serve would make a local CA in {} (permitting the mesh's ranges and these names)",
-                    dir.display()
-                ))),
+                // serve would make one now, permitting these names.
+                Err(crate::tls::TlsError::NoCa { .. }) => return Ok(Some(new_ca_note(&dir))),
                 Err(e) => return Err(state_error(e, from)),
             };
             let c = ca.constraints();
@@ -704,6 +702,14 @@ pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> R
             )))
         }
     }
+}
+
+/// What `explain` says when `serve` would make the local CA.
+fn new_ca_note(dir: &Path) -> String {
+    format!(
+        "tls: internal: serve would make a local CA in {} (permitting the mesh's ranges and these names)",
+        dir.display()
+    )
 }
 
 /// Whether a key or a CA could be kept in `dir`, judged without writing:
