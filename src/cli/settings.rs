@@ -994,7 +994,9 @@ mod tests {
         let err = tls_check(&internal(&["bäd.example"]), None).unwrap_err().to_string();
         assert!(err.contains("bäd.example"), "{err}");
         // An existing CA: a name within its constraints passes, one outside is refused.
-        tls_setup(&internal(&["gw.example"]), None).await.unwrap().expect("TLS on");
+        let setup = tls_setup(&internal(&["gw.example"]), None).await.unwrap().expect("TLS on");
+        // The leaf's names are names of the listeners (the ambient-credential Host check).
+        assert_eq!(setup.https.dns_names, ["gw.example"]);
         let note = tls_check(&internal(&["gw.example"]), None).unwrap().expect("a note");
         assert!(note.contains("ca.crt") && note.contains("SHA-256"), "{note}");
         let err = tls_check(&internal(&["other.example"]), None).unwrap_err();
