@@ -467,7 +467,10 @@ impl crate::gateway::identity::PeerLookup for Moving {
 
 /// One keep-alive HTTP/1.1 request; the status (0: the connection closed).
 async fn keep_alive(s: &mut TcpStream, path: &str) -> u16 {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    // The Host names the listener, port included: an allowed peer without a
+    // token is refused (421) a Host that does not.
+    let host = s.peer_addr().map_or_else(|_| "127.0.0.1".to_owned(), |a| a.to_string());
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return 0;
     }
