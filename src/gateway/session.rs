@@ -365,9 +365,13 @@ fn is_ours(kv: &[u8]) -> bool {
 /// read (meshgate sets it in lower case), but a service that reads cookie
 /// names without regard to case would take it for one, so it never reaches
 /// the upstream either.
+/// Blanks before the `=` too (`meshgate_session =x`): a parser that trims
+/// names reads that as the same name.
 fn is_ours_any_case(kv: &[u8]) -> bool {
     let n = COOKIE_NAME.len();
-    kv.len() > n && kv[..n].eq_ignore_ascii_case(COOKIE_NAME.as_bytes()) && kv[n] == b'='
+    kv.len() > n
+        && kv[..n].eq_ignore_ascii_case(COOKIE_NAME.as_bytes())
+        && kv[n..].trim_ascii_start().first() == Some(&b'=')
 }
 
 /// The most `meshgate_session` values looked at in one request (another
@@ -594,6 +598,19 @@ mod tests {
         assert_eq!(cookie_value(&h), None);
         strip_cookie(&mut h);
         assert_eq!(h[header::COOKIE], "a=1; meshgate_sessions=keep");
+    }
+
+    /// Review of issue #25 part 5: a name with blanks before its `=`
+    /// (`meshgate_session =x`), in any case, in any of several `Cookie`
+    /// lines, is the session cookie to a parser that trims names (Node's
+    /// `cookie`, Python's `http.cookies`): it never reaches the upstream.
+    #[test]
+    fn a_name_with_blanks_before_its_equals_sign_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1; meshgate_session =x; Meshgate_Session\t=y".parse().unwrap());
+        h.append(header::COOKIE, "MESHGATE_SESSION  =z; b=2; meshgate_session_x =keep".parse().unwrap());
+        strip_cookie(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1; b=2; meshgate_session_x =keep");
     }
 
     #[test]
