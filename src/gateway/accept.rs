@@ -160,7 +160,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                         Some(slot) => Some(Arc::new(slot)),
                         None => {
                             Stats::bump(&state.stats().per_address_refused);
-                            tracing::debug!(%peer, "closed a connection at once: its caller holds its share");
+                            tracing::debug!(
+                                %peer,
+                                "closed a connection at once: its caller holds its share (or, without an allowed identity, the reserve's lendable half is lent)"
+                            );
                             return;
                         }
                     }
