@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             Some(Command::Status(args)) => cli::status(args).await,
             Some(Command::Completions(args)) => Ok(cli::completions(args.shell)),
             Some(Command::Man(_)) => cli::man_page(),
+            Some(Command::Ca(args)) => cli::ca(args),
             Some(Command::Serve(args)) => cli::serve(args, source.as_ref()).await.map(|()| String::new()),
             None => cli::serve(&cli.serve, source.as_ref()).await.map(|()| String::new()),
         }

@@ -280,6 +280,29 @@ pub struct TlsConfig {
     /// `loopback = true`: HTTPS on the loopback listeners too.
     #[serde(default)]
     pub loopback: bool,
+    /// `mode = "internal"` (a local CA), `"tailscale"` (the node's `*.ts.net`
+    /// certificate) or `"self-signed"`: `--tls`.
+    pub mode: Option<TlsModeConfig>,
+    /// `ca_ranges = ["10.8.0.0/24"]`: the IP ranges a new local CA may sign
+    /// for, instead of the private, CGNAT and ULA ranges (loopback always).
+    #[serde(default)]
+    pub ca_ranges: Vec<ipnet::IpNet>,
+    /// `ca_names = ["home.arpa"]`: DNS names (each with every name below it)
+    /// a new local CA may sign for besides the `names`, without naming them.
+    #[serde(default)]
+    pub ca_names: Vec<String>,
+}
+
+/// `[tls] mode` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsModeConfig {
+    /// A self-signed certificate over a kept key.
+    SelfSigned,
+    /// Leaves from a local CA with name constraints.
+    Internal,
+    /// The node's certificate from tailscaled.
+    Tailscale,
 }
 
 /// `[limits]` as written; every value optional (the flags' defaults apply).

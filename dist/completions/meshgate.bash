@@ -16,6 +16,9 @@ _meshgate() {
             ",$1")
                 cmd="meshgate"
                 ;;
+            meshgate,ca)
+                cmd="meshgate__subcmd__ca"
+                ;;
             meshgate,completions)
                 cmd="meshgate__subcmd__completions"
                 ;;
@@ -39,6 +42,9 @@ _meshgate() {
                 ;;
             meshgate,status)
                 cmd="meshgate__subcmd__status"
+                ;;
+            meshgate__subcmd__help,ca)
+                cmd="meshgate__subcmd__help__subcmd__ca"
                 ;;
             meshgate__subcmd__help,completions)
                 cmd="meshgate__subcmd__help__subcmd__completions"
@@ -71,7 +77,7 @@ _meshgate() {
 
     case "${cmd}" in
         meshgate)
-            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tcp --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers peers status completions man help"
+            opts="-h -V --bind --host --port --config --fallback --no-loopback --token-file --no-follow --wait --upstream --upstream-connect-timeout --upstream-timeout --max-header-bytes --idle-timeout --max-connections --max-body-bytes --upstream-max-body-bytes --allow-host --allow-origin --allow-peer --max-connections-per-address --max-unauthenticated-per-address --tcp --tls-cert --tls-key --tls --tls-name --state-dir --tls-loopback --log-format --log-level --access-log --help --version serve explain providers peers status completions man ca help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -170,7 +176,7 @@ _meshgate() {
                     return 0
                     ;;
                 --tls)
-                    COMPREPLY=($(compgen -W "self-signed" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "self-signed internal tailscale" -- "${cur}"))
                     return 0
                     ;;
                 --tls-name)
@@ -186,6 +192,28 @@ _meshgate() {
                     return 0
                     ;;
                 --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        meshgate__subcmd__ca)
+            opts="-h --der --state-dir --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -310,7 +338,7 @@ _meshgate() {
                     return 0
                     ;;
                 --tls)
-                    COMPREPLY=($(compgen -W "self-signed" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "self-signed internal tailscale" -- "${cur}"))
                     return 0
                     ;;
                 --tls-name)
@@ -337,8 +365,22 @@ _meshgate() {
             return 0
             ;;
         meshgate__subcmd__help)
-            opts="serve explain providers peers status completions man help"
+            opts="serve explain providers peers status completions man ca help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        meshgate__subcmd__help__subcmd__ca)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -628,7 +670,7 @@ _meshgate() {
                     return 0
                     ;;
                 --tls)
-                    COMPREPLY=($(compgen -W "self-signed" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "self-signed internal tailscale" -- "${cur}"))
                     return 0
                     ;;
                 --tls-name)

@@ -72,6 +72,10 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff): `meshgate man | man -l -`.
     Man(ManArgs),
+    /// Print the local CA's certificate (`--tls internal`) to import into
+    /// browsers and devices; its fingerprint, constraints and path on stderr.
+    #[command(after_help = ENVIRONMENT)]
+    Ca(CaArgs),
 }
 
 /// `completions`' argument.
@@ -284,15 +288,17 @@ pub struct TlsArgs {
     /// The PEM private key of --tls-cert.
     #[arg(help_heading = "HTTPS", long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Serve HTTPS with a self-signed certificate over a key kept in
-    /// --state-dir (its SHA-256 is printed at start, for pinning).
+    /// Serve HTTPS with a certificate meshgate gets itself: `internal` (from
+    /// a local CA in --state-dir that devices trust once: `meshgate ca`),
+    /// `tailscale` (this node's *.ts.net certificate from tailscaled) or
+    /// `self-signed` (its key's SHA-256 printed at start, for pinning).
     #[arg(help_heading = "HTTPS", long, value_enum, value_name = "MODE")]
     pub tls: Option<TlsMode>,
-    /// A DNS name the self-signed certificate also names (a MagicDNS name, say).
-    /// Repeatable.
+    /// A DNS name the self-signed or internal certificate also names (a
+    /// MagicDNS name, say); a new local CA permits exactly these. Repeatable.
     #[arg(help_heading = "HTTPS", long = "tls-name", value_name = "NAME")]
     pub tls_name: Vec<String>,
-    /// Where the self-signed key lives [default: $STATE_DIRECTORY, else
+    /// Where the self-signed key and the local CA live [default: $STATE_DIRECTORY, else
     /// /var/lib/meshgate for root, else ~/.local/share/meshgate] [env: MESHGATE_STATE_DIR]
     #[arg(help_heading = "HTTPS", long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -306,6 +312,28 @@ pub struct TlsArgs {
 pub enum TlsMode {
     /// A self-signed certificate over a key kept in the state directory.
     SelfSigned,
+    /// Short-lived certificates from a local CA kept in the state directory,
+    /// limited by name constraints to the mesh's addresses and your names.
+    Internal,
+    /// This node's *.ts.net certificate from tailscaled (HTTPS certificates
+    /// must be on in the tailnet).
+    Tailscale,
+}
+
+/// `ca`'s options: the same state directory and config file as `serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CaArgs {
+    /// Print the certificate as DER (for phones) instead of PEM.
+    #[arg(long)]
+    pub der: bool,
+    /// Where the local CA lives [default: as serve: $STATE_DIRECTORY, else
+    /// /var/lib/meshgate for root, else ~/.local/share/meshgate] [env: MESHGATE_STATE_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A TOML config file (its state_dir is used when --state-dir is not given)
+    /// [env: MESHGATE_CONFIG]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 /// `explain`'s options: every `serve` flag (so that `serve` can become

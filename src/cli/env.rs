@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum as _;
 
-use super::args::{BindArgs, Cli, Command, LogFormat, ServeArgs};
+use super::args::{BindArgs, CaArgs, Cli, Command, LogFormat, ServeArgs};
 use super::error::CliError;
 use crate::gateway::Upstream;
 
@@ -32,6 +32,10 @@ fn apply_from(cli: &mut Cli, get: impl Fn(&str) -> Option<String> + Copy) -> Res
         Some(Command::Serve(a)) => serve(a, get),
         Some(Command::Explain(a)) => serve(&mut a.serve, get),
         Some(Command::Peers(a)) => bind(&mut a.bind, get),
+        Some(Command::Ca(a)) => {
+            ca(a, get);
+            Ok(())
+        }
         Some(_) => Ok(()),
     }
 }
@@ -71,6 +75,16 @@ fn serve(args: &mut ServeArgs, get: impl Fn(&str) -> Option<String> + Copy) -> R
         args.tls.state_dir = var_from("MESHGATE_STATE_DIR", get).map(PathBuf::from);
     }
     Ok(())
+}
+
+/// `meshgate ca` reads the same state directory and config file as `serve`.
+fn ca(args: &mut CaArgs, get: impl Fn(&str) -> Option<String> + Copy) {
+    if args.state_dir.is_none() {
+        args.state_dir = var_from("MESHGATE_STATE_DIR", get).map(PathBuf::from);
+    }
+    if args.config.is_none() {
+        args.config = var_from("MESHGATE_CONFIG", get).map(PathBuf::from);
+    }
 }
 
 #[cfg(test)]
@@ -116,5 +130,20 @@ mod tests {
         assert_eq!(s.bind.port, Some(7));
         assert_eq!(s.log.log_format, Some(LogFormat::Json));
         assert_eq!(var_from("MESHGATE_TOKEN", env(&[("MESHGATE_TOKEN", "")])), None);
+    }
+
+    #[test]
+    fn ca_reads_the_state_dir_and_config_as_serve_does() {
+        let vars = [("MESHGATE_STATE_DIR", "/srv/mg"), ("MESHGATE_CONFIG", "/etc/mg.toml")];
+        let mut cli = Cli::parse_from(["meshgate", "ca"]);
+        apply_from(&mut cli, env(&vars)).unwrap();
+        let Some(Command::Ca(a)) = &cli.command else { panic!("ca") };
+        assert_eq!(a.state_dir.as_deref(), Some(std::path::Path::new("/srv/mg")));
+        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("/etc/mg.toml")));
+        let mut cli = Cli::parse_from(["meshgate", "ca", "--state-dir", "/flag"]);
+        apply_from(&mut cli, env(&[("MESHGATE_STATE_DIR", "/srv/mg"), ("MESHGATE_CONFIG", "")])).unwrap();
+        let Some(Command::Ca(a)) = &cli.command else { panic!("ca") };
+        assert_eq!(a.state_dir.as_deref(), Some(std::path::Path::new("/flag")));
+        assert!(a.config.is_none());
     }
 }

@@ -34,7 +34,7 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
     // upstream, the log level, the TLS files, the thread count. Nothing is
     // bound and no key is made.
     let loaded = Loaded::read(&args.serve)?;
-    tls_check(&args.serve.tls, file)?;
+    let tls_note = tls_check(&args.serve.tls, file)?;
     worker_threads(std::env::var_os(WORKERS_ENV).as_deref())?;
     let token = loaded.token();
     let peers = peer_rules(&args.serve.allow_peer, file.map(|(_, f)| f))?;
@@ -71,6 +71,9 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
         t.push_str(&explain_text(&res));
         for l in res.listeners.iter().filter(|l| tls.covers(l)) {
             let _ = writeln!(t, "https: {} speaks TLS (HTTP/2 or HTTP/1.1)", tls.url(l));
+        }
+        if let Some(note) = &tls_note {
+            let _ = writeln!(t, "{note}");
         }
         if let Some(why) = &needs_token {
             let _ = writeln!(t, "token: needed; serve would stop here: {why}");
@@ -173,7 +176,11 @@ struct Tls {
 impl Tls {
     fn of(args: &TlsArgs, file: Option<&FileConfig>) -> Self {
         let cfg = file.map(|f| f.tls.clone()).unwrap_or_default();
-        let on = args.tls_cert.is_some() || args.tls.is_some() || cfg.cert.is_some() || cfg.self_signed;
+        let on = args.tls_cert.is_some()
+            || args.tls.is_some()
+            || cfg.cert.is_some()
+            || cfg.self_signed
+            || cfg.mode.is_some();
         Self { on, loopback: on && (args.tls_loopback || cfg.loopback) }
     }
 
@@ -318,5 +325,8 @@ mod tests {
             None,
         );
         assert_eq!(both.url(&lo), "https://127.0.0.1:18789");
+        // `[tls] mode = "internal"` in the config file alone turns it on.
+        let f = FileConfig::parse("[tls]\nmode = \"internal\"\n", std::path::Path::new("m.toml")).unwrap();
+        assert_eq!(Tls::of(&TlsArgs::default(), Some(&f)).url(&mesh), "https://10.8.0.1:18789");
     }
 }

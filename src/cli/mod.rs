@@ -1,10 +1,11 @@
 //! The `meshgate` program: its commands (`serve`, `explain`, `providers`, `status`,
-//! `completions`, `man`), the log setup, flag
+//! `ca`, `completions`, `man`), the log setup, flag
 //! parsing and settings precedence, the text and JSON printers, and the map
 //! from errors to exit codes. Only `main.rs` uses this module; it uses the
 //! library ([`crate::gateway`]) and never the reverse.
 
 mod args;
+mod ca;
 mod env;
 mod error;
 mod explain;
@@ -21,9 +22,10 @@ mod status;
 mod values;
 
 pub use args::{
-    BindArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
+    BindArgs, CaArgs, Cli, Command, CompletionsArgs, ExplainArgs, FallbackArg, LogArgs, LogFormat, ManArgs, PeersArgs,
     ProvidersArgs, ServeArgs, StatusArgs, TlsArgs, TlsMode,
 };
+pub use ca::ca;
 pub use env::apply as apply_env;
 pub use error::CliError;
 pub use explain::{explain, explain_json, explain_text};
@@ -35,7 +37,7 @@ pub use providers::providers;
 pub use serve::run as serve;
 pub use settings::{
     browser_policy, load_token, load_token_warned, peer_rules, registry, serve_options, settings, tls_setup,
-    ServeOptions, Settings, TlsSetup,
+    ServeOptions, Settings, TlsKind, TlsSetup,
 };
 pub use status::status;
 pub use values::{parse_body_bytes, parse_connections, parse_header_bytes, parse_log_level, parse_seconds};

@@ -71,7 +71,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
     let wireguard = WireGuardPeers::with_rules(rules.clone());
     let tailnet = TailnetPeers::with_rules(rules.clone());
     let peers = Arc::new(MeshPeers(vec![Arc::new(wireguard), Arc::new(tailnet)]));
-    let tls = tls_setup(&args.tls, file)?;
+    let tls = tls_setup(&args.tls, file).await?;
     let services = services(args, file, options.upstream_limits, ServiceTls::Serve(tls.as_ref().map(|t| &t.https)))?;
     let service_tls = tls.as_ref().map(|t| t.https.clone());
     let described = page_services(options.upstream.as_ref().map(ToString::to_string), &services);

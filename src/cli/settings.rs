@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meshgate_core::config::{ConfigError, FileConfig, ProviderConfig};
+use meshgate_core::config::{ConfigError, FileConfig, ProviderConfig, TlsModeConfig};
 use meshgate_core::provider::Role;
 use meshgate_core::registry::Registry;
 use meshgate_core::resolver::{Fallback, ResolveOptions};
@@ -16,7 +16,10 @@ use meshgate_core::selector::{parse_selectors, Selector, SelectorError};
 use meshgate_core::wgpeer::AllowList;
 use std::sync::Arc;
 
-use crate::tls::{default_state_dir, running_as_root, Reloader, SelfSigned, TlsAcceptor};
+use crate::tls::{
+    default_state_dir, leaf_lifetime_from, running_as_root, CertResolver, Internal, LocalCa, Reloader, SelfSigned,
+    TailnetCert, TlsAcceptor, LEAF_LIFETIME_ENV,
+};
 
 use super::args::{BindArgs, ServeArgs, TlsArgs, TlsMode};
 use super::error::CliError;
@@ -418,10 +421,33 @@ pub struct TlsSetup {
     /// For the gateway builder.
     pub https: Https,
     /// The line printed at start: where the certificate comes from and the
-    /// public key's SHA-256 for pinning.
+    /// public key's SHA-256 for pinning (or the local CA's fingerprint).
     pub summary: String,
-    /// The own certificate's reloader (none for self-signed).
+    /// The own certificate's reloader (none for the other modes).
     pub reloader: Option<Arc<Reloader>>,
+    /// Where the certificate comes from (for the status page).
+    pub kind: TlsKind,
+    /// The certificate served now (a reload or renewal shows through it).
+    pub resolver: Arc<CertResolver>,
+}
+
+/// Which kind of certificate is served, after precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsKind {
+    /// Own certificate files (`--tls-cert`, `[tls] cert`).
+    Own,
+    /// Self-signed over a key in the state directory.
+    SelfSigned,
+    /// From the local CA whose certificate is at `ca_cert`.
+    Internal {
+        /// The CA's certificate file.
+        ca_cert: PathBuf,
+    },
+    /// tailscaled's certificate for `domain`.
+    Tailscale {
+        /// This node's tailnet name.
+        domain: String,
+    },
 }
 
 /// What HTTPS the flags and `[tls]` ask for, before any file is opened.
@@ -431,26 +457,70 @@ enum TlsPlan<'a> {
     /// Own files; `from` is the config file they were named in, if any.
     Own { cert: PathBuf, key: PathBuf, from: Option<(&'a Path, &'a FileConfig)> },
     /// A self-signed certificate over a key kept in `dir`.
-    SelfSigned {
-        dir: PathBuf,
-        names: Vec<String>,
-        /// The config file the directory came from (`state_dir`), if it did.
-        dir_from: Option<(&'a Path, &'a FileConfig)>,
-        /// The config file the names came from (`[tls] names`), if they did.
-        names_from: Option<(&'a Path, &'a FileConfig)>,
-    },
+    SelfSigned { dir: PathBuf, names: Vec<String>, from: Sources<'a> },
+    /// Short-lived certificates from the local CA kept in `dir`; a new CA
+    /// permits `ranges` (the default private ranges when empty), the DNS
+    /// names in `names` and the suffixes in `suffixes`.
+    Internal { dir: PathBuf, names: Vec<String>, ranges: Vec<ipnet::IpNet>, suffixes: Vec<String>, from: Sources<'a> },
+    /// tailscaled's certificate for this node (asked at start).
+    Tailscale,
 }
 
-/// The state directory: `--state-dir`, else the config file's `state_dir`
-/// (relative to the file), else the default (`None` when there is none).
+/// The config file a state directory and a list of names came from, when
+/// they did (for errors naming the file and the line).
+#[derive(Clone, Copy, Default)]
+struct Sources<'a> {
+    /// `state_dir`.
+    dir: Option<(&'a Path, &'a FileConfig)>,
+    /// `[tls] names`.
+    names: Option<(&'a Path, &'a FileConfig)>,
+}
+
+/// Where the certificate comes from, after precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    SelfSigned,
+    Internal,
+    Tailscale,
+}
+
+impl From<TlsModeConfig> for Mode {
+    fn from(m: TlsModeConfig) -> Self {
+        match m {
+            TlsModeConfig::SelfSigned => Mode::SelfSigned,
+            TlsModeConfig::Internal => Mode::Internal,
+            TlsModeConfig::Tailscale => Mode::Tailscale,
+        }
+    }
+}
+
+impl From<TlsMode> for Mode {
+    fn from(m: TlsMode) -> Self {
+        match m {
+            TlsMode::SelfSigned => Mode::SelfSigned,
+            TlsMode::Internal => Mode::Internal,
+            TlsMode::Tailscale => Mode::Tailscale,
+        }
+    }
+}
+
+/// The state directory: `--state-dir`/`MESHGATE_STATE_DIR`, else the config
+/// file's `state_dir` (relative to the file), else the default (`None` when
+/// there is none).
 pub(super) fn state_dir(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Option<PathBuf> {
-    if let Some(d) = &args.state_dir {
-        return Some(d.clone());
+    state_dir_of(args.state_dir.as_ref(), file).ok()
+}
+
+/// The state directory as [`state_dir`] finds it, from the flag alone (for
+/// `meshgate ca`); no default is an error saying why.
+pub(crate) fn state_dir_of(flag: Option<&PathBuf>, file: Option<(&Path, &FileConfig)>) -> Result<PathBuf, CliError> {
+    if let Some(d) = flag {
+        return Ok(d.clone());
     }
     match file.and_then(|(p, f)| f.state_dir.as_deref().map(|d| (p, d))) {
-        Some((p, d)) if d.is_relative() => Some(p.parent().map_or_else(|| d.to_path_buf(), |dir| dir.join(d))),
-        Some((_, d)) => Some(d.to_path_buf()),
-        None => default_state_dir().ok(),
+        Some((p, d)) if d.is_relative() => Ok(p.parent().map_or_else(|| d.to_path_buf(), |dir| dir.join(d))),
+        Some((_, d)) => Ok(d.to_path_buf()),
+        None => default_state_dir().map_err(|e| CliError::Refused(e.to_string())),
     }
 }
 
@@ -470,15 +540,36 @@ fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Res
         }
     };
     let loopback = args.tls_loopback || cfg.loopback;
+    let cfg_mode = match (cfg.mode, cfg.self_signed, file) {
+        (Some(m), false, _) => Some(Mode::from(m)),
+        (None, true, _) | (Some(TlsModeConfig::SelfSigned), true, _) => Some(Mode::SelfSigned),
+        (Some(m), true, Some((p, f))) => {
+            return Err(f
+                .value_error(p, "tls.mode", format!("{m:?}"), "set either mode or self_signed = true, not both")
+                .into())
+        }
+        (Some(m), true, None) => Some(Mode::from(m)),
+        (None, false, _) => None,
+    };
     let own = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone(), None)),
         _ if args.tls.is_some() => None,
         _ => match (&cfg.cert, &cfg.key, file) {
+            (Some(c), _, Some((p, f))) | (_, Some(c), Some((p, f))) if cfg_mode.is_some() => {
+                return Err(f
+                    .value_error(
+                        p,
+                        if cfg.cert.is_some() { "tls.cert" } else { "tls.key" },
+                        c.display().to_string(),
+                        "set either cert and key, or a mode (internal, tailscale, self-signed), not both",
+                    )
+                    .into())
+            }
             (Some(c), Some(k), Some((p, f))) => Some((near(c), near(k), Some((p, f)))),
             (Some(_), None, Some((p, f))) | (None, Some(_), Some((p, f))) => {
                 let key = if cfg.cert.is_some() { "tls.cert" } else { "tls.key" };
                 return Err(f
-                    .value_error(p, key, "cert/key", "set both tls.cert and tls.key, or self_signed = true")
+                    .value_error(p, key, "cert/key", "set both tls.cert and tls.key, or mode = \"internal\"")
                     .into());
             }
             _ => None,
@@ -487,8 +578,11 @@ fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Res
     if let Some((cert, key, from)) = own {
         return Ok((TlsPlan::Own { cert, key, from }, loopback));
     }
-    if !(args.tls == Some(TlsMode::SelfSigned) || cfg.self_signed) {
+    let Some(mode) = args.tls.map(Mode::from).or(cfg_mode) else {
         return Ok((TlsPlan::Off, loopback));
+    };
+    if mode == Mode::Tailscale {
+        return Ok((TlsPlan::Tailscale, loopback));
     }
     let (dir, dir_from) = match (&args.state_dir, f.and_then(|f| f.state_dir.as_deref())) {
         (Some(d), _) => (d.clone(), None),
@@ -497,7 +591,20 @@ fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Res
     };
     let (names, names_from) =
         if args.tls_name.is_empty() { (cfg.names.clone(), file) } else { (args.tls_name.clone(), None) };
-    Ok((TlsPlan::SelfSigned { dir, names, dir_from, names_from }, loopback))
+    let from = Sources { dir: dir_from, names: names_from };
+    Ok((
+        match mode {
+            Mode::SelfSigned => TlsPlan::SelfSigned { dir, names, from },
+            _ => TlsPlan::Internal {
+                dir,
+                names,
+                ranges: cfg.ca_ranges.clone(),
+                suffixes: ca_names(&cfg.ca_names, file)?,
+                from,
+            },
+        },
+        loopback,
+    ))
 }
 
 /// Reads an own certificate pair; a pair named in the config file that
@@ -509,53 +616,107 @@ fn own_pair(cert: &Path, key: &Path, from: Option<(&Path, &FileConfig)>) -> Resu
     })
 }
 
-/// A self-signed certificate that cannot be made: a bad name is blamed on
-/// `[tls] names`, anything else on `state_dir`, with the line, when the
-/// config file gave them.
-fn self_signed_error(
-    e: crate::tls::TlsError,
-    dir_from: Option<(&Path, &FileConfig)>,
-    names_from: Option<(&Path, &FileConfig)>,
-) -> CliError {
-    let (from, key, value) = match &e {
-        crate::tls::TlsError::BadName { name, .. } => (names_from, "tls.names", name.clone()),
+/// A self-signed certificate or local CA that cannot be used: a bad name
+/// (or one the CA may not sign) is blamed on `[tls] names`, anything else on
+/// `state_dir`, with the line, when the config file gave them.
+fn state_error(e: crate::tls::TlsError, from: Sources<'_>) -> CliError {
+    use crate::tls::TlsError;
+    let (source, key, value) = match &e {
+        TlsError::BadName { name, .. } | TlsError::OutsideConstraints { name, .. } => {
+            (from.names, "tls.names", name.trim_start_matches("--tls-name ").to_owned())
+        }
         _ => (
-            dir_from,
+            from.dir,
             "state_dir",
-            dir_from.and_then(|(_, f)| f.state_dir.as_ref()).map(|d| d.display().to_string()).unwrap_or_default(),
+            from.dir.and_then(|(_, f)| f.state_dir.as_ref()).map(|d| d.display().to_string()).unwrap_or_default(),
         ),
     };
-    match from {
+    match source {
         Some((path, f)) => f.value_error(path, key, value, e.to_string()).into(),
         None => CliError::Refused(e.to_string()),
     }
 }
 
+/// The DNS names in `names` as a certificate may carry them (IP literals
+/// pass): the check `SelfSigned::open` and `Internal::open` make first.
+fn check_names(names: &[String]) -> Result<(), crate::tls::TlsError> {
+    names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).try_for_each(|n| {
+        rcgen::CertificateParams::new(vec![n.clone()])
+            .map(drop)
+            .map_err(|e| crate::tls::TlsError::BadName { name: n.clone(), detail: e.to_string() })
+    })
+}
+
 /// Checks what [`tls_setup`] would use without writing anything (for
 /// `explain`): an own pair is read and checked; a self-signed key's
-/// directory is resolved, and the names checked, but no key is made.
-pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<(), CliError> {
+/// directory is resolved, and the names checked, but no key is made; the
+/// local CA's directory is checked, an existing CA read (never made) and
+/// the names checked against its constraints; tailscaled is not asked
+/// (`serve` asks it at start). Returns a line for `explain` to print about
+/// the local CA or tailscaled, if there is one to say.
+pub(crate) fn tls_check(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<String>, CliError> {
     match tls_plan(args, file)?.0 {
-        TlsPlan::Off => Ok(()),
-        TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from).map(drop),
-        // The names as SelfSigned::open checks them; the key is not made.
-        TlsPlan::SelfSigned { dir, names, dir_from, names_from } => {
-            names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_err()).try_for_each(|n| {
-                rcgen::CertificateParams::new(vec![n.clone()]).map(drop).map_err(|e| {
-                    let e = crate::tls::TlsError::BadName { name: n.clone(), detail: e.to_string() };
-                    self_signed_error(e, dir_from, names_from)
-                })
-            })?;
-            state_dir_usable(&dir).map_err(|e| self_signed_error(e, dir_from, names_from))
+        TlsPlan::Off => Ok(None),
+        TlsPlan::Tailscale => Ok(Some(
+            "tls: tailscale: serve asks tailscaled for this node's certificate at start (explain does not ask it)"
+                .into(),
+        )),
+        TlsPlan::Own { cert, key, from } => own_pair(&cert, &key, from).map(|_| None),
+        TlsPlan::SelfSigned { dir, names, from } => {
+            check_names(&names).map_err(|e| state_error(e, from))?;
+            dir_writable(&dir).map_err(|e| state_error(e, from))?;
+            // A key already there is read and loaded, as serve would: a
+            // corrupt one is refused here too.
+            crate::tls::check_key(&dir).map_err(|e| state_error(e, from))?;
+            Ok(None)
+        }
+        TlsPlan::Internal { dir, names, from, .. } => {
+            leaf_lifetime_from(std::env::var_os(LEAF_LIFETIME_ENV)).map_err(CliError::BadFlag)?;
+            check_names(&names).map_err(|e| state_error(e, from))?;
+            dir_writable(&dir).map_err(|e| state_error(e, from))?;
+            let ca = match LocalCa::load(&dir) {
+                Ok(ca) => ca,
+                // serve would make one now, permitting these names.
+                Err(crate::tls::TlsError::NoCa { .. }) => return Ok(Some(new_ca_note(&dir))),
+                Err(e) => return Err(state_error(e, from)),
+            };
+            let c = ca.constraints();
+            for name in &names {
+                let permitted = match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) => c.permits_ip(ip),
+                    Err(_) => c.permits_dns(name),
+                };
+                if !permitted {
+                    let e = crate::tls::TlsError::OutsideConstraints {
+                        name: format!("--tls-name {name}"),
+                        permitted: c.describe(),
+                        dir: dir.clone(),
+                    };
+                    return Err(state_error(e, from));
+                }
+            }
+            Ok(Some(format!(
+                "tls: internal: certificates from the local CA {} (SHA-256 {})",
+                ca.cert_path().display(),
+                ca.fingerprint_sha256()
+            )))
         }
     }
 }
 
-/// Whether the self-signed key could be kept in `dir`, judged without
-/// writing: the directory (or, when it does not exist yet, the nearest
-/// existing parent that would hold it) is a writable directory, and a key
-/// already there can be used. The errors are those `SelfSigned::open` gives.
-fn state_dir_usable(dir: &Path) -> Result<(), crate::tls::TlsError> {
+/// What `explain` says when `serve` would make the local CA.
+fn new_ca_note(dir: &Path) -> String {
+    format!(
+        "tls: internal: serve would make a local CA in {} (permitting the mesh's ranges and these names)",
+        dir.display()
+    )
+}
+
+/// Whether a key or a CA could be kept in `dir`, judged without writing:
+/// the directory (or, when it does not exist yet, the nearest existing
+/// parent that would hold it) is a writable directory. The errors are those
+/// a write at start would give.
+fn dir_writable(dir: &Path) -> Result<(), crate::tls::TlsError> {
     use std::io::Error;
     let write = |source: Error| crate::tls::TlsError::Write { path: dir.to_path_buf(), source };
     let mut at = dir;
@@ -575,16 +736,18 @@ fn state_dir_usable(dir: &Path) -> Result<(), crate::tls::TlsError> {
             return Err(write(Error::last_os_error()));
         }
     }
-    // A key already there is read and loaded, as serve would: a corrupt
-    // one is refused here too.
-    crate::tls::check_key(dir).map(drop)
+    Ok(())
 }
 
 /// Applies precedence to the TLS flags and the config's `[tls]` (relative
-/// paths there are relative to the file), and opens what they name.
-pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
+/// paths there are relative to the file), and opens what they name. Starts
+/// what keeps a certificate current (the local CA's renewals, tailscaled
+/// polls): call it in a runtime.
+pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<Option<TlsSetup>, CliError> {
     let refused = |e: crate::tls::TlsError| CliError::Refused(e.to_string());
     let (plan, loopback) = tls_plan(args, file)?;
+    let loopback_addrs: Vec<std::net::IpAddr> =
+        if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
     match plan {
         TlsPlan::Off => Ok(None),
         TlsPlan::Own { cert, key, from } => {
@@ -592,29 +755,148 @@ pub fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Result<O
             let acceptor = TlsAcceptor::new(reloader.resolver()).map_err(refused)?;
             let pin = reloader.spki_sha256_base64();
             Ok(Some(TlsSetup {
-                https: Https { acceptor: Arc::new(acceptor), self_signed: None, loopback },
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: None,
+                    ca_pem: None,
+                    dns_names: Vec::new(),
+                    loopback,
+                },
                 summary: format!("tls: certificate {}; public key sha256//{pin}", cert.display()),
+                kind: TlsKind::Own,
+                resolver: reloader.resolver(),
                 reloader: Some(reloader),
             }))
         }
-        TlsPlan::SelfSigned { dir, names, dir_from, names_from } => {
-            let loopback_addrs: Vec<std::net::IpAddr> =
-                if loopback { vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()] } else { Vec::new() };
-            let cert = Arc::new(
-                SelfSigned::open(&dir, &names, &loopback_addrs)
-                    .map_err(|e| self_signed_error(e, dir_from, names_from))?,
-            );
+        TlsPlan::SelfSigned { dir, names, from } => {
+            let cert = Arc::new(SelfSigned::open(&dir, &names, &loopback_addrs).map_err(|e| state_error(e, from))?);
             let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
             let pin = cert.spki_sha256_base64().to_owned();
             Ok(Some(TlsSetup {
-                https: Https { acceptor: Arc::new(acceptor), self_signed: Some(cert), loopback },
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: Some(cert.clone()),
+                    ca_pem: None,
+                    dns_names: cert.names().0,
+                    loopback,
+                },
                 summary: format!(
                     "tls: self-signed certificate (key in {}); public key sha256//{pin} (curl --pinnedpubkey sha256//{pin})",
                     dir.display()
                 ),
+                kind: TlsKind::SelfSigned,
+                resolver: cert.resolver(),
                 reloader: None,
             }))
         }
+        TlsPlan::Internal { dir, names, ranges, suffixes, from } => {
+            let lifetime = leaf_lifetime_from(std::env::var_os(LEAF_LIFETIME_ENV)).map_err(CliError::BadFlag)?;
+            let mut names = names;
+            if let Some(tailnet) = tailnet_name(&dir, &names).await {
+                names.push(tailnet);
+            }
+            let cert = Arc::new(
+                Internal::open(&dir, &names, &loopback_addrs, (&ranges, &suffixes), lifetime)
+                    .map_err(|e| state_error(e, from))?,
+            );
+            cert.spawn_renewal();
+            let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+            let ca = cert.ca();
+            let made = if cert.made_now() { "a local CA made now" } else { "the local CA" };
+            let summary = format!(
+                "tls: certificates from {made}, {} (SHA-256 {}); trust it once on each device: `meshgate ca` prints it",
+                ca.cert_path().display(),
+                ca.fingerprint_sha256()
+            );
+            let ca_pem: Arc<str> = ca.cert_pem().into();
+            Ok(Some(TlsSetup {
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: Some(cert.clone()),
+                    ca_pem: Some(ca_pem),
+                    dns_names: cert.names().0,
+                    loopback,
+                },
+                summary,
+                kind: TlsKind::Internal { ca_cert: ca.cert_path() },
+                resolver: cert.resolver(),
+                reloader: None,
+            }))
+        }
+        TlsPlan::Tailscale => {
+            let socket = meshgate_core::probe::tailscale::socket_path();
+            let cert = Arc::new(TailnetCert::open(&socket).await.map_err(refused)?);
+            cert.spawn_refresh();
+            let acceptor = TlsAcceptor::new(cert.resolver()).map_err(refused)?;
+            Ok(Some(TlsSetup {
+                https: Https {
+                    acceptor: Arc::new(acceptor),
+                    address_names: None,
+                    ca_pem: None,
+                    dns_names: vec![cert.domain().to_owned()],
+                    loopback,
+                },
+                summary: format!(
+                    "tls: tailscaled's certificate for {} (renewed by tailscaled, picked up while serving); open https://{}:PORT/",
+                    cert.domain(),
+                    cert.domain()
+                ),
+                kind: TlsKind::Tailscale { domain: cert.domain().to_owned() },
+                resolver: cert.resolver(),
+                reloader: None,
+            }))
+        }
+    }
+}
+
+/// `[tls] ca_names`, checked: DNS names (a leading dot is dropped), not IP
+/// addresses, not wildcards. A bad one names the file and its line.
+fn ca_names(raw: &[String], file: Option<(&Path, &FileConfig)>) -> Result<Vec<String>, CliError> {
+    raw.iter()
+        .map(|n| {
+            let name = n.trim().trim_start_matches('.').to_ascii_lowercase();
+            let ok = !name.is_empty()
+                && name.parse::<std::net::IpAddr>().is_err()
+                && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if ok {
+                return Ok(name);
+            }
+            let detail =
+                "expected a DNS name such as \"home.arpa\" (it permits the names below it); IP ranges go in ca_ranges";
+            Err(match file {
+                Some((p, f)) => f.value_error(p, "tls.ca_names", n.clone(), detail),
+                None => ConfigError::Value {
+                    path: PathBuf::new(),
+                    key: "tls.ca_names".into(),
+                    value: n.clone(),
+                    detail: detail.into(),
+                },
+            }
+            .into())
+        })
+        .collect()
+}
+
+/// This node's tailnet DNS name, when tailscaled reports one and the local
+/// CA in `dir` may sign for it (or is yet to be made): the leaf names it too.
+async fn tailnet_name(dir: &Path, names: &[String]) -> Option<String> {
+    use meshgate_core::probe::tailscale::{cert_domains_at, socket_path};
+    let socket = socket_path();
+    std::fs::symlink_metadata(&socket).ok()?;
+    let info = cert_domains_at(&socket, std::time::Duration::from_secs(1)).await.ok()?;
+    let name = info.dns_name?;
+    if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+        return None;
+    }
+    match LocalCa::load(dir) {
+        Ok(ca) if !ca.constraints().permits_dns(&name) => {
+            tracing::info!(
+                name = %name,
+                "the local CA was made without the tailnet name; its certificates name the addresses only"
+            );
+            None
+        }
+        _ => Some(name),
     }
 }
 
@@ -782,6 +1064,107 @@ mod tests {
     use std::ffi::{OsStr, OsString};
 
     use super::*;
+
+    fn file(text: &str) -> (PathBuf, FileConfig) {
+        let path = PathBuf::from("/etc/meshgate/meshgate.toml");
+        let f = FileConfig::parse(text, &path).unwrap_or_else(|e| panic!("{text}: {e}"));
+        (path, f)
+    }
+
+    #[tokio::test]
+    async fn tls_mode_from_the_config_file_and_its_conflicts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().display().to_string();
+        // `mode = "internal"` makes the local CA in the state dir; the flag's
+        // state dir wins over the file's.
+        let (p, f) = file(&format!("state_dir = \"{dir}/from-file\"\n[tls]\nmode = \"internal\"\n"));
+        let args = TlsArgs { state_dir: Some(tmp.path().join("from-flag")), ..TlsArgs::default() };
+        let setup = tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
+        assert!(setup.https.ca_pem.is_some() && setup.https.address_names.is_some());
+        assert!(setup.summary.contains("from-flag/ca.crt") && setup.summary.contains("SHA-256 "), "{}", setup.summary);
+        assert!(tmp.path().join("from-flag/ca-key.pem").is_file() && !tmp.path().join("from-file").exists());
+        // The configured mesh ranges and suffixes make the new CA's constraints.
+        let (p, f) = file(
+            "[tls]\nmode = \"internal\"\nca_ranges = [\"10.8.0.0/24\"]\nca_names = [\".home.arpa\"]\nnames = [\"gw.example\"]\n",
+        );
+        let args = TlsArgs { state_dir: Some(tmp.path().join("ranges")), ..TlsArgs::default() };
+        tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
+        let ca = LocalCa::load(&tmp.path().join("ranges")).unwrap();
+        let c = ca.constraints();
+        assert!(c.permits_dns("nas.home.arpa") && c.permits_dns("gw.example") && !c.permits_dns("example.com"));
+        assert!(c.permits_ip("10.8.0.7".parse().unwrap()) && !c.permits_ip("10.9.0.1".parse().unwrap()));
+        assert!(!c.permits_ip("192.168.1.1".parse().unwrap()), "the configured ranges replace the default ones");
+        for bad in ["10.0.0.0/8", "*.home.arpa", ""] {
+            let (p, f) = file(&format!("[tls]\nmode = \"internal\"\nca_names = [\"{bad}\"]\n"));
+            let args = TlsArgs { state_dir: Some(tmp.path().join("bad")), ..TlsArgs::default() };
+            let err = tls_setup(&args, Some((&p, &f))).await.err().expect("refused").to_string();
+            assert!(err.contains("ca_names") && err.contains("ca_ranges"), "{bad}: {err}");
+        }
+        assert!(!tmp.path().join("bad").exists(), "no CA made from a bad config");
+        // A typo in the mode is the file's error, naming the choices.
+        let err = FileConfig::parse("[tls]\nmode = \"interal\"\n", &p).unwrap_err().to_string();
+        assert!(err.contains("interal") && err.contains("internal"), "{err}");
+        // Two sources of a certificate in one file: refused, naming both.
+        let (p, f) = file("[tls]\nmode = \"internal\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+        let err = tls_setup(&TlsArgs::default(), Some((&p, &f))).await.err().expect("refused").to_string();
+        assert!(err.contains("cert and key, or a mode"), "{err}");
+        let (p, f) = file("[tls]\nmode = \"tailscale\"\nself_signed = true\n");
+        let err = tls_setup(&TlsArgs::default(), Some((&p, &f))).await.err().expect("refused").to_string();
+        assert!(err.contains("either mode or self_signed"), "{err}");
+        // The flag beats the file's mode.
+        let (p, f) = file("[tls]\nmode = \"tailscale\"\n");
+        let args =
+            TlsArgs { tls: Some(TlsMode::SelfSigned), state_dir: Some(tmp.path().join("ss")), ..TlsArgs::default() };
+        let setup = tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
+        assert!(setup.summary.starts_with("tls: self-signed certificate"), "{}", setup.summary);
+        assert!(setup.https.ca_pem.is_none());
+    }
+
+    #[tokio::test]
+    async fn explain_checks_internal_and_tailscale_without_writing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let internal = |names: &[&str]| TlsArgs {
+            tls: Some(TlsMode::Internal),
+            state_dir: Some(dir.clone()),
+            tls_name: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..TlsArgs::default()
+        };
+        // No CA yet: the directory could hold one; nothing is made.
+        let note = tls_check(&internal(&["gw.example"]), None).unwrap().expect("a note");
+        assert!(note.contains("would make a local CA"), "{note}");
+        assert!(!dir.exists(), "explain made the state directory");
+        // A bad name is refused before anything else.
+        let err = tls_check(&internal(&["bäd.example"]), None).unwrap_err().to_string();
+        assert!(err.contains("bäd.example"), "{err}");
+        // An existing CA: a name within its constraints passes, one outside is refused.
+        let setup = tls_setup(&internal(&["gw.example"]), None).await.unwrap().expect("TLS on");
+        // The leaf's names are names of the listeners (the ambient-credential Host check).
+        assert_eq!(setup.https.dns_names, ["gw.example"]);
+        let note = tls_check(&internal(&["gw.example"]), None).unwrap().expect("a note");
+        assert!(note.contains("ca.crt") && note.contains("SHA-256"), "{note}");
+        let err = tls_check(&internal(&["other.example"]), None).unwrap_err();
+        assert_eq!(err.exit_code(), 78);
+        assert!(err.to_string().contains("other.example"), "{err}");
+        // The same name from the config file names the file and its line.
+        let (p, f) = file(&format!(
+            "state_dir = \"{}\"\n[tls]\nmode = \"internal\"\nnames = [\"other.example\"]\n",
+            dir.display()
+        ));
+        let err = tls_check(&TlsArgs::default(), Some((&p, &f))).unwrap_err().to_string();
+        assert!(err.contains("meshgate.toml") && err.contains("line 4") && err.contains("other.example"), "{err}");
+        // A damaged CA is refused as serve would refuse it.
+        std::fs::write(dir.join(crate::tls::CA_KEY_FILE), "not a key").unwrap();
+        assert!(tls_check(&internal(&[]), None).is_err());
+        // A bad ca_names in the file names its line, before anything is read.
+        let (p, f) = file("[tls]\nmode = \"internal\"\nca_names = [\"10.0.0.0/8\"]\n");
+        let err = tls_check(&TlsArgs::default(), Some((&p, &f))).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("ca_ranges"), "{err}");
+        // tailscale: tailscaled is not asked; explain says serve asks at start.
+        let args = TlsArgs { tls: Some(TlsMode::Tailscale), ..TlsArgs::default() };
+        let note = tls_check(&args, None).unwrap().expect("a note");
+        assert!(note.contains("serve asks tailscaled") && note.contains("at start"), "{note}");
+    }
 
     #[test]
     fn worker_threads_takes_a_whole_number_or_one_per_cpu() {

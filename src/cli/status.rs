@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::args::StatusArgs;
 use super::error::CliError;
-use super::settings::{registry, settings, TlsSetup};
+use super::settings::{registry, settings, TlsKind, TlsSetup};
 use crate::gateway::status_page::html::{ago, bytes};
 use crate::gateway::status_page::TlsSource;
 
@@ -26,18 +26,35 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest `/status` accepted.
 const MAX_STATUS_BYTES: usize = 8 << 20;
 
-/// Where the served certificate comes from, for the status page.
+/// Where the served certificate comes from, for the status page. The local
+/// CA's certificate downloads from `/_meshgate/ca.crt`, which answers on the
+/// loopback door only (the mode says so: from a mesh device the link is a 404,
+/// and `meshgate ca` on this host prints it).
 pub(crate) fn page_tls(tls: &TlsSetup) -> TlsSource {
-    match (&tls.reloader, &tls.https.self_signed) {
-        (Some(r), _) => TlsSource {
-            mode: format!("own certificate files ({})", r.paths().0.display()),
-            resolver: Some(r.resolver()),
+    let resolver = Some(tls.resolver.clone());
+    match &tls.kind {
+        TlsKind::Own => TlsSource {
+            mode: match &tls.reloader {
+                Some(r) => format!("own certificate files ({})", r.paths().0.display()),
+                None => "own certificate files".into(),
+            },
+            resolver,
             ca_url: None,
         },
-        (None, Some(s)) => {
-            TlsSource { mode: "self-signed (pin its key)".into(), resolver: Some(s.resolver()), ca_url: None }
-        }
-        (None, None) => TlsSource { mode: "TLS".into(), resolver: None, ca_url: None },
+        TlsKind::SelfSigned => TlsSource { mode: "self-signed (pin its key)".into(), resolver, ca_url: None },
+        TlsKind::Internal { ca_cert } => TlsSource {
+            mode: format!(
+                "internal CA ({}; download it on this host's loopback door, or run `meshgate ca`)",
+                ca_cert.display()
+            ),
+            resolver,
+            ca_url: Some(format!("{}/ca.crt", crate::gateway::MESHGATE_PREFIX)),
+        },
+        TlsKind::Tailscale { domain } => TlsSource {
+            mode: format!("tailscale (tailscaled's certificate for {domain}, publicly trusted)"),
+            resolver,
+            ca_url: None,
+        },
     }
 }
 
@@ -221,6 +238,26 @@ pub(crate) fn text(doc: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn the_page_links_the_local_ca_and_names_each_source() {
+        use crate::cli::{tls_setup, TlsArgs, TlsMode};
+        let tmp = tempfile::tempdir().unwrap();
+        let args = |mode| TlsArgs { tls: Some(mode), state_dir: Some(tmp.path().to_owned()), ..TlsArgs::default() };
+        let internal = tls_setup(&args(TlsMode::Internal), None).await.unwrap().expect("TLS on");
+        let page = page_tls(&internal);
+        // The route that serves the CA (loopback door only), same-origin.
+        assert_eq!(page.ca_url.as_deref(), Some("/_meshgate/ca.crt"));
+        assert!(page.mode.starts_with("internal CA (") && page.mode.contains("ca.crt"), "{}", page.mode);
+        assert!(page.mode.contains("loopback door"), "{}", page.mode);
+        assert!(page.resolver.is_some());
+        let own = tls_setup(&args(TlsMode::SelfSigned), None).await.unwrap().expect("TLS on");
+        let page = page_tls(&own);
+        assert!(page.ca_url.is_none() && page.mode.starts_with("self-signed"), "{}", page.mode);
+        let tailscale = TlsSetup { kind: TlsKind::Tailscale { domain: "gw.tail1.ts.net".into() }, ..own };
+        let page = page_tls(&tailscale);
+        assert!(page.ca_url.is_none() && page.mode.contains("gw.tail1.ts.net"), "{}", page.mode);
+    }
 
     #[test]
     fn the_table_shows_services_listeners_and_peers() {

@@ -160,7 +160,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                         Some(slot) => Some(Arc::new(slot)),
                         None => {
                             Stats::bump(&state.stats().per_address_refused);
-                            tracing::debug!(%peer, "closed a connection at once: its caller holds its share");
+                            tracing::debug!(
+                                %peer,
+                                "closed a connection at once: its caller holds its share (or, without an allowed identity, the reserve's lendable half is lent)"
+                            );
                             return;
                         }
                     }
@@ -194,9 +197,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                     let io = Counted { stream, activity, _permit: permit, _slot: slot };
                     supervise(builder.serve_connection(TokioIo::new(io), service).with_upgrades(), supervision).await
                 }
-                Some(acceptor) => match acceptor.accept(stream).await {
+                Some(acceptor) => match acceptor.accept_tcp(stream).await {
                     Err(e) => {
-                        // Scanners and plain HTTP at an HTTPS port are counted, not logged.
+                        // Scanners, and plain HTTP at an HTTPS port (redirected), are counted, not logged.
                         if !e.is_noise() {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         }

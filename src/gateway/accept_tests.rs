@@ -467,8 +467,9 @@ impl crate::gateway::identity::PeerLookup for Moving {
 
 /// One keep-alive HTTP/1.1 request; the status (0: the connection closed).
 async fn keep_alive(s: &mut TcpStream, path: &str) -> u16 {
-    // The listener's own address in Host: ambient credentials need it.
-    let host = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    // The Host names the listener, port included: an allowed peer without a
+    // token is refused (421) a Host that does not.
+    let host = s.peer_addr().map_or_else(|_| "127.0.0.1".to_owned(), |a| a.to_string());
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return 0;
@@ -569,5 +570,96 @@ async fn an_http2_request_body_that_stops_is_closed_after_the_idle_timeout() {
     let (frames, closed) = c.until_closed(Duration::from_secs(8)).await;
     let closed = closed.unwrap_or_else(|| panic!("a stopped body held the connection open: {frames:?}"));
     assert!(closed - t0 >= Duration::from_secs(2) && closed - t0 < Duration::from_secs(4), "{:?}", closed - t0);
+    served.stop().await;
+}
+
+/// A mesh where 127.0.0.2 is the allowed peer `laptop` and every other
+/// address is a stranger the mesh does not know.
+#[derive(Debug, Default)]
+struct OneAllowed;
+
+impl crate::gateway::identity::PeerLookup for OneAllowed {
+    fn identify<'a>(
+        &'a self,
+        interface: &'a str,
+        peer: SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::gateway::identity::PeerIdentity>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            (peer.ip() == std::net::IpAddr::from([127, 0, 0, 2])).then(|| crate::gateway::identity::PeerIdentity {
+                mesh: "wireguard".into(),
+                interface: interface.into(),
+                key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+                name: Some("laptop".into()),
+                login: None,
+                node: None,
+                tags: Vec::new(),
+                allowed: true,
+            })
+        })
+    }
+
+    fn allows(&self, _identity: &crate::gateway::identity::PeerIdentity) -> Option<bool> {
+        Some(true)
+    }
+}
+
+/// Review of issue #25 part 4: connections that say nothing cannot take the
+/// whole reserve. Strangers that fill the door and then open silent
+/// connections (each admitted provisionally into the reserve, refused only
+/// at its first request, which never comes) held every place until the idle
+/// timeout, and the allowed peer waited outside. Now at most half the
+/// reserve (rounded up) is lent to connections not yet vouched for; past
+/// that a stranger's connection is closed at once, and the allowed peer is
+/// served at once.
+#[tokio::test]
+async fn silent_strangers_cannot_take_the_whole_reserve() {
+    // A cap of 16 keeps 2 for credentials: one may be lent, one may not.
+    let limits = ServerLimits::default()
+        .with_max_connections(16)
+        .with_per_address(64, 64)
+        .with_idle_timeout(Duration::from_secs(30));
+    let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap())).with_peer_lookup(Arc::new(OneAllowed));
+    let served = Served::start_with(state, limits, false, None, Some("wg0")).await;
+    let mut held = Vec::new();
+    for _ in 0..14 {
+        let mut s = TcpStream::connect(served.addr).await.unwrap();
+        assert_eq!(keep_alive(&mut s, "/healthz").await, 200);
+        held.push(s);
+    }
+    // Silent strangers: they never send a request.
+    for _ in 0..4 {
+        held.push(TcpStream::connect(served.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut laptop =
+        tokio::time::timeout(Duration::from_secs(3), socket.connect(served.addr)).await.expect("connect").unwrap();
+    let t0 = Instant::now();
+    let req = format!("GET /status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", served.addr);
+    let mut buf = Vec::new();
+    if laptop.write_all(req.as_bytes()).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), laptop.read_to_end(&mut buf)).await;
+    }
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 200"), "the allowed peer was kept out by silent strangers: {answer:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // One place of the reserve is still lent: a token holder without an identity.
+    drop(laptop);
+    drop(held.pop());
+    drop(held.pop());
+    drop(held.pop());
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut with_token = TcpStream::connect(served.addr).await.unwrap();
+    let req = format!(
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    with_token.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), with_token.read_to_end(&mut buf)).await.unwrap().unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
+    drop(held);
     served.stop().await;
 }

@@ -204,7 +204,25 @@ fn ambient<B>(
 ) -> Result<(), AmbientRefusal> {
     let (local, tls) = (ctx.map(|c| c.local), ctx.is_some_and(|c| c.tls));
     let names = state.host_names();
-    state.browser_policy().check_ambient(request.method(), request.headers(), local, tls, &names)
+    let (policy, headers) = (state.browser_policy(), request.headers());
+    // The request's authority (HTTP/2's `:authority`, an absolute-form
+    // target) names the host as much as `Host` does, and hyper does not copy
+    // it into `Host`: where it is not the `Host` line, it is checked too.
+    if let Some(authority) = request.uri().authority() {
+        let host = headers.get(header::HOST);
+        if host.is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes()) {
+            let mut with = headers.clone();
+            match axum::http::HeaderValue::from_str(authority.as_str()) {
+                Ok(v) => drop(with.insert(header::HOST, v)),
+                Err(_) => return Err(AmbientRefusal::ForeignHost),
+            }
+            policy.check_ambient(request.method(), &with, local, tls, &names)?;
+            if host.is_none() {
+                return Ok(());
+            }
+        }
+    }
+    policy.check_ambient(request.method(), headers, local, tls, &names)
 }
 
 /// The refusal log's reason for an ambient refusal.
@@ -398,6 +416,44 @@ mod tests {
             Verdict::Pass => None,
             Verdict::Refuse(r) => Some(r.status().as_u16()),
         }
+    }
+
+    /// Review of issue #25 part 1: over HTTP/2 the host is `:authority`, and
+    /// hyper adds no `Host`. The accept loop copies it in, but the router
+    /// served by another server (`routes::app` in a program's own axum
+    /// server) saw no `Host` and let a rebound name through as "not a
+    /// browser": the ambient check now reads the authority when `Host` is
+    /// absent.
+    #[test]
+    fn over_http2_the_authority_is_the_host_the_ambient_check_reads() {
+        let state = AppState::new(Some(Token::new("abc123abc123abc123", "test").unwrap()));
+        let laptop = PeerIdentity {
+            mesh: "wireguard".into(),
+            interface: "wg0".into(),
+            key: Some("key".into()),
+            name: Some("laptop".into()),
+            login: None,
+            node: None,
+            tags: Vec::new(),
+            allowed: true,
+        };
+        let ctx = ListenerCtx { local: "10.77.0.1:18789".parse().unwrap(), loopback: false, tls: true };
+        let h2 = |uri: &str, origin: Option<&str>| {
+            let mut r = axum::http::Request::builder().method("POST").uri(uri).version(axum::http::Version::HTTP_2);
+            if let Some(o) = origin {
+                r = r.header("origin", o).header("sec-fetch-site", "same-origin");
+            }
+            let r = r.body(()).unwrap();
+            match check(&state, &r, Some(ctx), Some("10.77.0.2:40000".parse().unwrap()), Some(&laptop)) {
+                Verdict::Pass => None,
+                Verdict::Refuse(r) => Some(r.status().as_u16()),
+            }
+        };
+        assert_eq!(h2("https://attacker.example:18789/api", None), Some(421));
+        assert_eq!(h2("https://10.77.0.1:18789/api", None), None);
+        // The service's own page posting over HTTP/2: its Origin is the authority's.
+        assert_eq!(h2("https://10.77.0.1:18789/api", Some("https://10.77.0.1:18789")), None);
+        assert_eq!(h2("https://10.77.0.1:18789/api", Some("https://attacker.example:18789")), Some(403));
     }
 
     #[test]

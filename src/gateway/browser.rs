@@ -263,7 +263,10 @@ pub enum AmbientRefusal {
 }
 
 impl AmbientRefusal {
-    /// The answer: nothing is forwarded, and the connection closes.
+    /// The answer: nothing is forwarded, and an HTTP/1.1 connection closes.
+    /// An HTTP/2 connection stays open (its `Connection: close` is dropped):
+    /// a browser may share it with the service's own tabs, and a page must
+    /// not be able to end those by sending a refused request.
     pub fn response(self) -> Response {
         let (status, text) = match self {
             Self::ForeignHost => (

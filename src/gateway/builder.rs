@@ -531,7 +531,11 @@ impl<'a> GatewayBuilder<'a> {
         ctx.meter = Some(state.stats().meter.clone());
         let board = super::listeners::StatusBoard::new(state.clone());
         ctx.board = Some(board.clone());
-        let mut set = ListenerSet::new(make_app(&state), state);
+        let mut app = make_app(&state);
+        if let Some(pem) = self.tls.as_ref().and_then(|t| t.ca_pem.clone()) {
+            app = app.merge(super::routes::ca_routes(pem));
+        }
+        let mut set = ListenerSet::new(app, state);
         if !self.services.is_empty() {
             set.set_status_board(board, "");
         }
@@ -791,9 +795,13 @@ impl ServiceCtx {
                 let mut set = ListenerSet::new(app, state);
                 match (&service.tls, &self.tls) {
                     _ if service.plain => {}
-                    (Some(acceptor), _) => {
-                        set.set_tls(Https { acceptor: acceptor.clone(), self_signed: None, loopback: false })
-                    }
+                    (Some(acceptor), top) => set.set_tls(Https {
+                        acceptor: acceptor.clone(),
+                        address_names: None,
+                        ca_pem: None,
+                        dns_names: top.as_ref().map(|t| t.dns_names.clone()).unwrap_or_default(),
+                        loopback: false,
+                    }),
                     (None, Some(tls)) => set.set_tls(tls.clone()),
                     (None, None) => {}
                 }
@@ -816,8 +824,15 @@ impl ServiceCtx {
                 })?;
                 if let Some(acceptor) = &service.tls {
                     // A tls service speaks TLS on every listener, loopback too.
-                    let self_signed = self.tls.as_ref().and_then(|t| t.self_signed.clone());
-                    set.set_tls(Https { acceptor: acceptor.clone(), self_signed, loopback: true });
+                    // Its certificate is the top level's: new addresses extend it.
+                    let top = self.tls.as_ref();
+                    set.set_tls(Https {
+                        acceptor: acceptor.clone(),
+                        address_names: top.and_then(|t| t.address_names.clone()),
+                        ca_pem: None,
+                        dns_names: top.map(|t| t.dns_names.clone()).unwrap_or_default(),
+                        loopback: true,
+                    });
                 }
                 let handler = Arc::new(handler);
                 if let Some(meter) = &self.meter {

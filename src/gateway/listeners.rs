@@ -23,19 +23,25 @@ use super::proxy::Proxy;
 use super::tcp::{tcp_accept_loop, TcpHandler, TcpListen};
 use super::token::Token;
 use super::workers::Workers;
-use crate::tls::{SelfSigned, TlsAcceptor};
+use crate::tls::{AddressNames, TlsAcceptor};
 
 /// HTTPS for a listener set: every non-loopback listener (and the loopback
 /// ones when `loopback` is set) speaks TLS with `acceptor`, HTTP/2 or
-/// HTTP/1.1 by ALPN. With `self_signed`, each address attached is added to the
-/// certificate (reissued with the same key) before it serves.
+/// HTTP/1.1 by ALPN. With `address_names` (self-signed, local CA), each
+/// address attached is added to the certificate (reissued) before it serves.
 #[derive(Debug, Clone)]
 pub struct Https {
     /// The acceptor (its certificate resolver may be swapped while serving).
     pub acceptor: Arc<TlsAcceptor>,
-    /// The self-signed certificate to extend with new addresses, if that is
-    /// where the certificate comes from.
-    pub self_signed: Option<Arc<SelfSigned>>,
+    /// The certificate to extend with new addresses, if it names them
+    /// (self-signed, or leaves of the local CA).
+    pub address_names: Option<Arc<dyn AddressNames>>,
+    /// The local CA's certificate (PEM), served on loopback at
+    /// `/_meshgate/ca.crt` (`--tls internal`).
+    pub ca_pem: Option<Arc<str>>,
+    /// The DNS names the certificate carries (`--tls-name`, the tailnet
+    /// name): names of the listeners for the ambient-credential Host check.
+    pub dns_names: Vec<String>,
     /// Serve TLS on loopback listeners too (`--tls-loopback`).
     pub loopback: bool,
 }
@@ -264,8 +270,8 @@ impl ListenerSet {
     /// Serves HTTPS on listeners attached from now on (see [`Https`]).
     pub fn set_tls(&mut self, tls: Https) {
         // The certificate's names are names of the listeners (the ambient-credential Host check).
-        if let Some(cert) = &tls.self_signed {
-            self.state.set_tls_names(cert.names().0.iter().map(String::as_str));
+        if !tls.dns_names.is_empty() {
+            self.state.set_tls_names(tls.dns_names.iter().map(String::as_str));
         }
         self.tls = Some(tls);
     }
@@ -305,10 +311,10 @@ impl ListenerSet {
         let key = bound.listener.socket_addr();
         let loopback = local.ip().is_loopback();
         let tls = self.tls.as_ref().filter(|t| !loopback || t.loopback);
-        if let Some(names) = tls.and_then(|t| t.self_signed.as_ref()) {
-            // A self-signed certificate names every address it is served on.
+        if let Some(names) = tls.and_then(|t| t.address_names.as_ref()) {
+            // A certificate meshgate makes names every address it is served on.
             match names.ensure_names(&[local.ip()]) {
-                Ok(true) => tracing::info!(address = %local.ip(), "the self-signed certificate now names this address"),
+                Ok(true) => tracing::info!(address = %local.ip(), "the certificate now names this address"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("{e}; the certificate does not name {}", local.ip()),
             }

@@ -488,6 +488,7 @@ fn families(m: &Meter, g: &Gauges) -> Vec<Family> {
                 ("not_tls", s.garbage),
                 ("closed", s.closed),
                 ("timeout", s.timeout),
+                ("http_redirected", s.redirected),
             ]
             .into_iter()
             .map(|(outcome, v)| (vec![("outcome", outcome.to_owned())], u(v)))

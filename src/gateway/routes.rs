@@ -75,6 +75,30 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
     with_fallback.layer(RequireTokenLayer::new(state.clone())).with_state(state)
 }
 
+/// `/_meshgate/ca.crt`: the local CA's certificate (`--tls internal`), on
+/// the loopback door only (a 404 on every other listener, as if it did not
+/// exist): a person on this host downloads it there to trust it. Public data,
+/// so no token; outside the token layer.
+pub fn ca_routes(pem: std::sync::Arc<str>) -> Router {
+    let handler = move |ctx: Option<axum::Extension<super::context::ListenerCtx>>| {
+        let pem = pem.clone();
+        async move {
+            if !ctx.is_some_and(|c| c.loopback) {
+                return no_such_route().await.into_response();
+            }
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, "application/x-x509-ca-cert"),
+                    (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"meshgate-ca.crt\""),
+                ],
+                pem.to_string(),
+            )
+                .into_response()
+        }
+    };
+    Router::new().route(&format!("{MESHGATE_PREFIX}/ca.crt"), get(handler))
+}
+
 /// Whether a request path is meshgate's own, in front of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OwnPath {
@@ -90,9 +114,11 @@ pub(crate) enum OwnPath {
 
 /// The one normal form of paths this gateway decides by, so that nothing an
 /// upstream could read as meshgate's namespace is forwarded: every `%XX`
-/// decoded (`%2F` too), `\` read as `/`, `;params` dropped from each segment,
-/// empty and `.` segments dropped, `..` taken back, and the first segment
-/// compared without regard to ASCII case. A path whose normal form is
+/// decoded (`%2F` too, and again while that changes something: `%255F`),
+/// overlong UTF-8 read as the ASCII it spells, `\` read as `/`, `;params`
+/// and what follows a NUL dropped from each segment, empty and `.` segments
+/// dropped, `..` taken back, and the first segment compared without regard
+/// to ASCII case or trailing dots and spaces. A path whose normal form is
 /// `/_meshgate` or starts with `/_meshgate/` is meshgate's.
 pub(crate) fn own_path(path: &str) -> OwnPath {
     let canonical = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
@@ -105,11 +131,12 @@ pub(crate) fn own_path(path: &str) -> OwnPath {
     if !path.contains('%') && !b.windows(8).any(|w| w.eq_ignore_ascii_case(b"meshgate")) {
         return OwnPath::No;
     }
-    let decoded: std::borrow::Cow<'_, [u8]> = percent_encoding::percent_decode(b).into();
+    let decoded = lenient_decode(b);
     // `..` can bring a later segment to the front: keep them all.
     let mut segments: Vec<&[u8]> = Vec::new();
     for seg in decoded.split(|c| *c == b'/' || *c == b'\\') {
-        match seg.split(|c| *c == b';').next().unwrap_or_default() {
+        // `;params` go, and so does what follows a NUL (where a C string ends).
+        match seg.split(|c| *c == b';' || *c == 0).next().unwrap_or_default() {
             b"" | b"." => {}
             b".." => {
                 segments.pop();
@@ -117,10 +144,65 @@ pub(crate) fn own_path(path: &str) -> OwnPath {
             s => segments.push(s),
         }
     }
+    // A Windows server drops a name's trailing dots and spaces.
+    let trimmed = |s: &[u8]| -> usize { s.iter().rposition(|c| *c != b'.' && *c != b' ').map_or(0, |i| i + 1) };
     match segments.first() {
-        Some(f) if f.eq_ignore_ascii_case(&MESHGATE_PREFIX.as_bytes()[1..]) => OwnPath::Alias,
+        Some(f) if f[..trimmed(f)].eq_ignore_ascii_case(&MESHGATE_PREFIX.as_bytes()[1..]) => OwnPath::Alias,
         _ => OwnPath::No,
     }
+}
+
+/// `path` decoded as the most lenient server would: `%XX` decoded again
+/// while that changes something (`%255F` is `%5F`, then `_`), and overlong
+/// UTF-8 forms of ASCII (`C1 9F` for `_`, `C0 AF` for `/`) read as the ASCII
+/// they spell. A few rounds at most: each round shortens the path.
+fn lenient_decode(path: &[u8]) -> Vec<u8> {
+    let mut now = path.to_vec();
+    for _ in 0..4 {
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&now).collect();
+        let folded = fold_overlong(&decoded);
+        if folded == now {
+            break;
+        }
+        now = folded;
+    }
+    now
+}
+
+/// Overlong UTF-8 encodings of ASCII (2, 3 or 4 bytes) replaced by the byte
+/// they encode; every other byte kept.
+fn fold_overlong(bytes: &[u8]) -> Vec<u8> {
+    let cont = |b: Option<&u8>| b.copied().filter(|b| b & 0xC0 == 0x80);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let lead = bytes[i];
+        let len = match lead {
+            0xC0 | 0xC1 => 2,
+            0xE0 => 3,
+            0xF0 => 4,
+            _ => 1,
+        };
+        if len > 1 {
+            let tail: Option<Vec<u8>> = (1..len).map(|k| cont(bytes.get(i + k))).collect();
+            if let Some(tail) = tail {
+                let mut v = u32::from(lead) & (0x7F >> len);
+                for t in &tail {
+                    v = v << 6 | u32::from(t & 0x3F);
+                }
+                if let Ok(ascii) = u8::try_from(v) {
+                    if ascii.is_ascii() {
+                        out.push(ascii);
+                        i += len;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(lead);
+        i += 1;
+    }
+    out
 }
 
 /// meshgate's answer to a path that only normalises into its namespace.
@@ -218,6 +300,7 @@ async fn status(
                 "not_tls": t.garbage,
                 "closed_before_hello": t.closed,
                 "timed_out": t.timeout,
+                "http_redirected": t.redirected,
             })
         }),
     });
@@ -335,6 +418,31 @@ mod tests {
             "/_meshgate%2Fstatus",
         ] {
             assert_eq!(own_path(p), OwnPath::Alias, "{p}");
+        }
+    }
+
+    /// What a lenient server still reads as meshgate's namespace: an escape
+    /// escaped again (`%255F`, decoded twice), an overlong UTF-8 spelling of
+    /// `_` or `/` (`%C1%9F`, `%C0%AF`), a NUL that a C string ends at, and
+    /// the trailing dots and spaces a Windows server drops from a name.
+    #[test]
+    fn lenient_spellings_of_the_namespace_are_meshgates() {
+        for p in [
+            "/%255Fmeshgate/status",
+            "/%25255fmeshgate/status",
+            "/x/..%252F_meshgate/status",
+            "/%C1%9Fmeshgate/status",
+            "/%E0%81%9Fmeshgate/status",
+            "/x/..%C0%AF_meshgate/status",
+            "/_meshgate%00/status",
+            "/_meshgate%00.png",
+            "/_meshgate./status",
+            "/_meshgate%20/status",
+        ] {
+            assert_eq!(own_path(p), OwnPath::Alias, "{p}");
+        }
+        for p in ["/%25", "/%2525", "/%C1%9F", "/_meshgate_x", "/a%00b", "/%E2%82%AC", "/x/%C1%9Fmeshgate"] {
+            assert_eq!(own_path(p), OwnPath::No, "{p}");
         }
         for p in ["/", "/app", "/_meshgatex/status", "/x/_meshgate/status", "/meshgate/status", "/%41pp", "/_meshgat"] {
             assert_eq!(own_path(p), OwnPath::No, "{p}");

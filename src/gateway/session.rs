@@ -8,9 +8,13 @@
 //! Logging out records the nonce as revoked until the cookie would have
 //! expired, so a copy of a logged-out cookie is refused too. With a state
 //! directory ([`Sessions::persist_in`]) the revoked nonces are kept in
-//! `revoked-sessions` there (one `NONCE EXPIRY` a line, written whole to a
-//! temporary file and renamed on each logout), so a logout outlives a restart
-//! and holds for every process that shares the directory and the token.
+//! `revoked-sessions` there (one `NONCE EXPIRY` a line, mode 0600, merged
+//! with what is there and written whole to a new temporary file that is
+//! renamed over it on each logout), so a logout outlives a restart and holds
+//! for every process that shares the directory and the token: each looks for
+//! the others' logouts in the file at most once a second
+//! ([`RELOAD_EVERY`]). The file is never read or written through a symlink,
+//! and at most [`MAX_REVOKED`] nonces (a few MiB) are read from it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,10 +46,110 @@ pub struct Sessions {
     revoked: Mutex<HashMap<String, u64>>,
     /// Where they are kept across restarts, if anywhere.
     store: OnceLock<PathBuf>,
+    /// When the store was last looked at, and what it was then.
+    seen: Mutex<Seen>,
+    /// Held while the store is written (one logout at a time).
+    writing: Mutex<()>,
 }
 
 /// The file in the state directory that holds the revoked nonces.
 pub const REVOKED_FILE: &str = "revoked-sessions";
+/// The most revoked nonces read from the file.
+pub const MAX_REVOKED: usize = 100_000;
+/// The most bytes read from the file (a line is about 34).
+const MAX_FILE_BYTES: u64 = 8 << 20;
+/// How often a session check looks for other processes' logouts.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// What the store was when last read or written: which file (a new one on
+/// every write), when it changed, its length.
+type Stamp = (u64, Option<SystemTime>, u64);
+
+#[derive(Debug, Default)]
+struct Seen {
+    checked: Option<std::time::Instant>,
+    stamp: Option<Stamp>,
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let ino = 0;
+    (ino, meta.modified().ok(), meta.len())
+}
+
+/// The revoked nonces in `path` not yet expired (at most [`MAX_REVOKED`],
+/// from the first [`MAX_FILE_BYTES`]), and the file's stamp; `None` when
+/// there is no file. A symlink, or anything but a plain file, is an error
+/// naming the path.
+fn read_store(path: &Path) -> std::io::Result<Option<(HashMap<String, u64>, Stamp)>> {
+    use std::io::Read as _;
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(named(e)),
+    };
+    let meta = file.metadata().map_err(named)?;
+    if !meta.is_file() {
+        return Err(named(std::io::Error::other("not a plain file (remove it; meshgate makes it again)")));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES).read_to_end(&mut bytes).map_err(named)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let now = now();
+    let mut revoked = HashMap::new();
+    for line in text.lines() {
+        if revoked.len() >= MAX_REVOKED {
+            break;
+        }
+        let mut parts = line.split_ascii_whitespace();
+        if let (Some(nonce), Some(Ok(expiry))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
+            if expiry > now && nonce.len() <= 64 {
+                revoked.insert(nonce.to_owned(), expiry);
+            }
+        }
+    }
+    Ok(Some((revoked, stamp_of(&meta))))
+}
+
+/// Writes `revoked` to `path`: to a new file of mode 0600 beside it (never
+/// one already there, nor through a symlink), renamed over it. Its stamp.
+fn write_store(path: &Path, revoked: &HashMap<String, u64>) -> std::io::Result<Stamp> {
+    use std::io::Write as _;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if let Some(dir) = path.parent() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir)?;
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!("{REVOKED_FILE}.{}.{n}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = (|| {
+        let mut file = options.open(&tmp)?;
+        let text: String = revoked.iter().map(|(n, e)| format!("{n} {e}\n")).collect();
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        let stamp = stamp_of(&file.metadata()?);
+        std::fs::rename(&tmp, path)?;
+        Ok(stamp)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +191,8 @@ impl Sessions {
             rng: SystemRandom::new(),
             revoked: Mutex::new(HashMap::new()),
             store: OnceLock::new(),
+            seen: Mutex::default(),
+            writing: Mutex::new(()),
         }
     }
 
@@ -95,48 +201,54 @@ impl Sessions {
     /// `Sessions`; a second call changes nothing.
     pub fn persist_in(&self, dir: &Path) -> std::io::Result<()> {
         let path = dir.join(REVOKED_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let now = now();
-                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-                for line in text.lines() {
-                    let mut parts = line.split_ascii_whitespace();
-                    if let (Some(nonce), Some(Ok(expiry))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
-                        if expiry > now {
-                            revoked.insert(nonce.to_owned(), expiry);
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some((found, stamp)) = read_store(&path)? {
+            self.revoked.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+            self.seen.lock().unwrap_or_else(|e| e.into_inner()).stamp = Some(stamp);
         }
         let _ = self.store.set(path);
         Ok(())
     }
 
-    /// Writes the revoked nonces to the store, if there is one.
-    fn save(&self, revoked: &HashMap<String, u64>) {
+    /// Takes in the logouts other processes wrote to the store since it was
+    /// last looked at (at most once every [`RELOAD_EVERY`]).
+    fn refresh(&self) {
         let Some(path) = self.store.get() else { return };
-        let text: String = revoked.iter().map(|(n, e)| format!("{n} {e}\n")).collect();
-        let written = (|| {
-            if let Some(dir) = path.parent() {
-                let mut b = std::fs::DirBuilder::new();
-                b.recursive(true);
-                #[cfg(unix)]
-                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-                b.create(dir)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if seen.checked.is_some_and(|t| now.duration_since(t) < RELOAD_EVERY) {
+            return;
+        }
+        seen.checked = Some(now);
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+        if seen.stamp == Some(stamp_of(&meta)) {
+            return;
+        }
+        match read_store(path) {
+            Ok(Some((found, stamp))) => {
+                self.revoked.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+                seen.stamp = Some(stamp);
             }
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = written {
-            tracing::warn!(
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "could not read the logged-out sessions"),
+        }
+    }
+
+    /// Writes the revoked nonces to the store, if there is one, with those
+    /// another process wrote there (which this one then refuses too).
+    fn save(&self) {
+        let Some(path) = self.store.get() else { return };
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(Some((found, _))) = read_store(path) {
+            self.revoked.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+        }
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match write_store(path, &revoked) {
+            Ok(stamp) => self.seen.lock().unwrap_or_else(|e| e.into_inner()).stamp = Some(stamp),
+            Err(e) => tracing::warn!(
                 path = %path.display(),
                 error = %e,
                 "could not keep a logout in the state directory; it holds until a restart"
-            );
+            ),
         }
     }
 
@@ -179,6 +291,7 @@ impl Sessions {
         if expiry <= now || expiry > now + self.ttl.as_secs() {
             return Err(Refused::Expired);
         }
+        self.refresh();
         if self.revoked.lock().unwrap_or_else(|e| e.into_inner()).contains_key(nonce) {
             return Err(Refused::Revoked);
         }
@@ -210,11 +323,14 @@ impl Sessions {
         };
         let expiry = expiry.parse().unwrap_or(0);
         let now = now();
-        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget what has expired anyway, so the set stays as small as the live sessions.
-        revoked.retain(|_, exp| *exp > now);
-        revoked.insert(nonce.to_owned(), expiry);
-        self.save(&revoked);
+        {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget what has expired anyway, so the set stays as small as the live sessions.
+            revoked.retain(|_, exp| *exp > now);
+            revoked.insert(nonce.to_owned(), expiry);
+        }
+        // Written without holding the set: a slow disk does not hold up checks.
+        self.save();
     }
 
     /// The `Set-Cookie` value that starts a session.
@@ -249,9 +365,13 @@ fn is_ours(kv: &[u8]) -> bool {
 /// read (meshgate sets it in lower case), but a service that reads cookie
 /// names without regard to case would take it for one, so it never reaches
 /// the upstream either.
+/// Blanks before the `=` too (`meshgate_session =x`): a parser that trims
+/// names reads that as the same name.
 fn is_ours_any_case(kv: &[u8]) -> bool {
     let n = COOKIE_NAME.len();
-    kv.len() > n && kv[..n].eq_ignore_ascii_case(COOKIE_NAME.as_bytes()) && kv[n] == b'='
+    kv.len() > n
+        && kv[..n].eq_ignore_ascii_case(COOKIE_NAME.as_bytes())
+        && kv[n..].trim_ascii_start().first() == Some(&b'=')
 }
 
 /// The most `meshgate_session` values looked at in one request (another
@@ -384,6 +504,57 @@ mod tests {
         assert_eq!(text.lines().count(), 2, "{text}");
     }
 
+    /// Review of issue #25 part 5: the revoked-nonce file. Two processes on
+    /// one state directory each wrote their own set over the other's (the
+    /// first one's logout was lost from the file, and never reached the
+    /// second); the temporary file had a fixed name and followed a symlink
+    /// planted there (overwriting what it pointed at); the file was read
+    /// whole, whatever its size, and through a symlink; it was made 0644.
+    #[cfg(unix)]
+    #[test]
+    fn the_revoked_file_is_shared_private_bounded_and_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (a, b) = (Sessions::new(&token("s3cret-token")), Sessions::new(&token("s3cret-token")));
+        a.persist_in(&state).unwrap();
+        b.persist_in(&state).unwrap();
+        let (ca, cb) = (a.issue(), a.issue());
+        // A symlink where the temporary file goes: not followed.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::os::unix::fs::symlink(&victim, state.join(format!("{REVOKED_FILE}.tmp"))).unwrap();
+        a.revoke(&ca);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n", "a planted symlink was written through");
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(100));
+        b.revoke(&cb);
+        let text = std::fs::read_to_string(state.join(REVOKED_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 2, "one process's logout overwrote the other's: {text}");
+        let mode = std::fs::metadata(state.join(REVOKED_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        // Each process refuses the other's logout without a restart.
+        assert_eq!(b.check(&ca), Err(Refused::Revoked));
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(100));
+        assert_eq!(a.check(&cb), Err(Refused::Revoked));
+        // A huge file is read only up to its bound.
+        let big = dir.path().join("big");
+        let far = now() + 3600;
+        let line = |i: usize| format!("{i:0>22} {far}\n");
+        let text: String = (0..MAX_REVOKED + 5_000).map(line).collect();
+        std::fs::create_dir_all(&big).unwrap();
+        std::fs::write(big.join(REVOKED_FILE), text).unwrap();
+        let c = Sessions::new(&token("s3cret-token"));
+        c.persist_in(&big).unwrap();
+        assert!(c.revoked.lock().unwrap().len() <= MAX_REVOKED);
+        // The file itself a symlink: refused, not read.
+        let linked = dir.path().join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(state.join(REVOKED_FILE), linked.join(REVOKED_FILE)).unwrap();
+        let err = Sessions::new(&token("s3cret-token")).persist_in(&linked).unwrap_err();
+        assert!(err.to_string().contains(REVOKED_FILE), "{err}");
+    }
+
     #[test]
     fn the_cookie_is_found_and_stripped_among_others() {
         let mut h = HeaderMap::new();
@@ -427,6 +598,19 @@ mod tests {
         assert_eq!(cookie_value(&h), None);
         strip_cookie(&mut h);
         assert_eq!(h[header::COOKIE], "a=1; meshgate_sessions=keep");
+    }
+
+    /// Review of issue #25 part 5: a name with blanks before its `=`
+    /// (`meshgate_session =x`), in any case, in any of several `Cookie`
+    /// lines, is the session cookie to a parser that trims names (Node's
+    /// `cookie`, Python's `http.cookies`): it never reaches the upstream.
+    #[test]
+    fn a_name_with_blanks_before_its_equals_sign_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1; meshgate_session =x; Meshgate_Session\t=y".parse().unwrap());
+        h.append(header::COOKIE, "MESHGATE_SESSION  =z; b=2; meshgate_session_x =keep".parse().unwrap());
+        strip_cookie(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1; b=2; meshgate_session_x =keep");
     }
 
     #[test]

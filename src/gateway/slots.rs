@@ -17,8 +17,14 @@
 //! credentials: while that many or fewer places are left to connections not
 //! yet vouched for, a new one that has no allowed identity is admitted only
 //! provisionally, and its first request must carry a token or a session, or
-//! it is answered 503 and closed. So callers without credentials, however
-//! many, cannot keep an allowed peer or a token holder out.
+//! it is answered 503 and closed. At most half the reserve (rounded up,
+//! [`lendable`]) is lent that way at once: a connection that never sends a
+//! request would otherwise hold its place until the idle timeout, and
+//! enough of them took the whole reserve. Past that, a new connection
+//! without an allowed identity is closed at once, so the rest of the reserve
+//! stays for callers the mesh identifies as allowed. So callers without
+//! credentials, however many, cannot keep an allowed peer out, nor take
+//! more than half the reserve from token holders.
 //!
 //! [`ServerLimits::max_connections_per_address`]: super::limits::ServerLimits::max_connections_per_address
 //! [`ServerLimits::max_unauthenticated_per_address`]: super::limits::ServerLimits::max_unauthenticated_per_address
@@ -68,6 +74,13 @@ pub(crate) fn reserve(cap: usize) -> usize {
     }
 }
 
+/// How many places of a reserve of `reserve` may be lent to connections
+/// not yet vouched for: half, rounded up (a reserve of 1 is lent, so a token
+/// holder without an identity can still come in at a small cap).
+pub(crate) fn lendable(reserve: usize) -> usize {
+    reserve.div_ceil(2)
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
@@ -79,6 +92,8 @@ struct Map {
     shares: HashMap<ShareKey, Counts>,
     /// Connections not yet vouched for, over every share.
     unvouched: usize,
+    /// Of those, the ones admitted into the reserve.
+    provisional: usize,
 }
 
 /// The open connections of every caller of a listener set.
@@ -90,6 +105,8 @@ pub(crate) struct AddressSlots {
     /// Connections not yet vouched for past which a new one is only
     /// provisional (the cap less its [`reserve`]).
     max_unvouched: AtomicUsize,
+    /// Places of the reserve that may be lent at once ([`lendable`]).
+    max_provisional: AtomicUsize,
     map: Mutex<Map>,
 }
 
@@ -99,6 +116,7 @@ impl AddressSlots {
             max_total: AtomicUsize::new(0),
             max_unauthenticated: AtomicUsize::new(0),
             max_unvouched: AtomicUsize::new(usize::MAX),
+            max_provisional: AtomicUsize::new(0),
             map: Mutex::default(),
         };
         s.set_shares(max_total, max_unauthenticated);
@@ -116,17 +134,22 @@ impl AddressSlots {
     /// Keeps the [`reserve`] of a mesh door's cap of `cap` for credentials.
     pub(crate) fn set_cap(&self, cap: usize) {
         self.max_unvouched.store(cap.saturating_sub(reserve(cap)), Ordering::Relaxed);
+        self.max_provisional.store(lendable(reserve(cap)), Ordering::Relaxed);
     }
 
     /// A slot for a new connection of `key`, or `None` when that caller
-    /// already holds its share. `vouched`: its identity is allowed without a
-    /// token (it takes no unauthenticated place, and may use the reserve).
+    /// already holds its share, or when it is not vouched for and the part of
+    /// the reserve that may be lent is lent. `vouched`: its identity is
+    /// allowed without a token (it takes no unauthenticated place, and may
+    /// use the reserve).
     pub(crate) fn admit(self: &Arc<Self>, key: ShareKey, vouched: bool) -> Option<Slot> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let map = &mut *map;
         let c = map.shares.entry(key.clone()).or_default();
+        let reserve_lent = map.unvouched >= self.max_unvouched.load(Ordering::Relaxed)
+            && map.provisional >= self.max_provisional.load(Ordering::Relaxed);
         if c.total >= self.max_total.load(Ordering::Relaxed)
-            || (!vouched && c.unauthenticated >= self.max_unauthenticated.load(Ordering::Relaxed))
+            || (!vouched && (c.unauthenticated >= self.max_unauthenticated.load(Ordering::Relaxed) || reserve_lent))
         {
             if c.total == 0 {
                 map.shares.remove(&key);
@@ -139,6 +162,7 @@ impl AddressSlots {
             c.unauthenticated += 1;
             provisional = map.unvouched >= self.max_unvouched.load(Ordering::Relaxed);
             map.unvouched += 1;
+            map.provisional += usize::from(provisional);
         }
         Some(Slot { slots: self.clone(), key, authenticated: AtomicBool::new(vouched), provisional })
     }
@@ -184,6 +208,9 @@ impl Slot {
         }
         let mut map = self.slots.map.lock().unwrap_or_else(|e| e.into_inner());
         map.unvouched = map.unvouched.saturating_sub(1);
+        if self.provisional {
+            map.provisional = map.provisional.saturating_sub(1);
+        }
         if let Some(c) = map.shares.get_mut(&self.key) {
             c.unauthenticated = c.unauthenticated.saturating_sub(1);
         }
@@ -196,6 +223,9 @@ impl Drop for Slot {
         let authenticated = *self.authenticated.get_mut();
         if !authenticated {
             map.unvouched = map.unvouched.saturating_sub(1);
+            if self.provisional {
+                map.provisional = map.provisional.saturating_sub(1);
+            }
         }
         if let Some(c) = map.shares.get_mut(&self.key) {
             c.total = c.total.saturating_sub(1);

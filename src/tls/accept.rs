@@ -73,6 +73,9 @@ pub enum HandshakeErrorKind {
     /// A real TLS client whose handshake failed (no common version or cipher, the
     /// client rejected the certificate, the connection broke mid-way).
     Failed,
+    /// Plain HTTP at the TLS port, answered with a redirect to https
+    /// ([`TlsAcceptor::accept_tcp`]); the connection is done.
+    Redirected,
 }
 
 /// A handshake that did not finish; [`HandshakeError::kind`] says how.
@@ -106,6 +109,7 @@ pub struct TlsStats {
     closed: AtomicU64,
     timeout: AtomicU64,
     h2: AtomicU64,
+    redirected: AtomicU64,
 }
 
 /// A copy of [`TlsStats`] at one moment.
@@ -123,6 +127,8 @@ pub struct TlsStatsSnapshot {
     pub closed: u64,
     /// Handshakes that ran out of time.
     pub timeout: u64,
+    /// Plain HTTP requests answered with a redirect to https.
+    pub redirected: u64,
 }
 
 impl TlsStats {
@@ -136,6 +142,7 @@ impl TlsStats {
             garbage: get(&self.garbage),
             closed: get(&self.closed),
             timeout: get(&self.timeout),
+            redirected: get(&self.redirected),
         }
     }
 
@@ -145,6 +152,7 @@ impl TlsStats {
             HandshakeErrorKind::Closed => &self.closed,
             HandshakeErrorKind::Timeout => &self.timeout,
             HandshakeErrorKind::Failed => &self.failed,
+            HandshakeErrorKind::Redirected => &self.redirected,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -193,7 +201,56 @@ impl TlsAcceptor {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let result = timeout(self.timeout, handshake(io, self.config.clone())).await;
-        match &result {
+        self.count(&result);
+        result
+    }
+}
+
+impl TlsAcceptor {
+    /// [`TlsAcceptor::accept`] on a TCP socket, which it peeks at first: a TLS
+    /// record goes to the handshake; plain HTTP gets a redirect to the same
+    /// URL over https ([`HandshakeErrorKind::Redirected`]); anything else is
+    /// [`HandshakeErrorKind::Garbage`], dropped and counted. One time limit
+    /// covers it all.
+    pub async fn accept_tcp(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Result<TlsStream<tokio::net::TcpStream>, HandshakeError> {
+        let config = self.config.clone();
+        let sniffed = async move {
+            let mut first = [0u8; 1];
+            let n = stream
+                .peek(&mut first)
+                .await
+                .map_err(|source| HandshakeError { kind: HandshakeErrorKind::Failed, source })?;
+            if n == 0 {
+                let source = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a ClientHello");
+                return Err(HandshakeError { kind: HandshakeErrorKind::Closed, source });
+            }
+            if first[0] == TLS_HANDSHAKE_RECORD {
+                // rustls tells a ClientHello from garbage that happens to start so.
+                return handshake(stream, config).await;
+            }
+            if !super::redirect::may_be_http(first[0]) {
+                // Neither TLS nor HTTP: closed without a word (not even a TLS alert).
+                let source = io::Error::new(io::ErrorKind::InvalidData, "neither a TLS record nor HTTP");
+                return Err(HandshakeError { kind: HandshakeErrorKind::Garbage, source });
+            }
+            match super::redirect::answer(stream).await {
+                Ok(()) => Err(HandshakeError {
+                    kind: HandshakeErrorKind::Redirected,
+                    source: io::Error::other("plain HTTP at a TLS port: redirected to https"),
+                }),
+                Err(source) => Err(HandshakeError { kind: HandshakeErrorKind::Garbage, source }),
+            }
+        };
+        let result = timeout(self.timeout, sniffed).await;
+        self.count(&result);
+        result
+    }
+
+    fn count<IO>(&self, result: &Result<TlsStream<IO>, HandshakeError>) {
+        match result {
             Ok(stream) => {
                 self.stats.ok.fetch_add(1, Ordering::Relaxed);
                 if Alpn::of(stream) == Alpn::H2 {
@@ -202,9 +259,11 @@ impl TlsAcceptor {
             }
             Err(e) => self.stats.count(e.kind),
         }
-        result
     }
 }
+
+/// The content type of a TLS record carrying a handshake message (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 async fn timeout<T>(
     limit: Duration,

@@ -85,3 +85,60 @@ async fn a_tls_client_we_cannot_serve_fails_as_a_tls_client_not_garbage() {
         assert_eq!(acc.stats().snapshot().failed, 1);
     }
 }
+
+/// `accept_tcp` over real sockets: plain HTTP gets a redirect, bytes that are
+/// neither TLS nor HTTP get nothing at all, a TLS client its handshake; each
+/// counted once.
+#[tokio::test]
+async fn accept_tcp_redirects_http_drops_garbage_and_serves_tls() {
+    use tokio::io::AsyncReadExt;
+    let made = Made::new(&["gw.example"], None);
+    let acc = acceptor(&made).with_handshake_timeout(Duration::from_secs(2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = {
+        let acc = acc.clone();
+        tokio::spawn(async move {
+            let mut kinds = Vec::new();
+            for _ in 0..3 {
+                let (s, _) = listener.accept().await.unwrap();
+                kinds.push(acc.accept_tcp(s).await.map(|_| ()).map_err(|e| e.kind()));
+            }
+            kinds
+        })
+    };
+    let exchange = |bytes: &'static [u8]| async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(bytes).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let reply = exchange(b"GET /a/b?c=d HTTP/1.1\r\nHost: gw.example:9\r\nUser-Agent: t\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 307 "), "{reply}");
+    assert!(reply.contains(&format!("\r\nLocation: https://gw.example:{}/a/b?c=d\r\n", addr.port())), "{reply}");
+    assert_eq!(exchange(b"\x00\x01\x02\x03\x04\x05\x06\x07").await, "", "garbage gets no answer, not even an alert");
+    assert_eq!(exchange(b"hello\r\n\r\n").await, "");
+    let kinds = server.await.unwrap();
+    assert_eq!(
+        kinds,
+        vec![Err(HandshakeErrorKind::Redirected), Err(HandshakeErrorKind::Garbage), Err(HandshakeErrorKind::Garbage)]
+    );
+    let s = acc.stats().snapshot();
+    assert_eq!((s.redirected, s.garbage, s.ok), (1, 2, 0));
+
+    // A real TLS client on a socket still gets its handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acc2 = acc.clone();
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        acc2.accept_tcp(s).await.map(|_| ()).map_err(|e| e.kind())
+    });
+    let connector = tokio_rustls::TlsConnector::from(crate::tls::testutil::client_config(&[b"http/1.1"], None));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("gw.example").unwrap();
+    connector.connect(name, tcp).await.unwrap();
+    assert_eq!(server.await.unwrap(), Ok(()));
+    assert_eq!(acc.stats().snapshot().ok, 1);
+}

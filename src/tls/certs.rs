@@ -125,7 +125,7 @@ pub(crate) fn check_pair(
     Ok(LoadedPair { certified: Arc::new(certified), not_after_unix: not_after.0, spki_sha256: spki })
 }
 
-fn unix(t: SystemTime) -> i64 {
+pub(crate) fn unix(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),

@@ -97,4 +97,31 @@ pub enum TlsError {
     /// Making the self-signed certificate or key failed.
     #[error("make the self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// `--tls internal`: no CA in the state directory yet (`meshgate ca`).
+    #[error("no local CA in {} yet: it is made the first time `meshgate serve --tls internal` runs with this state directory (--state-dir, MESHGATE_STATE_DIR or state_dir in the config file)", dir.display())]
+    NoCa {
+        /// The state directory looked in.
+        dir: PathBuf,
+    },
+    /// The local CA's key or certificate is unusable.
+    #[error("the local CA file {} is unusable: {detail}; it is meshgate's own: to start over, delete ca.crt and ca-key.pem in that directory (and remove the old CA from every device that trusts it)", path.display())]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A name or address to serve lies outside what the local CA may sign for.
+    #[error("{name} lies outside the local CA's name constraints ({permitted}): devices would refuse its certificate; the CA in {} was made for other names. Serve only permitted names, or delete ca.crt and ca-key.pem there to make a new CA (and trust the new one on every device)", dir.display())]
+    OutsideConstraints {
+        /// The name or address.
+        name: String,
+        /// What the CA permits.
+        permitted: String,
+        /// The state directory.
+        dir: PathBuf,
+    },
+    /// `--tls tailscale`: tailscaled gave no certificate.
+    #[error("get this node's certificate from tailscaled: {0}")]
+    Tailnet(String),
 }

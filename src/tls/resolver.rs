@@ -41,3 +41,12 @@ impl ResolvesServerCert for CertResolver {
         Some(self.current.load_full())
     }
 }
+
+/// A certificate that names every address it is served on: the listener set
+/// calls [`ensure_names`](AddressNames::ensure_names) before a new address
+/// serves (`--tls self-signed` and `--tls internal` reissue to add it).
+pub trait AddressNames: Send + Sync + std::fmt::Debug {
+    /// Makes sure the served certificate names every address in `addrs`
+    /// (that it may name); returns whether it reissued.
+    fn ensure_names(&self, addrs: &[std::net::IpAddr]) -> Result<bool, super::error::TlsError>;
+}

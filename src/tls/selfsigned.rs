@@ -198,7 +198,7 @@ fn issue(
     Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing.clone())))
 }
 
-fn pem_encode(label: &str, der: &[u8]) -> String {
+pub(super) fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -208,6 +208,12 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+impl super::resolver::AddressNames for SelfSigned {
+    fn ensure_names(&self, addrs: &[IpAddr]) -> Result<bool, TlsError> {
+        SelfSigned::ensure_names(self, addrs)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -40,14 +40,14 @@ use crate::lab::{in_ci, wait_until, Lab, Proc, WgPair};
 use crate::labnet::{token_file, wait_connect, BIN, TOKEN};
 
 /// How long one DevTools command may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a page may take to reach an expected state.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The flags every run needs: headless, and nothing that reaches for the
 /// (closed) network on its own. `--no-sandbox`: the lab makes us root in a
 /// user namespace, where chromium's sandbox cannot start.
-const CHROMIUM_FLAGS: &[&str] = &[
+pub(crate) const CHROMIUM_FLAGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
@@ -82,16 +82,16 @@ pub(crate) struct Chromium<'l> {
     /// The lab it runs in, and its links and addresses when it started: a
     /// change while it runs would fail its requests (`ERR_NETWORK_CHANGED`),
     /// so the lab must not make one, and a test fails saying so if it does.
-    lab: &'l Lab,
-    network: String,
-    proc: Proc,
-    commands: ChildStdin,
-    answers: mpsc::Receiver<Value>,
-    next_id: u64,
+    pub(crate) lab: &'l Lab,
+    pub(crate) network: String,
+    pub(crate) proc: Proc,
+    pub(crate) commands: ChildStdin,
+    pub(crate) answers: mpsc::Receiver<Value>,
+    pub(crate) next_id: u64,
     /// The DevTools session of the page every page-level command goes to.
-    session: String,
+    pub(crate) session: String,
     /// Profile, HOME and chromium's stderr; removed on drop.
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl<'l> Chromium<'l> {
@@ -147,7 +147,7 @@ impl<'l> Chromium<'l> {
 
     /// The end of chromium's stderr, for failure messages, and what changed
     /// in the lab's network since it started, if anything did.
-    fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.contains("dbus")).collect();
         lines[lines.len().saturating_sub(15)..].join("\n") + &self.network_change()
@@ -178,7 +178,7 @@ impl<'l> Chromium<'l> {
 
     /// Sends one command (to the page's session when `page`) and waits for
     /// its answer; events in between are dropped.
-    fn send(&mut self, method: &str, params: Value, page: bool) -> Result<Value, String> {
+    pub(crate) fn send(&mut self, method: &str, params: Value, page: bool) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -211,7 +211,7 @@ impl<'l> Chromium<'l> {
         }
     }
 
-    fn browser_call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn browser_call(&mut self, method: &str, params: Value) -> Value {
         self.send(method, params, false).unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -3,6 +3,7 @@
 
 mod ambient;
 mod browser;
+mod browser_ca;
 mod browser_real;
 mod faults;
 mod fuzz_replay;

@@ -15,7 +15,7 @@ mod reload;
 mod serve;
 mod services;
 mod starvation;
-mod tls;
+pub(crate) mod tls;
 mod wireguard;
 
 use std::process::{Command, Output, Stdio};

@@ -1,5 +1,7 @@
 //! A stand-in for tailscaled's local API, for tests (feature `testing`): a unix
-//! socket that answers GETs with fixture JSON, hangs, or streams IPN bus lines.
+//! socket that answers GETs with fixture JSON, hangs, or streams IPN bus lines,
+//! and serves a node certificate (from a test CA the test makes) at the cert
+//! endpoint, in tailscaled's pair form ([`StandIn::serve_cert`]).
 //!
 //! It runs on plain threads (no runtime), so a test that spawns the `meshgate`
 //! binary can point `MESHGATE_TAILSCALED_SOCKET` at it. It checks the `Host`
@@ -89,6 +91,27 @@ impl StandIn {
     pub fn answer(&self, path: &str, answer: Answer) -> &Self {
         self.state.lock().expect("stand-in state").answers.insert(path.to_owned(), answer);
         self
+    }
+
+    /// Serves `domain`'s certificate at `/localapi/v0/cert/DOMAIN` as
+    /// tailscaled does with `?type=pair`: the PEM key, then the PEM chain.
+    /// Call again to replace it (tailscaled renewing).
+    pub fn serve_cert(&self, domain: &str, key_pem: &str, chain_pem: &str) -> &Self {
+        let mut body = key_pem.to_owned();
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        body.push_str(chain_pem);
+        self.answer(&format!("/localapi/v0/cert/{domain}"), Answer::Json(body))
+    }
+
+    /// Answers the cert endpoint for `domain` as tailscaled does when the
+    /// tailnet has HTTPS certificates turned off.
+    pub fn refuse_cert(&self, domain: &str) -> &Self {
+        self.answer(
+            &format!("/localapi/v0/cert/{domain}"),
+            Answer::Status(500, "your Tailscale account does not support getting TLS certs\n".into()),
+        )
     }
 
     /// The request lines received so far (`GET /localapi/v0/status HTTP/1.0`).

@@ -1,6 +1,7 @@
 //! tailscaled's local API: this node's tailnet addresses, DNS name and state
-//! (`GET /localapi/v0/status`), and who is behind a tailnet address
-//! (`GET /localapi/v0/whois`).
+//! (`GET /localapi/v0/status`), who is behind a tailnet address
+//! (`GET /localapi/v0/whois`), and this node's `*.ts.net` certificate
+//! (`GET /localapi/v0/cert/DOMAIN?type=pair`, for `--tls tailscale`).
 //!
 //! The socket is `/var/run/tailscale/tailscaled.sock` unless
 //! `MESHGATE_TAILSCALED_SOCKET` names another (tests run a stand-in there).
@@ -70,6 +71,10 @@ struct Status {
     self_: Option<PeerStatus>,
     #[serde(rename = "TailscaleIPs", default)]
     tailscale_ips: Option<Vec<IpAddr>>,
+    /// The names tailscaled can get certificates for; empty (or absent) when
+    /// the tailnet has HTTPS certificates turned off.
+    #[serde(default)]
+    cert_domains: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -215,6 +220,69 @@ pub async fn whois_at(socket: &Path, addr: SocketAddr, limit: Duration) -> Resul
         display_name: user.display_name,
         node_name: node.name.trim_end_matches('.').to_owned(),
         tags: node.tags.unwrap_or_default(),
+    })
+}
+
+/// What tailscaled says about this node's certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertDomains {
+    /// `BackendState` (`Running`, `NeedsLogin`...).
+    pub backend_state: String,
+    /// This node's DNS name, without the final dot.
+    pub dns_name: Option<String>,
+    /// The names it can get a certificate for (`CertDomains`); empty when the
+    /// tailnet has HTTPS certificates turned off.
+    pub domains: Vec<String>,
+}
+
+/// Asks the tailscaled at `socket` which names it can get certificates for.
+pub async fn cert_domains_at(socket: &Path, limit: Duration) -> Result<CertDomains, ProbeError> {
+    let what = format!("{SOURCE} at {}", socket.display());
+    let body = bounded(limit, &what, get(socket, "/localapi/v0/status?peers=false")).await?;
+    let status: Status = serde_json::from_slice(&body).map_err(|e| ProbeError::Protocol {
+        what,
+        detail: format!("status is not the JSON of ipnstate.Status: {e}"),
+    })?;
+    Ok(CertDomains {
+        backend_state: status.backend_state,
+        dns_name: status.self_.map(|s| s.dns_name.trim_end_matches('.').to_owned()).filter(|n| !n.is_empty()),
+        domains: status
+            .cert_domains
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_owned())
+            .collect(),
+    })
+}
+
+/// Asks the tailscaled at `socket` for the certificate of `domain` in the
+/// pair form: the PEM private key, then the PEM certificate chain, in one
+/// body. tailscaled gets it from Let's Encrypt the first time (which can take
+/// a minute) and renews it itself; it answers from its cache after that.
+pub async fn cert_pair_at(socket: &Path, domain: &str, limit: Duration) -> Result<Vec<u8>, ProbeError> {
+    let what = format!("{SOURCE} at {}", socket.display());
+    let name_ok = !domain.is_empty()
+        && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !domain.starts_with('.');
+    if !name_ok {
+        return Err(ProbeError::Protocol {
+            what,
+            detail: format!("{domain:?} is not a DNS name to ask a certificate for"),
+        });
+    }
+    bounded(limit, &what, get(socket, &format!("/localapi/v0/cert/{domain}?type=pair"))).await
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, ProbeError>>,
+) -> Result<T, ProbeError> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(ProbeError::Io {
+            what: what.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {limit:?}")),
+        })
     })
 }
 
