@@ -987,7 +987,7 @@ pub(crate) fn services(
                     return Err(bad(
                         "protocol",
                         "tls".into(),
-                        "a tls service terminates TLS with the top level's certificate: set [tls] cert and key (or self_signed = true), or --tls-cert/--tls-key".into(),
+                        "a tls service terminates TLS with the top level's certificate: set [tls] mode = \"internal\" (or cert and key, or self_signed = true), or --tls internal or --tls-cert/--tls-key".into(),
                     ))
                 }
                 ServiceTls::Explain(true) => {}

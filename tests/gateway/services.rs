@@ -319,7 +319,22 @@ fn bad_tcp_flags_and_service_tables_name_the_value() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{cmd}: {err}");
         assert!(err.contains("line 4: service.mqtt.protocol") && err.contains("[tls]"), "{cmd}: {err}");
+        assert!(err.contains("--tls internal"), "{cmd}: {err}");
     }
+    // With the local CA's certificate it is accepted.
+    let state = tempfile::tempdir().unwrap();
+    let out = run(&mut meshgate(&[
+        "explain",
+        "--config",
+        file.path().to_str().unwrap(),
+        "--tls",
+        "internal",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("tls://127.0.0.1:8883"), "{text}");
     // A service's bind is read as the top level's (a string of selectors
     // too); a typo names its own line and the selector meant.
     let file = config(
