@@ -230,8 +230,15 @@ impl LocalCa {
         let key_path = dir.join(CA_KEY_FILE);
         let tmp_cert = dir.join(format!(".{CA_CERT_FILE}.{}", std::process::id()));
         let tmp_key = dir.join(format!(".{CA_KEY_FILE}.{}", std::process::id()));
+        // Each temporary file is made anew (O_CREAT|O_EXCL, never through a
+        // symlink): one left at the name would keep its own mode, and the key
+        // would get that mode through the hard link below.
         let write = |path: &Path, mode: u32, text: &str| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()
         };
@@ -638,6 +645,34 @@ mod tests {
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let sn = ServerName::try_from("8.8.8.8").unwrap();
         assert!(verifier.verify_server_cert(&der, &[], &sn, &[], now).is_err());
+    }
+
+    /// The temporary key file is made anew (O_EXCL, 0600): a file or symlink
+    /// left at its name (a crashed run with the same pid, or planted in a
+    /// state directory others can write) neither lends the key its wider mode
+    /// through the hard link nor receives the key through the symlink.
+    #[test]
+    fn a_file_left_at_the_temporary_name_gets_neither_the_key_nor_its_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        let stale = dir.join(format!(".{CA_KEY_FILE}.{}", std::process::id()));
+        std::fs::write(&stale, "left over").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ca, made) = LocalCa::open(&dir, &Constraints::new(&[], &[])).unwrap();
+        assert!(made);
+        let mode = std::fs::metadata(ca.key_path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key took the left-over file's mode");
+
+        let dir = tmp.path().join("state2");
+        std::fs::create_dir(&dir).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join(format!(".{CA_KEY_FILE}.{}", std::process::id()))).unwrap();
+        let (ca, _) = LocalCa::open(&dir, &Constraints::new(&[], &[])).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "", "the key was written through the symlink");
+        let meta = std::fs::symlink_metadata(ca.key_path()).unwrap();
+        assert!(meta.file_type().is_file() && meta.permissions().mode() & 0o777 == 0o600, "{meta:?}");
     }
 
     use rustls_pki_types::pem::PemObject as _;
