@@ -4,7 +4,8 @@
 //! [`LocalCa::open`] reads the CA ([`CA_KEY_FILE`], mode 0600, and
 //! [`CA_CERT_FILE`]) or makes it the first time, with the [`Constraints`] asked
 //! for: the private, CGNAT, ULA and loopback ranges (or the configured mesh
-//! ranges) and the configured DNS names. The constraints are critical and the
+//! ranges) and the configured DNS names; no e-mail address and no URI. The
+//! constraints (written here: rcgen has no URI form) are critical and the
 //! CA may issue no intermediates (path length 0) and only server certificates
 //! (extended key usage), so a device that trusts it trusts it for those
 //! addresses and names and nothing else. The key is never served and never
@@ -102,18 +103,45 @@ impl Constraints {
         format!("permitted IP ranges {}; permitted DNS names {dns}", ranges.join(", "))
     }
 
-    fn to_rcgen(&self) -> rcgen::NameConstraints {
-        let mut permitted: Vec<rcgen::GeneralSubtree> = self
-            .ranges
-            .iter()
-            .map(|n| rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_addr_prefix(n.network(), n.prefix_len())))
-            .collect();
+    /// The NameConstraints extension, critical. Written here rather than by
+    /// rcgen because rcgen's subtrees have no URI form: permitted subtrees
+    /// constrain only the name forms they list, so a form left out (URIs,
+    /// as e-mail addresses before) would stay open to any value.
+    fn extension(&self) -> rcgen::CustomExtension {
+        use yasna::Tag;
         let dns: Vec<&str> =
             if self.dns.is_empty() { vec![NO_NAME] } else { self.dns.iter().map(String::as_str).collect() };
-        permitted.extend(dns.into_iter().map(|d| rcgen::GeneralSubtree::DnsName(d.to_owned())));
-        // No e-mail address either: the CA is for servers on the mesh.
-        permitted.push(rcgen::GeneralSubtree::Rfc822Name(NO_NAME.to_owned()));
-        rcgen::NameConstraints { permitted_subtrees: permitted, excluded_subtrees: Vec::new() }
+        let der = yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_tagged_implicit(Tag::context(0), |w| {
+                    w.write_sequence(|w| {
+                        // GeneralSubtree ::= SEQUENCE { base GeneralName } (minimum 0, no maximum).
+                        let mut subtree = |tag: u64, write: &dyn Fn(yasna::DERWriter<'_>)| {
+                            w.next().write_sequence(|w| w.next().write_tagged_implicit(Tag::context(tag), write));
+                        };
+                        for n in &self.ranges {
+                            // iPAddress [7]: the address, then the mask (RFC 5280 4.2.1.10).
+                            let bytes: Vec<u8> = match (n.network(), n.netmask()) {
+                                (IpAddr::V4(a), IpAddr::V4(m)) => [a.octets(), m.octets()].concat(),
+                                (IpAddr::V6(a), IpAddr::V6(m)) => [a.octets(), m.octets()].concat(),
+                                _ => continue,
+                            };
+                            subtree(7, &|w| w.write_bytes(&bytes));
+                        }
+                        for d in &dns {
+                            subtree(2, &|w| w.write_ia5_string(d)); // dNSName
+                        }
+                        // No e-mail address and no URI either: the CA is for
+                        // servers on the mesh (rfc822Name [1], URI [6]).
+                        subtree(1, &|w| w.write_ia5_string(NO_NAME));
+                        subtree(6, &|w| w.write_ia5_string(NO_NAME));
+                    })
+                })
+            })
+        });
+        let mut ext = rcgen::CustomExtension::from_oid_content(OID_NAME_CONSTRAINTS, der);
+        ext.set_criticality(true);
+        ext
     }
 }
 
@@ -221,7 +249,7 @@ impl LocalCa {
         let mut params = ca_params(&key);
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + CA_LIFETIME).into();
-        params.name_constraints = Some(wanted.to_rcgen());
+        params.custom_extensions.push(wanted.extension());
         let cert = params.self_signed(&key)?;
         // The certificate first (harmless if we lose a race), then the key,
         // linked into place: link fails if another meshgate made one meanwhile,
@@ -673,6 +701,34 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "", "the key was written through the symlink");
         let meta = std::fs::symlink_metadata(ca.key_path()).unwrap();
         assert!(meta.file_type().is_file() && meta.permissions().mode() & 0o777 == 0o600, "{meta:?}");
+    }
+
+    /// URIs are closed like e-mail addresses: a leaf naming any URI (a URI-ID
+    /// as RFC 6125 clients and SPIFFE-style checks read) is refused, while
+    /// ordinary leaves are not affected.
+    #[test]
+    fn a_leaf_naming_a_uri_is_refused() {
+        use rustls::client::danger::ServerCertVerifier as _;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, _) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["gw.example".into()])).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.der.clone()).unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["gw.example".to_owned()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI("https://bank.example/".try_into().unwrap()));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params.signed_by(&key, &ca.issuer, &ca.key).unwrap();
+        let sn = ServerName::try_from("gw.example").unwrap();
+        let err = verifier.verify_server_cert(leaf.der(), &[], &sn, &[], UnixTime::now()).unwrap_err();
+        assert!(format!("{err:?}").contains("NameConstraint"), "{err:?}");
+        // The constraints still read back the same, and a plain leaf still verifies.
+        assert_eq!(CaCertificate::read(tmp.path()).unwrap().constraints(), ca.constraints());
+        let (leaf, _) = ca.issue(&["gw.example".into()], &[ip("10.8.0.1")], Duration::from_secs(120)).unwrap();
+        verifier.verify_server_cert(&leaf.cert[0], &[], &sn, &[], UnixTime::now()).unwrap();
     }
 
     use rustls_pki_types::pem::PemObject as _;
