@@ -44,6 +44,9 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 /// for DNS names to be constrained at all (RFC 5280 4.2.1.10).
 const NO_NAME: &str = "invalid";
 const OID_NAME_CONSTRAINTS: &[u64] = &[2, 5, 29, 30];
+/// How long [`LocalCa::open`] waits for the certificate of a key another
+/// meshgate has just put in place.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// What a CA may sign for: IP ranges and DNS names (each with its subdomains).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -239,7 +242,7 @@ impl LocalCa {
             .mode(0o700)
             .create(dir)
             .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
-        match Self::load(dir) {
+        match Self::load_settled(dir) {
             Ok(ca) => return Ok((ca, false)),
             Err(TlsError::NoCa { .. }) => {}
             Err(e) => return Err(e),
@@ -280,7 +283,7 @@ impl LocalCa {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let _ = std::fs::remove_file(&tmp_cert);
-                return Ok((Self::load(dir)?, false));
+                return Ok((Self::load_settled(dir)?, false));
             }
             Err(source) => {
                 let _ = std::fs::remove_file(&tmp_cert);
@@ -288,6 +291,26 @@ impl LocalCa {
             }
         }
         Ok((Self::load(dir)?, true))
+    }
+
+    /// [`LocalCa::load`], waiting up to [`SETTLE`] while the key is there
+    /// without its certificate: another meshgate making the CA links the key
+    /// in first and renames the certificate in a moment later. A key whose
+    /// certificate stays missing (a crash between the two) is still an error.
+    fn load_settled(dir: &Path) -> Result<Self, TlsError> {
+        let start = std::time::Instant::now();
+        loop {
+            match Self::load(dir) {
+                Err(TlsError::BadCa { .. })
+                    if start.elapsed() < SETTLE
+                        && !dir.join(CA_CERT_FILE).exists()
+                        && dir.join(CA_KEY_FILE).exists() =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Reads the CA in `dir`; [`TlsError::NoCa`] when there is none yet.
@@ -701,6 +724,31 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "", "the key was written through the symlink");
         let meta = std::fs::symlink_metadata(ca.key_path()).unwrap();
         assert!(meta.file_type().is_file() && meta.permissions().mode() & 0o777 == 0o600, "{meta:?}");
+    }
+
+    /// Two meshgates making the CA at once (template units sharing a state
+    /// directory): the one that finds the key linked in but the certificate
+    /// not yet renamed into place waits for it instead of calling the CA
+    /// damaged.
+    #[test]
+    fn a_ca_being_made_by_another_process_is_waited_for() {
+        let other = tempfile::tempdir().unwrap();
+        let (made, _) = LocalCa::open(other.path(), &Constraints::new(&[], &[])).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(made.key_path(), tmp.path().join(CA_KEY_FILE)).unwrap();
+        let (from, to) = (made.cert_path(), tmp.path().join(CA_CERT_FILE));
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::copy(from, to).unwrap();
+        });
+        let (ca, made_now) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["other.example".into()])).unwrap();
+        late.join().unwrap();
+        assert!(!made_now);
+        assert_eq!(ca.fingerprint_sha256(), made.fingerprint_sha256());
+        // A certificate that never comes is the damaged CA it was.
+        std::fs::remove_file(ca.cert_path()).unwrap();
+        let err = LocalCa::open(tmp.path(), &Constraints::new(&[], &[])).unwrap_err();
+        assert!(matches!(err, TlsError::BadCa { .. }) && err.to_string().contains("missing"), "{err}");
     }
 
     /// URIs are closed like e-mail addresses: a leaf naming any URI (a URI-ID
