@@ -598,7 +598,7 @@ fn tls_plan<'a>(args: &TlsArgs, file: Option<(&'a Path, &'a FileConfig)>) -> Res
             _ => TlsPlan::Internal {
                 dir,
                 names,
-                ranges: cfg.ca_ranges.clone(),
+                ranges: ca_ranges(&cfg.ca_ranges, file)?,
                 suffixes: ca_names(&cfg.ca_names, file)?,
                 from,
             },
@@ -847,6 +847,35 @@ pub async fn tls_setup(args: &TlsArgs, file: Option<(&Path, &FileConfig)>) -> Re
             }))
         }
     }
+}
+
+/// `[tls] ca_ranges`, checked: none wider than a /8 (IPv4) or a /7 (IPv6),
+/// the widest mesh ranges there are (`10.0.0.0/8`; ULA `fc00::/7`,
+/// Yggdrasil's `200::/7`). A wider one (`0.0.0.0/0`, a typo'd prefix) would
+/// let the CA vouch for much of the internet, the one thing it must not do.
+fn ca_ranges(raw: &[ipnet::IpNet], file: Option<(&Path, &FileConfig)>) -> Result<Vec<ipnet::IpNet>, CliError> {
+    raw.iter()
+        .map(|n| {
+            let widest = if n.addr().is_ipv4() { 8 } else { 7 };
+            if n.prefix_len() >= widest {
+                return Ok(*n);
+            }
+            let detail = format!(
+                "wider than a /{widest}: the local CA could then vouch for addresses far outside the mesh; \
+                 name the mesh's own ranges (such as \"10.8.0.0/24\" or \"fd7a:115c:a1e0::/48\")"
+            );
+            Err(match file {
+                Some((p, f)) => f.value_error(p, "tls.ca_ranges", n.to_string(), &detail),
+                None => ConfigError::Value {
+                    path: PathBuf::new(),
+                    key: "tls.ca_ranges".into(),
+                    value: n.to_string(),
+                    detail,
+                },
+            }
+            .into())
+        })
+        .collect()
 }
 
 /// `[tls] ca_names`, checked: DNS names (a leading dot is dropped), not IP
@@ -1100,6 +1129,17 @@ mod tests {
             let err = tls_setup(&args, Some((&p, &f))).await.err().expect("refused").to_string();
             assert!(err.contains("ca_names") && err.contains("ca_ranges"), "{bad}: {err}");
         }
+        // A range that would open the CA to much of the internet is refused,
+        // naming the line; the widest mesh ranges are taken.
+        for bad in ["0.0.0.0/0", "::/0", "8.0.0.0/6", "2000::/3"] {
+            let (p, f) = file(&format!("[tls]\nmode = \"internal\"\nca_ranges = [\"{bad}\"]\n"));
+            let args = TlsArgs { state_dir: Some(tmp.path().join("bad")), ..TlsArgs::default() };
+            let err = tls_setup(&args, Some((&p, &f))).await.err().expect("refused").to_string();
+            assert!(err.contains("ca_ranges") && err.contains("line 3") && err.contains(bad), "{bad}: {err}");
+        }
+        let (p, f) = file("[tls]\nmode = \"internal\"\nca_ranges = [\"10.0.0.0/8\", \"200::/7\"]\n");
+        let args = TlsArgs { state_dir: Some(tmp.path().join("widest")), ..TlsArgs::default() };
+        tls_setup(&args, Some((&p, &f))).await.unwrap().expect("TLS on");
         assert!(!tmp.path().join("bad").exists(), "no CA made from a bad config");
         // A typo in the mode is the file's error, naming the choices.
         let err = FileConfig::parse("[tls]\nmode = \"interal\"\n", &p).unwrap_err().to_string();

@@ -142,3 +142,52 @@ async fn accept_tcp_redirects_http_drops_garbage_and_serves_tls() {
     assert_eq!(server.await.unwrap(), Ok(()));
     assert_eq!(acc.stats().snapshot().ok, 1);
 }
+
+/// The redirect door refuses what it must: a request head past its bound is
+/// dropped as soon as the bound is passed (not read on), a client that sends
+/// one byte and stalls is cut at the handshake time limit, and a CR or LF in
+/// the path gets no answer (no header can be smuggled into `Location`).
+#[tokio::test]
+async fn the_redirect_door_bounds_the_head_and_the_time_and_refuses_crlf() {
+    use tokio::io::AsyncReadExt;
+    let made = Made::new(&["gw.example"], None);
+    let acc = acceptor(&made).with_handshake_timeout(Duration::from_secs(2));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = {
+        let acc = acc.clone();
+        tokio::spawn(async move {
+            let mut kinds = Vec::new();
+            for _ in 0..4 {
+                let (s, _) = listener.accept().await.unwrap();
+                let started = std::time::Instant::now();
+                let kind = acc.accept_tcp(s).await.map(|_| ()).map_err(|e| e.kind());
+                kinds.push((kind, started.elapsed()));
+            }
+            kinds
+        })
+    };
+    // Sends `bytes`, keeps the socket open, returns what came back.
+    let exchange = |bytes: Vec<u8>| async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = c.write_all(&bytes).await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let mut huge = b"GET /".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 4 * super::redirect::MAX_HEAD));
+    assert_eq!(exchange(huge).await, "", "a head past the bound gets no answer");
+    assert_eq!(exchange(b"G".to_vec()).await, "", "one byte, then nothing");
+    assert_eq!(exchange(b"GET /a\rLocation: https://evil.example/ HTTP/1.1\r\n\r\n".to_vec()).await, "");
+    assert_eq!(exchange(b"GET /a\nSet-Cookie: x=y HTTP/1.1\r\nHost: gw.example\r\n\r\n".to_vec()).await, "");
+    let kinds = server.await.unwrap();
+    assert_eq!(kinds[0].0, Err(HandshakeErrorKind::Garbage));
+    assert!(kinds[0].1 < Duration::from_secs(1), "dropped at the bound, not at the time limit: {:?}", kinds[0].1);
+    assert_eq!(kinds[1].0, Err(HandshakeErrorKind::Timeout));
+    assert!(kinds[1].1 >= Duration::from_secs(2) && kinds[1].1 < Duration::from_secs(4), "{:?}", kinds[1].1);
+    assert_eq!(kinds[2].0, Err(HandshakeErrorKind::Garbage));
+    assert_eq!(kinds[3].0, Err(HandshakeErrorKind::Garbage));
+    let s = acc.stats().snapshot();
+    assert_eq!((s.redirected, s.garbage, s.timeout), (0, 3, 1));
+}

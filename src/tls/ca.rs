@@ -4,7 +4,8 @@
 //! [`LocalCa::open`] reads the CA ([`CA_KEY_FILE`], mode 0600, and
 //! [`CA_CERT_FILE`]) or makes it the first time, with the [`Constraints`] asked
 //! for: the private, CGNAT, ULA and loopback ranges (or the configured mesh
-//! ranges) and the configured DNS names. The constraints are critical and the
+//! ranges) and the configured DNS names; no e-mail address and no URI. The
+//! constraints (written here: rcgen has no URI form) are critical and the
 //! CA may issue no intermediates (path length 0) and only server certificates
 //! (extended key usage), so a device that trusts it trusts it for those
 //! addresses and names and nothing else. The key is never served and never
@@ -43,6 +44,9 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 /// for DNS names to be constrained at all (RFC 5280 4.2.1.10).
 const NO_NAME: &str = "invalid";
 const OID_NAME_CONSTRAINTS: &[u64] = &[2, 5, 29, 30];
+/// How long [`LocalCa::open`] waits for the certificate of a key another
+/// meshgate has just put in place.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// What a CA may sign for: IP ranges and DNS names (each with its subdomains).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -102,18 +106,45 @@ impl Constraints {
         format!("permitted IP ranges {}; permitted DNS names {dns}", ranges.join(", "))
     }
 
-    fn to_rcgen(&self) -> rcgen::NameConstraints {
-        let mut permitted: Vec<rcgen::GeneralSubtree> = self
-            .ranges
-            .iter()
-            .map(|n| rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_addr_prefix(n.network(), n.prefix_len())))
-            .collect();
+    /// The NameConstraints extension, critical. Written here rather than by
+    /// rcgen because rcgen's subtrees have no URI form: permitted subtrees
+    /// constrain only the name forms they list, so a form left out (URIs,
+    /// as e-mail addresses before) would stay open to any value.
+    fn extension(&self) -> rcgen::CustomExtension {
+        use yasna::Tag;
         let dns: Vec<&str> =
             if self.dns.is_empty() { vec![NO_NAME] } else { self.dns.iter().map(String::as_str).collect() };
-        permitted.extend(dns.into_iter().map(|d| rcgen::GeneralSubtree::DnsName(d.to_owned())));
-        // No e-mail address either: the CA is for servers on the mesh.
-        permitted.push(rcgen::GeneralSubtree::Rfc822Name(NO_NAME.to_owned()));
-        rcgen::NameConstraints { permitted_subtrees: permitted, excluded_subtrees: Vec::new() }
+        let der = yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_tagged_implicit(Tag::context(0), |w| {
+                    w.write_sequence(|w| {
+                        // GeneralSubtree ::= SEQUENCE { base GeneralName } (minimum 0, no maximum).
+                        let mut subtree = |tag: u64, write: &dyn Fn(yasna::DERWriter<'_>)| {
+                            w.next().write_sequence(|w| w.next().write_tagged_implicit(Tag::context(tag), write));
+                        };
+                        for n in &self.ranges {
+                            // iPAddress [7]: the address, then the mask (RFC 5280 4.2.1.10).
+                            let bytes: Vec<u8> = match (n.network(), n.netmask()) {
+                                (IpAddr::V4(a), IpAddr::V4(m)) => [a.octets(), m.octets()].concat(),
+                                (IpAddr::V6(a), IpAddr::V6(m)) => [a.octets(), m.octets()].concat(),
+                                _ => continue,
+                            };
+                            subtree(7, &|w| w.write_bytes(&bytes));
+                        }
+                        for d in &dns {
+                            subtree(2, &|w| w.write_ia5_string(d)); // dNSName
+                        }
+                        // No e-mail address and no URI either: the CA is for
+                        // servers on the mesh (rfc822Name [1], URI [6]).
+                        subtree(1, &|w| w.write_ia5_string(NO_NAME));
+                        subtree(6, &|w| w.write_ia5_string(NO_NAME));
+                    })
+                })
+            })
+        });
+        let mut ext = rcgen::CustomExtension::from_oid_content(OID_NAME_CONSTRAINTS, der);
+        ext.set_criticality(true);
+        ext
     }
 }
 
@@ -211,7 +242,7 @@ impl LocalCa {
             .mode(0o700)
             .create(dir)
             .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
-        match Self::load(dir) {
+        match Self::load_settled(dir) {
             Ok(ca) => return Ok((ca, false)),
             Err(TlsError::NoCa { .. }) => {}
             Err(e) => return Err(e),
@@ -221,7 +252,7 @@ impl LocalCa {
         let mut params = ca_params(&key);
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + CA_LIFETIME).into();
-        params.name_constraints = Some(wanted.to_rcgen());
+        params.custom_extensions.push(wanted.extension());
         let cert = params.self_signed(&key)?;
         // The certificate first (harmless if we lose a race), then the key,
         // linked into place: link fails if another meshgate made one meanwhile,
@@ -230,8 +261,15 @@ impl LocalCa {
         let key_path = dir.join(CA_KEY_FILE);
         let tmp_cert = dir.join(format!(".{CA_CERT_FILE}.{}", std::process::id()));
         let tmp_key = dir.join(format!(".{CA_KEY_FILE}.{}", std::process::id()));
+        // Each temporary file is made anew (O_CREAT|O_EXCL, never through a
+        // symlink): one left at the name would keep its own mode, and the key
+        // would get that mode through the hard link below.
         let write = |path: &Path, mode: u32, text: &str| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()
         };
@@ -245,7 +283,7 @@ impl LocalCa {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let _ = std::fs::remove_file(&tmp_cert);
-                return Ok((Self::load(dir)?, false));
+                return Ok((Self::load_settled(dir)?, false));
             }
             Err(source) => {
                 let _ = std::fs::remove_file(&tmp_cert);
@@ -253,6 +291,26 @@ impl LocalCa {
             }
         }
         Ok((Self::load(dir)?, true))
+    }
+
+    /// [`LocalCa::load`], waiting up to [`SETTLE`] while the key is there
+    /// without its certificate: another meshgate making the CA links the key
+    /// in first and renames the certificate in a moment later. A key whose
+    /// certificate stays missing (a crash between the two) is still an error.
+    fn load_settled(dir: &Path) -> Result<Self, TlsError> {
+        let start = std::time::Instant::now();
+        loop {
+            match Self::load(dir) {
+                Err(TlsError::BadCa { .. })
+                    if start.elapsed() < SETTLE
+                        && !dir.join(CA_CERT_FILE).exists()
+                        && dir.join(CA_KEY_FILE).exists() =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Reads the CA in `dir`; [`TlsError::NoCa`] when there is none yet.
@@ -638,6 +696,87 @@ mod tests {
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let sn = ServerName::try_from("8.8.8.8").unwrap();
         assert!(verifier.verify_server_cert(&der, &[], &sn, &[], now).is_err());
+    }
+
+    /// The temporary key file is made anew (O_EXCL, 0600): a file or symlink
+    /// left at its name (a crashed run with the same pid, or planted in a
+    /// state directory others can write) neither lends the key its wider mode
+    /// through the hard link nor receives the key through the symlink.
+    #[test]
+    fn a_file_left_at_the_temporary_name_gets_neither_the_key_nor_its_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        let stale = dir.join(format!(".{CA_KEY_FILE}.{}", std::process::id()));
+        std::fs::write(&stale, "left over").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ca, made) = LocalCa::open(&dir, &Constraints::new(&[], &[])).unwrap();
+        assert!(made);
+        let mode = std::fs::metadata(ca.key_path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key took the left-over file's mode");
+
+        let dir = tmp.path().join("state2");
+        std::fs::create_dir(&dir).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join(format!(".{CA_KEY_FILE}.{}", std::process::id()))).unwrap();
+        let (ca, _) = LocalCa::open(&dir, &Constraints::new(&[], &[])).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "", "the key was written through the symlink");
+        let meta = std::fs::symlink_metadata(ca.key_path()).unwrap();
+        assert!(meta.file_type().is_file() && meta.permissions().mode() & 0o777 == 0o600, "{meta:?}");
+    }
+
+    /// Two meshgates making the CA at once (template units sharing a state
+    /// directory): the one that finds the key linked in but the certificate
+    /// not yet renamed into place waits for it instead of calling the CA
+    /// damaged.
+    #[test]
+    fn a_ca_being_made_by_another_process_is_waited_for() {
+        let other = tempfile::tempdir().unwrap();
+        let (made, _) = LocalCa::open(other.path(), &Constraints::new(&[], &[])).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(made.key_path(), tmp.path().join(CA_KEY_FILE)).unwrap();
+        let (from, to) = (made.cert_path(), tmp.path().join(CA_CERT_FILE));
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::copy(from, to).unwrap();
+        });
+        let (ca, made_now) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["other.example".into()])).unwrap();
+        late.join().unwrap();
+        assert!(!made_now);
+        assert_eq!(ca.fingerprint_sha256(), made.fingerprint_sha256());
+        // A certificate that never comes is the damaged CA it was.
+        std::fs::remove_file(ca.cert_path()).unwrap();
+        let err = LocalCa::open(tmp.path(), &Constraints::new(&[], &[])).unwrap_err();
+        assert!(matches!(err, TlsError::BadCa { .. }) && err.to_string().contains("missing"), "{err}");
+    }
+
+    /// URIs are closed like e-mail addresses: a leaf naming any URI (a URI-ID
+    /// as RFC 6125 clients and SPIFFE-style checks read) is refused, while
+    /// ordinary leaves are not affected.
+    #[test]
+    fn a_leaf_naming_a_uri_is_refused() {
+        use rustls::client::danger::ServerCertVerifier as _;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, _) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["gw.example".into()])).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.der.clone()).unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["gw.example".to_owned()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI("https://bank.example/".try_into().unwrap()));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params.signed_by(&key, &ca.issuer, &ca.key).unwrap();
+        let sn = ServerName::try_from("gw.example").unwrap();
+        let err = verifier.verify_server_cert(leaf.der(), &[], &sn, &[], UnixTime::now()).unwrap_err();
+        assert!(format!("{err:?}").contains("NameConstraint"), "{err:?}");
+        // The constraints still read back the same, and a plain leaf still verifies.
+        assert_eq!(CaCertificate::read(tmp.path()).unwrap().constraints(), ca.constraints());
+        let (leaf, _) = ca.issue(&["gw.example".into()], &[ip("10.8.0.1")], Duration::from_secs(120)).unwrap();
+        verifier.verify_server_cert(&leaf.cert[0], &[], &sn, &[], UnixTime::now()).unwrap();
     }
 
     use rustls_pki_types::pem::PemObject as _;

@@ -51,6 +51,8 @@ struct Named {
     ips: BTreeSet<IpAddr>,
     /// Addresses left out (outside the constraints), warned about once each.
     refused: BTreeSet<IpAddr>,
+    /// When the current leaf was issued (by this host's clock then).
+    issued: SystemTime,
     not_after: SystemTime,
 }
 
@@ -109,12 +111,13 @@ impl Internal {
         }
         let dns_list: Vec<String> = dns.iter().cloned().collect();
         let ip_list: Vec<IpAddr> = ips.iter().copied().collect();
+        let issued = SystemTime::now();
         let (leaf, not_after) = ca.issue(&dns_list, &ip_list, lifetime)?;
         Ok(Internal {
             ca,
             made_now,
             lifetime,
-            named: Mutex::new(Named { dns, ips, refused, not_after }),
+            named: Mutex::new(Named { dns, ips, refused, issued, not_after }),
             resolver: Arc::new(CertResolver::new(leaf)),
         })
     }
@@ -151,11 +154,16 @@ impl Internal {
     }
 
     /// Reissues the leaf (same names) if it is due; returns whether it did.
+    /// It is due a third of its life before its end, and also when the clock
+    /// now reads before the leaf was issued (the clock was stepped back, as
+    /// NTP does to a host whose clock ran ahead): its notBefore may then lie
+    /// in the future for every client, and waiting for its end would leave
+    /// it refused for as long as the step.
     pub fn renew_if_due(&self) -> Result<bool, TlsError> {
-        self.reissue(&[], false)
+        self.reissue(&[], false, SystemTime::now())
     }
 
-    fn reissue(&self, addrs: &[IpAddr], force: bool) -> Result<bool, TlsError> {
+    fn reissue(&self, addrs: &[IpAddr], force: bool, now: SystemTime) -> Result<bool, TlsError> {
         let mut named = lock(&self.named);
         let mut new_ips = named.ips.clone();
         for a in addrs {
@@ -171,15 +179,17 @@ impl Internal {
             }
         }
         let added = new_ips.len() != named.ips.len();
-        let due = SystemTime::now() >= self.due_at(named.not_after);
+        let due = now >= self.due_at(named.not_after) || now < named.issued;
         if !added && !due && !force {
             return Ok(false);
         }
         let dns: Vec<String> = named.dns.iter().cloned().collect();
         let ips: Vec<IpAddr> = new_ips.iter().copied().collect();
+        let issued = SystemTime::now();
         let (leaf, not_after) = self.ca.issue(&dns, &ips, self.lifetime)?;
         self.resolver.store(leaf);
         named.ips = new_ips;
+        named.issued = issued;
         named.not_after = not_after;
         tracing::info!(
             names = ?dns,
@@ -217,7 +227,7 @@ impl Internal {
 
 impl AddressNames for Internal {
     fn ensure_names(&self, addrs: &[IpAddr]) -> Result<bool, TlsError> {
-        self.reissue(addrs, false)
+        self.reissue(addrs, false, SystemTime::now())
     }
 }
 
@@ -270,6 +280,20 @@ mod tests {
         assert_eq!(int.names().1, vec![ip("10.8.0.1"), ip("100.64.0.7")]);
         let after = client_handshake(&acc, &[b"h2"], None).await.unwrap();
         assert_ne!(after.leaf.as_ref(), before.leaf.as_ref());
+    }
+
+    /// A clock stepped back past the leaf's issue: the leaf is reissued at
+    /// the next check rather than a third of a lifetime (days) later.
+    #[test]
+    fn a_clock_stepped_back_gets_a_new_leaf_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let int = Internal::open(tmp.path(), &[], &[ip("10.8.0.1")], (&[], &[]), LEAF_LIFETIME).unwrap();
+        let first = int.not_after();
+        let now = SystemTime::now();
+        assert!(!int.reissue(&[], false, now).unwrap(), "not due");
+        assert!(int.reissue(&[], false, now - Duration::from_secs(2 * 3600)).unwrap(), "stepped back: reissued");
+        assert_ne!(int.not_after(), first);
+        assert!(!int.renew_if_due().unwrap(), "and then not again");
     }
 
     #[tokio::test]

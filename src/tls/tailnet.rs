@@ -39,9 +39,10 @@ pub struct TailnetCert {
     socket: PathBuf,
     domain: String,
     resolver: Arc<CertResolver>,
-    /// The pair's bytes last served (to tell a renewal from the same answer),
-    /// and its notAfter.
-    current: Mutex<(Vec<u8>, i64)>,
+    /// SHA-256 of the pair last served (to tell a renewal from the same
+    /// answer; not the bytes: they hold the private key, which would then
+    /// show in this struct's Debug), and its notAfter.
+    current: Mutex<([u8; 32], i64)>,
 }
 
 impl TailnetCert {
@@ -58,12 +59,12 @@ impl TailnetCert {
         let Some(domain) = info.domains.first().cloned() else {
             return Err(TlsError::Tailnet(HTTPS_OFF.into()));
         };
-        let (pem, not_after, certified) = fetch(socket, &domain).await?;
+        let (digest, not_after, certified) = fetch(socket, &domain).await?;
         Ok(TailnetCert {
             socket: socket.to_path_buf(),
             domain,
             resolver: Arc::new(CertResolver::new(certified)),
-            current: Mutex::new((pem, not_after)),
+            current: Mutex::new((digest, not_after)),
         })
     }
 
@@ -85,13 +86,13 @@ impl TailnetCert {
     /// Asks tailscaled again; serves what it hands out if it changed. A bad
     /// or missing answer keeps the current certificate (the error says why).
     pub async fn refresh(&self) -> Result<bool, TlsError> {
-        let (pem, not_after, certified) = fetch(&self.socket, &self.domain).await?;
+        let (digest, not_after, certified) = fetch(&self.socket, &self.domain).await?;
         let mut cur = lock(&self.current);
-        if cur.0 == pem {
+        if cur.0 == digest {
             return Ok(false);
         }
         self.resolver.store(certified);
-        *cur = (pem, not_after);
+        *cur = (digest, not_after);
         tracing::info!(domain = %self.domain, not_after_unix = not_after, "serving the renewed tailnet certificate");
         Ok(true)
     }
@@ -117,7 +118,8 @@ impl TailnetCert {
     }
 }
 
-type Fetched = (Vec<u8>, i64, Arc<rustls::sign::CertifiedKey>);
+/// SHA-256 of the answer, its notAfter, the pair to serve.
+type Fetched = ([u8; 32], i64, Arc<rustls::sign::CertifiedKey>);
 
 async fn fetch(socket: &Path, domain: &str) -> Result<Fetched, TlsError> {
     let pem = cert_pair_at(socket, domain, CERT_LIMIT).await.map_err(|e| {
@@ -130,7 +132,9 @@ async fn fetch(socket: &Path, domain: &str) -> Result<Fetched, TlsError> {
     })?;
     let what = PathBuf::from(format!("tailscaled's certificate for {domain}"));
     let pair = pair_from_pem(&pem, &pem, &what, &what)?;
-    Ok((pem, pair.not_after_unix, pair.certified))
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &pem).as_ref());
+    Ok((digest, pair.not_after_unix, pair.certified))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -174,6 +178,11 @@ mod tests {
         standin.serve_cert("gw.tail1234.ts.net", &k, &c);
         let cert = TailnetCert::open(standin.path()).await.unwrap();
         assert_eq!(cert.domain(), "gw.tail1234.ts.net");
+        // Debug (what a `?cert` in a log line prints) shows no part of the key.
+        let shown = format!("{cert:?}");
+        let key_bytes = format!("{:?}", k.as_bytes());
+        let some_key = &key_bytes[1..120];
+        assert!(!shown.contains(some_key) && !shown.contains("PRIVATE"), "the key in Debug: {shown}");
         let acc = TlsAcceptor::new(cert.resolver()).unwrap();
         assert_eq!(client_handshake(&acc, &[b"h2"], None).await.unwrap().leaf.as_ref(), der.as_slice());
         assert!(!cert.refresh().await.unwrap(), "same answer, nothing to do");
