@@ -137,15 +137,19 @@ fn s(v: &Value, key: &str) -> String {
 
 /// [`s`], `None` when absent.
 fn opt(v: &Value, key: &str) -> Option<String> {
-    let text = v.get(key).and_then(Value::as_str)?;
-    Some(text.chars().fold(String::with_capacity(text.len()), |mut out, c| {
+    v.get(key).and_then(Value::as_str).map(clean)
+}
+
+/// `text` with its control characters escaped.
+fn clean(text: &str) -> String {
+    text.chars().fold(String::with_capacity(text.len()), |mut out, c| {
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
         out
-    }))
+    })
 }
 
 /// The table, from a `/status` document.
@@ -217,6 +221,24 @@ pub(crate) fn text(doc: &Value) -> String {
     if interfaces.is_empty() {
         let _ = writeln!(out, "\nno WireGuard interface served: no peers");
     }
+    let callers = arr(doc, "tailnet_callers");
+    if !callers.is_empty() {
+        let _ = writeln!(out, "\ntailnet callers: {}", callers.len());
+    }
+    for c in callers {
+        let tags: Vec<String> = arr(&c, "tags").iter().filter_map(Value::as_str).map(clean).collect();
+        let allowed = if c.get("allowed").and_then(Value::as_bool) == Some(true) { "allowed" } else { "needs sign-in" };
+        let seen = c.get("last_seen").and_then(Value::as_u64).map_or_else(|| "-".into(), |t| ago(now, t));
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<24} {:<16} {allowed:<13}  seen {seen:<12}  {} requests  {}",
+            opt(&c, "login").unwrap_or_else(|| "-".to_owned()),
+            opt(&c, "node").unwrap_or_else(|| "-".to_owned()),
+            opt(&c, "address").unwrap_or_else(|| "-".to_owned()),
+            c.get("requests").and_then(Value::as_u64).unwrap_or(0),
+            if tags.is_empty() { "-".to_owned() } else { tags.join(",") },
+        );
+    }
     if let Some(c) = doc.get("counters") {
         let refused: Vec<String> = arr(c, "refusals")
             .iter()
@@ -270,6 +292,7 @@ mod tests {
             "interfaces": [{"interface": "wg0", "wireguard": "userspace", "peers": [
                 {"name": "laptop", "short_key": "xTIBA5rb", "allowed": true, "last_handshake": 958, "rx_bytes": 2048, "tx_bytes": 10, "endpoint": "192.0.2.7:51820"}
             ]}],
+            "tailnet_callers": [{"login": "alice@example.com", "node": "alice-laptop", "tags": ["tag:ops"], "address": "100.64.0.2", "allowed": true, "last_seen": 995, "requests": 3}],
             "counters": {"responses": 7, "open_connections": 1, "refusals": [{"reason": "no token, session or allowed peer (401)", "count": 2}]}
         });
         let t = text(&doc);
@@ -280,6 +303,9 @@ mod tests {
         assert!(t.contains("laptop") && t.contains("allowed") && t.contains("handshake 42 s ago"), "{t}");
         assert!(t.contains("2.0 KiB") && t.contains("192.0.2.7:51820"), "{t}");
         assert!(t.contains("refused: 2 no token"), "{t}");
+        assert!(t.contains("tailnet callers: 1"), "{t}");
+        assert!(t.contains("alice@example.com") && t.contains("alice-laptop") && t.contains("100.64.0.2"), "{t}");
+        assert!(t.contains("seen 5 s ago") && t.contains("3 requests  tag:ops"), "{t}");
     }
 
     /// Whatever answers on the port (any local user can listen there when no
@@ -297,6 +323,7 @@ mod tests {
             "interfaces": [{"interface": evil, "wireguard": evil, "error": evil, "peers": [
                 {"name": evil, "short_key": evil, "allowed": true, "last_handshake": 958, "endpoint": evil}
             ]}],
+            "tailnet_callers": [{"login": evil, "node": evil, "tags": [evil], "address": evil, "allowed": false, "last_seen": 990, "requests": 1}],
             "counters": {"responses": 7, "open_connections": 1, "refusals": [{"reason": evil, "count": 2}]}
         });
         let t = text(&doc);

@@ -130,6 +130,12 @@ pub(crate) fn check<B>(
 ) -> Verdict {
     let headers = request.headers();
     let path = request.uri().path();
+    // A tailnet caller is listed on the status page, by login.
+    if let Some(c) = caller.filter(|c| c.mesh == "tailscale") {
+        let allowed = allowed_now(state.peer_lookup(), Some(c));
+        let address = peer.map(|p| p.ip().to_string());
+        state.status_board().seen_tailnet(c.login.as_deref(), c.node.as_deref(), &c.tags, address, allowed);
+    }
     // No listener context means we cannot tell: treat as non-loopback (fail closed).
     let loopback = ctx.is_some_and(|c| c.loopback);
     // Browser attacks first: a rebound Host or a cross-site WebSocket is refused

@@ -179,6 +179,87 @@ async fn the_page_names_a_tailnet_caller_by_login_and_refuses_strangers() {
     assert!(!body.contains("alice"), "{body}");
 }
 
+/// A tailnet caller that tailscaled's `whois` (the stand-in local API of
+/// `tests/gateway/tailnet.rs`) names is listed by login in `/status` and on
+/// the page after its request, with its node, tags, address and count; a
+/// login with markup in it is shown as text.
+#[tokio::test]
+async fn tailnet_callers_are_listed_by_login_and_escaped() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{header, Request, StatusCode};
+    use axum::Extension;
+    use meshgate::core::fact::{DaemonFact, DaemonState};
+    use meshgate::core::probe::standin::{self, Answer, StandIn};
+    use meshgate::core::wgpeer::{AllowList, PeerNames};
+    use meshgate::core::Snapshot;
+    use meshgate::gateway::identity::Caller;
+    use meshgate::gateway::{app, AppState, ListenerCtx, PeerLookup, TailnetPeers, Token};
+    use tower::ServiceExt;
+
+    let sock = std::env::temp_dir().join(format!("meshgate-status-tailnet-{}.sock", std::process::id()));
+    let daemon = StandIn::start(sock).expect("stand-in");
+    let allow = AllowList::resolve(&PeerNames::default(), ["tag:server"]).unwrap();
+    let peers = std::sync::Arc::new(TailnetPeers::at(allow, daemon.path()));
+    let mut snapshot = Snapshot::default();
+    snapshot.facts.push(DaemonFact::new("tailscale", "tailscaled's local API", DaemonState::Running).on("tailscale0"));
+    peers.observe(&snapshot);
+    let state = AppState::new(Some(Token::new("correct-horse-battery-staple", "test").unwrap()))
+        .with_peer_lookup(peers.clone());
+    let ctx = ListenerCtx { local: "100.64.1.2:18789".parse().unwrap(), loopback: false, tls: false };
+    let tagged: std::net::SocketAddr = "100.64.0.12:51234".parse().unwrap();
+    let evil: std::net::SocketAddr = "100.64.0.13:40000".parse().unwrap();
+
+    let get = |from: std::net::SocketAddr, path: &str, accept: &str| {
+        let state = state.clone();
+        let peers = peers.clone();
+        let request = Request::get(path).header(header::HOST, "100.64.1.2:18789").header(header::ACCEPT, accept);
+        async move {
+            let caller = peers.identify("tailscale0", from).await.map(std::sync::Arc::new);
+            let router =
+                app(state).layer(Extension(ctx)).layer(Extension(Caller(caller))).layer(Extension(ConnectInfo(from)));
+            let resp = router.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    // A login with markup (a tailnet's login names are the identity
+    // provider's, not meshgate's), not allowed: refused, and still listed.
+    let marked = standin::WHOIS_USER.replace("alice@example.com", "<img src=x onerror=alert(1)>@example.com");
+    daemon.answer("/localapi/v0/whois", Answer::Json(marked));
+    let (status, _) = get(evil, "/status", "*/*").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A tagged node on the allow-list reads the status twice.
+    daemon.answer("/localapi/v0/whois", Answer::Json(standin::WHOIS_TAGGED.into()));
+    get(tagged, "/healthz", "*/*").await;
+    let (status, json) = get(tagged, "/status", "application/json").await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let callers = doc["tailnet_callers"].as_array().expect("a tailnet_callers list");
+    assert_eq!(callers.len(), 2, "{callers:?}");
+    let first = &callers[0];
+    assert_eq!(first["login"], "tagged-devices", "{first}");
+    assert_eq!(first["node"], "ci-runner.office.headscale.example", "{first}");
+    assert_eq!(first["tags"], serde_json::json!(["tag:ci", "tag:server"]));
+    assert_eq!(first["address"], "100.64.0.12");
+    assert_eq!(first["allowed"], true);
+    assert_eq!(first["requests"], 2);
+    assert_eq!(callers[1]["login"], "<img src=x onerror=alert(1)>@example.com");
+    assert_eq!(
+        (&callers[1]["allowed"], &callers[1]["address"]),
+        (&serde_json::json!(false), &serde_json::json!("100.64.0.13"))
+    );
+
+    let (status, page) = get(tagged, "/", "text/html").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Tailnet callers"), "{page}");
+    assert!(page.contains("<b>tagged-devices</b>") && page.contains("tag:ci, tag:server"), "{page}");
+    assert!(page.contains("100.64.0.12"), "{page}");
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;@example.com"), "{page}");
+    assert!(!page.contains("<img src=x"), "markup from a login reached the page");
+}
+
 /// A config file that no longer parses is refused at SIGHUP, and the page
 /// says so; but the page (and `/status`) is seen by allowed peers who may not
 /// hold the token, and toml's message quotes the offending line, which may be

@@ -29,6 +29,8 @@ use serde::Serialize;
 use crate::gateway::identity::SharedPeerRules;
 use crate::tls::CertResolver;
 
+/// How many tailnet callers the board remembers (the least recently seen goes).
+pub const TAILNET_CALLERS_KEPT: usize = 64;
 /// How many events the ring keeps.
 pub const EVENTS_KEPT: usize = 200;
 /// Events of one kind and text within this many seconds are one line, counted.
@@ -132,6 +134,25 @@ pub struct BoardEvent {
     pub count: u64,
 }
 
+/// A tailnet caller tailscaled named (`whois`), as the page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TailnetCaller {
+    /// Its login (`alice@example.com`, or `tagged-devices` for a tagged node).
+    pub login: Option<String>,
+    /// Its node name.
+    pub node: Option<String>,
+    /// Its ACL tags.
+    pub tags: Vec<String>,
+    /// Its tailnet address, as last seen.
+    pub address: Option<String>,
+    /// True when it was let in without a token at its last request.
+    pub allowed: bool,
+    /// Its last request, seconds since the Unix epoch.
+    pub last_seen: u64,
+    /// Its requests since the gateway started (while remembered).
+    pub requests: u64,
+}
+
 /// The counters sampled, at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -154,6 +175,8 @@ struct Samples {
 pub struct StatusBoard {
     info: ArcSwap<PageInfo>,
     events: Mutex<VecDeque<BoardEvent>>,
+    /// Least recently seen first.
+    tailnet: Mutex<VecDeque<TailnetCaller>>,
     samples: Mutex<Samples>,
     /// One read at a time; the views that come meanwhile wait and share it.
     peers: tokio::sync::Mutex<PeerSlot>,
@@ -178,6 +201,7 @@ impl StatusBoard {
         Self {
             info: ArcSwap::from_pointee(PageInfo::default()),
             events: Mutex::default(),
+            tailnet: Mutex::default(),
             samples: Mutex::new(Samples { points, refusals: Vec::new() }),
             peers: tokio::sync::Mutex::new(None),
             peer_reads: AtomicU64::new(0),
@@ -241,6 +265,63 @@ impl StatusBoard {
             events.pop_front();
         }
         events.push_back(BoardEvent { at, last: at, kind, text, count });
+    }
+
+    /// Counts a request of a tailnet caller (`login` and `node` name it),
+    /// from `address`, let in without a token or not, now.
+    pub fn seen_tailnet(
+        &self,
+        login: Option<&str>,
+        node: Option<&str>,
+        tags: &[String],
+        address: Option<String>,
+        allowed: bool,
+    ) {
+        self.seen_tailnet_at(now_f64() as u64, login, node, tags, address, allowed);
+    }
+
+    /// [`seen_tailnet`](Self::seen_tailnet) with the clock as a parameter.
+    pub fn seen_tailnet_at(
+        &self,
+        at: u64,
+        login: Option<&str>,
+        node: Option<&str>,
+        tags: &[String],
+        address: Option<String>,
+        allowed: bool,
+    ) {
+        let mut callers = self.tailnet.lock().unwrap_or_else(|e| e.into_inner());
+        let known = callers.iter().position(|c| c.login.as_deref() == login && c.node.as_deref() == node);
+        let mut caller = match known.and_then(|i| callers.remove(i)) {
+            Some(c) => c,
+            None => {
+                if callers.len() >= TAILNET_CALLERS_KEPT {
+                    callers.pop_front();
+                }
+                TailnetCaller {
+                    login: login.map(str::to_owned),
+                    node: node.map(str::to_owned),
+                    tags: Vec::new(),
+                    address: None,
+                    allowed,
+                    last_seen: at,
+                    requests: 0,
+                }
+            }
+        };
+        caller.tags = tags.to_vec();
+        if address.is_some() {
+            caller.address = address;
+        }
+        caller.allowed = allowed;
+        caller.last_seen = caller.last_seen.max(at);
+        caller.requests += 1;
+        callers.push_back(caller);
+    }
+
+    /// The tailnet callers remembered, most recently seen first.
+    pub fn tailnet_callers(&self) -> Vec<TailnetCaller> {
+        self.tailnet.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().cloned().collect()
     }
 
     /// The recent events, newest first.
@@ -375,6 +456,30 @@ mod tests {
         assert_eq!(events[0].count, 1);
         board.note(EventKind::Attach, "10.0.0.1:1");
         assert_eq!(board.events()[0].kind, EventKind::Attach);
+    }
+
+    #[test]
+    fn tailnet_callers_are_counted_and_bounded() {
+        let board = StatusBoard::default();
+        let tags = vec!["tag:ci".to_owned()];
+        board.seen_tailnet_at(10, Some("alice@example.com"), Some("laptop"), &[], Some("100.64.0.2".into()), true);
+        board.seen_tailnet_at(20, Some("tagged-devices"), Some("runner"), &tags, Some("100.64.0.3".into()), false);
+        board.seen_tailnet_at(30, Some("alice@example.com"), Some("laptop"), &[], Some("100.64.0.9".into()), true);
+        let seen = board.tailnet_callers();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            (seen[0].login.as_deref(), seen[0].requests, seen[0].last_seen, seen[0].address.as_deref()),
+            (Some("alice@example.com"), 2, 30, Some("100.64.0.9"))
+        );
+        assert_eq!((seen[1].tags.clone(), seen[1].allowed), (tags, false));
+        for i in 0..TAILNET_CALLERS_KEPT {
+            board.seen_tailnet_at(40 + i as u64, Some(&format!("u{i}@example.com")), None, &[], None, false);
+        }
+        let seen = board.tailnet_callers();
+        assert_eq!(seen.len(), TAILNET_CALLERS_KEPT);
+        // The least recently seen went first: the tagged node, then alice.
+        assert!(seen.iter().all(|c| c.login.as_deref() != Some("tagged-devices")));
+        assert!(seen.iter().all(|c| c.login.as_deref() != Some("alice@example.com")));
     }
 
     #[test]

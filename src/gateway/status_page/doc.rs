@@ -11,7 +11,7 @@ use meshgate_core::wgpeer::{read_peers, ReadLimits, WgKind};
 use meshgate_core::PublicKey;
 use serde::Serialize;
 
-use super::board::{BoardEvent, Counters, PeerRead, ServiceInfo, BUCKET_SECONDS};
+use super::board::{BoardEvent, Counters, PeerRead, ServiceInfo, TailnetCaller, BUCKET_SECONDS};
 use super::certinfo::{cert_info, CertInfo};
 use crate::gateway::auth::token_matches;
 use crate::gateway::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
@@ -46,6 +46,9 @@ pub struct StatusDoc {
     pub login_meshes: Vec<String>,
     /// The tailnet logins and tags let in without a token.
     pub allowed_logins: Vec<String>,
+    /// The tailnet callers tailscaled named, most recently seen first (at
+    /// most [`TAILNET_CALLERS_KEPT`](super::board::TAILNET_CALLERS_KEPT)).
+    pub tailnet_callers: Vec<TailnetCaller>,
     /// The certificate served, when listeners speak TLS.
     pub certificate: Option<CertDoc>,
     /// Recent events, newest first.
@@ -450,6 +453,7 @@ pub async fn gather(state: &AppState, asker: Asker<'_>) -> StatusDoc {
         interfaces: interfaces(state, &view).await,
         login_meshes,
         allowed_logins,
+        tailnet_callers: board.tailnet_callers(),
         certificate,
         events: board.events(),
         counters,

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 
-use super::board::{BoardEvent, EventKind};
+use super::board::{BoardEvent, EventKind, TailnetCaller};
 use super::doc::{PeerDoc, StatusDoc};
 
 /// The style sheet.
@@ -287,6 +287,29 @@ fn peer_row(out: &mut String, now: u64, p: &PeerDoc) {
     );
 }
 
+fn tailnet_row(out: &mut String, now: u64, c: &TailnetCaller) {
+    let login = c.login.as_deref().unwrap_or("—");
+    let mut why = c.node.clone().unwrap_or_default();
+    if !c.tags.is_empty() {
+        if !why.is_empty() {
+            why.push_str(" · ");
+        }
+        why.push_str(&c.tags.join(", "));
+    }
+    let who = format!(r#"<b>{}</b><div class="why mono">{}</div>"#, esc(login), esc(&why));
+    let access =
+        if c.allowed { r#"<span class="tag ok">allowed</span>"# } else { r#"<span class="tag">needs sign-in</span>"# };
+    let _ = write!(
+        out,
+        "<tr>{}{}{}{}{}</tr>",
+        cell("Login", "", &who),
+        cell("Access", "", access),
+        cell("Last seen", "nowrap", &esc(&ago(now, c.last_seen))),
+        cell("Requests", "", &c.requests.to_string()),
+        cell("Address", "mono", &esc(c.address.as_deref().unwrap_or("—"))),
+    );
+}
+
 /// The `<main>` of the page (what the live update swaps).
 pub fn main(doc: &StatusDoc) -> String {
     let now = doc.now;
@@ -406,6 +429,14 @@ pub fn main(doc: &StatusDoc) -> String {
             esc(m),
             esc(&allowed)
         );
+    }
+    if !doc.tailnet_callers.is_empty() {
+        let _ = write!(o, r#"<h3>Tailnet callers <span class="muted">{}</span></h3>"#, doc.tailnet_callers.len());
+        o.push_str(r#"<table><thead><tr><th>Login</th><th>Access</th><th>Last seen</th><th>Requests</th><th>Address</th></tr></thead><tbody>"#);
+        for c in &doc.tailnet_callers {
+            tailnet_row(&mut o, now, c);
+        }
+        o.push_str("</tbody></table>");
     }
     o.push_str("</section>");
 
@@ -550,6 +581,15 @@ mod tests {
             }],
             login_meshes: vec![evil.into()],
             allowed_logins: vec![evil.into()],
+            tailnet_callers: vec![crate::gateway::status_page::board::TailnetCaller {
+                login: Some(evil.into()),
+                node: Some(evil.into()),
+                tags: vec![evil.into()],
+                address: Some(evil.into()),
+                allowed: false,
+                last_seen: 1,
+                requests: 1,
+            }],
             certificate: None,
             events: vec![BoardEvent { at: 1, last: 1, kind: EventKind::Attach, text: evil.into(), count: 1 }],
             counters: CountersDoc {
