@@ -121,6 +121,16 @@ impl Meter {
         self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), counters);
     }
 
+    /// Each service's counter named `name` (a [`CounterValues`] name), by service name.
+    pub fn service_counter(&self, name: &str) -> Vec<(String, u64)> {
+        let services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let read: Vec<(String, CounterValues)> = services.iter().map(|(n, c)| (n.clone(), (c.0)())).collect();
+        drop(services);
+        read.into_iter()
+            .filter_map(|(service, values)| values.iter().find(|v| v.0 == name).map(|v| (service, v.2)))
+            .collect()
+    }
+
     /// Stops showing a service's counters.
     pub fn remove_service(&self, name: &str) {
         self.services.lock().unwrap_or_else(|e| e.into_inner()).remove(name);

@@ -159,7 +159,7 @@ pub struct Counters {
     /// Responses sent so far.
     pub responses: u64,
     /// Refusals so far, each with its reason in words.
-    pub refusals: Vec<(&'static str, u64)>,
+    pub refusals: Vec<(String, u64)>,
 }
 
 #[derive(Debug)]
@@ -167,7 +167,7 @@ struct Samples {
     /// (seconds since the epoch, responses so far), oldest first.
     points: VecDeque<(f64, u64)>,
     /// The refusal counters at the last sample.
-    refusals: Vec<(&'static str, u64)>,
+    refusals: Vec<(String, u64)>,
 }
 
 /// The page's memory (see the module doc).
@@ -337,14 +337,14 @@ impl StatusBoard {
 
     /// [`sample`](Self::sample) with the clock as a parameter.
     pub fn sample_at(&self, now: f64, counters: &Counters) {
-        let grown: Vec<(&'static str, u64)> = {
+        let grown: Vec<(String, u64)> = {
             let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
             let grown = counters
                 .refusals
                 .iter()
-                .filter_map(|&(reason, n)| {
-                    let before = s.refusals.iter().find(|(r, _)| *r == reason).map_or(0, |(_, b)| *b);
-                    (n > before).then(|| (reason, n - before))
+                .filter_map(|(reason, n)| {
+                    let before = s.refusals.iter().find(|(r, _)| r == reason).map_or(0, |(_, b)| *b);
+                    (*n > before).then(|| (reason.clone(), n - before))
                 })
                 .collect();
             s.refusals.clone_from(&counters.refusals);
@@ -365,7 +365,7 @@ impl StatusBoard {
             grown
         };
         for (reason, n) in grown {
-            self.note_at(now as u64, EventKind::Refused, reason.to_owned(), n);
+            self.note_at(now as u64, EventKind::Refused, reason, n);
         }
     }
 
@@ -415,7 +415,7 @@ mod tests {
     use super::*;
 
     fn counters(responses: u64, refused: u64) -> Counters {
-        Counters { responses, refusals: vec![("no credentials (401)", refused)] }
+        Counters { responses, refusals: vec![("no credentials (401)".to_owned(), refused)] }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::gateway::context::{unix_now, AppState, ListenerCtx, LiveListener, Liv
 use crate::gateway::identity::{allowed_now, PeerIdentity};
 use crate::gateway::metrics::REFUSAL_CODES;
 use crate::gateway::session::cookie_values;
+use crate::gateway::tcp::TCP_REFUSED_PEER;
 
 /// Everything the page shows.
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +137,7 @@ pub struct CertDoc {
 #[derive(Debug, Clone, Serialize)]
 pub struct Refusal {
     /// Why, in words.
-    pub reason: &'static str,
+    pub reason: String,
     /// How many so far.
     pub count: u64,
 }
@@ -198,19 +199,27 @@ pub fn counters(state: &AppState) -> (Counters, CountersDoc) {
     let mut refusals: Vec<Refusal> = REFUSAL_CODES
         .iter()
         .zip(totals.refusals)
-        .map(|(&code, count)| Refusal { reason: reason_of(code), count })
+        .map(|(&code, count)| Refusal { reason: reason_of(code).to_owned(), count })
         .collect();
-    refusals.push(Refusal { reason: "sign-in refused", count: get(&stats.signin_refused) });
-    refusals.push(Refusal { reason: "address over its connection share", count: get(&stats.per_address_refused) });
+    refusals.push(Refusal { reason: "sign-in refused".into(), count: get(&stats.signin_refused) });
+    refusals
+        .push(Refusal { reason: "address over its connection share".into(), count: get(&stats.per_address_refused) });
     if let Some(tls) = state.tls_stats() {
         let t = tls.snapshot();
-        refusals.push(Refusal { reason: "TLS handshake failed", count: t.failed });
-        refusals.push(Refusal { reason: "not TLS on a TLS listener", count: t.garbage });
+        refusals.push(Refusal { reason: "TLS handshake failed".into(), count: t.failed });
+        refusals.push(Refusal { reason: "not TLS on a TLS listener".into(), count: t.garbage });
+    }
+    // Each TCP service's connections refused for their peer (its share
+    // refusals are in "address over its connection share" already).
+    for (service, count) in stats.meter.service_counter(TCP_REFUSED_PEER) {
+        refusals.push(Refusal { reason: format!("TCP service {service}: peer not allowed"), count });
     }
     let listeners = state.view().listeners.len() as u64;
     let detached = get(&stats.meter.detached);
-    let sample =
-        Counters { responses: totals.responses, refusals: refusals.iter().map(|r| (r.reason, r.count)).collect() };
+    let sample = Counters {
+        responses: totals.responses,
+        refusals: refusals.iter().map(|r| (r.reason.clone(), r.count)).collect(),
+    };
     let doc = CountersDoc {
         responses: totals.responses,
         open_connections: totals.open,
@@ -471,6 +480,7 @@ pub async fn gather(state: &AppState, asker: Asker<'_>) -> StatusDoc {
 
 #[cfg(test)]
 mod tests {
+    use super::super::board::EventKind;
     use super::*;
 
     fn view(fallback: Option<&str>, addrs: &[(&str, &str)]) -> LiveView {
@@ -525,6 +535,31 @@ mod tests {
         tokio::time::sleep(super::super::board::PEERS_FRESH).await;
         gather(&state, asker).await;
         assert_eq!(state.status_board().peer_reads(), 3);
+    }
+
+    /// A TCP service's refused connections are among the page's refusals by
+    /// reason, named by service, and an event once they grow.
+    #[test]
+    fn tcp_services_refusals_are_events() {
+        use crate::gateway::metrics::ServiceCounters;
+        use crate::gateway::tcp::TcpStats;
+        let state = AppState::new(None);
+        let stats = std::sync::Arc::new(TcpStats::default());
+        let read = stats.clone();
+        state.stats().meter.add_service("postgres", ServiceCounters(Box::new(move || read.values().to_vec())));
+        let (sample, doc) = counters(&state);
+        state.status_board().sample(&sample);
+        let reason = "TCP service postgres: peer not allowed";
+        assert!(doc.refusals.iter().any(|r| r.reason == reason && r.count == 0), "{:?}", doc.refusals);
+        assert!(state.status_board().events().is_empty());
+        for _ in 0..3 {
+            TcpStats::bump(&stats.refused_peer);
+        }
+        let (sample, _) = counters(&state);
+        state.status_board().sample(&sample);
+        let events = state.status_board().events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!((events[0].kind, events[0].text.as_str(), events[0].count), (EventKind::Refused, reason, 3));
     }
 
     #[test]

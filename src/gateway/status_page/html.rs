@@ -455,7 +455,7 @@ pub fn main(doc: &StatusDoc) -> String {
         o.push_str("<dt>refused</dt><dd>none</dd>");
     }
     for r in refused {
-        let _ = write!(o, r#"<dt>refused: {}</dt><dd class="bad">{}</dd>"#, esc(r.reason), r.count);
+        let _ = write!(o, r#"<dt>refused: {}</dt><dd class="bad">{}</dd>"#, esc(&r.reason), r.count);
     }
     o.push_str("</dl></section>");
 

@@ -14,6 +14,10 @@ use crate::gateway::identity::{allowed_now, PeerIdentity, PeerLookup};
 use crate::gateway::service::{PeerAccess, Service, Target};
 use crate::tls::TlsAcceptor;
 
+/// The name of [`TcpStats::refused_peer`] among [`TcpStats::values`] (the
+/// status page samples it).
+pub const TCP_REFUSED_PEER: &str = "tcp_refused_peer_total";
+
 /// Counters of one TCP service (`/metrics`, the `service` label).
 #[derive(Debug, Default)]
 pub struct TcpStats {
@@ -50,7 +54,7 @@ impl TcpStats {
         [
             ("tcp_accepted_total", "TCP connections accepted, before admission", v(&self.accepted)),
             ("tcp_admitted_total", "TCP connections admitted and forwarded", v(&self.admitted)),
-            ("tcp_refused_peer_total", "TCP connections refused: peer not allowed", v(&self.refused_peer)),
+            (TCP_REFUSED_PEER, "TCP connections refused: peer not allowed", v(&self.refused_peer)),
             ("tcp_refused_share_total", "TCP connections refused: the address holds its share", v(&self.refused_share)),
             (
                 "tcp_upstream_failed_total",

@@ -14,6 +14,6 @@ pub mod proxy_v2;
 mod refusals;
 mod serve;
 
-pub use handler::{TcpHandler, TcpStats};
+pub use handler::{TcpHandler, TcpStats, TCP_REFUSED_PEER};
 pub use serve::DRAIN_GRACE;
 pub(crate) use serve::{tcp_accept_loop, TcpListen};
