@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::browser_real::{chromium_or_skip, Chromium, CHROMIUM_FLAGS};
+use super::browser_real::{chromium_or_skip, Chromium};
 use crate::lab::{run_bounded, wait_until, Lab, Proc, WgPair};
 use crate::labnet::tls::{forge_leaf, openssl_verify};
 use crate::labnet::{token_file, BIN, TOKEN};
@@ -27,7 +27,6 @@ use crate::labnet::{token_file, BIN, TOKEN};
 /// Chromium in `lab` with its HOME holding an NSS database that trusts `ca`
 /// to identify web sites (`certutil -A -t C,,`), as docs/tls.md tells a person.
 fn chromium_trusting<'l>(lab: &'l Lab, ca: &Path, extra: &[String]) -> Chromium<'l> {
-    let network = lab.links_and_addresses();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut cmd = Command::new("sh");
     cmd.args([
@@ -46,50 +45,7 @@ fn chromium_trusting<'l>(lab: &'l Lab, ca: &Path, extra: &[String]) -> Chromium<
         "certutil: {listed}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // As browser_real's Chromium::start, with this HOME.
-    let profile = dir.path().join("profile");
-    let log = dir.path().join("stderr.log");
-    let mut cmd = lab.command("sh");
-    cmd.args(["-c", r#"log=$1; shift; exec chromium "$@" 3<&0 4>&1 </dev/null >/dev/null 2>"$log""#, "sh"])
-        .arg(&log)
-        .args(CHROMIUM_FLAGS)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg("about:blank")
-        .env("HOME", dir.path())
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_CACHE_HOME")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut proc = Proc::spawn(&mut cmd);
-    let commands = proc.child().stdin.take().expect("piped stdin");
-    let out = proc.child().stdout.take().expect("piped stdout");
-    let (tx, answers) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(out);
-        loop {
-            let mut msg = Vec::new();
-            match r.read_until(0, &mut msg) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if msg.last() == Some(&0) {
-                        msg.pop();
-                    }
-                    let Ok(v) = serde_json::from_slice::<Value>(&msg) else { continue };
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    let mut browser = Chromium { lab, network, proc, commands, answers, next_id: 0, session: String::new(), dir };
-    let target = browser.browser_call("Target.createTarget", json!({"url": "about:blank"}));
-    let attached =
-        browser.browser_call("Target.attachToTarget", json!({"targetId": target["targetId"].clone(), "flatten": true}));
-    browser.session = attached["sessionId"].as_str().expect("a DevTools session id").to_owned();
-    browser
+    Chromium::start_in(lab, extra, dir)
 }
 
 /// `meshgate serve ARGS` in `lab` with `env`; its stdout lines (as they come)

@@ -47,7 +47,7 @@ pub(crate) const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The flags every run needs: headless, and nothing that reaches for the
 /// (closed) network on its own. `--no-sandbox`: the lab makes us root in a
 /// user namespace, where chromium's sandbox cannot start.
-pub(crate) const CHROMIUM_FLAGS: &[&str] = &[
+const CHROMIUM_FLAGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
@@ -82,23 +82,28 @@ pub(crate) struct Chromium<'l> {
     /// The lab it runs in, and its links and addresses when it started: a
     /// change while it runs would fail its requests (`ERR_NETWORK_CHANGED`),
     /// so the lab must not make one, and a test fails saying so if it does.
-    pub(crate) lab: &'l Lab,
-    pub(crate) network: String,
-    pub(crate) proc: Proc,
-    pub(crate) commands: ChildStdin,
-    pub(crate) answers: mpsc::Receiver<Value>,
-    pub(crate) next_id: u64,
+    lab: &'l Lab,
+    network: String,
+    proc: Proc,
+    commands: ChildStdin,
+    answers: mpsc::Receiver<Value>,
+    next_id: u64,
     /// The DevTools session of the page every page-level command goes to.
-    pub(crate) session: String,
+    session: String,
     /// Profile, HOME and chromium's stderr; removed on drop.
-    pub(crate) dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl<'l> Chromium<'l> {
     /// Starts chromium in `lab` with `extra` flags and opens a blank page.
     pub(crate) fn start(lab: &'l Lab, extra: &[String]) -> Chromium<'l> {
+        Chromium::start_in(lab, extra, tempfile::tempdir().expect("a temporary directory"))
+    }
+
+    /// [`Chromium::start`] with `dir` as its HOME (and profile's parent):
+    /// for a test that prepares the home first (an NSS database, say).
+    pub(crate) fn start_in(lab: &'l Lab, extra: &[String], dir: tempfile::TempDir) -> Chromium<'l> {
         let network = lab.links_and_addresses();
-        let dir = tempfile::tempdir().expect("a temporary directory");
         let profile = dir.path().join("profile");
         let log = dir.path().join("stderr.log");
         let mut cmd = lab.command("sh");
