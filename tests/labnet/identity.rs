@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{meshgate, serve, token_file, wait_connect, BIN, TOKEN};
+use super::{meshgate, serve_allowing_laptop, wait_connect, BIN, TOKEN};
 use crate::lab::{lab_or_skip, run_bounded, wait_until, Lab, Proc, WgPair};
 
 /// The echo service: answers every GET with the number of requests it has
@@ -111,26 +111,8 @@ fn each_peer_is_known_by_its_key_and_the_allowed_one_needs_no_token() {
         wait_connect(|| pair.gateway.command("curl"), &format!("http://127.0.0.1:{ECHO_PORT}/ready"), true),
         "the echo service did not start"
     );
-    let token = token_file(&pair.gateway);
-    let config = "/var/run/wireguard/meshgate.toml";
-    pair.gateway.sh_ok(&format!("printf '[peers]\\nlaptop = \"%s\"\\n' '{laptop_key}' > {config}"));
     let upstream = format!("http://127.0.0.1:{ECHO_PORT}");
-    let port = PORT.to_string();
-    let args = [
-        "--bind",
-        "wireguard",
-        "--port",
-        &port,
-        "--upstream",
-        &upstream,
-        "--token-file",
-        &token,
-        "--config",
-        config,
-        "--allow-peer",
-        "laptop",
-    ];
-    let (_gw, _lines) = serve(&pair.gateway, &args, 2);
+    let (_gw, _lines) = serve_allowing_laptop(&pair, &upstream, PORT, "/var/run/wireguard/meshgate.toml");
     let base = format!("http://{}:{PORT}", pair.gateway_wg_addr());
     assert!(wait_connect(|| pair.peer_command("curl"), &base, true), "the laptop cannot reach {base}");
     assert!(wait_connect(|| other.command("curl"), &base, true), "the second peer cannot reach {base}");

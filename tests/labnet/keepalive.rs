@@ -13,7 +13,7 @@ use std::io::{BufRead as _, Write as _};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{serve, token_file, wait_connect};
+use super::{serve_allowing_laptop, wait_connect};
 use crate::lab::{Proc, WgPair};
 
 /// Answers every GET with the `Meshgate-Peer-Name` it got (or `-`).
@@ -74,29 +74,11 @@ const SERVICE_PORT: u16 = 18831;
 fn a_keep_alive_connection_is_not_served_as_a_peer_its_address_left() {
     let test = "a_keep_alive_connection_is_not_served_as_a_peer_its_address_left";
     let Some(mut pair) = WgPair::or_skip(test, "wg0") else { return };
-    let laptop_key = pair.peer_public_key().to_owned();
     let _service = pair.gateway.spawn("python3", &["-c", SERVICE, &SERVICE_PORT.to_string()]);
     let upstream = format!("http://127.0.0.1:{SERVICE_PORT}");
     assert!(wait_connect(|| pair.gateway.command("curl"), &format!("{upstream}/"), true), "no service");
-    let token = token_file(&pair.gateway);
-    let config = "/var/run/wireguard/meshgate-keepalive.toml";
-    pair.gateway.sh_ok(&format!("printf '[peers]\\nlaptop = \"%s\"\\n' '{laptop_key}' > {config}"));
+    let (_gw, _lines) = serve_allowing_laptop(&pair, &upstream, PORT, "/var/run/wireguard/meshgate-keepalive.toml");
     let port = PORT.to_string();
-    let args = [
-        "--bind",
-        "wireguard",
-        "--port",
-        &port,
-        "--upstream",
-        &upstream,
-        "--token-file",
-        &token,
-        "--config",
-        config,
-        "--allow-peer",
-        "laptop",
-    ];
-    let (_gw, _lines) = serve(&pair.gateway, &args, 2);
     let wg = pair.gateway_wg_addr().to_string();
     assert!(wait_connect(|| pair.peer_command("curl"), &format!("http://{wg}:{PORT}/"), true), "no tunnel");
 

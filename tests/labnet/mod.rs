@@ -86,6 +86,37 @@ pub(crate) fn serve(lab: &Lab, args: &[&str], lines: usize) -> (Proc, std::sync:
     (proc, rx)
 }
 
+/// `meshgate serve` on the gateway of `pair` in front of `upstream`, bound to
+/// WireGuard on `port`, with the token and a config that names the peer's key
+/// `laptop` (written to `config`), `laptop` allowed without a token; waits for
+/// its first two lines.
+pub(crate) fn serve_allowing_laptop(
+    pair: &crate::lab::WgPair,
+    upstream: &str,
+    port: u16,
+    config: &str,
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
+    let token = token_file(&pair.gateway);
+    let key = pair.peer_public_key();
+    pair.gateway.sh_ok(&format!("printf '[peers]\\nlaptop = \"%s\"\\n' '{key}' > {config}"));
+    let port = port.to_string();
+    let args = [
+        "--bind",
+        "wireguard",
+        "--port",
+        &port,
+        "--upstream",
+        upstream,
+        "--token-file",
+        &token,
+        "--config",
+        config,
+        "--allow-peer",
+        "laptop",
+    ];
+    serve(&pair.gateway, &args, 2)
+}
+
 /// `curl` inside a lab: (exit code, HTTP status or 0, body).
 pub(crate) fn curl(cmd: Command, url: &str, token: Option<&str>) -> (i32, u16, String) {
     let mut cmd = cmd;
