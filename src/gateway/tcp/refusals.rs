@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 /// How many addresses a line names.
 const NAMED: usize = 5;
+/// How many addresses a window counts one by one (as `refusals.rs` tracks
+/// for HTTP); refusals from any more are counted together, so a scan from
+/// many addresses cannot grow the table without bound.
+const TRACKED: usize = 1024;
 
 /// Refusals not yet logged.
 #[derive(Debug)]
@@ -25,18 +29,25 @@ struct Pending {
     /// When the last line was written (none yet: the first refusal is said at once).
     last: Option<Instant>,
     by_address: BTreeMap<IpAddr, u64>,
+    /// Refusals from addresses past [`TRACKED`], and how many such addresses.
+    others: (u64, u64),
 }
 
 impl Refusals {
     pub(crate) fn new() -> Self {
-        Self { inner: Mutex::new(Pending { last: None, by_address: BTreeMap::new() }) }
+        Self { inner: Mutex::new(Pending { last: None, by_address: BTreeMap::new(), others: (0, 0) }) }
     }
 
     /// Notes a refusal from `ip`; returns the line to log now, if the window
     /// has passed.
     pub(crate) fn note(&self, ip: IpAddr, now: Instant) -> Option<String> {
         let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *p.by_address.entry(ip).or_default() += 1;
+        if p.by_address.len() >= TRACKED && !p.by_address.contains_key(&ip) {
+            p.others.0 += 1;
+            p.others.1 += 1;
+        } else {
+            *p.by_address.entry(ip).or_default() += 1;
+        }
         if p.last.is_some_and(|t| now.duration_since(t) < WINDOW) {
             return None;
         }
@@ -60,18 +71,22 @@ impl Pending {
         }
         self.last = Some(now);
         let all = std::mem::take(&mut self.by_address);
-        let total: u64 = all.values().sum();
+        let (other_refusals, other_addresses) = std::mem::take(&mut self.others);
+        let total: u64 = all.values().sum::<u64>() + other_refusals;
+        // An address past the table may repeat: counted as at most one per refusal.
+        let addresses = all.len() as u64 + other_addresses;
         let mut busiest: Vec<(IpAddr, u64)> = all.iter().map(|(a, n)| (*a, *n)).collect();
         busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut named: Vec<String> = busiest.iter().take(NAMED).map(|(a, n)| format!("{a} ({n})")).collect();
-        if busiest.len() > NAMED {
-            named.push(format!("and {} more", busiest.len() - NAMED));
+        let unnamed = addresses - named.len() as u64;
+        if unnamed > 0 {
+            named.push(format!("and {unnamed} more"));
         }
         Some(format!(
             "refused {total} connection{} from {} address{} not allowed on this service: {}",
             if total == 1 { "" } else { "s" },
-            all.len(),
-            if all.len() == 1 { "" } else { "es" },
+            addresses,
+            if addresses == 1 { "" } else { "es" },
             named.join(", ")
         ))
     }
@@ -101,5 +116,20 @@ mod tests {
             "refused 1000 connections from 2 addresses not allowed on this service: 10.8.0.9 (750), 10.8.0.7 (250)"
         );
         assert!(r.flush(t0 + WINDOW * 3).is_none(), "nothing pending");
+    }
+
+    #[test]
+    fn a_scan_from_many_addresses_is_counted_in_a_bounded_table() {
+        let r = Refusals::new();
+        let t0 = Instant::now();
+        let _ = r.note("10.0.0.1".parse().unwrap(), t0);
+        for i in 0..5000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i));
+            assert!(r.note(ip, t0 + Duration::from_millis(1)).is_none());
+        }
+        assert_eq!(r.inner.lock().unwrap().by_address.len(), TRACKED, "the table stops growing");
+        let line = r.flush(t0 + WINDOW).unwrap();
+        assert!(line.starts_with("refused 5000 connections from 5000 addresses"), "{line}");
+        assert!(line.ends_with("and 4995 more"), "{line}");
     }
 }
