@@ -309,7 +309,10 @@ impl StatusBoard {
                 }
             }
         };
-        caller.tags = tags.to_vec();
+        // Per request of a tailnet caller: copy the tags only when they changed.
+        if caller.tags != tags {
+            caller.tags = tags.to_vec();
+        }
         if address.is_some() {
             caller.address = address;
         }
