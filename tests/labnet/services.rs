@@ -25,7 +25,19 @@ use std::time::Duration;
 use super::BIN;
 use crate::lab::{run_bounded, wait_until, Lab, Proc, WgPair, WgPeer};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's PostgreSQL server binaries (`/usr/lib/postgresql/<major>/bin`),
+/// the newest major installed: the version changes with the release, the
+/// layout does not.
+fn pg_bin() -> PathBuf {
+    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: apt-get install -y postgresql")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    majors.sort();
+    majors.pop().expect("no /usr/lib/postgresql/<major>/bin/initdb: apt-get install -y postgresql").1
+}
 const UID: &str = "1000";
 
 /// A gateway lab with its laptop and stranger, a scratch directory every lab
@@ -134,12 +146,13 @@ fn postgres_answers_the_allowed_peer_and_never_sees_the_stranger() {
     let test = "postgres_answers_the_allowed_peer_and_never_sees_the_stranger";
     let Some(mut host) = Host::new(test) else { return };
     let data = host.path("pgdata");
-    let mut initdb = host.as_user(&format!("{PG_BIN}/initdb"));
+    let pg_bin = pg_bin();
+    let mut initdb = host.as_user(&pg_bin.join("initdb").to_string_lossy());
     initdb.args(["-A", "trust", "-U", "meshgate", "-D", data.to_str().unwrap()]);
     let (ok, text) = output(initdb);
     assert!(ok, "initdb failed: {text}");
     let pg_log = host.path("postgres.log");
-    let mut pg = host.as_user(&format!("{PG_BIN}/postgres"));
+    let mut pg = host.as_user(&pg_bin.join("postgres").to_string_lossy());
     pg.args(["-D", data.to_str().unwrap(), "-k", host.dir.path().to_str().unwrap(), "-p", "25432"])
         .args(["-c", "listen_addresses=127.0.0.1", "-c", "log_connections=on", "-c", "fsync=off"])
         .stdout(Stdio::null())
