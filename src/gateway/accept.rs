@@ -533,11 +533,13 @@ impl ConnService {
         }
         // meshgate's own health check: the router's checks, then the
         // router's answer, without the router (it is what a load balancer
-        // polls). Only where the set serves one service: by path, the
-        // chosen service's own state would decide.
+        // polls). Only where the set serves one service (by path, the
+        // chosen service's own state would decide), and without a body (the
+        // router's body cap answers one: 413 past it).
         if request.method() == Method::GET
             && conn.state.healthz().is_some_and(|h| h == request.uri().path())
             && conn.state.services().len() == 1
+            && hyper::body::Body::size_hint(request.body()).exact() == Some(0)
         {
             let response = match auth::check(&conn.state, &request, Some(conn.ctx), Some(conn.peer), caller) {
                 Verdict::Refuse(refused) => refused,
