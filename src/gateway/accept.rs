@@ -381,8 +381,9 @@ pub(crate) struct Direct {
 /// one) is checked and forwarded directly, meshgate's open health check is
 /// answered after the same checks, and any other is tagged with the listener
 /// it came in on ([`ListenerCtx`]), the peer ([`ConnectInfo`]) and the caller
-/// and handed to the router. Per request: one `Arc` clone for a forwarded
-/// exchange, one for its counters, and no request extension inserted.
+/// and handed to the router. Per forwarded request: one `Arc` clone for the
+/// exchange, one for its counters, and no request extension inserted (an
+/// upgrade's revocation signal aside); the same for `/healthz`.
 #[derive(Clone)]
 struct ConnService(Arc<Conn>);
 
@@ -443,8 +444,8 @@ impl ConnService {
         let conn = &*self.0;
         let recheck = match (&conn.caller.0, conn.state.peer_lookup(), &conn.interface) {
             (Some(_), Some(lookup), Some(_)) => {
-                // Asked of the lookup now: most meshes do not re-check, and
-                // then nothing is cloned or boxed for it.
+                // The connection's one Arc carries the caller, the
+                // interface and the address into the check.
                 let conn = self.0.clone();
                 let lookup = lookup.clone();
                 Some(Box::pin(async move {
