@@ -28,8 +28,8 @@ use crate::gateway::identity::PeerRules;
 use crate::gateway::limits::{DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS};
 use crate::gateway::proxy::{HeaderRules, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
 use crate::gateway::{
-    BrowserPolicy, Https, ServerLimits, Token, TokenError, Upstream, UpstreamLimits, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
+    BrowserPolicy, Https, ServerLimits, ServiceError, Token, TokenError, Upstream, UpstreamLimits,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_PORT,
 };
 
 /// The registry of every linked provider (the built-ins are linked first).
@@ -1008,7 +1008,10 @@ pub(crate) fn services(
             }
             ServiceProtocol::Tcp | ServiceProtocol::Tls => Service::tcp(name, *c.port.get_ref(), upstream),
         }
-        .map_err(|e| bad("upstream", upstream.into(), e.to_string()))?;
+        .map_err(|e| match e {
+            ServiceError::Name(_) | ServiceError::Reserved(_) => bad("name", name.into(), e.to_string()),
+            e => bad("upstream", upstream.into(), e.to_string()),
+        })?;
         if c.protocol == ServiceProtocol::Tls {
             match &tls {
                 ServiceTls::Serve(Some(https)) => s = s.with_tls(no_alpn(https)),

@@ -170,7 +170,14 @@ pub(crate) fn text(doc: &Value) -> String {
             Some(u) => format!("-> {u}"),
             None => "meshgate's own routes".to_owned(),
         };
-        let _ = writeln!(out, "\nservice {} ({}) {target}", s(&svc, "name"), s(&svc, "protocol"));
+        // An HTTP service's responses, a TCP one's connections (a gateway
+        // that predates the count gives none).
+        let count = match (svc.get("requests").and_then(Value::as_u64), s(&svc, "protocol").as_str()) {
+            (Some(n), "http") => format!(", {n} requests"),
+            (Some(n), _) => format!(", {n} connections"),
+            (None, _) => String::new(),
+        };
+        let _ = writeln!(out, "\nservice {} ({}) {target}{count}", s(&svc, "name"), s(&svc, "protocol"));
         let listeners = arr(&svc, "listeners");
         if listeners.is_empty() {
             let _ = writeln!(out, "  no listener");
@@ -286,7 +293,7 @@ mod tests {
         let doc = json!({
             "version": "0.1.0", "uptime_seconds": 5, "now": 1000, "state": "serving on WireGuard (1 address) and loopback",
             "listeners": [],
-            "services": [{"name": "meshgate", "protocol": "http", "upstream": "http://127.0.0.1:3000/", "listeners": [
+            "services": [{"name": "meshgate", "protocol": "http", "upstream": "http://127.0.0.1:3000/", "requests": 12, "listeners": [
                 {"url": "http://10.8.0.1:18789", "provider": "wireguard", "tls": false, "since": 990, "reason": "wg0 is WireGuard"}
             ]}],
             "interfaces": [{"interface": "wg0", "wireguard": "userspace", "peers": [
@@ -297,7 +304,7 @@ mod tests {
         });
         let t = text(&doc);
         assert!(t.starts_with("meshgate 0.1.0, up 5 s: serving on WireGuard"), "{t}");
-        assert!(t.contains("service meshgate (http) -> http://127.0.0.1:3000/"), "{t}");
+        assert!(t.contains("service meshgate (http) -> http://127.0.0.1:3000/, 12 requests"), "{t}");
         assert!(t.contains("http://10.8.0.1:18789") && t.contains("wireguard") && t.contains("10 s ago"), "{t}");
         assert!(t.contains("wg0 (WireGuard, userspace): 1 peer"), "{t}");
         assert!(t.contains("laptop") && t.contains("allowed") && t.contains("handshake 42 s ago"), "{t}");

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -47,7 +48,7 @@ use super::body::GatewayBody;
 use super::context::{AppState, ListenerCtx, Revocation, Stats};
 use super::identity::{allowed_now, Caller, PeerHeaders};
 use super::idle::{self, Activity, ClientBody, Ended, Guard, InFlight, Supervised};
-use super::metrics::{AccessRecord, ListenerCounters, Metered};
+use super::metrics::{AccessRecord, Metered, ServiceMeters};
 use super::proxy::headers::Peer;
 use super::proxy::pool::Affinity;
 use super::proxy::Proxy;
@@ -169,7 +170,8 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                     }
                 }
             };
-            let service = ConnService {
+            let service = ConnService(Arc::new(Conn {
+                counters: state.http_counters(ctx.local),
                 app,
                 ctx,
                 peer,
@@ -181,10 +183,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 // The peer as `X-Forwarded-For` names it, made only with an upstream.
                 direct: direct.map(|d| (d, Peer::new(peer, ctx.tls))),
                 activity: activity.clone(),
-                counters: meter.listener(ctx.local),
                 revocation: revocation.clone(),
                 affinity: Affinity::default(),
-            };
+            }));
             let supervision = Supervision {
                 draining,
                 revoked: revocation.clone(),
@@ -375,12 +376,19 @@ pub(crate) struct Direct {
     pub(crate) state: AppState,
 }
 
-/// One connection's service. A request for an upstream (when the set has one)
-/// is checked and forwarded directly; any other is tagged with the listener it
-/// came in on ([`ListenerCtx`]) and the peer ([`ConnectInfo`]) and handed to
-/// the router.
+/// One connection's service: its [`Conn`], made once when the connection is
+/// identified, behind one `Arc`. A request for an upstream (when the set has
+/// one) is checked and forwarded directly, meshgate's open health check is
+/// answered after the same checks, and any other is tagged with the listener
+/// it came in on ([`ListenerCtx`]), the peer ([`ConnectInfo`]) and the caller
+/// and handed to the router. Per forwarded request: one `Arc` clone for the
+/// exchange, one for its counters, and no request extension inserted (an
+/// upgrade's revocation signal aside); the same for `/healthz`.
 #[derive(Clone)]
-struct ConnService {
+struct ConnService(Arc<Conn>);
+
+/// Everything the requests of one connection read.
+struct Conn {
     app: Router,
     ctx: ListenerCtx,
     peer: SocketAddr,
@@ -395,8 +403,9 @@ struct ConnService {
     /// per connection).
     direct: Option<(Direct, Peer)>,
     activity: Arc<Activity>,
-    /// This listener's response counters (`/metrics`).
-    counters: Arc<ListenerCounters>,
+    /// Its service's (or each path-shared service's) response counters on
+    /// this listener (`/metrics`).
+    counters: ServiceMeters,
     /// Off loopback: ends what an upgrade request starts (a WebSocket) when
     /// what let it in changes.
     revocation: Option<Revocation>,
@@ -410,8 +419,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     type Future = Metered<ConnFuture>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let access = AccessRecord::start(&request, self.ctx.local, self.peer, || {
-            self.caller
+        let conn = &*self.0;
+        let services = conn.state.services();
+        let counters = conn.counters.get(services.index_for(request.uri().path()));
+        let access = AccessRecord::start(&request, counters.service(), conn.ctx.local, conn.peer, || {
+            conn.caller
                 .0
                 .as_deref()
                 .and_then(|id| id.name.clone().or_else(|| id.login.clone()).or_else(|| id.key.clone()))
@@ -419,7 +431,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
         #[cfg(meshgate_uncounted)]
         return Metered::uncounted(self.serve(request), access);
         #[cfg(not(meshgate_uncounted))]
-        Metered::new(self.serve(request), self.state.stats().meter.clone(), self.counters.clone(), access)
+        Metered::new(self.serve(request), counters.clone(), access)
     }
 }
 
@@ -429,11 +441,18 @@ impl ConnService {
     /// since the connection opened): if not, 421 (a client may retry on a
     /// new connection, identified afresh) and the connection ends.
     fn serve(&self, request: hyper::Request<Incoming>) -> ConnFuture {
-        let recheck = match (&self.caller.0, self.state.peer_lookup(), &self.interface) {
-            (Some(id), Some(lookup), Some(iface)) => {
-                let (id, lookup, iface, peer) = (id.clone(), lookup.clone(), iface.clone(), self.peer);
+        let conn = &*self.0;
+        let recheck = match (&conn.caller.0, conn.state.peer_lookup(), &conn.interface) {
+            (Some(_), Some(lookup), Some(_)) => {
+                // The connection's one Arc carries the caller, the
+                // interface and the address into the check.
+                let conn = self.0.clone();
+                let lookup = lookup.clone();
                 Some(Box::pin(async move {
-                    match lookup.same_peer(&iface, peer, &id) {
+                    let (Some(id), Some(iface)) = (conn.caller.0.as_deref(), conn.interface.as_deref()) else {
+                        return true;
+                    };
+                    match lookup.same_peer(iface, conn.peer, id) {
                         Some(check) => check.await,
                         None => true,
                     }
@@ -447,15 +466,16 @@ impl ConnService {
             Some(check) => ConnFuture::Recheck {
                 check: Some(check),
                 inner: Some(Box::pin(inner)),
-                activity: self.activity.clone(),
+                activity: conn.activity.clone(),
             },
         }
     }
 
     fn serve_now(&self, request: hyper::Request<Incoming>) -> ConnFuture {
-        let guard = Some(self.activity.request());
+        let conn = &*self.0;
+        let guard = Some(conn.activity.request());
         // The body's progress is watched: one that stops ends the connection.
-        let mut request = request.map(|b| ClientBody::new(b, self.activity.clone()));
+        let mut request = request.map(|b| ClientBody::new(b, conn.activity.clone()));
         if request.method() == Method::CONNECT {
             // meshgate is no forward proxy: say so rather than leave it hanging.
             let refused =
@@ -469,22 +489,22 @@ impl ConnService {
             }
         }
         // Identity comes from the mesh, never from the client.
-        self.peer_headers.apply(request.headers_mut());
+        conn.peer_headers.apply(request.headers_mut());
         // What let this connection in has changed (a new token, new peer
         // rules): it serves no further request, not even one already read.
-        if let Some(r) = &self.revocation {
+        if let Some(r) = &conn.revocation {
             if r.is_revoked() {
-                self.activity.turned_away();
+                conn.activity.turned_away();
                 return ConnFuture::Held { guard };
             }
             if request.headers().contains_key(header::UPGRADE) {
                 request.extensions_mut().insert(r.clone());
             }
         }
-        let caller = self.caller.0.as_deref();
+        let caller = conn.caller.0.as_deref();
         let mut vouched = None;
-        if let Some(slot) = self.slot.as_deref().filter(|s| !s.is_authenticated()) {
-            let v = auth::vouched_for(&self.state, request.headers(), caller);
+        if let Some(slot) = conn.slot.as_deref().filter(|s| !s.is_authenticated()) {
+            let v = auth::vouched_for(&conn.state, request.headers(), caller);
             vouched = Some(v);
             if v {
                 slot.authenticated();
@@ -505,45 +525,77 @@ impl ConnService {
         // past a handful without credentials, no more answers on this
         // connection, which is closed.
         if request.version() == Version::HTTP_2
-            && !self.ctx.loopback
-            && !self.state.is_open_path(request.uri().path())
-            && !vouched.unwrap_or_else(|| auth::vouched_for(&self.state, request.headers(), caller))
-            && !self.activity.unvouched_stream()
+            && !conn.ctx.loopback
+            && !conn.state.is_open_path(request.uri().path())
+            && !vouched.unwrap_or_else(|| auth::vouched_for(&conn.state, request.headers(), caller))
+            && !conn.activity.unvouched_stream()
         {
             return ConnFuture::Held { guard };
         }
-        if let Some((direct, forwarded)) = &self.direct {
+        // meshgate's own health check: the router's checks, then the
+        // router's answer, without the router (it is what a load balancer
+        // polls). Only where the set serves one service (by path, the
+        // chosen service's own state would decide), and without a body (the
+        // router's body cap answers one: 413 past it).
+        if request.method() == Method::GET
+            && conn.state.healthz().is_some_and(|h| h == request.uri().path())
+            && conn.state.services().len() == 1
+            && hyper::body::Body::size_hint(request.body()).exact() == Some(0)
+        {
+            let response = match auth::check(&conn.state, &request, Some(conn.ctx), Some(conn.peer), caller) {
+                Verdict::Refuse(refused) => refused,
+                Verdict::Pass => healthz(),
+            };
+            return ConnFuture::Ready { response: Some(response.map(GatewayBody::Axum)), guard };
+        }
+        if let Some((direct, _)) = &conn.direct {
             let own = routes::own_path(request.uri().path());
             if own == OwnPath::Alias {
                 // meshgate's namespace spelled another way: never forwarded.
                 return ConnFuture::Ready { response: Some(routes::alias_refused().map(GatewayBody::Axum)), guard };
             }
             if own == OwnPath::No {
-                let caller = self.caller.0.as_deref();
                 if let Verdict::Refuse(refused) =
-                    auth::check(&direct.state, &request, Some(self.ctx), Some(self.peer), caller)
+                    auth::check(&direct.state, &request, Some(conn.ctx), Some(conn.peer), caller)
                 {
                     return ConnFuture::Ready { response: Some(refused.map(GatewayBody::Axum)), guard };
                 }
                 session::strip_cookie(request.headers_mut());
-                let (proxy, peer, activity) = (direct.proxy.clone(), forwarded.clone(), self.activity.clone());
                 // The last request of a connection hands its upstream connection
                 // straight back to the pool, not when this connection is dropped
                 // (a moment after the client has seen it close).
                 let last = closes_after(&request);
-                let forward = async move { proxy.forward_direct(request, &peer, &activity).await };
+                // The connection's one Arc carries the proxy, the peer and the watch.
+                let conn = self.0.clone();
+                let forward = async move {
+                    let Some((direct, peer)) = &conn.direct else { unreachable!("checked above") };
+                    direct.proxy.forward_direct(request, peer, &conn.activity).await
+                };
                 let future: Pin<Box<dyn Future<Output = _> + Send>> =
-                    if last { Box::pin(forward) } else { Box::pin(self.affinity.clone().scope(forward)) };
+                    if last { Box::pin(forward) } else { Box::pin(self.0.affinity.clone().scope(forward)) };
                 return ConnFuture::Forward { future, guard };
             }
         }
         let extensions = request.extensions_mut();
-        extensions.insert(ConnectInfo(self.peer));
-        extensions.insert(self.ctx);
-        extensions.insert(self.caller.clone());
+        extensions.insert(ConnectInfo(conn.peer));
+        extensions.insert(conn.ctx);
+        extensions.insert(conn.caller.clone());
         // A Router is always ready: no poll_ready needed.
-        ConnFuture::Route { future: tower::Service::call(&mut self.app.clone(), request), guard }
+        ConnFuture::Route { future: tower::Service::call(&mut conn.app.clone(), request), guard }
     }
+}
+
+/// The answer of meshgate's own `/healthz`, as its route gives it (axum's
+/// router sets `Content-Length`; the access log reads it).
+fn healthz() -> axum::response::Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
+            (header::CONTENT_LENGTH, HeaderValue::from_static("3")),
+        ],
+        axum::body::Body::from(Bytes::from_static(b"ok\n")),
+    )
+        .into_response()
 }
 
 /// The answer to a request whose connection's caller has changed: 421, so

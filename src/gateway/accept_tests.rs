@@ -663,3 +663,68 @@ async fn silent_strangers_cannot_take_the_whole_reserve() {
     drop(held);
     served.stop().await;
 }
+
+/// One HTTP/1.1 exchange on a new connection: the whole answer as text.
+async fn once(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Issue #29 part 3: meshgate's own `GET /healthz` is answered before the
+/// router (which the counting layer here never sees it reach), with the
+/// router's own answer, and after the same checks (two `Host` lines: 400).
+/// With a body it goes to the router, whose body cap decides.
+#[tokio::test]
+async fn healthz_is_answered_before_the_router_after_the_same_checks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+    let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap())).with_max_body_bytes(4);
+    let routed = Arc::new(AtomicUsize::new(0));
+    let seen = routed.clone();
+    let app = routes::app(state.clone()).layer(axum::middleware::from_fn(
+        move |r: axum::extract::Request, next: axum::middleware::Next| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            next.run(r)
+        },
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listen = Listen {
+        listener,
+        app,
+        ctx: ListenerCtx { local: addr, loopback: false, tls: false },
+        interface: None,
+        state: state.clone(),
+        admission: Arc::new(Admission::new(ServerLimits::default())),
+        direct: None,
+        tls: None,
+        workers: None,
+    };
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(accept_loop(listen, stopped));
+    let get = |extra: &str| format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    let fast = once(addr, &get("")).await;
+    assert!(fast.starts_with("HTTP/1.1 200") && fast.ends_with("\r\n\r\nok\n"), "{fast}");
+    // The router's own answer, head for head.
+    let mine = routes::app(state.clone())
+        .oneshot(axum::http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let ct = mine.headers()[axum::http::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(fast.contains(&format!("content-type: {ct}\r\n")) && fast.contains("content-length: 3\r\n"), "{fast}");
+    let twice = once(addr, &get(&format!("Host: {addr}\r\n"))).await;
+    assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
+    assert_eq!(routed.load(Ordering::Relaxed), 0, "/healthz reached the router");
+    // A body: the router's cap (4 bytes here) answers.
+    let big = once(addr, &format!("{}xxxxxxxx", get("Content-Length: 8\r\n"))).await;
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    // Anything else is the router's, behind the token.
+    let status = once(addr, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    assert_eq!(routed.load(Ordering::Relaxed), 2);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}

@@ -745,6 +745,12 @@ impl ServiceCtx {
                     .with_browser_policy(self.browser.clone())
                     .with_max_body_bytes(self.limits.max_body_bytes)
                     .with_signin(MESHGATE_PREFIX);
+                // One meter for the gateway: `/metrics` names each service.
+                if let Some(m) = &self.meter {
+                    state = state.with_meter(m.clone());
+                }
+                let by_path = std::iter::once(&service).chain(&mounts).map(|s| (s.path.clone(), s.name.clone()));
+                state = state.with_services(super::context::ServiceNames::by_path(by_path.collect()));
                 if let Some(l) = lookup {
                     state = state.with_peer_lookup(l);
                 }

@@ -1,7 +1,8 @@
 //! The request context every layer of the HTTP stack reads: [`AppState`] (the
-//! token, the open paths, the browser policy, the body cap and the live
-//! listener view) and [`ListenerCtx`] (which listener a request came in on).
-//! It sits at the bottom of the stack and imports none of its users.
+//! token, the open paths, the browser policy, the body cap, the live listener
+//! view and which HTTP services its listeners serve, [`ServiceNames`]) and
+//! [`ListenerCtx`] (which listener a request came in on). It sits at the
+//! bottom of the stack and imports none of its users.
 //!
 //! The live listener set is a `tokio::sync::watch` value: `/status` reads the
 //! latest, `/ws` sends it on connect and a diff on every change.
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use super::browser::{BrowserPolicy, HostNames};
 use super::identity::PeerLookup;
 use super::limits::DEFAULT_MAX_BODY_BYTES;
+use super::metrics::{Meter, ServiceMeters, TOP_SERVICE};
 use super::refusals::RefusalLog;
 use super::session::Sessions;
 use super::status_page::board::{EventKind, StatusBoard};
@@ -85,6 +87,74 @@ pub struct AppState {
     tls_stats: Option<Arc<TlsStats>>,
     names: Arc<ArcSwap<HostNames>>,
     refusals: Arc<RefusalLog>,
+    services: ServiceNames,
+}
+
+/// True when `prefix` (an HTTP service's `path`) covers `path`: the same
+/// segment or below it (`/grafana` covers `/grafana` and `/grafana/d`, not
+/// `/grafanax`).
+pub(crate) fn covers(prefix: &str, path: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    p.is_empty() || path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The HTTP services a listener set serves, by name: one (the top-level
+/// service, [`TOP_SERVICE`], or one `[[service]]`), or several sharing a port,
+/// told apart by path as the path router tells them (longest prefix first,
+/// the one without a path last; meshgate's own routes are the first's).
+/// Metrics and the access log name the service of each request by it.
+#[derive(Debug, Clone)]
+pub struct ServiceNames(Arc<[(Option<String>, Arc<str>)]>);
+
+impl Default for ServiceNames {
+    fn default() -> Self {
+        Self::single(TOP_SERVICE)
+    }
+}
+
+impl ServiceNames {
+    /// One service, named `name`.
+    pub fn single(name: &str) -> Self {
+        Self(Arc::new([(None, Arc::from(name))]))
+    }
+
+    /// Several services on one port: `(path, name)` each (`None`: the one
+    /// that takes every path the others do not).
+    pub fn by_path(mut list: Vec<(Option<String>, String)>) -> Self {
+        if list.is_empty() {
+            return Self::default();
+        }
+        // The path router's order: longest prefix first, the rest last.
+        list.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_deref().map_or(0, |p| p.trim_end_matches('/').len() + 1)));
+        Self(list.into_iter().map(|(p, n)| (p, Arc::from(n))).collect())
+    }
+
+    /// The names, in the order [`index_for`](Self::index_for) counts.
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(_, n)| n)
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for none (never: there is always one).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Which of them serves `path` (an index into [`names`](Self::names)).
+    pub fn index_for(&self, path: &str) -> usize {
+        if self.0.len() == 1 {
+            return 0;
+        }
+        let own = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|r| r.is_empty() || r.starts_with('/'));
+        if own {
+            return 0;
+        }
+        self.0.iter().position(|(p, _)| p.as_deref().is_none_or(|p| covers(p, path))).unwrap_or(0)
+    }
 }
 
 /// Counters of what the gateway refused and why (read by `/status` and, where
@@ -229,6 +299,8 @@ struct Inner {
     open_paths: Vec<String>,
     live: watch::Sender<LiveView>,
     board: StatusBoard,
+    /// See [`AppState::mark_healthz`].
+    healthz: std::sync::OnceLock<&'static str>,
 }
 
 impl AppState {
@@ -248,6 +320,7 @@ impl AppState {
                 open_paths: open.into_iter().map(Into::into).collect(),
                 live: watch::Sender::new(LiveView::default()),
                 board: StatusBoard::default(),
+                healthz: std::sync::OnceLock::new(),
             }),
             browser: Arc::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -259,7 +332,50 @@ impl AppState {
             tls_stats: None,
             names: Arc::default(),
             refusals: Arc::default(),
+            services: ServiceNames::default(),
         }
+    }
+
+    /// The same state counting its responses into `meter` (a gateway's one
+    /// [`Meter`], shared by every HTTP service so that `/metrics` shows them
+    /// all, each under its `service` label). Its refusal counters stay its own.
+    pub fn with_meter(self, meter: Arc<Meter>) -> Self {
+        Self { stats: Arc::new(Stats { meter, ..Stats::default() }), ..self }
+    }
+
+    /// The same state naming the HTTP services its listeners serve (default:
+    /// the top-level service, [`TOP_SERVICE`]).
+    pub fn with_services(self, services: ServiceNames) -> Self {
+        Self { services, ..self }
+    }
+
+    /// The HTTP services its listeners serve.
+    pub fn services(&self) -> &ServiceNames {
+        &self.services
+    }
+
+    /// The counters of each of its services on the listener at `local`
+    /// (looked up once per connection), in [`ServiceNames`] order.
+    pub fn http_counters(&self, local: SocketAddr) -> ServiceMeters {
+        let meter = &self.stats.meter;
+        let mut names = self.services.names();
+        match (names.next(), self.services.len()) {
+            (Some(one), 1) => ServiceMeters::One(meter.http(one, local)),
+            _ => ServiceMeters::Several(self.services.names().map(|n| meter.http(n, local)).collect()),
+        }
+    }
+
+    /// Marks `path` as meshgate's own open health check in the router built
+    /// with this state (`routes::app`, `routes::upstream_app`): the accept
+    /// loop answers it without the router. The first mark stands.
+    pub(crate) fn mark_healthz(&self, path: &'static str) {
+        let _ = self.inner.healthz.set(path);
+    }
+
+    /// The path meshgate's own health check answers at before the router,
+    /// if the router built with this state has one there.
+    pub(crate) fn healthz(&self) -> Option<&'static str> {
+        self.inner.healthz.get().copied()
     }
 
     /// The names the listeners answer to besides their addresses (see

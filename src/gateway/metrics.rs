@@ -1,16 +1,20 @@
 //! Counting what the gateway serves, and `/metrics` in the Prometheus text
 //! format.
 //!
-//! The hot path only touches atomics: each connection looks up its
-//! listener's counters once ([`Meter::listener`]), and each response adds one
-//! to a status class there ([`Metered`]). The text is made at scrape time by a
-//! `prometheus-client` collector that reads the atomics ([`render`]), so no
-//! label map is locked per request.
+//! The hot path only touches atomics: each connection looks up the counters
+//! of its service on its listener once ([`Meter::http`]), and each response
+//! adds one to a status class there, and to its refusal code if it is one
+//! ([`Metered`]). The text is made at scrape time by a `prometheus-client`
+//! collector that reads the atomics ([`render`]), so no label map is locked
+//! per request. Every HTTP service of a gateway (the top-level one, named
+//! [`TOP_SERVICE`], and each `[[service]]`) counts into the gateway's one
+//! [`Meter`], so `/metrics` shows `meshgate_requests_total` with a `service`
+//! label beside `listener` and `class`.
 //!
 //! The access log lives here too: one `tracing` record per response at target
 //! [`ACCESS_TARGET`], made only when that target is enabled (off unless
-//! `--access-log`), so that a disabled log costs one cached check. It never
-//! carries a token, a cookie or a query string.
+//! `--access-log`), so that a disabled log costs one cached check. It names
+//! the service, and never carries a token, a cookie or a query string.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -39,16 +43,65 @@ pub const ACCESS_TARGET: &str = "meshgate::access";
 /// (upstream too slow).
 pub const REFUSAL_CODES: [u16; 6] = [401, 403, 421, 413, 502, 504];
 
-/// One listener's responses by status class (1xx to 5xx).
-#[derive(Debug, Default)]
+/// The name of the top-level HTTP service (the single-upstream settings and
+/// `serve` flags, or meshgate's own routes) in metrics, the access log and
+/// the status page: a `[[service]]` has its own name.
+pub const TOP_SERVICE: &str = "meshgate";
+
+/// One HTTP service's responses on one listener, by status class (1xx to
+/// 5xx) and by refusal code ([`REFUSAL_CODES`]).
+#[derive(Debug)]
 pub struct ListenerCounters {
+    service: Arc<str>,
     classes: [AtomicU64; 5],
+    refusals: [AtomicU64; REFUSAL_CODES.len()],
 }
 
 impl ListenerCounters {
-    fn count(&self, status: u16) {
+    fn new(service: Arc<str>) -> Self {
+        Self { service, classes: Default::default(), refusals: Default::default() }
+    }
+
+    /// The service these count for.
+    pub fn service(&self) -> &Arc<str> {
+        &self.service
+    }
+
+    /// Counts one response with this status.
+    pub fn count(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = REFUSAL_CODES.iter().position(|&c| c == status) {
+            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn responses(&self) -> u64 {
+        self.classes.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// An HTTP service on a listener: what [`ListenerCounters`] are kept for.
+type ServiceAt = (Arc<str>, SocketAddr);
+
+/// One connection's counters: of its listener set's one HTTP service, or of
+/// each of several sharing the port by path (in
+/// [`ServiceNames`](super::context::ServiceNames) order).
+#[derive(Debug)]
+pub enum ServiceMeters {
+    /// The one service's.
+    One(Arc<ListenerCounters>),
+    /// Each service's.
+    Several(Box<[Arc<ListenerCounters>]>),
+}
+
+impl ServiceMeters {
+    /// The counters of the service at `index` (the first if out of range).
+    pub fn get(&self, index: usize) -> &Arc<ListenerCounters> {
+        match self {
+            Self::One(c) => c,
+            Self::Several(all) => all.get(index).or(all.first()).expect("at least one service"),
+        }
     }
 }
 
@@ -56,8 +109,8 @@ impl ListenerCounters {
 /// counters of [`Stats`](super::context::Stats) are read beside it).
 #[derive(Debug, Default)]
 pub struct Meter {
-    listeners: Mutex<BTreeMap<SocketAddr, Arc<ListenerCounters>>>,
-    refusals: [AtomicU64; REFUSAL_CODES.len()],
+    /// By service, then listener.
+    listeners: Mutex<BTreeMap<ServiceAt, Arc<ListenerCounters>>>,
     open: AtomicI64,
     /// Listeners closed since start (bumped by whoever watches the events).
     /// Attaches are these plus the listeners open now: every listener ever
@@ -92,10 +145,27 @@ impl std::fmt::Debug for IdleCount {
 }
 
 impl Meter {
-    /// The counters of the listener at `local` (looked up once per connection).
+    /// The counters of the top-level service ([`TOP_SERVICE`]) on the
+    /// listener at `local`.
     pub fn listener(&self, local: SocketAddr) -> Arc<ListenerCounters> {
+        self.http(&Arc::from(TOP_SERVICE), local)
+    }
+
+    /// The counters of HTTP service `service` on the listener at `local`
+    /// (looked up once per connection).
+    pub fn http(&self, service: &Arc<str>, local: SocketAddr) -> Arc<ListenerCounters> {
         let mut map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(local).or_default().clone()
+        map.entry((service.clone(), local)).or_insert_with(|| Arc::new(ListenerCounters::new(service.clone()))).clone()
+    }
+
+    /// Responses sent so far by each HTTP service, by name.
+    pub fn service_responses(&self) -> BTreeMap<String, u64> {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = BTreeMap::new();
+        for ((service, _), c) in listeners.iter() {
+            *out.entry(service.to_string()).or_insert(0) += c.responses();
+        }
+        out
     }
 
     /// Counts an open connection until the guard drops.
@@ -139,22 +209,21 @@ impl Meter {
     /// Responses sent on every listener, open connections, and the refusals
     /// by status ([`REFUSAL_CODES`] order): what the status page samples.
     pub fn totals(&self) -> MeterTotals {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        let responses = listeners.values().map(|c| c.classes.iter().map(get).sum::<u64>()).sum();
-        MeterTotals {
-            responses,
-            open: self.open.load(Ordering::Relaxed),
-            refusals: std::array::from_fn(|i| get(&self.refusals[i])),
-        }
+        let responses = listeners.values().map(|c| c.responses()).sum();
+        MeterTotals { responses, open: self.open.load(Ordering::Relaxed), refusals: refusals(listeners.values()) }
     }
+}
 
-    fn count(&self, counters: &ListenerCounters, status: u16) {
-        counters.count(status);
-        if let Some(i) = REFUSAL_CODES.iter().position(|&c| c == status) {
-            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+/// The refusals by code ([`REFUSAL_CODES`] order), summed over `counters`.
+fn refusals<'a>(counters: impl Iterator<Item = &'a Arc<ListenerCounters>>) -> [u64; REFUSAL_CODES.len()] {
+    let mut out = [0; REFUSAL_CODES.len()];
+    for c in counters {
+        for (sum, n) in out.iter_mut().zip(&c.refusals) {
+            *sum += n.load(Ordering::Relaxed);
         }
     }
+    out
 }
 
 /// The [`Meter`]'s sums at one moment ([`Meter::totals`]).
@@ -181,6 +250,7 @@ impl Drop for OpenConnection {
 /// What the access log says about a request, taken before it is served.
 #[derive(Debug)]
 pub struct AccessRecord {
+    service: Arc<str>,
     listener: SocketAddr,
     peer: SocketAddr,
     identity: Option<String>,
@@ -191,9 +261,11 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// A record for `request` when the access log is on, else `None` (one
-    /// cached check). `identity` is the peer's name or key when the mesh gives one.
+    /// cached check). `service` is the service that serves it; `identity` is
+    /// the peer's name or key when the mesh gives one.
     pub fn start<B>(
         request: &axum::http::Request<B>,
+        service: &Arc<str>,
         listener: SocketAddr,
         peer: SocketAddr,
         identity: impl FnOnce() -> Option<String>,
@@ -202,6 +274,7 @@ impl AccessRecord {
             return None;
         }
         Some(Box::new(Self {
+            service: service.clone(),
             listener,
             peer,
             identity: identity(),
@@ -220,6 +293,7 @@ impl AccessRecord {
         match bytes {
             Some(bytes) => tracing::info!(
                 target: ACCESS_TARGET,
+                service = %self.service,
                 listener = %self.listener,
                 peer = %self.peer,
                 identity,
@@ -232,6 +306,7 @@ impl AccessRecord {
             ),
             None => tracing::info!(
                 target: ACCESS_TARGET,
+                service = %self.service,
                 listener = %self.listener,
                 peer = %self.peer,
                 identity,
@@ -251,20 +326,15 @@ pin_project_lite::pin_project! {
     pub struct Metered<F> {
         #[pin]
         inner: F,
-        counting: Option<(Arc<Meter>, Arc<ListenerCounters>)>,
+        counting: Option<Arc<ListenerCounters>>,
         access: Option<Box<AccessRecord>>,
     }
 }
 
 impl<F> Metered<F> {
-    /// Wraps `inner`: its status is counted in `meter` and `counters`.
-    pub fn new(
-        inner: F,
-        meter: Arc<Meter>,
-        counters: Arc<ListenerCounters>,
-        access: Option<Box<AccessRecord>>,
-    ) -> Self {
-        Self { inner, counting: Some((meter, counters)), access }
+    /// Wraps `inner`: its status is counted in `counters`.
+    pub fn new(inner: F, counters: Arc<ListenerCounters>, access: Option<Box<AccessRecord>>) -> Self {
+        Self { inner, counting: Some(counters), access }
     }
 
     /// Wraps `inner` without counting it (only the access log, if on): what
@@ -287,8 +357,8 @@ where
             return Poll::Pending;
         };
         let status = response.status().as_u16();
-        if let Some((meter, counters)) = this.counting {
-            meter.count(counters, status);
+        if let Some(counters) = this.counting {
+            counters.count(status);
         }
         if let Some(record) = this.access.take() {
             let bytes = response
@@ -404,23 +474,27 @@ fn families(m: &Meter, g: &Gauges) -> Vec<Family> {
     let listeners = m.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut requests = Family {
         name: "requests",
-        help: "Responses sent, by listener and status class.",
+        help: "Responses sent, by HTTP service, listener and status class.",
         counter: true,
         samples: Vec::new(),
     };
-    for (addr, c) in &listeners {
+    for ((service, addr), c) in &listeners {
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-            requests
-                .samples
-                .push((vec![("listener", addr.to_string()), ("class", (*class).to_owned())], get(&c.classes[i])));
+            let labels =
+                vec![("service", service.to_string()), ("listener", addr.to_string()), ("class", (*class).to_owned())];
+            requests.samples.push((labels, get(&c.classes[i])));
         }
     }
     out.push(requests);
     out.push(Family {
         name: "refusals",
-        help: "Requests refused, by status: 401 no credentials, 403 browser guard, 421 Host guard, 413 body cap, 502 upstream unreachable, 504 upstream too slow.",
+        help: "Requests refused, every HTTP service together, by status: 401 no credentials, 403 browser guard, 421 Host guard, 413 body cap, 502 upstream unreachable, 504 upstream too slow.",
         counter: true,
-        samples: REFUSAL_CODES.iter().zip(&m.refusals).map(|(code, c)| (vec![("status", code.to_string())], get(c))).collect(),
+        samples: REFUSAL_CODES
+            .iter()
+            .zip(refusals(listeners.values()))
+            .map(|(code, n)| (vec![("status", code.to_string())], i128::from(n)))
+            .collect(),
     });
     let u = i128::from;
     out.push(Family::one(
@@ -573,19 +647,55 @@ mod tests {
         let meter = Arc::new(Meter::default());
         let a = meter.listener("127.0.0.1:1".parse().unwrap());
         for s in [200, 204, 401, 401, 504, 101] {
-            meter.count(&a, s);
+            a.count(s);
         }
         let open = meter.connection();
         let text = render(&meter, Gauges { fallback: true, ..Gauges::default() }, Format::Prometheus);
-        assert!(text.contains("meshgate_requests_total{listener=\"127.0.0.1:1\",class=\"2xx\"} 2"), "{text}");
-        assert!(text.contains("meshgate_requests_total{listener=\"127.0.0.1:1\",class=\"4xx\"} 2"), "{text}");
-        assert!(text.contains("meshgate_requests_total{listener=\"127.0.0.1:1\",class=\"1xx\"} 1"), "{text}");
+        let at = "service=\"meshgate\",listener=\"127.0.0.1:1\"";
+        assert!(text.contains(&format!("meshgate_requests_total{{{at},class=\"2xx\"}} 2")), "{text}");
+        assert!(text.contains(&format!("meshgate_requests_total{{{at},class=\"4xx\"}} 2")), "{text}");
+        assert!(text.contains(&format!("meshgate_requests_total{{{at},class=\"1xx\"}} 1")), "{text}");
         assert!(text.contains("meshgate_refusals_total{status=\"401\"} 2"), "{text}");
         assert!(text.contains("meshgate_refusals_total{status=\"504\"} 1"), "{text}");
         assert!(text.contains("meshgate_open_connections 1"), "{text}");
         assert!(text.contains("meshgate_fallback 1"), "{text}");
         drop(open);
         assert!(render(&meter, Gauges::default(), Format::Prometheus).contains("meshgate_open_connections 0"));
+    }
+
+    /// Issue #30 part 5: two HTTP services on one listener count apart, each
+    /// under its `service` label; the refusals and the totals sum them.
+    #[test]
+    fn each_http_service_counts_under_its_own_label() {
+        let meter = Arc::new(Meter::default());
+        let at: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let (dash, grafana) = (meter.http(&Arc::from("dash"), at), meter.http(&Arc::from("grafana"), at));
+        assert_eq!(&**dash.service(), "dash");
+        // Looked up again (the next connection): the same counters.
+        assert!(Arc::ptr_eq(&dash, &meter.http(&Arc::from("dash"), at)));
+        for s in [200, 200, 401] {
+            dash.count(s);
+        }
+        grafana.count(502);
+        let text = render(&meter, Gauges::default(), Format::Prometheus);
+        for line in [
+            "meshgate_requests_total{service=\"dash\",listener=\"127.0.0.1:8080\",class=\"2xx\"} 2",
+            "meshgate_requests_total{service=\"dash\",listener=\"127.0.0.1:8080\",class=\"4xx\"} 1",
+            "meshgate_requests_total{service=\"grafana\",listener=\"127.0.0.1:8080\",class=\"5xx\"} 1",
+            "meshgate_requests_total{service=\"grafana\",listener=\"127.0.0.1:8080\",class=\"2xx\"} 0",
+            "meshgate_refusals_total{status=\"401\"} 1",
+            "meshgate_refusals_total{status=\"502\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+        }
+        let by = meter.service_responses();
+        assert_eq!((by["dash"], by["grafana"]), (3, 1));
+        assert_eq!(meter.totals().responses, 4);
+        let om = render(&meter, Gauges::default(), Format::OpenMetrics);
+        assert!(
+            om.contains("meshgate_requests_total{service=\"grafana\",listener=\"127.0.0.1:8080\",class=\"5xx\"} 1"),
+            "{om}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::RequireTokenLayer;
-use super::context::{AppState, LiveListener, LiveView, Revocation, MESHGATE_PREFIX};
+use super::context::{AppState, LiveListener, LiveView, Revocation, MESHGATE_PREFIX, UPSTREAM_HEALTHZ};
 use super::identity::{allowed_now, Caller, PeerHeaders};
 use super::metrics::{render, Gauges};
 use super::proxy::Proxy;
@@ -23,8 +23,12 @@ use super::signin;
 
 /// The router, with auth and the request body cap applied. Each request
 /// carries its listener's [`ListenerCtx`](super::context::ListenerCtx) (the accept loop inserts it; a test
-/// can add `.layer(Extension(ctx))`).
+/// can add `.layer(Extension(ctx))`). Served by meshgate's accept loop (as
+/// built: not nested under another path), its open `GET /healthz` is answered
+/// there, after the same checks, without the router.
 pub fn app(state: AppState) -> Router {
+    // Served by meshgate's accept loop, `/healthz` is answered before the router.
+    state.mark_healthz("/healthz");
     meshgate_routes()
         .route("/", get(super::status_page::page::page))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()))
@@ -38,6 +42,7 @@ pub fn app(state: AppState) -> Router {
 /// `AppState::with_open_paths(token, [UPSTREAM_HEALTHZ])` so that only the health
 /// check is open (the upstream's own `/healthz` is not).
 pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
+    state.mark_healthz(UPSTREAM_HEALTHZ);
     let own = Router::new()
         .merge(meshgate_routes_at(MESHGATE_PREFIX))
         // The prefix is reserved: a typo there (or the bare prefix) is

@@ -5,7 +5,8 @@
 //! fill in this one type; the top-level single-upstream settings are the
 //! shorthand for one HTTP service.
 //!
-//! It lives low in the gateway (it imports only the proxy's [`Upstream`],
+//! It lives low in the gateway (it imports only the proxy's [`Upstream`], the
+//! top-level service's name from `metrics.rs`,
 //! the TLS acceptor and the core's allow-list), so that the listener set,
 //! the TCP forwarder and the builder all read it without reading each other.
 //!
@@ -206,9 +207,15 @@ pub enum ServiceError {
     /// A service name that cannot be a metric label.
     #[error("service name {0:?}: expected 1 to 63 letters, digits, '.', '_' or '-'")]
     Name(String),
+    /// The top-level service's name, taken by a `[[service]]`.
+    #[error("service name {0:?} is the top-level service's (in /metrics, the access log and /status); give this service another name")]
+    Reserved(String),
 }
 
 fn check_name(name: &str) -> Result<(), ServiceError> {
+    if name == super::metrics::TOP_SERVICE {
+        return Err(ServiceError::Reserved(name.to_owned()));
+    }
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -574,5 +581,8 @@ mod tests {
         assert!(PeerAccess::Inherit.admits(Some(&id(None, None, &[])), |_| true));
         assert!(!PeerAccess::Inherit.admits(None, |_| true));
         assert!(Service::tcp("bad name", 1, "tcp://h:1").is_err());
+        // The top-level service's name is its own: metrics would count two as one.
+        let e = Service::tcp("meshgate", 1, "tcp://h:1").unwrap_err().to_string();
+        assert!(e.contains("\"meshgate\"") && e.contains("another name"), "{e}");
     }
 }

@@ -16,13 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
 
+pub(crate) use super::context::covers;
 use super::context::MESHGATE_PREFIX;
-
-/// True when `prefix` (a service's `path`) covers `path`.
-pub(crate) fn covers(prefix: &str, path: &str) -> bool {
-    let p = prefix.trim_end_matches('/');
-    p.is_empty() || path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
-}
 
 /// The router that hands each request to the app of the service whose path
 /// covers it, longest first (`None`: the service without a path).

@@ -151,8 +151,8 @@ fn metrics_count_requests_by_listener_and_class() {
     let r = http_get(svc.addr, "/metrics", None);
     assert!(r.starts_with("HTTP/1.1 200") && r.contains("text/plain; version=0.0.4"), "{r}");
     for line in [
-        format!("meshgate_requests_total{{listener=\"{}\",class=\"2xx\"}} 1", svc.addr),
-        format!("meshgate_requests_total{{listener=\"{}\",class=\"4xx\"}} 1", svc.addr),
+        format!("meshgate_requests_total{{service=\"meshgate\",listener=\"{}\",class=\"2xx\"}} 1", svc.addr),
+        format!("meshgate_requests_total{{service=\"meshgate\",listener=\"{}\",class=\"4xx\"}} 1", svc.addr),
         "meshgate_listener_attaches_total 1".to_owned(),
         "meshgate_listeners 1".to_owned(),
         "meshgate_fallback 0".to_owned(),
@@ -582,6 +582,103 @@ fn promtool(args: &[&str], input: &str) -> Option<std::process::Output> {
     };
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     Some(child.wait_with_output().expect("wait for promtool"))
+}
+
+/// Issue #30 part 5: two HTTP services sharing a port by path, from the
+/// config file. `/metrics` counts each one's responses under its own
+/// `service` label (and the top-level service's as `meshgate`), the access
+/// log names the service of each request, `/status` gives each service's
+/// count, and the exposition still passes `promtool check metrics`.
+#[test]
+fn http_services_are_counted_and_logged_by_name() {
+    let dir = TempDir::new("svc-metrics");
+    let up = |name: &'static str| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut b) {
+                            Ok(1) => head.push(b[0]),
+                            _ => return,
+                        }
+                    }
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                        name.len()
+                    );
+                });
+            }
+        });
+        at
+    };
+    let (dash, grafana) = (up("dash"), up("grafana"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let toml = format!(
+        "[[service]]\nname = \"dash\"\nport = {port}\nupstream = \"http://{dash}\"\nbind = [\"127.0.0.1\"]\n\n[[service]]\nname = \"grafana\"\nport = {port}\npath = \"/grafana\"\nupstream = \"http://{grafana}\"\nbind = [\"127.0.0.1\"]\n"
+    );
+    let (_, svc) = Service::with_config(&dir, &toml, &["--access-log", "--log-format", "json"]);
+    let shared: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + PROCESS_DEADLINE;
+    while std::net::TcpStream::connect(shared).is_err() {
+        assert!(Instant::now() < deadline, "the services never listened: {}", svc.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (path, want) in [("/grafana/d/x", "grafana"), ("/app", "dash"), ("/grafana", "grafana"), ("/", "dash")] {
+        let r = http_get(shared, path, None);
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with(want), "{path}: {r}");
+    }
+    assert!(http_get(svc.addr, "/healthz", None).starts_with("HTTP/1.1 200"));
+    let r = http_get(svc.addr, "/metrics", None);
+    let text = r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    for line in [
+        format!("meshgate_requests_total{{service=\"dash\",listener=\"{shared}\",class=\"2xx\"}} 2"),
+        format!("meshgate_requests_total{{service=\"grafana\",listener=\"{shared}\",class=\"2xx\"}} 2"),
+        format!("meshgate_requests_total{{service=\"meshgate\",listener=\"{}\",class=\"2xx\"}} 1", svc.addr),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+    }
+    // /status: each service's own count.
+    let status = http_get(svc.addr, "/status", None);
+    let body = status.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {status}"));
+    let count = |name: &str| {
+        let services = doc["services"].as_array().cloned().unwrap_or_default();
+        services.iter().find(|s| s["name"] == name).map(|s| s["requests"].clone())
+    };
+    assert_eq!((count("dash"), count("grafana")), (Some(2.into()), Some(2.into())), "{doc}");
+    // The access log: one line per request, naming its service.
+    let log = svc.wait_log_times("meshgate::access", 5);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "meshgate::access")
+        .collect();
+    for (path, service) in [
+        ("/grafana/d/x", "grafana"),
+        ("/app", "dash"),
+        ("/grafana", "grafana"),
+        ("/", "dash"),
+        ("/healthz", "meshgate"),
+    ] {
+        let line =
+            lines.iter().find(|v| v["path"] == path).unwrap_or_else(|| panic!("no access line for {path}: {log}"));
+        assert_eq!(line["service"], service, "{line}");
+    }
+    if let Some(o) = promtool(&["check", "metrics"], &text) {
+        assert!(
+            o.status.success(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
 
 /// `/metrics` passes Prometheus' own checkers: the Prometheus text format by

@@ -312,6 +312,13 @@ fn bad_tcp_flags_and_service_tables_name_the_value() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("protocl") && err.contains("line 4"), "{err}");
+    // `meshgate` names the top-level service (metrics, access log, status):
+    // a `[[service]]` may not take it.
+    let file = config("[[service]]\nname = \"meshgate\"\nport = 5432\nprotocol = \"tcp\"\nupstream = \"tcp://h:1\"\n");
+    let out = run(&mut meshgate(&["explain", "--config", file.path().to_str().unwrap()]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("line 2: service.meshgate.name") && err.contains("another name"), "{err}");
     // A tls service needs the top level's certificate: serve and explain say so.
     let file = config("[[service]]\nname = \"mqtt\"\nport = 8883\nprotocol = \"tls\"\nupstream = \"tcp://h:1\"\n");
     for cmd in ["serve", "explain"] {

@@ -20,6 +20,10 @@ use crate::gateway::metrics::REFUSAL_CODES;
 use crate::gateway::session::cookie_values;
 use crate::gateway::tcp::TCP_REFUSED_PEER;
 
+/// The TCP services' counter of connections accepted (what a TCP service's
+/// `requests` on the page counts).
+const TCP_ACCEPTED: &str = "tcp_accepted_total";
+
 /// Everything the page shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusDoc {
@@ -83,6 +87,9 @@ pub struct ServiceDoc {
     pub info: ServiceInfo,
     /// Its listeners.
     pub listeners: Vec<LiveListener>,
+    /// An HTTP service's responses sent so far (every listener), or a TCP
+    /// or TLS service's connections accepted.
+    pub requests: u64,
 }
 
 /// A WireGuard interface served.
@@ -412,6 +419,9 @@ pub async fn gather(state: &AppState, asker: Asker<'_>) -> StatusDoc {
     board.sample(&sample);
     let info = board.info();
     let described = if info.services.is_empty() { vec![ServiceInfo::single(None)] } else { info.services.clone() };
+    let meter = &state.stats().meter;
+    let responses = meter.service_responses();
+    let accepted: std::collections::BTreeMap<String, u64> = meter.service_counter(TCP_ACCEPTED).into_iter().collect();
     let services = described
         .into_iter()
         .map(|info| {
@@ -427,7 +437,9 @@ pub async fn gather(state: &AppState, asker: Asker<'_>) -> StatusDoc {
                 })
                 .cloned()
                 .collect();
-            ServiceDoc { info, listeners }
+            let counts = if info.protocol == "http" { &responses } else { &accepted };
+            let requests = counts.get(&info.name).copied().unwrap_or(0);
+            ServiceDoc { info, listeners, requests }
         })
         .collect();
     let (state_text, loopback_only) = state_words(&view);

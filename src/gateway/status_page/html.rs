@@ -360,11 +360,18 @@ pub fn main(doc: &StatusDoc) -> String {
             Some(u) => format!(r#"→ <span class="mono">{}</span>"#, esc(u)),
             None => r#"<span class="muted">meshgate's own routes</span>"#.to_owned(),
         };
+        let unit = match (s.info.protocol.as_str(), s.requests) {
+            ("http", 1) => "request",
+            ("http", _) => "requests",
+            (_, 1) => "connection",
+            _ => "connections",
+        };
         let _ = write!(
             o,
-            r#"<div class="svc"><h3>{} <span class="tag">{}</span> {target}</h3><table><thead><tr><th>Listener</th><th>Provider</th><th>Why</th><th>Since</th><th>TLS</th></tr></thead><tbody>"#,
+            r#"<div class="svc"><h3>{} <span class="tag">{}</span> {target} <span class="muted count">{} {unit}</span></h3><table><thead><tr><th>Listener</th><th>Provider</th><th>Why</th><th>Since</th><th>TLS</th></tr></thead><tbody>"#,
             esc(&s.info.name),
             esc(&s.info.protocol),
+            s.requests,
         );
         if s.listeners.is_empty() {
             o.push_str(r#"<tr><td colspan="5" class="muted">no listener</td></tr>"#);
