@@ -6,7 +6,8 @@
 //!
 //! The contract is [`copy_bidirectional`](tokio::io::copy_bidirectional)'s:
 //! a side's EOF is passed on as a shutdown of the other's write half (once
-//! its pipe is empty) while the other direction flows; it returns the bytes
+//! its pipe is empty) while the other direction flows (the second EOF is
+//! passed on by the caller's close); it returns the bytes
 //! each way once both have ended, or the first error with the side it came
 //! from, so the caller can pass a reset on.
 
@@ -14,7 +15,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -112,13 +113,14 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 }
 
 /// Moves bytes `from` → `to` until `from`'s EOF (then shuts `to`'s write
-/// half) or an error. `moved` grows with every read, EOF included (the idle
+/// half, unless `ended` says the other way has ended already) or an error. `moved` grows with every read, EOF included (the idle
 /// watch reads it).
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     sides: (Side, Side),
     moved: &AtomicU64,
+    ended: &AtomicBool,
 ) -> Result<u64, (Side, io::Error)> {
     let (from_side, to_side) = sides;
     let mut pipe = Pipe::new().map_err(|e| (from_side, e))?;
@@ -138,7 +140,13 @@ async fn one_way(
         };
         moved.fetch_add(n as u64 + 1, Ordering::Relaxed);
         if n == 0 {
-            socket2::SockRef::from(to).shutdown(Shutdown::Write).map_err(|e| (to_side, e))?;
+            // The first EOF is passed on as a shutdown (half-close); the
+            // second ends both ways, and the caller's close of both sockets
+            // sends that FIN (nothing is left unread on either): one
+            // system call less per connection.
+            if !ended.swap(true, Ordering::Relaxed) {
+                socket2::SockRef::from(to).shutdown(Shutdown::Write).map_err(|e| (to_side, e))?;
+            }
             return Ok(total);
         }
         pipe.held = n;
@@ -163,5 +171,6 @@ pub(super) async fn bidirectional(
     b: &TcpStream,
     moved: &AtomicU64,
 ) -> Result<(u64, u64), (Side, io::Error)> {
-    tokio::try_join!(one_way(a, b, (Side::A, Side::B), moved), one_way(b, a, (Side::B, Side::A), moved))
+    let ended = AtomicBool::new(false);
+    tokio::try_join!(one_way(a, b, (Side::A, Side::B), moved, &ended), one_way(b, a, (Side::B, Side::A), moved, &ended))
 }
