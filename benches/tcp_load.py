@@ -33,7 +33,8 @@ stopped on exit.
     benches/tcp_load.py [GIB] [SECONDS] [PINGS] [ROUNDS]
     (defaults: 1 GiB, 3 s, 5000 pings, 3 rounds)
 
-TARGETS="meshgate mg-copy" runs only those (haproxy is needed for its
+MESHGATE_BIN=/path/to/meshgate tests that binary instead of building one
+here. TARGETS="meshgate mg-copy" runs only those (haproxy is needed for its
 ratios). Needs haproxy, socat and taskset (apt-get install -y haproxy socat
 util-linux).
 """
@@ -61,6 +62,10 @@ PORTS = {
     "haproxy": (19721, 19722),
     "socat": (19731, 19732),
 }
+# The binary under test: MESHGATE_BIN, else the release build made here.
+MESHGATE = os.environ.get("MESHGATE_BIN") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "meshgate"
+)
 # Each meshgate its own status port.
 STATUS_PORT = {"meshgate": 19710, "mg-copy": 19740, "mg-base": 19750}
 CLK = os.sysconf("SC_CLK_TCK")
@@ -131,7 +136,7 @@ def start(name, tmp):
     bulk, echo = PORTS[name]
     env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
     if name in STATUS_PORT:
-        binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "meshgate")
+        binary = MESHGATE
         if name == "mg-base":
             binary = os.environ["MESHGATE_BASE"]
         env.pop("MESHGATE_TCP_SPLICE", None)
@@ -284,7 +289,8 @@ def main():
         if unknown:
             sys.exit(f"TARGETS: unknown {' '.join(unknown)}; choose among {' '.join(PORTS)}")
         names = [n for n in names if n in wanted]
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "meshgate"], cwd=ROOT, check=True)
+    if not os.environ.get("MESHGATE_BIN"):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "meshgate"], cwd=ROOT, check=True)
     pin(1)
     upstream()
     wait_port(DISCARD)
