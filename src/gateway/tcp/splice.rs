@@ -93,6 +93,8 @@ impl Drop for Pipe {
     }
 }
 
+/// One `splice(2)`, non-blocking. (Into a socket the peer reset it fails
+/// with `EPIPE` and raises `SIGPIPE`, which Rust's runtime ignores.)
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: plain descriptors, no offsets; the kernel checks both.
     let n = unsafe {
