@@ -2,7 +2,9 @@
 //! socket → pipe → socket, so they never pass through user space. One pipe
 //! per direction, non-blocking, driven by tokio's readiness
 //! ([`TcpStream::readable`], [`TcpStream::try_io`]); emptied pipes go back
-//! to a small per-thread pool, so a short connection costs no `pipe2(2)`.
+//! to a small per-thread pool. Each direction copies its first bytes and
+//! splices once a read fills its small buffer (see [`one_way`]), so a short
+//! exchange costs what copying costs.
 //!
 //! The contract is [`copy_bidirectional`](tokio::io::copy_bidirectional)'s:
 //! a side's EOF is passed on as a shutdown of the other's write half (once
@@ -17,7 +19,8 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 /// Which socket an error came from.
@@ -32,6 +35,9 @@ pub(super) enum Side {
 /// At most this much per `splice` into a pipe: the kernel moves what the
 /// pipe holds (64 KiB by default), so this only bounds one call.
 const CHUNK: usize = 1 << 20;
+
+/// The copy buffer a direction starts with (see [`one_way`]).
+const SMALL: usize = 8 * 1024;
 
 /// Pipes kept per thread for the next connections.
 const POOL: usize = 32;
@@ -114,20 +120,54 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Moves bytes `from` → `to` until `from`'s EOF (then shuts `to`'s write
-/// half, unless `ended` says the other way has ended already) or an error. `moved` grows with every read, EOF included (the idle
-/// watch reads it).
+/// Passes `from`'s EOF on: the first EOF of a connection as a shutdown of
+/// `to`'s write half (half-close); the second ends both ways, and the
+/// caller's close of both sockets sends that FIN (nothing is left unread on
+/// either): one system call less per connection.
+fn eof(to: &TcpStream, to_side: Side, ended: &AtomicBool) -> Result<(), (Side, io::Error)> {
+    if !ended.swap(true, Ordering::Relaxed) {
+        socket2::SockRef::from(to).shutdown(Shutdown::Write).map_err(|e| (to_side, e))?;
+    }
+    Ok(())
+}
+
+/// Moves bytes `from` → `to` until `from`'s EOF (passed on by [`eof`]) or
+/// an error. `moved` grows with every read, EOF included (the idle watch
+/// reads it).
+///
+/// A direction starts by copying through a [`SMALL`] buffer: tokio's read
+/// knows a short read drained the socket and skips the retry a `splice`
+/// would spend (a pipe cannot tell a drained socket from a full pipe), and a
+/// short exchange never takes a pipe. The first read that fills the buffer
+/// marks a bulk flow, spliced from then on.
 async fn one_way(
-    from: &TcpStream,
-    to: &TcpStream,
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
     sides: (Side, Side),
     moved: &AtomicU64,
     ended: &AtomicBool,
 ) -> Result<u64, (Side, io::Error)> {
     let (from_side, to_side) = sides;
+    let mut total = 0u64;
+    let mut buf = Vec::with_capacity(SMALL);
+    loop {
+        buf.clear();
+        let n = from.read_buf(&mut buf).await.map_err(|e| (from_side, e))?;
+        moved.fetch_add(n as u64 + 1, Ordering::Relaxed);
+        if n == 0 {
+            eof(to.as_ref(), to_side, ended)?;
+            return Ok(total);
+        }
+        to.write_all(&buf).await.map_err(|e| (to_side, e))?;
+        total += n as u64;
+        if n >= SMALL {
+            break;
+        }
+    }
+    drop(buf);
+    let (from, to): (&TcpStream, &TcpStream) = (from.as_ref(), to.as_ref());
     let mut pipe = Pipe::new().map_err(|e| (from_side, e))?;
     let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
-    let mut total = 0u64;
     loop {
         // Tried before waiting (as for writes below): a socket tokio knows
         // to be ready costs no wake-up.
@@ -142,13 +182,7 @@ async fn one_way(
         };
         moved.fetch_add(n as u64 + 1, Ordering::Relaxed);
         if n == 0 {
-            // The first EOF is passed on as a shutdown (half-close); the
-            // second ends both ways, and the caller's close of both sockets
-            // sends that FIN (nothing is left unread on either): one
-            // system call less per connection.
-            if !ended.swap(true, Ordering::Relaxed) {
-                socket2::SockRef::from(to).shutdown(Shutdown::Write).map_err(|e| (to_side, e))?;
-            }
+            eof(to, to_side, ended)?;
             return Ok(total);
         }
         pipe.held = n;
@@ -169,10 +203,14 @@ async fn one_way(
 /// Both ways between `a` and `b` until both have ended or one fails:
 /// `(bytes a→b, bytes b→a)`, or the error and the side it came from.
 pub(super) async fn bidirectional(
-    a: &TcpStream,
-    b: &TcpStream,
+    a: &mut TcpStream,
+    b: &mut TcpStream,
     moved: &AtomicU64,
 ) -> Result<(u64, u64), (Side, io::Error)> {
     let ended = AtomicBool::new(false);
-    tokio::try_join!(one_way(a, b, (Side::A, Side::B), moved, &ended), one_way(b, a, (Side::B, Side::A), moved, &ended))
+    let ((ar, aw), (br, bw)) = (a.split(), b.split());
+    tokio::try_join!(
+        one_way(ar, bw, (Side::A, Side::B), moved, &ended),
+        one_way(br, aw, (Side::B, Side::A), moved, &ended)
+    )
 }
