@@ -6,25 +6,27 @@
 //!
 //! Two ways to move the bytes, with the same contract:
 //! - on Linux, between two plain TCP sockets (a `tcp` service to a
-//!   `tcp://` upstream), `splice(2)` through a pipe each way
-//!   ([`super::splice`]): the bytes never enter user space;
+//!   `tcp://` upstream), `splice(2)` through a pipe each way once a
+//!   direction carries more than a small read ([`super::splice`]): bulk
+//!   bytes never enter user space;
 //! - otherwise (TLS, whose bytes must be decrypted here; a `unix:`
 //!   upstream; other systems), [`tokio::io::copy_bidirectional_with_sizes`]
 //!   with a 32 KiB buffer each way.
 //!
 //! Measured (`benches/tcp_load.py`, one run, 3 rounds, medians, the proxy
-//! on one core, on a shared 2-core machine at load 10-12): a 1 GiB bulk
-//! transfer cost 340 ms of CPU per GiB spliced against 440 copied (0.77x;
-//! haproxy `mode tcp` 650) at 432 MB/s against 355 (1.21x); a short
-//! connection (connect, one 100-byte exchange, close) cost 184 µs of CPU
-//! spliced against 172 copied (1.07x, within that run's noise: splicing
-//! spends two `splice` calls per connection that end in `EAGAIN`, where
-//! tokio's read skips the retry after a short read; a pipe cannot tell a
-//! drained socket from a full pipe, so the splice path does not guess).
+//! on one core, on a shared 2-core machine at load 5-8): a 1 GiB bulk
+//! transfer cost 360 ms of CPU per GiB spliced against 520 copied (0.69x;
+//! haproxy `mode tcp` 770) at 705 MB/s against 671 (1.05x; haproxy 460). A
+//! short connection (connect, one 100-byte exchange, close) cost 169 µs of
+//! CPU against 165 copied (1.02x, noise; haproxy 176): splicing from the
+//! first byte had cost 1.05-1.07x, two `splice` calls per connection ending
+//! in `EAGAIN` where tokio's read skips the retry after a short read, so each
+//! direction now copies until a read fills its 8 KiB buffer, then splices.
 //! Splicing stays for the bulk gain.
 //!
 //! `MESHGATE_TCP_SPLICE=off` (read once) makes plain sockets copy too: the
 //! switch `benches/tcp_load.py` uses to measure both in one run.
+
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
