@@ -2,6 +2,7 @@
 //! to forward, who may connect (replaceable by a reload, which makes every
 //! open connection check its peer again), and its counters.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,9 @@ impl TcpStats {
 pub struct TcpHandler {
     name: Arc<str>,
     target: Target,
+    /// `target` when its host is an IP literal: connected to without
+    /// parsing the host again per connection (a name is looked up at each).
+    literal: Option<SocketAddr>,
     proxy_protocol: bool,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -90,9 +94,14 @@ impl TcpHandler {
     /// The handler for `service` (a TCP or TLS one; `None` for HTTP).
     pub fn new(service: &Service) -> Option<Self> {
         let target = service.target.clone()?;
+        let literal = match &target {
+            Target::Tcp { host, port } => host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, *port)),
+            Target::Unix(_) => None,
+        };
         Some(Self {
             name: Arc::from(service.name.as_str()),
             target,
+            literal,
             proxy_protocol: service.proxy_protocol,
             connect_timeout: service.connect_timeout,
             idle_timeout: service.idle_timeout,
@@ -117,6 +126,11 @@ impl TcpHandler {
     /// Where it forwards.
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// The target's address when its host is an IP literal.
+    pub(crate) fn literal_target(&self) -> Option<SocketAddr> {
+        self.literal
     }
 
     pub(crate) fn proxy_protocol(&self) -> bool {
@@ -151,5 +165,19 @@ impl TcpHandler {
     /// Whether a connection of `identity` (off loopback) is admitted now.
     pub(crate) fn admits(&self, lookup: Option<&Arc<dyn PeerLookup>>, identity: Option<&PeerIdentity>) -> bool {
         self.access.load().admits(identity, |id| allowed_now(lookup, Some(id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ip_literal_target_is_parsed_once_and_a_name_is_not() {
+        let h = |url: &str| TcpHandler::new(&Service::tcp("t", 1, url).unwrap()).unwrap();
+        assert_eq!(h("tcp://127.0.0.1:5432").literal_target(), Some("127.0.0.1:5432".parse().unwrap()));
+        assert_eq!(h("tcp://[::1]:22").literal_target(), Some("[::1]:22".parse().unwrap()));
+        assert_eq!(h("tcp://localhost:22").literal_target(), None);
+        assert_eq!(h("unix:/run/x.sock").literal_target(), None);
     }
 }

@@ -5,6 +5,7 @@
 //! - `handler`: [`TcpHandler`], one service (target, access, counters);
 //! - `serve`: the accept loop and each connection's life;
 //! - `pipe`: bytes both ways (half-close, resets, idle timeout);
+//! - `splice` (Linux): the same between two plain sockets, with `splice(2)`;
 //! - `proxy_v2`: the PROXY protocol v2 header;
 //! - `refusals`: refused connections, logged aggregated.
 
@@ -13,6 +14,8 @@ mod pipe;
 pub mod proxy_v2;
 mod refusals;
 mod serve;
+#[cfg(target_os = "linux")]
+mod splice;
 
 pub use handler::{TcpHandler, TcpStats, TCP_REFUSED_PEER};
 pub use serve::DRAIN_GRACE;

@@ -217,11 +217,12 @@ async fn to_upstream<C: Socket>(
 ) {
     let stats = handler.stats();
     let connect = async {
-        match handler.target() {
-            Target::Tcp { host, port } => {
+        match (handler.literal_target(), handler.target()) {
+            (Some(addr), _) => tokio::net::TcpStream::connect(addr).await.map(Upstream::Tcp),
+            (None, Target::Tcp { host, port }) => {
                 tokio::net::TcpStream::connect((host.as_str(), *port)).await.map(Upstream::Tcp)
             }
-            Target::Unix(path) => tokio::net::UnixStream::connect(path).await.map(Upstream::Unix),
+            (None, Target::Unix(path)) => tokio::net::UnixStream::connect(path).await.map(Upstream::Unix),
         }
     };
     let upstream = match tokio::time::timeout(handler.connect_timeout(), connect).await {
