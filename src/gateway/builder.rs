@@ -660,6 +660,15 @@ impl ServiceCtx {
     ) -> Result<Vec<Planned>, Error> {
         let (registry, top) = (self.registry, &self.top);
         let allows = self.peers.is_some() && self.peers_allow;
+        // One name, one service: `/metrics`, the access log and `/status`
+        // tell services apart by name, and a reload matches them by it.
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(twice) = services.iter().find(|s| !names.insert(s.name.as_str())) {
+            return Err(Error::Refused(format!(
+                "two services are named {:?}; give each service its own name (metrics, the access log and /status tell them apart by it)",
+                twice.name
+            )));
+        }
         let mut out: Vec<Planned> = Vec::with_capacity(services.len());
         for service in services {
             let selectors = match &service.bind {
