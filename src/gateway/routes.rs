@@ -25,7 +25,7 @@ use super::signin;
 /// carries its listener's [`ListenerCtx`](super::context::ListenerCtx) (the accept loop inserts it; a test
 /// can add `.layer(Extension(ctx))`). Served as returned: an embedder may
 /// nest it, layer it or serve it elsewhere, so every request reaches it
-/// (`meshgate serve` uses [`own_app`], whose `/healthz` skips the router).
+/// (`meshgate serve` uses `own_app`, whose `/healthz` skips the router).
 pub fn app(state: AppState) -> Router {
     meshgate_routes()
         .route("/", get(super::status_page::page::page))
