@@ -19,9 +19,10 @@ use super::settings::{
     WORKERS_ENV,
 };
 use crate::gateway::metrics::Meter;
+use crate::gateway::routes::own_app;
 use crate::gateway::{
-    app, display_addr, shutdown_signal, Event, Gateway, Https, MeshPeers, PeerRules, Proxy, ServiceControls,
-    TailnetPeers, WireGuardPeers, Workers,
+    display_addr, shutdown_signal, Event, Gateway, Https, MeshPeers, PeerRules, Proxy, ServiceControls, TailnetPeers,
+    WireGuardPeers, Workers,
 };
 use crate::tls::{Reloader, DEFAULT_POLL_INTERVAL};
 
@@ -179,7 +180,7 @@ pub async fn run(args: &ServeArgs, source: &dyn InterfaceSource) -> Result<(), C
             );
             builder.start_upstream(proxy).await?
         }
-        None => builder.open_path("/healthz").signin("").start_with(|state| app(state.clone())).await?,
+        None => builder.open_path("/healthz").signin("").start_with(|state| own_app(state.clone())).await?,
     };
     let state = running.state().clone();
     state.status_board().describe(crate::gateway::status_page::PageInfo {

@@ -684,7 +684,7 @@ async fn healthz_is_answered_before_the_router_after_the_same_checks() {
     let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap())).with_max_body_bytes(4);
     let routed = Arc::new(AtomicUsize::new(0));
     let seen = routed.clone();
-    let app = routes::app(state.clone()).layer(axum::middleware::from_fn(
+    let app = routes::own_app(state.clone()).layer(axum::middleware::from_fn(
         move |r: axum::extract::Request, next: axum::middleware::Next| {
             seen.fetch_add(1, Ordering::Relaxed);
             next.run(r)
@@ -725,6 +725,50 @@ async fn healthz_is_answered_before_the_router_after_the_same_checks() {
     let status = once(addr, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(status.starts_with("HTTP/1.1 401"), "{status}");
     assert_eq!(routed.load(Ordering::Relaxed), 2);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+/// The `/healthz` fast path is meshgate's own (`routes::own_app`): a router an
+/// embedder builds from the public `routes::app` (nested under a prefix,
+/// beside a `/healthz` of its own, behind a layer of its own) is served as
+/// returned, every request through it. The mark used to be set by `app`
+/// itself, so the accept loop answered the embedder's `/healthz` with
+/// meshgate's "ok" and skipped the embedder's layer.
+#[tokio::test]
+async fn an_embedders_router_built_from_app_sees_every_healthz() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let state = AppState::new(Some(Token::new(TOKEN, "test").unwrap()));
+    let routed = Arc::new(AtomicUsize::new(0));
+    let seen = routed.clone();
+    let app = axum::Router::new()
+        .nest("/admin", routes::app(state.clone()))
+        .route("/healthz", axum::routing::get(|| async { "the embedder's own\n" }))
+        .layer(axum::middleware::from_fn(move |r: axum::extract::Request, next: axum::middleware::Next| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            next.run(r)
+        }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listen = Listen {
+        listener,
+        app,
+        ctx: ListenerCtx { local: addr, loopback: false, tls: false },
+        interface: None,
+        state: state.clone(),
+        admission: Arc::new(Admission::new(ServerLimits::default())),
+        direct: None,
+        tls: None,
+        workers: None,
+    };
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(accept_loop(listen, stopped));
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let theirs = once(addr, &get("/healthz")).await;
+    assert!(theirs.starts_with("HTTP/1.1 200") && theirs.ends_with("the embedder's own\n"), "{theirs}");
+    let nested = once(addr, &get("/admin/healthz")).await;
+    assert!(nested.starts_with("HTTP/1.1 200") && nested.ends_with("\r\n\r\nok\n"), "{nested}");
+    assert_eq!(routed.load(Ordering::Relaxed), 2, "the embedder's layer was skipped");
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

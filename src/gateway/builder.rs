@@ -66,7 +66,7 @@ use super::identity::PeerLookup;
 use super::limits::ServerLimits;
 use super::listeners::{Https, ListenerSet};
 use super::proxy::Proxy;
-use super::routes::{meshgate_routes_at, upstream_app};
+use super::routes::{meshgate_routes_at, own_upstream_app};
 use super::service::{loopback_only, PeerAccess, Protocol, Service, ServicePeers};
 use super::signal::shutdown_signal;
 use super::tcp::TcpHandler;
@@ -415,17 +415,17 @@ impl<'a> GatewayBuilder<'a> {
     /// `/_meshgate/healthz` open), and every other request passes the token
     /// and browser checks and is forwarded through `proxy` (header rules in
     /// [`Proxy::forward`]). Forwarded requests skip the router altogether; the
-    /// answers are those of [`upstream_app`]
+    /// answers are those of [`upstream_app`](super::routes::upstream_app)
     /// served with [`start_with`](Self::start_with), only cheaper. The token
     /// removed before forwarding is this builder's [`token`](Self::token),
     /// whatever `proxy` was made with: both paths strip the token in force in
-    /// the gateway's state ([`upstream_app`] and `ListenerSet::set_upstream`
+    /// the gateway's state ([`upstream_app`](super::routes::upstream_app) and `ListenerSet::set_upstream`
     /// put its cell in the proxy).
     pub async fn start_upstream(self, proxy: Proxy) -> Result<Running<'a>, Error> {
         let direct = proxy.clone();
         self.open_path(UPSTREAM_HEALTHZ)
             .signin(MESHGATE_PREFIX)
-            .start_inner(move |state| upstream_app(state.clone(), proxy), Some(direct))
+            .start_inner(move |state| own_upstream_app(state.clone(), proxy), Some(direct))
             .await
     }
 
@@ -660,6 +660,15 @@ impl ServiceCtx {
     ) -> Result<Vec<Planned>, Error> {
         let (registry, top) = (self.registry, &self.top);
         let allows = self.peers.is_some() && self.peers_allow;
+        // One name, one service: `/metrics`, the access log and `/status`
+        // tell services apart by name, and a reload matches them by it.
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(twice) = services.iter().find(|s| !names.insert(s.name.as_str())) {
+            return Err(Error::Refused(format!(
+                "two services are named {:?}; give each service its own name (metrics, the access log and /status tell them apart by it)",
+                twice.name
+            )));
+        }
         let mut out: Vec<Planned> = Vec::with_capacity(services.len());
         for service in services {
             let selectors = match &service.bind {
@@ -765,7 +774,7 @@ impl ServiceCtx {
                 let app = if shared {
                     // Each service on the port keeps its own state (its
                     // allow-list) and upstream; the set's state identifies.
-                    let mut apps = vec![(service.path.clone(), upstream_app(state.clone(), proxy.clone()))];
+                    let mut apps = vec![(service.path.clone(), own_upstream_app(state.clone(), proxy.clone()))];
                     for m in &mounts {
                         let mut own = AppState::with_open_paths(self.token.clone(), [UPSTREAM_HEALTHZ])
                             .with_browser_policy(self.browser.clone())
@@ -788,11 +797,11 @@ impl ServiceCtx {
                             ))
                         })?;
                         let p = Proxy::new(upstream, m.upstream_limits, self.token.clone());
-                        apps.push((m.path.clone(), upstream_app(own, p)));
+                        apps.push((m.path.clone(), own_upstream_app(own, p)));
                     }
                     super::service_paths::path_router(apps)
                 } else {
-                    upstream_app(state.clone(), proxy.clone())
+                    own_upstream_app(state.clone(), proxy.clone())
                 };
                 let state = match (&self.peers, shared) {
                     (Some(inner), true) => state.with_peer_lookup(inner.clone()),

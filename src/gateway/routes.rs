@@ -23,12 +23,10 @@ use super::signin;
 
 /// The router, with auth and the request body cap applied. Each request
 /// carries its listener's [`ListenerCtx`](super::context::ListenerCtx) (the accept loop inserts it; a test
-/// can add `.layer(Extension(ctx))`). Served by meshgate's accept loop (as
-/// built: not nested under another path), its open `GET /healthz` is answered
-/// there, after the same checks, without the router.
+/// can add `.layer(Extension(ctx))`). Served as returned: an embedder may
+/// nest it, layer it or serve it elsewhere, so every request reaches it
+/// (`meshgate serve` uses `own_app`, whose `/healthz` skips the router).
 pub fn app(state: AppState) -> Router {
-    // Served by meshgate's accept loop, `/healthz` is answered before the router.
-    state.mark_healthz("/healthz");
     meshgate_routes()
         .route("/", get(super::status_page::page::page))
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes()))
@@ -42,7 +40,6 @@ pub fn app(state: AppState) -> Router {
 /// `AppState::with_open_paths(token, [UPSTREAM_HEALTHZ])` so that only the health
 /// check is open (the upstream's own `/healthz` is not).
 pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
-    state.mark_healthz(UPSTREAM_HEALTHZ);
     let own = Router::new()
         .merge(meshgate_routes_at(MESHGATE_PREFIX))
         // The prefix is reserved: a typo there (or the bare prefix) is
@@ -78,6 +75,22 @@ pub fn upstream_app(state: AppState, proxy: Proxy) -> Router {
         None => own.fallback(forward),
     };
     with_fallback.layer(RequireTokenLayer::new(state.clone())).with_state(state)
+}
+
+/// [`app`] as meshgate itself serves it (`meshgate serve`): the accept loop
+/// answers its open `GET /healthz` after the same checks, without the router.
+/// Only for a router served exactly as returned (nothing nested, layered or
+/// routed around it): the mark is on `state`, not on the router.
+pub(crate) fn own_app(state: AppState) -> Router {
+    state.mark_healthz("/healthz");
+    app(state)
+}
+
+/// [`upstream_app`] as meshgate itself serves it (the builder's upstream
+/// and `[[service]]` sets): `/_meshgate/healthz` answered as in [`own_app`].
+pub(crate) fn own_upstream_app(state: AppState, proxy: Proxy) -> Router {
+    state.mark_healthz(UPSTREAM_HEALTHZ);
+    upstream_app(state, proxy)
 }
 
 /// `/_meshgate/ca.crt`: the local CA's certificate (`--tls internal`), on

@@ -430,6 +430,37 @@ async fn two_http_services_share_a_port_by_path() {
     running.shutdown().await;
 }
 
+/// Two services of one name are refused at start, naming it: `/metrics`,
+/// the access log and `/status` tell services apart by name (two HTTP
+/// services sharing a port would count as one series), and a reload matches
+/// the running services by name. The config file refuses a repeated name; the
+/// library, and `--tcp 5432=...` beside a `[[service]]` named `tcp-5432`,
+/// reach here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_of_one_name_are_refused() {
+    use meshgate::gateway::Upstream;
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let up = || Upstream::parse("http://127.0.0.1:9").unwrap();
+    let a = Service::http("dash", port, up()).unwrap().bind(["127.0.0.1"]);
+    let b = Service::http("dash", port, up()).unwrap().path("/grafana").bind(["127.0.0.1"]);
+    let started = Gateway::builder()
+        .bind(["127.0.0.1"])
+        .port(0)
+        .follow(false)
+        .service(a)
+        .service(b)
+        .start(axum::Router::new())
+        .await;
+    let err = match started {
+        Ok(running) => {
+            running.shutdown().await;
+            panic!("two services named \"dash\" started");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("\"dash\"") && err.contains("its own name"), "{err}");
+}
+
 /// `/metrics` carries each TCP service's counters with a `service` label.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_a_service_label() {
