@@ -169,6 +169,8 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                     }
                 }
             };
+            // Its exchanges' upstream connection is driven in this task (pool.rs).
+            let affinity = Affinity::default();
             let service = ConnService {
                 app,
                 ctx,
@@ -183,7 +185,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 activity: activity.clone(),
                 counters: meter.listener(ctx.local),
                 revocation: revocation.clone(),
-                affinity: Affinity::default(),
+                affinity: affinity.clone(),
             };
             let supervision = Supervision {
                 draining,
@@ -195,7 +197,8 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
             let result = match tls {
                 None => {
                     let io = Counted { stream, activity, _permit: permit, _slot: slot };
-                    supervise(builder.serve_connection(TokioIo::new(io), service).with_upgrades(), supervision).await
+                    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+                    affinity.drive(supervise(conn, supervision)).await
                 }
                 Some(acceptor) => match acceptor.accept_tcp(stream).await {
                     Err(e) => {
@@ -211,10 +214,11 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                         match alpn {
                             Alpn::H2 => {
                                 supervision.activity.set_h2();
-                                supervise(limits.http2().serve_connection(io, service), supervision).await
+                                affinity.drive(supervise(limits.http2().serve_connection(io, service), supervision)).await
                             }
                             Alpn::Http11 => {
-                                supervise(builder.serve_connection(io, service).with_upgrades(), supervision).await
+                                let conn = builder.serve_connection(io, service).with_upgrades();
+                                affinity.drive(supervise(conn, supervision)).await
                             }
                         }
                     }
