@@ -214,7 +214,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                         match alpn {
                             Alpn::H2 => {
                                 supervision.activity.set_h2();
-                                affinity.drive(supervise(limits.http2().serve_connection(io, service), supervision)).await
+                                affinity
+                                    .drive(supervise(limits.http2().serve_connection(io, service), supervision))
+                                    .await
                             }
                             Alpn::Http11 => {
                                 let conn = builder.serve_connection(io, service).with_upgrades();

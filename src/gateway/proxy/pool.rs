@@ -1,29 +1,45 @@
 //! A keep-alive pool of HTTP/1.1 connections to the one upstream, built on
-//! hyper's client connection API.
+//! hyper's client connection API, and the client connection's own upstream
+//! connection ([`Affinity`]), driven in the client connection's task.
 //!
-//! Each connection is one `handshake` and one spawned connection task; its
-//! [`SendRequest`] half is checked out for a request and comes back when the
-//! response body has been read to its end ([`Conn::attach`]). Idle senders
-//! wait in a lock-protected stack (the most recently used first, so the
-//! connections that stay warm are few): one stack per connection worker
-//! (`crate::gateway::workers`), since a connection's task runs on the worker
-//! that opened it, and one for connections returned off the workers. A connection that errored, was
-//! closed by the upstream, was upgraded, or whose response body was dropped
-//! half-read is never reused. This does per request what hyper-util's legacy
-//! client did with a spawned task and a timer wheel, with neither; one task
-//! per pool sweeps the stacks while they hold anything, so an idle connection
-//! is closed when it expires even if no request comes to take one.
+//! Each connection is one `handshake`: a [`SendRequest`] half, lent to one
+//! exchange at a time and back when the response body has been read to its
+//! end ([`Conn::attach`]), and a connection future that someone must poll.
 //!
-//! In front of the stacks, each client connection keeps the upstream
-//! connection its last exchange used ([`Affinity`]) and takes it again for
-//! its next: its requests then go over one upstream connection, as a
-//! one-to-one proxy's would, instead of whichever connection was returned
-//! last (on tokio's multi-threaded runtime, one whose task then has to be
-//! woken on another thread: that cost the p99 with two worker threads 1.4x
-//! what it was with one).
-//! A client connection holds at most one idle upstream connection this way
-//! (the connection cap bounds them all); it returns it to the stack when it
-//! closes.
+//! A client connection served with [`Affinity::drive`] owns one upstream
+//! connection: its first forwarded exchange takes an idle one from the pool
+//! (taking its connection future from the task that drove it while idle) or
+//! opens one, and every later exchange of that client connection uses it.
+//! Its connection future is polled in the client connection's own task,
+//! beside the server connection ([`Driven`]): a request goes from the client
+//! socket to the upstream socket and its response back without waking
+//! another task (hyper's pooled client, and this pool before, woke the
+//! connection's own task for the request and the exchange's for the
+//! response: two task switches per request). Wakes during that task's poll
+//! only ask for another round of the same poll. When the client connection
+//! ends, its upstream connection is given a task of its own and goes back to
+//! the pool (still lent to an exchange, e.g. an HTTP/2 stream, it goes back
+//! when that exchange is done; upgraded, its task carries it to the upgrade
+//! and the connection is never pooled).
+//!
+//! Exchanges outside a client connection's task (the router's path, a
+//! client's last request, a second HTTP/2 stream while the first holds the
+//! connection) take pooled connections, each driven by a task of its own.
+//! Idle connections wait in a lock-protected stack (the most recently used
+//! first, so the connections that stay warm are few): one stack per
+//! connection worker (`crate::gateway::workers`), since a connection's task
+//! runs on the worker that opened it, and one for connections returned off
+//! the workers. A connection that errored, was closed by the upstream, was
+//! upgraded, or whose response body was dropped half-read is never reused.
+//! One task per pool sweeps the stacks while they hold anything, so an idle
+//! connection is closed when it expires even if no request comes to take one.
+//!
+//! Keeping the client connection's requests on one upstream connection is
+//! also what a one-to-one proxy does, instead of whichever connection was
+//! returned last (on tokio's multi-threaded runtime, one whose task then has
+//! to be woken on another thread: that cost the p99 with two worker threads
+//! 1.4x what it was with one). The connection cap bounds the upstream
+//! connections held this way.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -912,7 +928,11 @@ mod tests {
                         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                         buf.drain(..end + 4);
                         if head.contains("upgrade: echo") {
-                            let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n").await;
+                            let _ = s
+                                .write_all(
+                                    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+                                )
+                                .await;
                             let (mut r, mut w) = s.split();
                             let _ = tokio::io::copy(&mut r, &mut w).await;
                             return;
