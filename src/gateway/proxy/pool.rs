@@ -180,14 +180,17 @@ impl Affinity {
     /// When `server` ends (or is dropped), the upstream connection goes back
     /// to the pool, driven by a task of its own from then on.
     pub(crate) fn drive<F: Future>(self, server: F) -> Driven<F> {
-        let flag = Arc::new(Wakes::default());
-        let waker = Waker::from(flag.clone());
+        let wakes = Arc::new(Wakes::default());
+        // Both sides are polled the first time round.
+        wakes.woken.iter().for_each(|w| w.store(true, Ordering::Relaxed));
+        let wakers = [SERVER, UPSTREAM].map(|side| Waker::from(Arc::new(Side(wakes.clone(), side))));
         {
             let mut own = lock(&self.0.state);
             own.driven = true;
-            own.task = Some(waker.clone());
+            // A connection handed over is picked up by the upstream side.
+            own.task = Some(wakers[UPSTREAM].clone());
         }
-        Driven { server, affinity: self, conns: Vec::new(), flag, waker, done: false }
+        Driven { server, affinity: self, conns: Vec::new(), wakes, wakers, task: None, done: false }
     }
 
     /// Lends out this client connection's upstream connection, when it is
@@ -308,28 +311,45 @@ impl Affinity {
     }
 }
 
-/// The wakers of a [`Driven`]'s connections: a wake while the task is being
-/// polled only asks for one more round of that poll (no second trip through
-/// the scheduler); any other wakes the task.
+/// The wakers of a [`Driven`]: one for the server connection and one for
+/// the upstream connections, so that each poll polls only the side that was
+/// woken. A wake while the task is being polled only asks for one more round
+/// of that poll (no second trip through the scheduler); any other wakes the
+/// task.
 #[derive(Default)]
 struct Wakes {
-    woken: AtomicBool,
+    /// Per side (server, upstream): woken since it was last polled.
+    woken: [AtomicBool; 2],
     polling: AtomicBool,
     task: Mutex<Option<Waker>>,
 }
 
-impl Wake for Wakes {
+const SERVER: usize = 0;
+const UPSTREAM: usize = 1;
+
+/// One side's waker.
+struct Side(Arc<Wakes>, usize);
+
+impl Wake for Side {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        if !self.polling.load(Ordering::SeqCst) {
-            if let Some(task) = lock(&self.task).as_ref() {
+        let Self(wakes, side) = &**self;
+        wakes.woken[*side].store(true, Ordering::SeqCst);
+        if !wakes.polling.load(Ordering::SeqCst) {
+            if let Some(task) = lock(&wakes.task).as_ref() {
                 task.wake_by_ref();
             }
         }
+    }
+}
+
+impl Wakes {
+    /// Side `side` was woken (and is polled now).
+    fn take(&self, side: usize) -> bool {
+        self.woken[side].swap(false, Ordering::SeqCst)
     }
 }
 
@@ -344,8 +364,11 @@ pin_project_lite::pin_project! {
         server: F,
         affinity: Affinity,
         conns: Vec<(u64, Driving)>,
-        flag: Arc<Wakes>,
-        waker: Waker,
+        wakes: Arc<Wakes>,
+        // Per side.
+        wakers: [Waker; 2],
+        // The task's waker, as last stored in `wakes`.
+        task: Option<Waker>,
         done: bool,
     }
 
@@ -364,39 +387,42 @@ impl<F: Future> Future for Driven<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
-        {
-            let mut task = lock(&this.flag.task);
-            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
+        if !this.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *this.task = Some(cx.waker().clone());
+            *lock(&this.wakes.task) = Some(cx.waker().clone());
         }
-        let mut inner = Context::from_waker(this.waker);
+        let wakes = &**this.wakes;
         for _ in 0..ROUNDS {
-            this.flag.polling.store(true, Ordering::SeqCst);
-            this.flag.woken.store(false, Ordering::SeqCst);
-            let own = &this.affinity.0;
-            if own.handed.swap(false, Ordering::AcqRel) {
-                this.conns.append(&mut lock(&own.state).handoff);
-            }
+            wakes.polling.store(true, Ordering::SeqCst);
             // The upstream side first: a response it reads is then written
             // to the client in this same round.
-            let mut i = 0;
-            while i < this.conns.len() {
-                if this.conns[i].1.as_mut().poll(&mut inner).is_ready() {
-                    let (id, _) = this.conns.swap_remove(i);
-                    this.affinity.ended(id);
-                } else {
-                    i += 1;
+            if wakes.take(UPSTREAM) {
+                let own = &this.affinity.0;
+                if own.handed.swap(false, Ordering::AcqRel) {
+                    this.conns.append(&mut lock(&own.state).handoff);
+                }
+                let mut cx = Context::from_waker(&this.wakers[UPSTREAM]);
+                let mut i = 0;
+                while i < this.conns.len() {
+                    if this.conns[i].1.as_mut().poll(&mut cx).is_ready() {
+                        let (id, _) = this.conns.swap_remove(i);
+                        this.affinity.ended(id);
+                    } else {
+                        i += 1;
+                    }
                 }
             }
-            if let Poll::Ready(out) = this.server.as_mut().poll(&mut inner) {
-                this.flag.polling.store(false, Ordering::SeqCst);
-                *this.done = true;
-                this.affinity.leave(this.conns);
-                return Poll::Ready(out);
+            if wakes.take(SERVER) {
+                let mut cx = Context::from_waker(&this.wakers[SERVER]);
+                if let Poll::Ready(out) = this.server.as_mut().poll(&mut cx) {
+                    wakes.polling.store(false, Ordering::SeqCst);
+                    *this.done = true;
+                    this.affinity.leave(this.conns);
+                    return Poll::Ready(out);
+                }
             }
-            this.flag.polling.store(false, Ordering::SeqCst);
-            if !this.flag.woken.swap(false, Ordering::SeqCst) {
+            wakes.polling.store(false, Ordering::SeqCst);
+            if !wakes.woken.iter().any(|w| w.load(Ordering::SeqCst)) {
                 return Poll::Pending;
             }
         }
