@@ -169,8 +169,6 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                     }
                 }
             };
-            // Its exchanges' upstream connection is driven in this task (pool.rs).
-            let affinity = Affinity::default();
             let service = ConnService {
                 app,
                 ctx,
@@ -185,7 +183,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 activity: activity.clone(),
                 counters: meter.listener(ctx.local),
                 revocation: revocation.clone(),
-                affinity: affinity.clone(),
+                affinity: Affinity::default(),
             };
             let supervision = Supervision {
                 draining,
@@ -197,8 +195,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
             let result = match tls {
                 None => {
                     let io = Counted { stream, activity, _permit: permit, _slot: slot };
-                    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
-                    affinity.drive(supervise(conn, supervision)).await
+                    supervise(builder.serve_connection(TokioIo::new(io), service).with_upgrades(), supervision).await
                 }
                 Some(acceptor) => match acceptor.accept_tcp(stream).await {
                     Err(e) => {
@@ -214,13 +211,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                         match alpn {
                             Alpn::H2 => {
                                 supervision.activity.set_h2();
-                                affinity
-                                    .drive(supervise(limits.http2().serve_connection(io, service), supervision))
-                                    .await
+                                supervise(limits.http2().serve_connection(io, service), supervision).await
                             }
                             Alpn::Http11 => {
-                                let conn = builder.serve_connection(io, service).with_upgrades();
-                                affinity.drive(supervise(conn, supervision)).await
+                                supervise(builder.serve_connection(io, service).with_upgrades(), supervision).await
                             }
                         }
                     }
