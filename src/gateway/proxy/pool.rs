@@ -536,4 +536,90 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
         assert_eq!(pool.idle_count(), 0);
     }
+    /// An upstream answering every request on a connection with `200 ok`
+    /// (or, for an `Upgrade` request, `101` and then echoing what it gets);
+    /// counts the connections it accepted.
+    async fn counting_upstream() -> (Authority, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 1024];
+                    loop {
+                        let Ok(n) = s.read(&mut b).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&b[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        buf.drain(..end + 4);
+                        if head.contains("upgrade: echo") {
+                            let _ = s
+                                .write_all(
+                                    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+                                )
+                                .await;
+                            let (mut r, mut w) = s.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                            return;
+                        }
+                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    fn get(upgrade: bool) -> Request<Outbound> {
+        let mut r = Request::builder().uri("/").header("host", "upstream");
+        if upgrade {
+            r = r.header("connection", "upgrade").header("upgrade", "echo");
+        }
+        r.body(Outbound::Axum(axum::body::Body::empty())).unwrap()
+    }
+
+    /// One exchange in `affinity`'s scope, its body read to the end.
+    async fn exchange(pool: &Arc<Pool>, affinity: Option<&Affinity>) -> Bytes {
+        use http_body_util::BodyExt as _;
+        let send = pool.send(get(false));
+        let (response, conn) = match affinity {
+            Some(a) => a.clone().scope(send).await,
+            None => send.await,
+        }
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+        conn.attach(response.into_body()).collect().await.unwrap().to_bytes()
+    }
+
+    /// A client connection's exchanges go over one upstream connection
+    /// (kept for it, not idle in the pool meanwhile), which goes back to the
+    /// pool when the client connection ends.
+    #[tokio::test]
+    async fn a_client_connections_exchanges_share_one_upstream_connection_returned_when_it_ends() {
+        let (authority, accepted) = counting_upstream().await;
+        let pool =
+            Arc::new(Pool::new(&Upstream::Http { authority }, Duration::from_secs(5), 8, Duration::from_secs(60)));
+        let affinity = Affinity::default();
+        for _ in 0..5 {
+            let out = tokio::time::timeout(Duration::from_secs(10), exchange(&pool, Some(&affinity))).await;
+            assert_eq!(out.expect("answered"), "ok");
+            assert_eq!(pool.idle_count(), 0, "the client connection's upstream connection was in the pool");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "more than one upstream connection");
+        drop(affinity);
+        assert_eq!(pool.idle_count(), 1, "the upstream connection did not go back to the pool");
+        let out = tokio::time::timeout(Duration::from_secs(10), exchange(&pool, None)).await;
+        assert_eq!(out.expect("the pooled connection answered"), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
 }
