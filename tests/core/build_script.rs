@@ -48,6 +48,7 @@ fn a_checkout_without_packed_refs_does_not_rebuild() {
     };
     let first = build();
     assert!(first.contains("build-script-build"), "the first build runs the script: {first}");
+    packs_relocations_and_starts(&dir.join("target/debug/buildrs-probe"));
     let second = build();
     assert!(second.contains("Fresh buildrs-probe"), "the second build rebuilt: {second}");
     assert!(!second.contains("Running `"), "the second build ran something: {second}");
@@ -58,4 +59,19 @@ fn a_checkout_without_packed_refs_does_not_rebuild() {
     let third = build();
     assert!(third.contains("build-script-build"), "a new commit did not rerun the script: {third}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// On glibc 2.36 or later the script packs the binary's relative relocations
+/// (DT_RELR, a smaller table for the loader to read at start), and the
+/// binary still starts here; on an older glibc it leaves them unpacked.
+fn packs_relocations_and_starts(bin: &Path) {
+    let ran = run(&mut Command::new(bin));
+    assert!(String::from_utf8_lossy(&ran.stdout).starts_with("0.1.0"), "{ran:?}");
+    // SAFETY: glibc returns a static NUL-terminated string such as "2.36".
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy().into_owned();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let recent = (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 36);
+    let dynamic = run(Command::new("readelf").arg("--dynamic").arg(bin));
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert_eq!(dynamic.contains("(RELR)"), recent, "glibc {version}: {dynamic}");
 }
