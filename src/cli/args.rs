@@ -554,7 +554,8 @@ mod tests {
 
     #[test]
     fn each_subcommand_parses_into_its_variant_and_errors_read_the_same() {
-        let cases: [(&[&str], fn(&Command) -> bool); 8] = [
+        type Case<'a> = (&'a [&'a str], fn(&Command) -> bool);
+        let cases: [Case<'_>; 8] = [
             (&["meshgate", "serve", "--port", "7"], |c| matches!(c, Command::Serve(a) if a.bind.port == Some(7))),
             (&["meshgate", "explain", "--json"], |c| matches!(c, Command::Explain(a) if a.json)),
             (&["meshgate", "providers", "--json"], |c| matches!(c, Command::Providers(a) if a.json)),
