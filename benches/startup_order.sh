@@ -22,6 +22,7 @@ bin="$(mktemp)"
 work="$(mktemp -d)"
 trap 'rm -rf "$bin" "$work"' EXIT
 cp "$target/release/meshgate" "$bin"
+chmod +x "$bin"
 
 cat >"$work/starts.sh" <<EOF
 for i in \$(seq $starts); do
