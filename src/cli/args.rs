@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use meshgate_core::Fallback;
 
 use super::values;
@@ -50,32 +50,133 @@ Environment (an empty MESHGATE_* variable counts as unset):
   TOKIO_WORKER_THREADS how many threads serve connections (default: one per CPU)";
 
 /// The subcommands.
+///
+/// Written out rather than derived so that each subcommand's flags are added
+/// to the parser only when that subcommand is the one given (clap's
+/// [`clap::Command::defer`]): `meshgate explain` no longer builds the ~130
+/// flag definitions of every other subcommand before it starts. The names,
+/// summaries and `--help` text are the derive's (a test renders both).
 // Parsed once per process: the size of the `serve` variant costs nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
+#[derive(Debug)]
 pub enum Command {
     /// Serve on the resolved addresses (the default).
-    #[command(after_help = ENVIRONMENT)]
     Serve(ServeArgs),
     /// Show which addresses a bind would use, and why; binds nothing.
-    #[command(after_help = ENVIRONMENT)]
     Explain(ExplainArgs),
     /// List the bind modes linked into this program.
     Providers(ProvidersArgs),
-    /// List the WireGuard peers of the interfaces a bind resolves to: name,
-    /// key, allowed-ips, last handshake, and whether each needs the token.
+    /// List the WireGuard peers of the interfaces a bind resolves to.
     Peers(PeersArgs),
-    /// Ask the gateway running on this host (through its loopback door) where
-    /// it listens, its services and peers; exit 3 when none answers.
+    /// Ask the gateway running on this host where it listens.
     Status(StatusArgs),
-    /// Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`.
+    /// Print a shell completion script.
     Completions(CompletionsArgs),
-    /// Print the man page (roff): `meshgate man | man -l -`.
+    /// Print the man page (roff).
     Man(ManArgs),
-    /// Print the local CA's certificate (`--tls internal`) to import into
-    /// browsers and devices; its fingerprint, constraints and path on stderr.
-    #[command(after_help = ENVIRONMENT)]
+    /// Print the local CA's certificate.
     Ca(CaArgs),
+}
+
+/// One row per subcommand: its variant, flags, name, one-line summary (what
+/// `meshgate --help` lists) and whether its `--help` ends with the
+/// environment variables.
+macro_rules! subcommands {
+    ($($variant:ident($args:ty) = $name:literal, $about:expr, $env:expr;)*) => {
+        impl clap::Subcommand for Command {
+            fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+                // The summary again after the flags: a derived `Args` sets its
+                // own doc comment as `about`.
+                cmd$(.subcommand(subcommand($name, $about, $env).defer(|c| {
+                    subcommand_text(<$args as clap::Args>::augment_args(c), $about, $env)
+                })))*
+            }
+            fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+                cmd$(.subcommand(subcommand($name, $about, $env).defer(|c| {
+                    subcommand_text(<$args as clap::Args>::augment_args_for_update(c), $about, $env)
+                })))*
+            }
+            fn has_subcommand(name: &str) -> bool {
+                matches!(name, $($name)|*)
+            }
+        }
+
+        impl clap::FromArgMatches for Command {
+            fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                Self::from_arg_matches_mut(&mut m.clone())
+            }
+            fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+                match m.remove_subcommand() {
+                    $(Some((name, mut sub)) if name == $name => {
+                        Ok(Self::$variant(<$args as clap::FromArgMatches>::from_arg_matches_mut(&mut sub)?))
+                    })*
+                    Some((name, _)) => Err(clap::Error::raw(
+                        clap::error::ErrorKind::InvalidSubcommand,
+                        format!("the subcommand '{name}' wasn't recognized"),
+                    )),
+                    None => Err(clap::Error::raw(
+                        clap::error::ErrorKind::MissingSubcommand,
+                        "a subcommand is required but one was not provided",
+                    )),
+                }
+            }
+            fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+                self.update_from_arg_matches_mut(&mut m.clone())
+            }
+            fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
+                let Some(name) = m.subcommand_name().map(str::to_owned) else { return Ok(()) };
+                match self {
+                    $(Self::$variant(args) if name == $name => {
+                        if let Some((_, mut sub)) = m.remove_subcommand() {
+                            <$args as clap::FromArgMatches>::update_from_arg_matches_mut(args, &mut sub)?;
+                        }
+                        Ok(())
+                    })*
+                    other => {
+                        *other = Self::from_arg_matches_mut(m)?;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    };
+}
+
+subcommands! {
+    Serve(ServeArgs) = "serve", "Serve on the resolved addresses (the default)", true;
+    Explain(ExplainArgs) = "explain", "Show which addresses a bind would use, and why; binds nothing", true;
+    Providers(ProvidersArgs) = "providers", "List the bind modes linked into this program", false;
+    Peers(PeersArgs) = "peers",
+        "List the WireGuard peers of the interfaces a bind resolves to: name, key, allowed-ips, last handshake, and \
+         whether each needs the token",
+        false;
+    Status(StatusArgs) = "status",
+        "Ask the gateway running on this host (through its loopback door) where it listens, its services and peers; \
+         exit 3 when none answers",
+        false;
+    Completions(CompletionsArgs) = "completions",
+        "Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`",
+        false;
+    Man(ManArgs) = "man", "Print the man page (roff): `meshgate man | man -l -`", false;
+    Ca(CaArgs) = "ca",
+        "Print the local CA's certificate (`--tls internal`) to import into browsers and devices; its fingerprint, \
+         constraints and path on stderr",
+        true;
+}
+
+/// A subcommand without its flags (they come with `defer`).
+fn subcommand(name: &'static str, about: &'static str, environment: bool) -> clap::Command {
+    subcommand_text(clap::Command::new(name), about, environment)
+}
+
+/// A subcommand's summary, and the environment variables below its `--help`.
+fn subcommand_text(cmd: clap::Command, about: &'static str, environment: bool) -> clap::Command {
+    let cmd = cmd.about(about).long_about(None);
+    if environment {
+        cmd.after_help(ENVIRONMENT)
+    } else {
+        cmd
+    }
 }
 
 /// `completions`' argument.
@@ -383,4 +484,104 @@ pub struct ProvidersArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser, Subcommand};
+
+    use super::*;
+
+    /// The subcommands as `#[derive(Subcommand)]` wrote them before they were
+    /// deferred: the written-out [`Command`] must read the same to a person.
+    #[allow(clippy::large_enum_variant, dead_code)]
+    #[derive(Debug, Subcommand)]
+    enum Derived {
+        /// Serve on the resolved addresses (the default).
+        #[command(after_help = ENVIRONMENT)]
+        Serve(ServeArgs),
+        /// Show which addresses a bind would use, and why; binds nothing.
+        #[command(after_help = ENVIRONMENT)]
+        Explain(ExplainArgs),
+        /// List the bind modes linked into this program.
+        Providers(ProvidersArgs),
+        /// List the WireGuard peers of the interfaces a bind resolves to: name,
+        /// key, allowed-ips, last handshake, and whether each needs the token.
+        Peers(PeersArgs),
+        /// Ask the gateway running on this host (through its loopback door) where
+        /// it listens, its services and peers; exit 3 when none answers.
+        Status(StatusArgs),
+        /// Print a shell completion script: `meshgate completions bash > /etc/bash_completion.d/meshgate`.
+        Completions(CompletionsArgs),
+        /// Print the man page (roff): `meshgate man | man -l -`.
+        Man(ManArgs),
+        /// Print the local CA's certificate (`--tls internal`) to import into
+        /// browsers and devices; its fingerprint, constraints and path on stderr.
+        #[command(after_help = ENVIRONMENT)]
+        Ca(CaArgs),
+    }
+
+    /// meshgate: a gateway that listens only on the networks you name.
+    #[derive(Debug, Parser)]
+    #[command(name = "meshgate", version = VERSION, about, args_conflicts_with_subcommands = true, after_help = ENVIRONMENT)]
+    struct DerivedCli {
+        #[command(subcommand)]
+        command: Option<Derived>,
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn deferred_subcommands_read_as_the_derived_ones() {
+        let mut ours = Cli::command();
+        let mut derived = DerivedCli::command();
+        ours.build();
+        derived.build();
+        assert_eq!(ours.render_long_help().to_string(), derived.render_long_help().to_string());
+        assert_eq!(ours.render_help().to_string(), derived.render_help().to_string());
+        let names: Vec<String> = derived.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+        assert_eq!(names, ours.get_subcommands().map(|s| s.get_name().to_owned()).collect::<Vec<_>>());
+        for name in names {
+            let a = ours.find_subcommand_mut(&name).unwrap();
+            let (help, long) = (a.render_help().to_string(), a.render_long_help().to_string());
+            let usage = a.render_usage().to_string();
+            let b = derived.find_subcommand_mut(&name).unwrap();
+            assert_eq!(help, b.render_help().to_string(), "meshgate {name} -h");
+            assert_eq!(long, b.render_long_help().to_string(), "meshgate {name} --help");
+            assert_eq!(usage, b.render_usage().to_string(), "meshgate {name}");
+        }
+    }
+
+    #[test]
+    fn each_subcommand_parses_into_its_variant_and_errors_read_the_same() {
+        type Case<'a> = (&'a [&'a str], fn(&Command) -> bool);
+        let cases: [Case<'_>; 8] = [
+            (&["meshgate", "serve", "--port", "7"], |c| matches!(c, Command::Serve(a) if a.bind.port == Some(7))),
+            (&["meshgate", "explain", "--json"], |c| matches!(c, Command::Explain(a) if a.json)),
+            (&["meshgate", "providers", "--json"], |c| matches!(c, Command::Providers(a) if a.json)),
+            (&["meshgate", "peers", "--allow-peer", "x"], |c| matches!(c, Command::Peers(a) if a.allow_peer == ["x"])),
+            (&["meshgate", "status", "--json"], |c| matches!(c, Command::Status(a) if a.json)),
+            (&["meshgate", "completions", "bash"], |c| matches!(c, Command::Completions(_))),
+            (&["meshgate", "man"], |c| matches!(c, Command::Man(_))),
+            (&["meshgate", "ca", "--der"], |c| matches!(c, Command::Ca(a) if a.der)),
+        ];
+        for (argv, is) in cases {
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            assert!(cli.command.as_ref().is_some_and(is), "{argv:?}: {:?}", cli.command);
+        }
+        assert!(Cli::try_parse_from(["meshgate", "--port", "7"]).unwrap().command.is_none());
+        for argv in [
+            &["meshgate", "explian"][..],
+            &["meshgate", "explain", "--jsn"],
+            &["meshgate", "serve", "--bogus"],
+            &["meshgate", "peers", "--port", "x"],
+            &["meshgate", "completions"],
+            &["meshgate", "--port", "1", "explain"],
+        ] {
+            let ours = Cli::try_parse_from(argv).unwrap_err();
+            let derived = DerivedCli::try_parse_from(argv).unwrap_err();
+            assert_eq!(ours.kind(), derived.kind(), "{argv:?}");
+            assert_eq!(ours.render().to_string(), derived.render().to_string(), "{argv:?}");
+        }
+    }
 }

@@ -35,7 +35,11 @@ pub async fn explain(args: &ExplainArgs, source: &dyn InterfaceSource) -> Result
     // bound and no key is made.
     let loaded = Loaded::read(&args.serve)?;
     let tls_note = tls_check(&args.serve.tls, file)?;
-    worker_threads(std::env::var_os(WORKERS_ENV).as_deref())?;
+    // Only a set TOKIO_WORKER_THREADS can be wrong; unset, the count (one per
+    // CPU, from the cgroup's quota: a dozen reads) is not part of the answer.
+    if let Some(set) = std::env::var_os(WORKERS_ENV) {
+        worker_threads(Some(&set))?;
+    }
     let token = loaded.token();
     let peers = peer_rules(&args.serve.allow_peer, file.map(|(_, f)| f))?;
     let snapshot = source.snapshot().await?;

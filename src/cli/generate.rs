@@ -64,7 +64,10 @@ fn roff(text: &str) -> String {
 /// The man page, meshgate(1), in roff.
 pub fn man_page() -> Result<String, CliError> {
     // The package version only: the page must not change with each commit.
-    let cmd = Cli::command().version(env!("CARGO_PKG_VERSION"));
+    let mut cmd = Cli::command().version(env!("CARGO_PKG_VERSION"));
+    // Built, so that each subcommand's flags are there to list (they are
+    // added when a subcommand is built: args.rs defers them).
+    cmd.build();
     let man = clap_mangen::Man::new(cmd.clone());
     let mut out = Vec::new();
     let err = |e: std::io::Error| CliError::Runtime(format!("render the man page: {e}"));

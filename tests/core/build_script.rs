@@ -48,6 +48,7 @@ fn a_checkout_without_packed_refs_does_not_rebuild() {
     };
     let first = build();
     assert!(first.contains("build-script-build"), "the first build runs the script: {first}");
+    packs_relocations_and_starts(&dir.join("target/debug/buildrs-probe"));
     let second = build();
     assert!(second.contains("Fresh buildrs-probe"), "the second build rebuilt: {second}");
     assert!(!second.contains("Running `"), "the second build ran something: {second}");
@@ -57,5 +58,68 @@ fn a_checkout_without_packed_refs_does_not_rebuild() {
     git(&["commit", "-qm", "another"]);
     let third = build();
     assert!(third.contains("build-script-build"), "a new commit did not rerun the script: {third}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// On glibc 2.36 or later the script packs the binary's relative relocations
+/// (DT_RELR, a smaller table for the loader to read at start), and the
+/// binary still starts here; on an older glibc it leaves them unpacked.
+fn packs_relocations_and_starts(bin: &Path) {
+    let ran = run(&mut Command::new(bin));
+    assert!(String::from_utf8_lossy(&ran.stdout).starts_with("0.1.0"), "{ran:?}");
+    // SAFETY: glibc returns a static NUL-terminated string such as "2.36".
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy().into_owned();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let recent = (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 36);
+    let dynamic = run(Command::new("readelf").arg("--dynamic").arg(bin));
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert_eq!(dynamic.contains("(RELR)"), recent, "glibc {version}: {dynamic}");
+}
+
+/// A release binary's functions are laid out in the order
+/// `benches/startup.order` names them (lld's `--symbol-ordering-file`), so
+/// that start-up code shares pages: two builds of a probe with the order
+/// reversed put the two functions in opposite places.
+#[test]
+fn the_startup_order_lays_out_the_release_binary() {
+    let dir = std::env::temp_dir().join(format!("meshgate-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("benches")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("build.rs"), dir.join("build.rs")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"order-probe\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/main.rs"),
+        "#[no_mangle]\n#[inline(never)]\npub extern \"C\" fn probe_one(x: u32) -> u32 { x.wrapping_mul(3) }\n\
+         #[no_mangle]\n#[inline(never)]\npub extern \"C\" fn probe_two(x: u32) -> u32 { x.wrapping_add(7) }\n\
+         fn main() {\n    let n = std::env::args().count() as u32;\n    \
+         println!(\"{} {}\", probe_one(n), probe_two(n));\n}\n",
+    )
+    .unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let address = |nm: &str, name: &str| {
+        let line = nm.lines().find(|l| l.ends_with(&format!(" {name}"))).unwrap_or_else(|| panic!("{name}: {nm}"));
+        u64::from_str_radix(line.split_whitespace().next().unwrap(), 16).unwrap()
+    };
+    for (order, first, second) in
+        [("probe_one\nprobe_two\n", "probe_one", "probe_two"), ("probe_two\nprobe_one\n", "probe_two", "probe_one")]
+    {
+        std::fs::write(dir.join("benches/startup.order"), order).unwrap();
+        run(Command::new(&cargo)
+            .args(["build", "--release", "--offline"])
+            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .env_remove("RUSTFLAGS")
+            .current_dir(&dir));
+        let bin = dir.join("target/release/order-probe");
+        run(&mut Command::new(&bin));
+        let nm = run(Command::new("nm").arg(&bin));
+        let nm = String::from_utf8_lossy(&nm.stdout);
+        assert!(address(&nm, first) < address(&nm, second), "{order:?} is not the layout: {nm}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
