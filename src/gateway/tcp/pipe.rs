@@ -8,7 +8,8 @@
 //! - on Linux, between two plain TCP sockets (a `tcp` service to a
 //!   `tcp://` upstream), `splice(2)` through a pipe each way once a
 //!   direction carries more than a small read ([`super::splice`]): bulk
-//!   bytes never enter user space;
+//!   bytes never enter user space; only while SIGPIPE is ignored, as in any
+//!   Rust binary (a splice into a socket whose peer is gone raises it);
 //! - otherwise (TLS, whose bytes must be decrypted here; a `unix:`
 //!   upstream; other systems), [`tokio::io::copy_bidirectional_with_sizes`]
 //!   with a 32 KiB buffer each way.
@@ -177,7 +178,9 @@ async fn pipe_with<C: Socket, U: Socket>(
 ) -> Ended {
     let moved = AtomicU64::new(0);
     #[cfg(target_os = "linux")]
-    if let (Some(a), Some(b), true) = (client.plain_tcp(), upstream.plain_tcp(), splice) {
+    if let (Some(a), Some(b), true) =
+        (client.plain_tcp(), upstream.plain_tcp(), splice && super::splice::sigpipe_ignored())
+    {
         let ended = tokio::select! {
             r = super::splice::bidirectional(a, b, &moved) => match r {
                 Ok((up, down)) => Ended::Closed { up, down },
@@ -377,6 +380,61 @@ mod tests {
             let took = t.elapsed();
             assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(2), "splice {splice}: {took:?}");
         }
+    }
+
+    /// Set in the child process [`a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk`] runs.
+    #[cfg(target_os = "linux")]
+    const SIGPIPE_CHILD: &str = "MESHGATE_TEST_SIGPIPE_CHILD";
+
+    /// The library embedded in a program that leaves SIGPIPE at its default
+    /// action (kill the process): `splice(2)` into a socket whose peer is
+    /// gone fails with `EPIPE` AND raises SIGPIPE (it has no
+    /// `MSG_NOSIGNAL`, which the copying path's `send` has). The scenario
+    /// runs in a child process (this test binary again) with SIGPIPE at
+    /// `SIG_DFL`, so the signal cannot touch the other tests.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk() {
+        const NAME: &str =
+            "gateway::tcp::pipe::tests::a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk";
+        if std::env::var_os(SIGPIPE_CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+                .env(SIGPIPE_CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "the child: {:?}\n{text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+            return;
+        }
+        // SAFETY: the child process, one test thread: back to the default
+        // action a C program (or a Rust one built to) would have.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), true).await;
+        // 64 KiB: the client→upstream way reads a full buffer and splices.
+        let mut b = vec![7u8; 65_536];
+        client.write_all(&b).await.unwrap();
+        upstream.read_exact(&mut b).await.unwrap();
+        // The upstream goes (FIN, nothing unread); the client keeps sending:
+        // the upstream's kernel answers with a reset, the next write into
+        // that socket fails with EPIPE.
+        drop(upstream);
+        let mut eof = [0u8; 1];
+        assert_eq!(client.read(&mut eof).await.unwrap(), 0, "the upstream's FIN passed on");
+        for _ in 0..20 {
+            if client.write_all(&b).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ended = task.await.unwrap();
+        assert!(matches!(ended, Ended::UpstreamReset | Ended::Failed(_)), "{ended:?}");
     }
 
     #[cfg(target_os = "linux")]

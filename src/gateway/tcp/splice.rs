@@ -99,8 +99,23 @@ impl Drop for Pipe {
     }
 }
 
+/// Whether SIGPIPE is ignored in this process, as Rust's runtime sets it
+/// for a binary. [`splice`] into a socket whose peer is gone fails with
+/// `EPIPE` AND raises SIGPIPE (splice has no `MSG_NOSIGNAL`, which the
+/// copying path's `send` has): a program embedding the library that leaves
+/// SIGPIPE at its default action would be killed. The caller splices only
+/// when this holds (one `sigaction` query per connection), else copies.
+pub(super) fn sigpipe_ignored() -> bool {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; a null new action
+    // only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// One `splice(2)`, non-blocking. (Into a socket the peer reset it fails
-/// with `EPIPE` and raises `SIGPIPE`, which Rust's runtime ignores.)
+/// with `EPIPE` and raises `SIGPIPE`: see [`sigpipe_ignored`].)
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: plain descriptors, no offsets; the kernel checks both.
     let n = unsafe {
