@@ -236,8 +236,10 @@ fn pass_reset_on<C: Socket, U: Socket>(ended: Ended, client: &C, upstream: &U) {
 #[cfg(target_os = "linux")]
 pub(crate) const SPLICE_ENV: &str = "MESHGATE_TCP_SPLICE";
 
-/// Whether plain sockets are spliced: [`SPLICE_ENV`], read once. A value
-/// other than `on` or `off` is named in a warning and leaves splicing on.
+/// Whether plain sockets are spliced: [`SPLICE_ENV`], read once; empty is
+/// unset. The command line refuses a value other than `on` or `off` at start
+/// (`cli::env`); the library embedded elsewhere names it in a warning and
+/// leaves splicing on.
 #[cfg(target_os = "linux")]
 fn splice_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -246,7 +248,7 @@ fn splice_on() -> bool {
 
 #[cfg(target_os = "linux")]
 fn splice_setting(value: Option<&std::ffi::OsStr>) -> bool {
-    match value.map(|v| v.to_str()) {
+    match value.filter(|v| !v.is_empty()).map(|v| v.to_str()) {
         None => true,
         Some(Some("on")) => true,
         Some(Some("off")) => false,
@@ -442,6 +444,7 @@ mod tests {
     fn the_splice_switch_reads_on_and_off_and_keeps_splicing_on_a_bad_value() {
         use std::ffi::OsStr;
         assert!(splice_setting(None));
+        assert!(splice_setting(Some(OsStr::new(""))));
         assert!(splice_setting(Some(OsStr::new("on"))));
         assert!(!splice_setting(Some(OsStr::new("off"))));
         assert!(splice_setting(Some(OsStr::new("0"))));
