@@ -384,9 +384,69 @@ mod tests {
         }
     }
 
-    /// Set in the child process [`a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk`] runs.
+    /// Whether this is the child process running test `name` alone (for a
+    /// test that changes what is process-wide: a signal's action, a limit);
+    /// if not, runs that child, asserts it passed, and says `false`.
     #[cfg(target_os = "linux")]
-    const SIGPIPE_CHILD: &str = "MESHGATE_TEST_SIGPIPE_CHILD";
+    fn in_child(name: &str) -> bool {
+        const CHILD: &str = "MESHGATE_TEST_PIPE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([&format!("gateway::tcp::pipe::tests::{name}"), "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the child: {:?}\n{text}{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+        false
+    }
+
+    /// Out of file descriptors (a busy gateway at its limit), a connection
+    /// that turns bulk cannot get a pipe: it keeps copying, which needs no
+    /// descriptor, rather than failing midway. In a child process: the
+    /// limit is process-wide.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_connection_that_gets_no_pipe_keeps_copying() {
+        if !in_child("a_connection_that_gets_no_pipe_keeps_copying") {
+            return;
+        }
+        let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), true).await;
+        // Every descriptor below a lowered limit taken: pipe2 fails (EMFILE).
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .max()
+            .unwrap();
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain out/in parameters; the child process alone.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            limit.rlim_cur = (highest + 8) as libc::rlim_t;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+            while libc::dup(0) >= 0 {}
+        }
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EMFILE));
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            (client, sent)
+        });
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).await.unwrap();
+        let (mut client, sent) = writer.await.unwrap();
+        assert!(got == sent, "{} bytes arrived, not the {} sent, in order", got.len(), sent.len());
+        upstream.write_all(b"ok").await.unwrap();
+        drop(upstream);
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"ok");
+        assert_eq!(task.await.unwrap(), Ended::Closed { up: 300_000, down: 2 });
+    }
 
     /// The library embedded in a program that leaves SIGPIPE at its default
     /// action (kill the process): `splice(2)` into a socket whose peer is
@@ -397,22 +457,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk() {
-        const NAME: &str =
-            "gateway::tcp::pipe::tests::a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk";
-        if std::env::var_os(SIGPIPE_CHILD).is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-                .env(SIGPIPE_CHILD, "1")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "the child: {:?}\n{text}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+        if !in_child("a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk") {
             return;
         }
         // SAFETY: the child process, one test thread: back to the default

@@ -154,7 +154,8 @@ fn eof(to: &TcpStream, to_side: Side, ended: &AtomicBool) -> Result<(), (Side, i
 /// knows a short read drained the socket and skips the retry a `splice`
 /// would spend (a pipe cannot tell a drained socket from a full pipe), and a
 /// short exchange never takes a pipe. The first read that fills the buffer
-/// marks a bulk flow, spliced from then on.
+/// marks a bulk flow, spliced from then on (copied on if no pipe can be had:
+/// out of descriptors, a connection carries on rather than failing).
 async fn one_way(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
@@ -165,7 +166,10 @@ async fn one_way(
     let (from_side, to_side) = sides;
     let mut total = 0u64;
     let mut buf = Vec::with_capacity(SMALL);
-    loop {
+    // Once no pipe could be had (out of descriptors), the direction copies
+    // to its end: that needs none, and the connection is not cut midway.
+    let mut no_pipe = false;
+    let mut pipe = loop {
         buf.clear();
         let n = from.read_buf(&mut buf).await.map_err(|e| (from_side, e))?;
         moved.fetch_add(n as u64 + 1, Ordering::Relaxed);
@@ -175,13 +179,18 @@ async fn one_way(
         }
         to.write_all(&buf).await.map_err(|e| (to_side, e))?;
         total += n as u64;
-        if n >= SMALL {
-            break;
+        if n >= SMALL && !no_pipe {
+            match Pipe::new() {
+                Ok(pipe) => break pipe,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no pipe to splice through; copying");
+                    no_pipe = true;
+                }
+            }
         }
-    }
+    };
     drop(buf);
     let (from, to): (&TcpStream, &TcpStream) = (from.as_ref(), to.as_ref());
-    let mut pipe = Pipe::new().map_err(|e| (from_side, e))?;
     let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
     loop {
         // Tried before waiting (as for writes below): a socket tokio knows
