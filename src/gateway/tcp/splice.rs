@@ -60,7 +60,7 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Self> {
-        if let Some(fds) = PIPES.with(|p| p.borrow_mut().pop()) {
+        if let Some(fds) = PIPES.try_with(|p| p.borrow_mut().pop()).ok().flatten() {
             return Ok(Self { fds: Some(fds), held: 0 });
         }
         let mut fds = [0 as RawFd; 2];
@@ -88,7 +88,10 @@ impl Drop for Pipe {
     fn drop(&mut self) {
         if let Some(fds) = self.fds.take() {
             if self.held == 0 {
-                PIPES.with(|p| {
+                // `try_with`: at a thread's exit the pool may be gone
+                // already; the pipe is then closed (`with` would panic in a
+                // thread-local destructor: an abort).
+                let _ = PIPES.try_with(|p| {
                     let mut p = p.borrow_mut();
                     if p.len() < POOL {
                         p.push(fds);
@@ -237,4 +240,46 @@ pub(super) async fn bidirectional(
         one_way(ar, bw, (Side::A, Side::B), moved, &ended),
         one_way(br, aw, (Side::B, Side::A), moved, &ended)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipe dropped at a thread's exit after the thread's pool is gone (a
+    /// connection held by another thread-local: a runtime kept in one) is
+    /// closed, not a panic inside a thread-local destructor, which aborts
+    /// the process. In a child process: an abort would end every test.
+    #[test]
+    fn a_pipe_dropped_after_its_threads_pool_is_closed_quietly() {
+        const CHILD: &str = "MESHGATE_TEST_SPLICE_CHILD";
+        const NAME: &str = "gateway::tcp::splice::tests::a_pipe_dropped_after_its_threads_pool_is_closed_quietly";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "the child: {:?}\n{text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+            return;
+        }
+        thread_local! {
+            static HELD: RefCell<Option<Pipe>> = const { RefCell::new(None) };
+        }
+        std::thread::spawn(|| {
+            // Touched first, so destroyed after the pool (last in, first out).
+            HELD.with(|_| {});
+            let pipe = Pipe::new().unwrap();
+            HELD.with(|h| *h.borrow_mut() = Some(pipe));
+        })
+        .join()
+        .unwrap();
+    }
 }
