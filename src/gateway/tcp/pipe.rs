@@ -484,6 +484,34 @@ mod tests {
         assert!(matches!(ended, Ended::UpstreamReset | Ended::Failed(_)), "{ended:?}");
     }
 
+    /// Urgent data (`MSG_OOB`, telnet's interrupt) in a bulk flow: `recv`
+    /// steps over the urgent byte, `splice` stops at the mark for good
+    /// (`EAGAIN` while the socket holds data): the bytes after it must still
+    /// arrive.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn bytes_after_urgent_data_still_arrive() {
+        use std::os::fd::AsRawFd;
+        for &splice in WAYS {
+            let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), splice).await;
+            let bulk = vec![1u8; 65_536];
+            client.write_all(&bulk).await.unwrap();
+            let mut b = vec![0u8; bulk.len()];
+            upstream.read_exact(&mut b).await.unwrap();
+            // SAFETY: one byte from a live buffer on an open socket.
+            let sent = unsafe { libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            assert_eq!(sent, 1);
+            client.write_all(&bulk).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(3), upstream.read_to_end(&mut got)).await;
+            assert!(read.is_ok(), "splice {splice}: {} bytes after the urgent byte, then nothing", got.len());
+            assert!(got.ends_with(&bulk), "splice {splice}: {} bytes", got.len());
+            drop((client, upstream));
+            let _ = task.await;
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn the_splice_switch_reads_on_and_off_and_keeps_splicing_on_a_bad_value() {

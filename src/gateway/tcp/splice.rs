@@ -138,6 +138,30 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// One non-blocking `recv` into `buf`.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// All of `b` into `to`, waiting for room.
+async fn write_all(to: &TcpStream, mut b: &[u8]) -> io::Result<()> {
+    while !b.is_empty() {
+        match to.try_write(b) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => b = &b[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Passes `from`'s EOF on: the first EOF of a connection as a shutdown of
 /// `to`'s write half (half-close); the second ends both ways, and the
 /// caller's close of both sockets sends that FIN (nothing is left unread on
@@ -192,7 +216,7 @@ async fn one_way(
             }
         }
     };
-    drop(buf);
+    buf.resize(SMALL, 0);
     let (from, to): (&TcpStream, &TcpStream) = (from.as_ref(), to.as_ref());
     let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
     loop {
@@ -200,7 +224,24 @@ async fn one_way(
         // to be ready costs no wake-up.
         let n = loop {
             match from.try_io(Interest::READABLE, || splice(from_fd, pipe.write_end(), CHUNK)) {
+                Ok(0) => {}
                 Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err((from_side, e)),
+            }
+            // `splice` stops for good at TCP urgent data (`MSG_OOB`): it
+            // says EAGAIN while bytes wait past the mark, and 0 once a FIN
+            // is in, which would end the flow short. `recv` steps over the
+            // urgent byte, as copying does: before waiting or ending, it
+            // tells what the socket really holds (the pipe is empty here, so
+            // what it reads goes out in order).
+            match recv(from_fd, &mut buf) {
+                Ok(0) => break 0,
+                Ok(m) => {
+                    moved.fetch_add(m as u64 + 1, Ordering::Relaxed);
+                    total += m as u64;
+                    write_all(to, &buf[..m]).await.map_err(|e| (to_side, e))?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     from.readable().await.map_err(|e| (from_side, e))?;
                 }
