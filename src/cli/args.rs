@@ -44,6 +44,7 @@ Environment (an empty MESHGATE_* variable counts as unset):
   MESHGATE_UPSTREAM    --upstream
   MESHGATE_STATE_DIR   --state-dir (systemd's STATE_DIRECTORY is used when unset)
   MESHGATE_LOG_FORMAT  --log-format
+  MESHGATE_TCP_SPLICE  off: TCP services copy bytes rather than splice them (Linux; default on)
   RUST_LOG             the log filter, below --log-level (default info)
   NO_COLOR             no colour in the log even on a terminal
   NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 and STATUS= are sent there

@@ -74,6 +74,17 @@ fn serve(args: &mut ServeArgs, get: impl Fn(&str) -> Option<String> + Copy) -> R
     if args.tls.state_dir.is_none() {
         args.tls.state_dir = var_from("MESHGATE_STATE_DIR", get).map(PathBuf::from);
     }
+    // Read by the TCP forwarder itself (the library has no flags); checked
+    // here so that a bad value stops the start, as for every variable.
+    if let Some(v) = var_from("MESHGATE_TCP_SPLICE", get) {
+        if v != "on" && v != "off" {
+            return Err(bad(
+                "MESHGATE_TCP_SPLICE",
+                &v,
+                "expected on or off (off copies TCP bytes instead of splicing)",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -108,6 +119,15 @@ mod tests {
         assert!(e.to_string().starts_with("MESHGATE_LOG_FORMAT=\"yaml\""), "{e}");
         let e = apply_from(&mut cli, env(&[("MESHGATE_UPSTREAM", "ftp://x")])).unwrap_err();
         assert!(e.to_string().starts_with("MESHGATE_UPSTREAM=\"ftp://x\""), "{e}");
+        for v in ["0", "true", "OFF", " off"] {
+            let e = apply_from(&mut cli, env(&[("MESHGATE_TCP_SPLICE", v)])).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{v:?}");
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("MESHGATE_TCP_SPLICE={v:?}: expected on or off")), "{text}");
+        }
+        for v in ["on", "off"] {
+            apply_from(&mut cli, env(&[("MESHGATE_TCP_SPLICE", v)])).unwrap();
+        }
     }
 
     #[test]
@@ -118,6 +138,7 @@ mod tests {
             ("MESHGATE_UPSTREAM", ""),
             ("MESHGATE_LOG_FORMAT", ""),
             ("MESHGATE_STATE_DIR", ""),
+            ("MESHGATE_TCP_SPLICE", ""),
         ];
         let mut cli = Cli::parse_from(["meshgate"]);
         apply_from(&mut cli, env(&empty)).unwrap();

@@ -8,7 +8,8 @@
 //! - on Linux, between two plain TCP sockets (a `tcp` service to a
 //!   `tcp://` upstream), `splice(2)` through a pipe each way once a
 //!   direction carries more than a small read ([`super::splice`]): bulk
-//!   bytes never enter user space;
+//!   bytes never enter user space; only while SIGPIPE is ignored, as in any
+//!   Rust binary (a splice into a socket whose peer is gone raises it);
 //! - otherwise (TLS, whose bytes must be decrypted here; a `unix:`
 //!   upstream; other systems), [`tokio::io::copy_bidirectional_with_sizes`]
 //!   with a 32 KiB buffer each way.
@@ -177,7 +178,9 @@ async fn pipe_with<C: Socket, U: Socket>(
 ) -> Ended {
     let moved = AtomicU64::new(0);
     #[cfg(target_os = "linux")]
-    if let (Some(a), Some(b), true) = (client.plain_tcp(), upstream.plain_tcp(), splice) {
+    if let (Some(a), Some(b), true) =
+        (client.plain_tcp(), upstream.plain_tcp(), splice && super::splice::sigpipe_ignored())
+    {
         let ended = tokio::select! {
             r = super::splice::bidirectional(a, b, &moved) => match r {
                 Ok((up, down)) => Ended::Closed { up, down },
@@ -233,8 +236,10 @@ fn pass_reset_on<C: Socket, U: Socket>(ended: Ended, client: &C, upstream: &U) {
 #[cfg(target_os = "linux")]
 pub(crate) const SPLICE_ENV: &str = "MESHGATE_TCP_SPLICE";
 
-/// Whether plain sockets are spliced: [`SPLICE_ENV`], read once. A value
-/// other than `on` or `off` is named in a warning and leaves splicing on.
+/// Whether plain sockets are spliced: [`SPLICE_ENV`], read once; empty is
+/// unset. The command line refuses a value other than `on` or `off` at start
+/// (`cli::env`); the library embedded elsewhere names it in a warning and
+/// leaves splicing on.
 #[cfg(target_os = "linux")]
 fn splice_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -243,7 +248,7 @@ fn splice_on() -> bool {
 
 #[cfg(target_os = "linux")]
 fn splice_setting(value: Option<&std::ffi::OsStr>) -> bool {
-    match value.map(|v| v.to_str()) {
+    match value.filter(|v| !v.is_empty()).map(|v| v.to_str()) {
         None => true,
         Some(Some("on")) => true,
         Some(Some("off")) => false,
@@ -379,11 +384,140 @@ mod tests {
         }
     }
 
+    /// Whether this is the child process running test `name` alone (for a
+    /// test that changes what is process-wide: a signal's action, a limit);
+    /// if not, runs that child, asserts it passed, and says `false`.
+    #[cfg(target_os = "linux")]
+    fn in_child(name: &str) -> bool {
+        const CHILD: &str = "MESHGATE_TEST_PIPE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([&format!("gateway::tcp::pipe::tests::{name}"), "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the child: {:?}\n{text}{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+        false
+    }
+
+    /// Out of file descriptors (a busy gateway at its limit), a connection
+    /// that turns bulk cannot get a pipe: it keeps copying, which needs no
+    /// descriptor, rather than failing midway. In a child process: the
+    /// limit is process-wide.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_connection_that_gets_no_pipe_keeps_copying() {
+        if !in_child("a_connection_that_gets_no_pipe_keeps_copying") {
+            return;
+        }
+        let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), true).await;
+        // Every descriptor below a lowered limit taken: pipe2 fails (EMFILE).
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .max()
+            .unwrap();
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain out/in parameters; the child process alone.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            limit.rlim_cur = (highest + 8) as libc::rlim_t;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+            while libc::dup(0) >= 0 {}
+        }
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EMFILE));
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            (client, sent)
+        });
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).await.unwrap();
+        let (mut client, sent) = writer.await.unwrap();
+        assert!(got == sent, "{} bytes arrived, not the {} sent, in order", got.len(), sent.len());
+        upstream.write_all(b"ok").await.unwrap();
+        drop(upstream);
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"ok");
+        assert_eq!(task.await.unwrap(), Ended::Closed { up: 300_000, down: 2 });
+    }
+
+    /// The library embedded in a program that leaves SIGPIPE at its default
+    /// action (kill the process): `splice(2)` into a socket whose peer is
+    /// gone fails with `EPIPE` AND raises SIGPIPE (it has no
+    /// `MSG_NOSIGNAL`, which the copying path's `send` has). The scenario
+    /// runs in a child process (this test binary again) with SIGPIPE at
+    /// `SIG_DFL`, so the signal cannot touch the other tests.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk() {
+        if !in_child("a_program_that_does_not_ignore_sigpipe_survives_an_upstream_gone_mid_bulk") {
+            return;
+        }
+        // SAFETY: the child process, one test thread: back to the default
+        // action a C program (or a Rust one built to) would have.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), true).await;
+        // 64 KiB: the client→upstream way reads a full buffer and splices.
+        let mut b = vec![7u8; 65_536];
+        client.write_all(&b).await.unwrap();
+        upstream.read_exact(&mut b).await.unwrap();
+        // The upstream goes (FIN, nothing unread); the client keeps sending:
+        // the upstream's kernel answers with a reset, the next write into
+        // that socket fails with EPIPE.
+        drop(upstream);
+        let mut eof = [0u8; 1];
+        assert_eq!(client.read(&mut eof).await.unwrap(), 0, "the upstream's FIN passed on");
+        for _ in 0..20 {
+            if client.write_all(&b).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ended = task.await.unwrap();
+        assert!(matches!(ended, Ended::UpstreamReset | Ended::Failed(_)), "{ended:?}");
+    }
+
+    /// Urgent data (`MSG_OOB`, telnet's interrupt) in a bulk flow: `recv`
+    /// steps over the urgent byte, `splice` stops at the mark for good
+    /// (`EAGAIN` while the socket holds data): the bytes after it must still
+    /// arrive.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn bytes_after_urgent_data_still_arrive() {
+        use std::os::fd::AsRawFd;
+        for &splice in WAYS {
+            let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), splice).await;
+            let bulk = vec![1u8; 65_536];
+            client.write_all(&bulk).await.unwrap();
+            let mut b = vec![0u8; bulk.len()];
+            upstream.read_exact(&mut b).await.unwrap();
+            // SAFETY: one byte from a live buffer on an open socket.
+            let sent = unsafe { libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            assert_eq!(sent, 1);
+            client.write_all(&bulk).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(3), upstream.read_to_end(&mut got)).await;
+            assert!(read.is_ok(), "splice {splice}: {} bytes after the urgent byte, then nothing", got.len());
+            assert!(got.ends_with(&bulk), "splice {splice}: {} bytes", got.len());
+            drop((client, upstream));
+            let _ = task.await;
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn the_splice_switch_reads_on_and_off_and_keeps_splicing_on_a_bad_value() {
         use std::ffi::OsStr;
         assert!(splice_setting(None));
+        assert!(splice_setting(Some(OsStr::new(""))));
         assert!(splice_setting(Some(OsStr::new("on"))));
         assert!(!splice_setting(Some(OsStr::new("off"))));
         assert!(splice_setting(Some(OsStr::new("0"))));

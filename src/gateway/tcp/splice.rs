@@ -60,7 +60,7 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Self> {
-        if let Some(fds) = PIPES.with(|p| p.borrow_mut().pop()) {
+        if let Some(fds) = PIPES.try_with(|p| p.borrow_mut().pop()).ok().flatten() {
             return Ok(Self { fds: Some(fds), held: 0 });
         }
         let mut fds = [0 as RawFd; 2];
@@ -88,7 +88,10 @@ impl Drop for Pipe {
     fn drop(&mut self) {
         if let Some(fds) = self.fds.take() {
             if self.held == 0 {
-                PIPES.with(|p| {
+                // `try_with`: at a thread's exit the pool may be gone
+                // already; the pipe is then closed (`with` would panic in a
+                // thread-local destructor: an abort).
+                let _ = PIPES.try_with(|p| {
                     let mut p = p.borrow_mut();
                     if p.len() < POOL {
                         p.push(fds);
@@ -99,8 +102,23 @@ impl Drop for Pipe {
     }
 }
 
+/// Whether SIGPIPE is ignored in this process, as Rust's runtime sets it
+/// for a binary. [`splice`] into a socket whose peer is gone fails with
+/// `EPIPE` AND raises SIGPIPE (splice has no `MSG_NOSIGNAL`, which the
+/// copying path's `send` has): a program embedding the library that leaves
+/// SIGPIPE at its default action would be killed. The caller splices only
+/// when this holds (one `sigaction` query per connection), else copies.
+pub(super) fn sigpipe_ignored() -> bool {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; a null new action
+    // only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// One `splice(2)`, non-blocking. (Into a socket the peer reset it fails
-/// with `EPIPE` and raises `SIGPIPE`, which Rust's runtime ignores.)
+/// with `EPIPE` and raises `SIGPIPE`: see [`sigpipe_ignored`].)
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: plain descriptors, no offsets; the kernel checks both.
     let n = unsafe {
@@ -118,6 +136,30 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
+}
+
+/// One non-blocking `recv` into `buf`.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// All of `b` into `to`, waiting for room.
+async fn write_all(to: &TcpStream, mut b: &[u8]) -> io::Result<()> {
+    while !b.is_empty() {
+        match to.try_write(b) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => b = &b[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Passes `from`'s EOF on: the first EOF of a connection as a shutdown of
@@ -139,7 +181,8 @@ fn eof(to: &TcpStream, to_side: Side, ended: &AtomicBool) -> Result<(), (Side, i
 /// knows a short read drained the socket and skips the retry a `splice`
 /// would spend (a pipe cannot tell a drained socket from a full pipe), and a
 /// short exchange never takes a pipe. The first read that fills the buffer
-/// marks a bulk flow, spliced from then on.
+/// marks a bulk flow, spliced from then on (copied on if no pipe can be had:
+/// out of descriptors, a connection carries on rather than failing).
 async fn one_way(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
@@ -150,7 +193,10 @@ async fn one_way(
     let (from_side, to_side) = sides;
     let mut total = 0u64;
     let mut buf = Vec::with_capacity(SMALL);
-    loop {
+    // Once no pipe could be had (out of descriptors), the direction copies
+    // to its end: that needs none, and the connection is not cut midway.
+    let mut no_pipe = false;
+    let mut pipe = loop {
         buf.clear();
         let n = from.read_buf(&mut buf).await.map_err(|e| (from_side, e))?;
         moved.fetch_add(n as u64 + 1, Ordering::Relaxed);
@@ -160,20 +206,42 @@ async fn one_way(
         }
         to.write_all(&buf).await.map_err(|e| (to_side, e))?;
         total += n as u64;
-        if n >= SMALL {
-            break;
+        if n >= SMALL && !no_pipe {
+            match Pipe::new() {
+                Ok(pipe) => break pipe,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no pipe to splice through; copying");
+                    no_pipe = true;
+                }
+            }
         }
-    }
-    drop(buf);
+    };
+    buf.resize(SMALL, 0);
     let (from, to): (&TcpStream, &TcpStream) = (from.as_ref(), to.as_ref());
-    let mut pipe = Pipe::new().map_err(|e| (from_side, e))?;
     let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
     loop {
         // Tried before waiting (as for writes below): a socket tokio knows
         // to be ready costs no wake-up.
         let n = loop {
             match from.try_io(Interest::READABLE, || splice(from_fd, pipe.write_end(), CHUNK)) {
+                Ok(0) => {}
                 Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err((from_side, e)),
+            }
+            // `splice` stops for good at TCP urgent data (`MSG_OOB`): it
+            // says EAGAIN while bytes wait past the mark, and 0 once a FIN
+            // is in, which would end the flow short. `recv` steps over the
+            // urgent byte, as copying does: before waiting or ending, it
+            // tells what the socket really holds (the pipe is empty here, so
+            // what it reads goes out in order).
+            match recv(from_fd, &mut buf) {
+                Ok(0) => break 0,
+                Ok(m) => {
+                    moved.fetch_add(m as u64 + 1, Ordering::Relaxed);
+                    total += m as u64;
+                    write_all(to, &buf[..m]).await.map_err(|e| (to_side, e))?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     from.readable().await.map_err(|e| (from_side, e))?;
                 }
@@ -213,4 +281,46 @@ pub(super) async fn bidirectional(
         one_way(ar, bw, (Side::A, Side::B), moved, &ended),
         one_way(br, aw, (Side::B, Side::A), moved, &ended)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipe dropped at a thread's exit after the thread's pool is gone (a
+    /// connection held by another thread-local: a runtime kept in one) is
+    /// closed, not a panic inside a thread-local destructor, which aborts
+    /// the process. In a child process: an abort would end every test.
+    #[test]
+    fn a_pipe_dropped_after_its_threads_pool_is_closed_quietly() {
+        const CHILD: &str = "MESHGATE_TEST_SPLICE_CHILD";
+        const NAME: &str = "gateway::tcp::splice::tests::a_pipe_dropped_after_its_threads_pool_is_closed_quietly";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "the child: {:?}\n{text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+            return;
+        }
+        thread_local! {
+            static HELD: RefCell<Option<Pipe>> = const { RefCell::new(None) };
+        }
+        std::thread::spawn(|| {
+            // Touched first, so destroyed after the pool (last in, first out).
+            HELD.with(|_| {});
+            let pipe = Pipe::new().unwrap();
+            HELD.with(|h| *h.borrow_mut() = Some(pipe));
+        })
+        .join()
+        .unwrap();
+    }
 }
