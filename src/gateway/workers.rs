@@ -1,22 +1,35 @@
 //! Connection workers: threads that each run a single-threaded tokio runtime
-//! and serve the connections handed to them, as nginx's worker processes do.
+//! and serve the connections accepted on them, as nginx's worker processes
+//! do with `reuseport`.
 //!
 //! Without workers a connection is served on the runtime that accepted it. On
 //! tokio's multi-threaded runtime the tasks of one connection (the client's,
 //! and the upstream connection's the proxy spawns) then wake one another
 //! across threads and are stolen between them; each cross-thread wake-up is
-//! a futex call and a cold cache. With workers the accept loop hands each
-//! accepted socket to the next worker (round robin), and everything that
-//! connection spawns stays on that worker's thread, whose scheduler needs no
-//! atomics. Follow, reloads and signals stay on the caller's runtime.
+//! a futex call and a cold cache. With workers everything a connection
+//! spawns stays on its worker's thread, whose scheduler needs no atomics.
+//! Follow, reloads and signals stay on the caller's runtime.
 //!
-//! The accept loops run on the workers too (each listener on the next worker
-//! in a turn of their own), so nothing the main runtime does (following the
-//! network, a reload) holds up an accept. A socket accepted on one worker and
-//! served on another
-//! leaves the first's reactor ([`tokio::net::TcpStream::into_std`]) and joins
-//! the other's ([`tokio::net::TcpStream::from_std`]): two `epoll_ctl` calls
-//! per connection on top of the accept's own, nothing per request.
+//! Each listening address has one socket per worker, all bound to the same
+//! address and port with `SO_REUSEPORT` (`bind::share`; the first one bound
+//! as without workers, so a port in use is still "address in use"), and each
+//! worker runs the accept loop of its own socket and serves what it accepts
+//! right there: the kernel spreads new connections over the sockets by a
+//! hash of their addresses and ports, and no connection moves between
+//! workers (no `epoll_ctl` beyond the accept's own, no wake-up of another
+//! thread). A listener's sockets are registered with their workers' reactors
+//! from the thread that attaches them ([`Workers::listener_on`]), so a
+//! failure is that call's error and nothing waits for a worker.
+//!
+//! The price of the kernel's spread: a connection is queued on the socket its
+//! hash chose. When the connection cap (shared by every socket of a set) is
+//! reached, each worker's loop holds the connection it accepted until a place
+//! frees up, and the connections hashed to its socket wait in that socket's
+//! listen queue, even if another worker's place frees up first; a worker
+//! busy with a long piece of work delays the accepts of its own socket only.
+//! Closing a listener (follow removing its address, a shutdown) closes all
+//! its sockets, and connections still in their listen queues are reset, as
+//! with one socket.
 
 use std::cell::Cell;
 use std::fmt;
@@ -57,11 +70,9 @@ pub struct Workers(Arc<Inner>);
 
 struct Inner {
     handles: Vec<Handle>,
-    /// Each worker's id ([`current`] on its thread).
+    /// Each worker's id ([`current`] on its thread), for tests to name them.
+    #[cfg(test)]
     ids: Vec<usize>,
-    /// The turn of connections, and the turn of accept loops.
-    next: AtomicUsize,
-    next_listener: AtomicUsize,
     /// Dropping these ends each worker's `block_on`, and with it its runtime.
     _stop: Vec<oneshot::Sender<()>>,
 }
@@ -113,8 +124,14 @@ impl Workers {
                 .map_err(|_| io::Error::other(format!("connection thread {i} ended before its runtime started")))??;
             handles.push(handle);
         }
-        let (next, next_listener) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        Ok(Self(Arc::new(Inner { handles, ids, next, next_listener, _stop: stops })))
+        #[cfg(not(test))]
+        let _ = ids;
+        Ok(Self(Arc::new(Inner {
+            handles,
+            #[cfg(test)]
+            ids,
+            _stop: stops,
+        })))
     }
 
     /// How many worker threads there are.
@@ -122,18 +139,8 @@ impl Workers {
         self.0.handles.len()
     }
 
-    /// The worker the next connection goes to (round robin).
-    pub(crate) fn pick(&self) -> usize {
-        self.0.next.fetch_add(1, Ordering::Relaxed) % self.0.handles.len()
-    }
-
-    /// The worker the next accept loop goes to (round robin, a turn apart
-    /// from the connections', so listeners spread whatever was accepted).
-    pub(crate) fn pick_for_listener(&self) -> usize {
-        self.0.next_listener.fetch_add(1, Ordering::Relaxed) % self.0.handles.len()
-    }
-
     /// Which of these workers this thread is, if any.
+    #[cfg(test)]
     pub(crate) fn here(&self) -> Option<usize> {
         let id = current()?;
         self.0.ids.iter().position(|&w| w == id)
@@ -145,7 +152,7 @@ impl Workers {
         self.0.ids[i]
     }
 
-    /// Runs `task` on worker `i` (from [`pick`](Self::pick)).
+    /// Runs `task` on worker `i`.
     pub(crate) fn spawn_on<F>(&self, i: usize, task: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -154,40 +161,32 @@ impl Workers {
         self.0.handles[i % self.0.handles.len()].spawn(task)
     }
 
-    /// Runs `task` on the next worker.
-    #[cfg(test)]
-    pub(crate) fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
-        drop(self.spawn_on(self.pick(), task));
+    /// `socket`, registered with worker `i`'s reactor (its accept loop is to
+    /// run there). Works from any thread, a worker's own or another's: it
+    /// waits for no worker.
+    pub(crate) fn listener_on(&self, i: usize, socket: std::net::TcpListener) -> io::Result<tokio::net::TcpListener> {
+        let _entered = self.0.handles[i % self.0.handles.len()].enter();
+        tokio::net::TcpListener::from_std(socket)
     }
 }
 
-/// An accepted socket on its way to the runtime that serves it.
-pub(crate) enum Handoff {
-    /// Served where it was accepted.
-    Here(tokio::net::TcpStream),
-    /// Out of the accepting runtime's reactor, to join a worker's.
-    Moving(std::net::TcpStream),
+#[cfg(test)]
+thread_local! {
+    /// How many connections the accept loops running on this thread accepted.
+    static ACCEPTED: Cell<u64> = const { Cell::new(0) };
 }
 
-impl Handoff {
-    /// Takes `stream` out of this runtime's reactor unless it is to be served
-    /// where it was accepted (`moving` false: no workers, or the worker
-    /// chosen is this thread).
-    pub(crate) fn new(stream: tokio::net::TcpStream, moving: bool) -> io::Result<Self> {
-        if moving {
-            stream.into_std().map(Self::Moving)
-        } else {
-            Ok(Self::Here(stream))
-        }
-    }
+/// Counts a connection accepted on this thread (tests compare it with the
+/// thread that served it).
+#[cfg(test)]
+pub(crate) fn note_accept() {
+    ACCEPTED.with(|a| a.set(a.get() + 1));
+}
 
-    /// The stream, registered with the runtime this runs on.
-    pub(crate) fn arrive(self) -> io::Result<tokio::net::TcpStream> {
-        match self {
-            Self::Here(s) => Ok(s),
-            Self::Moving(s) => tokio::net::TcpStream::from_std(s),
-        }
-    }
+/// How many connections were accepted on this thread.
+#[cfg(test)]
+pub(crate) fn accepted_here() -> u64 {
+    ACCEPTED.with(Cell::get)
 }
 
 #[cfg(test)]
@@ -195,15 +194,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tasks_go_round_robin_to_named_threads_and_stop_with_the_set() {
+    fn tasks_go_to_named_threads_and_stop_with_the_set() {
         let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
         assert_eq!(workers.threads(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..4 {
+        for i in 0..4 {
             let tx = tx.clone();
-            workers.spawn(async move {
+            drop(workers.spawn_on(i, async move {
                 tx.send((std::thread::current().name().map(str::to_owned), current())).unwrap();
-            });
+            }));
         }
         let mut seen: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
         seen.sort();
@@ -216,15 +215,15 @@ mod tests {
         assert!(other.id(0) != workers.id(0) && other.id(0) != workers.id(1));
         let (tx, rx) = std::sync::mpsc::channel();
         let (a, b) = (workers.clone(), other.clone());
-        other.spawn(async move { tx.send((a.here(), b.here())).unwrap() });
+        drop(other.spawn_on(0, async move { tx.send((a.here(), b.here())).unwrap() }));
         assert_eq!(rx.recv().unwrap(), (None, Some(0)), "which set's worker a thread is");
         drop(other);
         // A task still pending when the set goes is dropped with its runtime.
         let (held, dropped) = oneshot::channel::<()>();
-        workers.spawn(async move {
+        drop(workers.spawn_on(0, async move {
             let _held = held;
             std::future::pending::<()>().await;
-        });
+        }));
         drop(workers);
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         rt.block_on(async {

@@ -919,8 +919,10 @@ async fn a_kept_alive_client_keeps_its_upstream_connection() {
 }
 
 /// On connection threads, each keeps its own upstream connections: client
-/// connections one after the other, handed to two threads in turn, reuse two
-/// upstream connections (one per thread) and open no more.
+/// connections one after the other, spread over two threads by the kernel
+/// (each thread's own `SO_REUSEPORT` socket; both get some of 20 but with a
+/// chance of 2 in 2^20), reuse two upstream connections (one per thread) and
+/// open no more.
 #[tokio::test]
 async fn each_connection_thread_reuses_its_own_upstream_connection() {
     let (up, accepted) = counting_upstream().await;
