@@ -575,7 +575,8 @@ mod tests {
 
     /// A set answering `/thread` with the name of the thread that serves it.
     fn thread_set(workers: &Workers) -> ListenerSet {
-        let app = Router::new().route("/thread", get(|| async { std::thread::current().name().unwrap_or("-").to_owned() }));
+        let app =
+            Router::new().route("/thread", get(|| async { std::thread::current().name().unwrap_or("-").to_owned() }));
         let mut set = ListenerSet::new(app, AppState::new(None));
         set.set_workers(workers.clone());
         set
