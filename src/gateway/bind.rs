@@ -3,7 +3,7 @@
 //! dropped (closed) and the error names the address and the cause.
 //!
 //! With connection workers each address then gets one socket per worker
-//! ([`share`]): the first is bound exactly as without workers (no
+//! (`share`): the first is bound exactly as without workers (no
 //! `SO_REUSEPORT`, so anything already listening on the address and port,
 //! another meshgate's group of reuseport sockets included, is "address in
 //! use", naming the address); only once it listens is `SO_REUSEPORT` set on

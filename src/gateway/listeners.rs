@@ -4,7 +4,7 @@
 //! [`ListenerSet::apply`] adds and removes listeners; a listener whose
 //! address stays is untouched, so its open connections carry on. Every
 //! socket of every listener of a set takes its places from the same
-//! [`Admission`] (the connection cap and the callers' shares).
+//! `Admission` (the connection cap and the callers' shares).
 
 use std::collections::BTreeMap;
 use std::io;

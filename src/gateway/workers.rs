@@ -18,7 +18,7 @@
 //! hash of their addresses and ports, and no connection moves between
 //! workers (no `epoll_ctl` beyond the accept's own, no wake-up of another
 //! thread). A listener's sockets are registered with their workers' reactors
-//! from the thread that attaches them ([`Workers::listener_on`]), so a
+//! from the thread that attaches them (`Workers::listener_on`), so a
 //! failure is that call's error and nothing waits for a worker.
 //!
 //! The price of the kernel's spread: a connection is queued on the socket its
