@@ -21,8 +21,10 @@
 //! from the thread that attaches them (`Workers::listener_on`), so a
 //! failure is that call's error and nothing waits for a worker.
 //!
-//! The price of the kernel's spread: a connection is queued on the socket its
-//! hash chose. When the connection cap (shared by every socket of a set) is
+//! The price of the kernel's spread: it is by hash, not in turn, so a few
+//! long-lived connections may load the workers unevenly (the busier one sets
+//! the tail latency); and a connection is queued on the socket its hash
+//! chose. When the connection cap (shared by every socket of a set) is
 //! reached, each worker's loop holds the connection it accepted until a place
 //! frees up, and the connections hashed to its socket wait in that socket's
 //! listen queue, even if another worker's place frees up first; a worker
