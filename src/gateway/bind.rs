@@ -2,18 +2,12 @@
 //! ([`bind_all`]): either every address binds, or the sockets already made are
 //! dropped (closed) and the error names the address and the cause.
 //!
-//! With connection workers each address then gets one socket per worker
-//! (`share`): the first is bound exactly as without workers (no
-//! `SO_REUSEPORT`, so anything already listening on the address and port,
-//! another meshgate's group of reuseport sockets included, is "address in
-//! use", naming the address); only once it listens is `SO_REUSEPORT` set on
-//! it and the others bound beside it, to the port it got (port 0 too). The
-//! kernel then spreads new connections over the group by a hash of their
-//! addresses and ports. Linux lets only sockets of the same effective user
-//! join a reuseport group, and only sockets that ask for it: while meshgate
-//! listens, a process of the same user binding the same address and port
-//! with `SO_REUSEPORT` would take a share of its connections (as with
-//! nginx's `reuseport`); nothing of another user can.
+//! With connection workers, the listener set (`listeners.rs`) gives each
+//! worker a dup (`try_clone`) of the one socket of an address, not a socket
+//! of its own: no socket here ever has `SO_REUSEPORT`, so nothing already
+//! listening on the address and port (a reuseport group included) can be
+//! joined, and while meshgate listens no other process, of the same user or
+//! not, can bind the address and port to take a share of its connections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -125,38 +119,6 @@ pub fn bind(listener: &Listener) -> Result<Bound, BindError> {
     make().map(|socket| Bound { listener: listener.clone(), socket }).map_err(|e| BindError::new(listener, e))
 }
 
-/// `SO_REUSEPORT` on `first` (a listening socket from [`bind`]) and
-/// `n - 1` more listening sockets on its address and port, each with it (see
-/// the module docs): a group of `n` the kernel spreads connections over.
-/// Nothing for `n` of 1 or less, so one socket never has `SO_REUSEPORT`. On
-/// an error the sockets made are closed and `first` is as it was.
-pub(crate) fn share(first: &std::net::TcpListener, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    if n <= 1 {
-        return Ok(Vec::new());
-    }
-    // The port it got (port 0 asked for one), and a link-local's scope.
-    let addr = first.local_addr()?;
-    let first = socket2::SockRef::from(first);
-    first.set_reuse_port(true)?;
-    let sibling = || -> io::Result<std::net::TcpListener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        Ok(socket.into())
-    };
-    let made: io::Result<Vec<_>> = (1..n).map(|_| sibling()).collect();
-    if made.is_err() {
-        let _ = first.set_reuse_port(false);
-    }
-    made
-}
-
 /// Binds every listener, or none: on the first failure the sockets already bound
 /// are closed and the error is returned.
 pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>, BindError> {
@@ -181,28 +143,28 @@ mod tests {
         }
     }
 
-    /// Port 0: the first socket gets a port from the kernel and every other
-    /// socket of the group is bound to that same port (IPv4 and IPv6); one
-    /// socket alone never gets `SO_REUSEPORT` (nothing could join it).
+    /// Port 0 gets a port from the kernel, and the socket has no
+    /// `SO_REUSEPORT` (IPv4 and IPv6): a process of the same user asking
+    /// for `SO_REUSEPORT` on that address and port is refused "address in
+    /// use", so it cannot take a share of the connections.
     #[test]
-    fn port_0_gives_every_socket_of_the_group_the_same_port() {
+    fn port_0_gets_a_port_no_reuseport_socket_can_join() {
         for ip in [std::net::IpAddr::from([127, 0, 0, 1]), std::net::Ipv6Addr::LOCALHOST.into()] {
-            let Ok(first) = bind(&listener(ip)) else {
+            let Ok(bound) = bind(&listener(ip)) else {
                 assert!(ip.is_ipv6() && std::env::var_os("CI").is_none(), "bind {ip}");
                 continue; // a host without IPv6 loopback (outside CI)
             };
-            let alone = bind(&listener(ip)).unwrap();
-            assert!(share(&alone.socket, 1).unwrap().is_empty());
-            assert!(!socket2::SockRef::from(&alone.socket).reuse_port().unwrap(), "one socket, no SO_REUSEPORT");
-            let local = first.local_addr().unwrap();
+            let local = bound.local_addr().unwrap();
             assert_ne!(local.port(), 0);
-            let others = share(&first.socket, 4).unwrap();
-            assert_eq!(others.len(), 3);
-            for s in &others {
-                assert_eq!(s.local_addr().unwrap(), local);
-                assert!(socket2::SockRef::from(s).reuse_port().unwrap());
+            assert!(!socket2::SockRef::from(&bound.socket).reuse_port().unwrap(), "{local}: SO_REUSEPORT");
+            let joiner = Socket::new(Domain::for_address(local), Type::STREAM, Some(Protocol::TCP)).unwrap();
+            if ip.is_ipv6() {
+                joiner.set_only_v6(true).unwrap();
             }
-            assert!(socket2::SockRef::from(&first.socket).reuse_port().unwrap());
+            joiner.set_reuse_address(true).unwrap();
+            joiner.set_reuse_port(true).unwrap();
+            let joined = joiner.bind(&local.into());
+            assert_eq!(joined.map_err(|e| e.kind()), Err(io::ErrorKind::AddrInUse), "joined {local}");
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::accept::{accept_loop, Direct, Listen};
 use super::admission::Admission;
-use super::bind::{bind, display_addr, share, BindError, Bound};
+use super::bind::{bind, display_addr, BindError, Bound};
 use super::context::{unix_now, AppState, ListenerCtx, LiveListener, LiveView};
 use super::limits::ServerLimits;
 use super::metrics::IdleCount;
@@ -361,9 +361,12 @@ impl ListenerSet {
         let sockets = match &self.workers {
             None => vec![tokio::net::TcpListener::from_std(bound.socket)?],
             Some(workers) => {
-                let siblings = share(&bound.socket, workers.threads())?;
+                // The one listening socket, dup'd once per further worker
+                // (`try_clone`): every worker's reactor watches the same
+                // queue and the first one free accepts.
+                let dups = (1..workers.threads()).map(|_| bound.socket.try_clone()).collect::<io::Result<Vec<_>>>()?;
                 std::iter::once(bound.socket)
-                    .chain(siblings)
+                    .chain(dups)
                     .enumerate()
                     .map(|(i, socket)| workers.listener_on(i, socket))
                     .collect::<io::Result<Vec<_>>>()?
