@@ -205,8 +205,8 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         };
-        // Served where it was accepted: on a worker, by the worker whose
-        // socket the kernel chose (workers.rs); nothing moves between threads.
+        // Served where it was accepted: on a worker, by the worker that was
+        // free first to accept it (workers.rs); nothing moves between threads.
         drop(tokio::spawn(task));
     }
     drop(listener);

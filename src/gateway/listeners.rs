@@ -1,6 +1,6 @@
 //! The listener set: its listeners keyed by socket address, each one real
-//! socket and accept loop, or with [`Workers`] one socket and accept loop per
-//! worker (`SO_REUSEPORT`, see `workers.rs`), all stopped together.
+//! socket and accept loop, or with [`Workers`] one socket with an accept loop
+//! per worker (the socket dup'd, see `workers.rs`), all stopped together.
 //! [`ListenerSet::apply`] adds and removes listeners; a listener whose
 //! address stays is untouched, so its open connections carry on. Every
 //! socket of every listener of a set takes its places from the same
@@ -311,11 +311,11 @@ impl ListenerSet {
     }
 
     /// Starts serving a bound socket. Must run inside a tokio runtime. With
-    /// [`Workers`] the address gets one socket per worker (`bound`'s and
-    /// more on its port with `SO_REUSEPORT`, see `bind::share`), each
-    /// registered from here with its worker's reactor and accepted and
-    /// served on that worker; nothing waits for a worker, so this may be
-    /// called on one of them too (an embedder's handler).
+    /// [`Workers`] `bound`'s one socket is dup'd once per further worker
+    /// (`try_clone`: the same socket, the same listen queue), each copy
+    /// registered from here with its worker's reactor; every worker accepts
+    /// from it and serves what it accepted. Nothing waits for a worker, so
+    /// this may be called on one of them too (an embedder's handler).
     pub fn attach(&mut self, bound: Bound) -> io::Result<SocketAddr> {
         let local = bound.local_addr()?;
         let key = bound.listener.socket_addr();
@@ -609,11 +609,10 @@ mod tests {
         (0..workers.threads()).map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect()
     }
 
-    /// With N workers an address (port 0 asked for) has N sockets on one
-    /// port, and each connection is served by the worker that accepted it:
-    /// per worker, as many served as accepted, and every worker serves some
-    /// (the kernel spreads them). With the old single accept loop handing
-    /// connections round robin, one worker accepted them all.
+    /// With N workers an address (port 0 asked for) has one accept loop per
+    /// worker on its one socket (`ss` would list it once), and each
+    /// connection is served by the worker that accepted it: per worker, as
+    /// many served as accepted.
     #[test]
     fn with_workers_each_connection_is_served_where_it_was_accepted() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -623,19 +622,64 @@ mod tests {
         let l = loopback(0);
         let addr = set.attach(bind(&l).unwrap()).unwrap();
         assert_ne!(addr.port(), 0);
-        assert_eq!(set.sockets(&l.socket_addr()), 3, "one socket per worker");
+        assert_eq!(set.sockets(&l.socket_addr()), 3, "one accept loop per worker");
         let mut served: BTreeMap<String, u64> = BTreeMap::new();
-        for _ in 0..90 {
+        for _ in 0..30 {
             *served.entry(served_by(addr)).or_default() += 1;
         }
-        let accepted = accepted_per_worker(&workers);
+        let mut accepted = accepted_per_worker(&workers);
         assert_eq!(accepted.keys().collect::<Vec<_>>(), ["mg-conn-0", "mg-conn-1", "mg-conn-2"]);
+        accepted.retain(|_, n| *n > 0);
         assert_eq!(served, accepted, "served (left) and accepted (right) per worker");
-        assert!(served.values().all(|&n| n > 0), "every worker's socket took connections: {served:?}");
+        assert_eq!(served.values().sum::<u64>(), 30);
     }
 
-    /// A TCP service's listener gets a socket per worker too, and every
-    /// worker accepts (and forwards) some of its connections.
+    /// The workers race to accept from the one socket, so a worker that is
+    /// busy (here: its thread blocked for 4 s in a handler) takes no new
+    /// connection; the free ones accept and serve all of them at once. With
+    /// a socket per worker (`SO_REUSEPORT`) the kernel would queue about a
+    /// third of them on the busy worker's socket, unserved until it is free.
+    #[test]
+    fn a_busy_worker_takes_no_connection_the_free_ones_serve_them() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _in = rt.enter();
+        let workers = Workers::start(NonZeroUsize::new(3).unwrap()).unwrap();
+        let (started, busy) = std::sync::mpsc::sync_channel::<String>(1);
+        let app = Router::new()
+            .route("/thread", get(|| async { std::thread::current().name().unwrap_or("-").to_owned() }))
+            .route(
+                "/block",
+                get(move || {
+                    let started = started.clone();
+                    async move {
+                        let name = std::thread::current().name().unwrap_or("-").to_owned();
+                        let _ = started.send(name.clone());
+                        // Blocks the worker's thread (its whole runtime), on purpose.
+                        std::thread::sleep(Duration::from_secs(4));
+                        name
+                    }
+                }),
+            );
+        let mut set = ListenerSet::new(app, AppState::new(None));
+        set.set_workers(workers.clone());
+        let addr = set.attach(bind(&loopback(0)).unwrap()).unwrap();
+        let mut blocker = std::net::TcpStream::connect(addr).unwrap();
+        blocker.write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let blocked = busy.recv_timeout(Duration::from_secs(5)).unwrap();
+        let t0 = std::time::Instant::now();
+        for i in 0..30 {
+            let name = served_by(addr);
+            assert_ne!(name, blocked, "connection {i} was taken by the blocked worker");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "30 connections took {:?}", t0.elapsed());
+        let mut answer = String::new();
+        blocker.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        blocker.read_to_string(&mut answer).unwrap();
+        assert!(answer.ends_with(&blocked), "{answer}");
+    }
+
+    /// A TCP service's listener gets an accept loop per worker too, on its
+    /// one socket, and the workers accept (and forward) all its connections.
     #[test]
     fn a_tcp_services_connections_are_accepted_on_every_worker() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -668,12 +712,13 @@ mod tests {
             assert_eq!(&back, b"ping\n");
         }
         let accepted = accepted_per_worker(&workers);
-        assert_eq!(accepted.values().sum::<u64>(), 60);
-        assert!(accepted.values().all(|&n| n > 0), "every worker accepted some: {accepted:?}");
+        assert_eq!(accepted.len(), 3, "{accepted:?}");
+        assert_eq!(accepted.values().sum::<u64>(), 60, "{accepted:?}");
     }
 
     /// A listener follow removes (`apply` without its address) stops
-    /// accepting on every one of its sockets: no connection gets through.
+    /// accepting in every one of its accept loops and closes its socket: no
+    /// connection gets through.
     #[test]
     fn a_listener_removed_by_follow_stops_accepting_on_all_its_sockets() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -690,7 +735,8 @@ mod tests {
         let applied = set.apply(&resolution(Vec::new()));
         assert_eq!(applied.removed.len(), 1, "{applied:?}");
         assert!(set.addresses().is_empty());
-        // Each loop closes its socket as it sees the stop (a moment, on its worker).
+        // Each loop closes its dup as it sees the stop (a moment, on its
+        // worker); the socket closes with the last.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(addr).is_ok() {
             assert!(std::time::Instant::now() < deadline, "{addr} still accepts after its removal");
@@ -709,18 +755,25 @@ mod tests {
 
     /// A port something else listens on (a plain socket, or another
     /// process's reuseport group of the same user) is "address in use"
-    /// naming the address, with workers too: the first socket of an address
-    /// is bound without `SO_REUSEPORT`, so it never joins a foreign group.
-    /// And once meshgate serves a port with workers, a second bind of it (a
-    /// second meshgate) is refused the same way.
+    /// naming the address, with workers too: the socket is bound without
+    /// `SO_REUSEPORT`, so it never joins a foreign group. And once meshgate
+    /// serves a port with workers, a second bind of it (a second meshgate)
+    /// is refused the same way, and so is a process of the same user asking
+    /// for `SO_REUSEPORT` (it could otherwise take a share of the
+    /// connections): the workers share dups of one socket, no group.
     #[test]
     fn a_port_held_elsewhere_is_address_in_use_naming_the_address() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let _in = rt.enter();
         let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let group = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        group.set_reuse_port(true).unwrap();
+        let reuseport = || {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_reuse_address(true).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s
+        };
+        let group = reuseport();
         group.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
         group.listen(16).unwrap();
         let group: std::net::TcpListener = group.into();
@@ -736,7 +789,11 @@ mod tests {
         }
         let mut set = thread_set(&workers);
         let addr = set.attach(bind(&loopback(0)).unwrap()).unwrap();
+        assert_eq!(set.sockets(&addr), 2);
         let again = bind(&loopback(addr.port())).map(drop).unwrap_err();
         assert_eq!(again.kind, crate::gateway::BindErrorKind::PortInUse, "{again}");
+        let joined = reuseport().bind(&addr.into()).map_err(|e| e.kind());
+        assert_eq!(joined, Err(io::ErrorKind::AddrInUse), "a same-user SO_REUSEPORT socket joined {addr}");
+        assert!(served_by(addr).starts_with("mg-conn-"), "meshgate still serves {addr}");
     }
 }

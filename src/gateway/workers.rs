@@ -1,6 +1,6 @@
 //! Connection workers: threads that each run a single-threaded tokio runtime
 //! and serve the connections accepted on them, as nginx's worker processes
-//! do with `reuseport`.
+//! do (with its default, one listening socket shared by all workers).
 //!
 //! Without workers a connection is served on the runtime that accepted it. On
 //! tokio's multi-threaded runtime the tasks of one connection (the client's,
@@ -10,28 +10,35 @@
 //! spawns stays on its worker's thread, whose scheduler needs no atomics.
 //! Follow, reloads and signals stay on the caller's runtime.
 //!
-//! Each listening address has one socket per worker, all bound to the same
-//! address and port with `SO_REUSEPORT` (`bind::share`; the first one bound
-//! as without workers, so a port in use is still "address in use"), and each
-//! worker runs the accept loop of its own socket and serves what it accepts
-//! right there: the kernel spreads new connections over the sockets by a
-//! hash of their addresses and ports, and no connection moves between
-//! workers (no `epoll_ctl` beyond the accept's own, no wake-up of another
-//! thread). A listener's sockets are registered with their workers' reactors
-//! from the thread that attaches them (`Workers::listener_on`), so a
-//! failure is that call's error and nothing waits for a worker.
+//! Each listening address has one socket, dup'd (`try_clone`) once per
+//! further worker; each worker registers its copy with its own reactor, runs
+//! an accept loop on it and serves what it accepts right there. A new
+//! connection wakes every worker waiting on the socket and the first to call
+//! `accept` takes it (the others get `EAGAIN` and wait again): a worker busy
+//! with a long piece of work, or with many connections, accepts less, so the
+//! load spreads by readiness, and no connection moves between workers (no
+//! `epoll_ctl` beyond the accept's own, no wake-up of another thread to hand
+//! it over). The cost is that wake-up of every idle worker per new
+//! connection (the thundering herd nginx avoids with `EPOLLEXCLUSIVE`, which
+//! tokio does not ask for): nothing per request on a kept-alive connection.
+//! A listener's copies are registered with their workers' reactors from the
+//! thread that attaches them (`Workers::listener_on`), so a failure is that
+//! call's error and nothing waits for a worker.
 //!
-//! The price of the kernel's spread: it is by hash, not in turn, so a few
-//! long-lived connections may load the workers unevenly (the busier one sets
-//! the tail latency); and a connection is queued on the socket its hash
-//! chose. When the connection cap (shared by every socket of a set) is
-//! reached, each worker's loop holds the connection it accepted until a place
-//! frees up, and the connections hashed to its socket wait in that socket's
-//! listen queue, even if another worker's place frees up first; a worker
-//! busy with a long piece of work delays the accepts of its own socket only.
-//! Closing a listener (follow removing its address, a shutdown) closes all
-//! its sockets, and connections still in their listen queues are reset, as
-//! with one socket.
+//! Why not a socket per worker with `SO_REUSEPORT` (nginx's `reuseport`,
+//! tried and measured): the kernel spreads connections over such sockets by
+//! a hash of their addresses and ports, not by who is free, so a few
+//! long-lived connections loaded the workers unevenly and the busier one set
+//! a worse p99; and while meshgate listened, any process of the same user
+//! could join the group and take a share of its connections. With one
+//! socket, nothing can bind the port while meshgate listens.
+//!
+//! When the connection cap (shared by every listener of a set) is reached,
+//! each worker's loop holds the connection it accepted until a place frees
+//! up, and the rest wait in the socket's listen queue. Closing a listener
+//! (follow removing its address, a shutdown) stops every loop; the socket
+//! closes with the last copy, and connections still in its listen queue are
+//! reset.
 
 use std::cell::Cell;
 use std::fmt;
@@ -163,8 +170,8 @@ impl Workers {
         self.0.handles[i % self.0.handles.len()].spawn(task)
     }
 
-    /// `socket`, registered with worker `i`'s reactor (its accept loop is to
-    /// run there). Works from any thread, a worker's own or another's: it
+    /// `socket` (a listening socket or a dup of one), registered with worker
+    /// `i`'s reactor (its accept loop is to run there). Works from any thread, a worker's own or another's: it
     /// waits for no worker.
     pub(crate) fn listener_on(&self, i: usize, socket: std::net::TcpListener) -> io::Result<tokio::net::TcpListener> {
         let _entered = self.0.handles[i % self.0.handles.len()].enter();

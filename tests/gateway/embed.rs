@@ -147,8 +147,8 @@ fn the_embed_example_serves_its_app() {
 }
 
 /// With `workers`, each connection is served on one of the worker threads
-/// (the one whose `SO_REUSEPORT` socket the kernel gave it); the caller's own
-/// thread serves none, and over a few dozen connections every worker serves.
+/// (the first free one accepts it from the listening socket they share); the
+/// caller's own thread serves none.
 #[tokio::test]
 async fn workers_serve_the_connections() {
     let workers = meshgate::gateway::Workers::start(std::num::NonZeroUsize::new(2).unwrap()).expect("threads");
@@ -157,15 +157,12 @@ async fn workers_serve_the_connections() {
     let running =
         Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).workers(workers).start(app).await.expect("start");
     let addr = running.addresses()[0];
-    let mut names = std::collections::BTreeMap::<String, usize>::new();
-    // The kernel spreads connections by a hash of their ports: 40 leave a
-    // worker without one with a chance of 2 in 2^40.
-    for _ in 0..40 {
+    for _ in 0..10 {
         // One connection each (`Connection: close`), from a plain thread.
         let answer = tokio::task::spawn_blocking(move || get_text(addr, "/thread", None)).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        *names.entry(answer.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()).or_default() += 1;
+        let name = answer.rsplit("\r\n\r\n").next().unwrap_or_default();
+        assert!(["mg-conn-0", "mg-conn-1"].contains(&name), "served on {name}");
     }
-    assert_eq!(names.keys().collect::<Vec<_>>(), ["mg-conn-0", "mg-conn-1"], "{names:?}");
     running.shutdown().await;
 }

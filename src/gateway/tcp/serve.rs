@@ -136,8 +136,8 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
             };
             serve(stream, peer, ctx, identity.as_ref(), &handler, stop).await;
         };
-        // Served where it was accepted (on a worker: the one whose socket
-        // the kernel chose); nothing moves between threads.
+        // Served where it was accepted (on a worker: the first free one to
+        // accept it); nothing moves between threads.
         drop(tokio::spawn(task));
     }
     drop(listener);
