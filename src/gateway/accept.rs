@@ -73,6 +73,8 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     let (drain, draining) = watch::channel(false);
     tokio::pin!(stop);
     loop {
+        // On a worker well ahead of another, a moment for it to accept first.
+        super::workers::accept_turn().await;
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -88,6 +90,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         // queue). Taken after `accept`, not before: a permit taken before
         // would sit in every idle listener's loop, and with several listeners
         // sharing a cap of N fewer than N connections could be served.
+        let open = super::workers::open();
         let permit = tokio::select! {
             _ = &mut stop => break,
             permit = connections.clone().acquire_owned() => match permit {
@@ -119,6 +122,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         #[cfg(test)]
         super::workers::note_accept();
         let task = async move {
+            let _on_worker = open;
             let _open = meter.connection();
             // Off loopback, a new token or new peer rules end the connection
             // (after its request in flight): every next request is checked

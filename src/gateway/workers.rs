@@ -103,13 +103,16 @@ impl Workers {
         let mut started = Vec::with_capacity(threads.get());
         let mut stops = Vec::with_capacity(threads.get());
         let mut ids = Vec::with_capacity(threads.get());
+        let load: Arc<[AtomicUsize]> = (0..threads.get()).map(|_| AtomicUsize::new(0)).collect();
         // All threads first, then their answers: they start side by side.
         for i in 0..threads.get() {
             let (stop, stopped) = oneshot::channel::<()>();
             let (ready, handle) = std::sync::mpsc::sync_channel::<io::Result<Handle>>(1);
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let load = load.clone();
             std::thread::Builder::new().name(format!("mg-conn-{i}")).spawn(move || {
                 HOME.with(|h| h.set(Some(id)));
+                LOAD.with(|l| drop(l.set((load, i))));
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
@@ -176,6 +179,59 @@ impl Workers {
     pub(crate) fn listener_on(&self, i: usize, socket: std::net::TcpListener) -> io::Result<tokio::net::TcpListener> {
         let _entered = self.0.handles[i % self.0.handles.len()].enter();
         tokio::net::TcpListener::from_std(socket)
+    }
+}
+
+thread_local! {
+    /// On a worker: the open connections of each worker of its set, and
+    /// which one this is.
+    static LOAD: std::cell::OnceCell<(Arc<[AtomicUsize]>, usize)> = const { std::cell::OnceCell::new() };
+}
+
+/// How far ahead of the least loaded other worker a worker may be before
+/// it lets the others accept first, and for how long at most.
+const AHEAD: usize = 1;
+const MAX_DEFER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Called by an accept loop before each `accept`: on a worker that serves
+/// more than [`AHEAD`] connections more than another worker of its set,
+/// waits (in 1 ms steps, at most [`MAX_DEFER`]) so that a freer worker,
+/// racing for the same socket, takes the next connection (nginx's
+/// `ngx_accept_disabled`, by count). Bounded so that a worker that is stuck
+/// never holds new connections back for long. Off workers: returns at once.
+pub(crate) async fn accept_turn() {
+    let Some((load, me)) = LOAD.with(|l| l.get().cloned()) else { return };
+    let until = tokio::time::Instant::now() + MAX_DEFER;
+    loop {
+        let mine = load[me].load(Ordering::Relaxed);
+        let least = load.iter().enumerate().filter(|&(i, _)| i != me).map(|(_, n)| n.load(Ordering::Relaxed)).min();
+        match least {
+            Some(least) if mine > least + AHEAD && tokio::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// A connection open on this worker, counted for [`accept_turn`] while it
+/// lives (made where it is accepted, dropped when it ends).
+pub(crate) struct Open(Option<(Arc<[AtomicUsize]>, usize)>);
+
+/// Counts a connection accepted on this thread (nothing off workers).
+pub(crate) fn open() -> Open {
+    let here = LOAD.with(|l| l.get().cloned());
+    if let Some((load, me)) = &here {
+        load[*me].fetch_add(1, Ordering::Relaxed);
+    }
+    Open(here)
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some((load, me)) = &self.0 {
+            load[*me].fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -55,6 +55,8 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
     let mut flush = tokio::time::interval(WINDOW);
     tokio::pin!(stop);
     loop {
+        // On a worker well ahead of another, a moment for it to accept first.
+        crate::gateway::workers::accept_turn().await;
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             _ = flush.tick() => {
@@ -72,6 +74,7 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
             },
         };
         TcpStats::bump(&handler.stats().accepted);
+        let open = crate::gateway::workers::open();
         let permit = tokio::select! {
             _ = &mut stop => break,
             permit = connections.clone().acquire_owned() => match permit {
@@ -85,6 +88,7 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
         let (handler, state, interface, slots, mut draining) =
             (handler.clone(), state.clone(), interface.clone(), slots.cloned(), draining.clone());
         let task = async move {
+            let _on_worker = open;
             let lookup = state.peer_lookup().cloned();
             let identity = match (&lookup, interface.as_deref()) {
                 (Some(l), Some(iface)) if !ctx.loopback => l.identify(iface, peer).await,
