@@ -18,7 +18,11 @@
 //! with a long piece of work, or with many connections, accepts less, so the
 //! load spreads by readiness, and no connection moves between workers (no
 //! `epoll_ctl` beyond the accept's own, no wake-up of another thread to hand
-//! it over). The cost is that wake-up of every idle worker per new
+//! it over). Racing alone, the first worker awake would drain a burst of
+//! new connections (64 at once from a load test went mostly to one), so an
+//! accept loop more than one open connection ahead of another worker first
+//! gives it up to 5 ms to accept ([`accept_turn`], nginx's
+//! `accept_disabled` by count). The cost is that wake-up of every idle worker per new
 //! connection (the thundering herd nginx avoids with `EPOLLEXCLUSIVE`, which
 //! tokio does not ask for): nothing per request on a kept-alive connection.
 //! A listener's copies are registered with their workers' reactors from the
