@@ -681,7 +681,7 @@ mod tests {
     /// A TCP service's listener gets an accept loop per worker too, on its
     /// one socket, and the workers accept (and forward) all its connections.
     #[test]
-    fn a_tcp_services_connections_are_accepted_on_every_worker() {
+    fn a_tcp_services_connections_are_accepted_by_the_workers() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let _in = rt.enter();
         // The upstream: echoes one line per connection.
@@ -789,7 +789,7 @@ mod tests {
         }
         let mut set = thread_set(&workers);
         let addr = set.attach(bind(&loopback(0)).unwrap()).unwrap();
-        assert_eq!(set.sockets(&addr), 2);
+        assert_eq!(set.sockets(&loopback(0).socket_addr()), 2, "an accept loop per worker");
         let again = bind(&loopback(addr.port())).map(drop).unwrap_err();
         assert_eq!(again.kind, crate::gateway::BindErrorKind::PortInUse, "{again}");
         let joined = reuseport().bind(&addr.into()).map_err(|e| e.kind());
