@@ -21,7 +21,7 @@
 //! it over). Racing alone, the first worker awake would drain a burst of
 //! new connections (64 at once from a load test went mostly to one), so an
 //! accept loop more than one open connection ahead of another worker first
-//! gives it up to 5 ms to accept ([`accept_turn`], nginx's
+//! gives it up to 5 ms to accept (`accept_turn`, nginx's
 //! `accept_disabled` by count). The cost is that wake-up of every idle worker per new
 //! connection (the thundering herd nginx avoids with `EPOLLEXCLUSIVE`, which
 //! tokio does not ask for): nothing per request on a kept-alive connection.
