@@ -55,7 +55,6 @@ use super::proxy::Proxy;
 use super::routes::{self, OwnPath};
 use super::session;
 use super::slots::{ShareKey, Slot};
-use super::workers::{Handoff, Workers};
 use crate::tls::{Alpn, TlsAcceptor};
 
 /// Accepts until `stop`, serving each connection with hyper's HTTP/1 builder;
@@ -63,7 +62,7 @@ use crate::tls::{Alpn, TlsAcceptor};
 /// accepted connection takes a permit from `connections`, then, once
 /// identified, its caller's slot, before it is served.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
-    let Listen { listener, app, ctx, interface, state, admission, direct, tls, workers } = listen;
+    let Listen { listener, app, ctx, interface, state, admission, direct, tls } = listen;
     // The loopback door has a cap of its own and no per-address shares: no
     // mesh traffic can make it wait.
     let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
@@ -73,11 +72,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     let mut builder = limits.http1();
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (drain, draining) = watch::channel(false);
-    // The worker this loop runs on, if any (a task on a worker stays there):
-    // a connection handed to it needs no move between reactors.
-    let here = workers.as_ref().and_then(Workers::here);
     tokio::pin!(stop);
     loop {
+        // On a worker well ahead of another, a moment for it to accept first.
+        super::workers::accept_turn().await;
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -93,6 +91,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         // queue). Taken after `accept`, not before: a permit taken before
         // would sit in every idle listener's loop, and with several listeners
         // sharing a cap of N fewer than N connections could be served.
+        let open = super::workers::open();
         let permit = tokio::select! {
             _ = &mut stop => break,
             permit = connections.clone().acquire_owned() => match permit {
@@ -121,24 +120,10 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
         let idle_timeout = limits.idle_timeout;
         let response_timeout = direct.as_ref().map(|d| d.proxy.limits().response_timeout);
         let meter = state.stats().meter.clone();
-        // Out of this runtime's reactor now if another worker is to serve it.
-        let to = workers.as_ref().map(Workers::pick);
-        let moving = to.is_some() && to != here;
-        let handoff = match Handoff::new(stream, moving) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "could not hand a connection to a worker");
-                continue;
-            }
-        };
+        #[cfg(test)]
+        super::workers::note_accept();
         let task = async move {
-            let stream = match handoff.arrive() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "a worker could not take a connection");
-                    return;
-                }
-            };
+            let _on_worker = open;
             let _open = meter.connection();
             // Off loopback, a new token or new peer rules end the connection
             // (after its request in flight): every next request is checked
@@ -225,10 +210,9 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         };
-        match (&workers, to) {
-            (Some(w), Some(i)) => drop(w.spawn_on(i, task)),
-            _ => drop(tokio::spawn(task)),
-        }
+        // Served where it was accepted: on a worker, by the worker that was
+        // free first to accept it (workers.rs); nothing moves between threads.
+        drop(tokio::spawn(task));
     }
     drop(listener);
     drop(draining);
@@ -260,8 +244,6 @@ pub(crate) struct Listen {
     pub(crate) direct: Option<Direct>,
     /// TLS on this listener (HTTPS; HTTP/2 or HTTP/1.1 by ALPN).
     pub(crate) tls: Option<Arc<TlsAcceptor>>,
-    /// The threads that serve the connections; none: this runtime does.
-    pub(crate) workers: Option<Workers>,
 }
 
 /// What watches a connection from outside: the listener's drain and the

@@ -68,7 +68,6 @@ impl Served {
             admission: Arc::new(Admission::new(limits)),
             direct,
             tls: acceptor,
-            workers: None,
         };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(listen, stopped));

@@ -1,6 +1,13 @@
 //! Binding: one real socket per resolved address, all or nothing at start
 //! ([`bind_all`]): either every address binds, or the sockets already made are
 //! dropped (closed) and the error names the address and the cause.
+//!
+//! With connection workers, the listener set (`listeners.rs`) gives each
+//! worker a dup (`try_clone`) of the one socket of an address, not a socket
+//! of its own: no socket here ever has `SO_REUSEPORT`, so nothing already
+//! listening on the address and port (a reuseport group included) can be
+//! joined, and while meshgate listens no other process, of the same user or
+//! not, can bind the address and port to take a share of its connections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -116,4 +123,48 @@ pub fn bind(listener: &Listener) -> Result<Bound, BindError> {
 /// are closed and the error is returned.
 pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>, BindError> {
     listeners.iter().map(bind).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use meshgate_core::resolver::ScopedAddr;
+    use meshgate_core::ListenerRole;
+
+    use super::*;
+
+    fn listener(addr: std::net::IpAddr) -> Listener {
+        Listener {
+            address: ScopedAddr { addr, scope_id: None, scope_name: None },
+            port: 0,
+            provider: "ip".into(),
+            interface: None,
+            reason: "a test".into(),
+            role: ListenerRole::Selected,
+        }
+    }
+
+    /// Port 0 gets a port from the kernel, and the socket has no
+    /// `SO_REUSEPORT` (IPv4 and IPv6): a process of the same user asking
+    /// for `SO_REUSEPORT` on that address and port is refused "address in
+    /// use", so it cannot take a share of the connections.
+    #[test]
+    fn port_0_gets_a_port_no_reuseport_socket_can_join() {
+        for ip in [std::net::IpAddr::from([127, 0, 0, 1]), std::net::Ipv6Addr::LOCALHOST.into()] {
+            let Ok(bound) = bind(&listener(ip)) else {
+                assert!(ip.is_ipv6() && std::env::var_os("CI").is_none(), "bind {ip}");
+                continue; // a host without IPv6 loopback (outside CI)
+            };
+            let local = bound.local_addr().unwrap();
+            assert_ne!(local.port(), 0);
+            assert!(!socket2::SockRef::from(&bound.socket).reuse_port().unwrap(), "{local}: SO_REUSEPORT");
+            let joiner = Socket::new(Domain::for_address(local), Type::STREAM, Some(Protocol::TCP)).unwrap();
+            if ip.is_ipv6() {
+                joiner.set_only_v6(true).unwrap();
+            }
+            joiner.set_reuse_address(true).unwrap();
+            joiner.set_reuse_port(true).unwrap();
+            let joined = joiner.bind(&local.into());
+            assert_eq!(joined.map_err(|e| e.kind()), Err(io::ErrorKind::AddrInUse), "joined {local}");
+        }
+    }
 }

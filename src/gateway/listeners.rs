@@ -1,6 +1,10 @@
-//! The listener set: one real socket and one accept loop per address, keyed by
-//! socket address. [`ListenerSet::apply`] adds and removes listeners; a
-//! listener whose address stays is untouched, so its open connections carry on.
+//! The listener set: its listeners keyed by socket address, each one real
+//! socket and accept loop, or with [`Workers`] one socket with an accept loop
+//! per worker (the socket dup'd, see `workers.rs`), all stopped together.
+//! [`ListenerSet::apply`] adds and removes listeners; a listener whose
+//! address stays is untouched, so its open connections carry on. Every
+//! socket of every listener of a set takes its places from the same
+//! `Admission` (the connection cap and the callers' shares).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -50,9 +54,13 @@ struct Live {
     listener: Listener,
     since: u64,
     local: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    /// Each socket's accept loop (one per worker, else one) and its stop.
+    loops: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
+
+/// An accept loop, started on a socket registered where it is to run.
+type StartLoop = Box<dyn Fn(tokio::net::TcpListener, oneshot::Receiver<()>) -> BoxedLoop>;
+type BoxedLoop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What [`ListenerSet::apply`] did.
 #[derive(Debug, Default)]
@@ -303,9 +311,11 @@ impl ListenerSet {
     }
 
     /// Starts serving a bound socket. Must run inside a tokio runtime. With
-    /// [`Workers`] its accept loop runs on one of them (the one calling, when
-    /// called on one of them); off them, this waits the moment the worker
-    /// takes to register the socket.
+    /// [`Workers`] `bound`'s one socket is dup'd once per further worker
+    /// (`try_clone`: the same socket, the same listen queue), each copy
+    /// registered from here with its worker's reactor; every worker accepts
+    /// from it and serves what it accepted. Nothing waits for a worker, so
+    /// this may be called on one of them too (an embedder's handler).
     pub fn attach(&mut self, bound: Bound) -> io::Result<SocketAddr> {
         let local = bound.local_addr()?;
         let key = bound.listener.socket_addr();
@@ -320,99 +330,81 @@ impl ListenerSet {
             }
         }
         let ctx = ListenerCtx { local, loopback, tls: tls.is_some() };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let listen = {
-            let (app, interface, state, admission, direct, tls, workers) = (
-                self.app.clone(),
-                bound.listener.interface.as_deref().map(Arc::from),
-                self.state.clone(),
-                self.admission.clone(),
-                self.direct.clone(),
-                tls.map(|t| t.acceptor.clone()),
-                self.workers.clone(),
-            );
-            move |listener| Listen { listener, app, ctx, interface, state, admission, direct, tls, workers }
-        };
-        let socket = bound.socket;
-        if let Some(handler) = self.tcp.clone() {
-            return self.attach_tcp(bound.listener, socket, ctx, handler, local, stop, stopped);
-        }
-        let task = match self.workers.as_ref().filter(|w| w.here().is_none()) {
-            // No workers, or called on one of them (an embedder's handler):
-            // the loop runs right here, registered now (waiting for a worker
-            // from a worker could wait forever, each for the other).
-            None => tokio::spawn(accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped)),
-            Some(workers) => {
-                // Registered with the worker's reactor there; this waits the
-                // moment that takes so that a failure is this call's error.
-                let (ready, registered) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
-                let task = workers.spawn_on(workers.pick_for_listener(), async move {
-                    match tokio::net::TcpListener::from_std(socket) {
-                        Ok(listener) => {
-                            let _ = ready.send(Ok(()));
-                            accept_loop(listen(listener), stopped).await;
-                        }
-                        Err(e) => drop(ready.send(Err(e))),
-                    }
-                });
-                registered.recv().map_err(|_| io::Error::other("the connection thread is gone"))??;
-                task
+        let (interface, state, admission) =
+            (bound.listener.interface.as_deref().map(Arc::<str>::from), self.state.clone(), self.admission.clone());
+        // The HTTP stack's accept loop, or a TCP or TLS service's.
+        let start: StartLoop = match self.tcp.clone() {
+            Some(handler) => Box::new(move |listener, stopped| {
+                let (interface, state, admission, handler) =
+                    (interface.clone(), state.clone(), admission.clone(), handler.clone());
+                Box::pin(tcp_accept_loop(TcpListen { listener, ctx, interface, state, admission, handler }, stopped))
+            }),
+            None => {
+                let (app, direct, tls) = (self.app.clone(), self.direct.clone(), tls.map(|t| t.acceptor.clone()));
+                Box::new(move |listener, stopped| {
+                    let listen = Listen {
+                        listener,
+                        app: app.clone(),
+                        ctx,
+                        interface: interface.clone(),
+                        state: state.clone(),
+                        admission: admission.clone(),
+                        direct: direct.clone(),
+                        tls: tls.clone(),
+                    };
+                    Box::pin(accept_loop(listen, stopped))
+                })
             }
         };
-        self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, stop, task });
+        // Every socket registered before any loop runs: a failure is this
+        // call's error, and the sockets made so far close with it.
+        let sockets = match &self.workers {
+            None => vec![tokio::net::TcpListener::from_std(bound.socket)?],
+            Some(workers) => {
+                // The one listening socket, dup'd once per further worker
+                // (`try_clone`): every worker's reactor watches the same
+                // queue and the first one free accepts.
+                let dups = (1..workers.threads()).map(|_| bound.socket.try_clone()).collect::<io::Result<Vec<_>>>()?;
+                std::iter::once(bound.socket)
+                    .chain(dups)
+                    .enumerate()
+                    .map(|(i, socket)| workers.listener_on(i, socket))
+                    .collect::<io::Result<Vec<_>>>()?
+            }
+        };
+        let loops = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| {
+                let (stop, stopped) = oneshot::channel::<()>();
+                let task = match &self.workers {
+                    None => tokio::spawn(start(socket, stopped)),
+                    Some(workers) => workers.spawn_on(i, start(socket, stopped)),
+                };
+                (stop, task)
+            })
+            .collect();
+        self.live.insert(key, Live { listener: bound.listener, since: unix_now(), local, loops });
         // Published before the caller announces it, so /status and /ws never lag the log.
         self.publish();
         Ok(local)
     }
 
-    /// `attach` for a TCP or TLS service's listener: the same hand-off to a
-    /// worker, the TCP accept loop.
-    #[allow(clippy::too_many_arguments)]
-    fn attach_tcp(
-        &mut self,
-        listener: Listener,
-        socket: std::net::TcpListener,
-        ctx: ListenerCtx,
-        handler: Arc<TcpHandler>,
-        local: SocketAddr,
-        stop: oneshot::Sender<()>,
-        stopped: oneshot::Receiver<()>,
-    ) -> io::Result<SocketAddr> {
-        let (interface, state, admission, workers) = (
-            listener.interface.as_deref().map(Arc::from),
-            self.state.clone(),
-            self.admission.clone(),
-            self.workers.clone(),
-        );
-        let listen = move |listener| TcpListen { listener, ctx, interface, state, admission, handler, workers };
-        let task = match self.workers.as_ref().filter(|w| w.here().is_none()) {
-            None => tokio::spawn(tcp_accept_loop(listen(tokio::net::TcpListener::from_std(socket)?), stopped)),
-            Some(workers) => {
-                let (ready, registered) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
-                let task = workers.spawn_on(workers.pick_for_listener(), async move {
-                    match tokio::net::TcpListener::from_std(socket) {
-                        Ok(l) => {
-                            let _ = ready.send(Ok(()));
-                            tcp_accept_loop(listen(l), stopped).await;
-                        }
-                        Err(e) => drop(ready.send(Err(e))),
-                    }
-                });
-                registered.recv().map_err(|_| io::Error::other("the connection thread is gone"))??;
-                task
-            }
-        };
-        self.live.insert(listener.socket_addr(), Live { listener, since: unix_now(), local, stop, task });
-        self.publish();
-        Ok(local)
+    /// How many sockets (accept loops) serve the listener on `key`.
+    #[cfg(test)]
+    pub(crate) fn sockets(&self, key: &SocketAddr) -> usize {
+        self.live.get(key).map_or(0, |l| l.loops.len())
     }
 
     /// Stops a listener: no new connections; in-flight requests finish.
     pub fn detach(&mut self, key: &SocketAddr) -> Option<Listener> {
         let live = self.live.remove(key)?;
-        let _ = live.stop.send(());
-        // The task ends by itself once its connections finish; nothing to await here.
-        drop(live.task);
+        // Every socket of the address stops accepting; each loop's task ends
+        // by itself once its connections finish: nothing to await here.
+        for (stop, task) in live.loops {
+            let _ = stop.send(());
+            drop(task);
+        }
         Some(live.listener)
     }
 
@@ -492,9 +484,9 @@ impl ListenerSet {
         }
         let lives: Vec<Live> = std::mem::take(&mut self.live).into_values().collect();
         let mut tasks = Vec::with_capacity(lives.len());
-        for l in lives {
-            let _ = l.stop.send(());
-            tasks.push(l.task);
+        for (stop, task) in lives.into_iter().flat_map(|l| l.loops) {
+            let _ = stop.send(());
+            tasks.push(task);
         }
         let all = async {
             for t in &mut tasks {
@@ -559,5 +551,249 @@ mod tests {
         conn.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi"), "{answer}");
         drop(done);
+    }
+
+    fn loopback(port: u16) -> Listener {
+        Listener {
+            address: ScopedAddr { addr: [127, 0, 0, 1].into(), scope_id: None, scope_name: None },
+            port,
+            provider: "ip".into(),
+            interface: None,
+            reason: "a test".into(),
+            role: ListenerRole::Selected,
+        }
+    }
+
+    fn resolution(listeners: Vec<Listener>) -> Resolution {
+        Resolution {
+            selectors: vec!["127.0.0.1".into()],
+            listeners,
+            fallback: false,
+            fallback_reason: None,
+            notes: Vec::new(),
+            providers: Vec::new(),
+            daemons: Vec::new(),
+        }
+    }
+
+    /// A set answering `/thread` with the name of the thread that serves it.
+    fn thread_set(workers: &Workers) -> ListenerSet {
+        let app =
+            Router::new().route("/thread", get(|| async { std::thread::current().name().unwrap_or("-").to_owned() }));
+        let mut set = ListenerSet::new(app, AppState::new(None));
+        set.set_workers(workers.clone());
+        set
+    }
+
+    /// One `GET /thread` on a connection of its own: the serving thread's name.
+    fn served_by(addr: SocketAddr) -> String {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET /thread HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    /// How many connections each worker's accept loops accepted, by thread name.
+    fn accepted_per_worker(workers: &Workers) -> BTreeMap<String, u64> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..workers.threads() {
+            let tx = tx.clone();
+            drop(workers.spawn_on(i, async move {
+                let name = std::thread::current().name().unwrap_or("-").to_owned();
+                tx.send((name, crate::gateway::workers::accepted_here())).unwrap();
+            }));
+        }
+        (0..workers.threads()).map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect()
+    }
+
+    /// With N workers an address (port 0 asked for) has one accept loop per
+    /// worker on its one socket (`ss` would list it once), and each
+    /// connection is served by the worker that accepted it: per worker, as
+    /// many served as accepted.
+    #[test]
+    fn with_workers_each_connection_is_served_where_it_was_accepted() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _in = rt.enter();
+        let workers = Workers::start(NonZeroUsize::new(3).unwrap()).unwrap();
+        let mut set = thread_set(&workers);
+        let l = loopback(0);
+        let addr = set.attach(bind(&l).unwrap()).unwrap();
+        assert_ne!(addr.port(), 0);
+        assert_eq!(set.sockets(&l.socket_addr()), 3, "one accept loop per worker");
+        let mut served: BTreeMap<String, u64> = BTreeMap::new();
+        for _ in 0..30 {
+            *served.entry(served_by(addr)).or_default() += 1;
+        }
+        let mut accepted = accepted_per_worker(&workers);
+        assert_eq!(accepted.keys().collect::<Vec<_>>(), ["mg-conn-0", "mg-conn-1", "mg-conn-2"]);
+        accepted.retain(|_, n| *n > 0);
+        assert_eq!(served, accepted, "served (left) and accepted (right) per worker");
+        assert_eq!(served.values().sum::<u64>(), 30);
+    }
+
+    /// The workers race to accept from the one socket, so a worker that is
+    /// busy (here: its thread blocked for 4 s in a handler) takes no new
+    /// connection; the free ones accept and serve all of them at once. With
+    /// a socket per worker (`SO_REUSEPORT`) the kernel would queue about a
+    /// third of them on the busy worker's socket, unserved until it is free.
+    #[test]
+    fn a_busy_worker_takes_no_connection_the_free_ones_serve_them() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _in = rt.enter();
+        let workers = Workers::start(NonZeroUsize::new(3).unwrap()).unwrap();
+        let (started, busy) = std::sync::mpsc::sync_channel::<String>(1);
+        let app = Router::new()
+            .route("/thread", get(|| async { std::thread::current().name().unwrap_or("-").to_owned() }))
+            .route(
+                "/block",
+                get(move || {
+                    let started = started.clone();
+                    async move {
+                        let name = std::thread::current().name().unwrap_or("-").to_owned();
+                        let _ = started.send(name.clone());
+                        // Blocks the worker's thread (its whole runtime), on purpose.
+                        std::thread::sleep(Duration::from_secs(4));
+                        name
+                    }
+                }),
+            );
+        let mut set = ListenerSet::new(app, AppState::new(None));
+        set.set_workers(workers.clone());
+        let addr = set.attach(bind(&loopback(0)).unwrap()).unwrap();
+        let mut blocker = std::net::TcpStream::connect(addr).unwrap();
+        blocker.write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let blocked = busy.recv_timeout(Duration::from_secs(5)).unwrap();
+        let t0 = std::time::Instant::now();
+        for i in 0..30 {
+            let name = served_by(addr);
+            assert_ne!(name, blocked, "connection {i} was taken by the blocked worker");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "30 connections took {:?}", t0.elapsed());
+        let mut answer = String::new();
+        blocker.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        blocker.read_to_string(&mut answer).unwrap();
+        assert!(answer.ends_with(&blocked), "{answer}");
+    }
+
+    /// A TCP service's listener gets an accept loop per worker too, on its
+    /// one socket, and the workers accept (and forward) all its connections.
+    #[test]
+    fn a_tcp_services_connections_are_accepted_by_the_workers() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _in = rt.enter();
+        // The upstream: echoes one line per connection.
+        let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = echo.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in echo.incoming().take(60) {
+                let mut conn = conn.unwrap();
+                let mut buf = [0u8; 5];
+                conn.read_exact(&mut buf).unwrap();
+                conn.write_all(&buf).unwrap();
+            }
+        });
+        let workers = Workers::start(NonZeroUsize::new(3).unwrap()).unwrap();
+        let mut set = ListenerSet::new(Router::new(), AppState::new(None));
+        let service = crate::gateway::Service::tcp("echo", 0, &format!("tcp://{upstream}")).unwrap();
+        set.set_tcp(Arc::new(TcpHandler::new(&service).unwrap()));
+        set.set_workers(workers.clone());
+        let l = loopback(0);
+        let addr = set.attach(bind(&l).unwrap()).unwrap();
+        assert_eq!(set.sockets(&l.socket_addr()), 3);
+        for i in 0..60 {
+            let mut conn = std::net::TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            conn.write_all(b"ping\n").unwrap();
+            let mut back = [0u8; 5];
+            conn.read_exact(&mut back).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(&back, b"ping\n");
+        }
+        let accepted = accepted_per_worker(&workers);
+        assert_eq!(accepted.len(), 3, "{accepted:?}");
+        assert_eq!(accepted.values().sum::<u64>(), 60, "{accepted:?}");
+    }
+
+    /// A listener follow removes (`apply` without its address) stops
+    /// accepting in every one of its accept loops and closes its socket: no
+    /// connection gets through.
+    #[test]
+    fn a_listener_removed_by_follow_stops_accepting_on_all_its_sockets() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _in = rt.enter();
+        let workers = Workers::start(NonZeroUsize::new(3).unwrap()).unwrap();
+        let mut set = thread_set(&workers);
+        // A free port, named: follow re-resolves to the same key each time.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let applied = set.apply(&resolution(vec![loopback(port)]));
+        assert_eq!(applied.added.len(), 1, "{applied:?}");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(set.sockets(&addr), 3);
+        assert!(served_by(addr).starts_with("mg-conn-"));
+        let applied = set.apply(&resolution(Vec::new()));
+        assert_eq!(applied.removed.len(), 1, "{applied:?}");
+        assert!(set.addresses().is_empty());
+        // Each loop closes its dup as it sees the stop (a moment, on its
+        // worker); the socket closes with the last.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "{addr} still accepts after its removal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for i in 0..60 {
+            let refused = std::net::TcpStream::connect(addr).map(drop);
+            assert_eq!(
+                refused.as_ref().map_err(io::Error::kind),
+                Err(io::ErrorKind::ConnectionRefused),
+                "connection {i} to the removed {addr}"
+            );
+        }
+    }
+
+    /// A port something else listens on (a plain socket, or another
+    /// process's reuseport group of the same user) is "address in use"
+    /// naming the address, with workers too: the socket is bound without
+    /// `SO_REUSEPORT`, so it never joins a foreign group. And once meshgate
+    /// serves a port with workers, a second bind of it (a second meshgate)
+    /// is refused the same way, and so is a process of the same user asking
+    /// for `SO_REUSEPORT` (it could otherwise take a share of the
+    /// connections): the workers share dups of one socket, no group.
+    #[test]
+    fn a_port_held_elsewhere_is_address_in_use_naming_the_address() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _in = rt.enter();
+        let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let reuseport = || {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_reuse_address(true).unwrap();
+            s.set_reuse_port(true).unwrap();
+            s
+        };
+        let group = reuseport();
+        group.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        group.listen(16).unwrap();
+        let group: std::net::TcpListener = group.into();
+        for foreign in [&plain, &group] {
+            let port = foreign.local_addr().unwrap().port();
+            let mut set = thread_set(&workers);
+            let applied = set.apply(&resolution(vec![loopback(port)]));
+            assert!(applied.added.is_empty(), "joined a foreign socket on {port}");
+            let [e] = &applied.failed[..] else { panic!("{applied:?}") };
+            assert_eq!(e.kind, crate::gateway::BindErrorKind::PortInUse);
+            let text = e.to_string();
+            assert!(text.contains(&format!("127.0.0.1:{port}")) && text.contains("already in use"), "{text}");
+        }
+        let mut set = thread_set(&workers);
+        let addr = set.attach(bind(&loopback(0)).unwrap()).unwrap();
+        assert_eq!(set.sockets(&loopback(0).socket_addr()), 2, "an accept loop per worker");
+        let again = bind(&loopback(addr.port())).map(drop).unwrap_err();
+        assert_eq!(again.kind, crate::gateway::BindErrorKind::PortInUse, "{again}");
+        let joined = reuseport().bind(&addr.into()).map_err(|e| e.kind());
+        assert_eq!(joined, Err(io::ErrorKind::AddrInUse), "a same-user SO_REUSEPORT socket joined {addr}");
+        assert!(served_by(addr).starts_with("mg-conn-"), "meshgate still serves {addr}");
     }
 }

@@ -1,22 +1,48 @@
 //! Connection workers: threads that each run a single-threaded tokio runtime
-//! and serve the connections handed to them, as nginx's worker processes do.
+//! and serve the connections accepted on them, as nginx's worker processes
+//! do (with its default, one listening socket shared by all workers).
 //!
 //! Without workers a connection is served on the runtime that accepted it. On
 //! tokio's multi-threaded runtime the tasks of one connection (the client's,
 //! and the upstream connection's the proxy spawns) then wake one another
 //! across threads and are stolen between them; each cross-thread wake-up is
-//! a futex call and a cold cache. With workers the accept loop hands each
-//! accepted socket to the next worker (round robin), and everything that
-//! connection spawns stays on that worker's thread, whose scheduler needs no
-//! atomics. Follow, reloads and signals stay on the caller's runtime.
+//! a futex call and a cold cache. With workers everything a connection
+//! spawns stays on its worker's thread, whose scheduler needs no atomics.
+//! Follow, reloads and signals stay on the caller's runtime.
 //!
-//! The accept loops run on the workers too (each listener on the next worker
-//! in a turn of their own), so nothing the main runtime does (following the
-//! network, a reload) holds up an accept. A socket accepted on one worker and
-//! served on another
-//! leaves the first's reactor ([`tokio::net::TcpStream::into_std`]) and joins
-//! the other's ([`tokio::net::TcpStream::from_std`]): two `epoll_ctl` calls
-//! per connection on top of the accept's own, nothing per request.
+//! Each listening address has one socket, dup'd (`try_clone`) once per
+//! further worker; each worker registers its copy with its own reactor, runs
+//! an accept loop on it and serves what it accepts right there. A new
+//! connection wakes every worker waiting on the socket and the first to call
+//! `accept` takes it (the others get `EAGAIN` and wait again): a worker busy
+//! with a long piece of work, or with many connections, accepts less, so the
+//! load spreads by readiness, and no connection moves between workers (no
+//! `epoll_ctl` beyond the accept's own, no wake-up of another thread to hand
+//! it over). Racing alone, the first worker awake would drain a burst of
+//! new connections (64 at once from a load test went mostly to one), so an
+//! accept loop more than one open connection ahead of another worker first
+//! gives it up to 5 ms to accept (`accept_turn`, nginx's
+//! `accept_disabled` by count). The cost is that wake-up of every idle worker per new
+//! connection (the thundering herd nginx avoids with `EPOLLEXCLUSIVE`, which
+//! tokio does not ask for): nothing per request on a kept-alive connection.
+//! A listener's copies are registered with their workers' reactors from the
+//! thread that attaches them (`Workers::listener_on`), so a failure is that
+//! call's error and nothing waits for a worker.
+//!
+//! Why not a socket per worker with `SO_REUSEPORT` (nginx's `reuseport`,
+//! tried and measured): the kernel spreads connections over such sockets by
+//! a hash of their addresses and ports, not by who is free, so a few
+//! long-lived connections loaded the workers unevenly and the busier one set
+//! a worse p99; and while meshgate listened, any process of the same user
+//! could join the group and take a share of its connections. With one
+//! socket, nothing can bind the port while meshgate listens.
+//!
+//! When the connection cap (shared by every listener of a set) is reached,
+//! each worker's loop holds the connection it accepted until a place frees
+//! up, and the rest wait in the socket's listen queue. Closing a listener
+//! (follow removing its address, a shutdown) stops every loop; the socket
+//! closes with the last copy, and connections still in its listen queue are
+//! reset.
 
 use std::cell::Cell;
 use std::fmt;
@@ -57,11 +83,9 @@ pub struct Workers(Arc<Inner>);
 
 struct Inner {
     handles: Vec<Handle>,
-    /// Each worker's id ([`current`] on its thread).
+    /// Each worker's id ([`current`] on its thread), for tests to name them.
+    #[cfg(test)]
     ids: Vec<usize>,
-    /// The turn of connections, and the turn of accept loops.
-    next: AtomicUsize,
-    next_listener: AtomicUsize,
     /// Dropping these ends each worker's `block_on`, and with it its runtime.
     _stop: Vec<oneshot::Sender<()>>,
 }
@@ -83,13 +107,16 @@ impl Workers {
         let mut started = Vec::with_capacity(threads.get());
         let mut stops = Vec::with_capacity(threads.get());
         let mut ids = Vec::with_capacity(threads.get());
+        let load: Arc<[AtomicUsize]> = (0..threads.get()).map(|_| AtomicUsize::new(0)).collect();
         // All threads first, then their answers: they start side by side.
         for i in 0..threads.get() {
             let (stop, stopped) = oneshot::channel::<()>();
             let (ready, handle) = std::sync::mpsc::sync_channel::<io::Result<Handle>>(1);
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let load = load.clone();
             std::thread::Builder::new().name(format!("mg-conn-{i}")).spawn(move || {
                 HOME.with(|h| h.set(Some(id)));
+                LOAD.with(|l| drop(l.set((load, i))));
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
@@ -113,8 +140,14 @@ impl Workers {
                 .map_err(|_| io::Error::other(format!("connection thread {i} ended before its runtime started")))??;
             handles.push(handle);
         }
-        let (next, next_listener) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        Ok(Self(Arc::new(Inner { handles, ids, next, next_listener, _stop: stops })))
+        #[cfg(not(test))]
+        let _ = ids;
+        Ok(Self(Arc::new(Inner {
+            handles,
+            #[cfg(test)]
+            ids,
+            _stop: stops,
+        })))
     }
 
     /// How many worker threads there are.
@@ -122,18 +155,8 @@ impl Workers {
         self.0.handles.len()
     }
 
-    /// The worker the next connection goes to (round robin).
-    pub(crate) fn pick(&self) -> usize {
-        self.0.next.fetch_add(1, Ordering::Relaxed) % self.0.handles.len()
-    }
-
-    /// The worker the next accept loop goes to (round robin, a turn apart
-    /// from the connections', so listeners spread whatever was accepted).
-    pub(crate) fn pick_for_listener(&self) -> usize {
-        self.0.next_listener.fetch_add(1, Ordering::Relaxed) % self.0.handles.len()
-    }
-
     /// Which of these workers this thread is, if any.
+    #[cfg(test)]
     pub(crate) fn here(&self) -> Option<usize> {
         let id = current()?;
         self.0.ids.iter().position(|&w| w == id)
@@ -145,7 +168,7 @@ impl Workers {
         self.0.ids[i]
     }
 
-    /// Runs `task` on worker `i` (from [`pick`](Self::pick)).
+    /// Runs `task` on worker `i`.
     pub(crate) fn spawn_on<F>(&self, i: usize, task: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -154,40 +177,85 @@ impl Workers {
         self.0.handles[i % self.0.handles.len()].spawn(task)
     }
 
-    /// Runs `task` on the next worker.
-    #[cfg(test)]
-    pub(crate) fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
-        drop(self.spawn_on(self.pick(), task));
+    /// `socket` (a listening socket or a dup of one), registered with worker
+    /// `i`'s reactor (its accept loop is to run there). Works from any thread, a worker's own or another's: it
+    /// waits for no worker.
+    pub(crate) fn listener_on(&self, i: usize, socket: std::net::TcpListener) -> io::Result<tokio::net::TcpListener> {
+        let _entered = self.0.handles[i % self.0.handles.len()].enter();
+        tokio::net::TcpListener::from_std(socket)
     }
 }
 
-/// An accepted socket on its way to the runtime that serves it.
-pub(crate) enum Handoff {
-    /// Served where it was accepted.
-    Here(tokio::net::TcpStream),
-    /// Out of the accepting runtime's reactor, to join a worker's.
-    Moving(std::net::TcpStream),
+thread_local! {
+    /// On a worker: the open connections of each worker of its set, and
+    /// which one this is.
+    static LOAD: std::cell::OnceCell<(Arc<[AtomicUsize]>, usize)> = const { std::cell::OnceCell::new() };
 }
 
-impl Handoff {
-    /// Takes `stream` out of this runtime's reactor unless it is to be served
-    /// where it was accepted (`moving` false: no workers, or the worker
-    /// chosen is this thread).
-    pub(crate) fn new(stream: tokio::net::TcpStream, moving: bool) -> io::Result<Self> {
-        if moving {
-            stream.into_std().map(Self::Moving)
-        } else {
-            Ok(Self::Here(stream))
-        }
-    }
+/// How far ahead of the least loaded other worker a worker may be before
+/// it lets the others accept first, and for how long at most.
+const AHEAD: usize = 1;
+const MAX_DEFER: std::time::Duration = std::time::Duration::from_millis(5);
 
-    /// The stream, registered with the runtime this runs on.
-    pub(crate) fn arrive(self) -> io::Result<tokio::net::TcpStream> {
-        match self {
-            Self::Here(s) => Ok(s),
-            Self::Moving(s) => tokio::net::TcpStream::from_std(s),
+/// Called by an accept loop before each `accept`: on a worker that serves
+/// more than [`AHEAD`] connections more than another worker of its set,
+/// waits (in 1 ms steps, at most [`MAX_DEFER`]) so that a freer worker,
+/// racing for the same socket, takes the next connection (nginx's
+/// `ngx_accept_disabled`, by count). Bounded so that a worker that is stuck
+/// never holds new connections back for long. Off workers: returns at once.
+pub(crate) async fn accept_turn() {
+    let Some((load, me)) = LOAD.with(|l| l.get().cloned()) else { return };
+    let until = tokio::time::Instant::now() + MAX_DEFER;
+    loop {
+        let mine = load[me].load(Ordering::Relaxed);
+        let least = load.iter().enumerate().filter(|&(i, _)| i != me).map(|(_, n)| n.load(Ordering::Relaxed)).min();
+        match least {
+            Some(least) if mine > least + AHEAD && tokio::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            _ => return,
         }
     }
+}
+
+/// A connection open on this worker, counted for [`accept_turn`] while it
+/// lives (made where it is accepted, dropped when it ends).
+pub(crate) struct Open(Option<(Arc<[AtomicUsize]>, usize)>);
+
+/// Counts a connection accepted on this thread (nothing off workers).
+pub(crate) fn open() -> Open {
+    let here = LOAD.with(|l| l.get().cloned());
+    if let Some((load, me)) = &here {
+        load[*me].fetch_add(1, Ordering::Relaxed);
+    }
+    Open(here)
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some((load, me)) = &self.0 {
+            load[*me].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many connections the accept loops running on this thread accepted.
+    static ACCEPTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts a connection accepted on this thread (tests compare it with the
+/// thread that served it).
+#[cfg(test)]
+pub(crate) fn note_accept() {
+    ACCEPTED.with(|a| a.set(a.get() + 1));
+}
+
+/// How many connections were accepted on this thread.
+#[cfg(test)]
+pub(crate) fn accepted_here() -> u64 {
+    ACCEPTED.with(Cell::get)
 }
 
 #[cfg(test)]
@@ -195,15 +263,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tasks_go_round_robin_to_named_threads_and_stop_with_the_set() {
+    fn tasks_go_to_named_threads_and_stop_with_the_set() {
         let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
         assert_eq!(workers.threads(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..4 {
+        for i in 0..4 {
             let tx = tx.clone();
-            workers.spawn(async move {
+            drop(workers.spawn_on(i, async move {
                 tx.send((std::thread::current().name().map(str::to_owned), current())).unwrap();
-            });
+            }));
         }
         let mut seen: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
         seen.sort();
@@ -216,15 +284,15 @@ mod tests {
         assert!(other.id(0) != workers.id(0) && other.id(0) != workers.id(1));
         let (tx, rx) = std::sync::mpsc::channel();
         let (a, b) = (workers.clone(), other.clone());
-        other.spawn(async move { tx.send((a.here(), b.here())).unwrap() });
+        drop(other.spawn_on(0, async move { tx.send((a.here(), b.here())).unwrap() }));
         assert_eq!(rx.recv().unwrap(), (None, Some(0)), "which set's worker a thread is");
         drop(other);
         // A task still pending when the set goes is dropped with its runtime.
         let (held, dropped) = oneshot::channel::<()>();
-        workers.spawn(async move {
+        drop(workers.spawn_on(0, async move {
             let _held = held;
             std::future::pending::<()>().await;
-        });
+        }));
         drop(workers);
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         rt.block_on(async {

@@ -146,24 +146,23 @@ fn the_embed_example_serves_its_app() {
     }
 }
 
-/// With `workers`, each connection is served on one of the worker threads,
-/// in turn; the caller's own thread serves none.
+/// With `workers`, each connection is served on one of the worker threads
+/// (the first free one accepts it from the listening socket they share); the
+/// caller's own thread serves none.
 #[tokio::test]
-async fn workers_serve_the_connections_in_turn() {
+async fn workers_serve_the_connections() {
     let workers = meshgate::gateway::Workers::start(std::num::NonZeroUsize::new(2).unwrap()).expect("threads");
     let app =
         Router::new().route("/thread", get(|| async { std::thread::current().name().unwrap_or("unnamed").to_owned() }));
     let running =
         Gateway::builder().bind(["127.0.0.1"]).port(0).follow(false).workers(workers).start(app).await.expect("start");
     let addr = running.addresses()[0];
-    let mut names = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..10 {
         // One connection each (`Connection: close`), from a plain thread.
         let answer = tokio::task::spawn_blocking(move || get_text(addr, "/thread", None)).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        names.push(answer.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned());
+        let name = answer.rsplit("\r\n\r\n").next().unwrap_or_default();
+        assert!(["mg-conn-0", "mg-conn-1"].contains(&name), "served on {name}");
     }
-    names.sort();
-    assert_eq!(names, ["mg-conn-0", "mg-conn-0", "mg-conn-1", "mg-conn-1"]);
     running.shutdown().await;
 }

@@ -457,7 +457,7 @@ fn connections_are_served_on_as_many_threads_as_asked() {
     let svc = Service::start(&mut cmd, dir.file("stderr"));
     let workers: Vec<String> = thread_names(svc.child.id()).into_iter().filter(|n| n.starts_with("mg-conn-")).collect();
     assert_eq!(workers, ["mg-conn-0", "mg-conn-1", "mg-conn-2"]);
-    // Five connections, one request each, all answered (round robin over the three).
+    // Five connections, one request each, all answered (the threads accept from one socket).
     for _ in 0..5 {
         let answer = http_get(svc.addr, "/healthz", None);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

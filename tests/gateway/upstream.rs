@@ -919,8 +919,9 @@ async fn a_kept_alive_client_keeps_its_upstream_connection() {
 }
 
 /// On connection threads, each keeps its own upstream connections: client
-/// connections one after the other, handed to two threads in turn, reuse two
-/// upstream connections (one per thread) and open no more.
+/// connections one after the other, each accepted by whichever of two
+/// threads is free first (one or both), reuse at most two upstream
+/// connections (one per thread that served) and open no more.
 #[tokio::test]
 async fn each_connection_thread_reuses_its_own_upstream_connection() {
     let (up, accepted) = counting_upstream().await;
@@ -930,7 +931,8 @@ async fn each_connection_thread_reuses_its_own_upstream_connection() {
         let (s, _, body) = raw(gw, &get_req(&format!("/r{i}"), "")).await;
         assert_eq!((s, body.as_str()), (200, "ok\n"));
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 2, "upstream connections for two threads");
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&opened), "{opened} upstream connections for two threads");
     running.shutdown().await;
 }
 

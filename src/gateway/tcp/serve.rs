@@ -1,6 +1,6 @@
 //! The accept loop of one TCP or TLS service's listener, and the life of
 //! each connection: the cap (the connection layer's [`Admission`], as for
-//! HTTP), the hand-off to a worker, the peer's identity (the same
+//! HTTP), served on the worker that accepted it, the peer's identity (the same
 //! [`PeerLookup`](crate::gateway::PeerLookup) as HTTP), admission by that
 //! identity before a single byte goes anywhere, the caller's share (a peer's
 //! key or node over all its addresses, else its IPv4 address or IPv6 /64, as
@@ -30,7 +30,6 @@ use crate::gateway::identity::PeerIdentity;
 use crate::gateway::metrics::ACCESS_TARGET;
 use crate::gateway::service::Target;
 use crate::gateway::slots::ShareKey;
-use crate::gateway::workers::{Handoff, Workers};
 
 /// How long open TCP connections may go on once their listener stops (the
 /// service was removed or the gateway is shutting down).
@@ -45,19 +44,19 @@ pub(crate) struct TcpListen {
     pub(crate) state: AppState,
     pub(crate) admission: Arc<Admission>,
     pub(crate) handler: Arc<TcpHandler>,
-    pub(crate) workers: Option<Workers>,
 }
 
 /// Accepts until `stop`; then open connections get [`DRAIN_GRACE`] to end.
 pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<()>) {
-    let TcpListen { listener, ctx, interface, state, admission, handler, workers } = listen;
+    let TcpListen { listener, ctx, interface, state, admission, handler } = listen;
     let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
     let slots = (!ctx.loopback).then_some(&admission.slots);
     let (drain, draining) = watch::channel(false);
-    let here = workers.as_ref().and_then(Workers::here);
     let mut flush = tokio::time::interval(WINDOW);
     tokio::pin!(stop);
     loop {
+        // On a worker well ahead of another, a moment for it to accept first.
+        crate::gateway::workers::accept_turn().await;
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             _ = flush.tick() => {
@@ -75,6 +74,7 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
             },
         };
         TcpStats::bump(&handler.stats().accepted);
+        let open = crate::gateway::workers::open();
         let permit = tokio::select! {
             _ = &mut stop => break,
             permit = connections.clone().acquire_owned() => match permit {
@@ -83,18 +83,12 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
             },
         };
         let _ = stream.set_nodelay(true);
-        let to = workers.as_ref().map(Workers::pick);
-        let handoff = match Handoff::new(stream, to.is_some() && to != here) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "could not hand a connection to a worker");
-                continue;
-            }
-        };
+        #[cfg(test)]
+        crate::gateway::workers::note_accept();
         let (handler, state, interface, slots, mut draining) =
             (handler.clone(), state.clone(), interface.clone(), slots.cloned(), draining.clone());
         let task = async move {
-            let Ok(stream) = handoff.arrive() else { return };
+            let _on_worker = open;
             let lookup = state.peer_lookup().cloned();
             let identity = match (&lookup, interface.as_deref()) {
                 (Some(l), Some(iface)) if !ctx.loopback => l.identify(iface, peer).await,
@@ -146,10 +140,9 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
             };
             serve(stream, peer, ctx, identity.as_ref(), &handler, stop).await;
         };
-        match (&workers, to) {
-            (Some(w), Some(i)) => drop(w.spawn_on(i, task)),
-            _ => drop(tokio::spawn(task)),
-        }
+        // Served where it was accepted (on a worker: the first free one to
+        // accept it); nothing moves between threads.
+        drop(tokio::spawn(task));
     }
     drop(listener);
     drop(draining);
