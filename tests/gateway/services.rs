@@ -585,3 +585,44 @@ fn wait(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// docs/services.md's worked example (a dashboard, Grafana on a path,
+/// PostgreSQL for one peer, SSH for two, MQTT over TLS) is one config file
+/// meshgate takes as written: `explain` accepts it (0) and shows the five
+/// services with their protocol, upstream and who may use each. Only the
+/// token's path is moved into a scratch directory.
+#[test]
+fn the_worked_example_in_docs_services_is_one_config_meshgate_takes() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/services.md")).unwrap();
+    let block = page.split("```toml\n").nth(1).and_then(|b| b.split("\n```").next()).expect("the worked example");
+    assert!(block.contains("# /etc/meshgate/meshgate.toml"), "the first toml block is the worked example: {block}");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "a-token-of-enough-length-0123456789\n").unwrap();
+    let text = block.replace("\"/etc/meshgate/token\"", &format!("{:?}", token.to_str().unwrap()));
+    assert_ne!(text, block, "the example names /etc/meshgate/token");
+    let file = config(&text);
+    let out = run(&mut meshgate(&["explain", "--json", "--config", file.path().to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let services = doc["services"].as_array().expect("services");
+    let seen: Vec<(String, String, String)> = services
+        .iter()
+        .map(|s| (s["name"].to_string(), s["protocol"].to_string(), s["upstream"].to_string()))
+        .collect();
+    let want = [
+        ("dashboard", "http", "http://127.0.0.1:3000"),
+        ("grafana", "http", "http://127.0.0.1:3001"),
+        ("postgres", "tcp", "tcp://127.0.0.1:5432"),
+        ("ssh", "tcp", "tcp://127.0.0.1:22"),
+        ("mqtt", "tls", "tcp://127.0.0.1:1883"),
+    ]
+    .map(|(n, p, u)| (format!("{n:?}"), format!("{p:?}"), format!("{u:?}")));
+    assert_eq!(seen, want, "{}", String::from_utf8_lossy(&out.stdout));
+    for s in services {
+        assert!(s["refused"].is_null(), "{s}");
+    }
+    let access = |name: &str| services.iter().find(|s| s["name"] == name).unwrap()["access"].to_string();
+    assert!(access("postgres").contains("its own allow-list"), "{}", access("postgres"));
+    assert!(access("ssh").contains("top-level allow-list"), "{}", access("ssh"));
+}
