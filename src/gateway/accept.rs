@@ -62,7 +62,7 @@ use crate::tls::{Alpn, TlsAcceptor};
 /// accepted connection takes a permit from `connections`, then, once
 /// identified, its caller's slot, before it is served.
 pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
-    let Listen { listener, app, ctx, interface, state, admission, direct, tls } = listen;
+    let Listen { listener, app, ctx, interface, state, admission, direct, tls, shared } = listen;
     // The loopback door has a cap of its own and no per-address shares: no
     // mesh traffic can make it wait.
     let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
@@ -75,7 +75,7 @@ pub(crate) async fn accept_loop(listen: Listen, stop: oneshot::Receiver<()>) {
     tokio::pin!(stop);
     loop {
         // On a worker well ahead of another, a moment for it to accept first.
-        super::workers::accept_turn().await;
+        super::workers::accept_turn(shared).await;
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -244,6 +244,9 @@ pub(crate) struct Listen {
     pub(crate) direct: Option<Direct>,
     /// TLS on this listener (HTTPS; HTTP/2 or HTTP/1.1 by ALPN).
     pub(crate) tls: Option<Arc<TlsAcceptor>>,
+    /// Other workers accept from this listener's socket too (its dups), so
+    /// this loop may let a freer one go first (`workers::accept_turn`).
+    pub(crate) shared: bool,
 }
 
 /// What watches a connection from outside: the listener's drain and the

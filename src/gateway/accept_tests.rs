@@ -68,6 +68,7 @@ impl Served {
             admission: Arc::new(Admission::new(limits)),
             direct,
             tls: acceptor,
+            shared: false,
         };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(listen, stopped));

@@ -59,7 +59,9 @@ struct Live {
 }
 
 /// An accept loop, started on a socket registered where it is to run.
-type StartLoop = Box<dyn Fn(tokio::net::TcpListener, oneshot::Receiver<()>) -> BoxedLoop>;
+/// `bool`: other loops accept from the same socket (its dups, on the other
+/// workers).
+type StartLoop = Box<dyn Fn(tokio::net::TcpListener, oneshot::Receiver<()>, bool) -> BoxedLoop>;
 type BoxedLoop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What [`ListenerSet::apply`] did.
@@ -334,14 +336,17 @@ impl ListenerSet {
             (bound.listener.interface.as_deref().map(Arc::<str>::from), self.state.clone(), self.admission.clone());
         // The HTTP stack's accept loop, or a TCP or TLS service's.
         let start: StartLoop = match self.tcp.clone() {
-            Some(handler) => Box::new(move |listener, stopped| {
+            Some(handler) => Box::new(move |listener, stopped, shared| {
                 let (interface, state, admission, handler) =
                     (interface.clone(), state.clone(), admission.clone(), handler.clone());
-                Box::pin(tcp_accept_loop(TcpListen { listener, ctx, interface, state, admission, handler }, stopped))
+                Box::pin(tcp_accept_loop(
+                    TcpListen { listener, ctx, interface, state, admission, handler, shared },
+                    stopped,
+                ))
             }),
             None => {
                 let (app, direct, tls) = (self.app.clone(), self.direct.clone(), tls.map(|t| t.acceptor.clone()));
-                Box::new(move |listener, stopped| {
+                Box::new(move |listener, stopped, shared| {
                     let listen = Listen {
                         listener,
                         app: app.clone(),
@@ -351,6 +356,7 @@ impl ListenerSet {
                         admission: admission.clone(),
                         direct: direct.clone(),
                         tls: tls.clone(),
+                        shared,
                     };
                     Box::pin(accept_loop(listen, stopped))
                 })
@@ -372,14 +378,15 @@ impl ListenerSet {
                     .collect::<io::Result<Vec<_>>>()?
             }
         };
+        let shared = sockets.len() > 1;
         let loops = sockets
             .into_iter()
             .enumerate()
             .map(|(i, socket)| {
                 let (stop, stopped) = oneshot::channel::<()>();
                 let task = match &self.workers {
-                    None => tokio::spawn(start(socket, stopped)),
-                    Some(workers) => workers.spawn_on(i, start(socket, stopped)),
+                    None => tokio::spawn(start(socket, stopped, shared)),
+                    Some(workers) => workers.spawn_on(i, start(socket, stopped, shared)),
                 };
                 (stop, task)
             })
@@ -676,6 +683,37 @@ mod tests {
         blocker.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         blocker.read_to_string(&mut answer).unwrap();
         assert!(answer.ends_with(&blocked), "{answer}");
+    }
+
+    /// A set without workers attached on a worker (an embedder's handler)
+    /// runs its one accept loop there: nothing else accepts from its socket,
+    /// so however far that worker is ahead of the others it must not wait
+    /// for them to accept first (each new connection would wait up to 5 ms
+    /// for nobody).
+    #[test]
+    fn a_sole_accept_loop_on_a_worker_never_waits_for_the_others() {
+        let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
+        let app =
+            Router::new().route("/thread", get(|| async { std::thread::current().name().unwrap_or("-").to_owned() }));
+        let mut set = ListenerSet::new(app, AppState::new(None));
+        let bound = bind(&loopback(0)).unwrap();
+        let (attached, addr) = std::sync::mpsc::channel();
+        let (done, finished) = oneshot::channel::<()>();
+        drop(workers.spawn_on(0, async move {
+            attached.send(set.attach(bound).map_err(|e| e.to_string())).unwrap();
+            let _ = finished.await;
+            drop(set);
+        }));
+        let addr = addr.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        // Three open connections on worker 0 (no request yet): 3 ahead of worker 1.
+        let idle: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        for _ in 0..5 {
+            assert_eq!(served_by(addr), "mg-conn-0");
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(workers.spawn_on(0, async move { tx.send(crate::gateway::workers::deferred_here()).unwrap() }));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 0, "waits for a worker that does not accept");
+        drop((idle, done));
     }
 
     /// A TCP service's listener gets an accept loop per worker too, on its

@@ -202,8 +202,14 @@ const MAX_DEFER: std::time::Duration = std::time::Duration::from_millis(5);
 /// waits (in 1 ms steps, at most [`MAX_DEFER`]) so that a freer worker,
 /// racing for the same socket, takes the next connection (nginx's
 /// `ngx_accept_disabled`, by count). Bounded so that a worker that is stuck
-/// never holds new connections back for long. Off workers: returns at once.
-pub(crate) async fn accept_turn() {
+/// never holds new connections back for long. Off workers, or when the
+/// listener's socket is not `shared` with the other workers (a set without
+/// workers whose loop runs on a worker: nobody else would take the
+/// connection): returns at once.
+pub(crate) async fn accept_turn(shared: bool) {
+    if !shared {
+        return;
+    }
     let Some((load, me)) = LOAD.with(|l| l.get().cloned()) else { return };
     let until = tokio::time::Instant::now() + MAX_DEFER;
     loop {
@@ -211,6 +217,8 @@ pub(crate) async fn accept_turn() {
         let least = load.iter().enumerate().filter(|&(i, _)| i != me).map(|(_, n)| n.load(Ordering::Relaxed)).min();
         match least {
             Some(least) if mine > least + AHEAD && tokio::time::Instant::now() < until => {
+                #[cfg(test)]
+                DEFERRED.with(|d| d.set(d.get() + 1));
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
             _ => return,
@@ -256,6 +264,18 @@ pub(crate) fn note_accept() {
 #[cfg(test)]
 pub(crate) fn accepted_here() -> u64 {
     ACCEPTED.with(Cell::get)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many 1 ms waits `accept_turn` took on this thread.
+    static DEFERRED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many 1 ms waits [`accept_turn`] took on this thread.
+#[cfg(test)]
+pub(crate) fn deferred_here() -> u64 {
+    DEFERRED.with(Cell::get)
 }
 
 #[cfg(test)]

@@ -44,11 +44,13 @@ pub(crate) struct TcpListen {
     pub(crate) state: AppState,
     pub(crate) admission: Arc<Admission>,
     pub(crate) handler: Arc<TcpHandler>,
+    /// Other workers accept from this listener's socket too (`workers::accept_turn`).
+    pub(crate) shared: bool,
 }
 
 /// Accepts until `stop`; then open connections get [`DRAIN_GRACE`] to end.
 pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<()>) {
-    let TcpListen { listener, ctx, interface, state, admission, handler } = listen;
+    let TcpListen { listener, ctx, interface, state, admission, handler, shared } = listen;
     let connections = if ctx.loopback { &admission.loopback_connections } else { &admission.connections };
     let slots = (!ctx.loopback).then_some(&admission.slots);
     let (drain, draining) = watch::channel(false);
@@ -56,7 +58,7 @@ pub(crate) async fn tcp_accept_loop(listen: TcpListen, stop: oneshot::Receiver<(
     tokio::pin!(stop);
     loop {
         // On a worker well ahead of another, a moment for it to accept first.
-        crate::gateway::workers::accept_turn().await;
+        crate::gateway::workers::accept_turn(shared).await;
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             _ = flush.tick() => {
