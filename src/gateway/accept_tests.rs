@@ -701,6 +701,7 @@ async fn healthz_is_answered_before_the_router_after_the_same_checks() {
         admission: Arc::new(Admission::new(ServerLimits::default())),
         direct: None,
         tls: None,
+        shared: false,
     };
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listen, stopped));
@@ -758,6 +759,7 @@ async fn an_embedders_router_built_from_app_sees_every_healthz() {
         admission: Arc::new(Admission::new(ServerLimits::default())),
         direct: None,
         tls: None,
+        shared: false,
     };
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listen, stopped));
