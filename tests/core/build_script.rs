@@ -166,3 +166,46 @@ fn takes_symbol_ordering(dir: &Path) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// The probe link uses the linker cargo was told to use
+/// (`target.<triple>.linker`, given to build scripts as RUSTC_LINKER): one
+/// that refuses `--symbol-ordering-file` must get a release build without
+/// it, not a build that fails at the last link.
+#[test]
+fn the_order_is_probed_with_the_configured_linker() {
+    let dir = std::env::temp_dir().join(format!("meshgate-linker-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("benches")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("build.rs"), dir.join("build.rs")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"linker-probe\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() { println!(\"up\"); }\n").unwrap();
+    std::fs::write(dir.join("benches/startup.order"), "main\n").unwrap();
+    let linker = dir.join("picky-cc");
+    std::fs::write(
+        &linker,
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *symbol-ordering*) echo \"refused: $a\" >&2; exit 1;; esac; done\n\
+         exec cc \"$@\"\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("755").arg(&linker));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let vv = run(Command::new(&rustc).arg("-vV"));
+    let vv = String::from_utf8_lossy(&vv.stdout).into_owned();
+    let host = vv.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .args(["build", "--release", "--offline"])
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env(format!("CARGO_TARGET_{}_LINKER", host.to_uppercase().replace(['-', '.'], "_")), &linker)
+        .env_remove("RUSTFLAGS")
+        .current_dir(&dir));
+    let ran = run(&mut Command::new(dir.join("target/release/linker-probe")));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "up\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
