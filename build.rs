@@ -95,8 +95,8 @@ fn glibc_version() -> (u32, u32) {
     (0, 0)
 }
 
-/// True when rustc, for this target and with these flags, links a program
-/// with `args` as well (the linker accepts them).
+/// True when rustc, for this target, with these flags and this linker, links
+/// a program with `args` as well (the linker accepts them).
 fn links_with(args: &[String]) -> bool {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     let Ok(out) = std::env::var("OUT_DIR") else { return false };
@@ -108,6 +108,13 @@ fn links_with(args: &[String]) -> bool {
     }
     let mut rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
     rustc.arg(&src).arg("--target").arg(var("TARGET")).arg("-o").arg(dir.join("probe")).arg("-Copt-level=0");
+    // The linker cargo was told to use (`target.<triple>.linker`), which it
+    // passes to rustc with -C linker, not in the rustflags.
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER").filter(|l| !l.is_empty()) {
+        let mut flag = std::ffi::OsString::from("-Clinker=");
+        flag.push(linker);
+        rustc.arg(flag);
+    }
     for flag in var("CARGO_ENCODED_RUSTFLAGS").split('\x1f').filter(|f| !f.is_empty()) {
         rustc.arg(flag);
     }

@@ -578,6 +578,19 @@ mod tests {
             &["meshgate", "peers", "--port", "x"],
             &["meshgate", "completions"],
             &["meshgate", "--port", "1", "explain"],
+            &["meshgate", "--der"],
+            &["meshgate", "--jsn"],
+            &["meshgate", "help", "explain"],
+            &["meshgate", "help", "ca"],
+            &["meshgate", "help"],
+            &["meshgate", "explain", "--help"],
+            &["meshgate", "peers", "-h"],
+            &["meshgate", "ca", "--port", "1"],
+            &["meshgate", "completions", "fsh"],
+            &["meshgate", "status", "--der"],
+            &["meshgate", "--version"],
+            &["meshgate", "explain", "--version"],
+            &["meshgate", "explain", "--", "x"],
         ] {
             let ours = Cli::try_parse_from(argv).unwrap_err();
             let derived = DerivedCli::try_parse_from(argv).unwrap_err();

@@ -117,9 +117,95 @@ fn the_startup_order_lays_out_the_release_binary() {
             .current_dir(&dir));
         let bin = dir.join("target/release/order-probe");
         run(&mut Command::new(&bin));
+        // Only a linker that takes `--symbol-ordering-file` (lld: rustc's
+        // default on x86_64 Linux since 1.90; mold) lays it out; with another
+        // (GNU ld: rustc before 1.90, which rust-version allows, or another
+        // host) the probe link says no and the binary builds as before.
+        if !script_passed(&dir.join("target/release/build"), "--symbol-ordering-file=") {
+            assert!(
+                !takes_symbol_ordering(&dir),
+                "the linker takes --symbol-ordering-file but build.rs did not pass it"
+            );
+            continue;
+        }
         let nm = run(Command::new("nm").arg(&bin));
         let nm = String::from_utf8_lossy(&nm.stdout);
         assert!(address(&nm, first) < address(&nm, second), "{order:?} is not the layout: {nm}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// True when a build script's output under `build` (target/PROFILE/build)
+/// passes a link argument starting with `arg`.
+fn script_passed(build: &Path, arg: &str) -> bool {
+    std::fs::read_dir(build).unwrap().flatten().any(|d| {
+        std::fs::read_to_string(d.path().join("output"))
+            .is_ok_and(|o| o.lines().any(|l| l.starts_with("cargo:rustc-link-arg-bins=") && l.contains(arg)))
+    })
+}
+
+/// True when rustc, with the rustflags cargo would give this host's
+/// programs, links a program with `--symbol-ordering-file`.
+fn takes_symbol_ordering(dir: &Path) -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let vv = run(Command::new(&rustc).arg("-vV"));
+    let vv = String::from_utf8_lossy(&vv.stdout).into_owned();
+    let host = vv.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_owned();
+    let flags = std::env::var(format!("CARGO_TARGET_{}_RUSTFLAGS", host.to_uppercase().replace(['-', '.'], "_")))
+        .unwrap_or_default();
+    let src = dir.join("takes.rs");
+    std::fs::write(&src, "fn main() {}\n").unwrap();
+    let order = dir.join("benches/startup.order");
+    Command::new(&rustc)
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.join("takes"))
+        .args(flags.split_whitespace())
+        .arg(format!("-Clink-arg=-Wl,--symbol-ordering-file={}", order.display()))
+        .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The probe link uses the linker cargo was told to use
+/// (`target.<triple>.linker`, given to build scripts as RUSTC_LINKER): one
+/// that refuses `--symbol-ordering-file` must get a release build without
+/// it, not a build that fails at the last link.
+#[test]
+fn the_order_is_probed_with_the_configured_linker() {
+    let dir = std::env::temp_dir().join(format!("meshgate-linker-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("benches")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("build.rs"), dir.join("build.rs")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"linker-probe\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() { println!(\"up\"); }\n").unwrap();
+    std::fs::write(dir.join("benches/startup.order"), "main\n").unwrap();
+    let linker = dir.join("picky-cc");
+    std::fs::write(
+        &linker,
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *symbol-ordering*) echo \"refused: $a\" >&2; exit 1;; esac; done\n\
+         exec cc \"$@\"\n",
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("755").arg(&linker));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let vv = run(Command::new(&rustc).arg("-vV"));
+    let vv = String::from_utf8_lossy(&vv.stdout).into_owned();
+    let host = vv.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .args(["build", "--release", "--offline"])
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env(format!("CARGO_TARGET_{}_LINKER", host.to_uppercase().replace(['-', '.'], "_")), &linker)
+        .env_remove("RUSTFLAGS")
+        .current_dir(&dir));
+    let ran = run(&mut Command::new(dir.join("target/release/linker-probe")));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "up\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
