@@ -52,6 +52,23 @@ impl Served {
         direct: Option<Direct>,
         interface: Option<&str>,
     ) -> Served {
+        Self::serve(routes::app(state.clone()), state, limits, tls, direct, interface).await
+    }
+
+    /// `app` (a router of the test's own) on such a listener, with default
+    /// limits, no TLS and no direct path.
+    pub(super) async fn start_app(app: axum::Router, state: AppState) -> Served {
+        Self::serve(app, state, ServerLimits::default(), false, None, None).await
+    }
+
+    async fn serve(
+        app: axum::Router,
+        state: AppState,
+        limits: ServerLimits,
+        tls: bool,
+        direct: Option<Direct>,
+        interface: Option<&str>,
+    ) -> Served {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tls.then(|| {
@@ -61,7 +78,7 @@ impl Served {
         let ctx = ListenerCtx { local: addr, loopback: false, tls };
         let listen = Listen {
             listener,
-            app: routes::app(state.clone()),
+            app,
             ctx,
             interface: interface.map(Arc::from),
             state: state.clone(),
@@ -690,21 +707,8 @@ async fn healthz_is_answered_before_the_router_after_the_same_checks() {
             next.run(r)
         },
     ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listen = Listen {
-        listener,
-        app,
-        ctx: ListenerCtx { local: addr, loopback: false, tls: false },
-        interface: None,
-        state: state.clone(),
-        admission: Arc::new(Admission::new(ServerLimits::default())),
-        direct: None,
-        tls: None,
-        shared: false,
-    };
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listen, stopped));
+    let served = Served::start_app(app, state.clone()).await;
+    let addr = served.addr;
     let get = |extra: &str| format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     let fast = once(addr, &get("")).await;
     assert!(fast.starts_with("HTTP/1.1 200") && fast.ends_with("\r\n\r\nok\n"), "{fast}");
@@ -725,8 +729,7 @@ async fn healthz_is_answered_before_the_router_after_the_same_checks() {
     let status = once(addr, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(status.starts_with("HTTP/1.1 401"), "{status}");
     assert_eq!(routed.load(Ordering::Relaxed), 2);
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    served.stop().await;
 }
 
 /// The `/healthz` fast path is meshgate's own (`routes::own_app`): a router an
@@ -748,27 +751,13 @@ async fn an_embedders_router_built_from_app_sees_every_healthz() {
             seen.fetch_add(1, Ordering::Relaxed);
             next.run(r)
         }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listen = Listen {
-        listener,
-        app,
-        ctx: ListenerCtx { local: addr, loopback: false, tls: false },
-        interface: None,
-        state: state.clone(),
-        admission: Arc::new(Admission::new(ServerLimits::default())),
-        direct: None,
-        tls: None,
-        shared: false,
-    };
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listen, stopped));
+    let served = Served::start_app(app, state.clone()).await;
+    let addr = served.addr;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let theirs = once(addr, &get("/healthz")).await;
     assert!(theirs.starts_with("HTTP/1.1 200") && theirs.ends_with("the embedder's own\n"), "{theirs}");
     let nested = once(addr, &get("/admin/healthz")).await;
     assert!(nested.starts_with("HTTP/1.1 200") && nested.ends_with("\r\n\r\nok\n"), "{nested}");
     assert_eq!(routed.load(Ordering::Relaxed), 2, "the embedder's layer was skipped");
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    served.stop().await;
 }
