@@ -5,7 +5,9 @@
 #     before each start when this runs as root; otherwise warm, and it says so),
 #     from /proc/PID/smaps_rollup; medians over ROUNDS starts;
 #   - the time from process start to the first accepted connection on
-#     127.0.0.1 (a connect polled every 0.2 ms), median over STARTS starts;
+#     127.0.0.1 (a connect polled every 0.2 ms), median over STARTS starts,
+#     beside examples/listen_floor.rs started the same way (the floor: process
+#     start, the loader, Python's fork/exec and the polling);
 #   - `meshgate explain --bind auto` against `ip -br addr` in a namespace
 #     holding IFACES TUN interfaces (benches/explain_vs_ip.sh).
 #
@@ -27,14 +29,16 @@ ifaces=${4:-64}
 bin="${MESHGATE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/meshgate}"
 base="${MESHGATE_BASE:-}"
 [ -n "${MESHGATE_BIN:-}" ] || cargo build --release --quiet --bin meshgate --manifest-path "$root/Cargo.toml"
+cargo build --release --quiet --example listen_floor --manifest-path "$root/Cargo.toml"
+floor_bin="${CARGO_TARGET_DIR:-$root/target}/release/examples/listen_floor"
 for b in "$bin" $base; do
     [ -x "$b" ] || { echo "startup_memory: $b is not an executable" >&2; exit 1; }
 done
 
-mem_start="$(python3 - "$rounds" "$starts" "$bin" $base <<'PY'
+mem_start="$(python3 - "$rounds" "$starts" "$floor_bin" "$bin" $base <<'PY'
 import os, socket, statistics, subprocess, sys, time
 
-rounds, starts, bins = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+rounds, starts, floor_bin, bins = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 env = {**os.environ, "RUST_LOG": "warn"}
 env.pop("MESHGATE_CONFIG", None)
 try:
@@ -106,9 +110,22 @@ for s in range(starts):
             times[b].append(accepted_ms(t0, port))
         finally:
             stop(p)
+# The harness's own floor: the same loop starting examples/listen_floor.rs
+# (std only: bind, accept, close), so the start-up row reads as meshgate's share.
+floor = []
+if os.path.exists(floor_bin):
+    for s in range(starts):
+        port = 18985 + s % 10
+        t0 = time.perf_counter()
+        p = subprocess.Popen([floor_bin, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            floor.append(accepted_ms(t0, port))
+        finally:
+            stop(p)
 for b in bins:
     m = {k: statistics.median(v) for k, v in mem[b].items()}
     print(f"{b}\t{m['Rss']:.0f}\t{m['Pss']:.0f}\t{m['Anonymous']:.0f}\t{statistics.median(times[b]):.2f}")
+print(f"floor\t{statistics.median(floor):.2f}" if floor else "floor\t-")
 PY
 )"
 
@@ -124,6 +141,8 @@ echo "cold starts: $rounds per binary, 2 s idle; starts to first connection: $st
 python3 - "$mem_start" "$us_new" "$us_ip" "${ratio_new}" "${us_base:-}" "${ratio_base:-}" <<'PY'
 import sys
 rows = [l.split("\t") for l in sys.argv[1].splitlines()]
+floor = [r for r in rows if r[0] == "floor"][0][1]
+rows = [r for r in rows if r[0] != "floor"]
 us_new, us_ip, r_new, us_base, r_base = sys.argv[2:7]
 new = rows[0]
 base = rows[1] if len(rows) > 1 else None
@@ -146,4 +165,5 @@ if base:
     row += f" {r_base + 'x':>9} | {float(r_new) / float(r_base):>8.3f} |"
 print(row)
 print(f"(explain {us_new} us" + (f", base {us_base} us" if base else "") + f", ip -br addr {us_ip} us)")
+print(f"(the same loop starts examples/listen_floor, std only, to its first connection in {floor} ms: the harness's floor)")
 PY
