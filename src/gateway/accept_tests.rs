@@ -455,16 +455,11 @@ impl crate::gateway::identity::PeerLookup for Moving {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::gateway::identity::PeerIdentity>> + Send + 'a>>
     {
         Box::pin(async move {
-            Some(crate::gateway::identity::PeerIdentity {
-                mesh: "wireguard".into(),
-                interface: interface.into(),
-                key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
-                name: Some("laptop".into()),
-                login: None,
-                node: None,
-                tags: Vec::new(),
-                allowed: true,
-            })
+            Some(crate::gateway::identity::PeerIdentity::allowed_wireguard(
+                interface,
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "laptop",
+            ))
         })
     }
 
@@ -603,15 +598,12 @@ impl crate::gateway::identity::PeerLookup for OneAllowed {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::gateway::identity::PeerIdentity>> + Send + 'a>>
     {
         Box::pin(async move {
-            (peer.ip() == std::net::IpAddr::from([127, 0, 0, 2])).then(|| crate::gateway::identity::PeerIdentity {
-                mesh: "wireguard".into(),
-                interface: interface.into(),
-                key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
-                name: Some("laptop".into()),
-                login: None,
-                node: None,
-                tags: Vec::new(),
-                allowed: true,
+            (peer.ip() == std::net::IpAddr::from([127, 0, 0, 2])).then(|| {
+                crate::gateway::identity::PeerIdentity::allowed_wireguard(
+                    interface,
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                    "laptop",
+                )
             })
         })
     }

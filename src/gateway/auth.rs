@@ -433,16 +433,7 @@ mod tests {
     #[test]
     fn over_http2_the_authority_is_the_host_the_ambient_check_reads() {
         let state = AppState::new(Some(Token::new("abc123abc123abc123", "test").unwrap()));
-        let laptop = PeerIdentity {
-            mesh: "wireguard".into(),
-            interface: "wg0".into(),
-            key: Some("key".into()),
-            name: Some("laptop".into()),
-            login: None,
-            node: None,
-            tags: Vec::new(),
-            allowed: true,
-        };
+        let laptop = PeerIdentity::allowed_wireguard("wg0", "key", "laptop");
         let ctx = ListenerCtx { local: "10.77.0.1:18789".parse().unwrap(), loopback: false, tls: true };
         let h2 = |uri: &str, origin: Option<&str>| {
             let mut r = axum::http::Request::builder().method("POST").uri(uri).version(axum::http::Version::HTTP_2);
@@ -466,16 +457,7 @@ mod tests {
     fn ambient_credentials_get_the_browser_checks_and_the_token_does_not() {
         let state = AppState::new(Some(Token::new("abc123abc123abc123", "test").unwrap())).with_signin("/_meshgate");
         let cookie = format!("meshgate_session={}", state.credentials().unwrap().sessions().issue());
-        let laptop = PeerIdentity {
-            mesh: "wireguard".into(),
-            interface: "wg0".into(),
-            key: Some("key".into()),
-            name: Some("laptop".into()),
-            login: None,
-            node: None,
-            tags: Vec::new(),
-            allowed: true,
-        };
+        let laptop = PeerIdentity::allowed_wireguard("wg0", "key", "laptop");
         let host = ("host", "10.77.0.1:18789");
         let rebound = ("host", "attacker.example:18789");
         let cross = [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "empty")];

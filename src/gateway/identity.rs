@@ -190,6 +190,24 @@ pub fn strip_peer_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// An allowed WireGuard peer named `name` on `interface` (the identity most
+/// tests need).
+#[cfg(test)]
+impl PeerIdentity {
+    pub(crate) fn allowed_wireguard(interface: &str, key: &str, name: &str) -> Self {
+        PeerIdentity {
+            mesh: "wireguard".into(),
+            interface: interface.into(),
+            key: Some(key.into()),
+            name: Some(name.into()),
+            login: None,
+            node: None,
+            tags: Vec::new(),
+            allowed: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,34 +289,21 @@ impl AccessRecord {
         // Numbers, not strings, in the JSON log: milliseconds to the microsecond.
         let duration_ms = (self.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let identity = self.identity.as_deref().unwrap_or("-");
-        // A streamed body has no length up front: the field is left out.
-        match bytes {
-            Some(bytes) => tracing::info!(
-                target: ACCESS_TARGET,
-                service = %self.service,
-                listener = %self.listener,
-                peer = %self.peer,
-                identity,
-                method = %self.method,
-                path = %self.path,
-                status,
-                bytes,
-                duration_ms,
-                "request"
-            ),
-            None => tracing::info!(
-                target: ACCESS_TARGET,
-                service = %self.service,
-                listener = %self.listener,
-                peer = %self.peer,
-                identity,
-                method = %self.method,
-                path = %self.path,
-                status,
-                duration_ms,
-                "request"
-            ),
-        }
+        // A streamed body has no length up front: tracing records an
+        // `Option` field only when it is `Some`, so the field is left out.
+        tracing::info!(
+            target: ACCESS_TARGET,
+            service = %self.service,
+            listener = %self.listener,
+            peer = %self.peer,
+            identity,
+            method = %self.method,
+            path = %self.path,
+            status,
+            bytes,
+            duration_ms,
+            "request"
+        );
     }
 }
 

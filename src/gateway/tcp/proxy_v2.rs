@@ -84,16 +84,7 @@ mod tests {
 
     #[test]
     fn an_ipv4_header_is_byte_for_byte_the_spec_and_carries_the_peer() {
-        let id = PeerIdentity {
-            mesh: "wireguard".into(),
-            interface: "wg0".into(),
-            key: Some("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=".into()),
-            name: Some("laptop".into()),
-            login: None,
-            node: None,
-            tags: Vec::new(),
-            allowed: true,
-        };
+        let id = PeerIdentity::allowed_wireguard("wg0", "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "laptop");
         let h = header("10.8.0.2:40000".parse().unwrap(), "10.8.0.1:5432".parse().unwrap(), Some(&id));
         assert_eq!(&h[..12], b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a");
         assert_eq!((h[12], h[13]), (0x21, 0x11));
