@@ -669,6 +669,17 @@ mod tests {
         assert_eq!(std::fs::read_to_string(tmp.path().join(CA_KEY_FILE)).unwrap(), "garbage", "never replaced");
     }
 
+    /// A CA constrained to `gw.example` in `dir`, and rustls's verifier
+    /// trusting only it.
+    fn ca_and_verifier(dir: &std::path::Path) -> (LocalCa, Arc<rustls::client::WebPkiServerVerifier>) {
+        let (ca, _) = LocalCa::open(dir, &Constraints::new(&[], &["gw.example".into()])).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.der.clone()).unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        (ca, verifier)
+    }
+
     /// webpki (rustls's verifier) enforces name constraints: a leaf for a
     /// permitted address verifies; one for a name outside does not.
     #[test]
@@ -676,11 +687,7 @@ mod tests {
         use rustls::client::danger::ServerCertVerifier as _;
         use rustls::pki_types::{ServerName, UnixTime};
         let tmp = tempfile::tempdir().unwrap();
-        let (ca, _) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["gw.example".into()])).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.cert.der.clone()).unwrap();
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let (ca, verifier) = ca_and_verifier(tmp.path());
         let (leaf, _) = ca.issue(&["gw.example".into()], &[ip("10.8.0.1")], Duration::from_secs(120)).unwrap();
         let now = UnixTime::now();
         for name in ["10.8.0.1", "gw.example"] {
@@ -759,11 +766,7 @@ mod tests {
         use rustls::client::danger::ServerCertVerifier as _;
         use rustls::pki_types::{ServerName, UnixTime};
         let tmp = tempfile::tempdir().unwrap();
-        let (ca, _) = LocalCa::open(tmp.path(), &Constraints::new(&[], &["gw.example".into()])).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.cert.der.clone()).unwrap();
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let (ca, verifier) = ca_and_verifier(tmp.path());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["gw.example".to_owned()]).unwrap();
         params.subject_alt_names.push(rcgen::SanType::URI("https://bank.example/".try_into().unwrap()));

@@ -76,23 +76,27 @@ fn packs_relocations_and_starts(bin: &Path) {
     assert_eq!(dynamic.contains("(RELR)"), recent, "glibc {version}: {dynamic}");
 }
 
+/// A scratch crate named `name` with meshgate's build.rs, empty `src/` and
+/// `benches/`, in a fresh temporary directory.
+fn probe_crate(kind: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshgate-{kind}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("benches")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("build.rs"), dir.join("build.rs")).unwrap();
+    let manifest = format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n");
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    dir
+}
+
 /// A release binary's functions are laid out in the order
 /// `benches/startup.order` names them (lld's `--symbol-ordering-file`), so
 /// that start-up code shares pages: two builds of a probe with the order
 /// reversed put the two functions in opposite places.
 #[test]
 fn the_startup_order_lays_out_the_release_binary() {
-    let dir = std::env::temp_dir().join(format!("meshgate-order-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::create_dir_all(dir.join("benches")).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(root.join("build.rs"), dir.join("build.rs")).unwrap();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        "[package]\nname = \"order-probe\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    )
-    .unwrap();
+    let dir = probe_crate("order", "order-probe");
     std::fs::write(
         dir.join("src/main.rs"),
         "#[no_mangle]\n#[inline(never)]\npub extern \"C\" fn probe_one(x: u32) -> u32 { x.wrapping_mul(3) }\n\
@@ -173,17 +177,7 @@ fn takes_symbol_ordering(dir: &Path) -> bool {
 /// it, not a build that fails at the last link.
 #[test]
 fn the_order_is_probed_with_the_configured_linker() {
-    let dir = std::env::temp_dir().join(format!("meshgate-linker-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::create_dir_all(dir.join("benches")).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(root.join("build.rs"), dir.join("build.rs")).unwrap();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        "[package]\nname = \"linker-probe\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    )
-    .unwrap();
+    let dir = probe_crate("linker", "linker-probe");
     std::fs::write(dir.join("src/main.rs"), "fn main() { println!(\"up\"); }\n").unwrap();
     std::fs::write(dir.join("benches/startup.order"), "main\n").unwrap();
     let linker = dir.join("picky-cc");

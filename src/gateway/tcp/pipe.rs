@@ -345,28 +345,24 @@ mod tests {
     async fn resets_are_passed_on_both_ways() {
         // 5 bytes each way: both ways still copying; 64 KiB: both spliced.
         for (&splice, size) in WAYS.iter().flat_map(|w| [(w, 5), (w, 65_536)]) {
-            let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), splice).await;
-            let mut b = vec![0u8; size];
-            client.write_all(&b).await.unwrap();
-            upstream.read_exact(&mut b).await.unwrap();
-            upstream.write_all(&b).await.unwrap();
-            client.read_exact(&mut b).await.unwrap();
-            upstream.abort();
-            drop(upstream);
-            assert_eq!(task.await.unwrap(), Ended::UpstreamReset, "splice {splice}, {size} bytes");
-            let e = client.read(&mut b).await.expect_err("a reset, not a clean close");
-            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "splice {splice}, {size} bytes: {e}");
-
-            let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), splice).await;
-            client.write_all(&b).await.unwrap();
-            upstream.read_exact(&mut b).await.unwrap();
-            upstream.write_all(&b).await.unwrap();
-            client.read_exact(&mut b).await.unwrap();
-            client.abort();
-            drop(client);
-            assert_eq!(task.await.unwrap(), Ended::ClientReset, "splice {splice}, {size} bytes");
-            let e = upstream.read(&mut b).await.expect_err("a reset, not a clean close");
-            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "splice {splice}, {size} bytes: {e}");
+            for client_resets in [false, true] {
+                let (mut client, mut upstream, task) = forwarding(Duration::from_secs(10), splice).await;
+                let mut b = vec![0u8; size];
+                client.write_all(&b).await.unwrap();
+                upstream.read_exact(&mut b).await.unwrap();
+                upstream.write_all(&b).await.unwrap();
+                client.read_exact(&mut b).await.unwrap();
+                let (resetting, mut other, ended) = if client_resets {
+                    (client, upstream, Ended::ClientReset)
+                } else {
+                    (upstream, client, Ended::UpstreamReset)
+                };
+                resetting.abort();
+                drop(resetting);
+                assert_eq!(task.await.unwrap(), ended, "splice {splice}, {size} bytes");
+                let e = other.read(&mut b).await.expect_err("a reset, not a clean close");
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "splice {splice}, {size} bytes: {e}");
+            }
         }
     }
 
