@@ -124,8 +124,7 @@ impl ServiceNames {
         if list.is_empty() {
             return Self::default();
         }
-        // The path router's order: longest prefix first, the rest last.
-        list.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_deref().map_or(0, |p| p.trim_end_matches('/').len() + 1)));
+        list.sort_by_key(|(p, _)| path_order(p.as_deref()));
         Self(list.into_iter().map(|(p, n)| (p, Arc::from(n))).collect())
     }
 
@@ -149,12 +148,27 @@ impl ServiceNames {
         if self.0.len() == 1 {
             return 0;
         }
-        let own = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|r| r.is_empty() || r.starts_with('/'));
-        if own {
-            return 0;
-        }
-        self.0.iter().position(|(p, _)| p.as_deref().is_none_or(|p| covers(p, path))).unwrap_or(0)
+        serving(self.0.iter().map(|(p, _)| p.as_deref()), path).unwrap_or(0)
     }
+}
+
+/// The order services sharing a port are tried in: longest prefix first,
+/// the one without a path last (a sort key). The path router and
+/// [`ServiceNames`] both sort by it.
+pub(crate) fn path_order(prefix: Option<&str>) -> std::cmp::Reverse<usize> {
+    std::cmp::Reverse(prefix.map_or(0, |p| p.trim_end_matches('/').len() + 1))
+}
+
+/// Which of `prefixes` (sorted by [`path_order`]) serves `path`: meshgate's
+/// own routes go to the first; else the first whose prefix covers the path,
+/// or the one without a prefix; `None` when none does.
+pub(crate) fn serving<'a>(prefixes: impl Iterator<Item = Option<&'a str>>, path: &str) -> Option<usize> {
+    let mut prefixes = prefixes.peekable();
+    let own = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|r| r.is_empty() || r.starts_with('/'));
+    if own {
+        return prefixes.peek().is_some().then_some(0);
+    }
+    prefixes.position(|p| p.is_none_or(|p| covers(p, path)))
 }
 
 /// Counters of what the gateway refused and why (read by `/status` and, where

@@ -16,27 +16,22 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
 
-pub(crate) use super::context::covers;
-use super::context::MESHGATE_PREFIX;
+#[cfg(test)]
+use super::context::covers;
+use super::context::{path_order, serving};
 
 /// The router that hands each request to the app of the service whose path
 /// covers it, longest first (`None`: the service without a path).
 pub(crate) fn path_router(mut apps: Vec<(Option<String>, Router)>) -> Router {
     // Longest prefix first; the service without a path last.
-    apps.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_deref().map_or(0, |p| p.trim_end_matches('/').len() + 1)));
+    apps.sort_by_key(|(p, _)| path_order(p.as_deref()));
     let apps = Arc::new(apps);
     let dispatch = tower::service_fn(move |request: Request| {
         let apps = apps.clone();
         async move {
-            let path = request.uri().path();
             // meshgate's own routes (sign-in, status) are the same in every
             // app: the first one serves them.
-            let own = path.strip_prefix(MESHGATE_PREFIX).is_some_and(|r| r.is_empty() || r.starts_with('/'));
-            let chosen = if own {
-                apps.first()
-            } else {
-                apps.iter().find(|(p, _)| p.as_deref().is_none_or(|p| covers(p, path)))
-            };
+            let chosen = serving(apps.iter().map(|(p, _)| p.as_deref()), request.uri().path()).map(|i| &apps[i]);
             let response: Response = match chosen {
                 Some((_, app)) => app.clone().oneshot(request).await.unwrap_or_else(|never: Infallible| match never {}),
                 None => (StatusCode::NOT_FOUND, "no service on this port serves this path\n").into_response(),
