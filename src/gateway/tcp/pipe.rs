@@ -178,9 +178,7 @@ async fn pipe_with<C: Socket, U: Socket>(
 ) -> Ended {
     let moved = AtomicU64::new(0);
     #[cfg(target_os = "linux")]
-    if let (Some(a), Some(b), true) =
-        (client.plain_tcp(), upstream.plain_tcp(), splice && super::splice::sigpipe_ignored())
-    {
+    if let (Some(a), Some(b), true) = (client.plain_tcp(), upstream.plain_tcp(), splice) {
         let ended = tokio::select! {
             r = super::splice::bidirectional(a, b, &moved) => match r {
                 Ok((up, down)) => Ended::Closed { up, down },

@@ -106,9 +106,9 @@ impl Drop for Pipe {
 /// for a binary. [`splice`] into a socket whose peer is gone fails with
 /// `EPIPE` AND raises SIGPIPE (splice has no `MSG_NOSIGNAL`, which the
 /// copying path's `send` has): a program embedding the library that leaves
-/// SIGPIPE at its default action would be killed. The caller splices only
-/// when this holds (one `sigaction` query per connection), else copies.
-pub(super) fn sigpipe_ignored() -> bool {
+/// SIGPIPE at its default action would be killed. A direction splices only
+/// when this holds (one `sigaction` query when it turns bulk), else copies.
+fn sigpipe_ignored() -> bool {
     // SAFETY: a zeroed sigaction is a valid out-parameter; a null new action
     // only reads the current one.
     unsafe {
@@ -182,7 +182,8 @@ fn eof(to: &TcpStream, to_side: Side, ended: &AtomicBool) -> Result<(), (Side, i
 /// would spend (a pipe cannot tell a drained socket from a full pipe), and a
 /// short exchange never takes a pipe. The first read that fills the buffer
 /// marks a bulk flow, spliced from then on (copied on if no pipe can be had:
-/// out of descriptors, a connection carries on rather than failing).
+/// out of descriptors, a connection carries on rather than failing; or if
+/// SIGPIPE is not ignored, see [`sigpipe_ignored`]).
 async fn one_way(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
@@ -207,6 +208,12 @@ async fn one_way(
         to.write_all(&buf).await.map_err(|e| (to_side, e))?;
         total += n as u64;
         if n >= SMALL && !no_pipe {
+            // Asked here, when a flow turns bulk, not per connection: a
+            // short exchange never pays the `sigaction` query.
+            if !sigpipe_ignored() {
+                no_pipe = true;
+                continue;
+            }
             match Pipe::new() {
                 Ok(pipe) => break pipe,
                 Err(e) => {
